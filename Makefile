@@ -1,0 +1,59 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: run test test-faults lint typecheck check bench bench-fanout load clean
+
+$(BIN)/gifting-server: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+run: $(BIN)/gifting-server
+	$(BIN)/gifting-server serve --host $(HOST) --port $(PORT) --demo
+
+test: $(BIN)/gifting-server
+	$(BIN)/python -m pytest -q --ignore=tests/faults
+
+# Faults, abuse and fuzzing (docs/reliability.md): kills and restarts real Redis and
+# server processes, floods, forges and fuzzes; about 40 s on its own.
+test-faults: $(BIN)/gifting-server
+	$(BIN)/python -m pytest -q tests/faults
+
+lint: $(BIN)/gifting-server
+	$(BIN)/ruff check gifting_server tests load
+	$(BIN)/ruff format --check gifting_server tests load
+
+typecheck: $(BIN)/gifting-server
+	$(BIN)/mypy
+
+check: lint typecheck test test-faults
+
+# Opt-in benchmarks (not part of the tests). `make bench` writes BENCHMARKS.md and
+# load/results/bench.json; BENCH_QUICK=1 for a run under a minute.
+bench: $(BIN)/gifting-server
+	$(BIN)/python -m load.bench
+
+# A single fan-out measurement: one stream, many viewers, a steady gift rate.
+VIEWERS ?= 5000
+RATE ?= 100
+bench-fanout: $(BIN)/gifting-server
+	$(BIN)/python -m load.bench.fanout --viewers $(VIEWERS) --rate $(RATE) --duration 10
+
+# Locust, headless: USERS gifters (plus 20 viewers) against a server it starts here, or
+# against HOST=http://... (that server's GIFTING_* secrets in the environment).
+# Reports in load/reports/; exits non-zero when any request failed.
+USERS ?= 2000
+SPAWN ?= 200
+TIME ?= 60s
+LOAD_ARGS ?=
+load: $(BIN)/gifting-server
+	$(BIN)/python -m load.run --users $(USERS) --spawn-rate $(SPAWN) --run-time $(TIME) \
+		$(if $(findstring ://,$(HOST)),--host $(HOST)) $(LOAD_ARGS)
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

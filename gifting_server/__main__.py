@@ -1,0 +1,3 @@
+from gifting_server.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Thin edges: HTTP and WebSocket endpoints that parse, call a use-case and encode."""

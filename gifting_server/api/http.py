@@ -1,0 +1,223 @@
+"""HTTP endpoints of CONTRACT.md: authenticate, parse, call the ledger, encode."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gifting_server import metrics
+from gifting_server.api.validation import (
+    KEY,
+    MAX_INT,
+    checked_id,
+    identifier,
+    integer,
+    invalid,
+    json_object,
+    optional_integer,
+    parse_object,
+    query_int,
+    raw_body,
+)
+from gifting_server.auth import USER_ID, Identity, Role, bearer_token, verify_token, verify_webhook
+from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.ledger import payments, streams, wallet
+from gifting_server.ledger.store import Store, guarded
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def store_of(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def identity(request: Request, *roles: Role) -> Identity:
+    who = verify_token(
+        store_of(request).settings.secret, bearer_token(request.headers.get("authorization"))
+    )
+    who.require(*roles)
+    return who
+
+
+def stream_id_of(request: Request) -> str:
+    return checked_id(request.path_params["stream_id"], "stream id")
+
+
+def idempotency_key(request: Request, body: dict[str, Any]) -> str:
+    value = body.get("idempotency_key", request.headers.get("idempotency-key"))
+    if value is None:
+        raise invalid("idempotency_key is required (in the body or an Idempotency-Key header)")
+    return checked_id(value, "idempotency_key", KEY)
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    try:
+        await guarded(store_of(request).redis.ping())
+    except GiftingError as e:
+        return json_response(e.to_dict(), status=503)
+    return json_response({"status": "ready"})
+
+
+async def list_gifts(request: Request) -> Response:
+    gifts = [g.public() for g in store_of(request).settings.gifts]
+    return json_response({"gifts": gifts})
+
+
+async def list_packages(request: Request) -> Response:
+    settings = store_of(request).settings
+    currency = settings.economy.currency
+    packages = [
+        {"id": p.id, "coins": p.coins, "price": {"amount": p.price, "currency": currency}}
+        for p in settings.packages
+    ]
+    return json_response({"packages": packages})
+
+
+async def get_wallet(request: Request) -> Response:
+    who = identity(request, Role.VIEWER, Role.STREAMER)
+    return json_response(await wallet.read_wallet(store_of(request), who.user_id))
+
+
+async def put_wallet_limits(request: Request) -> Response:
+    who = identity(request, Role.VIEWER)
+    store = store_of(request)
+    body = await json_object(request)
+    limit = optional_integer(
+        body, "daily_coin_limit", minimum=0, maximum=store.settings.limits.max_daily_coin_limit
+    )
+    await wallet.set_daily_limit(store, who.user_id, limit)
+    return json_response(await wallet.read_wallet(store, who.user_id))
+
+
+async def payment_webhook(request: Request) -> Response:
+    body = await raw_body(request)
+    signature = request.headers.get("gifting-signature")
+    return json_response(await apply_signed_webhook(store_of(request), body, signature))
+
+
+async def apply_signed_webhook(store: Store, body: bytes, signature: str | None) -> dict[str, Any]:
+    """Verify a payment provider's signed event and apply it exactly once."""
+    verify_webhook(
+        store.settings.webhook_secret, body, signature, store.settings.limits.webhook_tolerance_s
+    )
+    data = parse_object(body)
+    event_id = identifier(data, "event_id", KEY)
+    user_id = identifier(data, "user_id", USER_ID)
+    package_id = identifier(data, "package_id")
+    payer_id = identifier(data, "payer_id") if data.get("payer_id") is not None else None
+    kind = data.get("type")
+    if kind not in payments.PAYMENT_KINDS:
+        raise invalid(f"type must be one of {', '.join(payments.PAYMENT_KINDS)}")
+    result = await payments.apply_payment(store, user_id, event_id, kind, package_id, payer_id)
+    metrics.PAYMENTS.labels(kind=kind, replayed=str(result.replayed).lower()).inc()
+    return {
+        "status": "duplicate" if result.replayed else "applied",
+        "event_id": event_id,
+        "user_id": user_id,
+        "coins": result.coins,
+        "credited": result.credited,
+        "clawed_back": result.clawed_back,
+        "owed": result.owed,
+    }
+
+
+async def create_stream(request: Request) -> Response:
+    who = identity(request, Role.STREAMER)
+    body = await json_object(request, allow_empty=True)
+    stream_id = (
+        identifier(body, "stream_id") if "stream_id" in body else f"st_{uuid.uuid4().hex[:16]}"
+    )
+    changed = await streams.start_stream(store_of(request), who.user_id, stream_id)
+    return json_response({"stream_id": stream_id, "status": "live"}, status=201 if changed else 200)
+
+
+async def get_stream(request: Request) -> Response:
+    return json_response(await streams.stream_status(store_of(request), stream_id_of(request)))
+
+
+async def end_stream(request: Request) -> Response:
+    who = identity(request, Role.STREAMER)
+    stream_id = stream_id_of(request)
+    await streams.end_stream(store_of(request), who.user_id, stream_id)
+    return json_response({"stream_id": stream_id, "status": "ended"})
+
+
+async def send_gift(request: Request) -> Response:
+    who = identity(request, Role.VIEWER)
+    store = store_of(request)
+    stream_id = stream_id_of(request)
+    body = await json_object(request)
+    gift_id = identifier(body, "gift_id")
+    count = integer(
+        body, "count", minimum=1, maximum=store.settings.limits.max_gift_count, default=1
+    )
+    key = idempotency_key(request, body)
+    gift = store.settings.gift(gift_id)
+    if gift is None:
+        raise GiftingError(ErrorCode.UNKNOWN_GIFT, f"no gift {gift_id!r} in the catalog")
+    with metrics.GIFT_LATENCY.labels(path="http").time():
+        receipt = await wallet.send_gift(store, who, stream_id, gift, count, key)
+    hub = getattr(request.app.state, "hub", None)
+    if hub is not None:
+        hub.note_gift(stream_id)  # so this worker closes the streak even with no viewers here
+    return json_response(
+        {"event_id": receipt.event_id, "coins": receipt.coins, "combo": receipt.combo}
+    )
+
+
+async def get_leaderboard(request: Request) -> Response:
+    stream_id = stream_id_of(request)
+    period = request.query_params.get("period", "stream")
+    if period not in streams.PERIODS:
+        raise invalid(f"period must be one of {', '.join(streams.PERIODS)}")
+    limit = query_int(request, "limit", default=10, minimum=1, maximum=100)
+    entries = await streams.leaderboard(store_of(request), stream_id, period, limit)
+    return json_response({"stream_id": stream_id, "period": period, "entries": entries})
+
+
+async def create_cashout(request: Request) -> Response:
+    who = identity(request, Role.STREAMER)
+    store = store_of(request)
+    body = await json_object(request)
+    diamonds = integer(body, "diamonds", minimum=1, maximum=MAX_INT)
+    key = idempotency_key(request, body)
+    result = await wallet.cashout(store, who.user_id, diamonds, key)
+    return json_response(
+        {
+            "cashout_id": result.cashout_id,
+            "diamonds": result.diamonds,
+            "amount": {"amount": result.cents, "currency": result.currency},
+            "status": "pending",
+            "diamonds_left": result.diamonds_left,
+        },
+        status=201,
+    )
+
+
+routes = [
+    Route("/healthz", healthz),
+    Route("/readyz", readyz),
+    Route("/v1/gifts", list_gifts),
+    Route("/v1/coin-packages", list_packages),
+    Route("/v1/wallet", get_wallet),
+    Route("/v1/wallet/limits", put_wallet_limits, methods=["PUT"]),
+    Route("/v1/payments/webhook", payment_webhook, methods=["POST"]),
+    Route("/v1/streams", create_stream, methods=["POST"]),
+    Route("/v1/streams/{stream_id}", get_stream),
+    Route("/v1/streams/{stream_id}/end", end_stream, methods=["POST"]),
+    Route("/v1/streams/{stream_id}/gifts", send_gift, methods=["POST"]),
+    Route("/v1/streams/{stream_id}/leaderboard", get_leaderboard),
+    Route("/v1/cashouts", create_cashout, methods=["POST"]),
+]

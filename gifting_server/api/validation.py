@@ -1,0 +1,100 @@
+"""Strict parsing of request bodies: wrong types, floats, bools, huge numbers and
+unknown ids are refused with `invalid_request` and a message naming the field."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from gifting_server.errors import ErrorCode, GiftingError
+
+MAX_BODY_BYTES = 16 * 1024
+MAX_INT = 2**53 - 1  # exact in Lua's doubles and in JavaScript
+ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+def invalid(message: str) -> GiftingError:
+    return GiftingError(ErrorCode.INVALID_REQUEST, message)
+
+
+async def raw_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise GiftingError(ErrorCode.PAYLOAD_TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise GiftingError(ErrorCode.PAYLOAD_TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_object(body: bytes, *, allow_empty: bool = False) -> dict[str, Any]:
+    if allow_empty and not body.strip():
+        return {}
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise invalid("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise invalid("the body must be a JSON object")
+    return data
+
+
+async def json_object(request: Request, *, allow_empty: bool = False) -> dict[str, Any]:
+    return parse_object(await raw_body(request), allow_empty=allow_empty)
+
+
+def integer(
+    data: dict[str, Any],
+    name: str,
+    *,
+    minimum: int,
+    maximum: int = MAX_INT,
+    default: int | None = None,
+) -> int:
+    value = data.get(name, default)
+    if value is None:
+        raise invalid(f"{name} is required")
+    if type(value) is not int:
+        raise invalid(f"{name} must be an integer")
+    if not minimum <= value <= maximum:
+        raise invalid(f"{name} must be between {minimum} and {maximum}")
+    return value
+
+
+def optional_integer(data: dict[str, Any], name: str, *, minimum: int, maximum: int) -> int | None:
+    if name not in data:
+        raise invalid(f"{name} is required (null to remove)")
+    if data[name] is None:
+        return None
+    return integer(data, name, minimum=minimum, maximum=maximum)
+
+
+def identifier(data: dict[str, Any], name: str, pattern: re.Pattern[str] = ID) -> str:
+    value = data.get(name)
+    if value is None:
+        raise invalid(f"{name} is required")
+    return checked_id(value, name, pattern)
+
+
+def checked_id(value: Any, name: str, pattern: re.Pattern[str] = ID) -> str:
+    if not isinstance(value, str) or not pattern.match(value):
+        allowed = "letters, digits, '_' or '-'" if pattern is ID else "letters, digits, '_.:-'"
+        limit = 64 if pattern is ID else 128
+        raise invalid(f"{name} must be 1-{limit} {allowed}")
+    return value
+
+
+def query_int(request: Request, name: str, *, default: int, minimum: int, maximum: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6 or not minimum <= int(raw) <= maximum:
+        raise invalid(f"{name} must be an integer between {minimum} and {maximum}")
+    return int(raw)

@@ -1,0 +1,109 @@
+"""create_app(settings): the routes and the lifespan (Redis client, scripts)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gifting_server import metrics
+from gifting_server.api import demo, http, pages
+from gifting_server.api.openapi import openapi_document
+from gifting_server.config import Settings, load_settings
+from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.hub.hub import Hub
+from gifting_server.hub.sweeper import Sweeper
+from gifting_server.ledger.store import Store, connect
+
+log = logging.getLogger("gifting_server")
+
+
+async def on_gifting_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GiftingError)
+    return http.json_response(exc.to_dict(), status=exc.code.http_status)
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(
+        exc.status_code, ErrorCode.INVALID_REQUEST
+    )
+    error = GiftingError(code, str(exc.detail))
+    return http.json_response(error.to_dict(), status=exc.status_code)
+
+
+async def on_unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    error = GiftingError(ErrorCode.INTERNAL_ERROR, "unexpected server error; it was logged")
+    return http.json_response(error.to_dict(), status=500)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def openapi_endpoint(request: Request) -> Response:
+    return http.json_response(openapi_document(request.app.state.store.settings))
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The ASGI app; its lifespan connects to `settings.redis_url` and starts the hub.
+
+    Serve it with `ws=HubConnection` (as `gifting-server serve` does) so that
+    /v1/ws is handled by the hub.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        if not settings.redis_url:
+            raise RuntimeError("create_app needs settings.redis_url (the CLI sets it)")
+        timeout = settings.limits.request_timeout_s
+        redis = connect(settings.redis_url, timeout)
+        app.state.store = Store(redis, settings)
+        hub_redis = connect(settings.redis_url, timeout, decode_responses=False)
+        hub = Hub(hub_redis, settings)
+        sweeper = Sweeper(hub, app.state.store, lambda: list(hub.connections))
+        hub.start()
+        sweeper.start()
+        app.state.hub = hub
+        try:
+            # uvicorn hands this state to HubConnection, which serves /v1/ws.
+            yield {"hub": hub, "store": app.state.store}
+        finally:
+            await sweeper.stop()
+            await hub.stop()
+            await hub_redis.aclose()
+            await redis.aclose()
+
+    routes = [
+        *http.routes,
+        *pages.routes,
+        Route("/openapi.json", openapi_endpoint),
+    ]
+    if settings.demo_payments:
+        routes += demo.routes
+    if settings.metrics_public:
+        routes.append(Route("/metrics", metrics_endpoint))
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            GiftingError: on_gifting_error,
+            HTTPException: on_http_error,
+            Exception: on_unexpected_error,
+        },
+    )
+    return app
+
+
+def create_app_from_env() -> Starlette:
+    """Factory for `uvicorn --factory` and for each worker of `serve --workers N`."""
+    return create_app(load_settings())

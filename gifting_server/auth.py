@@ -1,0 +1,147 @@
+"""Who is asking: signed tokens (PyJWT, HS256) and payment webhook signatures.
+
+Identity always comes from a verified token, never from a request body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+import jwt
+
+from gifting_server.errors import ErrorCode, GiftingError
+
+ISSUER = "gifting_server"
+USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_NAME_LENGTH = 64
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"
+    STREAMER = "streamer"
+    OVERLAY = "overlay"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Identity:
+    user_id: str
+    name: str
+    role: Role
+    adult: bool = False
+    stream_id: str | None = None  # overlay tokens are bound to one stream
+
+    def require(self, *roles: Role) -> None:
+        if self.role not in roles:
+            allowed = " or ".join(r.value for r in roles)
+            raise GiftingError(ErrorCode.FORBIDDEN, f"this needs a {allowed} token")
+
+
+def issue_token(
+    secret: str,
+    user_id: str,
+    role: Role,
+    *,
+    name: str | None = None,
+    adult: bool = False,
+    stream_id: str | None = None,
+    ttl_s: int = 86_400,
+    now: float | None = None,
+) -> str:
+    if not USER_ID.match(user_id):
+        raise ValueError("user id: 1-64 letters, digits, '_' or '-'")
+    if role is Role.OVERLAY and not stream_id:
+        raise ValueError("an overlay token needs a stream")
+    issued = int(now if now is not None else time.time())
+    claims: dict[str, object] = {
+        "iss": ISSUER,
+        "sub": user_id,
+        "name": (name or user_id)[:MAX_NAME_LENGTH],
+        "role": role.value,
+        "adult": adult,
+        "iat": issued,
+        "exp": issued + ttl_s,
+    }
+    if stream_id:
+        claims["stream"] = stream_id
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def verify_token(secret: str, token: str) -> Identity:
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=["HS256"],
+            issuer=ISSUER,
+            options={"require": ["exp", "sub", "role", "iss"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise GiftingError(ErrorCode.UNAUTHORIZED, "token expired; get a new one") from None
+    except jwt.PyJWTError:
+        raise GiftingError(ErrorCode.UNAUTHORIZED, "invalid token") from None
+    user_id, role, name = claims.get("sub"), claims.get("role"), claims.get("name")
+    stream = claims.get("stream")
+    if not isinstance(user_id, str) or not USER_ID.match(user_id):
+        raise GiftingError(ErrorCode.UNAUTHORIZED, "invalid token subject")
+    try:
+        parsed_role = Role(str(role))
+    except ValueError:
+        raise GiftingError(ErrorCode.UNAUTHORIZED, "invalid token role") from None
+    if stream is not None and not isinstance(stream, str):
+        raise GiftingError(ErrorCode.UNAUTHORIZED, "invalid token stream")
+    return Identity(
+        user_id=user_id,
+        name=name[:MAX_NAME_LENGTH] if isinstance(name, str) and name else user_id,
+        role=parsed_role,
+        adult=claims.get("adult") is True,
+        stream_id=stream,
+    )
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise GiftingError(ErrorCode.UNAUTHORIZED, "missing Authorization: Bearer <token>")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise GiftingError(ErrorCode.UNAUTHORIZED, "expected Authorization: Bearer <token>")
+    return token.strip()
+
+
+def sign_webhook(secret: str, body: bytes, timestamp: int) -> str:
+    """The `Gifting-Signature` header value a payment provider sends with `body`."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+def verify_webhook(
+    secret: str, body: bytes, header: str | None, tolerance_s: int, now: float | None = None
+) -> None:
+    if not header:
+        raise GiftingError(ErrorCode.INVALID_SIGNATURE, "missing Gifting-Signature header")
+    parts: dict[str, str] = {}
+    for item in header.split(","):
+        key, sep, value = item.strip().partition("=")
+        if sep:
+            parts.setdefault(key, value)
+    timestamp = parts.get("t", "")
+    if (
+        not (timestamp.isascii() and timestamp.isdigit())
+        or len(timestamp) > 12
+        or "v1" not in parts
+    ):
+        raise GiftingError(ErrorCode.INVALID_SIGNATURE, "malformed Gifting-Signature header")
+    current = time.time() if now is None else now
+    if abs(current - int(timestamp)) > tolerance_s:
+        raise GiftingError(
+            ErrorCode.INVALID_SIGNATURE,
+            f"signature timestamp is more than {tolerance_s}s away from now",
+        )
+    expected = sign_webhook(secret, body, int(timestamp)).rpartition("v1=")[2]
+    if not hmac.compare_digest(expected, parts["v1"]):
+        raise GiftingError(ErrorCode.INVALID_SIGNATURE, "signature does not match the body")

@@ -1,0 +1,324 @@
+"""The one place where the environment and config/*.toml are read.
+
+Everything else receives a frozen `Settings`. Bad config fails at start with a
+message naming the file and the key, never later in the middle of a request.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+
+class ConfigError(Exception):
+    """Raised with a message a person can act on."""
+
+
+@dataclass(frozen=True)
+class Gift:
+    id: str
+    name: str
+    coins: int
+    tier: int
+    emoji: str = ""
+    svg: str = ""
+
+    def public(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "coins": self.coins,
+            "tier": self.tier,
+        }
+        if self.emoji:
+            data["emoji"] = self.emoji
+        if self.svg:
+            data["svg"] = self.svg
+        return data
+
+
+@dataclass(frozen=True)
+class CoinPackage:
+    id: str
+    coins: int
+    price: int  # minor units of Economy.currency
+
+
+@dataclass(frozen=True)
+class Economy:
+    creator_share_bps: int = 5000
+    currency: str = "USD"
+    diamonds_per_unit: int = 2
+    cents_per_unit: int = 1
+    cashout_min_diamonds: int = 2000
+    cashout_daily_cap_cents: int = 100_000
+    holding_period_days: int = 7
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_gift_count: int = 99
+    combo_window_ms: int = 3000
+    gift_rate_per_s: int = 20
+    gift_burst: int = 40
+    require_age_verification: bool = True
+    max_daily_coin_limit: int = 100_000_000
+    idempotency_ttl_s: int = 86_400
+    webhook_tolerance_s: int = 300
+    request_timeout_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class History:
+    max_events: int = 1000
+
+
+@dataclass(frozen=True)
+class WebSocket:
+    max_message_bytes: int = 4096  # a bigger client message closes the connection with 1009
+    tick_ms: int = 30  # events of one stream arriving within a tick share one frame
+    rate_per_s: int = 20  # client messages per second per connection (token bucket)
+    burst: int = 40
+    abuse_close_after: int = 20  # rate-limited messages in a row before closing with 4008
+    outbox_frames: int = 256  # frames queued for one slow connection before closing with 4009
+    outbox_bytes: int = 1_048_576
+    write_buffer_bytes: int = 65_536  # kernel-side backlog before frames queue in the outbox
+    ping_interval_s: int = 20  # heartbeat: a peer that misses a pong for this long is dropped
+    allowed_origins: tuple[str, ...] = ()  # browser origins allowed besides the server's own
+    max_subscriptions: int = 10  # streams one connection may follow
+
+
+@dataclass(frozen=True)
+class Server:
+    metrics_public: bool = True
+    demo_payments: bool = False  # POST /v1/demo/payments: buy coins without a provider
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str | None
+    data_dir: Path
+    secret: str
+    webhook_secret: str
+    gifts: tuple[Gift, ...]
+    packages: tuple[CoinPackage, ...]
+    economy: Economy = field(default_factory=Economy)
+    limits: Limits = field(default_factory=Limits)
+    history: History = field(default_factory=History)
+    websocket: WebSocket = field(default_factory=WebSocket)
+    metrics_public: bool = True
+    demo_payments: bool = False
+
+    def gift(self, gift_id: str) -> Gift | None:
+        return self._gifts_by_id().get(gift_id)
+
+    def package(self, package_id: str) -> CoinPackage | None:
+        return {p.id: p for p in self.packages}.get(package_id)
+
+    def _gifts_by_id(self) -> dict[str, Gift]:
+        cached: dict[str, Gift] | None = self.__dict__.get("_gift_index")
+        if cached is None:
+            cached = {g.id: g for g in self.gifts}
+            object.__setattr__(self, "_gift_index", cached)
+        return cached
+
+
+def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = None) -> Settings:
+    """Build settings from config/*.toml, the optional GIFTING_CONFIG overlay and env vars."""
+    env = dict(os.environ if env is None else env)
+    config_dir = config_dir or Path(env.get("GIFTING_CONFIG_DIR", DEFAULT_CONFIG_DIR))
+    tree: dict[str, Any] = {}
+    sources: dict[str, str] = {}  # top-level key → the file that set it last, for messages
+    files = [config_dir / name for name in ("default.toml", "gifts.toml", "packages.toml")]
+    if env.get("GIFTING_CONFIG"):
+        files.append(Path(env["GIFTING_CONFIG"]))
+    for path in files:
+        layer = _read_toml(path)
+        _merge(tree, layer)
+        sources.update({key: str(path) for key in layer})
+
+    data_dir = Path(env.get("GIFTING_DATA_DIR", "data")).resolve()
+    for name in ("GIFTING_SECRET", "GIFTING_WEBHOOK_SECRET"):
+        if env.get(name) and len(env[name]) < 32:
+            raise ConfigError(f"{name} must be at least 32 characters (try: openssl rand -hex 32)")
+    server = _parse_section(Server, tree.get("server", {}), "server")
+    return Settings(
+        redis_url=env.get("GIFTING_REDIS_URL") or None,
+        data_dir=data_dir,
+        secret=env.get("GIFTING_SECRET") or _persistent_secret(data_dir, "token-secret"),
+        webhook_secret=env.get("GIFTING_WEBHOOK_SECRET")
+        or _persistent_secret(data_dir, "webhook-secret"),
+        gifts=_parse_gifts(tree.get("gifts", []), sources.get("gifts", "gifts.toml")),
+        packages=_parse_packages(
+            tree.get("packages", []), sources.get("packages", "packages.toml")
+        ),
+        economy=_parse_section(Economy, tree.get("economy", {}), "economy"),
+        limits=_parse_section(Limits, tree.get("limits", {}), "limits"),
+        history=_parse_section(History, tree.get("history", {}), "history"),
+        websocket=_parse_section(WebSocket, tree.get("websocket", {}), "websocket"),
+        metrics_public=server.metrics_public,
+        # `serve --demo` turns demo payments on for every worker through the environment.
+        demo_payments=server.demo_payments or env.get("GIFTING_DEMO_PAYMENTS") == "1",
+    )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> None:
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _persistent_secret(data_dir: Path, name: str) -> str:
+    """A random secret kept in the data dir, so tokens survive a restart of `make run`."""
+    path = data_dir / name
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(32)
+    path.write_text(value)
+    path.chmod(0o600)
+    return value
+
+
+def _parse_section(cls: type[Any], raw: Any, section: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{section}] must be a table")
+    defaults = cls()
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not hasattr(defaults, key):
+            raise ConfigError(f"[{section}] unknown key {key!r}")
+        expected = type(getattr(defaults, key))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if expected is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = tuple(value)
+        if type(value) is not expected:
+            raise ConfigError(f"[{section}] {key} must be {expected.__name__}, got {value!r}")
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            raise ConfigError(f"[{section}] {key} must not be negative, got {value!r}")
+        values[key] = value
+    result = cls(**values)
+    _check_section(result, section)
+    return result
+
+
+def _check_section(value: Any, section: str) -> None:
+    if isinstance(value, Economy):
+        if not 0 < value.creator_share_bps <= 10_000:
+            raise ConfigError("[economy] creator_share_bps must be in 1..10000")
+        if value.diamonds_per_unit < 1 or value.cents_per_unit < 1:
+            raise ConfigError("[economy] diamonds_per_unit and cents_per_unit must be >= 1")
+        if value.cashout_min_diamonds % value.diamonds_per_unit:
+            raise ConfigError(
+                "[economy] cashout_min_diamonds must be a multiple of diamonds_per_unit"
+            )
+    if isinstance(value, Limits):
+        if value.max_gift_count < 1 or value.gift_burst < 1 or value.gift_rate_per_s < 1:
+            raise ConfigError(
+                "[limits] max_gift_count, gift_burst and gift_rate_per_s must be >= 1"
+            )
+        if value.request_timeout_s <= 0:
+            raise ConfigError("[limits] request_timeout_s must be > 0")
+    if (
+        isinstance(value, WebSocket)
+        and min(
+            value.max_message_bytes,
+            value.tick_ms + 1,
+            value.rate_per_s,
+            value.burst,
+            value.outbox_frames,
+            value.outbox_bytes,
+            value.ping_interval_s,
+            value.max_subscriptions,
+        )
+        < 1
+    ):
+        raise ConfigError(f"[{section}] sizes, rates and intervals must be >= 1")
+    if isinstance(value, History) and value.max_events < 1:
+        raise ConfigError(f"[{section}] max_events must be >= 1")
+
+
+def _ident(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > 64:
+        raise ConfigError(f"{where}: id must be a non-empty string of at most 64 characters")
+    if not all(c.isalnum() or c in "_-" for c in value):
+        raise ConfigError(f"{where}: id {value!r} may hold only letters, digits, '_' and '-'")
+    return value
+
+
+def _positive_int(entry: dict[str, Any], key: str, where: str) -> int:
+    value = entry.get(key)
+    if type(value) is not int or value < 1:
+        raise ConfigError(f"{where}: {key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _parse_gifts(raw: Any, source: str) -> tuple[Gift, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{source}: the catalog needs at least one [[gifts]] entry")
+    gifts: list[Gift] = []
+    for i, entry in enumerate(raw):
+        where = f"{source} [[gifts]] #{i + 1}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: must be a table with id, name, coins, tier")
+        gift_id = _ident(entry.get("id"), where)
+        name = entry.get("name")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{where} ({gift_id}): name must be a non-empty string")
+        tier = _positive_int(entry, "tier", where)
+        if tier > 4:
+            raise ConfigError(f"{where} ({gift_id}): tier must be 1..4")
+        emoji, svg = entry.get("emoji", ""), entry.get("svg", "")
+        if not (emoji or svg):
+            raise ConfigError(f"{where} ({gift_id}): needs an emoji or an inline svg")
+        gifts.append(
+            Gift(gift_id, name, _positive_int(entry, "coins", where), tier, str(emoji), str(svg))
+        )
+    _unique([g.id for g in gifts], f"{source}: gift")
+    return tuple(gifts)
+
+
+def _parse_packages(raw: Any, source: str) -> tuple[CoinPackage, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{source}: needs at least one [[packages]] entry")
+    packages = []
+    for i, entry in enumerate(raw):
+        where = f"{source} [[packages]] #{i + 1}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: must be a table with id, coins, price")
+        packages.append(
+            CoinPackage(
+                _ident(entry.get("id"), where),
+                _positive_int(entry, "coins", where),
+                _positive_int(entry, "price", where),
+            )
+        )
+    _unique([p.id for p in packages], f"{source}: package")
+    return tuple(packages)
+
+
+def _unique(ids: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for item in ids:
+        if item in seen:
+            raise ConfigError(f"{what} id {item!r} appears twice")
+        seen.add(item)

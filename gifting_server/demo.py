@@ -1,0 +1,75 @@
+"""Demo data: a live stream, its streamer and three funded viewers, plus ready URLs."""
+
+from __future__ import annotations
+
+from gifting_server.auth import Role, issue_token
+from gifting_server.config import Settings
+from gifting_server.ledger import payments, streams
+from gifting_server.ledger.store import Store, connect
+
+DEMO_STREAM = "demo"
+DEMO_STREAMER = ("demo_streamer", "Demo Streamer")
+DEMO_VIEWERS = (("alice", "Alice"), ("bob", "Bob"), ("carol", "Carol"))
+DEMO_NEWCOMER = ("dana", "Dana")  # starts with no coins: the way to the recharge sheet
+DEMO_PACKAGE = "coins_10000"
+# Browser source sizes that fit each overlay (width x height, in OBS pixels).
+OVERLAYS = (
+    ("alerts", "800x600", ""),
+    ("leaderboard", "400x500", ""),
+    ("goal", "800x160", "&target=5000"),
+)
+
+
+async def seed_demo(settings: Settings, redis_url: str, base_url: str) -> str:
+    """Seed idempotently (safe to run on every start) and return what to print."""
+    redis = connect(redis_url, settings.limits.request_timeout_s)
+    store = Store(redis, settings)
+    try:
+        await streams.start_stream(store, DEMO_STREAMER[0], DEMO_STREAM)
+        for user_id, _ in DEMO_VIEWERS:
+            await payments.apply_payment(
+                store, user_id, f"demo-{user_id}-1", "payment.succeeded", DEMO_PACKAGE
+            )
+    finally:
+        await redis.aclose()
+
+    week = 7 * 86_400
+    lines = [
+        "",
+        f"gifting_server demo: stream {DEMO_STREAM!r} is live, streamed by {DEMO_STREAMER[1]}",
+        "",
+        "Viewer clients, one per viewer (open them in several windows or on a phone;"
+        " tokens last a week):",
+    ]
+    for user_id, name in (*DEMO_VIEWERS, DEMO_NEWCOMER):
+        token = issue_token(
+            settings.secret, user_id, Role.VIEWER, name=name, adult=True, ttl_s=week
+        )
+        lines.append(f"  {name:<6} {base_url}/client?stream_id={DEMO_STREAM}&token={token}")
+    lines.append(
+        f"  ({DEMO_NEWCOMER[1]} starts with no coins: a gift leads to the recharge sheet.)"
+    )
+    if settings.demo_payments:
+        lines.append("  Demo payments are on: the recharge sheet buys coins without a provider.")
+    streamer = issue_token(
+        settings.secret, DEMO_STREAMER[0], Role.STREAMER, name=DEMO_STREAMER[1], ttl_s=week
+    )
+    overlay = issue_token(
+        settings.secret, DEMO_STREAMER[0], Role.OVERLAY, stream_id=DEMO_STREAM, ttl_s=week
+    )
+    lines += ["", "OBS browser sources (Sources > + > Browser; paste the URL, set the size):"]
+    for kind, size, options in OVERLAYS:
+        url = f"{base_url}/overlay/{kind}?stream_id={DEMO_STREAM}{options}&token={overlay}"
+        lines.append(f"  {kind:<11} {size:<8} {url}")
+    lines += [
+        "",
+        "HTTP API:",
+        f"  streamer token: {streamer}",
+        f"  send a gift:    curl -X POST {base_url}/v1/streams/{DEMO_STREAM}/gifts \\",
+        "                    -H 'Authorization: Bearer <viewer token>' \\",
+        '                    -d \'{"gift_id":"rose","count":1,"idempotency_key":"k1"}\'',
+        f"  leaderboard:    {base_url}/v1/streams/{DEMO_STREAM}/leaderboard",
+        f"  API spec:       {base_url}/openapi.json",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,135 @@
+"""Error codes, in one place: HTTP status, WebSocket error frames and Lua return codes.
+
+A Lua script answers `{0, ...}` on success or `{code}` with one of `ScriptCode`;
+`SCRIPT_ERRORS` turns that code into the public `ErrorCode`.
+"""
+
+from __future__ import annotations
+
+from enum import Enum, IntEnum
+
+
+class ErrorCode(Enum):
+    """A public error: its snake_case code and the HTTP status it travels with."""
+
+    def __init__(self, code: str, http_status: int) -> None:
+        self.code = code
+        self.http_status = http_status
+
+    UNAUTHORIZED = ("unauthorized", 401)
+    INVALID_SIGNATURE = ("invalid_signature", 401)
+    FORBIDDEN = ("forbidden", 403)
+    AGE_VERIFICATION_REQUIRED = ("age_verification_required", 403)
+    SELF_GIFT = ("self_gift", 403)
+    DAILY_LIMIT_EXCEEDED = ("daily_limit_exceeded", 403)
+    CASHOUT_DAILY_CAP = ("cashout_daily_cap", 403)
+    NOT_STREAM_OWNER = ("not_stream_owner", 403)
+    INSUFFICIENT_FUNDS = ("insufficient_funds", 402)
+    INSUFFICIENT_DIAMONDS = ("insufficient_diamonds", 402)
+    NOT_FOUND = ("not_found", 404)
+    UNKNOWN_GIFT = ("unknown_gift", 404)
+    UNKNOWN_STREAM = ("unknown_stream", 404)
+    UNKNOWN_PACKAGE = ("unknown_package", 404)
+    METHOD_NOT_ALLOWED = ("method_not_allowed", 405)
+    STREAM_NOT_LIVE = ("stream_not_live", 409)
+    STREAM_ID_TAKEN = ("stream_id_taken", 409)
+    IDEMPOTENCY_CONFLICT = ("idempotency_conflict", 409)
+    NOTHING_TO_REFUND = ("nothing_to_refund", 409)
+    PAYLOAD_TOO_LARGE = ("payload_too_large", 413)
+    UNSUPPORTED_MEDIA_TYPE = ("unsupported_media_type", 415)
+    INVALID_REQUEST = ("invalid_request", 422)
+    CASHOUT_BELOW_MINIMUM = ("cashout_below_minimum", 422)
+    RATE_LIMITED = ("rate_limited", 429)
+    INTERNAL_ERROR = ("internal_error", 500)
+    STORAGE_CORRUPT = ("storage_corrupt", 503)
+    SERVICE_UNAVAILABLE = ("service_unavailable", 503)
+
+
+class GiftingError(Exception):
+    """A refusal the client can act on. Nothing was changed when it is raised."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def to_dict(self) -> dict[str, dict[str, str]]:
+        return {"error": {"code": self.code.code, "message": self.message}}
+
+
+class ScriptCode(IntEnum):
+    """Return codes shared by every Lua script (mirrored in each script's header)."""
+
+    OK = 0
+    IDEMPOTENCY_CONFLICT = 1
+    UNKNOWN_STREAM = 2
+    STREAM_NOT_LIVE = 3
+    SELF_GIFT = 4
+    AGE_VERIFICATION_REQUIRED = 5
+    INSUFFICIENT_FUNDS = 6
+    DAILY_LIMIT_EXCEEDED = 7
+    RATE_LIMITED = 8
+    NOTHING_TO_REFUND = 9
+    INSUFFICIENT_DIAMONDS = 10
+    CASHOUT_BELOW_MINIMUM = 11
+    CASHOUT_DAILY_CAP = 12
+    NOT_STREAM_OWNER = 13
+    STREAM_ID_TAKEN = 14
+    WRONG_KEY_TYPE = 15
+
+
+SCRIPT_ERRORS: dict[ScriptCode, tuple[ErrorCode, str]] = {
+    ScriptCode.IDEMPOTENCY_CONFLICT: (
+        ErrorCode.IDEMPOTENCY_CONFLICT,
+        "this idempotency key was already used for a different request; use a new key",
+    ),
+    ScriptCode.UNKNOWN_STREAM: (ErrorCode.UNKNOWN_STREAM, "no such stream"),
+    ScriptCode.STREAM_NOT_LIVE: (ErrorCode.STREAM_NOT_LIVE, "the stream is not live"),
+    ScriptCode.SELF_GIFT: (ErrorCode.SELF_GIFT, "you cannot send gifts to your own stream"),
+    ScriptCode.AGE_VERIFICATION_REQUIRED: (
+        ErrorCode.AGE_VERIFICATION_REQUIRED,
+        "gifting needs an age-verified (18+) account",
+    ),
+    ScriptCode.INSUFFICIENT_FUNDS: (
+        ErrorCode.INSUFFICIENT_FUNDS,
+        "not enough coins; recharge to send this gift",
+    ),
+    ScriptCode.DAILY_LIMIT_EXCEEDED: (
+        ErrorCode.DAILY_LIMIT_EXCEEDED,
+        "this gift would pass your own daily spending limit",
+    ),
+    ScriptCode.RATE_LIMITED: (ErrorCode.RATE_LIMITED, "too many gifts; slow down"),
+    ScriptCode.NOTHING_TO_REFUND: (
+        ErrorCode.NOTHING_TO_REFUND,
+        "no un-refunded purchase of this package for this user; retry after the payment arrives",
+    ),
+    ScriptCode.INSUFFICIENT_DIAMONDS: (
+        ErrorCode.INSUFFICIENT_DIAMONDS,
+        "not enough diamonds past the holding period",
+    ),
+    ScriptCode.CASHOUT_BELOW_MINIMUM: (
+        ErrorCode.CASHOUT_BELOW_MINIMUM,
+        "the cash-out is below the minimum",
+    ),
+    ScriptCode.CASHOUT_DAILY_CAP: (
+        ErrorCode.CASHOUT_DAILY_CAP,
+        "the cash-out would pass today's cash-out cap; try a smaller amount or tomorrow",
+    ),
+    ScriptCode.NOT_STREAM_OWNER: (
+        ErrorCode.NOT_STREAM_OWNER,
+        "this stream belongs to someone else",
+    ),
+    ScriptCode.STREAM_ID_TAKEN: (
+        ErrorCode.STREAM_ID_TAKEN,
+        "this stream id belongs to someone else",
+    ),
+    ScriptCode.WRONG_KEY_TYPE: (
+        ErrorCode.STORAGE_CORRUPT,
+        "a storage key has an unexpected type; nothing was changed; run `gifting-server reconcile`",
+    ),
+}
+
+
+def script_error(code: int) -> GiftingError:
+    error, message = SCRIPT_ERRORS[ScriptCode(code)]
+    return GiftingError(error, message)

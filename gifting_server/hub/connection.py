@@ -1,0 +1,305 @@
+"""One WebSocket connection on /v1/ws.
+
+uvicorn hands the socket over after the HTTP upgrade (`ws=HubConnection`); we
+speak WebSocket with the sans-I/O `websockets.server.ServerProtocol` and write
+pre-built frames straight to the transport. No task or queue per connection:
+memory per idle connection stays a few KiB. Upgrades to any other path are
+handed to uvicorn's own WebSocket implementation (and so to Starlette).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections import deque
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.datastructures import Headers
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
+
+from gifting_server import metrics
+from gifting_server.auth import Identity, verify_token
+from gifting_server.errors import GiftingError
+from gifting_server.hub.session import Session
+from gifting_server.protocol import SUBPROTOCOLS, Encoding, encode, websocket_frame
+
+log = logging.getLogger("gifting_server.ws")
+# websockets logs every open and close at INFO: too chatty for thousands of viewers.
+protocol_log = logging.getLogger("gifting_server.ws.protocol")
+protocol_log.setLevel(logging.WARNING)
+
+HUB_PATH = b"/v1/ws"
+CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN, CLOSE_RATE_LIMITED, CLOSE_TOO_SLOW = 4001, 4003, 4008, 4009
+CLOSE_GRACE_S = 5.0
+
+
+class HubConnection(asyncio.Protocol):
+    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any]) -> None:
+        self.config, self.server_state, self.app_state = config, server_state, app_state
+        self.transport: asyncio.Transport | None = None
+        self.ws: ServerProtocol | None = None
+        self.session: Session | None = None
+        self.encoding = Encoding.JSON
+        self.skip_until: dict[str, int] = {}
+        self.outbox: deque[bytes] = deque()
+        self.outbox_bytes = 0
+        self.paused = False
+        self._closed = False
+        self.closing = False
+        self.draining = False  # half-closed: what the peer still sends is dropped
+        self.last_pong = 0.0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self.closing
+
+    # -- asyncio.Protocol ------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        self.server_state.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.draining:
+            return
+        if self.ws is None:
+            hub = self.app_state.get("hub")
+            if hub is None or not _is_hub_request(data):
+                self._hand_over(data)
+                return
+            self.ws = ServerProtocol(
+                subprotocols=[Subprotocol(s) for s in SUBPROTOCOLS],
+                select_subprotocol=_select_subprotocol,
+                max_size=hub.settings.websocket.max_message_bytes,
+                logger=protocol_log,
+            )
+        self.ws.receive_data(data)
+        for event in self.ws.events_received():
+            if isinstance(event, Request):
+                self._handshake(event)
+            elif isinstance(event, Frame):
+                self._on_frame(event)
+        self._flush_protocol()
+
+    def eof_received(self) -> bool | None:
+        if self.ws is not None:
+            self.ws.receive_eof()
+            self._flush_protocol()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.server_state.connections.discard(self)
+        self.outbox.clear()
+        if self.session is not None:
+            self.session.close()
+            self.session.hub.connections.discard(self)
+            self.session = None
+            metrics.CONNECTIONS.dec()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        while self.outbox and not self.paused and self.transport:
+            frame = self.outbox.popleft()
+            self.outbox_bytes -= len(frame)
+            self.transport.write(frame)
+
+    def shutdown(self) -> None:
+        """uvicorn is stopping: tell the client to come back (1012 service restart)."""
+        self.close(1012, "server restarting; reconnect and resubscribe with since")
+
+    # -- the WebSocket ---------------------------------------------------------
+
+    def _hand_over(self, data: bytes) -> None:
+        from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+        assert self.transport is not None
+        self.server_state.connections.discard(self)
+        other = WebSocketsSansIOProtocol(
+            config=self.config, server_state=self.server_state, app_state=self.app_state
+        )
+        other.connection_made(self.transport)
+        other.data_received(data)
+        self.transport.set_protocol(other)
+
+    def _handshake(self, request: Request) -> None:
+        assert self.ws is not None
+        hub = self.app_state["hub"]
+        origin = request.headers.get("Origin")
+        if origin and not _origin_allowed(origin, request.headers, hub.settings.websocket):
+            metrics.DROPS.labels(reason="origin").inc()
+            self.ws.send_response(self.ws.reject(403, "Origin not allowed\n"))
+            self._flush_protocol()
+            assert self.transport is not None
+            self.transport.close()
+            return
+        response = self.ws.accept(request)
+        self.ws.send_response(response)
+        if response.status_code != 101:
+            return
+        self._limit_write_buffers(hub.settings.websocket.write_buffer_bytes)
+        chosen = response.headers.get("Sec-WebSocket-Protocol")
+        self.encoding = Encoding(chosen) if chosen else Encoding.JSON
+        loop = asyncio.get_running_loop()
+        self.last_pong = loop.time()
+        try:
+            identity = verify_token(hub.settings.secret, _token_of(request))
+        except GiftingError as e:
+            metrics.DROPS.labels(reason="unauthorized").inc()
+            self.close(CLOSE_UNAUTHORIZED, e.message)
+            return
+        self.session = Session(self, identity, hub, self.app_state["store"])
+        hub.connections.add(self)
+        metrics.CONNECTIONS.inc()
+        log.debug(
+            "ws open user=%s role=%s encoding=%s",
+            identity.user_id,
+            identity.role,
+            self.encoding.name,
+        )
+
+    def _limit_write_buffers(self, limit: int) -> None:
+        """Bound what a peer that stops reading can hold before frames queue in the
+        outbox: the kernel's send buffer (else autotuned up to tcp_wmem max, MiBs
+        per connection) and the transport's buffer (pause_writing above `limit`)."""
+        assert self.transport is not None
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limit)
+        self.transport.set_write_buffer_limits(high=limit)
+
+    def _on_frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.PONG:
+            self.last_pong = asyncio.get_running_loop().time()
+        elif frame.opcode in (Opcode.TEXT, Opcode.BINARY) and self.session is not None:
+            self.last_pong = asyncio.get_running_loop().time()
+            data = bytes(frame.data)
+            if frame.opcode is Opcode.TEXT and not _is_utf8(data):
+                self.close(1007, "text frames must be UTF-8")  # RFC 6455 section 8.1
+                return
+            self.session.on_message(data)
+
+    def _flush_protocol(self) -> None:
+        if self.ws is None or self.transport is None:
+            return
+        for chunk in self.ws.data_to_send():
+            if chunk:
+                self.transport.write(chunk)
+            else:
+                self._end_tcp()
+
+    def _end_tcp(self) -> None:
+        """The protocol asks us to close TCP. Half-close and drain instead of closing
+        with unread bytes, whose reset could overtake our close frame (the client
+        would see 1006 instead of, say, 1009); cut the socket if the peer lingers."""
+        assert self.transport is not None
+        if self.draining:
+            return
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.draining = True
+        self.transport.write_eof()
+        asyncio.get_running_loop().call_later(CLOSE_GRACE_S, self.transport.abort)
+
+    # -- what the hub and the session call --------------------------------------
+
+    def write_frame(self, frame: bytes, events: int) -> None:
+        if self.closed or self.transport is None:
+            return
+        if not self.paused:
+            self.transport.write(frame)
+            return
+        limits = self.app_state["hub"].settings.websocket
+        if (
+            len(self.outbox) >= limits.outbox_frames
+            or self.outbox_bytes + len(frame) > limits.outbox_bytes
+        ):
+            metrics.DROPS.labels(reason="slow").inc()
+            self.close(CLOSE_TOO_SLOW, "too slow: reconnect and resubscribe with since")
+            return
+        self.outbox.append(frame)
+        self.outbox_bytes += len(frame)
+
+    def send_message(self, message: dict[str, Any]) -> None:
+        self.write_frame(websocket_frame(encode(message, self.encoding), self.encoding), 0)
+
+    def ping(self) -> bool:
+        """Heartbeat: send a ping, or drop the peer when it answered none for too long."""
+        if self.ws is None or self.closed:
+            return False
+        limits = self.app_state["hub"].settings.websocket
+        if asyncio.get_running_loop().time() - self.last_pong > 2 * limits.ping_interval_s:
+            metrics.DROPS.labels(reason="dead").inc()
+            if self.transport:
+                self.transport.abort()
+            return False
+        if not self.paused:
+            self.ws.send_ping(b"")
+            self._flush_protocol()
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        """Close with a code the client can act on. The queued frames are dropped so
+        the close frame goes out next; the socket is cut if the peer never answers."""
+        if self.closed or self.ws is None or self.transport is None:
+            return
+        self.closing = True
+        self.outbox.clear()
+        self.outbox_bytes = 0
+        if self.session is not None:
+            self.session.close()
+        with contextlib.suppress(Exception):
+            self.ws.send_close(code, reason[:120])
+        self._flush_protocol()
+        transport = self.transport
+        asyncio.get_running_loop().call_later(CLOSE_GRACE_S, transport.abort)
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _is_hub_request(head: bytes) -> bool:
+    request_line = head.split(b"\r\n", 1)[0].split(b" ")
+    return len(request_line) == 3 and request_line[1].split(b"?", 1)[0] == HUB_PATH
+
+
+def _select_subprotocol(protocol: ServerProtocol, offered: Any) -> Subprotocol | None:
+    for name in offered:
+        if name in SUBPROTOCOLS:
+            return Subprotocol(name)
+    return None
+
+
+def _token_of(request: Request) -> str:
+    tokens = parse_qs(urlsplit(request.path).query).get("token")
+    if tokens:
+        return tokens[0]
+    authorization = request.headers.get("Authorization", "")
+    scheme, _, value = authorization.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def _origin_allowed(origin: str, headers: Headers, limits: Any) -> bool:
+    if origin in limits.allowed_origins:
+        return True
+    host = headers.get("Host", "")
+    return urlsplit(origin).netloc == host
+
+
+__all__ = ["HubConnection", "Identity"]

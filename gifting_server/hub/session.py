@@ -1,0 +1,189 @@
+"""What a client may do on its connection: subscribe, unsubscribe, send gifts, ping.
+
+A `gift` goes through exactly the same `send_gift` call as HTTP and is
+acknowledged only after its script returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from gifting_server import metrics
+from gifting_server.auth import Identity, Role
+from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.ledger import wallet
+from gifting_server.ledger.store import Store
+from gifting_server.protocol import (
+    Ping,
+    ProtocolError,
+    SendGift,
+    Subscribe,
+    Unsubscribe,
+    decode_client_message,
+    error_message,
+)
+
+if TYPE_CHECKING:
+    from gifting_server.hub.connection import HubConnection
+    from gifting_server.hub.hub import Hub
+
+log = logging.getLogger("gifting_server.ws")
+
+
+class Session:
+    def __init__(
+        self, connection: HubConnection, identity: Identity, hub: Hub, store: Store
+    ) -> None:
+        self.connection = connection
+        self.identity = identity
+        self.hub = hub
+        self.store = store
+        self.limits = hub.settings.websocket
+        self.streams: set[str] = set()
+        self.tokens = float(self.limits.burst)
+        self.refilled_at = time.monotonic()
+        self.refused_in_row = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.open = True
+
+    def on_message(self, data: bytes) -> None:
+        # Every message takes a token, unreadable ones too: a flood of garbage is
+        # a flood all the same.
+        allowed = self._take_token()
+        try:
+            message = decode_client_message(data, self.connection.encoding)
+        except ProtocolError as e:
+            if allowed:
+                self.refused_in_row = 0
+                self._error(e.code, e.message, e.message_id)
+            else:
+                self._refuse(e.message_id)
+            return
+        message_id = message.id if isinstance(message, SendGift) else None
+        if not allowed:
+            self._refuse(message_id)
+            return
+        self.refused_in_row = 0
+        if isinstance(message, Ping):
+            self.connection.send_message({"type": "pong"})
+        elif isinstance(message, Subscribe):
+            self._subscribe(message)
+        elif isinstance(message, Unsubscribe):
+            if self.hub.leave(self.connection, message.stream_id):
+                self.streams.discard(message.stream_id)
+            self.connection.send_message({"type": "unsubscribed", "stream_id": message.stream_id})
+        else:
+            self._gift(message)
+
+    def _refuse(self, message_id: str | None) -> None:
+        """Over the rate: answer rate_limited, or close after too many in a row."""
+        self.refused_in_row += 1
+        if self.refused_in_row >= self.limits.abuse_close_after:
+            metrics.DROPS.labels(reason="rate_limited").inc()
+            self.connection.close(4008, "rate limited: too many messages")
+            return
+        self._error(ErrorCode.RATE_LIMITED, "too many messages; slow down", message_id)
+
+    def close(self) -> None:
+        if not self.open:
+            return
+        self.open = False
+        for stream_id in list(self.streams):
+            self.hub.leave(self.connection, stream_id)
+        self.streams.clear()
+        for task in self.tasks:
+            task.cancel()
+
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(
+            float(self.limits.burst),
+            self.tokens + (now - self.refilled_at) * self.limits.rate_per_s,
+        )
+        self.refilled_at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+    def _subscribe(self, message: Subscribe) -> None:
+        who = self.identity
+        if who.role is Role.OVERLAY and who.stream_id != message.stream_id:
+            self._error(ErrorCode.FORBIDDEN, "this overlay token is for another stream")
+            return
+        if (
+            message.stream_id not in self.streams
+            and len(self.streams) >= self.limits.max_subscriptions
+        ):
+            self._error(ErrorCode.INVALID_REQUEST, "too many subscriptions on one connection")
+            return
+        if message.stream_id in self.streams:
+            self.hub.leave(self.connection, message.stream_id)  # resubscribe, e.g. with `since`
+        self.streams.add(message.stream_id)
+        self._spawn(self._join(message))
+
+    async def _join(self, message: Subscribe) -> None:
+        try:
+            await self.hub.join(self.connection, message.stream_id, message.since)
+        except Exception:
+            self.streams.discard(message.stream_id)
+            log.warning("subscribe to %s failed", message.stream_id, exc_info=True)
+            self._error(ErrorCode.SERVICE_UNAVAILABLE, "could not subscribe now; retry")
+
+    def _gift(self, message: SendGift) -> None:
+        if self.identity.role is not Role.VIEWER:
+            self._error(ErrorCode.FORBIDDEN, "only viewer tokens can send gifts", message.id)
+            return
+        gift = self.store.settings.gift(message.gift_id)
+        if gift is None:
+            self._error(ErrorCode.UNKNOWN_GIFT, f"no gift {message.gift_id!r}", message.id)
+            return
+        if message.count > self.store.settings.limits.max_gift_count:
+            limit = self.store.settings.limits.max_gift_count
+            self._error(ErrorCode.INVALID_REQUEST, f"count must be 1..{limit}", message.id)
+            return
+
+        async def send() -> None:
+            try:
+                with metrics.GIFT_LATENCY.labels(path="ws").time():
+                    receipt = await wallet.send_gift(
+                        self.store,
+                        self.identity,
+                        message.stream_id,
+                        gift,
+                        message.count,
+                        message.id,
+                    )
+            except GiftingError as e:
+                self._error(e.code, e.message, message.id)
+                return
+            except Exception:
+                log.exception("gift %s from %s failed", message.id, self.identity.user_id)
+                self._error(
+                    ErrorCode.INTERNAL_ERROR, "unexpected error; retry with the same id", message.id
+                )
+                return
+            self.hub.note_gift(message.stream_id)
+            self.connection.send_message(
+                {
+                    "type": "ack",
+                    "id": message.id,
+                    "event_id": receipt.event_id,
+                    "coins": receipt.coins,
+                    "combo": receipt.combo,
+                }
+            )
+
+        self._spawn(send())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _error(self, code: ErrorCode, message: str, message_id: str | None = None) -> None:
+        self.connection.send_message(error_message(code, message, message_id))

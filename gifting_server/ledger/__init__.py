@@ -1,0 +1,1 @@
+"""The money path: Lua scripts in Redis and the typed Python faces that call them."""

@@ -1,0 +1,88 @@
+"""Every Redis key name, built in one place.
+
+Keys carry hash tags so that moving to Redis Cluster changes no name:
+`{u:ID}` groups a user's wallet state, `{s:ID}` a stream's live state and
+`{ledger}` the journal and platform account.
+"""
+
+from __future__ import annotations
+
+PLATFORM_ACCOUNT = "{ledger}:platform"
+JOURNAL = "{ledger}:journal"
+
+
+def wallet(user_id: str) -> str:
+    return f"{{u:{user_id}}}:wallet"
+
+
+def earnings_by_day(user_id: str) -> str:
+    return f"{{u:{user_id}}}:earned"
+
+
+def idempotency(user_id: str, key: str) -> str:
+    return f"{{u:{user_id}}}:idem:{key}"
+
+
+def payment_seen(event_id: str) -> str:
+    """A provider's event id is unique across users, so its record is global."""
+    return f"{{ledger}}:payment:{event_id}"
+
+
+def purchases(user_id: str) -> str:
+    return f"{{u:{user_id}}}:purchases"
+
+
+def cashouts(user_id: str) -> str:
+    return f"{{u:{user_id}}}:cashouts"
+
+
+def channel_leaderboard(streamer_id: str, period: str, bucket: int | None = None) -> str:
+    """Top gifters of a streamer across streams: period is day, week or all."""
+    suffix = period if bucket is None else f"{period}:{bucket}"
+    return f"{{u:{streamer_id}}}:lb:{suffix}"
+
+
+def stream(stream_id: str) -> str:
+    return f"{{s:{stream_id}}}:meta"
+
+
+def stream_history(stream_id: str) -> str:
+    return f"{{s:{stream_id}}}:history"
+
+
+def stream_leaderboard(stream_id: str) -> str:
+    return f"{{s:{stream_id}}}:lb"
+
+
+def combo(stream_id: str, sender_id: str, gift_id: str) -> str:
+    return f"{{s:{stream_id}}}:combo:{sender_id}:{gift_id}"
+
+
+def open_streaks(stream_id: str) -> str:
+    return f"{{s:{stream_id}}}:streaks"
+
+
+def stream_channel(stream_id: str) -> str:
+    """The pub/sub channel that carries a stream's events between workers."""
+    return f"{{s:{stream_id}}}:events"
+
+
+WALLET_PATTERN = "{u:*}:wallet"
+STREAM_PATTERN = "{s:*}:meta"
+
+
+def user_of_wallet_key(key: str) -> str:
+    return key[len("{u:") : -len("}:wallet")]
+
+
+def stream_of_meta_key(key: str) -> str:
+    return key[len("{s:") : -len("}:meta")]
+
+
+def presence(stream_id: str) -> str:
+    """Viewers per worker: field = worker id, value = "<count>|<expires ms>"."""
+    return f"{{s:{stream_id}}}:presence"
+
+
+def combo_prefix(stream_id: str) -> str:
+    return f"{{s:{stream_id}}}:combo:"

@@ -1,0 +1,31 @@
+--[[
+  end_stream: the owner ends a live stream; viewers get a `stream_ended` event.
+  Ending an ended stream answers OK again and changes nothing.
+
+  Input:
+    KEYS[1] stream meta     {s:S}:meta
+    KEYS[2] stream history  {s:S}:history
+    ARGV[1] streamer id     ARGV[2] now, unix ms   ARGV[3] history length cap
+    ARGV[4] pub/sub channel
+
+  Output:
+    {0, event_id (0 when already ended)}
+    {2}  UNKNOWN_STREAM     {13} NOT_STREAM_OWNER
+    {15} WRONG_KEY_TYPE
+]]
+local streamKey, historyKey = KEYS[1], KEYS[2]
+local streamer, now, historyMax, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local meta = redis.call('HMGET', streamKey, 'streamer', 'status', 'seq')
+if not meta[1] then return {2} end
+if meta[1] ~= streamer then return {13} end
+if meta[2] ~= 'live' then return {0, 0} end
+local t = redis.call('TYPE', historyKey).ok
+if t ~= 'none' and t ~= 'stream' then return {15} end
+
+local eventId = tonumber(meta[3] or '0') + 1
+local id = string.format('%.0f', eventId)
+redis.call('HSET', streamKey, 'status', 'ended', 'seq', id, 'ended_at', now)
+local event = '{"event_id":' .. id .. ',"kind":"stream_ended","ts":' .. now .. '}'
+redis.call('XADD', historyKey, 'MAXLEN', '~', historyMax, id .. '-0', 'e', event)
+redis.call('PUBLISH', channel, event)
+return {0, eventId}

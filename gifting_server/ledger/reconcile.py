@@ -1,0 +1,342 @@
+"""The ledger audit: replay `{ledger}:journal` and prove every invariant against Redis.
+
+It reads the journal from the start in chunks, rebuilds every balance from it and
+checks: conservation per currency (minted - burned = outstanding, the platform
+account included), that each wallet replays from the journal, that no balance is
+negative, that every gift has all its legs (debit = diamonds + platform share, the
+creator share, `received`, the stream and all-time leaderboards) and that every
+payment event was credited exactly once. It never writes. Run it on a quiet ledger:
+a gift landing between reading the journal and reading the wallets shows as a
+difference. `reconcile_main` then prints the risk report (`risk.py`): warnings only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from gifting_server.config import load_settings
+from gifting_server.ledger import keys
+from gifting_server.ledger.risk import RiskReport, RiskRules, RiskScan
+from gifting_server.ledger.store import connect
+
+CURRENCIES = ("coins", "diamonds", "owed")
+WALLET_FIELDS = ("coins", "diamonds", "owed", "received")
+CHUNK = 1000
+SHOWN = 50  # problems printed by `Report.format`
+Ledger = defaultdict[str, Counter[str]]
+
+
+@dataclass
+class Totals:
+    minted: int = 0
+    burned: int = 0
+    outstanding: int = 0
+
+
+@dataclass
+class Report:
+    problems: list[str] = field(default_factory=list)
+    totals: dict[str, Totals] = field(default_factory=lambda: {c: Totals() for c in CURRENCIES})
+    entries: int = 0
+    wallets: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def format(self) -> str:
+        verdict = "OK" if self.ok else f"FAILED with {len(self.problems)} problem(s)"
+        lines = [
+            f"ledger reconcile {verdict}: {self.entries} journal entries, {self.wallets} wallets"
+        ]
+        for name, t in self.totals.items():
+            lines.append(
+                f"  {name:<8} minted {t.minted:>13,}  burned {t.burned:>13,}"
+                f"  outstanding {t.outstanding:>13,}"
+            )
+        lines += [f"  - {problem}" for problem in self.problems[:SHOWN]]
+        if len(self.problems) > SHOWN:
+            lines.append(f"  ... and {len(self.problems) - SHOWN} more")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Replay:
+    """Everything the journal says the ledger should hold: per user coins, diamonds, owed,
+    received and earned; per stream and per streamer the coins each sender gave; per
+    payment event the users it was credited to."""
+
+    report: Report
+    platform: int = 0
+    accounts: Ledger = field(default_factory=lambda: defaultdict(Counter))
+    stream_boards: Ledger = field(default_factory=lambda: defaultdict(Counter))
+    channel_boards: Ledger = field(default_factory=lambda: defaultdict(Counter))
+    payments: defaultdict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def apply(self, entry_id: str, f: dict[str, str]) -> None:
+        kind, user = f.get("type"), f.get("user", "")
+        totals, problems = self.report.totals, self.report.problems
+        try:
+            if kind == "purchase":
+                coins, settled = int(f["coins"]), int(f["settled"])
+                self.payments[f["payment"]].append(user)
+                self.accounts[user].update(coins=coins - settled, owed=-settled)
+                totals["coins"].minted += coins
+                totals["coins"].burned += settled
+                totals["owed"].burned += settled
+            elif kind == "refund":
+                coins, clawed, owed = int(f["coins"]), int(f["clawed"]), int(f["owed"])
+                if clawed + owed != coins or min(clawed, owed) < 0:
+                    problems.append(
+                        f"refund legs: refund {entry_id} of {user} takes {coins} coins "
+                        f"but claws {clawed} + owes {owed}"
+                    )
+                self.payments[f["payment"]].append(user)
+                self.accounts[user].update(coins=-clawed, owed=owed)
+                totals["coins"].burned += clawed
+                totals["owed"].minted += owed
+            elif kind == "gift":
+                coins, diamonds, share = int(f["coins"]), int(f["diamonds"]), int(f["platform"])
+                streamer, stream = f["to"], f["stream"]
+                if coins != diamonds + share or min(diamonds, share) < 0:
+                    problems.append(
+                        f"gift legs: gift {entry_id} from {user} to {streamer} debits {coins} "
+                        f"coins but credits {diamonds} diamonds + {share} platform coins"
+                    )
+                self.accounts[user]["coins"] -= coins
+                self.accounts[streamer].update(diamonds=diamonds, received=coins, earned=diamonds)
+                self.platform += share
+                self.stream_boards[stream][user] += coins
+                self.channel_boards[streamer][user] += coins
+                totals["coins"].burned += diamonds
+                totals["diamonds"].minted += diamonds
+            elif kind == "cashout":
+                diamonds = int(f["diamonds"])
+                self.accounts[user]["diamonds"] -= diamonds
+                totals["diamonds"].burned += diamonds
+            else:
+                problems.append(f"journal: entry {entry_id} has an unknown type {kind!r}")
+        except (KeyError, ValueError):
+            problems.append(f"journal: entry {entry_id} ({kind}) lacks a field or an integer")
+
+
+async def reconcile(
+    redis: Redis,
+    share_bps: int | None = None,
+    *,
+    chunk: int = CHUNK,
+    progress: Callable[[int], None] | None = None,
+    on_entry: Callable[[str, dict[str, str]], None] | None = None,
+) -> Report:
+    """Audit the ledger behind `redis` (a client with decode_responses=True).
+
+    `share_bps` is the creator share gifts were credited with; by default the
+    configured `economy.creator_share_bps`. `progress` hears the entries read so far,
+    `on_entry` each entry as it is replayed (the risk report reads them there).
+    """
+    if share_bps is None:
+        share_bps = load_settings().economy.creator_share_bps
+    report = Report()
+    replay = await _replay_journal(redis, report, chunk, progress, on_entry)
+    users = sorted(
+        {
+            keys.user_of_wallet_key(key)
+            async for key in redis.scan_iter(match=keys.WALLET_PATTERN, count=1000, _type="hash")
+        }
+    )
+    report.wallets = len(users)
+    users = sorted(set(users) | replay.accounts.keys())
+    wallets = await _batched(
+        redis, report, users, lambda p, u: p.hmget(keys.wallet(u), *WALLET_FIELDS)
+    )
+    for user, values in zip(users, wallets, strict=True):
+        _check_wallet(report, replay, share_bps, user, values or [None] * len(WALLET_FIELDS))
+
+    stored_platform = await _batched(
+        redis, report, [keys.PLATFORM_ACCOUNT], lambda p, k: p.hget(k, "coins")
+    )
+    platform = _integer(report, "platform account", "coins", stored_platform[0])
+    _compare(report, "platform account", "coins", platform, replay.platform)
+    report.totals["coins"].outstanding += platform
+
+    for name, t in report.totals.items():
+        if t.minted - t.burned != t.outstanding:
+            report.problems.append(
+                f"conservation: {name} minted {t.minted} - burned {t.burned} = "
+                f"{t.minted - t.burned}, but {t.outstanding} are outstanding"
+            )
+    await _check_leaderboards(redis, report, replay, users)
+    await _check_payments(redis, report, replay)
+    return report
+
+
+async def _replay_journal(
+    redis: Redis,
+    report: Report,
+    chunk: int,
+    progress: Callable[[int], None] | None,
+    on_entry: Callable[[str, dict[str, str]], None] | None,
+) -> _Replay:
+    replay = _Replay(report)
+    start = "-"
+    while True:
+        try:
+            raw = await redis.xrange(keys.JOURNAL, min=start, max="+", count=chunk)
+        except redis_errors.ResponseError as e:
+            report.problems.append(f"journal: {keys.JOURNAL} cannot be read: {e}")
+            return replay
+        batch = cast(list[tuple[str, dict[str, str]]], raw or [])
+        for entry_id, fields in batch:
+            replay.apply(entry_id, fields)
+            if on_entry is not None:
+                on_entry(entry_id, fields)
+        report.entries += len(batch)
+        if progress is not None:
+            progress(report.entries)
+        if len(batch) < chunk:
+            return replay
+        start = "(" + batch[-1][0]
+
+
+async def _check_leaderboards(
+    redis: Redis, report: Report, replay: _Replay, users: list[str]
+) -> None:
+    """Each stream's board and each streamer's all-time board hold the gift sums per sender."""
+    metas = [key async for key in redis.scan_iter(match=keys.STREAM_PATTERN, count=1000)]
+    streams = sorted({keys.stream_of_meta_key(k) for k in metas} | replay.stream_boards.keys())
+    streamers = sorted(set(users) | replay.channel_boards.keys())
+    boards = [keys.stream_leaderboard(s) for s in streams]
+    boards += [keys.channel_leaderboard(t, "all") for t in streamers]
+    wanted = [replay.stream_boards[s] for s in streams]
+    wanted += [replay.channel_boards[t] for t in streamers]
+    stored = await _batched(redis, report, boards, lambda p, b: p.zrange(b, 0, -1, withscores=True))
+    for board, rows, want in zip(boards, stored, wanted, strict=True):
+        if rows is None:
+            continue  # a key of the wrong type, reported already
+        have: dict[str, float] = dict(rows)
+        for member in sorted(have.keys() | want.keys()):
+            score = have.get(member, 0)
+            if score != want[member]:
+                shown = int(score) if float(score).is_integer() else score
+                report.problems.append(
+                    f"leaderboard: {board} gives {member} {shown} coins, "
+                    f"but their gifts sum to {want[member]}"
+                )
+
+
+def _check_wallet(
+    report: Report, replay: _Replay, share_bps: int, user: str, values: list[Any]
+) -> None:
+    expected = replay.accounts.get(user, Counter())
+    for name, raw in zip(WALLET_FIELDS, values, strict=True):
+        have = _integer(report, f"wallet {user}", name, raw)
+        _compare(report, f"wallet {user}", name, have, expected[name])
+        if name in report.totals:
+            report.totals[name].outstanding += have
+    received, earned = expected["received"], expected["earned"]
+    if earned != received * share_bps // 10_000:
+        report.problems.append(
+            f"creator share: {user} was credited {earned} diamonds for {received} coins "
+            f"received; floor({received} * {share_bps} / 10000) = {received * share_bps // 10_000}"
+        )
+
+
+def _integer(report: Report, where: str, name: str, raw: Any) -> int:
+    try:
+        return int(raw or 0)
+    except ValueError:
+        report.problems.append(f"storage: {where} {name} is not an integer: {raw!r}")
+        return 0
+
+
+def _compare(report: Report, where: str, name: str, have: int, want: int) -> None:
+    if have < 0:
+        report.problems.append(f"negative balance: {where} holds {name} {have}")
+    if have != want:
+        report.problems.append(
+            f"balance replay: {where} holds {name} {have}, but the journal replays to {want}"
+        )
+
+
+async def _check_payments(redis: Redis, report: Report, replay: _Replay) -> None:
+    for pid, users in replay.payments.items():
+        if len(users) > 1:
+            report.problems.append(
+                f"payment: event {pid} is in the journal {len(users)} times ({', '.join(users)})"
+            )
+    records = [keys.payment_seen(pid) for pid in sorted(replay.payments)]
+    found = await _batched(redis, report, records, lambda p, k: p.exists(k))
+    for record, exists in zip(records, found, strict=True):
+        if not exists:
+            report.problems.append(
+                f"payment: {record} is missing, so a redelivered event would be credited again"
+            )
+    journaled = set(records)
+    async for key in redis.scan_iter(match=keys.payment_seen("*"), count=1000):
+        if key not in journaled:
+            report.problems.append(f"payment: {key} has no entry in the journal")
+
+
+async def _batched(
+    redis: Redis, report: Report, items: list[str], command: Callable[[Pipeline, str], Any]
+) -> list[Any]:
+    """One pipelined command per item; a key of the wrong type becomes a problem and None."""
+    results: list[Any] = []
+    for i in range(0, len(items), CHUNK):
+        async with redis.pipeline(transaction=False) as pipe:
+            for item in items[i : i + CHUNK]:
+                command(pipe, item)
+            answers = await pipe.execute(raise_on_error=False)
+        for item, answer in zip(items[i : i + CHUNK], answers, strict=True):
+            if isinstance(answer, redis_errors.ResponseError):
+                report.problems.append(f"storage: {item} cannot be read: {answer}")
+                answer = None
+            results.append(answer)
+    return results
+
+
+def _print_progress(entries: int) -> None:
+    if entries and entries % (50 * CHUNK) == 0:
+        print(f"reconcile: {entries:,} journal entries replayed", file=sys.stderr)
+
+
+def reconcile_main(redis_url: str) -> int:
+    """`gifting-server reconcile`: print the report, then the risk report; 0 when every
+    invariant holds, else 1. Risk findings are warnings: they never change the code.
+
+    2 when the audit could not run (Redis unreachable).
+    """
+    settings = load_settings()
+    rules = RiskRules(require_age_verification=settings.limits.require_age_verification)
+
+    async def run() -> tuple[Report, RiskReport]:
+        redis = connect(redis_url, timeout_s=30.0)
+        scan = RiskScan(rules)
+        try:
+            report = await reconcile(
+                redis,
+                settings.economy.creator_share_bps,
+                progress=_print_progress,
+                on_entry=scan.add,
+            )
+            return report, await scan.finish(redis)
+        finally:
+            await redis.aclose()
+
+    try:
+        report, risks = asyncio.run(run())
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as e:
+        print(f"error: cannot audit the ledger, Redis is unreachable: {e}", file=sys.stderr)
+        return 2
+    print(report.format())
+    print(risks.format())
+    return 0 if report.ok else 1

@@ -1,0 +1,82 @@
+"""The shared handle of the ledger faces: Redis, the scripts, settings and a clock."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from redis import exceptions as redis_errors
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from gifting_server.config import Settings
+from gifting_server.errors import ErrorCode, GiftingError, script_error
+from gifting_server.ledger.clock import wall_clock_ms
+from gifting_server.ledger.scripts import Scripts
+
+T = TypeVar("T")
+
+
+def connect(url: str, timeout_s: float, *, decode_responses: bool = True) -> Redis:
+    """A client whose calls fail after `timeout_s` instead of hanging when Redis is gone.
+
+    A burst of more concurrent calls than connections waits for a free one (up to
+    the same timeout) rather than failing at once. A call on a connection Redis
+    closed (it restarted) is retried once on a new one, never a call that timed out:
+    every script is idempotent by its key, and a hung Redis must not cost twice."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        health_check_interval=30,
+        max_connections=256,
+        timeout=timeout_s,
+        decode_responses=decode_responses,
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis_errors.ConnectionError,)),
+    )
+    return Redis.from_pool(pool)
+
+
+@dataclass
+class Store:
+    redis: Redis
+    settings: Settings
+    clock: Callable[[], int] = wall_clock_ms
+    scripts: Scripts = field(init=False)
+    # stream → its streamer. Owners never change, so each worker remembers them.
+    streamers: dict[str, str] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.scripts = Scripts(self.redis)
+
+    async def run_script(self, name: str, keys: list[str], args: list[Any]) -> list[Any]:
+        """Run a script; a non-zero code becomes the matching `GiftingError`."""
+        result = await guarded(self.scripts.run(name, keys, args))
+        if result[0] != 0:
+            raise script_error(int(result[0]))
+        return result
+
+
+async def guarded(call: Awaitable[T]) -> T:
+    """Turn Redis failures into errors a client can act on (never a 500)."""
+    try:
+        return await call
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
+        raise GiftingError(
+            ErrorCode.SERVICE_UNAVAILABLE, "storage is unreachable; retry with the same key"
+        ) from None
+    except redis_errors.ResponseError as e:
+        if "WRONGTYPE" in str(e):
+            raise GiftingError(
+                ErrorCode.STORAGE_CORRUPT,
+                "a storage key has an unexpected type; nothing was changed",
+            ) from None
+        # redis-py strips the "OOM" prefix when it raises OutOfMemoryError. A script is
+        # refused at its first write, and every script writes only after its last check.
+        if isinstance(e, redis_errors.OutOfMemoryError) or "OOM" in str(e):
+            raise GiftingError(
+                ErrorCode.SERVICE_UNAVAILABLE, "storage is full; nothing was changed"
+            ) from None
+        raise

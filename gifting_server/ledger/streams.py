@@ -1,0 +1,91 @@
+"""Streams: going live, ending, who owns a stream, and its leaderboards."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.ledger import keys
+from gifting_server.ledger.clock import day_number, week_number
+from gifting_server.ledger.store import Store, guarded
+
+PERIODS = ("stream", "day", "week", "all")
+
+
+async def streamer_of(store: Store, stream_id: str) -> str:
+    """The owner of a stream (remembered by the store: owners never change)."""
+    cache = store.streamers
+    streamer = cache.get(stream_id)
+    if streamer is None:
+        raw = await guarded(store.redis.hget(keys.stream(stream_id), "streamer"))
+        if raw is None:
+            raise GiftingError(ErrorCode.UNKNOWN_STREAM, "no such stream")
+        streamer = str(raw)
+        if len(cache) > 100_000:
+            cache.clear()
+        cache[stream_id] = streamer
+    return streamer
+
+
+async def start_stream(store: Store, streamer_id: str, stream_id: str) -> bool:
+    """Go live. True when the stream was created or reopened, False when it was live already."""
+    result = await store.run_script(
+        "start_stream",
+        [keys.stream(stream_id), keys.stream_history(stream_id)],
+        [streamer_id, store.clock()],
+    )
+    return int(result[1]) != 0
+
+
+async def end_stream(store: Store, streamer_id: str, stream_id: str) -> int:
+    result = await store.run_script(
+        "end_stream",
+        [keys.stream(stream_id), keys.stream_history(stream_id)],
+        [
+            streamer_id,
+            store.clock(),
+            store.settings.history.max_events,
+            keys.stream_channel(stream_id),
+        ],
+    )
+    return int(result[1])
+
+
+async def stream_status(store: Store, stream_id: str) -> dict[str, Any]:
+    streamer, status, coins = await guarded(
+        store.redis.hmget(keys.stream(stream_id), "streamer", "status", "coins")
+    )
+    if streamer is None:
+        raise GiftingError(ErrorCode.UNKNOWN_STREAM, "no such stream")
+    return {
+        "stream_id": stream_id,
+        "streamer_id": str(streamer),
+        "status": str(status) if status else "ended",
+        "coins_total": int(coins or 0),
+    }
+
+
+async def leaderboard(
+    store: Store, stream_id: str, period: str, limit: int, now_ms: int | None = None
+) -> list[dict[str, Any]]:
+    now = store.clock() if now_ms is None else now_ms
+    if period == "stream":
+        await streamer_of(store, stream_id)
+        board = keys.stream_leaderboard(stream_id)
+    else:
+        streamer = await streamer_of(store, stream_id)
+        bucket = {"day": day_number(now), "week": week_number(now), "all": None}[period]
+        board = keys.channel_leaderboard(streamer, period, bucket)
+    rows: list[tuple[str, float]] = await guarded(
+        store.redis.zrevrange(board, 0, limit - 1, withscores=True)  # type: ignore[arg-type]
+    )
+    if not rows:
+        return []
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for member, _ in rows:
+            pipe.hget(keys.wallet(member), "name")
+        names: list[str | None] = await guarded(pipe.execute())
+    return [
+        {"rank": rank, "user_id": member, "name": name or member, "coins": int(score)}
+        for rank, ((member, score), name) in enumerate(zip(rows, names, strict=True), start=1)
+    ]

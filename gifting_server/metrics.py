@@ -1,0 +1,59 @@
+"""Prometheus metrics. With several workers, `serve` sets PROMETHEUS_MULTIPROC_DIR
+so that /metrics sums every worker's figures, whichever worker answers."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS = Counter("gifting_http_requests_total", "HTTP requests answered", ["method", "status"])
+GIFTS = Counter("gifting_gifts_total", "Gift sends by outcome", ["path", "outcome"])
+GIFT_LATENCY = Histogram(
+    "gifting_gift_ack_seconds",
+    "Time from receiving a gift to acknowledging it",
+    ["path"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+PAYMENTS = Counter("gifting_payments_total", "Payment webhook events", ["kind", "replayed"])
+
+CONNECTIONS = Gauge(
+    "gifting_ws_connections", "Open WebSocket connections", multiprocess_mode="livesum"
+)
+SUBSCRIPTIONS = Gauge(
+    "gifting_ws_subscriptions",
+    "Stream subscriptions of open connections",
+    multiprocess_mode="livesum",
+)
+FRAMES = Counter("gifting_ws_frames_sent_total", "WebSocket frames written")
+EVENTS_DELIVERED = Counter("gifting_ws_events_delivered_total", "Events written, per connection")
+DROPS = Counter("gifting_ws_drops_total", "Connections dropped by the server", ["reason"])
+DELIVERY_LATENCY = Histogram(
+    "gifting_event_delivery_seconds",
+    "From the event's creation in Redis to its frame being written to the sockets",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+
+
+def observe_delivery(events: list[bytes], now_ms: float) -> None:
+    for raw in events:
+        start = raw.find(b'"ts":')
+        if start >= 0:
+            end = raw.find(b",", start)
+            DELIVERY_LATENCY.observe(max(0.0, now_ms - int(raw[start + 5 : end])) / 1000)
+
+
+def exposition() -> bytes:
+    """The Prometheus text of this worker, or of all workers in multi-process mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest()

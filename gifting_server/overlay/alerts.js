@@ -1,0 +1,259 @@
+// /overlay/alerts: one alert at a time from a queue, never overlapping. A streak
+// (the same sender tapping the same gift) is ONE alert whose counter climbs in
+// place; it leaves once the server says the streak ended (or it went quiet).
+
+import {
+  applyLook,
+  choiceOption,
+  el,
+  flagOption,
+  formatCoins,
+  giftArt,
+  loadCatalog,
+  numberOption,
+  streamId,
+  textOption,
+  token,
+} from "./common.js";
+import { followStream } from "./hub.js";
+
+const TEMPLATE = textOption("template", "{name} sent {gift} x{count}");
+const MIN_COINS = numberOption("min_coins", 0, 0, Number.MAX_SAFE_INTEGER);
+const DURATION_MS = numberOption("duration", 5, 0.5, 60) * 1000;
+const SOUND = flagOption("sound", true);
+const VOLUME = numberOption("volume", 50, 0, 100) / 100;
+const POSITION = choiceOption("position", ["top", "center", "bottom"], "center");
+
+const TIER_LENGTH = [1, 1.3, 1.8, 2.6]; // bigger gifts stay longer
+const TIER_ENTER_MS = [380, 520, 650, 900]; // as in alerts.css
+const STREAK_TIMEOUT_MS = 10_000; // a streak whose end never arrives leaves after this quiet time
+// The final count stays at least this long after it last changed.
+const LINGER_MS = Math.min(1_200, DURATION_MS / 2);
+const EXIT_MS = 420;
+const GAP_MS = 200;
+const BACKLOG = 3; // with this many waiting (say, after a reconnect) alerts play at double speed
+
+const stage = document.getElementById("stage");
+const queue = [];
+const open = new Map(); // `${sender}|${gift}` → the alert of a running streak, queued or on screen
+let current = null;
+let exitTimer = null;
+let catalog = new Map();
+
+// Test and debugging hook: every alert put on screen, in order; `count` climbs with its streak.
+window.__alertsShown = [];
+
+function onEvent(event) {
+  if (event.kind !== "gift") return;
+  const key = `${event.sender.id}|${event.gift.id}`;
+  const alert = open.get(key);
+  if (event.streak_end) {
+    if (!alert) return; // below min_coins, or it already left
+    open.delete(key);
+    alert.ended = true;
+    update(alert, Math.max(alert.combo, event.combo));
+    return;
+  }
+  if (alert) {
+    update(alert, event.combo);
+    return;
+  }
+  const gift = { ...catalog.get(event.gift.id), ...event.gift };
+  if (gift.coins * event.combo < MIN_COINS) return;
+  const fresh = {
+    key,
+    eventId: event.event_id,
+    sender: event.sender,
+    gift,
+    tier: Math.min(4, Math.max(1, gift.tier || 1)),
+    combo: event.combo,
+    ended: false,
+    changedAt: performance.now(),
+  };
+  open.set(key, fresh);
+  queue.push(fresh);
+  next();
+}
+
+function update(alert, combo) {
+  if (combo !== alert.combo) {
+    alert.combo = combo;
+    alert.changedAt = performance.now();
+  }
+  if (alert.record) Object.assign(alert.record, { count: alert.combo, ended: alert.ended });
+  if (alert !== current) return;
+  for (const node of alert.node.querySelectorAll(".count")) {
+    if (node.textContent === String(alert.combo)) continue;
+    node.textContent = String(alert.combo);
+    node.animate(
+      [{ transform: "scale(1.7)", filter: "brightness(1.6)" }, { transform: "none" }],
+      { duration: 360, easing: "cubic-bezier(.2,1.6,.4,1)" },
+    );
+  }
+  for (const node of alert.node.querySelectorAll(".coins")) {
+    node.textContent = formatCoins(alert.gift.coins * alert.combo);
+  }
+  alert.node.querySelector(".alert-sub").textContent = subLine(alert);
+  scheduleExit();
+}
+
+function next() {
+  if (current || queue.length === 0) return;
+  current = queue.shift();
+  show(current);
+}
+
+function show(alert) {
+  alert.node = build(alert);
+  stage.replaceChildren(alert.node);
+  const speed = queue.length >= BACKLOG ? 0.5 : 1;
+  alert.leaveNoSoonerThan = performance.now() + DURATION_MS * TIER_LENGTH[alert.tier - 1] * speed;
+  alert.record = {
+    event_id: alert.eventId,
+    name: alert.sender.name,
+    sender_id: alert.sender.id,
+    gift: alert.gift.name,
+    gift_id: alert.gift.id,
+    tier: alert.tier,
+    count: alert.combo,
+    ended: alert.ended,
+  };
+  window.__alertsShown.push(alert.record);
+  beep(alert.tier);
+  const node = alert.node;
+  setTimeout(() => {
+    if (node.dataset.phase === "enter") node.dataset.phase = "shown";
+  }, TIER_ENTER_MS[alert.tier - 1]);
+  scheduleExit();
+}
+
+function scheduleExit() {
+  clearTimeout(exitTimer);
+  const alert = current;
+  const quiet = alert.ended ? LINGER_MS : STREAK_TIMEOUT_MS;
+  const due = Math.max(alert.leaveNoSoonerThan, alert.changedAt + quiet);
+  exitTimer = setTimeout(() => leave(alert), due - performance.now());
+}
+
+function leave(alert) {
+  if (!alert.ended) {
+    // Its end never came (say, a lost event): stop waiting; later taps start a new alert.
+    alert.ended = true;
+    if (open.get(alert.key) === alert) open.delete(alert.key);
+    alert.record.ended = true;
+  }
+  alert.node.dataset.phase = "exit";
+  setTimeout(() => {
+    alert.node.remove();
+    alert.confetti?.remove();
+    current = null;
+    setTimeout(next, GAP_MS);
+  }, EXIT_MS);
+}
+
+function build(alert) {
+  const root = el("div", `alert tier-${alert.tier}`);
+  root.dataset.phase = "enter";
+  root.dataset.sender = alert.sender.id;
+  root.dataset.gift = alert.gift.id;
+  const burst = el("div", "burst");
+  if (alert.tier === 4) {
+    burst.append(el("div", "rays"));
+    alert.confetti = confetti(); // its own layer: a moving alert must not carry it along
+  }
+  if (alert.tier >= 3) sparkles(burst);
+  const art = el("div", "alert-art");
+  art.append(giftArt(alert.gift));
+  const card = el("div", "alert-card");
+  card.append(line(alert), el("div", "alert-sub", subLine(alert)));
+  root.append(burst, art, card);
+  return root;
+}
+
+// The template with {name}, {gift}, {count} and {coins} filled in as text nodes
+// (never as HTML: names come from viewers).
+function line(alert) {
+  const node = el("div", "alert-line");
+  for (const part of TEMPLATE.split(/(\{name\}|\{gift\}|\{count\}|\{coins\})/)) {
+    if (part === "{name}") node.append(el("span", "name", alert.sender.name));
+    else if (part === "{gift}") node.append(el("span", "gift", alert.gift.name));
+    else if (part === "{count}") node.append(el("span", "count", String(alert.combo)));
+    else if (part === "{coins}") {
+      node.append(el("span", "coins", formatCoins(alert.gift.coins * alert.combo)));
+    } else if (part) node.append(document.createTextNode(part));
+  }
+  return node;
+}
+
+function subLine(alert) {
+  const coins = alert.gift.coins * alert.combo;
+  return `🪙 ${formatCoins(coins)} ${coins === 1 ? "coin" : "coins"}`;
+}
+
+function sparkles(burst) {
+  const colors = ["#ffc940", "#ff3d7f", "#4de8ff", "#ffffff", "#b36bff"];
+  for (let i = 0; i < 14; i++) {
+    const angle = (i / 14) * Math.PI * 2;
+    const reach = 2.2 + Math.random() * 1.4;
+    const spark = el("span", "spark");
+    spark.style.setProperty("--x", `${Math.cos(angle) * reach}em`);
+    spark.style.setProperty("--y", `${Math.sin(angle) * reach}em`);
+    spark.style.setProperty("--c", colors[i % colors.length]);
+    spark.style.setProperty("--delay", `${120 + Math.random() * 200}ms`);
+    burst.append(spark);
+  }
+}
+
+function confetti() {
+  const layer = el("div", "confetti-layer");
+  const colors = ["#ff3d7f", "#ffc940", "#4de8ff", "#7c4dff", "#5cff9d"];
+  for (let i = 0; i < 36; i++) {
+    const piece = el("span", "confetti");
+    piece.style.left = `${Math.random() * 100}vw`;
+    piece.style.setProperty("--c", colors[i % colors.length]);
+    piece.style.setProperty("--fall", `${2.4 + Math.random() * 2}s`);
+    piece.style.setProperty("--delay", `${Math.random() * 1200}ms`);
+    piece.style.setProperty("--drift", `${(Math.random() - 0.5) * 30}vw`);
+    piece.style.setProperty("--turn", `${360 + Math.random() * 720}deg`);
+    layer.append(piece);
+  }
+  document.body.append(layer);
+  return layer;
+}
+
+// A short chime made with WebAudio (no sound files): more notes for bigger gifts.
+let audio = null;
+function beep(tier) {
+  if (!SOUND || VOLUME === 0) return;
+  try {
+    audio = audio || new AudioContext();
+    if (audio.state === "suspended") audio.resume().catch(() => {});
+    const notes = [[880], [660, 990], [523, 659, 784], [523, 659, 784, 1047]][tier - 1];
+    const start = audio.currentTime + 0.02;
+    notes.forEach((frequency, i) => {
+      const at = start + i * 0.11;
+      const length = tier === 4 && i === notes.length - 1 ? 0.7 : 0.2;
+      const oscillator = audio.createOscillator();
+      const gain = audio.createGain();
+      oscillator.type = tier >= 3 ? "triangle" : "sine";
+      oscillator.frequency.value = frequency;
+      gain.gain.setValueAtTime(0.0001, at);
+      gain.gain.exponentialRampToValueAtTime(0.3 * VOLUME, at + 0.015);
+      gain.gain.exponentialRampToValueAtTime(0.0001, at + length);
+      oscillator.connect(gain).connect(audio.destination);
+      oscillator.start(at);
+      oscillator.stop(at + length + 0.05);
+    });
+  } catch {
+    // No audio device (or autoplay refused): alerts stay silent, nothing else changes.
+  }
+}
+
+async function main() {
+  applyLook(32);
+  stage.className = `pos-${POSITION}`;
+  catalog = await loadCatalog();
+  followStream(streamId, token, { onEvent });
+}
+
+main();

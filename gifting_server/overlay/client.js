@@ -1,0 +1,354 @@
+// /client: the viewer's live-stream page. Gifts go over the WebSocket as
+// `gift` messages whose id is also their idempotency key, so a gift that was
+// in flight when the connection dropped is simply sent again on reconnect and
+// charged once. The balance shown is the one the server answered last.
+
+import {
+  api,
+  avatar,
+  el,
+  fetchRetrying,
+  formatCoins,
+  giftArt,
+  loadCatalog,
+  newId,
+  streamId,
+  token,
+} from "./common.js";
+import { StreamHub } from "./hub.js";
+import { Stage } from "./client-stage.js";
+
+const COMBO_SHOWN_MS = 2_500;
+const TOAST_MS = 4_000;
+const demoPayments = document.body.dataset.demoPayments === "on";
+
+const pending = new Map(); // gift message id → gift, until its ack or error
+let hub = null;
+let stage = null;
+let me = { id: "", name: "" };
+let balance = null;
+let balanceEventId = 0; // the event id of the gift whose ack set the balance shown
+let ended = false;
+let comboTimer = null;
+let toastTimer = null;
+let walletTimer = null;
+let packages = null;
+
+// Test and debugging hooks.
+window.__acks = [];
+window.__errors = [];
+
+// -- balance -------------------------------------------------------------------
+
+function setBalance(coins, eventId) {
+  if (eventId !== undefined) {
+    if (eventId < balanceEventId) return; // an older gift's answer arriving late
+    balanceEventId = eventId;
+  }
+  balance = coins;
+  for (const id of ["balance", "sheet-balance"]) {
+    const node = document.getElementById(id);
+    node.textContent = formatCoins(coins);
+    node.dataset.coins = String(coins);
+  }
+}
+
+async function syncWallet() {
+  const answer = await api("/v1/wallet", { auth: true });
+  if (answer.ok && pending.size === 0) setBalance(answer.data.coins);
+  return answer;
+}
+
+// Once taps settle, read the wallet back: the shown balance converges even if
+// answers crossed a purchase on the way.
+function syncWalletSoon() {
+  clearTimeout(walletTimer);
+  walletTimer = setTimeout(syncWallet, 2_000);
+}
+
+// -- sending gifts ---------------------------------------------------------------
+
+function tap(gift, button) {
+  button.animate([{ transform: "scale(0.86)" }, { transform: "none" }], {
+    duration: 220,
+    easing: "cubic-bezier(.2,1.6,.4,1)",
+  });
+  if (ended) {
+    toast("The stream has ended: gifts are closed.", { error: true });
+    return;
+  }
+  const id = newId("gift");
+  pending.set(id, gift);
+  if (!hub?.send(giftMessage(id, gift))) {
+    toast("Reconnecting… your gift goes out as soon as the stream is back.");
+  }
+}
+
+function giftMessage(id, gift) {
+  return { type: "gift", id, stream_id: streamId, gift_id: gift.id, count: 1 };
+}
+
+function onMessage(message) {
+  if (message.type === "ack" && pending.has(message.id)) {
+    const gift = pending.get(message.id);
+    pending.delete(message.id);
+    window.__acks.push(message);
+    setBalance(message.coins, message.event_id);
+    showCombo(gift, message.combo);
+    syncWalletSoon();
+  } else if (message.type === "error") {
+    const gift = pending.get(message.id);
+    pending.delete(message.id);
+    window.__errors.push(message);
+    explain(message, gift);
+  }
+}
+
+function showCombo(gift, combo) {
+  const box = document.getElementById("combo");
+  const times = el("span", "times", `x${combo}`);
+  box.replaceChildren(giftArt(gift), times);
+  box.dataset.gift = gift.id;
+  box.dataset.combo = String(combo);
+  box.hidden = false;
+  times.animate([{ transform: "scale(1.7)" }, { transform: "none" }], {
+    duration: 320,
+    easing: "cubic-bezier(.2,1.6,.4,1)",
+  });
+  const badge = document.querySelector(`.gift[data-gift="${CSS.escape(gift.id)}"] .badge`);
+  for (const other of document.querySelectorAll(".gift .badge")) other.hidden = other !== badge;
+  if (badge) {
+    badge.textContent = `x${combo}`;
+    badge.hidden = false;
+  }
+  clearTimeout(comboTimer);
+  comboTimer = setTimeout(() => {
+    box.hidden = true;
+    if (badge) badge.hidden = true;
+  }, COMBO_SHOWN_MS);
+}
+
+// Each refusal in words a viewer can act on.
+function explain(error, gift) {
+  const name = gift ? gift.name : "this gift";
+  switch (error.code) {
+    case "insufficient_funds":
+      toast(`Not enough coins for ${name}.`, { error: true, action: ["Recharge", openRecharge] });
+      break;
+    case "daily_limit_exceeded":
+      toast("You reached your daily gift budget. It resets at midnight (UTC).", { error: true });
+      break;
+    case "stream_not_live":
+    case "unknown_stream":
+      setEnded();
+      toast("The stream has ended: gifts are closed.", { error: true });
+      break;
+    case "age_verification_required":
+      toast("Gifts are for age-verified (18+) viewers.", { error: true });
+      break;
+    case "self_gift":
+      toast("You cannot send gifts to your own stream.", { error: true });
+      break;
+    case "rate_limited":
+      toast("Easy there! Too many gifts at once: try again in a moment.", { error: true });
+      break;
+    case "forbidden":
+      toast("This link cannot send gifts: it needs a viewer token.", { error: true });
+      break;
+    default:
+      toast(error.message || "Something went wrong; try again.", { error: true });
+  }
+}
+
+function toast(text, { error = false, action = null } = {}) {
+  const box = document.getElementById("toast");
+  const button = document.getElementById("toast-action");
+  document.getElementById("toast-text").textContent = text;
+  box.classList.toggle("error", error);
+  box.dataset.kind = error ? "error" : "info";
+  button.hidden = !action;
+  button.onclick = null;
+  if (action) {
+    button.textContent = action[0];
+    button.onclick = () => {
+      box.hidden = true;
+      action[1]();
+    };
+  }
+  box.hidden = false;
+  box.getAnimations().forEach((animation) => animation.play());
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => (box.hidden = true), action ? TOAST_MS * 1.5 : TOAST_MS);
+}
+
+function setEnded() {
+  ended = true;
+  document.getElementById("ended").hidden = false;
+  document.getElementById("gifts").classList.add("closed");
+  const badge = document.getElementById("live-badge");
+  badge.textContent = "ENDED";
+  badge.classList.add("off");
+}
+
+function onEvent(event) {
+  if (event.kind === "gift") {
+    stage.gift(event);
+    // Sent from another device or tab of ours: the balance changed there.
+    if (event.sender.id === me.id && !event.streak_end) syncWalletSoon();
+  } else if (event.kind === "leaderboard") {
+    stage.topGifters(event.entries);
+  } else if (event.kind === "viewers") {
+    stage.viewers(event.count);
+  } else if (event.kind === "stream_ended") {
+    setEnded();
+  }
+}
+
+// -- recharge --------------------------------------------------------------------
+
+async function openRecharge() {
+  document.getElementById("recharge").hidden = false;
+  document.getElementById("sheet-backdrop").hidden = false;
+  const note = document.getElementById("sheet-note");
+  note.textContent = demoPayments
+    ? "Demo mode: no money is charged; the purchase goes through the payment webhook."
+    : "Purchases are handled by the platform's payment provider.";
+  if (packages === null) {
+    const answer = await fetchRetrying("/v1/coin-packages");
+    packages = answer.data.packages || [];
+  }
+  const box = document.getElementById("packages");
+  // Bigger packages give more coins per cent than the smallest one: say how much.
+  const smallest = packages.reduce((a, b) => (b.coins < a.coins ? b : a));
+  const base = smallest.coins / smallest.price.amount;
+  box.replaceChildren(
+    ...packages.map((pkg) => {
+      const button = el("button", "package");
+      button.type = "button";
+      button.dataset.package = pkg.id;
+      button.disabled = !demoPayments;
+      const money = new Intl.NumberFormat("en-US", { style: "currency", currency: pkg.price.currency });
+      button.append(
+        el("span", "coins", `🪙 ${formatCoins(pkg.coins)}`),
+        el("span", "price", money.format(pkg.price.amount / 100)),
+      );
+      const saving = Math.round((1 - base / (pkg.coins / pkg.price.amount)) * 100);
+      if (saving >= 2) button.append(el("span", "deal", `save ${saving}%`));
+      button.onclick = () => buy(pkg, button);
+      return button;
+    }),
+  );
+}
+
+function closeRecharge() {
+  document.getElementById("recharge").hidden = true;
+  document.getElementById("sheet-backdrop").hidden = true;
+}
+
+async function buy(pkg, button) {
+  button.disabled = true;
+  const answer = await api("/v1/demo/payments", {
+    method: "POST",
+    auth: true,
+    body: { package_id: pkg.id, idempotency_key: newId("buy") },
+  });
+  button.disabled = false;
+  if (!answer.ok) {
+    toast(answer.data.error?.message || "The purchase did not go through; try again.", { error: true });
+    return;
+  }
+  setBalance(answer.data.coins);
+  closeRecharge();
+  toast(`+${formatCoins(answer.data.credited)} coins added. Happy gifting!`);
+}
+
+// -- start -----------------------------------------------------------------------
+
+function renderPanel(catalog) {
+  const gifts = [...catalog.values()].sort((a, b) => a.coins - b.coins);
+  const panel = document.getElementById("gifts");
+  panel.replaceChildren(
+    ...gifts.map((gift) => {
+      const button = el("button", "gift");
+      button.type = "button";
+      button.dataset.gift = gift.id;
+      button.setAttribute("role", "listitem");
+      button.setAttribute("aria-label", `Send ${gift.name} for ${gift.coins} coins`);
+      const badge = el("span", "badge");
+      badge.hidden = true;
+      button.append(
+        giftArt(gift),
+        el("span", "gift-name", gift.name),
+        el("span", "gift-price", `🪙 ${formatCoins(gift.coins)}`),
+        badge,
+      );
+      button.onclick = () => tap(gift, button);
+      return button;
+    }),
+  );
+}
+
+// The token's own claims, for display only (the server verifies it).
+function whoAmI() {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const bytes = Uint8Array.from(atob(part), (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return { id: claims.sub || "", name: claims.name || claims.sub || "" };
+  } catch {
+    return { id: "", name: "" };
+  }
+}
+
+async function main() {
+  me = whoAmI();
+  const catalog = await loadCatalog();
+  stage = new Stage({ catalog, me });
+  renderPanel(catalog);
+  document.getElementById("balance-button").onclick = openRecharge;
+  document.getElementById("sheet-close").onclick = closeRecharge;
+  document.getElementById("sheet-backdrop").onclick = closeRecharge;
+
+  const path = `/v1/streams/${encodeURIComponent(streamId)}`;
+  const [status, board] = await Promise.all([
+    fetchRetrying(path),
+    fetchRetrying(`${path}/leaderboard?period=stream&limit=3`),
+  ]);
+  const host = status.ok ? status.data.streamer_id : streamId || "unknown stream";
+  document.getElementById("host-name").textContent = host;
+  document.getElementById("host-avatar").replaceWith(avatar({ id: host, name: host }));
+  document.title = `${host} · Live`;
+  if (!status.ok || status.data.status !== "live") setEnded();
+  if (board.ok) stage.topGifters(board.data.entries || []);
+  const wallet = await syncWallet();
+  if (!wallet.ok) {
+    toast("Your link has no valid viewer token: you can watch but not send gifts.", { error: true });
+  }
+
+  hub = new StreamHub({
+    streamId,
+    token,
+    onMessage,
+    onEvent,
+    onState: (state) => {
+      document.body.dataset.state = state;
+      document.getElementById("conn").hidden = state === "live";
+      document.getElementById("conn").textContent =
+        state === "refused" ? "This link is not valid any more." : "Reconnecting…";
+      if (state === "live") {
+        stage.viewers(hub.viewers);
+        // Gifts that never got an answer go again with the same id: charged once.
+        for (const [id, gift] of pending) hub.send(giftMessage(id, gift));
+      }
+    },
+    onResync: async () => {
+      const fresh = await fetchRetrying(`${path}/leaderboard?period=stream&limit=3`);
+      if (fresh.ok) stage.topGifters(fresh.data.entries || []);
+      syncWallet();
+    },
+  });
+  window.__hub = hub;
+  hub.start();
+}
+
+main();

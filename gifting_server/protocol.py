@@ -1,0 +1,166 @@
+"""The WebSocket message protocol, sans I/O: decode and validate client frames,
+encode server frames, build WebSocket frames once for many connections.
+
+Two encodings share one message shape: `gifting.v1.json` (text frames) and
+`gifting.v1.msgpack` (binary frames). Every message is an object with a `type`.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import msgpack
+import orjson
+
+from gifting_server.errors import ErrorCode
+
+STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MESSAGE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+MAX_EVENT_ID = 2**53 - 1
+INVALID = ErrorCode.INVALID_REQUEST
+
+
+class Encoding(Enum):
+    JSON = "gifting.v1.json"
+    MSGPACK = "gifting.v1.msgpack"
+
+    @property
+    def opcode(self) -> int:
+        return 0x1 if self is Encoding.JSON else 0x2
+
+
+SUBPROTOCOLS = tuple(e.value for e in Encoding)
+
+
+class ProtocolError(Exception):
+    """A client message we refuse; answered with an `error` frame, never a traceback."""
+
+    def __init__(self, code: ErrorCode, message: str, message_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.message_id = message_id
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    stream_id: str
+    since: int | None
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    stream_id: str
+
+
+@dataclass(frozen=True)
+class SendGift:
+    id: str
+    stream_id: str
+    gift_id: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Ping:
+    pass
+
+
+ClientMessage = Subscribe | Unsubscribe | SendGift | Ping
+
+
+def decode_client_message(data: bytes | str, encoding: Encoding) -> ClientMessage:
+    try:
+        if encoding is Encoding.JSON:
+            raw = orjson.loads(data)
+        else:
+            raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (orjson.JSONDecodeError, ValueError, TypeError, msgpack.UnpackException):
+        raise ProtocolError(INVALID, f"not a valid {encoding.name} message") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError(INVALID, "a message must be an object with a type")
+    kind = raw.get("type")
+    if kind == "gift":
+        message_id = raw.get("id")
+        if not isinstance(message_id, str) or not MESSAGE_ID.match(message_id):
+            raise ProtocolError(
+                ErrorCode.INVALID_REQUEST, "gift needs an id: 1-128 of letters, digits, '_.:-'"
+            )
+        return SendGift(
+            id=message_id,
+            stream_id=_id(raw, "stream_id", message_id),
+            gift_id=_id(raw, "gift_id", message_id),
+            count=_count(raw, message_id),
+        )
+    if kind == "subscribe":
+        since = raw.get("since")
+        if since is not None and (type(since) is not int or not 0 <= since <= MAX_EVENT_ID):
+            raise ProtocolError(
+                ErrorCode.INVALID_REQUEST, "since must be an event_id (integer >= 0)"
+            )
+        return Subscribe(_id(raw, "stream_id"), since)
+    if kind == "unsubscribe":
+        return Unsubscribe(_id(raw, "stream_id"))
+    if kind == "ping":
+        return Ping()
+    raise ProtocolError(INVALID, f"unknown message type {kind!r}"[:200])
+
+
+def _id(raw: dict[str, Any], name: str, message_id: str | None = None) -> str:
+    value = raw.get(name)
+    if not isinstance(value, str) or not STREAM_ID.match(value):
+        raise ProtocolError(
+            ErrorCode.INVALID_REQUEST,
+            f"{name} must be 1-64 letters, digits, '_' or '-'",
+            message_id,
+        )
+    return value
+
+
+def _count(raw: dict[str, Any], message_id: str) -> int:
+    value = raw.get("count", 1)
+    if type(value) is not int or value < 1 or value > MAX_EVENT_ID:
+        raise ProtocolError(INVALID, "count must be a positive integer", message_id)
+    return value
+
+
+def encode(message: dict[str, Any], encoding: Encoding) -> bytes:
+    if encoding is Encoding.JSON:
+        return orjson.dumps(message)
+    packed: bytes = msgpack.packb(message, use_bin_type=True)
+    return packed
+
+
+def error_message(code: ErrorCode, message: str, message_id: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": "error", "code": code.code, "message": message}
+    if message_id is not None:
+        body["id"] = message_id
+    return body
+
+
+def events_payload(stream_id: str, raw_events: list[bytes], encoding: Encoding) -> bytes:
+    """One `events` message from events stored as JSON. For JSON the stored bytes
+    are spliced in as they are: no decode, no re-encode."""
+    if encoding is Encoding.JSON:
+        head = b'{"type":"events","stream_id":' + orjson.dumps(stream_id) + b',"events":['
+        return head + b",".join(raw_events) + b"]}"
+    events = [orjson.loads(e) for e in raw_events]
+    return encode({"type": "events", "stream_id": stream_id, "events": events}, encoding)
+
+
+def websocket_frame(payload: bytes, encoding: Encoding) -> bytes:
+    """A complete, unmasked server→client frame (FIN set), built once and written
+    to every connection that speaks `encoding`."""
+    first = 0x80 | encoding.opcode
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", first, length)
+    elif length < 65536:
+        header = struct.pack("!BBH", first, 126, length)
+    else:
+        header = struct.pack("!BBQ", first, 127, length)
+    return header + payload

@@ -1,0 +1,1 @@
+"""Small command-line clients for trying the server by hand."""

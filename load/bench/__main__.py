@@ -1,0 +1,188 @@
+"""`make bench`: every figure of the benchmark in one run on this machine.
+
+    python -m load.bench            # ~4 minutes
+    BENCH_QUICK=1 python -m load.bench   # under a minute, smaller sizes
+
+Writes load/results/bench.json and BENCHMARKS.md. Servers are pinned to core 0,
+clients to core 1; the client's own CPU is reported next to the server's.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from load.bench import fanout, gifts
+from load.bench.peer import PeerServer
+from load.bench.server import BenchServer
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+SIZES = {
+    "raw_gifts": 5_000 if QUICK else 30_000,
+    "gifters": 300 if QUICK else 1_000,
+    "gift_rate": 1_000 if QUICK else 2_000,
+    "duration": 4.0 if QUICK else 10.0,
+    "viewers": 1_000 if QUICK else 5_000,
+    "idle_connections": 2_000 if QUICK else 10_000,
+}
+
+
+def step(name: str) -> None:
+    print(f"[bench] {time.strftime('%H:%M:%S')} {name}", file=sys.stderr, flush=True)
+
+
+def run() -> dict[str, Any]:
+    results: dict[str, Any] = {"quick": QUICK, "sizes": SIZES}
+    duration = SIZES["duration"]
+
+    step("gift path: the script alone, then end to end over WebSocket")
+    server = BenchServer(8711, cpu=0)
+    server.start()
+    try:
+        target = fanout.prepare(server)
+        users = gifts.fund_users(server, SIZES["gifters"])
+        results.update(gifts.redis_raw(server, users, SIZES["raw_gifts"]))
+        results.update(gifts.end_to_end(server, users, SIZES["gift_rate"], duration))
+        token = server.token("viewer")
+        step(f"fan-out: {SIZES['viewers']} viewers at 100 events/s")
+        at_100 = fanout.measure(target, token, SIZES["viewers"], 100, duration, procs=2)
+        step(f"fan-out: {SIZES['viewers']} viewers at 20 events/s")
+        at_20 = fanout.measure(target, token, SIZES["viewers"], 20, duration, procs=2)
+    finally:
+        server.stop()
+    results.update(
+        fanout_viewers=at_100["viewers"],
+        fanout_events_per_s=at_100["events_per_s"],
+        delivery_p50_ms=at_100["delivery_p50_ms"],
+        delivery_p99_ms=at_100["delivery_p99_ms"],
+        missing_deliveries=at_100["missing_deliveries"],
+        server_us_per_delivery=at_100["us_per_delivery"],
+        fanout_client_cpu_s=at_100["client_cpu_s"],
+        delivery_p99_ms_at_20=at_20["delivery_p99_ms"],
+        missing_deliveries_at_20=at_20["missing_deliveries"],
+        fanout_detail={"at_100": at_100, "at_20": at_20},
+    )
+
+    step(f"peer: Node ws broadcast server, {SIZES['viewers']} viewers at 100 events/s")
+    peer = PeerServer(8790, cpu=0)
+    try:
+        peer_100 = fanout.measure(peer, "peer", SIZES["viewers"], 100, duration, procs=2)
+    finally:
+        peer.stop()
+    results.update(
+        peer_us_per_delivery=peer_100["us_per_delivery"],
+        peer_delivery_p99_ms=peer_100["delivery_p99_ms"],
+        peer_missing_deliveries=peer_100["missing_deliveries"],
+        fanout_vs_peer=round(peer_100["us_per_delivery"] / results["server_us_per_delivery"], 2),
+        peer_detail=peer_100,
+    )
+
+    step(f"memory: {SIZES['idle_connections']} idle connections")
+    server = BenchServer(8712, cpu=0)
+    server.start()
+    try:
+        target = fanout.prepare(server)
+        idle = fanout.measure(
+            target, server.token("viewer"), SIZES["idle_connections"], 1, 2.0, procs=2
+        )
+    finally:
+        server.stop()
+    results.update(
+        rss_kib_per_connection=idle["rss_kib_per_connection"],
+        connections_held=idle["viewers"] - idle["closed_connections"],
+    )
+    return results
+
+
+TARGETS = [
+    ("redis_us_per_gift", "<=", 12, "Redis CPU per gift"),
+    ("ack_p99_ms", "<=", 10, "gift ack p99 at the offered rate"),
+    ("delivery_p99_ms", "<=", 100, "delivery p99, 100 events/s"),
+    ("delivery_p99_ms_at_20", "<=", 50, "delivery p99, 20 events/s"),
+    ("fanout_vs_peer", ">=", 3, "peer CPU / our CPU per delivery"),
+    ("rss_kib_per_connection", "<=", 20, "RSS per idle connection"),
+]
+
+
+def markdown(results: dict[str, Any], command: str) -> str:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    server_ratio = results["server_us_per_gift"] / max(results["redis_us_per_gift"], 0.01)
+    rows = [
+        ("redis_raw_gifts_per_s", results["redis_raw_gifts_per_s"], "gift script alone, pipelined"),
+        ("redis_us_per_gift", results["redis_us_per_gift"], "Redis CPU per acknowledged gift"),
+        ("gifts_per_s", results["gifts_per_s"], f"acked over WS, {results['gifters']} gifters, "
+         f"{results['gifts_offered_per_s']}/s offered"),
+        ("ack_p50_ms / ack_p99_ms", f"{results['ack_p50_ms']} / {results['ack_p99_ms']}",
+         f"refused: {results['gift_errors'] or 'none'}, unanswered: {results['gifts_unanswered']}"),
+        ("server_us_per_gift", results["server_us_per_gift"],
+         f"{server_ratio:.1f} x redis_us_per_gift"),
+        ("fanout_viewers", results["fanout_viewers"], "one stream"),
+        ("fanout_events_per_s", results["fanout_events_per_s"], "100 gifts/s offered"),
+        ("delivery_p50_ms / p99_ms", f"{results['delivery_p50_ms']} / {results['delivery_p99_ms']}",
+         f"missing: {results['missing_deliveries']}"),
+        ("delivery_p99_ms at 20/s", results["delivery_p99_ms_at_20"],
+         f"missing: {results['missing_deliveries_at_20']}"),
+        ("server_us_per_delivery", results["server_us_per_delivery"], "server CPU / deliveries"),
+        ("peer_us_per_delivery", results["peer_us_per_delivery"],
+         f"Node ws, one frame per event; missing: {results['peer_missing_deliveries']}"),
+        ("fanout_vs_peer", results["fanout_vs_peer"], "peer / ours"),
+        ("rss_kib_per_connection", results["rss_kib_per_connection"],
+         f"{results['connections_held']} idle connections held"),
+    ]  # fmt: skip
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Produced by `{command}` on {time.strftime('%Y-%m-%d')}: {cpu}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}. The server is pinned to "
+        "core 0 and the clients to core 1; both servers (ours and the Node `ws` peer) are "
+        "measured in the same run with the same client harness.",
+        "",
+        "| figure | value | note |",
+        "| --- | --- | --- |",
+        *(f"| `{name}` | {value} | {note} |" for name, value, note in rows),
+        "",
+        "Targets:",
+        "",
+        "| target | wanted | measured | met |",
+        "| --- | --- | --- | --- |",
+    ]
+    for key, op, bound, label in TARGETS:
+        value = results[key]
+        met = value <= bound if op == "<=" else value >= bound
+        lines.append(f"| {label} (`{key}`) | {op} {bound} | {value} | {'yes' if met else 'no'} |")
+    ratio_met = server_ratio <= 3
+    lines.append(
+        f"| server CPU per gift (`server_us_per_gift`) | <= 3 x redis_us_per_gift | "
+        f"{server_ratio:.1f} x | {'yes' if ratio_met else 'no'} |"
+    )
+    lines += ["", "Raw figures: `load/results/bench.json`.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    results = run()
+    out = ROOT / "load" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    command = "BENCH_QUICK=1 make bench" if QUICK else "make bench"
+    (ROOT / "BENCHMARKS.md").write_text(markdown(results, command))
+    print(orjson.dumps({k: v for k, v in results.items() if not k.endswith("detail")},
+                       option=orjson.OPT_INDENT_2).decode())  # fmt: skip
+
+
+if __name__ == "__main__":
+    if subprocess.run(["which", "taskset"], capture_output=True).returncode != 0:
+        print("[bench] taskset not found: server and clients will share cores", file=sys.stderr)
+    main()

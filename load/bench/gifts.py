@@ -1,0 +1,164 @@
+"""The gift path: the script alone pipelined into Redis (the physical limit of the
+hot path here), then end to end over WebSocket from many gifter connections."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from typing import Any
+
+import httpx
+import orjson
+import redis
+from websockets.asyncio.client import ClientConnection, connect
+
+from gifting_server.auth import Identity, Role
+from gifting_server.config import Settings, load_settings
+from gifting_server.ledger.scripts import script_source
+from gifting_server.ledger.wallet import gift_call
+from load.bench.fanout import STREAM, percentile
+from load.bench.server import SECRET, WEBHOOK_SECRET, BenchServer, cpu_seconds
+
+BATCH = 200
+
+
+def bench_settings(server: BenchServer) -> Settings:
+    return load_settings(
+        {
+            "GIFTING_DATA_DIR": str(server.data_dir),
+            "GIFTING_SECRET": SECRET,
+            "GIFTING_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "GIFTING_CONFIG": str(server.data_dir / "bench.toml"),
+        }
+    )
+
+
+def fund_users(server: BenchServer, users: int) -> list[str]:
+    names = [f"g{i}" for i in range(users)]
+    with httpx.Client() as client:
+        for name in names:
+            server.fund(client, name, times=1)
+    return names
+
+
+def evalsha_stats(client: redis.Redis) -> tuple[int, int]:
+    stats = client.info("commandstats").get("cmdstat_evalsha", {})
+    return int(stats.get("calls", 0)), int(stats.get("usec", 0))
+
+
+def redis_raw(server: BenchServer, users: list[str], gifts: int) -> dict[str, Any]:
+    """Pre-encoded EVALSHA batches written straight to Redis: no server, little client."""
+    settings = bench_settings(server)
+    client = redis.Redis.from_url(server.redis_url)
+    sha = client.script_load(script_source("send_gift"))
+    rose = settings.gift("rose")
+    assert rose is not None
+    connection = client.connection_pool.get_connection()
+    now = time.time_ns() // 1_000_000
+    batches = []
+    for start in range(0, gifts, BATCH):
+        commands = []
+        for i in range(start, min(start + BATCH, gifts)):
+            user = users[i % len(users)]
+            sender = Identity(user, user.title(), Role.VIEWER, adult=True)
+            call = gift_call(settings, sender, STREAM, "bench_streamer", rose, 1, f"raw{i}", now)
+            commands.append(("EVALSHA", sha, len(call.keys), *call.keys, *call.args))
+        batches.append((len(commands), connection.pack_commands(commands)))
+    calls_before, usec_before = evalsha_stats(client)
+    began = time.perf_counter()
+    failed = 0
+    for size, packed in batches:
+        connection.send_packed_command(packed)
+        for _ in range(size):
+            reply = connection.read_response()
+            failed += reply[0] != 0
+    elapsed = time.perf_counter() - began
+    calls, usec = evalsha_stats(client)
+    client.connection_pool.release(connection)
+    client.close()
+    return {
+        "redis_raw_gifts_per_s": round(gifts / elapsed),
+        "redis_raw_failed": failed,
+        "redis_us_per_gift_raw": round((usec - usec_before) / max(calls - calls_before, 1), 2),
+    }
+
+
+async def _gifters(port: int, tokens: list[str]) -> list[ClientConnection]:
+    connections: list[ClientConnection] = []
+    for start in range(0, len(tokens), 100):
+        batch = tokens[start : start + 100]
+        connections += await asyncio.gather(
+            *(connect(f"ws://127.0.0.1:{port}/v1/ws?token={t}", compression=None) for t in batch)
+        )
+    return connections
+
+
+async def _drive(port: int, tokens: list[str], rate: float, duration: float) -> dict[str, Any]:
+    connections = await _gifters(port, tokens)
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+
+    async def read(ws: ClientConnection) -> None:
+        async for frame in ws:
+            message = orjson.loads(frame)
+            started = sent_at.pop(message.get("id", ""), None)
+            if started is None:
+                continue
+            if message["type"] == "ack":
+                latencies.append((time.perf_counter() - started) * 1000)
+            else:
+                errors[message["code"]] = errors.get(message["code"], 0) + 1
+
+    readers = [asyncio.create_task(read(ws)) for ws in connections]
+    gift_ids = ["rose"] * 6 + ["finger_heart", "doughnut", "hand_hearts", "rose"]
+    sent = 0
+    began = time.perf_counter()
+    while (elapsed := time.perf_counter() - began) < duration:
+        while sent < int(elapsed * rate) + 1:
+            ws = connections[sent % len(connections)]
+            message_id = f"e{sent}"
+            message = {"type": "gift", "id": message_id, "stream_id": STREAM,
+                       "gift_id": random.choice(gift_ids), "count": 1}  # fmt: skip
+            sent_at[message_id] = time.perf_counter()
+            await ws.send(orjson.dumps(message).decode())
+            sent += 1
+        await asyncio.sleep(max(0.0, sent / rate - (time.perf_counter() - began)))
+    deadline = time.perf_counter() + 5
+    while sent_at and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+    for task in readers:
+        task.cancel()
+    await asyncio.gather(*(ws.close() for ws in connections), return_exceptions=True)
+    return {"sent": sent, "latencies": latencies, "errors": errors, "unanswered": len(sent_at)}
+
+
+def end_to_end(
+    server: BenchServer, users: list[str], rate: float, duration: float
+) -> dict[str, Any]:
+    assert server.process is not None
+    os.sched_setaffinity(0, {1})
+    client = redis.Redis.from_url(server.redis_url)
+    tokens = [server.token(user) for user in users]
+    calls_before, usec_before = evalsha_stats(client)
+    cpu_before = cpu_seconds(server.process.pid)
+    outcome = asyncio.run(_drive(server.port, tokens, rate, duration))
+    cpu = cpu_seconds(server.process.pid) - cpu_before
+    calls, usec = evalsha_stats(client)
+    client.close()
+    acked = len(outcome["latencies"])
+    return {
+        "gifters": len(users),
+        "gifts_offered_per_s": rate,
+        "gifts_per_s": round(acked / duration, 1),
+        "gift_errors": outcome["errors"],
+        "gifts_unanswered": outcome["unanswered"],
+        "ack_p50_ms": round(percentile(outcome["latencies"], 0.5), 2),
+        "ack_p99_ms": round(percentile(outcome["latencies"], 0.99), 2),
+        # every script call in the window (gifts, streak closing, state publishing) per gift
+        "redis_us_per_gift": round((usec - usec_before) / max(acked, 1), 2),
+        "redis_script_calls": calls - calls_before,
+        "server_us_per_gift": round(cpu * 1e6 / max(acked, 1), 1),
+    }

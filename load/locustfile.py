@@ -1,0 +1,353 @@
+"""Locust users for gifting_server: WebSocket gifters and viewers, HTTP gifters.
+
+    gifting-server load-setup --users 2000 --host http://127.0.0.1:8000
+    locust -f load/locustfile.py --host http://127.0.0.1:8000 -u 2000 -r 200 -t 60s --headless
+
+Users come from the file `load-setup` writes (funded viewers, their tokens and
+streams). WebSocket traffic is reported as requests of type "WS":
+
+    connect            the handshake
+    subscribe          `subscribe` until `subscribed`
+    gift               a gift sent until its `ack`; a refusal fails with its error code
+    deliver <kind>     a viewer's delivery latency: arrival time minus the event's `ts`
+    event order        a viewer saw a gap or a repeat in the stream's event ids
+    connection         the server closed a connection (with the close code)
+
+HTTP gifters report `POST /v1/streams/[id]/gifts` like any locust HTTP request.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import random
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gevent
+from hub_socket import EventsOutOfOrder, HubSocket  # locust puts load/ on sys.path
+from locust import FastHttpUser, User, constant, events, tag, task
+from locust.env import Environment
+
+log = logging.getLogger("gifting.load")
+
+# What a crowd gifts: half of all streaks are Roses, most of the rest other cheap
+# gifts tapped in streaks; mid-priced gifts now and then, big ones rarely, alone.
+ROSE_SHARE = 0.50
+TIER_SHARES = {1: 0.30, 2: 0.15, 3: 0.04, 4: 0.01}  # split evenly within a tier
+MEAN_EXTRA_TAPS = {1: 8.0, 2: 1.5}  # a streak's taps beyond the first; tiers 3-4 tap once
+MAX_TAPS = 60
+TEN_PACK_SHARE = 0.10  # cheap gifts sometimes go out ten per tap (the "x10" button)
+
+
+@events.init_command_line_parser.add_listener
+def add_options(parser: Any) -> None:
+    group = parser.add_argument_group("gifting_server")
+    group.add_argument(
+        "--users-file", default="load/reports/users.json", help="written by load-setup"
+    )
+    group.add_argument("--stream", default="", help="send every user to this stream")
+    group.add_argument(
+        "--gift-rate", type=float, default=0.2, help="mean gifts (taps) per second per gifter"
+    )
+    group.add_argument(
+        "--tap-interval", type=float, default=0.2, help="mean seconds between taps of a streak"
+    )
+    group.add_argument("--viewers", type=int, default=0, help="exactly N viewers (0: by weight)")
+    group.add_argument(
+        "--http-gifters", type=int, default=0, help="exactly N HTTP gifters (0: by weight)"
+    )
+    group.add_argument("--ack-timeout", type=float, default=10.0, help="seconds to wait for acks")
+    group.add_argument("--msgpack", action="store_true", help="speak gifting.v1.msgpack")
+
+
+@dataclass(frozen=True)
+class Account:
+    user_id: str
+    token: str
+    stream_id: str
+    coins: int
+
+
+class Crowd:
+    """The users file's funded accounts, handed out one per locust user, plus the catalog."""
+
+    def __init__(self) -> None:
+        self.accounts: list[Account] = []
+        self.catalog: list[dict[str, Any]] = []
+        self.order: itertools.count[int] = itertools.count()
+        self.offset, self.stride = 0, 1
+
+    def load(self, environment: Environment) -> None:
+        options = environment.parsed_options
+        document = json.loads(Path(options.users_file).read_text())
+        self.accounts = [
+            Account(u["user_id"], u["token"], options.stream or u["stream_id"], u["coins"])
+            for u in document["users"]
+        ]
+        host = (environment.host or "").rstrip("/")
+        with urllib.request.urlopen(f"{host}/v1/gifts", timeout=10) as answer:
+            self.catalog = json.loads(answer.read())["gifts"]
+        # Each worker process takes every stride-th account, so no two share one.
+        runner = environment.runner
+        self.offset = max(0, getattr(runner, "worker_index", 0))
+        processes = getattr(options, "processes", None) or 0
+        self.stride = max(1, (os.cpu_count() or 1) if processes == -1 else processes)
+        self.order = itertools.count()
+
+    def take(self) -> Account:
+        index = self.offset + self.stride * next(self.order)
+        if index == len(self.accounts) + self.offset:
+            log.warning("more locust users than funded users: accounts are now shared")
+        return self.accounts[index % len(self.accounts)]
+
+
+crowd = Crowd()
+
+
+@events.init.add_listener
+def fix_user_counts(environment: Environment, **kwargs: Any) -> None:
+    options = environment.parsed_options
+    if options and options.viewers:
+        WebSocketViewer.fixed_count = options.viewers
+    if options and options.http_gifters:
+        HttpGifter.fixed_count = options.http_gifters
+
+
+@events.test_start.add_listener
+def load_crowd(environment: Environment, **kwargs: Any) -> None:
+    if environment.parsed_options is None:
+        return
+    try:
+        crowd.load(environment)
+    except (OSError, ValueError, KeyError) as e:
+        log.error("no users (%s): run `gifting-server load-setup`, see --users-file", e)
+        environment.process_exit_code = 2
+        if environment.runner:
+            environment.runner.quit()
+        return
+    # --tags may leave a user class without a task: do not start users that would idle.
+    environment.user_classes[:] = [c for c in environment.user_classes if c.tasks]
+
+
+@dataclass(frozen=True)
+class Streak:
+    gift_id: str
+    price: int
+    taps: int
+    count: int  # gifts per tap
+
+
+class GiftMix:
+    """Picks the next streak: which gift, how many taps, as the user's coins allow."""
+
+    def __init__(self, catalog: list[dict[str, Any]], rng: random.Random) -> None:
+        self.rng = rng
+        self.gifts = sorted(catalog, key=lambda g: g["coins"])
+        rose = next((g for g in self.gifts if g["id"] == "rose"), self.gifts[0])
+        self.weights = []
+        for gift in self.gifts:
+            tier = min(4, max(1, int(gift["tier"])))
+            siblings = sum(1 for g in self.gifts if g["tier"] == tier and g is not rose)
+            share = ROSE_SHARE if gift is rose else TIER_SHARES[tier] / max(1, siblings)
+            self.weights.append(share)
+        self.mean_taps = sum(
+            w * (1 + MEAN_EXTRA_TAPS.get(int(g["tier"]), 0))
+            for g, w in zip(self.gifts, self.weights, strict=True)
+        ) / sum(self.weights)
+
+    def next(self, coins: int) -> Streak | None:
+        gift = self.rng.choices(self.gifts, self.weights)[0]
+        tier = int(gift["tier"])
+        extra = self.rng.expovariate(1 / MEAN_EXTRA_TAPS[tier]) if tier in MEAN_EXTRA_TAPS else 0
+        taps = 1 + min(MAX_TAPS - 1, int(extra))
+        count = 10 if tier == 1 and self.rng.random() < TEN_PACK_SHARE else 1
+        if coins < gift["coins"] * count:  # what this user can still afford
+            gift, count = self.gifts[0], 1
+            if coins < gift["coins"]:
+                return None
+        taps = min(taps, coins // (gift["coins"] * count))
+        return Streak(gift["id"], gift["coins"], taps, count)
+
+
+class Gifter:
+    """A viewer who gifts: a streak of taps, then a pause so that on average it sends
+    --gift-rate gifts per second. Subclasses say how one tap is sent."""
+
+    environment: Environment
+
+    def start_gifting(self) -> None:
+        self.account = crowd.take()
+        self.coins = self.account.coins
+        self.rng = random.Random()
+        self.mix = GiftMix(crowd.catalog, self.rng)
+        self.last_streak = (0, 0.0)  # taps, seconds it took
+
+    def look_around(self) -> None:
+        """A viewer who just came in watches a while before the first gift, so that a
+        crowd spawned at once does not tap its first streaks all in the same second."""
+        gevent.sleep(
+            self.rng.uniform(0, self.mix.mean_taps / self.environment.parsed_options.gift_rate)
+        )
+
+    def send_tap(self, streak: Streak) -> int | None:
+        """Send one tap; the coins left, or None when it failed (already reported)."""
+        raise NotImplementedError
+
+    def gift_streak(self) -> None:
+        streak = self.mix.next(self.coins)
+        if streak is None:
+            self.last_streak = (1, 0.0)  # out of coins: keep quiet at the gift rate
+            return
+        started = time.monotonic()
+        interval = self.environment.parsed_options.tap_interval
+        for tap in range(streak.taps):
+            if tap:
+                gevent.sleep(self.rng.uniform(0.5, 1.5) * interval)
+            coins = self.send_tap(streak)
+            if coins is None:
+                break
+            self.coins = coins
+        self.last_streak = (streak.taps, time.monotonic() - started)
+
+    def pause(self) -> float:
+        taps, took = self.last_streak
+        budget = taps / self.environment.parsed_options.gift_rate
+        return max(0.0, self.rng.uniform(0.5, 1.5) * budget - took)
+
+
+class WebSocketGifter(Gifter, User):
+    """Subscribes to its stream, then taps streaks over the WebSocket; each tap waits for
+    its ack."""
+
+    weight = 18
+
+    def wait_time(self) -> float:
+        return self.pause()
+
+    def on_start(self) -> None:
+        self.start_gifting()
+        self.hub = HubSocket(self)
+        self.join()
+        self.look_around()
+
+    def join(self) -> None:
+        if self.hub.connect(self.account.token):
+            self.hub.subscribe(self.account.stream_id)
+
+    @tag("ws", "gift")
+    @task
+    def streak(self) -> None:
+        if self.hub.is_open:
+            self.gift_streak()
+        else:  # reconnect, then pause as after a one-tap streak: no tight retry loop
+            self.join()
+            self.last_streak = (1, 0.0)
+
+    def send_tap(self, streak: Streak) -> int | None:
+        ack = self.hub.send_gift(self.account.stream_id, streak.gift_id, streak.count)
+        return None if ack is None else int(ack["coins"])
+
+    def on_stop(self) -> None:
+        self.hub.close()
+
+
+class HttpGifter(Gifter, FastHttpUser):
+    """Taps streaks with POST /v1/streams/{id}/gifts, each with its own idempotency key."""
+
+    weight = 1
+
+    def wait_time(self) -> float:
+        return self.pause()
+
+    def on_start(self) -> None:
+        self.start_gifting()
+        self.headers = {"Authorization": f"Bearer {self.account.token}"}
+        self.look_around()
+
+    @tag("http", "gift")
+    @task
+    def streak(self) -> None:
+        self.gift_streak()
+
+    def send_tap(self, streak: Streak) -> int | None:
+        body = {
+            "gift_id": streak.gift_id,
+            "count": streak.count,
+            "idempotency_key": uuid.uuid4().hex,
+        }
+        with self.client.post(
+            f"/v1/streams/{self.account.stream_id}/gifts",
+            json=body,
+            headers=self.headers,
+            name="/v1/streams/[id]/gifts",
+            catch_response=True,
+        ) as response:
+            if response.status_code != 200:
+                try:
+                    error = response.json()["error"]
+                    response.failure(f"{response.status_code} {error['code']}: {error['message']}")
+                except (ValueError, KeyError, TypeError):
+                    detail = response.text[:100] if response.text else repr(response.error)
+                    response.failure(f"{response.status_code} {detail}")
+                return None
+            return int(response.json()["coins"])
+
+
+class WebSocketViewer(User):
+    """Watches its stream: reports each event's delivery latency (now minus its server
+    `ts`) and any gap in event ids; after a disconnect it resumes with `since`."""
+
+    weight = 1
+    wait_time = constant(1)
+
+    def on_start(self) -> None:
+        self.account = crowd.take()
+        self.last_event_id: int | None = None
+        self.hub = HubSocket(self, on_events=self.deliveries, on_subscribed=self.subscribed)
+        self.join()
+
+    def join(self) -> None:
+        if self.hub.connect(self.account.token):
+            self.hub.subscribe(self.account.stream_id, since=self.last_event_id)
+
+    @tag("ws", "view")
+    @task
+    def watch(self) -> None:
+        if not self.hub.is_open:
+            self.join()
+
+    def subscribed(self, message: dict[str, Any]) -> None:
+        if self.last_event_id is not None and not message["recovered"]:
+            self.order_failure(f"not recovered after event {self.last_event_id}")
+        if self.last_event_id is None or not message["recovered"]:
+            self.last_event_id = message.get("last_event_id") or 0
+
+    def deliveries(self, message: dict[str, Any], size: int) -> None:
+        now_ms = time.time() * 1000
+        share = size // max(1, len(message["events"]))
+        for event in message["events"]:
+            expected = (self.last_event_id or 0) + 1
+            if event["event_id"] != expected:
+                self.order_failure(f"expected event {expected}, got {event['event_id']}")
+            self.last_event_id = max(self.last_event_id or 0, event["event_id"])
+            self.environment.events.request.fire(
+                request_type="WS",
+                name=f"deliver {event['kind']}",
+                response_time=max(0.0, now_ms - event["ts"]),  # same clock on one machine
+                response_length=share,
+                exception=None,
+                context={},
+            )
+
+    def order_failure(self, reason: str) -> None:
+        self.hub.report("event order", time.perf_counter(), error=EventsOutOfOrder(reason))
+
+    def on_stop(self) -> None:
+        self.hub.close()

@@ -1,0 +1,76 @@
+"""Fixtures of the fault tests: a Redis of the test's own (so killing it leaves the
+session's Redis alone), in-process servers over any Redis, and a decoding client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from tests.conftest import ServerThread, server_factory
+from tests.redis_process import RedisProcess
+
+REQUEST_TIMEOUT_S = 0.5
+# A request must answer within the Redis timeout plus this much, whatever Redis does.
+SLACK_S = 1.0
+
+# Limits that only the tests about limits meet, a combo window long enough that no
+# streak ends by itself, and a short Redis timeout so that outages show at once.
+FAULT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "limits": {
+        "gift_rate_per_s": 10_000,
+        "gift_burst": 10_000,
+        "combo_window_ms": 600_000,
+        "request_timeout_s": REQUEST_TIMEOUT_S,
+    },
+    "websocket": {"rate_per_s": 10_000, "burst": 10_000},
+}
+
+Serve = Callable[..., ServerThread]
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server of this test alone (AOF, appendfsync always): kill it at will."""
+    server = RedisProcess(tmp_path / "own-redis")
+    server.start()
+    yield server
+    server.resume()  # a stopped process ignores SIGTERM until it is continued
+    server.stop()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Serve]:
+    """`serve(redis_url, limits={...}, ...)` → a running in-process server, with the
+    sections merged over FAULT_DEFAULTS."""
+    with server_factory(tmp_path, FAULT_DEFAULTS) as start:
+        yield start
+
+
+@pytest.fixture
+async def own_client(own_redis: RedisProcess) -> AsyncIterator[Redis]:
+    """A client of the test's own Redis that rides out its restarts."""
+    client: Redis = aioredis.Redis.from_url(
+        own_redis.url,
+        decode_responses=True,
+        socket_timeout=5,
+        retry=Retry(ExponentialBackoff(cap=0.5), retries=5),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def shared_client(redis_url: str) -> AsyncIterator[Redis]:
+    """A client of the session's Redis (flushed for this test)."""
+    client: Redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()

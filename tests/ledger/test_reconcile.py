@@ -1,0 +1,306 @@
+"""The ledger audit passes on an honest ledger and names the invariant each tampering breaks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.asyncio import Redis
+
+from gifting_server import cli
+from gifting_server.config import Gift, Settings
+from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.ledger import keys, payments, wallet
+from gifting_server.ledger.reconcile import Report, reconcile, reconcile_main
+from gifting_server.ledger.store import Store, connect
+from tests.conftest import SECRET, WEBHOOK_SECRET, make_settings
+from tests.factories import fund, live_stream, viewer
+from tests.redis_process import free_port
+
+Tamper = Callable[[Redis], Awaitable[Any]]
+
+
+@pytest.fixture
+def settings(redis_url: str, tmp_path: Path) -> Settings:
+    """Cash-outs allowed at once, so the mixed flow holds every kind of journal entry."""
+    return make_settings(
+        redis_url, tmp_path, economy={"holding_period_days": 0, "cashout_min_diamonds": 2}
+    )
+
+
+def gift(store: Store, gift_id: str) -> Gift:
+    found = store.settings.gift(gift_id)
+    assert found is not None
+    return found
+
+
+async def mixed_flow(store: Store) -> None:
+    """Purchases, gifts on two streams (one from a streamer), replays, a refund after
+    spending that leaves a debt, a purchase that settles it, and a cash-out."""
+    await fund(store, "alice", "coins_1000")
+    await fund(store, "bob", "coins_100", times=2)
+    await fund(store, "tina", "coins_100")
+    await live_stream(store, "s1", "tina")
+    await live_stream(store, "s2", "tom")
+    hearts = gift(store, "hand_hearts")
+    await wallet.send_gift(store, viewer("alice"), "s1", hearts, 3, "a1")
+    replay = await wallet.send_gift(store, viewer("alice"), "s1", hearts, 3, "a1")
+    assert replay.replayed
+    await wallet.send_gift(store, viewer("alice"), "s2", gift(store, "rose"), 7, "a2")
+    await wallet.send_gift(store, viewer("bob"), "s1", gift(store, "finger_heart"), 5, "b1")
+    await wallet.send_gift(store, viewer("bob"), "s2", gift(store, "rose"), 1, "b2")
+    await wallet.send_gift(store, viewer("tina"), "s2", gift(store, "finger_heart"), 2, "t1")
+    for event in ("refund-b1", "refund-b2"):
+        await payments.apply_payment(store, "bob", event, "payment.refunded", "coins_100")
+    assert (await wallet.read_wallet(store, "bob"))["owed"] == 26
+    settle = await payments.apply_payment(store, "bob", "buy-b", "payment.succeeded", "coins_500")
+    assert (settle.credited, settle.owed) == (474, 0)
+    again = await payments.apply_payment(store, "bob", "buy-b", "payment.succeeded", "coins_500")
+    assert again.replayed
+    await wallet.cashout(store, "tina", 100, "c1")
+
+
+async def audit(store: Store) -> Report:
+    return await reconcile(store.redis, store.settings.economy.creator_share_bps)
+
+
+async def test_empty_ledger_is_ok(store: Store) -> None:
+    report = await audit(store)
+    assert report.ok, report.format()
+    assert report.entries == 0
+    assert "OK" in report.format()
+
+
+async def test_mixed_flow_reconciles_with_exact_totals(store: Store) -> None:
+    await mixed_flow(store)
+    report = await audit(store)
+    assert report.ok, report.format()
+    assert report.entries == 13  # 5 purchases, 5 gifts, 2 refunds, 1 cash-out; replays add none
+    coins, diamonds, owed = (report.totals[c] for c in ("coins", "diamonds", "owed"))
+    assert (coins.minted, coins.burned, coins.outstanding) == (1800, 371, 1429)
+    assert (diamonds.minted, diamonds.burned, diamonds.outstanding) == (171, 100, 71)
+    assert (owed.minted, owed.burned, owed.outstanding) == (26, 26, 0)
+    assert report.wallets == 4
+    text = report.format()
+    assert "OK" in text and "1,429" in text
+
+
+async def test_chunked_replay_matches_one_read(store: Store) -> None:
+    await mixed_flow(store)
+    seen: list[int] = []
+    chunked = await reconcile(store.redis, 5000, chunk=5, progress=seen.append)
+    whole = await audit(store)
+    assert chunked.ok, chunked.format()
+    assert (chunked.entries, chunked.totals) == (whole.entries, whole.totals)
+    assert seen == [5, 10, 13]
+
+
+async def test_share_defaults_to_the_configured_one(
+    store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("GIFTING_DATA_DIR", str(tmp_path))
+    await mixed_flow(store)
+    assert (await reconcile(store.redis)).ok
+
+
+async def test_a_different_share_breaks_the_creator_share(store: Store) -> None:
+    await mixed_flow(store)
+    report = await reconcile(store.redis, 6000)
+    assert any(p.startswith("creator share: tina") for p in report.problems), report.problems
+
+
+async def test_a_payment_event_repeated_for_another_user_changes_nothing(store: Store) -> None:
+    """CONTRACT: "A repeated `event_id` changes nothing", whichever user it names."""
+    await payments.apply_payment(store, "alice", "evt-1", "payment.succeeded", "coins_100")
+    try:
+        again = await payments.apply_payment(
+            store, "bob", "evt-1", "payment.succeeded", "coins_100"
+        )
+    except GiftingError as e:
+        assert e.code is ErrorCode.IDEMPOTENCY_CONFLICT
+    else:
+        assert again.credited == 0
+    assert (await wallet.read_wallet(store, "bob"))["coins"] == 0
+    report = await audit(store)
+    assert report.ok, report.format()
+
+
+async def _delete_first_gift(r: Redis) -> None:
+    entries: list[Any] = await r.xrange(keys.JOURNAL) or []
+    entry_id = next(i for i, fields in entries if fields["type"] == "gift")
+    await r.xdel(keys.JOURNAL, entry_id)
+
+
+async def _forge_gift(r: Redis, coins: int, diamonds: int, platform: int) -> None:
+    fields: dict[Any, Any] = {"type": "gift", "user": "alice", "to": "tina", "stream": "s1"}
+    fields |= {"coins": coins, "diamonds": diamonds, "platform": platform}
+    await r.xadd(keys.JOURNAL, fields)
+
+
+async def _forge_purchase(r: Redis) -> None:
+    fields: dict[Any, Any] = {"type": "purchase", "user": "bob", "payment": "buy-b"}
+    fields |= {"coins": 500, "settled": 0}
+    await r.xadd(keys.JOURNAL, fields)
+
+
+TAMPERINGS: list[tuple[str, Tamper, list[str]]] = [
+    (
+        "wallet coins changed",
+        lambda r: r.hincrby(keys.wallet("alice"), "coins", 5),
+        ["balance replay: wallet alice holds coins 698", "conservation: coins"],
+    ),
+    (
+        "diamond balance changed",
+        lambda r: r.hincrby(keys.wallet("tina"), "diamonds", -2),
+        ["balance replay: wallet tina holds diamonds", "conservation: diamonds"],
+    ),
+    (
+        "owed debt changed",
+        lambda r: r.hset(keys.wallet("bob"), "owed", 3),
+        ["balance replay: wallet bob holds owed", "conservation: owed"],
+    ),
+    (
+        "received changed",
+        lambda r: r.hincrby(keys.wallet("tina"), "received", 1),
+        ["balance replay: wallet tina holds received"],
+    ),
+    (
+        "platform account changed",
+        lambda r: r.hincrby(keys.PLATFORM_ACCOUNT, "coins", -1),
+        ["balance replay: platform account", "conservation: coins"],
+    ),
+    (
+        "journal gift entry deleted",
+        _delete_first_gift,
+        ["conservation: coins", "balance replay: wallet alice", "leaderboard: {s:s1}:lb"],
+    ),
+    (
+        "negative balance",
+        lambda r: r.hset(keys.wallet("bob"), "coins", -5),
+        ["negative balance: wallet bob holds coins -5"],
+    ),
+    (
+        "stream leaderboard score changed",
+        lambda r: r.zincrby(keys.stream_leaderboard("s1"), 10, "alice"),
+        ["leaderboard: {s:s1}:lb gives alice 310"],
+    ),
+    (
+        "all-time leaderboard member added",
+        lambda r: r.zadd(keys.channel_leaderboard("tom", "all"), {"mallory": 1}),
+        ["leaderboard: {u:tom}:lb:all gives mallory"],
+    ),
+    (
+        "payment record missing",
+        lambda r: r.delete(keys.payment_seen("buy-b")),
+        ["payment: {ledger}:payment:buy-b is missing"],
+    ),
+    (
+        "payment record without journal entry",
+        lambda r: r.set(keys.payment_seen("ghost"), "carol|payment.succeeded|coins_100|1|1|0|0"),
+        ["payment: {ledger}:payment:ghost has no entry"],
+    ),
+    (
+        "payment credited twice",
+        _forge_purchase,
+        ["payment: event buy-b is in the journal 2 times", "balance replay: wallet bob"],
+    ),
+    (
+        "gift missing its platform leg",
+        lambda r: _forge_gift(r, 10, 5, 0),
+        ["gift legs: gift", "conservation: coins"],
+    ),
+    (
+        "gift credited over the creator share",
+        lambda r: _forge_gift(r, 10, 10, 0),
+        ["creator share: tina was credited 172 diamonds for 335 coins"],
+    ),
+    (
+        "unknown journal entry",
+        lambda r: r.xadd(keys.JOURNAL, {"type": "bonus", "user": "alice"}),
+        ["journal: entry", "unknown type 'bonus'"],
+    ),
+    (
+        "malformed journal entry",
+        lambda r: r.xadd(keys.JOURNAL, {"type": "cashout", "user": "tina", "diamonds": "x"}),
+        ["journal: entry", "(cashout) lacks a field or an integer"],
+    ),
+    (
+        "leaderboard of the wrong type",
+        lambda r: r.set(keys.stream_leaderboard("s2"), "oops"),
+        ["storage: {s:s2}:lb cannot be read"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "expected"),
+    [pytest.param(t, e, id=name) for name, t, e in TAMPERINGS],
+)
+async def test_tampering_fails_and_names_the_invariant(
+    store: Store, tamper: Tamper, expected: list[str]
+) -> None:
+    await mixed_flow(store)
+    assert (await audit(store)).ok
+    await tamper(store.redis)
+    report = await audit(store)
+    assert not report.ok
+    text = report.format()
+    assert "FAILED" in text
+    for fragment in expected:
+        assert fragment in text, text
+
+
+def seed(settings: Settings) -> None:
+    async def run() -> None:
+        assert settings.redis_url
+        client = connect(settings.redis_url, 5.0)
+        try:
+            await mixed_flow(Store(client, settings))
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+@pytest.fixture
+def environment(monkeypatch: pytest.MonkeyPatch, redis_url: str, tmp_path: Path) -> str:
+    """What `gifting-server reconcile` reads: the test Redis, secrets and a private data dir."""
+    monkeypatch.setenv("GIFTING_REDIS_URL", redis_url)
+    monkeypatch.setenv("GIFTING_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("GIFTING_SECRET", SECRET)
+    monkeypatch.setenv("GIFTING_WEBHOOK_SECRET", WEBHOOK_SECRET)
+    monkeypatch.delenv("GIFTING_CONFIG", raising=False)
+    return redis_url
+
+
+def test_reconcile_main_exits_0_then_1(
+    environment: str, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed(settings)
+    assert reconcile_main(environment) == 0
+    assert "ledger reconcile OK" in capsys.readouterr().out
+    client = redis.Redis.from_url(environment)
+    client.hincrby(keys.wallet("alice"), "coins", 1)
+    client.close()
+    assert reconcile_main(environment) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "balance replay: wallet alice" in out
+
+
+def test_cli_reconcile_command(
+    environment: str, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed(settings)
+    assert cli.main(["reconcile"]) == 0
+    assert "ledger reconcile OK" in capsys.readouterr().out
+
+
+def test_reconcile_main_without_redis_exits_2(
+    environment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert reconcile_main(f"redis://127.0.0.1:{free_port()}/0") == 2
+    assert "unreachable" in capsys.readouterr().err

@@ -1,0 +1,348 @@
+"""send_gift.lua through `wallet.send_gift`: the happy path, every return code, and
+the rule that a refused or failed gift changes nothing at all."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+import pytest
+
+from gifting_server.auth import Identity
+from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.ledger import keys, streams, wallet
+from gifting_server.ledger.clock import DAY_MS, day_number, week_number
+from gifting_server.ledger.store import Store
+from tests.conftest import make_settings
+from tests.factories import fund, live_stream, viewer
+from tests.ledger.support import FakeClock, assert_refused, snapshot
+
+T0 = 1_704_283_200_000  # 2024-01-03 12:00 UTC, a Wednesday
+
+
+def with_config(store: Store, clock: FakeClock, **sections: dict[str, Any]) -> Store:
+    base = store.settings
+    settings = make_settings(str(base.redis_url), base.data_dir, **sections)
+    return Store(store.redis, settings, clock=clock)
+
+
+async def send(
+    store: Store,
+    gift_id: str = "rose",
+    count: int = 1,
+    *,
+    who: Identity | None = None,
+    stream: str = "s1",
+    key: str | None = None,
+) -> wallet.GiftReceipt:
+    gift = store.settings.gift(gift_id)
+    assert gift is not None
+    sender = who or viewer("alice")
+    return await wallet.send_gift(store, sender, stream, gift, count, key or uuid.uuid4().hex)
+
+
+async def balances(store: Store) -> tuple[int, int, int]:
+    """(alice's coins, streamer1's diamonds, platform coins)."""
+    alice = await wallet.read_wallet(store, "alice")
+    streamer = await wallet.read_wallet(store, "streamer1")
+    platform = await store.redis.hget(keys.PLATFORM_ACCOUNT, "coins")
+    return alice["coins"], streamer["diamonds"], int(platform or 0)
+
+
+@pytest.fixture
+def clock(store: Store) -> FakeClock:
+    store.clock = fake = FakeClock(T0)
+    return fake
+
+
+@pytest.fixture
+async def live(store: Store, clock: FakeClock) -> str:
+    """alice holds 100 coins; stream s1 of streamer1 is live."""
+    await fund(store, "alice")
+    return await live_stream(store)
+
+
+# --- happy path ------------------------------------------------------------------------
+
+
+async def test_gift_debits_sender_credits_streamer_and_platform_and_records_everything(
+    store: Store, live: str
+) -> None:
+    channel = store.redis.pubsub()
+    await channel.subscribe(keys.stream_channel("s1"))
+    assert (await channel.get_message(timeout=1.0) or {}).get("type") == "subscribe"
+
+    receipt = await send(store, "finger_heart", 3, key="k1")
+
+    assert receipt == wallet.GiftReceipt(event_id=1, coins=85, combo=3, replayed=False)
+    assert await balances(store) == (85, 7, 8)  # 15 coins: floor(7.5) diamonds, 8 platform
+    assert (await wallet.read_wallet(store, "alice"))["spent_today"] == 15
+    assert await store.redis.hgetall(keys.earnings_by_day("streamer1")) == {
+        str(day_number(T0)): "7"
+    }
+    meta = await store.redis.hgetall(keys.stream("s1"))
+    assert (meta["seq"], meta["coins"]) == ("1", "15")
+    *_, (_, entry) = await store.redis.xrange(keys.JOURNAL)
+    assert entry == {
+        "type": "gift", "user": "alice", "to": "streamer1", "stream": "s1",
+        "gift": "finger_heart", "count": "3", "coins": "15", "diamonds": "7",
+        "platform": "8", "event_id": "1", "key": "k1", "at": str(T0),
+    }  # fmt: skip
+    [(event_id, fields)] = await store.redis.xrange(keys.stream_history("s1"))
+    assert event_id == "1-0"
+    assert orjson.loads(fields["e"]) == {
+        "event_id": 1, "kind": "gift", "ts": T0,
+        "sender": {"id": "alice", "name": "Alice"},
+        "gift": {"id": "finger_heart", "name": "Finger Heart", "coins": 5, "tier": 1},
+        "count": 3, "combo": 3, "streak_end": False, "coins_total": 15,
+    }  # fmt: skip
+    published = await channel.get_message(ignore_subscribe_messages=True, timeout=1.0)
+    assert published is not None and published["data"] == fields["e"]
+    await channel.aclose()
+    assert await store.redis.zscore(keys.open_streaks("s1"), "alice:finger_heart") == T0 + 3000
+
+
+# --- diamonds: no rounding loss ------------------------------------------------------------
+
+
+async def test_single_roses_at_half_share_give_diamonds_0_1_1_and_platform_the_rest(
+    store: Store, live: str
+) -> None:
+    seen = []
+    for _ in range(3):
+        await send(store, "rose")
+        seen.append((await balances(store))[1:])
+    assert seen == [(0, 1), (1, 1), (1, 2)]
+
+
+async def test_diamonds_always_equal_floor_of_total_received_times_share(
+    store: Store, clock: FakeClock
+) -> None:
+    odd = with_config(
+        store, clock, economy={"creator_share_bps": 3333}, limits={"gift_burst": 1000}
+    )
+    senders = [viewer(name) for name in ("alice", "bob", "carol")]
+    for who in senders:
+        await fund(odd, who.user_id, "coins_10000")
+    await live_stream(odd)
+    gifts = ["rose", "finger_heart", "doughnut", "cap", "hand_hearts"]
+    total = 0
+    for i in range(45):
+        gift_id, count = gifts[i * 7 % 5], 1 + i * 5 % 4
+        await send(odd, gift_id, count, who=senders[i % 3])
+        total += odd.settings.gift(gift_id).coins * count  # type: ignore[union-attr]
+        _, diamonds, platform = await balances(odd)
+        assert (diamonds, platform) == (total * 3333 // 10000, total - total * 3333 // 10000)
+    legs = [e for _, e in await odd.redis.xrange(keys.JOURNAL) if e["type"] == "gift"]
+    assert sum(int(e["diamonds"]) for e in legs) == total * 3333 // 10000
+    assert sum(int(e["coins"]) for e in legs) == total
+
+
+# --- combo -------------------------------------------------------------------------------
+
+
+async def test_combo_counts_up_within_the_window_and_restarts_after_it(
+    store: Store, clock: FakeClock, live: str
+) -> None:
+    window = store.settings.limits.combo_window_ms
+    assert (await send(store, "rose", 1)).combo == 1
+    clock.advance(window)  # exactly the window: still the same streak
+    assert (await send(store, "rose", 2)).combo == 3
+    clock.advance(window + 1)  # one ms of quiet too many: a new streak
+    assert (await send(store, "rose", 4)).combo == 4
+
+
+async def test_combo_is_counted_per_sender_and_per_gift(store: Store, live: str) -> None:
+    await fund(store, "bob")
+    assert (await send(store, "rose", 5)).combo == 5
+    assert (await send(store, "finger_heart", 1)).combo == 1
+    assert (await send(store, "rose", 1, who=viewer("bob"))).combo == 1
+    assert (await send(store, "rose", 1)).combo == 6
+
+
+# --- daily budget (set_daily_limit.lua + send_gift code 7) -------------------------------
+
+
+async def test_set_daily_limit_stores_and_clears_the_users_own_budget(
+    store: Store, live: str
+) -> None:
+    assert await wallet.set_daily_limit(store, "alice", 7) == 7
+    assert (await wallet.read_wallet(store, "alice"))["daily_limit"] == 7
+    assert await wallet.set_daily_limit(store, "alice", None) is None
+    assert (await wallet.read_wallet(store, "alice"))["daily_limit"] is None
+    assert (await send(store, "rose", 50)).coins == 50  # no budget left to stop it
+
+
+async def test_set_daily_limit_on_a_wrong_typed_wallet_changes_nothing(store: Store) -> None:
+    await store.redis.set(keys.wallet("alice"), "corrupt")
+    await assert_refused(
+        store, ErrorCode.STORAGE_CORRUPT, wallet.set_daily_limit(store, "alice", 5)
+    )
+    await assert_refused(
+        store, ErrorCode.STORAGE_CORRUPT, wallet.set_daily_limit(store, "alice", None)
+    )
+
+
+async def test_daily_budget_refuses_the_gift_that_would_pass_it(store: Store, live: str) -> None:
+    await wallet.set_daily_limit(store, "alice", 10)
+    await send(store, "finger_heart", 1)
+    await assert_refused(store, ErrorCode.DAILY_LIMIT_EXCEEDED, send(store, "rose", 6))
+    await send(store, "rose", 5)  # exactly the budget
+    assert await wallet.read_wallet(store, "alice") == {
+        "user_id": "alice", "coins": 90, "diamonds": 0,
+        "spent_today": 10, "daily_limit": 10, "owed": 0,
+    }  # fmt: skip
+    await assert_refused(store, ErrorCode.DAILY_LIMIT_EXCEEDED, send(store, "rose", 1))
+
+
+async def test_daily_budget_resets_at_the_next_utc_midnight(
+    store: Store, clock: FakeClock, live: str
+) -> None:
+    await wallet.set_daily_limit(store, "alice", 10)
+    await send(store, "rose", 10)
+    clock.now = (day_number(T0) + 1) * DAY_MS - 1  # 23:59:59.999, same UTC day
+    await assert_refused(store, ErrorCode.DAILY_LIMIT_EXCEEDED, send(store, "rose", 1))
+    clock.advance(1)
+    await send(store, "rose", 10)
+    assert (await wallet.read_wallet(store, "alice"))["spent_today"] == 10
+
+
+# --- rate limit ----------------------------------------------------------------------------
+
+
+async def test_rate_limit_refuses_past_the_burst_and_refills_with_fake_time(
+    store: Store, clock: FakeClock
+) -> None:
+    slow = with_config(store, clock, limits={"gift_burst": 3, "gift_rate_per_s": 2})
+    await fund(slow, "alice")
+    await live_stream(slow)
+    for _ in range(3):
+        await send(slow)
+    await assert_refused(slow, ErrorCode.RATE_LIMITED, send(slow))
+    clock.advance(499)  # 0.998 of a token
+    await assert_refused(slow, ErrorCode.RATE_LIMITED, send(slow))
+    clock.advance(1)
+    await send(slow)
+    await assert_refused(slow, ErrorCode.RATE_LIMITED, send(slow))
+    clock.advance(3_600_000)  # a long pause refills the bucket only up to the burst
+    for _ in range(3):
+        await send(slow)
+    await assert_refused(slow, ErrorCode.RATE_LIMITED, send(slow))
+
+
+async def test_a_gift_reaching_redis_with_an_earlier_clock_costs_one_token_only(
+    store: Store, clock: FakeClock
+) -> None:
+    """Concurrent gifts can reach the script out of clock order: the bucket must not
+    treat the step back in time as a debt."""
+    strict = with_config(store, clock, limits={"gift_burst": 2, "gift_rate_per_s": 1})
+    await fund(strict, "alice")
+    await live_stream(strict)
+    await send(strict)  # 1 token left
+    clock.advance(-400)  # this worker read its clock before the other's gift landed
+    await send(strict)  # takes the last token
+    clock.advance(400)
+    await assert_refused(strict, ErrorCode.RATE_LIMITED, send(strict))
+
+
+# --- who may gift, and to what -----------------------------------------------------------
+
+
+async def test_viewer_without_age_verification_cannot_gift(store: Store, live: str) -> None:
+    await fund(store, "minor")
+    minor = viewer("minor", adult=False)
+    await assert_refused(store, ErrorCode.AGE_VERIFICATION_REQUIRED, send(store, who=minor))
+
+
+async def test_unverified_viewer_may_gift_where_the_age_rule_is_off(
+    store: Store, clock: FakeClock
+) -> None:
+    relaxed = with_config(store, clock, limits={"require_age_verification": False})
+    await fund(relaxed, "minor")
+    await live_stream(relaxed)
+    assert (await send(relaxed, who=viewer("minor", adult=False))).coins == 99
+
+
+async def test_streamer_cannot_gift_their_own_stream(store: Store, live: str) -> None:
+    await fund(store, "streamer1")
+    await assert_refused(store, ErrorCode.SELF_GIFT, send(store, who=viewer("streamer1")))
+
+
+async def test_gift_to_an_unknown_stream_is_refused(store: Store, live: str) -> None:
+    await assert_refused(store, ErrorCode.UNKNOWN_STREAM, send(store, stream="nope"))
+
+
+async def test_gift_to_a_stream_whose_meta_vanished_after_caching_its_owner_is_refused(
+    store: Store, live: str
+) -> None:
+    await send(store)  # the worker now remembers streamer1 owns s1
+    await store.redis.delete(keys.stream("s1"))
+    await assert_refused(store, ErrorCode.UNKNOWN_STREAM, send(store))
+
+
+async def test_gift_to_an_ended_stream_is_refused(store: Store, live: str) -> None:
+    await send(store)
+    await streams.end_stream(store, "streamer1", "s1")
+    await assert_refused(store, ErrorCode.STREAM_NOT_LIVE, send(store))
+
+
+async def test_gift_costing_more_than_the_balance_is_refused(store: Store, live: str) -> None:
+    await assert_refused(store, ErrorCode.INSUFFICIENT_FUNDS, send(store, "hand_hearts", 2))
+    await assert_refused(store, ErrorCode.INSUFFICIENT_FUNDS, send(store, who=viewer("broke")))
+    assert (await send(store, "hand_hearts", 1)).coins == 0  # exactly the balance is fine
+
+
+# --- a script never leaves a partial write -------------------------------------------------
+
+DAY, WEEK = day_number(T0), week_number(T0)
+WRITTEN_ONLY = {
+    "streamer earnings": keys.earnings_by_day("streamer1"),
+    "platform account": keys.PLATFORM_ACCOUNT,
+    "stream leaderboard": keys.stream_leaderboard("s1"),
+    "day leaderboard": keys.channel_leaderboard("streamer1", "day", DAY),
+    "week leaderboard": keys.channel_leaderboard("streamer1", "week", WEEK),
+    "all-time leaderboard": keys.channel_leaderboard("streamer1", "all"),
+    "open streaks": keys.open_streaks("s1"),
+    "journal": keys.JOURNAL,
+    "history": keys.stream_history("s1"),
+}
+READ_FIRST = {
+    "viewer wallet": keys.wallet("alice"),
+    "streamer wallet": keys.wallet("streamer1"),
+    "combo counter": keys.combo("s1", "alice", "rose"),
+    "idempotency record": keys.idempotency("alice", "again"),
+    "stream meta": keys.stream("s1"),
+}
+
+
+@pytest.mark.parametrize("key", [*WRITTEN_ONLY.values(), *READ_FIRST.values()],
+                         ids=[*WRITTEN_ONLY, *READ_FIRST])  # fmt: skip
+async def test_gift_over_a_wrong_typed_key_is_storage_corrupt_and_changes_nothing(
+    store: Store, live: str, key: str
+) -> None:
+    await send(store)  # every key of the gift exists now, with its real type
+    if key.endswith(":idem:again"):
+        await store.redis.hset(key, "planted", "1")  # a hash where a string belongs
+    else:
+        await store.redis.set(key, "planted")  # a string where a hash/zset/stream belongs
+    await assert_refused(store, ErrorCode.STORAGE_CORRUPT, send(store, key="again"))
+
+
+async def test_gift_after_stream_meta_was_lost_and_recreated_never_half_applies(
+    store: Store, live: str
+) -> None:
+    """Meta evicted or deleted, the streamer goes live again: seq restarts at 0 while the
+    history still ends at 1-0, so the script's XADD of event 1 would be refused."""
+    await send(store)
+    await store.redis.delete(keys.stream("s1"))
+    assert await streams.start_stream(store, "streamer1", "s1") is True
+    before = await snapshot(store.redis)
+    try:
+        receipt = await send(store)
+    except GiftingError as refused:  # refusing is fine, if nothing was written
+        assert refused.code is ErrorCode.STORAGE_CORRUPT
+        assert await snapshot(store.redis) == before
+    else:  # succeeding is fine, if the event id stays unique in the history
+        assert receipt.event_id > 1
+        assert await store.redis.xlen(keys.stream_history("s1")) == 2

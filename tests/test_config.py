@@ -1,0 +1,185 @@
+"""config/ loads; every bad setting fails at load with a ConfigError naming the file or key."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from gifting_server.config import DEFAULT_CONFIG_DIR, ConfigError, Settings, load_settings
+
+SECRETS = {"GIFTING_SECRET": "s" * 32, "GIFTING_WEBHOOK_SECRET": "w" * 32}
+
+
+def load(tmp_path: Path, overlay: str | None = None, **env: str) -> Settings:
+    """Settings from the real config/, with `overlay` as the GIFTING_CONFIG file."""
+    values = {"GIFTING_DATA_DIR": str(tmp_path / "data"), **SECRETS, **env}
+    if overlay is not None:
+        path = tmp_path / "overlay.toml"
+        path.write_text(overlay)
+        values["GIFTING_CONFIG"] = str(path)
+    return load_settings(values)
+
+
+def test_the_shipped_config_loads(tmp_path: Path) -> None:
+    settings = load(tmp_path, GIFTING_REDIS_URL="redis://127.0.0.1:1/0")
+    assert settings.redis_url == "redis://127.0.0.1:1/0"
+    assert settings.data_dir == (tmp_path / "data").resolve()
+    assert settings.secret == "s" * 32 and settings.webhook_secret == "w" * 32
+    rose, package = settings.gift("rose"), settings.package("coins_100")
+    assert rose is not None and (rose.name, rose.coins, rose.tier) == ("Rose", 1, 1)
+    assert package is not None and (package.coins, package.price) == (100, 129)
+    assert settings.gift("nope") is None and settings.package("nope") is None
+    assert len({g.id for g in settings.gifts}) == len(settings.gifts) > 1
+    assert settings.economy.creator_share_bps == 5000
+    assert settings.limits.max_gift_count == 99
+    assert settings.limits.request_timeout_s == 2.0
+    assert settings.history.max_events == 1000
+    assert settings.metrics_public is True
+
+
+def test_overlay_changes_only_its_keys(tmp_path: Path) -> None:
+    settings = load(tmp_path, "[limits]\nmax_gift_count = 10\nrequest_timeout_s = 3\n")
+    assert settings.limits.max_gift_count == 10
+    assert settings.limits.request_timeout_s == 3.0  # an int is fine where a float is expected
+    assert settings.limits.gift_burst == 40  # from default.toml
+    assert settings.economy.creator_share_bps == 5000
+
+
+def test_without_secrets_they_are_generated_once_and_kept(tmp_path: Path) -> None:
+    env = {"GIFTING_DATA_DIR": str(tmp_path / "data")}
+    first, second = load_settings(env), load_settings(env)
+    assert len(first.secret) >= 32 and first.secret != first.webhook_secret
+    assert (first.secret, first.webhook_secret) == (second.secret, second.webhook_secret)
+    mode = (tmp_path / "data" / "token-secret").stat().st_mode
+    assert stat.S_IMODE(mode) == 0o600
+
+
+@pytest.mark.parametrize("name", ["GIFTING_SECRET", "GIFTING_WEBHOOK_SECRET"])
+def test_short_secret(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match=f"{name} must be at least 32 characters"):
+        load(tmp_path, **{name: "short"})
+
+
+def test_missing_overlay_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match=f"config file not found: {missing}"):
+        load_settings({**SECRETS, "GIFTING_CONFIG": str(missing)})
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"overlay\.toml: invalid TOML"):
+        load(tmp_path, "[economy\n")
+
+
+SECTION_ERRORS = {
+    "not a table": ("economy = 5", r"\[economy\] must be a table"),
+    "unknown key": ("[limits]\nmax_gifts = 3", r"\[limits\] unknown key 'max_gifts'"),
+    "string for int": ("[economy]\nholding_period_days = '7'", r"holding_period_days must be int"),
+    "float for int": ("[limits]\nmax_gift_count = 9.5", r"max_gift_count must be int"),
+    "bool for int": ("[limits]\ngift_burst = true", r"gift_burst must be int"),
+    "int for bool": ("[limits]\nrequire_age_verification = 1", r"require_age_verification"),
+    "int for str": ("[economy]\ncurrency = 840", r"\[economy\] currency must be str"),
+    "negative": ("[economy]\ncashout_min_diamonds = -2", r"cashout_min_diamonds must not be"),
+    "negative float": ("[limits]\nrequest_timeout_s = -1.0", r"request_timeout_s must not be"),
+    "share zero": ("[economy]\ncreator_share_bps = 0", r"creator_share_bps must be in 1..10000"),
+    "share over": ("[economy]\ncreator_share_bps = 10001", r"creator_share_bps must be in"),
+    "diamonds per unit": ("[economy]\ndiamonds_per_unit = 0", r"diamonds_per_unit and cents"),
+    "cents per unit": ("[economy]\ncents_per_unit = 0", r"diamonds_per_unit and cents"),
+    "minimum not whole": ("[economy]\ncashout_min_diamonds = 2001", r"multiple of diamonds_per"),
+    "gift count": ("[limits]\nmax_gift_count = 0", r"\[limits\] max_gift_count, gift_burst"),
+    "burst": ("[limits]\ngift_burst = 0", r"\[limits\] max_gift_count, gift_burst"),
+    "rate": ("[limits]\ngift_rate_per_s = 0", r"gift_rate_per_s must be >= 1"),
+    "timeout": ("[limits]\nrequest_timeout_s = 0", r"request_timeout_s must be > 0"),
+    "history": ("[history]\nmax_events = 0", r"\[history\] max_events must be >= 1"),
+    "server not a table": ("server = 5", r"\[server\] must be a table"),
+    "metrics_public not a bool": ("[server]\nmetrics_public = 'no'", r"metrics_public"),
+    "server unknown key": ("[server]\nmetrics = false", r"\[server\] unknown key 'metrics'"),
+}
+
+
+@pytest.mark.parametrize("name", list(SECTION_ERRORS))
+def test_bad_setting_is_refused_naming_the_key(tmp_path: Path, name: str) -> None:
+    overlay, message = SECTION_ERRORS[name]
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, overlay)
+
+
+def config_dir_with(tmp_path: Path, file: str, text: str) -> Path:
+    """A copy of config/ whose `file` is replaced by `text`."""
+    target = tmp_path / "config"
+    shutil.copytree(DEFAULT_CONFIG_DIR, target)
+    (target / file).write_text(text)
+    return target
+
+
+def toml_entry(table: str, entry: dict[str, object]) -> str:
+    """One [[table]] entry; a None value leaves the key out."""
+    lines = [f"[[{table}]]"]
+    for key, value in entry.items():
+        if isinstance(value, bool):
+            lines.append(f"{key} = {str(value).lower()}")
+        elif isinstance(value, str):
+            lines.append(f"{key} = {value!r}")
+        elif value is not None:
+            lines.append(f"{key} = {value}")
+    return "\n".join(lines) + "\n"
+
+
+def gift(**fields: object) -> str:
+    return toml_entry(
+        "gifts", {"id": "rose", "name": "Rose", "coins": 1, "tier": 1, "emoji": "R", **fields}
+    )
+
+
+def package(**fields: object) -> str:
+    return toml_entry("packages", {"id": "coins_100", "coins": 100, "price": 129, **fields})
+
+
+CATALOG_ERRORS = {
+    "no gifts": ("gifts.toml", "", r"gifts\.toml: the catalog needs at least one"),
+    "gift id missing": ("gifts.toml", gift(id=None), r"gifts\.toml \[\[gifts\]\] #1: id must"),
+    "gift id chars": ("gifts.toml", gift(id="ro se"), r"#1: id 'ro se' may hold only"),
+    "gift id long": ("gifts.toml", gift(id="r" * 65), r"#1: id must be a non-empty string"),
+    "gift id int": ("gifts.toml", gift(id=5), r"gifts\.toml \[\[gifts\]\] #1: id must"),
+    "gift name": ("gifts.toml", gift(name=""), r"#1 \(rose\): name must be a non-empty"),
+    "gift coins zero": ("gifts.toml", gift(coins=0), r"#1: coins must be a positive integer"),
+    "gift coins float": ("gifts.toml", gift(coins=1.5), r"#1: coins must be a positive integer"),
+    "gift coins bool": ("gifts.toml", gift(coins=True), r"#1: coins must be a positive integer"),
+    "gift tier zero": ("gifts.toml", gift(tier=0), r"#1: tier must be a positive integer"),
+    "gift tier five": ("gifts.toml", gift(tier=5), r"#1 \(rose\): tier must be 1..4"),
+    "gift no picture": ("gifts.toml", gift(emoji=None), r"#1 \(rose\): needs an emoji or"),
+    "gift twice": ("gifts.toml", gift() + gift(), r"gifts\.toml: gift id 'rose' appears twice"),
+    "second gift": ("gifts.toml", gift() + gift(id="x", coins=-1), r"\[\[gifts\]\] #2: coins"),
+    "gift not a table": ("gifts.toml", "gifts = [1]", r"gifts\.toml \[\[gifts\]\] #1"),
+    "no packages": ("packages.toml", "", r"packages\.toml: needs at least one"),
+    "package id": ("packages.toml", package(id="a/b"), r"packages\.toml \[\[packages\]\] #1"),
+    "package coins": ("packages.toml", package(coins=0), r"#1: coins must be a positive"),
+    "package price": ("packages.toml", package(price=-5), r"#1: price must be a positive .* -5"),
+    "package twice": ("packages.toml", package() * 2, r"package id 'coins_100' appears twice"),
+    "package not a table": ("packages.toml", "packages = ['x']", r"packages\.toml \[\[packages"),
+}
+
+
+@pytest.mark.parametrize("name", list(CATALOG_ERRORS))
+def test_bad_catalog_entry_is_refused_naming_file_and_entry(tmp_path: Path, name: str) -> None:
+    file, text, message = CATALOG_ERRORS[name]
+    config_dir = config_dir_with(tmp_path, file, text)
+    with pytest.raises(ConfigError, match=message):
+        load_settings({**SECRETS, "GIFTING_DATA_DIR": str(tmp_path / "data")}, config_dir)
+
+
+def test_config_dir_from_the_environment(tmp_path: Path) -> None:
+    config_dir = config_dir_with(tmp_path, "packages.toml", package(price=99))
+    env = {**SECRETS, "GIFTING_DATA_DIR": str(tmp_path), "GIFTING_CONFIG_DIR": str(config_dir)}
+    assert [(p.id, p.price) for p in load_settings(env).packages] == [("coins_100", 99)]
+
+
+def test_error_from_the_overlay_names_the_overlay_file(tmp_path: Path) -> None:
+    """An operator's GIFTING_CONFIG replaces the package list; the error must point there,
+    not at config/packages.toml, which holds nothing wrong."""
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, package(price=-5))
+    assert "overlay.toml" in str(caught.value)

@@ -1,0 +1,54 @@
+"""load/locustfile.py in a real headless locust run: a WebSocket gifter, an HTTP gifter
+and a viewer against a real server for a few seconds, without a single failure.
+
+Locust patches the standard library for gevent as it is imported, so it runs in a
+subprocess, never in the test process."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gifting_server.config import Settings
+from gifting_server.load_setup import set_up_load, write_users_file
+from tests.conftest import ServerThread
+
+LOCUSTFILE = Path(__file__).resolve().parent.parent / "load" / "locustfile.py"
+LOCUST = Path(sys.executable).parent / "locust"
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("locust") is None, reason="locust is not installed (the dev extra)"
+)
+
+
+async def test_a_short_locust_run_gifts_and_delivers_without_a_failure(
+    server: ServerThread, settings: Settings, tmp_path: Path
+) -> None:
+    document = await set_up_load(
+        settings, server.url, ["smoke"], ["ws_gifter", "http_gifter", "viewer"]
+    )
+    users_file = tmp_path / "users.json"
+    write_users_file(users_file, document)
+    command = [str(LOCUST)] if LOCUST.exists() else [sys.executable, "-m", "locust"]
+
+    run = subprocess.run(
+        [
+            *command, "-f", str(LOCUSTFILE), "--headless", "--host", server.url,
+            "--users", "3", "--spawn-rate", "10", "--run-time", "3s",
+            "--viewers", "1", "--http-gifters", "1", "--gift-rate", "5", "--tap-interval", "0.1",
+            "--users-file", str(users_file), "--csv", str(tmp_path / "smoke"), "--only-summary",
+        ],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    with (tmp_path / "smoke_stats.csv").open() as stats:
+        rows = {row["Name"]: row for row in csv.DictReader(stats)}
+    assert rows["Aggregated"]["Failure Count"] == "0", run.stdout
+    for name in ("connect", "subscribe", "gift", "/v1/streams/[id]/gifts", "deliver gift"):
+        assert int(rows[name]["Request Count"]) > 0, f"no {name!r} in\n{run.stdout}"
