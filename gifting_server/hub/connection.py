@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.datastructures import Headers
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
+from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
@@ -205,6 +206,8 @@ class HubConnection(asyncio.Protocol):
         assert self.transport is not None
         if self.draining:
             return
+        if self.session is not None:
+            self.session.close()  # a viewer who said goodbye no longer counts or receives
         if not self.transport.can_write_eof():
             self.transport.close()
             return
@@ -236,8 +239,8 @@ class HubConnection(asyncio.Protocol):
 
     def ping(self) -> bool:
         """Heartbeat: send a ping, or drop the peer when it answered none for too long."""
-        if self.ws is None or self.closed:
-            return False
+        if self.ws is None or self.closed or self.ws.state is not State.OPEN:
+            return False  # a closing handshake is under way: no more pings
         limits = self.app_state["hub"].settings.websocket
         if asyncio.get_running_loop().time() - self.last_pong > 2 * limits.ping_interval_s:
             metrics.DROPS.labels(reason="dead").inc()

@@ -64,8 +64,15 @@ class Sweeper:
                 log.exception("sweep failed")
             if now >= next_ping:
                 next_ping = now + self.hub.settings.websocket.ping_interval_s
-                for connection in self.connections():
-                    connection.ping()  # type: ignore[attr-defined]
+                self.ping_all()
+
+    def ping_all(self) -> None:
+        for connection in self.connections():
+            try:
+                connection.ping()  # type: ignore[attr-defined]
+            except Exception:
+                # One broken connection must not stop the heartbeat of the others.
+                log.exception("ping failed")
 
     def streams_to_sweep(self, now: float) -> set[str]:
         for stream_id, until in list(self.hub.gifted_streams.items()):
