@@ -95,7 +95,6 @@ class Sweeper:
                     settings.limits.combo_window_ms,
                     settings.history.max_events,
                     keys.stream_channel(stream_id),
-                    keys.combo_prefix(stream_id),
                     100,
                 ],
             )

@@ -54,10 +54,6 @@ def stream_leaderboard(stream_id: str) -> str:
     return f"{{s:{stream_id}}}:lb"
 
 
-def combo(stream_id: str, sender_id: str, gift_id: str) -> str:
-    return f"{{s:{stream_id}}}:combo:{sender_id}:{gift_id}"
-
-
 def open_streaks(stream_id: str) -> str:
     return f"{{s:{stream_id}}}:streaks"
 
@@ -84,5 +80,6 @@ def presence(stream_id: str) -> str:
     return f"{{s:{stream_id}}}:presence"
 
 
-def combo_prefix(stream_id: str) -> str:
-    return f"{{s:{stream_id}}}:combo:"
+def combo_field(sender_id: str, gift_id: str) -> str:
+    """A sender's running combo of one gift: a field of the stream meta."""
+    return f"c:{sender_id}:{gift_id}"

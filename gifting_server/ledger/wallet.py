@@ -78,7 +78,6 @@ def gift_call(
             keys.channel_leaderboard(streamer, "day", day_number(now)),
             keys.channel_leaderboard(streamer, "week", week_number(now)),
             keys.channel_leaderboard(streamer, "all"),
-            keys.combo(stream_id, sender.user_id, gift.id),
             keys.open_streaks(stream_id),
             keys.JOURNAL,
             keys.stream_history(stream_id),

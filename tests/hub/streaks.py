@@ -33,7 +33,7 @@ async def assert_streak_closed_for_good(
     client: Redis = aioredis.Redis.from_url(redis_url)
     try:
         assert await client.zscore(keys.open_streaks(stream_id), f"{sender}:{gift_id}") is None
-        assert not await client.exists(keys.combo(stream_id, sender, gift_id))
+        assert not await client.hexists(keys.stream(stream_id), keys.combo_field(sender, gift_id))
     finally:
         await client.aclose()
 

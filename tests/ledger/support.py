@@ -28,9 +28,32 @@ class FakeClock:
         self.now += ms
 
 
-async def snapshot(redis: Redis) -> dict[str, tuple[bytes | None, bool]]:
-    """Every key's DUMP and whether it carries a TTL: equal snapshots = nothing changed."""
-    return {k: (await redis.dump(k), await redis.pttl(k) >= 0) for k in await redis.keys("*")}
+async def snapshot(redis: Redis) -> dict[str, tuple[str, Any, bool]]:
+    """Every key's type, content and whether it carries a TTL: equal snapshots =
+    nothing changed. Content, not DUMP bytes: a read may advance a hash table's
+    incremental rehash, which reorders its DUMP without changing anything."""
+    found: dict[str, tuple[str, Any, bool]] = {}
+    for key in await redis.keys("*"):
+        kind = await redis.type(key)
+        kind = kind.decode() if isinstance(kind, bytes) else kind
+        found[key] = (kind, await _content(redis, key, kind), await redis.pttl(key) >= 0)
+    return found
+
+
+async def _content(redis: Redis, key: str, kind: str) -> Any:
+    if kind == "string":
+        return await redis.get(key)
+    if kind == "hash":
+        return sorted((await redis.hgetall(key)).items())
+    if kind == "zset":
+        return await redis.zrange(key, 0, -1, withscores=True)
+    if kind == "stream":
+        return await redis.xrange(key)
+    if kind == "set":
+        return sorted(await redis.smembers(key))
+    if kind == "list":
+        return await redis.lrange(key, 0, -1)
+    return await redis.dump(key)
 
 
 async def assert_refused(store: Store, code: ErrorCode, call: Awaitable[Any]) -> None:

@@ -310,7 +310,6 @@ WRITTEN_ONLY = {
 READ_FIRST = {
     "viewer wallet": keys.wallet("alice"),
     "streamer wallet": keys.wallet("streamer1"),
-    "combo counter": keys.combo("s1", "alice", "rose"),
     "idempotency record": keys.idempotency("alice", "again"),
     "stream meta": keys.stream("s1"),
 }

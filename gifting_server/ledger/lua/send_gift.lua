@@ -3,9 +3,15 @@
   Checks everything first, then writes: debit coins, credit diamonds and the
   platform share, bump four leaderboards, advance the combo, journal, history,
   publish, remember the idempotency key. No write happens before the last check.
+  This is the hot path: every redis.call counts (BENCHMARKS.md has the figures).
   The journal entry also records, for the audit's risk report, the sender's own
   daily limit when one is set (`limit`) and `unverified` when the sender has no
   age verification (only possible where the age rule is off).
+
+  The combo of (sender, gift) lives in a field of the stream meta,
+  "c:<sender>:<gift>" = "<combo>|<last tap ms>|<event fragment>", so reading and
+  advancing it costs no call of its own; the open-streaks set is only touched
+  when a streak starts (close_streaks pushes the deadline of a streak that went on).
 
   Input:
     KEYS[1]  idempotency record        {u:V}:idem:<key>
@@ -18,10 +24,9 @@
     KEYS[8]  channel leaderboard, day  {u:T}:lb:day:<n>
     KEYS[9]  channel leaderboard, week {u:T}:lb:week:<n>
     KEYS[10] channel leaderboard, all  {u:T}:lb:all
-    KEYS[11] combo counter             {s:S}:combo:<V>:<gift>
-    KEYS[12] open streaks              {s:S}:streaks
-    KEYS[13] journal                   {ledger}:journal
-    KEYS[14] stream history            {s:S}:history
+    KEYS[11] open streaks              {s:S}:streaks
+    KEYS[12] journal                   {ledger}:journal
+    KEYS[13] stream history            {s:S}:history
     ARGV[1]  sender id          ARGV[2]  sender display name
     ARGV[3]  streamer id the caller expects to own the stream
     ARGV[4]  gift id            ARGV[5]  count        ARGV[6]  coins per gift
@@ -48,15 +53,16 @@
 local idemKey, walletKey, streamKey, streamerKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local earnedKey, platformKey, streamBoardKey = KEYS[5], KEYS[6], KEYS[7]
 local dayBoardKey, weekBoardKey, allBoardKey = KEYS[8], KEYS[9], KEYS[10]
-local comboKey, streaksKey, journalKey, historyKey = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
+local streaksKey, journalKey, historyKey = KEYS[11], KEYS[12], KEYS[13]
 
 local sender, senderName, expectedStreamer = ARGV[1], ARGV[2], ARGV[3]
-local giftId, count, unitCoins = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
-local fingerprint, now = ARGV[7], tonumber(ARGV[8])
+local giftId, countArg, unitCoins = ARGV[4], ARGV[5], tonumber(ARGV[6])
+local fingerprint, nowArg = ARGV[7], ARGV[8]
+local count, now = tonumber(countArg), tonumber(nowArg)
 local isAdult, needAdult = ARGV[9] == '1', ARGV[10] == '1'
 local shareBps, comboWindow = tonumber(ARGV[11]), tonumber(ARGV[12])
 local ratePerS, burst = tonumber(ARGV[13]), tonumber(ARGV[14])
-local idemTtl, historyMax = tonumber(ARGV[15]), ARGV[16]
+local idemTtl, historyMax = ARGV[15], ARGV[16]
 local eventFragment, channel, idemName, streamId = ARGV[17], ARGV[18], ARGV[19], ARGV[20]
 
 local function fmt(n) return string.format('%.0f', n) end
@@ -69,8 +75,9 @@ if seen then
   return {0, tonumber(eventId), tonumber(coinsLeft), tonumber(combo), 1, 0}
 end
 
--- 2. The stream.
-local meta = redis.call('HMGET', streamKey, 'streamer', 'status', 'seq', 'coins')
+-- 2. The stream, and the sender's combo of this gift on it.
+local comboField = 'c:' .. sender .. ':' .. giftId
+local meta = redis.call('HMGET', streamKey, 'streamer', 'status', 'seq', 'coins', comboField)
 if not meta[1] or meta[1] ~= expectedStreamer then return {2} end
 if meta[2] ~= 'live' then return {3} end
 if meta[1] == sender then return {4} end
@@ -94,14 +101,9 @@ local spent = 0
 if w[4] and tonumber(w[4]) == day then spent = tonumber(w[3]) end
 if w[2] and spent + cost > tonumber(w[2]) then return {7} end
 
--- 4. The streamer's wallet and the combo.
-local s = redis.call('HMGET', streamerKey, 'diamonds', 'received')
-local c = redis.call('HMGET', comboKey, 'n', 'at', 'f')
-local streakMember = sender .. ':' .. giftId
-local previousStreakOpen = c[2] and c[3] and now - tonumber(c[2]) > comboWindow
-  and redis.call('ZSCORE', streaksKey, streakMember)
-
--- 5. Keys written without being read above must hold the type we write.
+-- 4. Keys written without being read above must hold the type we write. The
+-- streamer wallet needs no check: it is the first key written, so a wrong type
+-- there fails the script before anything changed.
 local expected = {
   {earnedKey, 'hash'}, {platformKey, 'hash'}, {streamBoardKey, 'zset'},
   {dayBoardKey, 'zset'}, {weekBoardKey, 'zset'}, {allBoardKey, 'zset'},
@@ -112,36 +114,45 @@ for _, pair in ipairs(expected) do
   if t ~= 'none' and t ~= pair[2] then return {15} end
 end
 
--- All checks passed: compute, then write.
-local received = tonumber(s[2] or '0')
-local diamonds = math.floor((received + cost) * shareBps / 10000)
-  - math.floor(received * shareBps / 10000)
+-- All checks passed: write.
+local received = redis.call('HINCRBY', streamerKey, 'received', cost)
+local diamonds = math.floor(received * shareBps / 10000)
+  - math.floor((received - cost) * shareBps / 10000)
 local platformShare = cost - diamonds
-local combo = count
-if c[2] and now - tonumber(c[2]) <= comboWindow then combo = tonumber(c[1]) + count end
 local eventId = tonumber(meta[3] or '0') + 1
 local coinsTotal = tonumber(meta[4] or '0') + cost
 local coinsLeft = coins - cost
 
 local function emit(id, json)
-  redis.call('XADD', historyKey, 'MAXLEN', '~', historyMax, fmt(id) .. '-0', 'e', json)
+  redis.call('XADD', historyKey, 'MAXLEN', '~', historyMax, id .. '-0', 'e', json)
   redis.call('PUBLISH', channel, json)
 end
 
-if previousStreakOpen then
-  emit(eventId, '{"event_id":' .. fmt(eventId) .. ',"kind":"gift","ts":' .. fmt(now) .. ','
-    .. c[3] .. '"count":0,"combo":' .. c[1] .. ',"streak_end":true,"coins_total":'
-    .. fmt(tonumber(meta[4] or '0')) .. '}')
-  eventId = eventId + 1
+local combo = count
+if meta[5] then
+  local n, at, fragment = string.match(meta[5], '^(%d+)|(%d+)|(.*)$')
+  if now - tonumber(at) <= comboWindow then
+    combo = tonumber(n) + count
+  else
+    -- The previous streak's quiet window passed but no sweep has closed it yet.
+    emit(fmt(eventId), '{"event_id":' .. fmt(eventId) .. ',"kind":"gift","ts":' .. nowArg
+      .. ',' .. fragment .. '"count":0,"combo":' .. n .. ',"streak_end":true,"coins_total":'
+      .. (meta[4] or '0') .. '}')
+    eventId = eventId + 1
+  end
+end
+if combo == count then
+  redis.call('ZADD', streaksKey, now + comboWindow, sender .. ':' .. giftId)
 end
 
-redis.call('HSET', walletKey, 'coins', fmt(coinsLeft), 'spent', fmt(spent + cost),
-  'spent_day', fmt(day), 'rl_at', fmt(refilledAt), 'rl_tokens', fmt(tokens - 1000),
-  'name', senderName)
-redis.call('HSET', streamerKey, 'diamonds', fmt(tonumber(s[1] or '0') + diamonds),
-  'received', fmt(received + cost))
-if diamonds > 0 then redis.call('HINCRBY', earnedKey, fmt(day), diamonds) end
+if diamonds > 0 then
+  redis.call('HINCRBY', streamerKey, 'diamonds', diamonds)
+  redis.call('HINCRBY', earnedKey, day, diamonds)
+end
 if platformShare > 0 then redis.call('HINCRBY', platformKey, 'coins', platformShare) end
+redis.call('HSET', walletKey, 'coins', fmt(coinsLeft), 'spent', fmt(spent + cost),
+  'spent_day', day, 'rl_at', fmt(refilledAt), 'rl_tokens', fmt(tokens - 1000),
+  'name', senderName)
 
 redis.call('ZINCRBY', streamBoardKey, cost, sender)
 if tonumber(redis.call('ZINCRBY', dayBoardKey, cost, sender)) == cost then
@@ -152,15 +163,11 @@ if tonumber(redis.call('ZINCRBY', weekBoardKey, cost, sender)) == cost then
 end
 redis.call('ZINCRBY', allBoardKey, cost, sender)
 
--- The combo outlives its window so that close_streaks can still announce its end.
-redis.call('HSET', comboKey, 'n', fmt(combo), 'at', fmt(now), 'f', eventFragment)
-redis.call('PEXPIRE', comboKey, comboWindow + 86400000)
-redis.call('ZADD', streaksKey, now + comboWindow, streakMember)
-
+local id = fmt(eventId)
 local entry = {'type', 'gift', 'user', sender, 'to', meta[1],
-  'stream', streamId, 'gift', giftId, 'count', fmt(count), 'coins', fmt(cost),
-  'diamonds', fmt(diamonds), 'platform', fmt(platformShare), 'event_id', fmt(eventId),
-  'key', idemName, 'at', fmt(now)}
+  'stream', streamId, 'gift', giftId, 'count', countArg, 'coins', cost,
+  'diamonds', diamonds, 'platform', platformShare, 'event_id', id,
+  'key', idemName, 'at', nowArg}
 if w[2] then
   entry[#entry + 1] = 'limit'
   entry[#entry + 1] = w[2]
@@ -171,11 +178,14 @@ if not isAdult then
 end
 redis.call('XADD', journalKey, '*', unpack(entry))
 
-emit(eventId, '{"event_id":' .. fmt(eventId) .. ',"kind":"gift","ts":' .. fmt(now) .. ','
-  .. eventFragment .. '"count":' .. fmt(count) .. ',"combo":' .. fmt(combo)
-  .. ',"streak_end":false,"coins_total":' .. fmt(coinsTotal) .. '}')
+local total, comboText = fmt(coinsTotal), fmt(combo)
+emit(id, '{"event_id":' .. id .. ',"kind":"gift","ts":' .. nowArg .. ','
+  .. eventFragment .. '"count":' .. countArg .. ',"combo":' .. comboText
+  .. ',"streak_end":false,"coins_total":' .. total .. '}')
 
-redis.call('HSET', streamKey, 'seq', fmt(eventId), 'coins', fmt(coinsTotal))
-redis.call('SET', idemKey, fingerprint .. '|' .. fmt(eventId) .. '|' .. fmt(coinsLeft) .. '|'
-  .. fmt(combo), 'PX', idemTtl)
+-- The combo outlives its window so that close_streaks can still announce its end.
+redis.call('HSET', streamKey, 'seq', id, 'coins', total,
+  comboField, comboText .. '|' .. nowArg .. '|' .. eventFragment)
+redis.call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. fmt(coinsLeft) .. '|' .. comboText,
+  'PX', idemTtl)
 return {0, eventId, coinsLeft, combo, 0, diamonds}
