@@ -81,7 +81,7 @@ def create_app(settings: Settings) -> Starlette:
             await sweeper.stop()
             await hub.stop()
             await hub_redis.aclose()
-            await redis.aclose()
+            await app.state.store.close()
 
     routes = [
         *http.routes,

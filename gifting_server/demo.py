@@ -31,7 +31,7 @@ async def seed_demo(settings: Settings, redis_url: str, base_url: str) -> str:
                 store, user_id, f"demo-{user_id}-1", "payment.succeeded", DEMO_PACKAGE
             )
     finally:
-        await redis.aclose()
+        await store.close()
 
     week = 7 * 86_400
     lines = [

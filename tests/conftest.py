@@ -70,8 +70,9 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
 async def store(settings: Settings) -> AsyncIterator[Store]:
     assert settings.redis_url
     client = connect(settings.redis_url, settings.limits.request_timeout_s)
-    yield Store(client, settings)
-    await client.aclose()
+    store = Store(client, settings)
+    yield store
+    await store.close()
 
 
 class ServerThread:

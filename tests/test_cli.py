@@ -287,16 +287,15 @@ async def test_reconcile_exit_code_follows_the_ledger(tmp_path: Path, redis_url:
 
     assert run(tmp_path, "reconcile", GIFTING_REDIS_URL=redis_url).returncode == 0  # empty
     settings = make_settings(redis_url, tmp_path)
-    client = connect(redis_url, 2.0)
+    store = Store(connect(redis_url, 2.0), settings)
     try:
-        store = Store(client, settings)
         await fund(store, "alice")
         await live_stream(store)
         rose = settings.gift("rose")
         assert rose is not None
         await wallet.send_gift(store, viewer("alice"), "s1", rose, 7, "k1")
     finally:
-        await client.aclose()
+        await store.close()
     healthy = run(tmp_path, "reconcile", GIFTING_REDIS_URL=redis_url)
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
 

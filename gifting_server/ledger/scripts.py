@@ -1,16 +1,20 @@
 """Loads the Lua scripts shipped with the package and calls them with EVALSHA.
 
-redis-py's `Script` sends EVALSHA and, on NOSCRIPT (a restarted or flushed
-Redis), loads the script and retries, so callers never see that error.
+Calls go through the `ScriptPipeline`; on NOSCRIPT (a restarted or flushed
+Redis) the script is loaded and the call retried, so callers never see that error.
 """
 
 from __future__ import annotations
 
+import weakref
 from importlib import resources
-from typing import Any
+from typing import Any, ClassVar
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+from gifting_server.ledger.pipeline import ScriptPipeline
 
 SCRIPT_NAMES = (
     "send_gift",
@@ -29,14 +33,36 @@ def script_source(name: str) -> str:
 
 
 class Scripts:
-    """One registered script per state change, looked up by name."""
+    """One registered script per state change, looked up by name.
+
+    One `Scripts` (and so one pipeline connection) per Redis client: stores built
+    over the same client share it (`Scripts.of(client)`)."""
+
+    _of_client: ClassVar[weakref.WeakKeyDictionary[Redis, Scripts]] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, redis: Redis) -> Scripts:
+        scripts = cls._of_client.get(redis)
+        if scripts is None:
+            scripts = cls._of_client[redis] = cls(redis)
+        return scripts
 
     def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.pipeline = ScriptPipeline(redis)
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> list[Any]:
-        result = await self._scripts[name](keys=keys, args=args)
+        script = self._scripts[name]
+        try:
+            result = await self.pipeline.evalsha(script.sha, keys, args)
+        except NoScriptError:
+            await self.redis.script_load(script.script)
+            result = await self.pipeline.evalsha(script.sha, keys, args)
         assert isinstance(result, list)
         return result
+
+    async def close(self) -> None:
+        await self.pipeline.close()

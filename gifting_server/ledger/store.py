@@ -49,7 +49,11 @@ class Store:
     streamers: dict[str, str] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.scripts = Scripts(self.redis)
+        self.scripts = Scripts.of(self.redis)
+
+    async def close(self) -> None:
+        await self.scripts.close()
+        await self.redis.aclose()
 
     async def run_script(self, name: str, keys: list[str], args: list[Any]) -> list[Any]:
         """Run a script; a non-zero code becomes the matching `GiftingError`."""

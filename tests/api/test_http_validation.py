@@ -302,7 +302,7 @@ async def world(redis_url: str, module_settings: Settings) -> AsyncIterator[Stor
     await live_stream(store, "ended", "streamer1")
     await streams.end_stream(store, "streamer1", "ended")
     yield store
-    await client.aclose()
+    await store.close()
 
 
 @pytest.fixture
