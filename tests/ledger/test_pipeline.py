@@ -1,0 +1,110 @@
+"""The script pipeline: concurrent calls share a connection and each gets its own
+reply; Redis losing the script, the connection or its voice is survived."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from gifting_server.ledger.pipeline import ScriptPipeline
+from gifting_server.ledger.store import connect
+from tests.redis_process import RedisProcess
+
+ECHO = "return {tonumber(ARGV[1]), KEYS[1]}"
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[Redis]:
+    redis = connect(redis_url, 1.0)
+    yield redis
+    await redis.aclose()
+
+
+async def test_concurrent_calls_each_get_their_own_reply_over_one_connection(
+    client: Redis,
+) -> None:
+    sha = await client.script_load(ECHO)
+    pipeline = ScriptPipeline(client)
+    try:
+        before = int((await client.info("clients"))["connected_clients"])
+        replies = await asyncio.gather(*(pipeline.evalsha(sha, [f"k{i}"], [i]) for i in range(500)))
+        assert replies == [[i, f"k{i}"] for i in range(500)]
+        assert int((await client.info("clients"))["connected_clients"]) == before + 1
+    finally:
+        await pipeline.close()
+
+
+async def test_a_script_error_fails_only_its_own_call(client: Redis) -> None:
+    sha = await client.script_load("return redis.call('INCR', KEYS[1])")
+    await client.set("text", "not a number")
+    pipeline = ScriptPipeline(client)
+    try:
+        good, bad, good_again = await asyncio.gather(
+            pipeline.evalsha(sha, ["n1"], []),
+            pipeline.evalsha(sha, ["text"], []),
+            pipeline.evalsha(sha, ["n2"], []),
+            return_exceptions=True,
+        )
+        assert (good, good_again) == (1, 1)
+        assert isinstance(bad, redis_errors.ResponseError)
+    finally:
+        await pipeline.close()
+
+
+async def test_an_unknown_script_raises_noscript(client: Redis) -> None:
+    pipeline = ScriptPipeline(client)
+    try:
+        with pytest.raises(redis_errors.NoScriptError):
+            await pipeline.evalsha("0" * 40, [], [])
+    finally:
+        await pipeline.close()
+
+
+async def test_a_hung_redis_times_out_the_calls_in_flight_then_recovers(
+    tmp_path: Path,
+) -> None:
+    redis = RedisProcess(tmp_path / "hung")
+    redis.start()
+    client = connect(redis.url, 0.5)
+    pipeline = ScriptPipeline(client)
+    try:
+        sha = await client.script_load(ECHO)
+        assert await pipeline.evalsha(sha, ["k"], [1]) == [1, "k"]
+        redis.suspend()
+        try:
+            with pytest.raises(redis_errors.TimeoutError):
+                await pipeline.evalsha(sha, ["k"], [2])
+        finally:
+            redis.resume()
+        assert await pipeline.evalsha(sha, ["k"], [3]) == [3, "k"]  # a new connection
+    finally:
+        await pipeline.close()
+        await client.aclose()
+        redis.stop()
+
+
+async def test_a_restarted_redis_fails_the_calls_in_flight_and_the_next_call_reconnects(
+    tmp_path: Path,
+) -> None:
+    redis = RedisProcess(tmp_path / "restarted")
+    redis.start()
+    client = connect(redis.url, 1.0)
+    pipeline = ScriptPipeline(client)
+    try:
+        sha = await client.script_load(ECHO)
+        assert await pipeline.evalsha(sha, ["k"], [1]) == [1, "k"]
+        redis.kill()
+        with pytest.raises(redis_errors.ConnectionError):
+            await pipeline.evalsha(sha, ["k"], [2])
+        redis.start()
+        with pytest.raises(redis_errors.NoScriptError):  # a fresh Redis, scripts gone
+            await pipeline.evalsha(sha, ["k"], [3])
+    finally:
+        await pipeline.close()
+        await client.aclose()
+        redis.stop()
