@@ -7,18 +7,20 @@ import asyncio
 import os
 import random
 import time
+import uuid
 from typing import Any
 
 import httpx
 import orjson
 import redis
-from websockets.asyncio.client import ClientConnection, connect
+import uvloop
 
 from gifting_server.auth import Identity, Role
 from gifting_server.config import Settings, load_settings
 from gifting_server.ledger.scripts import script_source
 from gifting_server.ledger.wallet import gift_call
 from load.bench.fanout import STREAM, percentile
+from load.bench.gifter import open_gifters
 from load.bench.server import SECRET, WEBHOOK_SECRET, BenchServer, cpu_seconds
 
 BATCH = 200
@@ -46,6 +48,12 @@ def fund_users(server: BenchServer, users: int) -> list[str]:
 def evalsha_stats(client: redis.Redis) -> tuple[int, int]:
     stats = client.info("commandstats").get("cmdstat_evalsha", {})
     return int(stats.get("calls", 0)), int(stats.get("usec", 0))
+
+
+def redis_cpu_seconds(client: redis.Redis) -> float:
+    """All of Redis's CPU: commands, networking, pub/sub and the AOF."""
+    cpu = client.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
 def redis_raw(server: BenchServer, users: list[str], gifts: int) -> dict[str, Any]:
@@ -85,53 +93,43 @@ def redis_raw(server: BenchServer, users: list[str], gifts: int) -> dict[str, An
     }
 
 
-async def _gifters(port: int, tokens: list[str]) -> list[ClientConnection]:
-    connections: list[ClientConnection] = []
-    for start in range(0, len(tokens), 100):
-        batch = tokens[start : start + 100]
-        connections += await asyncio.gather(
-            *(connect(f"ws://127.0.0.1:{port}/v1/ws?token={t}", compression=None) for t in batch)
-        )
-    return connections
-
-
-async def _drive(port: int, tokens: list[str], rate: float, duration: float) -> dict[str, Any]:
-    connections = await _gifters(port, tokens)
+async def _drive(
+    port: int, tokens: list[str], rate: float, duration: float, run: str
+) -> dict[str, Any]:
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
     errors: dict[str, int] = {}
 
-    async def read(ws: ClientConnection) -> None:
-        async for frame in ws:
-            message = orjson.loads(frame)
-            started = sent_at.pop(message.get("id", ""), None)
-            if started is None:
-                continue
-            if message["type"] == "ack":
-                latencies.append((time.perf_counter() - started) * 1000)
-            else:
-                errors[message["code"]] = errors.get(message["code"], 0) + 1
+    def on_answer(payload: bytes) -> None:
+        message = orjson.loads(payload)
+        started = sent_at.pop(message.get("id", ""), None)
+        if started is None:
+            return
+        if message["type"] == "ack":
+            latencies.append((time.perf_counter() - started) * 1000)
+        else:
+            errors[message["code"]] = errors.get(message["code"], 0) + 1
 
-    readers = [asyncio.create_task(read(ws)) for ws in connections]
+    gifters = await open_gifters(port, tokens, on_answer)
     gift_ids = ["rose"] * 6 + ["finger_heart", "doughnut", "hand_hearts", "rose"]
     sent = 0
     began = time.perf_counter()
     while (elapsed := time.perf_counter() - began) < duration:
         while sent < int(elapsed * rate) + 1:
-            ws = connections[sent % len(connections)]
-            message_id = f"e{sent}"
+            message_id = f"{run}-{sent}"  # also the idempotency key: new per run
             message = {"type": "gift", "id": message_id, "stream_id": STREAM,
                        "gift_id": random.choice(gift_ids), "count": 1}  # fmt: skip
             sent_at[message_id] = time.perf_counter()
-            await ws.send(orjson.dumps(message).decode())
+            gifters[sent % len(gifters)].send(orjson.dumps(message))
             sent += 1
-        await asyncio.sleep(max(0.0, sent / rate - (time.perf_counter() - began)))
+        # Every millisecond, what is due by then: an open-loop load in 1 ms steps. A
+        # shorter sleep rounds to zero on the event loop's clock and would spin.
+        await asyncio.sleep(0.001)
     deadline = time.perf_counter() + 5
     while sent_at and time.perf_counter() < deadline:
         await asyncio.sleep(0.05)
-    for task in readers:
-        task.cancel()
-    await asyncio.gather(*(ws.close() for ws in connections), return_exceptions=True)
+    for gifter in gifters:
+        gifter.close()
     return {"sent": sent, "latencies": latencies, "errors": errors, "unanswered": len(sent_at)}
 
 
@@ -144,8 +142,12 @@ def end_to_end(
     tokens = [server.token(user) for user in users]
     calls_before, usec_before = evalsha_stats(client)
     cpu_before = cpu_seconds(server.process.pid)
-    outcome = asyncio.run(_drive(server.port, tokens, rate, duration))
+    redis_cpu_before = redis_cpu_seconds(client)
+    client_cpu_before = time.process_time()
+    outcome = uvloop.run(_drive(server.port, tokens, rate, duration, uuid.uuid4().hex[:8]))
+    client_cpu = time.process_time() - client_cpu_before
     cpu = cpu_seconds(server.process.pid) - cpu_before
+    redis_cpu = redis_cpu_seconds(client) - redis_cpu_before
     calls, usec = evalsha_stats(client)
     client.close()
     acked = len(outcome["latencies"])
@@ -160,5 +162,7 @@ def end_to_end(
         # every script call in the window (gifts, streak closing, state publishing) per gift
         "redis_us_per_gift": round((usec - usec_before) / max(acked, 1), 2),
         "redis_script_calls": calls - calls_before,
+        "redis_process_us_per_gift": round(redis_cpu * 1e6 / max(acked, 1), 1),
         "server_us_per_gift": round(cpu * 1e6 / max(acked, 1), 1),
+        "gift_client_us_per_gift": round(client_cpu * 1e6 / max(acked, 1), 1),
     }

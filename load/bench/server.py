@@ -80,6 +80,20 @@ class BenchServer:
             time.sleep(0.1)
         raise RuntimeError("the benchmark server did not start")
 
+    def redis_pid(self) -> int | None:
+        """The embedded redis-server, a child of the server process."""
+        assert self.process is not None
+        found = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid), "redis-server"], capture_output=True, text=True
+        ).stdout.split()
+        return int(found[0]) if found else None
+
+    def pin_redis(self, cpu: int) -> None:
+        """Give Redis a core of its own; started by the server, it shares the server's."""
+        pid = self.redis_pid()
+        if pid is not None and shutil.which("taskset"):
+            subprocess.run(["taskset", "-p", "-c", str(cpu), str(pid)], capture_output=True)
+
     def stop(self) -> None:
         if self.process:
             self.process.terminate()
