@@ -65,46 +65,44 @@ async def test_an_unknown_script_raises_noscript(client: Redis) -> None:
         await pipeline.close()
 
 
-async def test_a_hung_redis_times_out_the_calls_in_flight_then_recovers(
-    tmp_path: Path,
-) -> None:
-    redis = RedisProcess(tmp_path / "hung")
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[tuple[RedisProcess, ScriptPipeline, str]]:
+    """A Redis of this test's own (to stop and kill), a pipeline to it and ECHO's sha,
+    with one call already answered over the pipeline's connection."""
+    redis = RedisProcess(tmp_path / "redis")
     redis.start()
     client = connect(redis.url, 0.5)
     pipeline = ScriptPipeline(client)
     try:
         sha = await client.script_load(ECHO)
         assert await pipeline.evalsha(sha, ["k"], [1]) == [1, "k"]
-        redis.suspend()
-        try:
-            with pytest.raises(redis_errors.TimeoutError):
-                await pipeline.evalsha(sha, ["k"], [2])
-        finally:
-            redis.resume()
-        assert await pipeline.evalsha(sha, ["k"], [3]) == [3, "k"]  # a new connection
+        yield redis, pipeline, sha
     finally:
         await pipeline.close()
         await client.aclose()
         redis.stop()
+
+
+async def test_a_hung_redis_times_out_the_calls_in_flight_then_recovers(
+    own_redis: tuple[RedisProcess, ScriptPipeline, str],
+) -> None:
+    redis, pipeline, sha = own_redis
+    redis.suspend()
+    try:
+        with pytest.raises(redis_errors.TimeoutError):
+            await pipeline.evalsha(sha, ["k"], [2])
+    finally:
+        redis.resume()
+    assert await pipeline.evalsha(sha, ["k"], [3]) == [3, "k"]  # a new connection
 
 
 async def test_a_restarted_redis_fails_the_calls_in_flight_and_the_next_call_reconnects(
-    tmp_path: Path,
+    own_redis: tuple[RedisProcess, ScriptPipeline, str],
 ) -> None:
-    redis = RedisProcess(tmp_path / "restarted")
+    redis, pipeline, sha = own_redis
+    redis.kill()
+    with pytest.raises(redis_errors.ConnectionError):
+        await pipeline.evalsha(sha, ["k"], [2])
     redis.start()
-    client = connect(redis.url, 1.0)
-    pipeline = ScriptPipeline(client)
-    try:
-        sha = await client.script_load(ECHO)
-        assert await pipeline.evalsha(sha, ["k"], [1]) == [1, "k"]
-        redis.kill()
-        with pytest.raises(redis_errors.ConnectionError):
-            await pipeline.evalsha(sha, ["k"], [2])
-        redis.start()
-        with pytest.raises(redis_errors.NoScriptError):  # a fresh Redis, scripts gone
-            await pipeline.evalsha(sha, ["k"], [3])
-    finally:
-        await pipeline.close()
-        await client.aclose()
-        redis.stop()
+    with pytest.raises(redis_errors.NoScriptError):  # a fresh Redis: the pipeline is back
+        await pipeline.evalsha(sha, ["k"], [3])
