@@ -37,7 +37,8 @@ def cashouts(user_id: str) -> str:
 
 
 def channel_leaderboard(streamer_id: str, period: str, bucket: int | None = None) -> str:
-    """Top gifters of a streamer across streams: period is day, week or all."""
+    """Top gifters of a streamer across streams: period is day or all (a week is
+    the sum of its day boards)."""
     suffix = period if bucket is None else f"{period}:{bucket}"
     return f"{{u:{streamer_id}}}:lb:{suffix}"
 

@@ -72,13 +72,30 @@ async def leaderboard(
     if period == "stream":
         await streamer_of(store, stream_id)
         board = keys.stream_leaderboard(stream_id)
+    elif period == "week":
+        streamer = await streamer_of(store, stream_id)
+        return await _with_names(store, (await _week_board(store, streamer, now))[:limit])
     else:
         streamer = await streamer_of(store, stream_id)
-        bucket = {"day": day_number(now), "week": week_number(now), "all": None}[period]
+        bucket = day_number(now) if period == "day" else None
         board = keys.channel_leaderboard(streamer, period, bucket)
     rows: list[tuple[str, float]] = await guarded(
         store.redis.zrevrange(board, 0, limit - 1, withscores=True)  # type: ignore[arg-type]
     )
+    return await _with_names(store, rows)
+
+
+async def _week_board(store: Store, streamer: str, now: int) -> list[tuple[str, float]]:
+    """The sum of the week's day boards, best first (the gift path keeps no week board)."""
+    monday = week_number(now) * 7 - 3  # week_number counts from the Monday before day 0
+    days = [keys.channel_leaderboard(streamer, "day", monday + i) for i in range(7)]
+    rows: list[tuple[str, float]] = await guarded(
+        store.redis.zunion(days, withscores=True)  # type: ignore[arg-type]
+    )
+    return rows[::-1]  # ZUNION is lowest first; reversed, ties fall as in ZREVRANGE
+
+
+async def _with_names(store: Store, rows: list[tuple[str, float]]) -> list[dict[str, Any]]:
     if not rows:
         return []
     async with store.redis.pipeline(transaction=False) as pipe:

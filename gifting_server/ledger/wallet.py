@@ -15,7 +15,7 @@ from gifting_server.auth import Identity
 from gifting_server.config import Gift, Settings
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import keys
-from gifting_server.ledger.clock import day_number, week_number
+from gifting_server.ledger.clock import day_number
 from gifting_server.ledger.store import Store, guarded
 from gifting_server.ledger.streams import streamer_of
 
@@ -76,7 +76,6 @@ def gift_call(
             keys.PLATFORM_ACCOUNT,
             keys.stream_leaderboard(stream_id),
             keys.channel_leaderboard(streamer, "day", day_number(now)),
-            keys.channel_leaderboard(streamer, "week", week_number(now)),
             keys.channel_leaderboard(streamer, "all"),
             keys.open_streaks(stream_id),
             keys.JOURNAL,

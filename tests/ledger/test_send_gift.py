@@ -12,7 +12,7 @@ import pytest
 from gifting_server.auth import Identity
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import keys, streams, wallet
-from gifting_server.ledger.clock import DAY_MS, day_number, week_number
+from gifting_server.ledger.clock import DAY_MS, day_number
 from gifting_server.ledger.store import Store
 from tests.conftest import make_settings
 from tests.factories import fund, live_stream, viewer
@@ -295,13 +295,12 @@ async def test_gift_costing_more_than_the_balance_is_refused(store: Store, live:
 
 # --- a script never leaves a partial write -------------------------------------------------
 
-DAY, WEEK = day_number(T0), week_number(T0)
+DAY = day_number(T0)
 WRITTEN_ONLY = {
     "streamer earnings": keys.earnings_by_day("streamer1"),
     "platform account": keys.PLATFORM_ACCOUNT,
     "stream leaderboard": keys.stream_leaderboard("s1"),
     "day leaderboard": keys.channel_leaderboard("streamer1", "day", DAY),
-    "week leaderboard": keys.channel_leaderboard("streamer1", "week", WEEK),
     "all-time leaderboard": keys.channel_leaderboard("streamer1", "all"),
     "open streaks": keys.open_streaks("s1"),
     "journal": keys.JOURNAL,

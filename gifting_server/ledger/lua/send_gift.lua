@@ -1,7 +1,7 @@
 --[[
   send_gift: one viewer sends `count` of one gift to a live stream.
   Checks everything first, then writes: debit coins, credit diamonds and the
-  platform share, bump four leaderboards, advance the combo, journal, history,
+  platform share, bump three leaderboards, advance the combo, journal, history,
   publish, remember the idempotency key. No write happens before the last check.
   This is the hot path: every redis.call counts (BENCHMARKS.md has the figures).
   The journal entry also records, for the audit's risk report, the sender's own
@@ -12,6 +12,8 @@
   "c:<sender>:<gift>" = "<combo>|<last tap ms>|<event fragment>", so reading and
   advancing it costs no call of its own; the open-streaks set is only touched
   when a streak starts (close_streaks pushes the deadline of a streak that went on).
+  There is no week leaderboard to bump: a week's board is the sum of its seven day
+  boards (streams.leaderboard), so day boards outlive their week.
 
   Input:
     KEYS[1]  idempotency record        {u:V}:idem:<key>
@@ -22,11 +24,10 @@
     KEYS[6]  platform account          {ledger}:platform
     KEYS[7]  stream leaderboard        {s:S}:lb
     KEYS[8]  channel leaderboard, day  {u:T}:lb:day:<n>
-    KEYS[9]  channel leaderboard, week {u:T}:lb:week:<n>
-    KEYS[10] channel leaderboard, all  {u:T}:lb:all
-    KEYS[11] open streaks              {s:S}:streaks
-    KEYS[12] journal                   {ledger}:journal
-    KEYS[13] stream history            {s:S}:history
+    KEYS[9]  channel leaderboard, all  {u:T}:lb:all
+    KEYS[10] open streaks              {s:S}:streaks
+    KEYS[11] journal                   {ledger}:journal
+    KEYS[12] stream history            {s:S}:history
     ARGV[1]  sender id          ARGV[2]  sender display name
     ARGV[3]  streamer id the caller expects to own the stream
     ARGV[4]  gift id            ARGV[5]  count        ARGV[6]  coins per gift
@@ -52,8 +53,8 @@
 ]]
 local idemKey, walletKey, streamKey, streamerKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local earnedKey, platformKey, streamBoardKey = KEYS[5], KEYS[6], KEYS[7]
-local dayBoardKey, weekBoardKey, allBoardKey = KEYS[8], KEYS[9], KEYS[10]
-local streaksKey, journalKey, historyKey = KEYS[11], KEYS[12], KEYS[13]
+local dayBoardKey, allBoardKey = KEYS[8], KEYS[9]
+local streaksKey, journalKey, historyKey = KEYS[10], KEYS[11], KEYS[12]
 
 local sender, senderName, expectedStreamer = ARGV[1], ARGV[2], ARGV[3]
 local giftId, countArg, unitCoins = ARGV[4], ARGV[5], tonumber(ARGV[6])
@@ -106,7 +107,7 @@ if w[2] and spent + cost > tonumber(w[2]) then return {7} end
 -- there fails the script before anything changed.
 local expected = {
   {earnedKey, 'hash'}, {platformKey, 'hash'}, {streamBoardKey, 'zset'},
-  {dayBoardKey, 'zset'}, {weekBoardKey, 'zset'}, {allBoardKey, 'zset'},
+  {dayBoardKey, 'zset'}, {allBoardKey, 'zset'},
   {streaksKey, 'zset'}, {journalKey, 'stream'}, {historyKey, 'stream'},
 }
 for _, pair in ipairs(expected) do
@@ -156,10 +157,7 @@ redis.call('HSET', walletKey, 'coins', fmt(coinsLeft), 'spent', fmt(spent + cost
 
 redis.call('ZINCRBY', streamBoardKey, cost, sender)
 if tonumber(redis.call('ZINCRBY', dayBoardKey, cost, sender)) == cost then
-  redis.call('PEXPIRE', dayBoardKey, 2 * 86400000)
-end
-if tonumber(redis.call('ZINCRBY', weekBoardKey, cost, sender)) == cost then
-  redis.call('PEXPIRE', weekBoardKey, 14 * 86400000)
+  redis.call('PEXPIRE', dayBoardKey, 9 * 86400000)  -- past the end of its week
 end
 redis.call('ZINCRBY', allBoardKey, cost, sender)
 
