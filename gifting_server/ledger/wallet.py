@@ -87,7 +87,7 @@ def gift_call(
             streamer,
             gift.id,
             count,
-            gift.coins,
+            gift.coins * count,
             f"{stream_id}|{gift.id}|{count}",
             now,
             int(sender.adult),

@@ -30,7 +30,7 @@
     KEYS[12] stream history            {s:S}:history
     ARGV[1]  sender id          ARGV[2]  sender display name
     ARGV[3]  streamer id the caller expects to own the stream
-    ARGV[4]  gift id            ARGV[5]  count        ARGV[6]  coins per gift
+    ARGV[4]  gift id            ARGV[5]  count        ARGV[6]  coins: count x price
     ARGV[7]  request fingerprint (stream|gift|count) for the idempotency check
     ARGV[8]  now, unix ms       ARGV[9]  sender is age-verified (1/0)
     ARGV[10] age verification required (1/0)
@@ -57,7 +57,9 @@ local dayBoardKey, allBoardKey = KEYS[8], KEYS[9]
 local streaksKey, journalKey, historyKey = KEYS[10], KEYS[11], KEYS[12]
 
 local sender, senderName, expectedStreamer = ARGV[1], ARGV[2], ARGV[3]
-local giftId, countArg, unitCoins = ARGV[4], ARGV[5], tonumber(ARGV[6])
+-- Numbers that go back to Redis as they came are passed on as the strings they
+-- are: Redis formats a Lua number with %.17g, which costs more than the call.
+local giftId, countArg, costArg = ARGV[4], ARGV[5], ARGV[6]
 local fingerprint, nowArg = ARGV[7], ARGV[8]
 local count, now = tonumber(countArg), tonumber(nowArg)
 local isAdult, needAdult = ARGV[9] == '1', ARGV[10] == '1'
@@ -87,7 +89,7 @@ if needAdult and not isAdult then return {5} end
 -- 3. The sender's wallet: rate limit, balance, own daily budget.
 local w = redis.call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day', 'rl_at', 'rl_tokens')
 local day = math.floor(now / 86400000)
-local cost = unitCoins * count
+local cost = tonumber(costArg)
 local tokens, refilledAt = burst * 1000, now
 if w[5] then
   -- Concurrent gifts may reach Redis out of clock order: time never runs backwards
@@ -116,7 +118,7 @@ for _, pair in ipairs(expected) do
 end
 
 -- All checks passed: write.
-local received = redis.call('HINCRBY', streamerKey, 'received', cost)
+local received = redis.call('HINCRBY', streamerKey, 'received', costArg)
 local diamonds = math.floor(received * shareBps / 10000)
   - math.floor((received - cost) * shareBps / 10000)
 local platformShare = cost - diamonds
@@ -151,19 +153,20 @@ if diamonds > 0 then
   redis.call('HINCRBY', earnedKey, day, diamonds)
 end
 if platformShare > 0 then redis.call('HINCRBY', platformKey, 'coins', platformShare) end
-redis.call('HSET', walletKey, 'coins', fmt(coinsLeft), 'spent', fmt(spent + cost),
+local coinsLeftText = fmt(coinsLeft)
+redis.call('HSET', walletKey, 'coins', coinsLeftText, 'spent', fmt(spent + cost),
   'spent_day', day, 'rl_at', fmt(refilledAt), 'rl_tokens', fmt(tokens - 1000),
   'name', senderName)
 
-redis.call('ZINCRBY', streamBoardKey, cost, sender)
-if tonumber(redis.call('ZINCRBY', dayBoardKey, cost, sender)) == cost then
+redis.call('ZINCRBY', streamBoardKey, costArg, sender)
+if tonumber(redis.call('ZINCRBY', dayBoardKey, costArg, sender)) == cost then
   redis.call('PEXPIRE', dayBoardKey, 9 * 86400000)  -- past the end of its week
 end
-redis.call('ZINCRBY', allBoardKey, cost, sender)
+redis.call('ZINCRBY', allBoardKey, costArg, sender)
 
 local id = fmt(eventId)
 local entry = {'type', 'gift', 'user', sender, 'to', meta[1],
-  'stream', streamId, 'gift', giftId, 'count', countArg, 'coins', cost,
+  'stream', streamId, 'gift', giftId, 'count', countArg, 'coins', costArg,
   'diamonds', diamonds, 'platform', platformShare, 'event_id', id,
   'key', idemName, 'at', nowArg}
 if w[2] then
@@ -184,6 +187,6 @@ emit(id, '{"event_id":' .. id .. ',"kind":"gift","ts":' .. nowArg .. ','
 -- The combo outlives its window so that close_streaks can still announce its end.
 redis.call('HSET', streamKey, 'seq', id, 'coins', total,
   comboField, comboText .. '|' .. nowArg .. '|' .. eventFragment)
-redis.call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. fmt(coinsLeft) .. '|' .. comboText,
+redis.call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText,
   'PX', idemTtl)
 return {0, eventId, coinsLeft, combo, 0, diamonds}
