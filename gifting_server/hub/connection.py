@@ -14,6 +14,7 @@ import contextlib
 import logging
 import socket
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -47,10 +48,12 @@ class HubConnection(asyncio.Protocol):
         self.ws: ServerProtocol | None = None
         self.session: Session | None = None
         self.encoding = Encoding.JSON
-        self.skip_until: dict[str, int] = {}
         self.outbox: deque[bytes] = deque()
         self.outbox_bytes = 0
         self.paused = False
+        # How the hub writes a frame now: straight to the transport while the socket
+        # keeps up, into the bounded outbox while paused, nowhere once closing.
+        self.send: Callable[[bytes], None] = _discard
         self._closed = False
         self.closing = False
         self.draining = False  # half-closed: what the peer still sends is dropped
@@ -64,6 +67,7 @@ class HubConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        self.send = transport.write  # type: ignore[attr-defined]
         self.server_state.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -97,6 +101,7 @@ class HubConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.server_state.connections.discard(self)
+        self.send = _discard
         self.outbox.clear()
         if self.session is not None:
             self.session.close()
@@ -106,6 +111,8 @@ class HubConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.paused = True
+        if not self.closed:
+            self.send = self._queue
 
     def resume_writing(self) -> None:
         self.paused = False
@@ -113,6 +120,8 @@ class HubConnection(asyncio.Protocol):
             frame = self.outbox.popleft()
             self.outbox_bytes -= len(frame)
             self.transport.write(frame)
+        if not self.paused and not self.closed and self.transport:
+            self.send = self.transport.write
 
     def shutdown(self) -> None:
         """uvicorn is stopping: tell the client to come back (1012 service restart)."""
@@ -206,6 +215,7 @@ class HubConnection(asyncio.Protocol):
         assert self.transport is not None
         if self.draining:
             return
+        self.send = _discard  # nothing may follow the close frame
         if self.session is not None:
             self.session.close()  # a viewer who said goodbye no longer counts or receives
         if not self.transport.can_write_eof():
@@ -217,12 +227,7 @@ class HubConnection(asyncio.Protocol):
 
     # -- what the hub and the session call --------------------------------------
 
-    def write_frame(self, frame: bytes, events: int) -> None:
-        if self.closed or self.transport is None:
-            return
-        if not self.paused:
-            self.transport.write(frame)
-            return
+    def _queue(self, frame: bytes) -> None:
         limits = self.app_state["hub"].settings.websocket
         if (
             len(self.outbox) >= limits.outbox_frames
@@ -235,7 +240,7 @@ class HubConnection(asyncio.Protocol):
         self.outbox_bytes += len(frame)
 
     def send_message(self, message: dict[str, Any]) -> None:
-        self.write_frame(websocket_frame(encode(message, self.encoding), self.encoding), 0)
+        self.send(websocket_frame(encode(message, self.encoding), self.encoding))
 
     def ping(self) -> bool:
         """Heartbeat: send a ping, or drop the peer when it answered none for too long."""
@@ -258,6 +263,7 @@ class HubConnection(asyncio.Protocol):
         if self.closed or self.ws is None or self.transport is None:
             return
         self.closing = True
+        self.send = _discard
         self.outbox.clear()
         self.outbox_bytes = 0
         if self.session is not None:
@@ -267,6 +273,10 @@ class HubConnection(asyncio.Protocol):
         self._flush_protocol()
         transport = self.transport
         asyncio.get_running_loop().call_later(CLOSE_GRACE_S, transport.abort)
+
+
+def _discard(frame: bytes) -> None:
+    pass
 
 
 def _is_utf8(data: bytes) -> bool:

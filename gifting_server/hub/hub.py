@@ -1,8 +1,12 @@
 """The local registry and fan-out: stream → connections of this worker.
 
-Events arrive in order from the broker, are coalesced for one short tick and
-then encoded once per encoding into one WebSocket frame that is written to
-every local connection of the stream without awaiting any of them.
+Events arrive in order from the broker. A pass writes each connection of the
+stream one frame with the events it is owed, without awaiting any of them, a few
+dozen connections per loop pass so that gifts and new events are still read.
+Connections sit in batches that have every event up to the same id: a batch
+shares one frame, encoded once. An event that arrives during a pass still reaches
+the batches the pass has not written yet; a busy stream then rests for a tick
+before the next pass, so that its frames carry more events.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,18 +29,31 @@ from gifting_server.protocol import Encoding, encode, events_payload, websocket_
 
 log = logging.getLogger("gifting_server.hub")
 
-RECENT_EVENTS = 4096  # flushed events kept per stream to close the gap of a joining client
+RECENT_EVENTS = 4096  # events kept per stream to close the gap of a joining client
 REPLAY_FRAME_EVENTS = 200
+# Connections written per loop pass (under a millisecond), so that gifts and new
+# events are read while a pass goes on; also the most connections a batch holds.
+STEP_WRITES = 64
+# A slow pass shortens the rest after it: viewers of a busy stream get a frame
+# at least this often (in ticks) while a pass takes less.
+BUSY_PERIOD_TICKS = 3
 
 
 class Member(Protocol):
     encoding: Encoding
-    skip_until: dict[str, int]  # stream → newest event id it already has
-
-    def write_frame(self, frame: bytes, events: int) -> None: ...
+    send: Callable[[bytes], None]  # writes one complete frame, or queues or drops it
 
     @property
     def closed(self) -> bool: ...
+
+
+@dataclass(eq=False)
+class Batch:
+    """Connections of one encoding that have every event up to `upto`."""
+
+    encoding: Encoding
+    upto: int
+    members: dict[Member, None] = field(default_factory=dict)  # an ordered set
 
 
 @dataclass
@@ -44,20 +62,23 @@ class Room:
 
     stream_id: str
     last_seen: int = 0  # newest event id taken from the broker
-    members: dict[Encoding, set[Member]] = field(
-        default_factory=lambda: {e: set() for e in Encoding}
-    )
-    pending: list[bytes] = field(default_factory=list)
-    recent: deque[bytes] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
+    # Every local connection of the stream is in one batch; furthest behind first.
+    lineup: deque[Batch] = field(default_factory=deque)
+    batch_of: dict[Member, Batch] = field(default_factory=dict)
+    # Taken events, oldest first: at least RECENT_EVENTS, and all that anyone is owed.
+    recent: deque[bytes] = field(default_factory=deque)
     flush_at: asyncio.TimerHandle | asyncio.Handle | None = None
-    last_flush: float = 0.0
+    passing: bool = False
+    pass_upto: int = 0  # the pass under way writes the batches behind this
+    pass_started: float = float("-inf")
+    observed: int = 0  # newest event whose delivery latency is recorded
     joining: int = 0
     filling: bool = False
     held: list[bytes] = field(default_factory=list)
     viewers: int = 0  # across all workers, as last published
 
     def local_count(self) -> int:
-        return sum(len(m) for m in self.members.values())
+        return len(self.batch_of)
 
 
 class Hub:
@@ -103,13 +124,15 @@ class Hub:
             "viewers": max(room.viewers, room.local_count() + 1),
             "last_event_id": max(upto, room.last_seen),
         }
-        member.write_frame(websocket_frame(encode(subscribed, member.encoding), member.encoding), 0)
+        member.send(websocket_frame(encode(subscribed, member.encoding), member.encoding))
         for start in range(0, len(catch_up), REPLAY_FRAME_EVENTS):
             chunk = catch_up[start : start + REPLAY_FRAME_EVENTS]
-            payload = events_payload(stream_id, chunk, member.encoding)
-            member.write_frame(websocket_frame(payload, member.encoding), len(chunk))
-        member.skip_until[stream_id] = max(upto, room.last_seen if since is None else upto)
-        room.members[member.encoding].add(member)
+            member.send(
+                websocket_frame(events_payload(stream_id, chunk, member.encoding), member.encoding)
+            )
+        has = max(upto, room.last_seen if since is None else upto)
+        joined = room.batch_of[member] = Batch(member.encoding, has, {member: None})
+        self._place(room, joined)
         metrics.SUBSCRIPTIONS.inc()
 
     async def _catch_up(self, room: Room, since: int | None) -> tuple[bool, list[bytes], int]:
@@ -120,7 +143,7 @@ class Hub:
             return False, [], replay.last_event_id
         events, upto = list(replay.events), replay.last_event_id
         for _ in range(3):
-            newer = [e for e in room.recent if event_id_of(e) > upto]
+            newer = _events_after(room.recent, upto)
             if not newer or event_id_of(newer[0]) == upto + 1:
                 events += newer
                 return True, events, event_id_of(events[-1]) if events else upto
@@ -133,10 +156,9 @@ class Hub:
 
     def leave(self, member: Member, stream_id: str) -> bool:
         room = self.rooms.get(stream_id)
-        if room is None or member not in room.members[member.encoding]:
+        if room is None or (batch := room.batch_of.pop(member, None)) is None:
             return False
-        room.members[member.encoding].discard(member)
-        member.skip_until.pop(stream_id, None)
+        del batch.members[member]  # an emptied batch leaves the lineup when its turn comes
         metrics.SUBSCRIPTIONS.dec()
         self._drop_if_empty(room)
         return True
@@ -238,55 +260,109 @@ class Hub:
 
     def _accept(self, room: Room, event_id: int, raw: bytes) -> None:
         room.last_seen = event_id
-        room.pending.append(raw)
+        room.recent.append(raw)
         if room.flush_at is None:
-            loop = asyncio.get_running_loop()
-            delay = room.last_flush + self.tick_s - loop.time()
-            # Idle stream: flush at once (after this loop pass); busy: once per tick.
-            if delay <= 0:
-                room.flush_at = loop.call_soon(self._flush, room)
-            else:
-                room.flush_at = loop.call_later(delay, self._flush, room)
+            self._schedule_pass(room)
+
+    def _schedule_pass(self, room: Room, rest: float = 0.0) -> None:
+        loop = asyncio.get_running_loop()
+        # An idle stream starts a pass at once (after this loop pass), but at most
+        # one pass starts per tick: a small, busy stream still sends full frames.
+        delay = max(rest, room.pass_started + self.tick_s - loop.time())
+        if delay <= 0:
+            room.flush_at = loop.call_soon(self._flush, room)
+        else:
+            room.flush_at = loop.call_later(delay, self._flush, room)
 
     def _flush(self, room: Room) -> None:
+        """One step of a pass; the next step runs after the loop has read its sockets."""
         room.flush_at = None
-        events, room.pending = room.pending, []
-        if not events:
+        loop = asyncio.get_running_loop()
+        if not room.passing:
+            room.passing, room.pass_upto, room.pass_started = True, room.last_seen, loop.time()
+        self._write_step(room)
+        self._trim(room)
+        if self.rooms.get(room.stream_id) is not room:
+            return  # everyone left during the step
+        if room.lineup and room.lineup[0].upto < room.pass_upto:
+            room.flush_at = loop.call_soon(self._flush, room)
             return
-        first_id, last_id = event_id_of(events[0]), event_id_of(events[-1])
-        now_ms = time.time() * 1000
-        for encoding, members in room.members.items():
-            if not members:
-                continue
-            frame = websocket_frame(events_payload(room.stream_id, events, encoding), encoding)
-            for member in list(members):
-                skip = member.skip_until.get(room.stream_id)
-                if skip is not None and skip >= first_id:
-                    self._write_newer(member, room.stream_id, events, skip)
-                    if skip >= last_id:
-                        continue
-                    member.skip_until.pop(room.stream_id, None)
-                    continue
-                if skip is not None:
-                    member.skip_until.pop(room.stream_id, None)
-                member.write_frame(frame, len(events))
-        room.recent.extend(events)
-        # The next tick counts from the end of this flush: when writing to every
-        # viewer takes longer than a tick, frames get fuller instead of the loop
-        # never resting (and acks waiting behind back-to-back flushes).
-        room.last_flush = asyncio.get_running_loop().time()
-        frames = room.local_count()
-        metrics.FRAMES.inc(frames)
-        metrics.EVENTS_DELIVERED.inc(frames * len(events))
-        metrics.observe_delivery(events, now_ms)
+        room.passing = False
+        owed = room.last_seen - room.lineup[0].upto if room.lineup else 0
+        if owed > 1:
+            # Events come faster than passes end: rest a tick, so that frames get
+            # fuller instead of the server writing without a pause. For one event,
+            # resting would only delay it.
+            next_start = room.pass_started + BUSY_PERIOD_TICKS * self.tick_s
+            self._schedule_pass(room, rest=min(self.tick_s, next_start - loop.time()))
+        elif owed:
+            self._schedule_pass(room)
+
+    def _write_step(self, room: Room) -> None:
+        """Write the batches furthest behind, up to STEP_WRITES connections."""
+        lineup, last_seen = room.lineup, room.last_seen
+        frames: dict[tuple[Encoding, int], tuple[bytes, int]] = {}
+        written = delivered = 0
+        while written < STEP_WRITES and lineup and lineup[0].upto < room.pass_upto:
+            batch = lineup.popleft()
+            key = (batch.encoding, batch.upto)
+            if key not in frames:
+                events = _events_after(room.recent, batch.upto)
+                payload = events_payload(room.stream_id, events, batch.encoding)
+                frames[key] = websocket_frame(payload, batch.encoding), len(events)
+            frame, count = frames[key]
+            # A write can close a connection, which then leaves the batch.
+            for member in list(batch.members):
+                member.send(frame)
+            written += len(batch.members)
+            delivered += len(batch.members) * count
+            batch.upto = last_seen
+            if batch.members:
+                self._place(room, batch)
+        if written:
+            metrics.FRAMES.inc(written)
+            metrics.EVENTS_DELIVERED.inc(delivered)
+        if written and room.observed < last_seen:
+            metrics.observe_delivery(_events_after(room.recent, room.observed), time.time() * 1000)
+            room.observed = last_seen
 
     @staticmethod
-    def _write_newer(member: Member, stream_id: str, events: list[bytes], skip: int) -> None:
-        newer = [e for e in events if event_id_of(e) > skip]
-        if newer:
-            payload = events_payload(stream_id, newer, member.encoding)
-            member.write_frame(websocket_frame(payload, member.encoding), len(newer))
+    def _place(room: Room, batch: Batch) -> None:
+        """Put `batch` in the lineup by `upto`, into a batch like it when there is room."""
+        lineup = room.lineup
+        at = len(lineup)
+        while at and lineup[at - 1].upto > batch.upto:
+            at -= 1
+        same = at
+        while same and lineup[same - 1].upto == batch.upto and len(batch.members) < STEP_WRITES:
+            same -= 1
+            other = lineup[same]
+            if other.encoding is batch.encoding and (
+                len(other.members) + len(batch.members) <= STEP_WRITES
+            ):
+                other.members.update(batch.members)
+                for member in batch.members:
+                    room.batch_of[member] = other
+                return
+        lineup.insert(at, batch)
+
+    @staticmethod
+    def _trim(room: Room) -> None:
+        owed_from = room.lineup[0].upto if room.lineup else room.last_seen
+        recent = room.recent
+        while len(recent) > RECENT_EVENTS and event_id_of(recent[0]) <= owed_from:
+            recent.popleft()
 
     def local_viewers(self, stream_id: str) -> int:
         room = self.rooms.get(stream_id)
         return room.local_count() if room else 0
+
+
+def _events_after(recent: deque[bytes], event_id: int) -> list[bytes]:
+    newer: list[bytes] = []
+    for raw in reversed(recent):
+        if event_id_of(raw) <= event_id:
+            break
+        newer.append(raw)
+    newer.reverse()
+    return newer

@@ -44,14 +44,15 @@ async def _viewers(port: int, token: str, count: int, pipe: Connection) -> None:
         batch = []
         for _ in range(min(200, count - start)):
             viewer = Viewer(f"/v1/ws?token={token}", f"127.0.0.1:{port}", STREAM, stats)
-            await loop.create_connection(lambda v=viewer: v, "127.0.0.1", port)  # type: ignore[misc]
+            await viewer.connect(("127.0.0.1", port))
             batch.append(viewer)
         await asyncio.gather(*(v.ready for v in batch))
         viewers.extend(batch)
     pipe.send("ready")
     await loop.run_in_executor(None, pipe.recv)  # "reset"
-    stats.frames = stats.events = stats.gift_events = 0
+    stats.frames = stats.events = 0
     stats.latencies_ms.clear()
+    stats.received_ms.clear()
     begin = os.times()
     pipe.send("reset")
     await loop.run_in_executor(None, pipe.recv)  # "report"
@@ -62,18 +63,26 @@ async def _viewers(port: int, token: str, count: int, pipe: Connection) -> None:
             "frames": stats.frames,
             "closed": stats.closed,
             "latencies": stats.latencies_ms,
+            "received": stats.received_ms,
             "cpu_s": (end.user - begin.user) + (end.system - begin.system),
         }
     )
 
 
-async def send_gifts(port: int, token: str, rate: float, duration: float, prefix: str = "g") -> int:
+async def send_gifts(
+    port: int, token: str, rate: float, duration: float, prefix: str = "g"
+) -> tuple[int, dict[int, float]]:
+    """Send gifts at `rate`; return how many, and when each acked event's gift was sent."""
     sent = 0
+    sent_ms: dict[str, float] = {}  # message id → when it was sent
+    sent_ms_by_event: dict[int, float] = {}
     async with connect(f"ws://127.0.0.1:{port}/v1/ws?token={token}") as ws:
 
         async def drain() -> None:
-            async for _ in ws:
-                pass
+            async for frame in ws:
+                answer = orjson.loads(frame)
+                if answer.get("type") == "ack":
+                    sent_ms_by_event[answer["event_id"]] = sent_ms.pop(answer["id"])
 
         reader = asyncio.create_task(drain())
         start = time.perf_counter()
@@ -83,12 +92,13 @@ async def send_gifts(port: int, token: str, rate: float, duration: float, prefix
             while sent < due:
                 message = {"type": "gift", "id": f"{prefix}{sent}", "stream_id": STREAM,
                            "gift_id": gifts[sent % len(gifts)], "count": 1}  # fmt: skip
+                sent_ms[message["id"]] = time.time() * 1000
                 await ws.send(orjson.dumps(message).decode())
                 sent += 1
             await asyncio.sleep(max(0.0, (sent / rate) - (time.perf_counter() - start)))
         await asyncio.sleep(1.0)  # let the last frames land
         reader.cancel()
-    return sent
+    return sent, sent_ms_by_event
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -115,6 +125,7 @@ class OurServer(Target):
         self.server, self.port, self.pid = server, server.port, server.process.pid
         self.store = redis.Redis.from_url(server.redis_url)
         self.drives = 0
+        self.gift_sent_ms: dict[int, float] = {}  # event id → when its gift was sent
 
     def seq(self) -> int:
         return int(self.store.hget(keys.stream(STREAM), "seq") or 0)
@@ -123,8 +134,21 @@ class OurServer(Target):
         before = self.seq()
         self.drives += 1  # fresh message ids: a repeated id would be an idempotent replay
         token = self.server.token("gifter")
-        asyncio.run(send_gifts(self.port, token, rate, duration, prefix=f"d{self.drives}-"))
-        return self.seq() - before
+        _, self.gift_sent_ms = asyncio.run(
+            send_gifts(self.port, token, rate, duration, prefix=f"d{self.drives}-")
+        )
+        return self.quiet_seq() - before
+
+    def quiet_seq(self, quiet_s: float = 1.0, timeout_s: float = 8.0) -> int:
+        """The newest event id once none came for `quiet_s`: the last streak closes a
+        combo window after the last gift, and an event still being written to the
+        viewers when they report would be miscounted."""
+        seq, since, deadline = self.seq(), time.monotonic(), time.monotonic() + timeout_s
+        while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
+            time.sleep(0.1)
+            if (newer := self.seq()) != seq:
+                seq, since = newer, time.monotonic()
+        return seq
 
 
 def prepare(server: BenchServer) -> OurServer:
@@ -171,6 +195,15 @@ def measure(
             worker.join()
     delivered = sum(r["events"] for r in reports)
     latencies = [x for r in reports for x in r["latencies"]]
+    # The same sampled frames, from the gift's send instead of the event's creation:
+    # also counts the time a gift waited in the server before its script ran.
+    sent_ms = getattr(target, "gift_sent_ms", {})
+    from_gift = [
+        received - sent_ms[event_id]
+        for r in reports
+        for event_id, received in r["received"]
+        if event_id in sent_ms
+    ]
     server_cpu = cpu_after - cpu_before
     return {
         "viewers": viewers,
@@ -180,6 +213,8 @@ def measure(
         "frames": sum(r["frames"] for r in reports),
         "delivery_p50_ms": round(percentile(latencies, 0.5), 2),
         "delivery_p99_ms": round(percentile(latencies, 0.99), 2),
+        "gift_to_delivery_p50_ms": round(percentile(from_gift, 0.5), 2),
+        "gift_to_delivery_p99_ms": round(percentile(from_gift, 0.99), 2),
         "server_cpu_s": round(server_cpu, 3),
         "us_per_delivery": round(server_cpu * 1e6 / max(delivered, 1), 3),
         "client_cpu_s": round(sum(r["cpu_s"] for r in reports), 3),
