@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test test-faults lint typecheck check bench bench-fanout load clean
+.PHONY: run test test-faults lint typecheck check bench bench-script bench-fanout load clean
 
 $(BIN)/gifting-server: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ check: lint typecheck test test-faults
 # load/results/bench.json; BENCH_QUICK=1 for a run under a minute.
 bench: $(BIN)/gifting-server
 	$(BIN)/python -m load.bench
+
+# Redis instructions per gift under callgrind (repeatable; needs valgrind).
+bench-script: $(BIN)/gifting-server
+	$(BIN)/python -m load.bench.script_cost
 
 # A single fan-out measurement: one stream, many viewers, a steady gift rate.
 VIEWERS ?= 5000

@@ -186,7 +186,13 @@ def markdown(results: dict[str, Any], command: str) -> str:
         f"| server CPU per gift (`server_us_per_gift`) | <= 3 x redis_us_per_gift | "
         f"{server_ratio:.1f} x | {'yes' if ratio_met else 'no'} |"
     )
-    lines += ["", "Raw figures: `load/results/bench.json`.", ""]
+    lines += [
+        "",
+        "Raw figures: `load/results/bench.json`. Where the time goes and what would close "
+        "the gaps: [docs/performance.md](docs/performance.md); Redis instructions per gift: "
+        "`python -m load.bench.script_cost`.",
+        "",
+    ]
     return "\n".join(lines)
 
 
