@@ -1,6 +1,6 @@
 """`make bench`: every figure of the benchmark in one run on this machine.
 
-    python -m load.bench            # ~4 minutes
+    python -m load.bench            # ~2 minutes
     BENCH_QUICK=1 python -m load.bench   # under a minute, smaller sizes
 
 Writes load/results/bench.json and BENCHMARKS.md. Servers are pinned to core 0,
