@@ -51,9 +51,7 @@ class HubConnection(asyncio.Protocol):
         self.outbox: deque[bytes] = deque()
         self.outbox_bytes = 0
         self.paused = False
-        # How the hub writes a frame now: straight to the transport while the socket
-        # keeps up, into the bounded outbox while paused, nowhere once closing.
-        self.send: Callable[[bytes], None] = _discard
+        self.send: Callable[[bytes], None] = _discard  # see _choose_send
         self._closed = False
         self.closing = False
         self.draining = False  # half-closed: what the peer still sends is dropped
@@ -67,7 +65,7 @@ class HubConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        self.send = transport.write  # type: ignore[attr-defined]
+        self._choose_send()
         self.server_state.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -101,7 +99,7 @@ class HubConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.server_state.connections.discard(self)
-        self.send = _discard
+        self._choose_send()
         self.outbox.clear()
         if self.session is not None:
             self.session.close()
@@ -111,8 +109,7 @@ class HubConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.paused = True
-        if not self.closed:
-            self.send = self._queue
+        self._choose_send()
 
     def resume_writing(self) -> None:
         self.paused = False
@@ -120,7 +117,18 @@ class HubConnection(asyncio.Protocol):
             frame = self.outbox.popleft()
             self.outbox_bytes -= len(frame)
             self.transport.write(frame)
-        if not self.paused and not self.closed and self.transport:
+        self._choose_send()
+
+    def _choose_send(self) -> None:
+        """How the hub and the session write a frame, from the connection's state:
+        straight to the socket while it keeps up, into the bounded outbox while it is
+        paused, nowhere once a close has begun. One bound function, so that fan-out's
+        loop over thousands of connections checks nothing per connection."""
+        if self._closed or self.closing or self.draining or self.transport is None:
+            self.send = _discard
+        elif self.paused:
+            self.send = self._queue
+        else:
             self.send = self.transport.write
 
     def shutdown(self) -> None:
@@ -215,13 +223,13 @@ class HubConnection(asyncio.Protocol):
         assert self.transport is not None
         if self.draining:
             return
-        self.send = _discard  # nothing may follow the close frame
+        self.draining = True
+        self._choose_send()  # nothing may follow the close frame
         if self.session is not None:
             self.session.close()  # a viewer who said goodbye no longer counts or receives
         if not self.transport.can_write_eof():
             self.transport.close()
             return
-        self.draining = True
         self.transport.write_eof()
         asyncio.get_running_loop().call_later(CLOSE_GRACE_S, self.transport.abort)
 
@@ -263,7 +271,7 @@ class HubConnection(asyncio.Protocol):
         if self.closed or self.ws is None or self.transport is None:
             return
         self.closing = True
-        self.send = _discard
+        self._choose_send()
         self.outbox.clear()
         self.outbox_bytes = 0
         if self.session is not None:
