@@ -69,19 +69,18 @@ async def leaderboard(
     store: Store, stream_id: str, period: str, limit: int, now_ms: int | None = None
 ) -> list[dict[str, Any]]:
     now = store.clock() if now_ms is None else now_ms
-    if period == "stream":
-        await streamer_of(store, stream_id)
-        board = keys.stream_leaderboard(stream_id)
-    elif period == "week":
-        streamer = await streamer_of(store, stream_id)
-        return await _with_names(store, (await _week_board(store, streamer, now))[:limit])
+    streamer = await streamer_of(store, stream_id)  # also: an unknown stream is refused
+    if period == "week":
+        rows = (await _week_board(store, streamer, now))[:limit]
     else:
-        streamer = await streamer_of(store, stream_id)
-        bucket = day_number(now) if period == "day" else None
-        board = keys.channel_leaderboard(streamer, period, bucket)
-    rows: list[tuple[str, float]] = await guarded(
-        store.redis.zrevrange(board, 0, limit - 1, withscores=True)  # type: ignore[arg-type]
-    )
+        if period == "stream":
+            board = keys.stream_leaderboard(stream_id)
+        else:
+            bucket = day_number(now) if period == "day" else None
+            board = keys.channel_leaderboard(streamer, period, bucket)
+        rows = await guarded(
+            store.redis.zrevrange(board, 0, limit - 1, withscores=True)  # type: ignore[arg-type]
+        )
     return await _with_names(store, rows)
 
 
