@@ -10,29 +10,14 @@ a small fraction of it. Frames are masked with a zero key, which RFC 6455 allows
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
-import struct
 from collections.abc import Callable
 
-ZERO_MASK = b"\x00\x00\x00\x00"
-
-
-def text_frame(payload: bytes) -> bytes:
-    """A client text frame (FIN, masked with the zero key)."""
-    size = len(payload)
-    if size < 126:
-        return bytes([0x81, 0x80 | size]) + ZERO_MASK + payload
-    return bytes([0x81, 0x80 | 126]) + struct.pack("!H", size) + ZERO_MASK + payload
+from load.bench.frames import PING, PONG, TEXT, client_frame, next_frame, upgrade_request
 
 
 class Gifter(asyncio.Protocol):
     def __init__(self, path: str, host: str, on_answer: Callable[[bytes], None]) -> None:
-        self.request = (
-            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
-            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: gifting.v1.json\r\n\r\n"
-        ).encode()
+        self.request = upgrade_request(path, host)
         self.on_answer = on_answer
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
@@ -44,7 +29,7 @@ class Gifter(asyncio.Protocol):
 
     def send(self, payload: bytes) -> None:
         assert self.transport is not None
-        self.transport.write(text_frame(payload))
+        self.transport.write(client_frame(payload))
 
     def close(self) -> None:
         if self.transport is not None:
@@ -66,25 +51,12 @@ class Gifter(asyncio.Protocol):
     def _frames(self, buffer: bytes) -> bytes:
         """Hand over every whole frame; what is left is the start of the next one."""
         at = 0
-        while len(buffer) - at >= 2:
-            opcode, size = buffer[at] & 0x0F, buffer[at + 1] & 0x7F
-            start = at + 2
-            if size == 126:
-                if len(buffer) - at < 4:
-                    break
-                size, start = struct.unpack_from("!H", buffer, at + 2)[0], at + 4
-            elif size == 127:
-                if len(buffer) - at < 10:
-                    break
-                size, start = struct.unpack_from("!Q", buffer, at + 2)[0], at + 10
-            if len(buffer) < start + size:
-                break
-            if opcode == 0x1:
-                self.on_answer(buffer[start : start + size])
-            elif opcode == 0x9 and self.transport is not None:  # the server's heartbeat
-                payload = buffer[start : start + size]
-                self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + ZERO_MASK + payload)
-            at = start + size
+        while (frame := next_frame(buffer, at)) is not None:
+            opcode, start, at = frame
+            if opcode == TEXT:
+                self.on_answer(buffer[start:at])
+            elif opcode == PING and self.transport is not None:  # the server's heartbeat
+                self.transport.write(client_frame(buffer[start:at], PONG))
         return buffer[at:]
 
     def connection_lost(self, exc: Exception | None) -> None:

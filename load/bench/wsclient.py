@@ -10,13 +10,13 @@ on one core, the client's own queue would otherwise be counted as the server's.
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import socket
 import struct
 import time
 
 import orjson
+
+from load.bench.frames import client_frame, next_frame, upgrade_request
 
 EVENTS = b'{"type":"events"'
 SUBSCRIBED = b'{"type":"subscribed"'
@@ -27,12 +27,8 @@ ANCILLARY_BYTES = socket.CMSG_SPACE(16)  # one struct timespec
 
 class Viewer:
     def __init__(self, path: str, host: str, stream_id: str, stats: ViewerStats) -> None:
-        self.request = (
-            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
-            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: gifting.v1.json\r\n\r\n"
-        ).encode()
-        self.subscribe = masked_text(orjson.dumps({"type": "subscribe", "stream_id": stream_id}))
+        self.request = upgrade_request(path, host)
+        self.subscribe = client_frame(orjson.dumps({"type": "subscribe", "stream_id": stream_id}))
         self.stats = stats
         self.sock = socket.socket()
         self.partial = b""  # the start of a frame that ended a read
@@ -82,20 +78,9 @@ class Viewer:
 
     def _frames(self, data: bytes, received_ms: float) -> int:
         """Count the complete frames in `data`; return where the incomplete one starts."""
-        stats, size, offset = self.stats, len(data), 0
-        while size - offset >= 2:
-            length, header = data[offset + 1] & 0x7F, 2
-            if length == 126:
-                if size - offset < 4:
-                    break
-                length, header = int.from_bytes(data[offset + 2 : offset + 4], "big"), 4
-            elif length == 127:
-                if size - offset < 10:
-                    break
-                length, header = int.from_bytes(data[offset + 2 : offset + 10], "big"), 10
-            start, end = offset + header, offset + header + length
-            if end > size:
-                break
+        stats, offset = self.stats, 0
+        while (frame := next_frame(data, offset)) is not None:
+            _, start, end = frame
             stats.frames += 1
             if data.startswith(EVENTS, start):
                 stats.on_events(data, start, end, received_ms)
@@ -110,12 +95,6 @@ class Viewer:
         self.stats.closed += 1
         if not self.ready.done():
             self.ready.set_exception(ConnectionError("closed before subscribed"))
-
-
-def masked_text(payload: bytes) -> bytes:
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes([0x81, 0x80 | len(payload)]) + mask + masked
 
 
 class ViewerStats:
