@@ -24,7 +24,7 @@ from pathlib import Path
 import redis
 
 from gifting_server.auth import Identity, Role
-from gifting_server.config import load_settings
+from gifting_server.config import Settings, load_settings
 from gifting_server.ledger import payments, streams
 from gifting_server.ledger.scripts import script_source
 from gifting_server.ledger.store import Store, connect
@@ -84,8 +84,8 @@ def count_instructions(gifts: int, script: str) -> int:
     raise RuntimeError("callgrind_annotate printed no totals")
 
 
-async def _setup(url: str, settings: object) -> None:
-    store = Store(connect(url, 30.0), settings)  # type: ignore[arg-type]
+async def _setup(url: str, settings: Settings) -> None:
+    store = Store(connect(url, 30.0), settings)
     try:
         await streams.start_stream(store, STREAMER, STREAM)
         for i in range(SENDERS):
@@ -96,9 +96,10 @@ async def _setup(url: str, settings: object) -> None:
         await store.close()
 
 
-def _send(client: redis.Redis, settings: object, gifts: int, script: str) -> None:
+def _send(client: redis.Redis, settings: Settings, gifts: int, script: str) -> None:
     sha = client.script_load(script)
-    rose = settings.gift("rose")  # type: ignore[attr-defined]
+    rose = settings.gift("rose")
+    assert rose is not None
     now = time.time_ns() // 1_000_000
     connection = client.connection_pool.get_connection()
     for start in range(0, gifts, 200):
@@ -106,7 +107,7 @@ def _send(client: redis.Redis, settings: object, gifts: int, script: str) -> Non
         for i in range(start, min(start + 200, gifts)):
             user = f"g{i % SENDERS}"
             sender = Identity(user, user.title(), Role.VIEWER, adult=True)
-            call = gift_call(settings, sender, STREAM, STREAMER, rose, 1, f"c{i}", now + i // 50)  # type: ignore[arg-type]
+            call = gift_call(settings, sender, STREAM, STREAMER, rose, 1, f"c{i}", now + i // 50)
             commands.append(("EVALSHA", sha, len(call.keys), *call.keys, *call.args))
         connection.send_packed_command(connection.pack_commands(commands))
         for _ in commands:
