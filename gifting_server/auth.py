@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -15,9 +14,9 @@ from enum import StrEnum
 import jwt
 
 from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.ids import ID_RULE, is_id
 
 ISSUER = "gifting_server"
-USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_NAME_LENGTH = 64
 
 
@@ -53,8 +52,10 @@ def issue_token(
     ttl_s: int = 86_400,
     now: float | None = None,
 ) -> str:
-    if not USER_ID.match(user_id):
-        raise ValueError("user id: 1-64 letters, digits, '_' or '-'")
+    if not is_id(user_id):
+        raise ValueError(f"user id: {ID_RULE}")
+    if stream_id is not None and not is_id(stream_id):
+        raise ValueError(f"stream id: {ID_RULE}")
     if role is Role.OVERLAY and not stream_id:
         raise ValueError("an overlay token needs a stream")
     issued = int(now if now is not None else time.time())
@@ -87,13 +88,13 @@ def verify_token(secret: str, token: str) -> Identity:
         raise GiftingError(ErrorCode.UNAUTHORIZED, "invalid token") from None
     user_id, role, name = claims.get("sub"), claims.get("role"), claims.get("name")
     stream = claims.get("stream")
-    if not isinstance(user_id, str) or not USER_ID.match(user_id):
+    if not is_id(user_id):
         raise GiftingError(ErrorCode.UNAUTHORIZED, "invalid token subject")
     try:
         parsed_role = Role(str(role))
     except ValueError:
         raise GiftingError(ErrorCode.UNAUTHORIZED, "invalid token role") from None
-    if stream is not None and not isinstance(stream, str):
+    if stream is not None and not is_id(stream):
         raise GiftingError(ErrorCode.UNAUTHORIZED, "invalid token stream")
     return Identity(
         user_id=user_id,

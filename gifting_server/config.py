@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gifting_server.ids import ID_RULE, is_id
+
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
 
@@ -258,10 +260,8 @@ def _check_section(value: Any, section: str) -> None:
 
 
 def _ident(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > 64:
-        raise ConfigError(f"{where}: id must be a non-empty string of at most 64 characters")
-    if not all(c.isalnum() or c in "_-" for c in value):
-        raise ConfigError(f"{where}: id {value!r} may hold only letters, digits, '_' and '-'")
+    if not is_id(value):
+        raise ConfigError(f"{where}: id {value!r} must be {ID_RULE}")
     return value
 
 

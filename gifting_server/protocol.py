@@ -7,7 +7,6 @@ Two encodings share one message shape: `gifting.v1.json` (text frames) and
 
 from __future__ import annotations
 
-import re
 import struct
 from dataclasses import dataclass
 from enum import Enum
@@ -17,9 +16,8 @@ import msgpack
 import orjson
 
 from gifting_server.errors import ErrorCode
+from gifting_server.ids import ID_RULE, KEY_RULE, is_id, is_key
 
-STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-MESSAGE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 MAX_EVENT_ID = 2**53 - 1
 INVALID = ErrorCode.INVALID_REQUEST
 
@@ -86,10 +84,8 @@ def decode_client_message(data: bytes | str, encoding: Encoding) -> ClientMessag
     kind = raw.get("type")
     if kind == "gift":
         message_id = raw.get("id")
-        if not isinstance(message_id, str) or not MESSAGE_ID.match(message_id):
-            raise ProtocolError(
-                ErrorCode.INVALID_REQUEST, "gift needs an id: 1-128 of letters, digits, '_.:-'"
-            )
+        if not is_key(message_id):
+            raise ProtocolError(ErrorCode.INVALID_REQUEST, f"gift needs an id: {KEY_RULE}")
         return SendGift(
             id=message_id,
             stream_id=_id(raw, "stream_id", message_id),
@@ -112,12 +108,8 @@ def decode_client_message(data: bytes | str, encoding: Encoding) -> ClientMessag
 
 def _id(raw: dict[str, Any], name: str, message_id: str | None = None) -> str:
     value = raw.get(name)
-    if not isinstance(value, str) or not STREAM_ID.match(value):
-        raise ProtocolError(
-            ErrorCode.INVALID_REQUEST,
-            f"{name} must be 1-64 letters, digits, '_' or '-'",
-            message_id,
-        )
+    if not is_id(value):
+        raise ProtocolError(ErrorCode.INVALID_REQUEST, f"{name} must be {ID_RULE}", message_id)
     return value
 
 

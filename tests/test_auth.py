@@ -75,6 +75,11 @@ def test_issue_refuses_bad_user_ids_and_streamless_overlays() -> None:
         issue_token(SECRET, "bad id", Role.VIEWER)
     with pytest.raises(ValueError, match="user id"):
         issue_token(SECRET, "a" * 65, Role.VIEWER)
+    for trailing_newline in ("u\n", "a" * 64 + "\n"):
+        with pytest.raises(ValueError, match="user id"):
+            issue_token(SECRET, trailing_newline, Role.VIEWER)
+    with pytest.raises(ValueError, match="stream id"):
+        issue_token(SECRET, "st", Role.OVERLAY, stream_id="s1\n")
     with pytest.raises(ValueError, match="overlay token needs a stream"):
         issue_token(SECRET, "st", Role.OVERLAY)
 
@@ -132,7 +137,10 @@ def test_missing_claim(missing: str) -> None:
         {"sub": "bad id"},
         {"sub": "a" * 65},
         {"sub": ""},
+        {"sub": "u\n"},
+        {"sub": "a" * 64 + "\n"},
         {"stream": 5},
+        {"stream": "s1\n"},
         {"exp": "tomorrow"},
         {"iat": int(time.time()) + 3600},
     ],

@@ -249,6 +249,8 @@ def test_token_options_for_overlays_and_minors(tmp_path: Path) -> None:
     [
         (("token", "st", "--role", "overlay"), "overlay token needs a stream"),
         (("token", "bad id"), "user id"),
+        (("token", "u\n"), "user id"),
+        (("token", "st", "--role", "overlay", "--stream", "s1\n"), "stream id"),
     ],
 )
 def test_token_refuses_bad_arguments_with_exit_2(

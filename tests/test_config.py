@@ -138,12 +138,17 @@ def package(**fields: object) -> str:
     return toml_entry("packages", {"id": "coins_100", "coins": 100, "price": 129, **fields})
 
 
+# A TOML basic string, so that "\n" is a real newline (toml_entry writes literal strings).
+NEWLINE_GIFT = '[[gifts]]\nid = "rose\\n"\nname = "Rose"\ncoins = 1\ntier = 1\nemoji = "R"\n'
+
 CATALOG_ERRORS = {
     "no gifts": ("gifts.toml", "", r"gifts\.toml: the catalog needs at least one"),
-    "gift id missing": ("gifts.toml", gift(id=None), r"gifts\.toml \[\[gifts\]\] #1: id must"),
-    "gift id chars": ("gifts.toml", gift(id="ro se"), r"#1: id 'ro se' may hold only"),
-    "gift id long": ("gifts.toml", gift(id="r" * 65), r"#1: id must be a non-empty string"),
-    "gift id int": ("gifts.toml", gift(id=5), r"gifts\.toml \[\[gifts\]\] #1: id must"),
+    "gift id missing": ("gifts.toml", gift(id=None), r"gifts\.toml \[\[gifts\]\] #1: id None"),
+    "gift id chars": ("gifts.toml", gift(id="ro se"), r"#1: id 'ro se' must be 1-64 ASCII"),
+    "gift id unicode": ("gifts.toml", gift(id="rosé"), r"#1: id 'rosé' must be 1-64 ASCII"),
+    "gift id newline": ("gifts.toml", NEWLINE_GIFT, r"#1: id 'rose\\n' must be 1-64 ASCII"),
+    "gift id long": ("gifts.toml", gift(id="r" * 65), r"#1: id 'r+' must be 1-64 ASCII"),
+    "gift id int": ("gifts.toml", gift(id=5), r"gifts\.toml \[\[gifts\]\] #1: id 5 must"),
     "gift name": ("gifts.toml", gift(name=""), r"#1 \(rose\): name must be a non-empty"),
     "gift coins zero": ("gifts.toml", gift(coins=0), r"#1: coins must be a positive integer"),
     "gift coins float": ("gifts.toml", gift(coins=1.5), r"#1: coins must be a positive integer"),

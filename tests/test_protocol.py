@@ -47,6 +47,8 @@ def test_each_client_message_decodes_in_both_encodings(encoding: Encoding) -> No
         (b'{"type": "dance"}', "unknown message type"),
         (b'{"type": "subscribe"}', "stream_id"),
         (b'{"type": "subscribe", "stream_id": "a:b"}', "stream_id"),
+        (b'{"type": "subscribe", "stream_id": "demo\\n"}', "stream_id"),
+        (b'{"type": "unsubscribe", "stream_id": "demo\\n"}', "stream_id"),
         (b'{"type": "subscribe", "stream_id": "s", "since": -1}', "since"),
         (b'{"type": "subscribe", "stream_id": "s", "since": 1.5}', "since"),
         (b'{"type": "subscribe", "stream_id": "s", "since": true}', "since"),
@@ -57,6 +59,9 @@ def test_each_client_message_decodes_in_both_encodings(encoding: Encoding) -> No
             "count",
         ),
         (b'{"type": "gift", "id": "x", "stream_id": "s", "count": 1}', "gift_id"),
+        (b'{"type": "gift", "id": "k\\n", "stream_id": "s", "gift_id": "rose"}', "id"),
+        (b'{"type": "gift", "id": "k", "stream_id": "s\\n", "gift_id": "rose"}', "stream_id"),
+        (b'{"type": "gift", "id": "k", "stream_id": "s", "gift_id": "rose\\n"}', "gift_id"),
     ],
 )
 def test_bad_json_messages_are_refused_with_invalid_request(data: bytes, mentions: str) -> None:

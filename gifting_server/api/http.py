@@ -12,9 +12,9 @@ from starlette.routing import Route
 
 from gifting_server import metrics
 from gifting_server.api.validation import (
-    KEY,
     MAX_INT,
     checked_id,
+    checked_key,
     identifier,
     integer,
     invalid,
@@ -24,7 +24,7 @@ from gifting_server.api.validation import (
     query_int,
     raw_body,
 )
-from gifting_server.auth import USER_ID, Identity, Role, bearer_token, verify_token, verify_webhook
+from gifting_server.auth import Identity, Role, bearer_token, verify_token, verify_webhook
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import payments, streams, wallet
 from gifting_server.ledger.store import Store, guarded
@@ -55,7 +55,7 @@ def idempotency_key(request: Request, body: dict[str, Any]) -> str:
     value = body.get("idempotency_key", request.headers.get("idempotency-key"))
     if value is None:
         raise invalid("idempotency_key is required (in the body or an Idempotency-Key header)")
-    return checked_id(value, "idempotency_key", KEY)
+    return checked_key(value, "idempotency_key")
 
 
 async def healthz(request: Request) -> Response:
@@ -113,8 +113,8 @@ async def apply_signed_webhook(store: Store, body: bytes, signature: str | None)
         store.settings.webhook_secret, body, signature, store.settings.limits.webhook_tolerance_s
     )
     data = parse_object(body)
-    event_id = identifier(data, "event_id", KEY)
-    user_id = identifier(data, "user_id", USER_ID)
+    event_id = identifier(data, "event_id", key=True)
+    user_id = identifier(data, "user_id")
     package_id = identifier(data, "package_id")
     payer_id = identifier(data, "payer_id") if data.get("payer_id") is not None else None
     kind = data.get("type")

@@ -12,16 +12,17 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from gifting_server.api.validation import ID, KEY, MAX_BODY_BYTES, MAX_INT
+from gifting_server.api.validation import MAX_BODY_BYTES, MAX_INT
 from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode
+from gifting_server.ids import ID_PATTERN, KEY_PATTERN, schema_pattern
 
 Schema = dict[str, Any]
 
 INT: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_INT}
 STR: Schema = {"type": "string"}
-ID_SCHEMA: Schema = {"type": "string", "pattern": ID.pattern}
-KEY_SCHEMA: Schema = {"type": "string", "pattern": KEY.pattern}
+ID_SCHEMA: Schema = {"type": "string", "pattern": schema_pattern(ID_PATTERN)}
+KEY_SCHEMA: Schema = {"type": "string", "pattern": schema_pattern(KEY_PATTERN)}
 PERIODS = ("stream", "day", "week", "all")
 AUTH_ERRORS = (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN)
 BODY_ERRORS = (ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.INVALID_REQUEST)
@@ -312,7 +313,7 @@ def schemas(settings: Settings) -> dict[str, Schema]:
                 },
                 {
                     "payer_id": described(
-                        {"type": ["string", "null"], "pattern": ID.pattern},
+                        {"type": ["string", "null"], "pattern": ID_SCHEMA["pattern"]},
                         "who paid (the provider's card or account id), when it says; kept "
                         "in the journal for `gifting-server reconcile`'s risk report",
                     )

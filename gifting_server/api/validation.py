@@ -3,18 +3,16 @@ unknown ids are refused with `invalid_request` and a message naming the field.""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 
 from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.ids import ID_RULE, KEY_RULE, is_id, is_key
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_INT = 2**53 - 1  # exact in Lua's doubles and in JavaScript
-ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
 def invalid(message: str) -> GiftingError:
@@ -76,18 +74,23 @@ def optional_integer(data: dict[str, Any], name: str, *, minimum: int, maximum: 
     return integer(data, name, minimum=minimum, maximum=maximum)
 
 
-def identifier(data: dict[str, Any], name: str, pattern: re.Pattern[str] = ID) -> str:
+def identifier(data: dict[str, Any], name: str, *, key: bool = False) -> str:
+    """A required id field (gifting_server/ids.py), or a key field with `key=True`."""
     value = data.get(name)
     if value is None:
         raise invalid(f"{name} is required")
-    return checked_id(value, name, pattern)
+    return checked_key(value, name) if key else checked_id(value, name)
 
 
-def checked_id(value: Any, name: str, pattern: re.Pattern[str] = ID) -> str:
-    if not isinstance(value, str) or not pattern.match(value):
-        allowed = "letters, digits, '_' or '-'" if pattern is ID else "letters, digits, '_.:-'"
-        limit = 64 if pattern is ID else 128
-        raise invalid(f"{name} must be 1-{limit} {allowed}")
+def checked_id(value: Any, name: str) -> str:
+    if not is_id(value):
+        raise invalid(f"{name} must be {ID_RULE}")
+    return value
+
+
+def checked_key(value: Any, name: str) -> str:
+    if not is_key(value):
+        raise invalid(f"{name} must be {KEY_RULE}")
     return value
 
 

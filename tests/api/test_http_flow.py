@@ -13,9 +13,9 @@ import pytest
 from starlette.routing import Route
 
 from gifting_server.api import http as http_api
-from gifting_server.api.validation import ID, KEY
 from gifting_server.auth import Role
 from gifting_server.config import Settings
+from gifting_server.ids import ID_PATTERN, KEY_PATTERN, is_id, schema_pattern
 from tests.api import assert_error
 from tests.conftest import ServerThread, make_settings
 from tests.factories import auth, post_webhook
@@ -78,7 +78,7 @@ async def test_create_stream_without_a_body_picks_an_id(http: httpx.AsyncClient)
     response = await http.post("/v1/streams", headers=STREAMER)
     assert response.status_code == 201, response.text
     stream_id = response.json()["stream_id"]
-    assert ID.match(stream_id)
+    assert is_id(stream_id)
     assert (await http.get(f"/v1/streams/{stream_id}")).json()["status"] == "live"
 
 
@@ -351,8 +351,8 @@ async def test_openapi_documents_every_route(http: httpx.AsyncClient, settings: 
     assert gift_body["required"] == ["gift_id"]
     assert gift_body["properties"]["count"]["minimum"] == 1
     assert gift_body["properties"]["count"]["maximum"] == settings.limits.max_gift_count
-    assert gift_body["properties"]["gift_id"]["pattern"] == ID.pattern
-    assert gift_body["properties"]["idempotency_key"]["pattern"] == KEY.pattern
+    assert gift_body["properties"]["gift_id"]["pattern"] == schema_pattern(ID_PATTERN)
+    assert gift_body["properties"]["idempotency_key"]["pattern"] == schema_pattern(KEY_PATTERN)
     assert schemas["CashoutRequest"]["properties"]["diamonds"]["minimum"] == 1
     limit = schemas["DailyLimit"]["properties"]["daily_coin_limit"]
     assert limit["type"] == ["integer", "null"]

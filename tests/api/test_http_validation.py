@@ -106,6 +106,8 @@ BAD_IDS: dict[str, Any] = {
     "slash": "ro/se",
     "unicode": "rosé",
     "65 chars": "a" * 65,
+    "trailing newline": "rose\n",
+    "64 chars and a newline": "a" * 64 + "\n",
     "int": 5,
     "bool": True,
     "list": ["rose"],
@@ -116,6 +118,7 @@ BAD_KEYS: dict[str, Any] = {
     "pipe": "k|1",
     "space": "k 1",
     "129 chars": "k" * 129,
+    "trailing newline": "k1\n",
     "int": 7,
     "null": None,
 }
@@ -164,7 +167,13 @@ for label, value in BAD_IDS.items():
 for label, value in BAD_KEYS.items():
     add(f"gift: key {label}", INVALID, *GIFTING, replaced(GIFT, "idempotency_key", value))
 add("gift: unknown gift", (404, "unknown_gift"), *GIFTING, replaced(GIFT, "gift_id", "unicorn"))
-for label, stream in {"dot": "s.1", "space": "s%201", "65 chars": "s" * 65, "colon": "s:1"}.items():
+for label, stream in {
+    "dot": "s.1",
+    "space": "s%201",
+    "65 chars": "s" * 65,
+    "colon": "s:1",
+    "trailing newline": "s1%0A",
+}.items():
     add(f"gift: stream id {label}", INVALID, "POST", f"/v1/streams/{stream}/gifts", "viewer", GIFT)
 for stream, expected in {
     "nope": (404, "unknown_stream"),
@@ -227,7 +236,7 @@ add_common("webhook", *PAYING, PAYMENT)
 for name in PAYMENT:
     add(f"webhook: missing {name}", INVALID, *PAYING, without(PAYMENT, name))
 for name in ("event_id", "user_id", "package_id"):
-    for label in ("space", "int", "list", "null", "empty"):
+    for label in ("space", "int", "list", "null", "empty", "trailing newline"):
         add(f"webhook: {name} {label}", INVALID, *PAYING, replaced(PAYMENT, name, BAD_IDS[label]))
 add("webhook: event_id 129", INVALID, *PAYING, replaced(PAYMENT, "event_id", "e" * 129))
 add("webhook: user_id 65", INVALID, *PAYING, replaced(PAYMENT, "user_id", "u" * 65))
