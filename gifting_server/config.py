@@ -22,6 +22,51 @@ class ConfigError(Exception):
     """Raised with a message a person can act on."""
 
 
+MAX_INT = 2**53 - 1  # exact in Lua's doubles (every amount goes through a script)
+TEN_YEARS_S = 10 * 365 * 86_400
+
+# The allowed range, both ends included, of every numeric setting. The bounds keep
+# each value inside what Redis takes (a TTL becomes `SET ... PX ttl*1000`: at least
+# 1 ms, far below 2^63) and exact in Lua; a count is at least 1 where 0 means nothing.
+# A numeric key missing here gets DEFAULT_RANGE (tests/test_config.py wants them all).
+RANGES: dict[str, dict[str, tuple[int | float, int | float]]] = {
+    "economy": {
+        "creator_share_bps": (1, 10_000),
+        "diamonds_per_unit": (1, 1_000_000),
+        "cents_per_unit": (1, 1_000_000),
+        "cashout_min_diamonds": (0, MAX_INT),
+        "cashout_daily_cap_cents": (0, MAX_INT),
+        "holding_period_days": (0, 3650),
+    },
+    "limits": {
+        "max_gift_count": (1, 1_000_000),
+        "combo_window_ms": (1, 3_600_000),
+        "gift_rate_per_s": (1, 1_000_000),
+        "gift_burst": (1, 1_000_000),
+        "max_daily_coin_limit": (1, MAX_INT),
+        "idempotency_ttl_s": (1, TEN_YEARS_S),
+        "webhook_tolerance_s": (1, 86_400),
+        "request_timeout_s": (0.001, 300.0),
+    },
+    "history": {
+        "max_events": (1, 10_000_000),
+    },
+    "websocket": {
+        "max_message_bytes": (256, 16 * 1024 * 1024),
+        "tick_ms": (0, 1000),
+        "rate_per_s": (1, 1_000_000),
+        "burst": (1, 1_000_000),
+        "abuse_close_after": (1, 1_000_000),
+        "outbox_frames": (1, 1_000_000),
+        "outbox_bytes": (1024, 1024 * 1024 * 1024),
+        "write_buffer_bytes": (0, 64 * 1024 * 1024),
+        "ping_interval_s": (1, 3600),
+        "max_subscriptions": (1, 1000),
+    },
+}
+DEFAULT_RANGE: tuple[int | float, int | float] = (0, MAX_INT)
+
+
 @dataclass(frozen=True)
 class Gift:
     id: str
@@ -136,7 +181,7 @@ def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = N
     env = dict(os.environ if env is None else env)
     config_dir = config_dir or Path(env.get("GIFTING_CONFIG_DIR", DEFAULT_CONFIG_DIR))
     tree: dict[str, Any] = {}
-    sources: dict[str, str] = {}  # top-level key → the file that set it last, for messages
+    sources: dict[str, str] = {}  # top-level and "section.key" → the file that set it last
     files = [config_dir / name for name in ("default.toml", "gifts.toml", "packages.toml")]
     if env.get("GIFTING_CONFIG"):
         files.append(Path(env["GIFTING_CONFIG"]))
@@ -144,12 +189,15 @@ def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = N
         layer = _read_toml(path)
         _merge(tree, layer)
         sources.update({key: str(path) for key in layer})
+        for section, table in layer.items():
+            if isinstance(table, dict):
+                sources.update({f"{section}.{key}": str(path) for key in table})
 
     data_dir = Path(env.get("GIFTING_DATA_DIR", "data")).resolve()
     for name in ("GIFTING_SECRET", "GIFTING_WEBHOOK_SECRET"):
         if env.get(name) and len(env[name]) < 32:
             raise ConfigError(f"{name} must be at least 32 characters (try: openssl rand -hex 32)")
-    server = _parse_section(Server, tree.get("server", {}), "server")
+    server = _parse_section(Server, tree.get("server", {}), "server", sources)
     return Settings(
         redis_url=env.get("GIFTING_REDIS_URL") or None,
         data_dir=data_dir,
@@ -160,10 +208,10 @@ def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = N
         packages=_parse_packages(
             tree.get("packages", []), sources.get("packages", "packages.toml")
         ),
-        economy=_parse_section(Economy, tree.get("economy", {}), "economy"),
-        limits=_parse_section(Limits, tree.get("limits", {}), "limits"),
-        history=_parse_section(History, tree.get("history", {}), "history"),
-        websocket=_parse_section(WebSocket, tree.get("websocket", {}), "websocket"),
+        economy=_parse_section(Economy, tree.get("economy", {}), "economy", sources),
+        limits=_parse_section(Limits, tree.get("limits", {}), "limits", sources),
+        history=_parse_section(History, tree.get("history", {}), "history", sources),
+        websocket=_parse_section(WebSocket, tree.get("websocket", {}), "websocket", sources),
         metrics_public=server.metrics_public,
         # `serve --demo` turns demo payments on for every worker through the environment.
         demo_payments=server.demo_payments or env.get("GIFTING_DEMO_PAYMENTS") == "1",
@@ -200,63 +248,49 @@ def _persistent_secret(data_dir: Path, name: str) -> str:
     return value
 
 
-def _parse_section(cls: type[Any], raw: Any, section: str) -> Any:
+def _parse_section(
+    cls: type[Any], raw: Any, section: str, sources: dict[str, str] | None = None
+) -> Any:
+    sources = sources or {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"[{section}] must be a table")
+        raise ConfigError(f"[{section}] must be a table{_in(sources.get(section))}")
     defaults = cls()
     values: dict[str, Any] = {}
     for key, value in raw.items():
+        where = _in(sources.get(f"{section}.{key}"))
         if not hasattr(defaults, key):
-            raise ConfigError(f"[{section}] unknown key {key!r}")
+            raise ConfigError(f"[{section}] unknown key {key!r}{where}")
         expected = type(getattr(defaults, key))
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if expected is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
             value = tuple(value)
         if type(value) is not expected:
-            raise ConfigError(f"[{section}] {key} must be {expected.__name__}, got {value!r}")
-        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-            raise ConfigError(f"[{section}] {key} must not be negative, got {value!r}")
+            raise ConfigError(
+                f"[{section}] {key} must be {expected.__name__}, got {value!r}{where}"
+            )
         values[key] = value
     result = cls(**values)
+    for key, value in vars(result).items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            _check_range(section, key, value, sources.get(f"{section}.{key}"))
     _check_section(result, section)
     return result
 
 
+def _check_range(section: str, key: str, value: float, source: str | None) -> None:
+    low, high = RANGES.get(section, {}).get(key, DEFAULT_RANGE)
+    if not low <= value <= high:  # NaN fails too
+        raise ConfigError(f"[{section}] {key} must be in {low}..{high}, got {value!r}{_in(source)}")
+
+
+def _in(source: str | None) -> str:
+    return f" (in {source})" if source else ""
+
+
 def _check_section(value: Any, section: str) -> None:
-    if isinstance(value, Economy):
-        if not 0 < value.creator_share_bps <= 10_000:
-            raise ConfigError("[economy] creator_share_bps must be in 1..10000")
-        if value.diamonds_per_unit < 1 or value.cents_per_unit < 1:
-            raise ConfigError("[economy] diamonds_per_unit and cents_per_unit must be >= 1")
-        if value.cashout_min_diamonds % value.diamonds_per_unit:
-            raise ConfigError(
-                "[economy] cashout_min_diamonds must be a multiple of diamonds_per_unit"
-            )
-    if isinstance(value, Limits):
-        if value.max_gift_count < 1 or value.gift_burst < 1 or value.gift_rate_per_s < 1:
-            raise ConfigError(
-                "[limits] max_gift_count, gift_burst and gift_rate_per_s must be >= 1"
-            )
-        if value.request_timeout_s <= 0:
-            raise ConfigError("[limits] request_timeout_s must be > 0")
-    if (
-        isinstance(value, WebSocket)
-        and min(
-            value.max_message_bytes,
-            value.tick_ms + 1,
-            value.rate_per_s,
-            value.burst,
-            value.outbox_frames,
-            value.outbox_bytes,
-            value.ping_interval_s,
-            value.max_subscriptions,
-        )
-        < 1
-    ):
-        raise ConfigError(f"[{section}] sizes, rates and intervals must be >= 1")
-    if isinstance(value, History) and value.max_events < 1:
-        raise ConfigError(f"[{section}] max_events must be >= 1")
+    if isinstance(value, Economy) and value.cashout_min_diamonds % value.diamonds_per_unit:
+        raise ConfigError("[economy] cashout_min_diamonds must be a multiple of diamonds_per_unit")
 
 
 def _ident(value: Any, where: str) -> str:

@@ -274,6 +274,24 @@ def test_bad_config_exits_2_with_a_clear_message(tmp_path: Path) -> None:
     assert not (tmp_path / "redis.sock").exists()  # it stopped before starting anything
 
 
+@pytest.mark.parametrize("ttl", [0, 10**18])
+def test_serve_refuses_an_idempotency_ttl_redis_would_refuse(tmp_path: Path, ttl: int) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f"[limits]\nidempotency_ttl_s = {ttl}\n")
+    result = subprocess.run(
+        command("serve", "--port", str(free_port())),
+        env=cli_env(tmp_path, GIFTING_CONFIG=str(bad)),
+        capture_output=True,
+        text=True,
+        timeout=20,  # a server that starts instead never exits by itself
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"idempotency_ttl_s must be in 1..315360000, got {ttl} (in {bad})" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "redis.sock").exists()
+
+
 def test_missing_config_file_exits_2(tmp_path: Path) -> None:
     result = run(tmp_path, "token", "alice", GIFTING_CONFIG=str(tmp_path / "missing.toml"))
     assert result.returncode == 2

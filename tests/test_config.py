@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import stat
 from pathlib import Path
 
 import pytest
+import redis
 
-from gifting_server.config import DEFAULT_CONFIG_DIR, ConfigError, Settings, load_settings
+from gifting_server.config import (
+    DEFAULT_CONFIG_DIR,
+    MAX_INT,
+    RANGES,
+    TEN_YEARS_S,
+    ConfigError,
+    Economy,
+    History,
+    Limits,
+    Settings,
+    WebSocket,
+    load_settings,
+)
 
 SECRETS = {"GIFTING_SECRET": "s" * 32, "GIFTING_WEBHOOK_SECRET": "w" * 32}
 
@@ -82,18 +96,20 @@ SECTION_ERRORS = {
     "bool for int": ("[limits]\ngift_burst = true", r"gift_burst must be int"),
     "int for bool": ("[limits]\nrequire_age_verification = 1", r"require_age_verification"),
     "int for str": ("[economy]\ncurrency = 840", r"\[economy\] currency must be str"),
-    "negative": ("[economy]\ncashout_min_diamonds = -2", r"cashout_min_diamonds must not be"),
-    "negative float": ("[limits]\nrequest_timeout_s = -1.0", r"request_timeout_s must not be"),
+    "negative": ("[economy]\ncashout_min_diamonds = -2", r"cashout_min_diamonds must be in 0\.\."),
+    "negative float": ("[limits]\nrequest_timeout_s = -1.0", r"request_timeout_s must be in"),
     "share zero": ("[economy]\ncreator_share_bps = 0", r"creator_share_bps must be in 1..10000"),
     "share over": ("[economy]\ncreator_share_bps = 10001", r"creator_share_bps must be in"),
-    "diamonds per unit": ("[economy]\ndiamonds_per_unit = 0", r"diamonds_per_unit and cents"),
-    "cents per unit": ("[economy]\ncents_per_unit = 0", r"diamonds_per_unit and cents"),
+    "diamonds per unit": ("[economy]\ndiamonds_per_unit = 0", r"diamonds_per_unit must be in 1"),
+    "cents per unit": ("[economy]\ncents_per_unit = 0", r"cents_per_unit must be in 1\.\."),
     "minimum not whole": ("[economy]\ncashout_min_diamonds = 2001", r"multiple of diamonds_per"),
-    "gift count": ("[limits]\nmax_gift_count = 0", r"\[limits\] max_gift_count, gift_burst"),
-    "burst": ("[limits]\ngift_burst = 0", r"\[limits\] max_gift_count, gift_burst"),
-    "rate": ("[limits]\ngift_rate_per_s = 0", r"gift_rate_per_s must be >= 1"),
-    "timeout": ("[limits]\nrequest_timeout_s = 0", r"request_timeout_s must be > 0"),
-    "history": ("[history]\nmax_events = 0", r"\[history\] max_events must be >= 1"),
+    "gift count": ("[limits]\nmax_gift_count = 0", r"\[limits\] max_gift_count must be in 1"),
+    "burst": ("[limits]\ngift_burst = 0", r"\[limits\] gift_burst must be in 1\.\."),
+    "rate": ("[limits]\ngift_rate_per_s = 0", r"gift_rate_per_s must be in 1\.\."),
+    "timeout": ("[limits]\nrequest_timeout_s = 0", r"request_timeout_s must be in 0\.001\.\."),
+    "timeout nan": ("[limits]\nrequest_timeout_s = nan", r"request_timeout_s must be in 0\.001"),
+    "timeout inf": ("[limits]\nrequest_timeout_s = inf", r"request_timeout_s must be in 0\.001"),
+    "history": ("[history]\nmax_events = 0", r"\[history\] max_events must be in 1\.\."),
     "server not a table": ("server = 5", r"\[server\] must be a table"),
     "metrics_public not a bool": ("[server]\nmetrics_public = 'no'", r"metrics_public"),
     "server unknown key": ("[server]\nmetrics = false", r"\[server\] unknown key 'metrics'"),
@@ -188,3 +204,87 @@ def test_error_from_the_overlay_names_the_overlay_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load(tmp_path, package(price=-5))
     assert "overlay.toml" in str(caught.value)
+
+
+@pytest.mark.parametrize("ttl", [0, -1, 10**18, TEN_YEARS_S + 1])
+def test_an_idempotency_ttl_redis_would_refuse_is_refused_naming_key_file_and_range(
+    tmp_path: Path, ttl: int
+) -> None:
+    """0 or an absurd TTL used to load, and every gift then failed with a 500 at the final
+    `SET ... PX`, after its money had moved."""
+    with pytest.raises(ConfigError) as refused:
+        load(tmp_path, f"[limits]\nidempotency_ttl_s = {ttl}\n")
+    overlay = tmp_path / "overlay.toml"
+    expected = f"[limits] idempotency_ttl_s must be in 1..{TEN_YEARS_S}, got {ttl} (in {overlay})"
+    assert str(refused.value) == expected
+
+
+NUMERIC_SECTIONS = {
+    "economy": Economy,
+    "limits": Limits,
+    "history": History,
+    "websocket": WebSocket,
+}
+
+
+def numeric_fields() -> list[tuple[str, str]]:
+    return [
+        (section, f.name)
+        for section, cls in NUMERIC_SECTIONS.items()
+        for f in dataclasses.fields(cls)
+        if f.type in ("int", "float")
+    ]
+
+
+@pytest.mark.parametrize(("section", "key"), numeric_fields())
+def test_every_numeric_setting_has_a_range_that_holds_its_default(section: str, key: str) -> None:
+    assert key in RANGES[section], f"[{section}] {key} has no entry in config.RANGES"
+    low, high = RANGES[section][key]
+    assert low <= getattr(NUMERIC_SECTIONS[section](), key) <= high
+    assert high <= MAX_INT
+
+
+@pytest.mark.parametrize(("section", "key"), numeric_fields())
+def test_every_numeric_setting_just_outside_its_range_is_refused(
+    tmp_path: Path, section: str, key: str
+) -> None:
+    low, high = RANGES[section][key]
+    if isinstance(low, float):
+        outside: list[float] = [low / 2, high * 2]
+    else:
+        outside = [low - 1, int(high) + 1]
+    for value in outside:
+        with pytest.raises(ConfigError) as refused:
+            load(tmp_path, f"[{section}]\n{key} = {value!r}\n")
+        message = str(refused.value)
+        assert message.startswith(f"[{section}] {key} must be in {low}..{high}, got {value!r}")
+        assert message.endswith(f"(in {tmp_path / 'overlay.toml'})")
+
+
+def test_a_default_toml_value_out_of_range_names_default_toml(tmp_path: Path) -> None:
+    text = (DEFAULT_CONFIG_DIR / "default.toml").read_text()
+    config_dir = config_dir_with(
+        tmp_path, "default.toml", text.replace("max_events = 1000", "max_events = 0")
+    )
+    with pytest.raises(ConfigError, match=r"max_events must be in 1\.\.10000000, got 0 \(in .*"):
+        load_settings({**SECRETS, "GIFTING_DATA_DIR": str(tmp_path / "data")}, config_dir)
+    with pytest.raises(ConfigError) as refused:
+        load_settings({**SECRETS, "GIFTING_DATA_DIR": str(tmp_path / "data")}, config_dir)
+    assert str(config_dir / "default.toml") in str(refused.value)
+
+
+def test_the_longest_idempotency_ttl_is_one_redis_takes(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        high = RANGES["limits"]["idempotency_ttl_s"][1]
+        assert client.set("k", "v", px=int(high) * 1000)
+        assert client.pttl("k") > (high - 60) * 1000
+    finally:
+        client.close()
+
+
+def test_the_readme_lists_every_range() -> None:
+    readme = (DEFAULT_CONFIG_DIR.parent / "README.md").read_text()
+    for section, keys in RANGES.items():
+        for key, (low, high) in keys.items():
+            assert f"| `[{section}] {key}` | {low}..{high} |" in readme, (section, key)

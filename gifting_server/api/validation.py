@@ -8,11 +8,11 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
+from gifting_server.config import MAX_INT as MAX_INT  # exact in Lua and in JavaScript
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ids import ID_RULE, KEY_RULE, is_id, is_key
 
 MAX_BODY_BYTES = 16 * 1024
-MAX_INT = 2**53 - 1  # exact in Lua's doubles and in JavaScript
 
 
 def invalid(message: str) -> GiftingError:
