@@ -10,9 +10,11 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gifting_server import metrics
 from gifting_server.api import demo, http, pages
@@ -44,6 +46,32 @@ async def on_unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     error = GiftingError(ErrorCode.INTERNAL_ERROR, "unexpected server error; it was logged")
     return http.json_response(error.to_dict(), status=500)
+
+
+class CountRequests:
+    """Counts every HTTP request answered, by method and status. It sits inside
+    Starlette's outermost error handler, so an exception that escaped every handler
+    is counted here as the 500 that handler answers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_status)
+        finally:
+            metrics.count_request(scope["method"], status)
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -95,6 +123,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(CountRequests)],
         exception_handlers={
             GiftingError: on_gifting_error,
             HTTPException: on_http_error,

@@ -15,7 +15,11 @@ from prometheus_client import (
 )
 
 REQUESTS = Counter("gifting_http_requests_total", "HTTP requests answered", ["method", "status"])
-GIFTS = Counter("gifting_gifts_total", "Gift sends by outcome", ["path", "outcome"])
+GIFTS = Counter(
+    "gifting_gifts_total",
+    "Gift sends by path (http, ws) and outcome (ok, or the error code of the refusal)",
+    ["path", "outcome"],
+)
 GIFT_LATENCY = Histogram(
     "gifting_gift_ack_seconds",
     "Time from receiving a gift to acknowledging it",
@@ -40,6 +44,20 @@ DELIVERY_LATENCY = Histogram(
     "From the event's creation in Redis to its frame being written to the sockets",
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+
+
+# Any other method is counted as "other": a label value per made-up method would let
+# a client grow the metrics without bound.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def count_request(method: str, status: int) -> None:
+    REQUESTS.labels(method=method if method in METHODS else "other", status=str(status)).inc()
+
+
+def count_gift(path: str, outcome: str) -> None:
+    """`outcome` is "ok" or an ErrorCode's code: a closed set of label values."""
+    GIFTS.labels(path=path, outcome=outcome).inc()
 
 
 def observe_delivery(events: list[bytes], now_ms: float) -> None:

@@ -155,6 +155,19 @@ async def end_stream(request: Request) -> Response:
 
 
 async def send_gift(request: Request) -> Response:
+    try:
+        response = await _send_gift(request)
+    except GiftingError as e:
+        metrics.count_gift("http", e.code.code)
+        raise
+    except Exception:
+        metrics.count_gift("http", ErrorCode.INTERNAL_ERROR.code)
+        raise
+    metrics.count_gift("http", "ok")
+    return response
+
+
+async def _send_gift(request: Request) -> Response:
     who = identity(request, Role.VIEWER)
     store = store_of(request)
     stream_id = stream_id_of(request)

@@ -136,15 +136,15 @@ class Session:
 
     def _gift(self, message: SendGift) -> None:
         if self.identity.role is not Role.VIEWER:
-            self._error(ErrorCode.FORBIDDEN, "only viewer tokens can send gifts", message.id)
+            self._gift_refused(ErrorCode.FORBIDDEN, "only viewer tokens can send gifts", message.id)
             return
         gift = self.store.settings.gift(message.gift_id)
         if gift is None:
-            self._error(ErrorCode.UNKNOWN_GIFT, f"no gift {message.gift_id!r}", message.id)
+            self._gift_refused(ErrorCode.UNKNOWN_GIFT, f"no gift {message.gift_id!r}", message.id)
             return
         if message.count > self.store.settings.limits.max_gift_count:
             limit = self.store.settings.limits.max_gift_count
-            self._error(ErrorCode.INVALID_REQUEST, f"count must be 1..{limit}", message.id)
+            self._gift_refused(ErrorCode.INVALID_REQUEST, f"count must be 1..{limit}", message.id)
             return
 
         async def send() -> None:
@@ -159,14 +159,15 @@ class Session:
                         message.id,
                     )
             except GiftingError as e:
-                self._error(e.code, e.message, message.id)
+                self._gift_refused(e.code, e.message, message.id)
                 return
             except Exception:
                 log.exception("gift %s from %s failed", message.id, self.identity.user_id)
-                self._error(
+                self._gift_refused(
                     ErrorCode.INTERNAL_ERROR, "unexpected error; retry with the same id", message.id
                 )
                 return
+            metrics.count_gift("ws", "ok")
             self.hub.note_gift(message.stream_id)
             self.connection.send_message(
                 {
@@ -184,6 +185,10 @@ class Session:
         task = asyncio.get_running_loop().create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def _gift_refused(self, code: ErrorCode, message: str, message_id: str) -> None:
+        metrics.count_gift("ws", code.code)
+        self._error(code, message, message_id)
 
     def _error(self, code: ErrorCode, message: str, message_id: str | None = None) -> None:
         self.connection.send_message(error_message(code, message, message_id))
