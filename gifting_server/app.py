@@ -20,6 +20,7 @@ from gifting_server import metrics
 from gifting_server.api import demo, http, pages
 from gifting_server.api.openapi import openapi_document
 from gifting_server.config import Settings, load_settings
+from gifting_server.embedded_redis import read_status
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.hub.hub import Hub
 from gifting_server.hub.sweeper import Sweeper
@@ -75,7 +76,10 @@ class CountRequests:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    settings: Settings = request.app.state.store.settings
+    embedded = read_status(settings.data_dir, settings.redis_url)
+    extra = metrics.embedded_redis(embedded.up, embedded.restarts) if embedded else None
+    return Response(metrics.exposition(extra), media_type=CONTENT_TYPE_LATEST)
 
 
 async def openapi_endpoint(request: Request) -> Response:

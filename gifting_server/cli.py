@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from gifting_server import load_setup
 from gifting_server.auth import Role, issue_token
 from gifting_server.config import ConfigError, Settings, load_settings
-from gifting_server.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from gifting_server.embedded_redis import EmbeddedRedis, EmbeddedRedisError, Supervisor
 
 log = logging.getLogger("gifting_server")
 
@@ -124,6 +124,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     embedded: EmbeddedRedis | None = None
+    supervisor: Supervisor | None = None
     if args.demo:
         # Every worker reads its settings from the environment: demo payments for all.
         os.environ["GIFTING_DEMO_PAYMENTS"] = "1"
@@ -132,6 +133,10 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         embedded = EmbeddedRedis(settings.data_dir)
         os.environ["GIFTING_REDIS_URL"] = embedded.start()
         settings = load_settings()
+        # This process alone owns the embedded Redis, however many workers uvicorn
+        # starts: it restarts Redis when it dies, the workers read its status file.
+        supervisor = Supervisor(embedded)
+        supervisor.start()
     if args.workers > 1:
         # Each worker writes its metrics here; /metrics on any worker sums them all.
         metrics_dir = settings.data_dir / "metrics"
@@ -160,6 +165,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
             access_log=False,
         )
     finally:
+        if supervisor:
+            supervisor.stop()
         if embedded:
             embedded.stop()
     return 0

@@ -1,15 +1,23 @@
 """A private redis-server for when no GIFTING_REDIS_URL is configured.
 
 It listens on a unix socket in the data dir only (no TCP port), persists with
-AOF `appendfsync always`, and is shut down cleanly with the server.
+AOF `appendfsync always`, and is shut down cleanly with the server. While `serve`
+runs, a `Supervisor` restarts it from its AOF whenever it exits, and writes its
+state to a status file that every worker reads for /readyz and /metrics.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 import shutil
+import signal
 import subprocess
+import threading
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import redis
@@ -75,7 +83,11 @@ class EmbeddedRedis:
                 f"{self.data_dir}? Stop it or choose another GIFTING_DATA_DIR"
             )
         self.socket.unlink(missing_ok=True)
-        self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL)
+        # Its own session: a Ctrl-C meant for `serve` must not kill Redis under the
+        # workers still finishing their requests; `serve` stops it after them.
+        self.process = subprocess.Popen(
+            self.command(), stdin=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -123,3 +135,123 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+STATUS_FILE = "redis-status.json"
+
+
+@dataclass(frozen=True)
+class RedisStatus:
+    """What the supervisor of `serve` knows about its embedded Redis."""
+
+    url: str
+    up: bool
+    restarts: int
+    last_exit: str | None = None  # why it last exited, e.g. "killed by SIGKILL"
+
+    def describe(self) -> str:
+        if self.up:
+            return f"embedded Redis up ({self.restarts} restart(s) since start)"
+        return (
+            f"embedded Redis exited ({self.last_exit}); it is being restarted from its "
+            f"append-only file ({self.restarts} restart(s) so far)"
+        )
+
+
+def read_status(data_dir: Path, redis_url: str | None) -> RedisStatus | None:
+    """The supervisor's status, or None when `redis_url` is not a supervised embedded Redis."""
+    try:
+        status = RedisStatus(**json.loads((data_dir / STATUS_FILE).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    return status if status.url == redis_url else None
+
+
+def exit_reason(returncode: int) -> str:
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-returncode).name}"
+    return f"exit code {returncode}"
+
+
+class Supervisor:
+    """Restarts the embedded Redis whenever it exits: at once, then with a doubling
+    delay up to `max_delay_s` while it keeps failing (back to the shortest after it
+    stayed up `healthy_after_s`). Redis reloads its append-only file, so every
+    acknowledged write is there again. Each exit and restart is logged."""
+
+    def __init__(
+        self,
+        embedded: EmbeddedRedis,
+        *,
+        first_delay_s: float = 0.1,
+        max_delay_s: float = 30.0,
+        healthy_after_s: float = 30.0,
+    ) -> None:
+        self.embedded = embedded
+        self.first_delay_s = first_delay_s
+        self.max_delay_s = max_delay_s
+        self.healthy_after_s = healthy_after_s
+        self.status_path = embedded.data_dir / STATUS_FILE
+        self.restarts = 0
+        self.last_exit: str | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="redis-supervisor", daemon=True)
+
+    def start(self) -> None:
+        self._publish(up=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop supervising (before the embedded Redis is stopped on purpose)."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.status_path.unlink(missing_ok=True)
+
+    def _run(self) -> None:
+        try:
+            self._supervise()
+        except Exception:
+            log.exception("the embedded Redis supervisor failed; Redis is no longer watched")
+
+    def _supervise(self) -> None:
+        delay = self.first_delay_s
+        while True:
+            process = self.embedded.process
+            watched_since = time.monotonic()
+            while process is not None and process.poll() is None:
+                if self._stopping.wait(0.1):
+                    return
+            if self._stopping.is_set():
+                return
+            if process is not None:
+                if time.monotonic() - watched_since >= self.healthy_after_s:
+                    delay = self.first_delay_s
+                self.last_exit = exit_reason(process.returncode)
+                self._publish(up=False)
+                log.error(
+                    "embedded Redis exited (%s); restarting it from its AOF in %.1f s; see %s",
+                    self.last_exit,
+                    delay,
+                    self.embedded.data_dir / "redis.log",
+                )
+            if self._stopping.wait(delay):
+                return
+            delay = min(delay * 2, self.max_delay_s)
+            # Counted before it starts: a worker that sees Redis answer again sees the count.
+            self.restarts += 1
+            self._publish(up=False)
+            try:
+                self.embedded.start()
+            except EmbeddedRedisError as e:
+                log.error("embedded Redis did not restart (restart %d): %s", self.restarts, e)
+                continue
+            self._publish(up=True)
+            log.warning("embedded Redis restarted (restart %d)", self.restarts)
+
+    def _publish(self, *, up: bool) -> None:
+        status = RedisStatus(self.embedded.url, up, self.restarts, self.last_exit)
+        partial = self.status_path.with_suffix(".tmp")
+        partial.write_text(json.dumps(asdict(status)))
+        os.replace(partial, self.status_path)  # a reader sees the old file or the new one

@@ -4,15 +4,18 @@ so that /metrics sums every worker's figures, whichever worker answers."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    Metric,
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 REQUESTS = Counter("gifting_http_requests_total", "HTTP requests answered", ["method", "status"])
 GIFTS = Counter(
@@ -68,10 +71,41 @@ def observe_delivery(events: list[bytes], now_ms: float) -> None:
             DELIVERY_LATENCY.observe(max(0.0, now_ms - int(raw[start + 5 : end])) / 1000)
 
 
-def exposition() -> bytes:
-    """The Prometheus text of this worker, or of all workers in multi-process mode."""
+def embedded_redis(up: bool, restarts: int) -> list[Metric]:
+    """The supervisor of `serve` keeps these in its status file; any worker reports them."""
+    return [
+        CounterMetricFamily(
+            "gifting_embedded_redis_restarts",
+            "Restarts of the embedded redis-server by `serve` after it exited",
+            value=restarts,
+        ),
+        GaugeMetricFamily(
+            "gifting_embedded_redis_up",
+            "1 while the embedded redis-server runs, 0 while `serve` restarts it",
+            value=int(up),
+        ),
+    ]
+
+
+class _Fixed:
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+def exposition(extra: list[Metric] | None = None) -> bytes:
+    """The Prometheus text of this worker, or of all workers in multi-process mode,
+    followed by `extra` families."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
-    return generate_latest()
+        text = generate_latest(registry)
+    else:
+        text = generate_latest()
+    if extra:
+        fixed = CollectorRegistry(auto_describe=False)
+        fixed.register(_Fixed(extra))
+        text += generate_latest(fixed)
+    return text

@@ -85,8 +85,9 @@ def alive(pid: int) -> bool:
 class Served:
     """`gifting-server serve --demo` on a free port with the embedded Redis in `data_dir`."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, workers: int = 1) -> None:
         self.data_dir = data_dir
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / f"serve-{self.port}.log"
@@ -96,7 +97,9 @@ class Served:
     def start(self, timeout_s: float = 60.0) -> Served:
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                command("serve", "--port", str(self.port), "--demo"),
+                command(
+                    "serve", "--port", str(self.port), "--workers", str(self.workers), "--demo"
+                ),
                 env=cli_env(self.data_dir, PYTHONUNBUFFERED="1"),
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -25,6 +25,7 @@ from gifting_server.api.validation import (
     raw_body,
 )
 from gifting_server.auth import Identity, Role, bearer_token, verify_token, verify_webhook
+from gifting_server.embedded_redis import read_status
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import payments, streams, wallet
 from gifting_server.ledger.store import Store, guarded
@@ -63,11 +64,22 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    settings = store_of(request).settings
+    embedded = read_status(settings.data_dir, settings.redis_url)
     try:
         await guarded(store_of(request).redis.ping())
     except GiftingError as e:
+        if embedded is not None:  # say why: `serve` is restarting its Redis
+            e = GiftingError(e.code, f"{e.message}: {embedded.describe()}")
         return json_response(e.to_dict(), status=503)
-    return json_response({"status": "ready"})
+    if embedded is None:
+        return json_response({"status": "ready"})
+    return json_response(
+        {
+            "status": "ready",
+            "embedded_redis": {"restarts": embedded.restarts, "last_exit": embedded.last_exit},
+        }
+    )
 
 
 async def list_gifts(request: Request) -> Response:

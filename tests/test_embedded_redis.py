@@ -1,0 +1,128 @@
+"""`serve` supervises its embedded Redis: kill -9 it and `serve` restarts it from its AOF,
+every acknowledged gift is still there, /readyz says why it was down and /metrics
+counts the restart, with one worker or several."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gifting_server.embedded_redis import STATUS_FILE, RedisStatus, exit_reason, read_status
+from tests.conftest import ServerThread, make_settings
+from tests.factories import auth
+from tests.redis_process import free_port
+from tests.test_cli import Served, alive, children_named
+
+ALICE = auth("alice", name="Alice")
+
+
+@pytest.fixture
+def served() -> Iterator[list[Served]]:
+    started: list[Served] = []
+    yield started
+    for server in started:
+        server.cleanup()  # whatever is still running, the restarted redis-server included
+
+
+def metric(client: httpx.Client, name: str) -> float:
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.text
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def gift(client: httpx.Client, key: str) -> httpx.Response:
+    body = {"gift_id": "rose", "count": 3, "idempotency_key": key}
+    return client.post("/v1/streams/demo/gifts", json=body, headers=ALICE)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_restarts_its_embedded_redis_after_kill_9_losing_no_acknowledged_gift(
+    tmp_path: Path, served: list[Served], workers: int
+) -> None:
+    server = Served(tmp_path / "data", workers=workers)
+    served.append(server)
+    server.start()
+    assert server.process is not None and server.redis_pid is not None
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        first = gift(client, "before-the-kill")
+        assert first.status_code == 200, first.text
+        assert metric(client, "gifting_embedded_redis_restarts_total") == 0
+        assert metric(client, "gifting_embedded_redis_up") == 1
+
+        killed = server.redis_pid
+        os.kill(killed, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            assert server.process.poll() is None, server.output()
+            restarted = [
+                p for p in children_named(server.process.pid, "redis-server") if p != killed
+            ]
+            if restarted and client.get("/readyz").status_code == 200:
+                break
+            assert time.monotonic() < deadline, f"/readyz not 200 again:\n{server.output()}"
+            time.sleep(0.05)
+        server.redis_pid = restarted[0]
+
+        ready = client.get("/readyz").json()
+        assert ready == {
+            "status": "ready",
+            "embedded_redis": {"restarts": 1, "last_exit": "killed by SIGKILL"},
+        }
+        # the acknowledged gift came back from the AOF: balance, and its idempotency record
+        assert client.get("/v1/wallet", headers=ALICE).json()["coins"] == first.json()["coins"]
+        retried = gift(client, "before-the-kill")
+        assert (retried.status_code, retried.json()) == (200, first.json())
+        after = gift(client, "after-the-restart")
+        assert after.status_code == 200, after.text
+        assert after.json()["coins"] == first.json()["coins"] - 3
+        assert after.json()["event_id"] > first.json()["event_id"]
+        # the supervisor marks Redis up just after it answers: wait for that, not longer
+        deadline = time.monotonic() + 10
+        while metric(client, "gifting_embedded_redis_up") != 1:
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.05)
+        for _ in range(2 * workers):  # whichever worker answers
+            assert metric(client, "gifting_embedded_redis_restarts_total") == 1
+            assert metric(client, "gifting_embedded_redis_up") == 1
+
+    output = server.output()
+    assert "embedded Redis exited (killed by SIGKILL); restarting it from its AOF" in output
+    assert "embedded Redis restarted (restart 1)" in output
+    assert server.terminate() in (0, -signal.SIGTERM), server.output()
+    assert not alive(server.redis_pid), "serve exited but left its restarted redis-server running"
+    assert not (server.data_dir / STATUS_FILE).exists()
+
+
+def test_readyz_and_metrics_say_why_while_the_embedded_redis_is_down(tmp_path: Path) -> None:
+    """A worker reads the supervisor's status file: while Redis is down, /readyz is 503
+    and says that it is being restarted, and gifting_embedded_redis_up is 0."""
+    dead_url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    settings = make_settings(dead_url, tmp_path)
+    down = RedisStatus(dead_url, up=False, restarts=2, last_exit=exit_reason(-signal.SIGKILL))
+    (tmp_path / STATUS_FILE).write_text(json.dumps(down.__dict__))
+    assert read_status(tmp_path, dead_url) == down
+    assert read_status(tmp_path, "redis://elsewhere:6379/0") is None  # not ours
+    with (
+        ServerThread(settings) as running,
+        httpx.Client(base_url=running.url, timeout=10) as client,
+    ):
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["error"]["code"] == "service_unavailable"
+        assert "embedded Redis exited (killed by SIGKILL)" in ready.json()["error"]["message"]
+        assert "being restarted" in ready.json()["error"]["message"]
+        assert client.get("/healthz").status_code == 200
+        assert metric(client, "gifting_embedded_redis_up") == 0
+        assert metric(client, "gifting_embedded_redis_restarts_total") == 2
