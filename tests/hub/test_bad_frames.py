@@ -3,6 +3,7 @@ traceback text ever reaches a client, and the stream keeps working for others.""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -118,6 +119,35 @@ async def test_unreadable_messages_get_invalid_request_and_the_connection_lives_
                 await client.events_until(reached(later))
                 client.assert_no_traceback()
             await stream.still_works()
+
+
+def nested(depth: int, encoding: str, container: str) -> bytes | str:
+    """`{"type": [[[...]]]}` (or `{"a": {"a": ...}}`) with the type `depth` levels deep."""
+    if encoding == JSON:
+        opening, closing = ("[", "]") if container == "list" else ('{"a":', "}")
+        return '{"type":' + opening * depth + "1" + closing * depth + "}"
+    level = b"\x91" if container == "list" else b"\x81\xa1a"  # a 1-list, a 1-map
+    return b"\x81\xa4type" + level * depth + b"\x01"
+
+
+async def test_a_deeply_nested_type_gets_invalid_request_and_logs_no_error(
+    start_server: StartServer, subtests: pytest.Subtests, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start_server(websocket={"max_message_bytes": 16384})  # room for 1,100 levels
+    with caplog.at_level(logging.WARNING):
+        for encoding in (JSON, MSGPACK):
+            async with await WsClient.open(server.url, token("ann"), encoding=encoding) as client:
+                for depth in (990, 1020, 1100):
+                    for container in ("list", "map"):
+                        with subtests.test(f"{encoding} {container} {depth} deep"):
+                            await client.send_raw(nested(depth, encoding, container))
+                            error = await client.next_of("error")
+                            assert error["code"] == "invalid_request"
+                            assert len(error["message"]) <= 200
+                            await client.barrier()
+                client.assert_no_traceback()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors[:3]
 
 
 GIFT_REFUSALS: dict[str, tuple[dict[str, Any], str]] = {
