@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -56,6 +57,8 @@ class HubConnection(asyncio.Protocol):
         self.closing = False
         self.draining = False  # half-closed: what the peer still sends is dropped
         self.last_pong = 0.0
+        self.expires_at: float | None = None  # when the token stops counting
+        self.expiry: asyncio.TimerHandle | None = None
 
     @property
     def closed(self) -> bool:
@@ -101,6 +104,8 @@ class HubConnection(asyncio.Protocol):
         self.server_state.connections.discard(self)
         self._choose_send()
         self.outbox.clear()
+        if self.expiry is not None:
+            self.expiry.cancel()
         if self.session is not None:
             self.session.close()
             self.session.hub.connections.discard(self)
@@ -176,6 +181,9 @@ class HubConnection(asyncio.Protocol):
             self.close(CLOSE_UNAUTHORIZED, e.message)
             return
         self.session = Session(self, identity, hub, self.app_state["store"])
+        if identity.expires_at is not None:
+            self.expires_at = identity.expires_at
+            self.expiry = loop.call_later(identity.expires_at - time.time(), self._token_expired)
         hub.connections.add(self)
         metrics.CONNECTIONS.inc()
         log.debug(
@@ -196,7 +204,17 @@ class HubConnection(asyncio.Protocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limit)
         self.transport.set_write_buffer_limits(high=limit)
 
+    def _token_expired(self) -> None:
+        metrics.DROPS.labels(reason="token_expired").inc()
+        self.close(CLOSE_UNAUTHORIZED, "token_expired")
+
     def _on_frame(self, frame: Frame) -> None:
+        if self.closed:
+            return  # our close frame is out: nothing the peer sends counts any more
+        if self.expires_at is not None and time.time() >= self.expires_at:
+            # The timer may run late on a busy loop: no frame counts after the expiry.
+            self._token_expired()
+            return
         if frame.opcode is Opcode.PONG:
             self.last_pong = asyncio.get_running_loop().time()
         elif frame.opcode in (Opcode.TEXT, Opcode.BINARY) and self.session is not None:
@@ -272,6 +290,8 @@ class HubConnection(asyncio.Protocol):
             return
         self.closing = True
         self._choose_send()
+        if self.expiry is not None:
+            self.expiry.cancel()
         self.outbox.clear()
         self.outbox_bytes = 0
         if self.session is not None:
