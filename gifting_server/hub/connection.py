@@ -79,7 +79,7 @@ class HubConnection(asyncio.Protocol):
             if hub is None or not _is_hub_request(data):
                 self._hand_over(data)
                 return
-            self.ws = ServerProtocol(
+            self.ws = _HubProtocol(
                 subprotocols=[Subprotocol(s) for s in SUBPROTOCOLS],
                 select_subprotocol=_select_subprotocol,
                 max_size=hub.settings.websocket.max_message_bytes,
@@ -217,6 +217,9 @@ class HubConnection(asyncio.Protocol):
             return
         if frame.opcode is Opcode.PONG:
             self.last_pong = asyncio.get_running_loop().time()
+        elif frame.opcode is Opcode.PING:
+            if self.session is not None and self.session.allow_ping():
+                self.send(Frame(Opcode.PONG, frame.data).serialize(mask=False))
         elif frame.opcode in (Opcode.TEXT, Opcode.BINARY) and self.session is not None:
             self.last_pong = asyncio.get_running_loop().time()
             data = bytes(frame.data)
@@ -301,6 +304,19 @@ class HubConnection(asyncio.Protocol):
         self._flush_protocol()
         transport = self.transport
         asyncio.get_running_loop().call_later(CLOSE_GRACE_S, transport.abort)
+
+
+class _HubProtocol(ServerProtocol):
+    """websockets answers a ping itself, straight into what it has to send, which we
+    would write whatever the peer reads: a ping flood from a peer that never reads
+    grows our buffers without bound. Here pings are handed to the connection, which
+    answers within the connection's rate and through its bounded outbox."""
+
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.PING:
+            self.events.append(frame)
+            return
+        super().recv_frame(frame)
 
 
 def _discard(frame: bytes) -> None:

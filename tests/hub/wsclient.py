@@ -304,6 +304,21 @@ class RawClient:
         self.protocol.send_text(orjson.dumps(message))
         await self._flush()
 
+    async def send_frames(self, *frames: tuple[Opcode, bytes, bool]) -> None:
+        """Send (opcode, payload, fin) frames as given, in one write: fragments of a
+        message (TEXT or BINARY, then CONT), pings between them, floods."""
+        for opcode, data, fin in frames:
+            if opcode is Opcode.TEXT:
+                self.protocol.send_text(data, fin)
+            elif opcode is Opcode.BINARY:
+                self.protocol.send_binary(data, fin)
+            elif opcode is Opcode.CONT:
+                self.protocol.send_continuation(data, fin)
+            else:
+                assert opcode is Opcode.PING and fin, "only data frames are fragmented"
+                self.protocol.send_ping(data)
+        await self.loop.sock_sendall(self.sock, b"".join(self.protocol.data_to_send()))
+
     async def next_message(self, timeout: float = TIMEOUT_S) -> Message:
         """Read until one whole message arrived (only used before the client stalls)."""
 
