@@ -40,6 +40,7 @@ protocol_log.setLevel(logging.WARNING)
 HUB_PATH = b"/v1/ws"
 CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN, CLOSE_RATE_LIMITED, CLOSE_TOO_SLOW = 4001, 4003, 4008, 4009
 CLOSE_GRACE_S = 5.0
+DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 
 
 class HubConnection(asyncio.Protocol):
@@ -57,6 +58,10 @@ class HubConnection(asyncio.Protocol):
         self.closing = False
         self.draining = False  # half-closed: what the peer still sends is dropped
         self.last_pong = 0.0
+        # a message in fragments so far (RFC 6455 section 5.4), and its opcode; the
+        # protocol bounds the whole to max_message_bytes (close 1009)
+        self.fragments: bytearray | None = None
+        self.fragments_opcode = Opcode.TEXT
         self.expires_at: float | None = None  # when the token stops counting
         self.expiry: asyncio.TimerHandle | None = None
 
@@ -220,13 +225,31 @@ class HubConnection(asyncio.Protocol):
         elif frame.opcode is Opcode.PING:
             if self.session is not None and self.session.allow_ping():
                 self.send(Frame(Opcode.PONG, frame.data).serialize(mask=False))
-        elif frame.opcode in (Opcode.TEXT, Opcode.BINARY) and self.session is not None:
+        elif frame.opcode in DATA_OPCODES and self.session is not None:
             self.last_pong = asyncio.get_running_loop().time()
-            data = bytes(frame.data)
-            if frame.opcode is Opcode.TEXT and not _is_utf8(data):
+            opcode, data = self._assemble(frame)
+            if data is None:
+                return  # more fragments to come
+            if opcode is Opcode.TEXT and not _is_utf8(data):
                 self.close(1007, "text frames must be UTF-8")  # RFC 6455 section 8.1
                 return
             self.session.on_message(data)
+
+    def _assemble(self, frame: Frame) -> tuple[Opcode, bytes | None]:
+        """The whole message once its last fragment arrived. The protocol has checked
+        the order (TEXT or BINARY, then CONT frames; control frames may come between)
+        and the total size."""
+        if frame.opcode is not Opcode.CONT:
+            if frame.fin:
+                return frame.opcode, bytes(frame.data)
+            self.fragments, self.fragments_opcode = bytearray(frame.data), frame.opcode
+            return frame.opcode, None
+        assert self.fragments is not None
+        self.fragments += frame.data
+        if not frame.fin:
+            return self.fragments_opcode, None
+        data, self.fragments = bytes(self.fragments), None
+        return self.fragments_opcode, data
 
     def _flush_protocol(self) -> None:
         if self.ws is None or self.transport is None:
