@@ -95,6 +95,12 @@ class WebSocket:
 
 
 @dataclass(frozen=True)
+class Http:
+    request_head_timeout_s: float = 10.0  # a request head unfinished by then: closed
+    max_pending_connections: int = 1000  # per worker; beyond, the oldest unfinished is closed
+
+
+@dataclass(frozen=True)
 class Server:
     metrics_public: bool = True
     demo_payments: bool = False  # POST /v1/demo/payments: buy coins without a provider
@@ -112,6 +118,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     history: History = field(default_factory=History)
     websocket: WebSocket = field(default_factory=WebSocket)
+    http: Http = field(default_factory=Http)
     metrics_public: bool = True
     demo_payments: bool = False
 
@@ -162,6 +169,7 @@ def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = N
         limits=_parse_section(Limits, tree.get("limits", {}), "limits"),
         history=_parse_section(History, tree.get("history", {}), "history"),
         websocket=_parse_section(WebSocket, tree.get("websocket", {}), "websocket"),
+        http=_parse_section(Http, tree.get("http", {}), "http"),
         metrics_public=server.metrics_public,
         # `serve --demo` turns demo payments on for every worker through the environment.
         demo_payments=server.demo_payments or env.get("GIFTING_DEMO_PAYMENTS") == "1",
@@ -255,6 +263,12 @@ def _check_section(value: Any, section: str) -> None:
         raise ConfigError(f"[{section}] sizes, rates and intervals must be >= 1")
     if isinstance(value, History) and value.max_events < 1:
         raise ConfigError(f"[{section}] max_events must be >= 1")
+    if isinstance(value, Http) and (
+        value.request_head_timeout_s <= 0 or value.max_pending_connections < 1
+    ):
+        raise ConfigError(
+            f"[{section}] request_head_timeout_s must be > 0, max_pending_connections >= 1"
+        )
 
 
 def _ident(value: Any, where: str) -> str:
