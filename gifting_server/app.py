@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from gifting_server import metrics
 from gifting_server.api import demo, http, pages
-from gifting_server.api.http_protocol import PendingHeads
+from gifting_server.api.http_protocol import PendingRequests
 from gifting_server.api.openapi import openapi_document
 from gifting_server.config import Settings, load_settings
 from gifting_server.errors import ErrorCode, GiftingError
@@ -59,7 +59,7 @@ def create_app(settings: Settings) -> Starlette:
     """The ASGI app; its lifespan connects to `settings.redis_url` and starts the hub.
 
     Serve it with `http=HttpProtocol, ws=HubConnection` (as `gifting-server serve`
-    does) so that /v1/ws is handled by the hub and slow request heads are cut.
+    does) so that /v1/ws is handled by the hub and slow requests are cut.
     """
 
     @contextlib.asynccontextmanager
@@ -77,11 +77,11 @@ def create_app(settings: Settings) -> Starlette:
         app.state.hub = hub
         try:
             # uvicorn hands this state to HubConnection, which serves /v1/ws, and to
-            # HttpProtocol, which bounds the connections still sending a request head.
+            # HttpProtocol, which bounds the connections still sending a request.
             yield {
                 "hub": hub,
                 "store": app.state.store,
-                "pending_heads": PendingHeads(settings.http),
+                "pending_requests": PendingRequests(settings.http),
             }
         finally:
             await sweeper.stop()

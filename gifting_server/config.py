@@ -96,7 +96,7 @@ class WebSocket:
 
 @dataclass(frozen=True)
 class Http:
-    request_head_timeout_s: float = 10.0  # a request head unfinished by then: closed
+    request_read_timeout_s: float = 10.0  # a request (head, body) not all in by then: closed
     max_pending_connections: int = 1000  # per worker; beyond, the oldest unfinished is closed
 
 
@@ -264,10 +264,10 @@ def _check_section(value: Any, section: str) -> None:
     if isinstance(value, History) and value.max_events < 1:
         raise ConfigError(f"[{section}] max_events must be >= 1")
     if isinstance(value, Http) and (
-        value.request_head_timeout_s <= 0 or value.max_pending_connections < 1
+        value.request_read_timeout_s <= 0 or value.max_pending_connections < 1
     ):
         raise ConfigError(
-            f"[{section}] request_head_timeout_s must be > 0, max_pending_connections >= 1"
+            f"[{section}] request_read_timeout_s must be > 0, max_pending_connections >= 1"
         )
 
 

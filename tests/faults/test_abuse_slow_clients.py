@@ -1,6 +1,7 @@
-"""Slowloris: connections that never finish their request head (HTTP or the /v1/ws
-upgrade) are cut after `[http] request_head_timeout_s`, and a worker holds at most
-`[http] max_pending_connections` of them, so they cannot starve real clients."""
+"""Slowloris: connections that never finish their request (an HTTP request's head or
+body, the /v1/ws upgrade's head) are cut after `[http] request_read_timeout_s`, and
+a worker holds at most `[http] max_pending_connections` of them, so they cannot
+starve real clients."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from tests.factories import token
 from tests.faults.conftest import Serve
 from tests.hub.wsclient import WsClient
 
-HEAD_TIMEOUT_S = 1.0
+READ_TIMEOUT_S = 1.0
 SLACK_S = 2.0
 
 
-def partial_heads() -> list[bytes]:
+def partial_requests() -> list[bytes]:
     upgrade = (
         f"GET /v1/ws?token={quote(token('ann'))} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -30,6 +31,8 @@ def partial_heads() -> list[bytes]:
         upgrade[:20],
         b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n",
         b"POST /v1/streams HTTP/1.1\r\nContent-Type: application/json\r\n",
+        # half a body, to a route that reads it all before it answers
+        b"POST /v1/payments/webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{",
         b"",  # connects and sends nothing
     ]
 
@@ -42,12 +45,12 @@ class Slow:
         self.loop = asyncio.get_running_loop()
 
     @classmethod
-    async def connect(cls, port: int, head: bytes = b"") -> Slow:
+    async def connect(cls, port: int, sent: bytes = b"") -> Slow:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
         slow = cls(sock)
-        await slow.send(head)
+        await slow.send(sent)
         return slow
 
     async def send(self, data: bytes) -> None:
@@ -75,13 +78,12 @@ class Slow:
         self.sock.close()
 
 
-async def test_half_sent_request_heads_are_cut_after_the_head_timeout(
+async def test_half_sent_requests_are_cut_after_the_read_timeout(
     redis_url: str, serve: Serve
 ) -> None:
-    server = serve(redis_url, http={"request_head_timeout_s": HEAD_TIMEOUT_S})
+    server = serve(redis_url, http={"request_read_timeout_s": READ_TIMEOUT_S})
     started = time.monotonic()
-    heads = partial_heads() * 4  # 20 connections
-    slow = [await Slow.connect(server.port, head) for head in heads]
+    slow = [await Slow.connect(server.port, sent) for sent in partial_requests() * 4]
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
             # meanwhile whoever sends a whole request is served
@@ -89,9 +91,9 @@ async def test_half_sent_request_heads_are_cut_after_the_head_timeout(
             async with await WsClient.open(server.url, token("bob")) as client:
                 await client.barrier()
                 answers = await asyncio.gather(
-                    *(s.cut(timeout=HEAD_TIMEOUT_S + SLACK_S) for s in slow)
+                    *(s.cut(timeout=READ_TIMEOUT_S + SLACK_S) for s in slow)
                 )
-                assert time.monotonic() - started >= HEAD_TIMEOUT_S * 0.9
+                assert time.monotonic() - started >= READ_TIMEOUT_S * 0.9
                 assert all(b"101 Switching" not in a for a in answers), answers
                 await client.barrier()  # an open WebSocket is no pending request
             assert (await http.get("/healthz")).status_code == 200
@@ -105,7 +107,7 @@ async def test_a_head_trickled_a_byte_at_a_time_is_cut_all_the_same(
 ) -> None:
     """Neither bytes that keep coming nor a first request answered earlier on the
     same connection (keep-alive) reset the deadline of a head."""
-    server = serve(redis_url, http={"request_head_timeout_s": HEAD_TIMEOUT_S})
+    server = serve(redis_url, http={"request_read_timeout_s": READ_TIMEOUT_S})
     kept_alive = await Slow.connect(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     trickled = await Slow.connect(server.port, b"GET /healthz HTTP/1.1\r\n")
     try:
@@ -116,7 +118,7 @@ async def test_a_head_trickled_a_byte_at_a_time_is_cut_all_the_same(
         for slow in (trickled, kept_alive):
             cut = False
             while not cut:
-                assert time.monotonic() - started < HEAD_TIMEOUT_S + SLACK_S, "never cut"
+                assert time.monotonic() - started < READ_TIMEOUT_S + SLACK_S, "never cut"
                 with contextlib.suppress(ConnectionError):
                     await slow.send(b"X-Slow: 1\r\n")
                 try:
@@ -124,27 +126,27 @@ async def test_a_head_trickled_a_byte_at_a_time_is_cut_all_the_same(
                     cut = True
                 except TimeoutError:
                     pass
-        assert time.monotonic() - started >= HEAD_TIMEOUT_S * 0.9
+        assert time.monotonic() - started >= READ_TIMEOUT_S * 0.9
     finally:
         kept_alive.close()
         trickled.close()
 
 
-async def test_beyond_max_pending_connections_the_oldest_half_sent_heads_are_cut(
+async def test_beyond_max_pending_connections_the_oldest_half_sent_requests_are_cut(
     redis_url: str, serve: Serve
 ) -> None:
     limit = 5
     server = serve(
-        redis_url, http={"request_head_timeout_s": 60.0, "max_pending_connections": limit}
+        redis_url, http={"request_read_timeout_s": 60.0, "max_pending_connections": limit}
     )
-    heads = partial_heads() * 4  # 20 connections
-    slow = [await Slow.connect(server.port, head) for head in heads]
+    sent = partial_requests() * 4
+    slow = [await Slow.connect(server.port, request) for request in sent]
     try:
         results = await asyncio.gather(
             *(s.cut(timeout=SLACK_S) for s in slow), return_exceptions=True
         )
         cut = [r for r in results if not isinstance(r, BaseException)]
-        assert len(cut) >= len(heads) - limit, results
+        assert len(cut) >= len(sent) - limit, results
         # Real clients get through, whoever holds the pending slots.
         async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
             assert (await http.get("/healthz")).status_code == 200
