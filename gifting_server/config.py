@@ -97,7 +97,7 @@ class WebSocket:
 @dataclass(frozen=True)
 class Http:
     request_read_timeout_s: float = 10.0  # a request (head, body) not all in by then: closed
-    max_pending_connections: int = 1000  # per worker; beyond, the oldest unfinished is closed
+    max_pending_connections: int = 2048  # per worker; beyond, the oldest unfinished is closed
 
 
 @dataclass(frozen=True)
