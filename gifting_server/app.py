@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gifting_server import metrics
 from gifting_server.api import demo, http, pages
+from gifting_server.api.http_protocol import PendingRequests
 from gifting_server.api.openapi import openapi_document
 from gifting_server.config import Settings, load_settings
 from gifting_server.embedded_redis import read_status
@@ -89,8 +90,8 @@ async def openapi_endpoint(request: Request) -> Response:
 def create_app(settings: Settings) -> Starlette:
     """The ASGI app; its lifespan connects to `settings.redis_url` and starts the hub.
 
-    Serve it with `ws=HubConnection` (as `gifting-server serve` does) so that
-    /v1/ws is handled by the hub.
+    Serve it with `http=HttpProtocol, ws=HubConnection` (as `gifting-server serve`
+    does) so that /v1/ws is handled by the hub and slow requests are cut.
     """
 
     @contextlib.asynccontextmanager
@@ -107,8 +108,13 @@ def create_app(settings: Settings) -> Starlette:
         sweeper.start()
         app.state.hub = hub
         try:
-            # uvicorn hands this state to HubConnection, which serves /v1/ws.
-            yield {"hub": hub, "store": app.state.store}
+            # uvicorn hands this state to HubConnection, which serves /v1/ws, and to
+            # HttpProtocol, which bounds the connections still sending a request.
+            yield {
+                "hub": hub,
+                "store": app.state.store,
+                "pending_requests": PendingRequests(settings.http),
+            }
         finally:
             await sweeper.stop()
             await hub.stop()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import jwt
@@ -34,6 +34,9 @@ class Identity:
     role: Role
     adult: bool = False
     stream_id: str | None = None  # overlay tokens are bound to one stream
+    # unix seconds after which the token no longer counts (its `exp`); None: never.
+    # Not part of who it is: two tokens of one user compare equal.
+    expires_at: int | None = field(default=None, compare=False)
 
     def require(self, *roles: Role) -> None:
         if self.role not in roles:
@@ -102,6 +105,7 @@ def verify_token(secret: str, token: str) -> Identity:
         role=parsed_role,
         adult=claims.get("adult") is True,
         stream_id=stream,
+        expires_at=int(claims["exp"]),
     )
 
 

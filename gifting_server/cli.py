@@ -159,7 +159,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
             port=args.port,
             workers=args.workers,
             loop="uvloop",
-            http="httptools",
+            http="gifting_server.api.http_protocol:HttpProtocol",
             ws="gifting_server.hub.connection:HubConnection",
             log_level=args.log_level,
             access_log=False,

@@ -63,6 +63,10 @@ RANGES: dict[str, dict[str, tuple[int | float, int | float]]] = {
         "ping_interval_s": (1, 3600),
         "max_subscriptions": (1, 1000),
     },
+    "http": {
+        "request_read_timeout_s": (0.01, 3600.0),
+        "max_pending_connections": (1, 1_000_000),
+    },
 }
 DEFAULT_RANGE: tuple[int | float, int | float] = (0, MAX_INT)
 
@@ -142,6 +146,12 @@ class WebSocket:
 
 
 @dataclass(frozen=True)
+class Http:
+    request_read_timeout_s: float = 10.0  # a request (head, body) not all in by then: closed
+    max_pending_connections: int = 2048  # per worker; beyond, the oldest unfinished is closed
+
+
+@dataclass(frozen=True)
 class Server:
     metrics_public: bool = True
     demo_payments: bool = False  # POST /v1/demo/payments: buy coins without a provider
@@ -159,6 +169,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     history: History = field(default_factory=History)
     websocket: WebSocket = field(default_factory=WebSocket)
+    http: Http = field(default_factory=Http)
     metrics_public: bool = True
     demo_payments: bool = False
 
@@ -212,6 +223,7 @@ def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = N
         limits=_parse_section(Limits, tree.get("limits", {}), "limits", sources),
         history=_parse_section(History, tree.get("history", {}), "history", sources),
         websocket=_parse_section(WebSocket, tree.get("websocket", {}), "websocket", sources),
+        http=_parse_section(Http, tree.get("http", {}), "http", sources),
         metrics_public=server.metrics_public,
         # `serve --demo` turns demo payments on for every worker through the environment.
         demo_payments=server.demo_payments or env.get("GIFTING_DEMO_PAYMENTS") == "1",

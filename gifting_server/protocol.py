@@ -77,7 +77,13 @@ def decode_client_message(data: bytes | str, encoding: Encoding) -> ClientMessag
             raw = orjson.loads(data)
         else:
             raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except (orjson.JSONDecodeError, ValueError, TypeError, msgpack.UnpackException):
+    except (
+        orjson.JSONDecodeError,
+        ValueError,
+        TypeError,
+        RecursionError,
+        msgpack.UnpackException,
+    ):
         raise ProtocolError(INVALID, f"not a valid {encoding.name} message") from None
     if not isinstance(raw, dict):
         raise ProtocolError(INVALID, "a message must be an object with a type")
@@ -103,7 +109,10 @@ def decode_client_message(data: bytes | str, encoding: Encoding) -> ClientMessag
         return Unsubscribe(_id(raw, "stream_id"))
     if kind == "ping":
         return Ping()
-    raise ProtocolError(INVALID, f"unknown message type {kind!r}"[:200])
+    if not isinstance(kind, str):
+        # Never format the value: a type nested ~1000 deep would overflow repr().
+        raise ProtocolError(INVALID, "a message needs a type, a string")
+    raise ProtocolError(INVALID, f"unknown message type {kind[:64]!r}")
 
 
 def _id(raw: dict[str, Any], name: str, message_id: str | None = None) -> str:

@@ -15,6 +15,7 @@ import pytest
 import redis
 import uvicorn
 
+from gifting_server.api.http_protocol import HttpProtocol
 from gifting_server.app import create_app
 from gifting_server.config import Settings, load_settings
 from gifting_server.hub.connection import HubConnection
@@ -86,6 +87,7 @@ class ServerThread:
             port=self.port,
             log_level="warning",
             loop="asyncio",
+            http=HttpProtocol,
             ws=HubConnection,
             lifespan="on",
         )

@@ -18,6 +18,7 @@ from gifting_server.config import (
     ConfigError,
     Economy,
     History,
+    Http,
     Limits,
     Settings,
     WebSocket,
@@ -224,6 +225,7 @@ NUMERIC_SECTIONS = {
     "limits": Limits,
     "history": History,
     "websocket": WebSocket,
+    "http": Http,
 }
 
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +40,7 @@ protocol_log.setLevel(logging.WARNING)
 HUB_PATH = b"/v1/ws"
 CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN, CLOSE_RATE_LIMITED, CLOSE_TOO_SLOW = 4001, 4003, 4008, 4009
 CLOSE_GRACE_S = 5.0
+DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 
 
 class HubConnection(asyncio.Protocol):
@@ -56,6 +58,12 @@ class HubConnection(asyncio.Protocol):
         self.closing = False
         self.draining = False  # half-closed: what the peer still sends is dropped
         self.last_pong = 0.0
+        # a message in fragments so far (RFC 6455 section 5.4), and its opcode; the
+        # protocol bounds the whole to max_message_bytes (close 1009)
+        self.fragments: bytearray | None = None
+        self.fragments_opcode = Opcode.TEXT
+        self.expires_at: float | None = None  # when the token stops counting
+        self.expiry: asyncio.TimerHandle | None = None
 
     @property
     def closed(self) -> bool:
@@ -76,7 +84,7 @@ class HubConnection(asyncio.Protocol):
             if hub is None or not _is_hub_request(data):
                 self._hand_over(data)
                 return
-            self.ws = ServerProtocol(
+            self.ws = _HubProtocol(
                 subprotocols=[Subprotocol(s) for s in SUBPROTOCOLS],
                 select_subprotocol=_select_subprotocol,
                 max_size=hub.settings.websocket.max_message_bytes,
@@ -101,6 +109,8 @@ class HubConnection(asyncio.Protocol):
         self.server_state.connections.discard(self)
         self._choose_send()
         self.outbox.clear()
+        if self.expiry is not None:
+            self.expiry.cancel()
         if self.session is not None:
             self.session.close()
             self.session.hub.connections.discard(self)
@@ -176,6 +186,9 @@ class HubConnection(asyncio.Protocol):
             self.close(CLOSE_UNAUTHORIZED, e.message)
             return
         self.session = Session(self, identity, hub, self.app_state["store"])
+        if identity.expires_at is not None:
+            self.expires_at = identity.expires_at
+            self.expiry = loop.call_later(identity.expires_at - time.time(), self._token_expired)
         hub.connections.add(self)
         metrics.CONNECTIONS.inc()
         log.debug(
@@ -196,16 +209,47 @@ class HubConnection(asyncio.Protocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limit)
         self.transport.set_write_buffer_limits(high=limit)
 
+    def _token_expired(self) -> None:
+        metrics.DROPS.labels(reason="token_expired").inc()
+        self.close(CLOSE_UNAUTHORIZED, "token_expired")
+
     def _on_frame(self, frame: Frame) -> None:
+        if self.closed:
+            return  # our close frame is out: nothing the peer sends counts any more
+        if self.expires_at is not None and time.time() >= self.expires_at:
+            # The timer may run late on a busy loop: no frame counts after the expiry.
+            self._token_expired()
+            return
         if frame.opcode is Opcode.PONG:
             self.last_pong = asyncio.get_running_loop().time()
-        elif frame.opcode in (Opcode.TEXT, Opcode.BINARY) and self.session is not None:
+        elif frame.opcode is Opcode.PING:
+            if self.session is not None and self.session.allow_ping():
+                self.send(Frame(Opcode.PONG, frame.data).serialize(mask=False))
+        elif frame.opcode in DATA_OPCODES and self.session is not None:
             self.last_pong = asyncio.get_running_loop().time()
-            data = bytes(frame.data)
-            if frame.opcode is Opcode.TEXT and not _is_utf8(data):
+            opcode, data = self._assemble(frame)
+            if data is None:
+                return  # more fragments to come
+            if opcode is Opcode.TEXT and not _is_utf8(data):
                 self.close(1007, "text frames must be UTF-8")  # RFC 6455 section 8.1
                 return
             self.session.on_message(data)
+
+    def _assemble(self, frame: Frame) -> tuple[Opcode, bytes | None]:
+        """The whole message once its last fragment arrived. The protocol has checked
+        the order (TEXT or BINARY, then CONT frames; control frames may come between)
+        and the total size."""
+        if frame.opcode is not Opcode.CONT:
+            if frame.fin:
+                return frame.opcode, bytes(frame.data)
+            self.fragments, self.fragments_opcode = bytearray(frame.data), frame.opcode
+            return frame.opcode, None
+        assert self.fragments is not None
+        self.fragments += frame.data
+        if not frame.fin:
+            return self.fragments_opcode, None
+        data, self.fragments = bytes(self.fragments), None
+        return self.fragments_opcode, data
 
     def _flush_protocol(self) -> None:
         if self.ws is None or self.transport is None:
@@ -272,6 +316,8 @@ class HubConnection(asyncio.Protocol):
             return
         self.closing = True
         self._choose_send()
+        if self.expiry is not None:
+            self.expiry.cancel()
         self.outbox.clear()
         self.outbox_bytes = 0
         if self.session is not None:
@@ -281,6 +327,19 @@ class HubConnection(asyncio.Protocol):
         self._flush_protocol()
         transport = self.transport
         asyncio.get_running_loop().call_later(CLOSE_GRACE_S, transport.abort)
+
+
+class _HubProtocol(ServerProtocol):
+    """websockets answers a ping itself, straight into what it has to send, which we
+    would write whatever the peer reads: a ping flood from a peer that never reads
+    grows our buffers without bound. Here pings are handed to the connection, which
+    answers within the connection's rate and through its bounded outbox."""
+
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.PING:
+            self.events.append(frame)
+            return
+        super().recv_frame(frame)
 
 
 def _discard(frame: bytes) -> None:

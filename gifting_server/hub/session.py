@@ -79,6 +79,15 @@ class Session:
         else:
             self._gift(message)
 
+    def allow_ping(self) -> bool:
+        """A WebSocket ping frame costs a token like any message; over the rate it
+        gets `rate_limited` instead of its pong."""
+        if not self._take_token():
+            self._refuse(None)
+            return False
+        self.refused_in_row = 0
+        return True
+
     def _refuse(self, message_id: str | None) -> None:
         """Over the rate: answer rate_limited, or close after too many in a row."""
         self.refused_in_row += 1

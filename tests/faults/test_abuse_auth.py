@@ -5,6 +5,8 @@ field ignored) over real HTTP and WebSocket, and nothing changes."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ import httpx
 import jwt
 import pytest
 from redis.asyncio import Redis
+from websockets.exceptions import ConnectionClosed
 
 from gifting_server.auth import ISSUER, Role, issue_token
 from tests.api import assert_error
@@ -21,7 +24,7 @@ from tests.conftest import SECRET, ServerThread
 from tests.factories import auth, token
 from tests.faults import buy, go_live, journal, money_state, send_gift
 from tests.faults.conftest import Serve
-from tests.hub.wsclient import WsClient
+from tests.hub.wsclient import Closed, WsClient
 
 OTHER_SECRET = "someone-elses-secret-0123456789abcdef0123"
 
@@ -247,3 +250,61 @@ async def test_a_viewer_cannot_touch_another_viewers_money(world: World) -> None
     assert theirs.status_code == 200, theirs.text
     assert theirs.json()["coins"] == 999  # bob's own first gift, not alice's receipt
     assert (await money_state(world.redis))["journal"] == before["journal"] + 1
+
+
+async def test_a_token_that_expires_on_an_open_websocket_closes_it_with_4001(
+    redis_url: str, shared_client: Redis, serve: Serve
+) -> None:
+    """Every role's connection is closed with 4001 `token_expired` when its token
+    expires, and a viewer's gift sent after the expiry is never applied."""
+    server = serve(redis_url)
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        await go_live(http)
+        await buy(http, "alice", "coins_1000")
+        tokens = {
+            role: issue_token(
+                SECRET,
+                "alice" if role is Role.VIEWER else f"{role.value}1",
+                role,
+                adult=True,
+                stream_id="s1" if role is Role.OVERLAY else None,
+                ttl_s=2,
+            )
+            for role in Role
+        }
+        expires_at = min(
+            jwt.decode(raw, options={"verify_signature": False})["exp"] for raw in tokens.values()
+        )
+
+        async def until_closed(role: Role) -> tuple[tuple[int | None, str], dict[str, float]]:
+            """Keep using the connection (a viewer sends gifts, one at a time) until the
+            server closes it; (close, {acked gift id: when it was sent})."""
+            sent_at: dict[str, float] = {}  # the same clock as the server's
+            async with await WsClient.open(server.url, tokens[role]) as client:
+                await client.subscribe("s1")
+                while not client.done:
+                    assert time.time() < expires_at + 3, f"{role} still open after its expiry"
+                    with contextlib.suppress(Closed, ConnectionClosed):
+                        if role is Role.VIEWER:
+                            gift_id = f"exp-{len(sent_at)}"
+                            sent_at[gift_id] = time.time()
+                            await client.gift("s1", id=gift_id)
+                        else:
+                            await client.barrier()
+                    with contextlib.suppress(TimeoutError):
+                        await client.closed(timeout=0.02)
+                closed = await client.closed()
+                acked = {m["id"] for m in client.received if m["type"] == "ack"}
+                client.assert_no_traceback()
+            return closed, {gift_id: sent_at[gift_id] for gift_id in acked}
+
+        results = await asyncio.gather(*(until_closed(role) for role in Role))
+        for role, (closed, acked) in zip(Role, results, strict=True):
+            assert closed == (4001, "token_expired"), (role, closed)
+            late = [gift_id for gift_id, at in acked.items() if at >= expires_at]
+            assert not late, f"gifts sent after the expiry were applied: {late}"
+        gifts = [e for e in await journal(shared_client) if e["type"] == "gift"]
+        assert sorted(e["key"] for e in gifts) == sorted(results[0][1])  # exactly those acked
+        assert (
+            await http.get("/v1/wallet", headers=bearer(tokens[Role.VIEWER]))
+        ).status_code == 401

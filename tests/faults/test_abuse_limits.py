@@ -11,13 +11,15 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 from redis.asyncio import Redis
+from websockets.frames import Opcode
 
 from gifting_server.auth import Role
 from tests.factories import auth, token
 from tests.faults import assert_reconciled, buy, go_live, journal, money_state, send_gift
 from tests.faults.conftest import Serve
-from tests.hub.wsclient import Message, WsClient
+from tests.hub.wsclient import Message, RawClient, WsClient
 
 Outcome = tuple[str, int | None]  # ("ok", event id) or (error code, None)
 
@@ -119,6 +121,37 @@ async def test_one_connections_flood_is_rate_limited_then_closed(
         async with await WsClient.open(server.url, token("alice")) as calm:
             assert (await calm.gift("s1", id="calm"))["type"] == "ack"
     await assert_reconciled(shared_client)
+
+
+PING_FLOOD = 20_000  # pings of 125 bytes: 2.6 MB, all sent before reading anything
+
+
+async def test_a_ping_flood_from_a_peer_that_never_reads_is_cut_off(
+    redis_url: str, serve: Serve, subtests: pytest.Subtests
+) -> None:
+    """Pongs go through the connection's bounded outbox (else: 4009) and take a rate
+    token like any message (else: rate_limited, then 4008): what the server holds for
+    a peer that does not read stays bounded whatever it sends."""
+    cases = {
+        "within the rate": ({}, 4009),
+        "over the rate": ({"rate_per_s": 1, "burst": 5, "abuse_close_after": 5}, 4008),
+    }
+    for case, (limits, code) in cases.items():
+        with subtests.test(case):
+            server = serve(redis_url, websocket=limits)
+            flooder = await RawClient(server.port, token("flooder")).open()
+            try:
+                await flooder.send_frames(*[(Opcode.PING, b"p" * 125, True)] * PING_FLOOD)
+                close = await flooder.read_until_close()
+            finally:
+                flooder.shutdown()
+            assert close.code == code
+            # kernel buffers, the transport's buffer and the outbox: well under 1 MiB
+            assert flooder.bytes_read < 1 << 20, flooder.bytes_read
+            errors = [m for m in flooder.messages if m["type"] == "error"]
+            assert {e["code"] for e in errors} <= {"rate_limited"}
+            if code == 4008:
+                assert len(errors) == 5 - 1  # the fifth refusal in a row closes
 
 
 async def test_100_concurrent_gifts_against_a_budget_for_10_let_exactly_10_through(

@@ -3,6 +3,7 @@ traceback text ever reaches a client, and the stream keeps working for others.""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 import msgpack
 import pytest
 from websockets.exceptions import InvalidStatus
+from websockets.frames import Opcode
 
 from gifting_server.auth import Role, issue_token
 from gifting_server.ledger import streams
@@ -18,7 +20,7 @@ from gifting_server.ledger.store import Store
 from tests.conftest import SECRET, ServerThread
 from tests.factories import fund, live_stream, token
 from tests.hub.conftest import StartServer
-from tests.hub.wsclient import JSON, MSGPACK, Event, WsClient, message_id
+from tests.hub.wsclient import JSON, MSGPACK, Event, RawClient, WsClient, message_id
 
 
 @dataclass
@@ -118,6 +120,107 @@ async def test_unreadable_messages_get_invalid_request_and_the_connection_lives_
                 await client.events_until(reached(later))
                 client.assert_no_traceback()
             await stream.still_works()
+
+
+def nested(depth: int, encoding: str, container: str) -> bytes | str:
+    """`{"type": [[[...]]]}` (or `{"a": {"a": ...}}`) with the type `depth` levels deep."""
+    if encoding == JSON:
+        opening, closing = ("[", "]") if container == "list" else ('{"a":', "}")
+        return '{"type":' + opening * depth + "1" + closing * depth + "}"
+    level = b"\x91" if container == "list" else b"\x81\xa1a"  # a 1-list, a 1-map
+    return b"\x81\xa4type" + level * depth + b"\x01"
+
+
+async def test_a_deeply_nested_type_gets_invalid_request_and_logs_no_error(
+    start_server: StartServer, subtests: pytest.Subtests, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start_server(websocket={"max_message_bytes": 16384})  # room for 1,100 levels
+    with caplog.at_level(logging.WARNING):
+        for encoding in (JSON, MSGPACK):
+            async with await WsClient.open(server.url, token("ann"), encoding=encoding) as client:
+                for depth in (990, 1020, 1100):
+                    for container in ("list", "map"):
+                        with subtests.test(f"{encoding} {container} {depth} deep"):
+                            await client.send_raw(nested(depth, encoding, container))
+                            error = await client.next_of("error")
+                            assert error["code"] == "invalid_request"
+                            assert len(error["message"]) <= 200
+                            await client.barrier()
+                client.assert_no_traceback()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors[:3]
+
+
+PING = b'{"type": "ping", "pad": "\xc3\xa9"}'  # "é": two bytes in UTF-8
+T, B, C = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
+Frames = list[tuple[Opcode, bytes, bool]]
+
+# (encoding, frames as sent) of one message each, reassembled as RFC 6455 section 5.4 says
+FRAGMENTED: dict[str, tuple[str, Frames]] = {
+    "two fragments": (JSON, [(T, PING[:10], False), (C, PING[10:], True)]),
+    "a character split across fragments": (
+        JSON,
+        [(T, PING[:-3], False), (C, PING[-3:-2], False), (C, PING[-2:], True)],
+    ),
+    "a ping between fragments": (
+        JSON,
+        [(T, PING[:5], False), (Opcode.PING, b"between", True), (C, PING[5:], True)],
+    ),
+    "one byte per fragment": (
+        JSON,
+        [
+            (T, PING[:1], False),
+            *[(C, PING[i : i + 1], False) for i in range(1, len(PING))],
+            (C, b"", True),
+        ],
+    ),
+    "an empty first fragment": (JSON, [(T, b"", False), (C, PING, True)]),
+    "msgpack in fragments": (
+        MSGPACK,
+        [(B, packed({"type": "ping"})[:3], False), (C, packed({"type": "ping"})[3:], True)],
+    ),
+}
+
+
+async def test_fragmented_messages_are_reassembled(
+    start_server: StartServer, subtests: pytest.Subtests
+) -> None:
+    server = start_server()
+    for case, (encoding, frames) in FRAGMENTED.items():
+        with subtests.test(case):
+            client = await RawClient(server.port, token("ann"), encoding=encoding).open()
+            try:
+                await client.send_frames(*frames)
+                assert await client.next_message() == {"type": "pong"}
+                pinged = [data for opcode, data, _ in frames if opcode is Opcode.PING]
+                assert client.pongs == pinged  # a control frame between fragments: answered
+            finally:
+                client.shutdown()
+
+
+FRAGMENTED_AND_REFUSED: dict[str, tuple[Frames, int]] = {
+    "bigger than max_message_bytes in all": (
+        [(T, b" " * 3000, False), (C, b" " * 3000, False), (C, PING, True)],
+        1009,
+    ),
+    "not UTF-8 as a whole": ([(T, PING[:-3], False), (C, b"\xff" + PING[-2:], True)], 1007),
+    "a character cut short at the end": ([(T, PING[:-4], False), (C, PING[-4:-3], True)], 1007),
+}
+
+
+async def test_fragmented_messages_too_big_or_not_utf8_are_closed(
+    start_server: StartServer, subtests: pytest.Subtests
+) -> None:
+    server = start_server()
+    for case, (frames, code) in FRAGMENTED_AND_REFUSED.items():
+        with subtests.test(case):
+            client = await RawClient(server.port, token("ann")).open()
+            try:
+                await client.send_frames(*frames)
+                assert (await client.read_until_close()).code == code
+                assert client.messages == []
+            finally:
+                client.shutdown()
 
 
 GIFT_REFUSALS: dict[str, tuple[dict[str, Any], str]] = {

@@ -277,15 +277,16 @@ class RawClient:
     client that stops reading backs up into the server quickly.
     """
 
-    def __init__(self, port: int, token: str, *, rcvbuf: int = 4096) -> None:
+    def __init__(self, port: int, token: str, *, rcvbuf: int = 4096, encoding: str = JSON) -> None:
         self.port = port
         self.loop = asyncio.get_running_loop()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.setblocking(False)
         uri = parse_uri(f"ws://127.0.0.1:{port}/v1/ws?token={quote(token)}")
-        self.protocol = ClientProtocol(uri, subprotocols=[Subprotocol(JSON)], max_size=None)
+        self.protocol = ClientProtocol(uri, subprotocols=[Subprotocol(encoding)], max_size=None)
         self.messages: list[Message] = []
+        self.pongs: list[bytes] = []  # payloads of the pong frames received
         self.bytes_read = 0
         self.close: Close | None = None
 
@@ -304,17 +305,38 @@ class RawClient:
         self.protocol.send_text(orjson.dumps(message))
         await self._flush()
 
+    async def send_frames(self, *frames: tuple[Opcode, bytes, bool]) -> None:
+        """Send (opcode, payload, fin) frames as given, in one write: fragments of a
+        message (TEXT or BINARY, then CONT), pings between them, floods."""
+        for opcode, data, fin in frames:
+            if opcode is Opcode.TEXT:
+                self.protocol.send_text(data, fin)
+            elif opcode is Opcode.BINARY:
+                self.protocol.send_binary(data, fin)
+            elif opcode is Opcode.CONT:
+                self.protocol.send_continuation(data, fin)
+            else:
+                assert opcode is Opcode.PING and fin, "only data frames are fragmented"
+                self.protocol.send_ping(data)
+        await self.loop.sock_sendall(self.sock, b"".join(self.protocol.data_to_send()))
+
     async def next_message(self, timeout: float = TIMEOUT_S) -> Message:
         """Read until one whole message arrived (only used before the client stalls)."""
 
         async def read() -> Message:
             while True:
                 for event in await self._read_events():
+                    if isinstance(event, Frame) and event.opcode is Opcode.PONG:
+                        self.pongs.append(bytes(event.data))
+                        continue
                     if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
                         message: Message = orjson.loads(event.data)
-                        self.messages.append(message)
-                        return message
-                    raise AssertionError(f"unexpected {event!r}")
+                    elif isinstance(event, Frame) and event.opcode is Opcode.BINARY:
+                        message = msgpack.unpackb(event.data, raw=False)
+                    else:
+                        raise AssertionError(f"unexpected {event!r}")
+                    self.messages.append(message)
+                    return message
 
         return await asyncio.wait_for(read(), timeout)
 

@@ -1,0 +1,157 @@
+"""Slowloris: connections that never finish their request (an HTTP request's head or
+body, the /v1/ws upgrade's head) are cut after `[http] request_read_timeout_s`, and
+a worker holds at most `[http] max_pending_connections` of them, so they cannot
+starve real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from urllib.parse import quote
+
+import httpx
+
+from tests.factories import token
+from tests.faults.conftest import Serve
+from tests.hub.wsclient import WsClient
+
+READ_TIMEOUT_S = 1.0
+SLACK_S = 2.0
+
+
+def partial_requests() -> list[bytes]:
+    upgrade = (
+        f"GET /v1/ws?token={quote(token('ann'))} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+    ).encode()
+    return [
+        upgrade,  # all but the blank line that ends the head
+        upgrade[:20],
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+        b"POST /v1/streams HTTP/1.1\r\nContent-Type: application/json\r\n",
+        # half a body, to a route that reads it all before it answers
+        b"POST /v1/payments/webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{",
+        b"",  # connects and sends nothing
+    ]
+
+
+class Slow:
+    """A raw client that sends what it is given and then waits."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
+
+    @classmethod
+    async def connect(cls, port: int, sent: bytes = b"") -> Slow:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        slow = cls(sock)
+        await slow.send(sent)
+        return slow
+
+    async def send(self, data: bytes) -> None:
+        if data:
+            await self.loop.sock_sendall(self.sock, data)
+
+    async def cut(self, timeout: float) -> bytes:
+        """Wait until the server closes the connection; everything it sent before."""
+        received = b""
+
+        async def read() -> bytes:
+            nonlocal received
+            while True:
+                try:
+                    data = await self.loop.sock_recv(self.sock, 65536)
+                except ConnectionResetError:
+                    return received
+                if not data:
+                    return received
+                received += data
+
+        return await asyncio.wait_for(read(), timeout)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def test_half_sent_requests_are_cut_after_the_read_timeout(
+    redis_url: str, serve: Serve
+) -> None:
+    server = serve(redis_url, http={"request_read_timeout_s": READ_TIMEOUT_S})
+    started = time.monotonic()
+    slow = [await Slow.connect(server.port, sent) for sent in partial_requests() * 4]
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
+            # meanwhile whoever sends a whole request is served
+            assert (await http.get("/healthz")).status_code == 200
+            async with await WsClient.open(server.url, token("bob")) as client:
+                await client.barrier()
+                answers = await asyncio.gather(
+                    *(s.cut(timeout=READ_TIMEOUT_S + SLACK_S) for s in slow)
+                )
+                assert time.monotonic() - started >= READ_TIMEOUT_S * 0.9
+                assert all(b"101 Switching" not in a for a in answers), answers
+                await client.barrier()  # an open WebSocket is no pending request
+            assert (await http.get("/healthz")).status_code == 200
+    finally:
+        for s in slow:
+            s.close()
+
+
+async def test_a_head_trickled_a_byte_at_a_time_is_cut_all_the_same(
+    redis_url: str, serve: Serve
+) -> None:
+    """Neither bytes that keep coming nor a first request answered earlier on the
+    same connection (keep-alive) reset the deadline of a head."""
+    server = serve(redis_url, http={"request_read_timeout_s": READ_TIMEOUT_S})
+    kept_alive = await Slow.connect(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    trickled = await Slow.connect(server.port, b"GET /healthz HTTP/1.1\r\n")
+    try:
+        answer = await kept_alive.loop.sock_recv(kept_alive.sock, 65536)
+        assert answer.startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        await kept_alive.send(b"GET /healthz HTTP/1.1\r\n")
+        for slow in (trickled, kept_alive):
+            cut = False
+            while not cut:
+                assert time.monotonic() - started < READ_TIMEOUT_S + SLACK_S, "never cut"
+                with contextlib.suppress(ConnectionError):
+                    await slow.send(b"X-Slow: 1\r\n")
+                try:
+                    await slow.cut(timeout=0.2)  # the server cut us, or: send the next byte
+                    cut = True
+                except TimeoutError:
+                    pass
+        assert time.monotonic() - started >= READ_TIMEOUT_S * 0.9
+    finally:
+        kept_alive.close()
+        trickled.close()
+
+
+async def test_beyond_max_pending_connections_the_oldest_half_sent_requests_are_cut(
+    redis_url: str, serve: Serve
+) -> None:
+    limit = 5
+    server = serve(
+        redis_url, http={"request_read_timeout_s": 60.0, "max_pending_connections": limit}
+    )
+    sent = partial_requests() * 4
+    slow = [await Slow.connect(server.port, request) for request in sent]
+    try:
+        results = await asyncio.gather(
+            *(s.cut(timeout=SLACK_S) for s in slow), return_exceptions=True
+        )
+        cut = [r for r in results if not isinstance(r, BaseException)]
+        assert len(cut) >= len(sent) - limit, results
+        # Real clients get through, whoever holds the pending slots.
+        async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
+            assert (await http.get("/healthz")).status_code == 200
+        async with await WsClient.open(server.url, token("bob")) as client:
+            await client.barrier()
+    finally:
+        for s in slow:
+            s.close()
