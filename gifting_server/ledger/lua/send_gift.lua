@@ -83,15 +83,17 @@ end
 local function fmt(n) return string.format('%.0f', n) end
 
 -- 0. Arguments. A value Redis would refuse at a later write (SET PX, XADD MAXLEN)
--- or arithmetic on a missing number must stop the gift here, before any write.
--- (tonumber gives nil for a missing or non-numeric argument.)
+-- or arithmetic on a missing number must stop the gift here, before any write; so
+-- must a time or a bucket that would be stored as no integer. (tonumber gives nil
+-- for a missing or non-numeric argument; n % 1 is NaN for inf and NaN.)
 local count, cost, now = tonumber(countArg), tonumber(costArg), tonumber(nowArg)
 local shareBps, comboWindow = tonumber(shareArg), tonumber(ARGV[12])
 local ratePerS, burst = tonumber(ARGV[13]), tonumber(ARGV[14])
 local heldUntil = tonumber(heldUntilArg)
 if not (count and cost and now and shareBps and comboWindow and ratePerS and burst and heldUntil
     and shareBps >= 0 and shareBps <= 10000 and digits(idemTtl) and idemTtl ~= '0'
-    and digits(historyMax)) then
+    and digits(historyMax) and now % 1 == 0 and now >= 0 and now <= 9007199254740991
+    and heldUntil % 1 == 0 and heldUntil >= 0 and heldUntil <= 9007199254740991) then
   return {16}
 end
 
