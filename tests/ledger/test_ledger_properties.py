@@ -303,6 +303,13 @@ class LedgerMachine(RuleBasedStateMachine):
         for account in self.accounts.values():
             account.spent_today = account.cashed_cents = 0
 
+    @rule(share=st.sampled_from([5000, 3333, 6000, 10_000]))
+    def change_creator_share(self, share: int) -> None:
+        """The operator changes `creator_share_bps`: later gifts pay the new share, and
+        the ledger must still reconcile (under whichever share is configured)."""
+        economy = dataclasses.replace(self.settings.economy, creator_share_bps=share)
+        self.settings = self.store.settings = dataclasses.replace(self.settings, economy=economy)
+
     @rule(user=users, limit=st.none() | st.integers(0, 2000))
     def set_daily_limit(self, user: str, limit: int | None) -> None:
         self.run(wallet.set_daily_limit(self.store, user, limit))
