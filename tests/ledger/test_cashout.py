@@ -167,6 +167,40 @@ async def test_cashouts_past_the_daily_cap_are_refused_until_the_next_utc_day(
     assert (await cash(capped, 2000, "co-2")).diamonds_left == 0
 
 
+MIDNIGHT = (day_number(T0) + 1) * DAY_MS
+# (stamp, accepted under a cap of $15): 2000 diamonds are $10, so one per UTC day passes.
+AROUND_MIDNIGHT = {
+    "a": (MIDNIGHT - 1, True),
+    "b": (MIDNIGHT, True),
+    "c": (MIDNIGHT - 2, False),
+    "d": (MIDNIGHT + 1, False),
+}
+
+
+@pytest.mark.parametrize("order", ["abcd", "abdc", "badc", "bdac"])  # a before c, b before d
+async def test_cashouts_stamped_across_midnight_count_on_their_own_day_in_any_order(
+    store: Store, clock: FakeClock, order: str
+) -> None:
+    """A request stamped 23:59:59.999 that reaches Redis after one stamped 00:00 counts
+    on its own day's cap and never resets the newer day's."""
+    base = store.settings
+    economy = {"cashout_daily_cap_cents": 1500, "holding_period_days": 0}
+    capped = Store(
+        store.redis, make_settings(str(base.redis_url), base.data_dir, economy=economy), clock
+    )
+    await earn(capped, 12000)
+    for name in order:
+        stamp, accepted = AROUND_MIDNIGHT[name]
+        clock.now = stamp
+        if accepted:
+            assert (await cash(capped, 2000, name)).cents == 1000
+        else:
+            await assert_refused(capped, ErrorCode.CASHOUT_DAILY_CAP, cash(capped, 2000, name))
+    clock.now = MIDNIGHT + 2
+    await assert_refused(capped, ErrorCode.CASHOUT_DAILY_CAP, cash(capped, 2000, "e"))
+    assert await diamonds_of(capped) == 12000 - 4000
+
+
 async def test_same_cashout_key_answers_the_first_result_and_changes_nothing(
     store: Store, clock: FakeClock
 ) -> None:

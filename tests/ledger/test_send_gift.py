@@ -207,6 +207,40 @@ async def test_daily_budget_resets_at_the_next_utc_midnight(
     assert (await wallet.read_wallet(store, "alice"))["spent_today"] == 10
 
 
+MIDNIGHT = (day_number(T0) + 1) * DAY_MS
+# (stamp, rose count, accepted under a budget of 10): two gifts of each UTC day pass,
+# a third of each day would pass its own day's budget.
+AROUND_MIDNIGHT = {
+    "a": (MIDNIGHT - 1, 6, True),
+    "b": (MIDNIGHT, 8, True),
+    "c": (MIDNIGHT - 2, 5, False),
+    "d": (MIDNIGHT + 1, 3, False),
+}
+
+
+@pytest.mark.parametrize("order", ["abcd", "abdc", "badc", "bdac"])  # a before c, b before d
+async def test_gifts_stamped_across_midnight_count_on_their_own_day_in_any_order(
+    store: Store, clock: FakeClock, live: str, order: str
+) -> None:
+    """Workers' clocks differ: a gift stamped 23:59:59.999 may reach Redis after one
+    stamped 00:00. It counts on its own day, and never resets the newer day."""
+    await fund(store, "alice", "coins_100")
+    await wallet.set_daily_limit(store, "alice", 10)
+    for name in order:
+        stamp, count, accepted = AROUND_MIDNIGHT[name]
+        clock.now = stamp
+        if accepted:
+            await send(store, "rose", count, key=name)
+        else:
+            await assert_refused(store, ErrorCode.DAILY_LIMIT_EXCEEDED, send(store, "rose", count))
+    clock.now = MIDNIGHT + 2
+    assert (await wallet.read_wallet(store, "alice"))["spent_today"] == 8
+    await send(store, "rose", 2)  # exactly the new day's budget
+    await assert_refused(store, ErrorCode.DAILY_LIMIT_EXCEEDED, send(store, "rose", 1))
+    clock.now = MIDNIGHT - 3  # a worker still before midnight sees the old day's spending
+    assert (await wallet.read_wallet(store, "alice"))["spent_today"] == 6
+
+
 # --- rate limit ----------------------------------------------------------------------------
 
 
