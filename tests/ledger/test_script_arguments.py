@@ -55,7 +55,7 @@ def gift(store: Store, **replace: str) -> Call:
         store.settings, viewer("alice"), "s1", "streamer1", rose, 1, "again", store.clock()
     )
     args = [str(a) for a in call.args]
-    positions = {"ttl": 14, "history": 15, "now": 7, "share": 10, "held_until": 20}
+    positions = {"ttl": 14, "history": 15, "now": 7, "share": 10, "held_until": 20, "coins": 5}
     for name, value in replace.items():
         args[positions[name]] = value
     return "send_gift", call.keys, args
@@ -124,6 +124,8 @@ for bad in BAD_TIMES:
     BAD_CALLS[f"close_streaks window {bad!r}"] = lambda s, bad=bad: history_call(
         "close_streaks", s, window=bad
     )
+for bad in (" 5", "0x10", "1e3", "-5", "5.5", str(10**30)):
+    BAD_CALLS[f"send_gift coins {bad!r}"] = lambda s, bad=bad: gift(s, coins=bad)
 BAD_CALLS["send_gift share 10001"] = lambda s: gift(s, share="10001")
 BAD_CALLS["send_gift share -1"] = lambda s: gift(s, share="-1")
 BAD_CALLS["recharge unknown kind"] = lambda s: recharge(s, kind="payment.bonus")

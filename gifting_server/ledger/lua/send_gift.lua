@@ -75,14 +75,15 @@ local isAdult, needAdult = ARGV[9] == '1', ARGV[10] == '1'
 local shareArg, idemTtl, historyMax, heldUntilArg = ARGV[11], ARGV[15], ARGV[16], ARGV[21]
 local eventFragment, channel, idemName, streamId = ARGV[17], ARGV[18], ARGV[19], ARGV[20]
 
--- Plain digits, at most 15 (exact in Lua): what Redis itself must parse as an
--- integer (SET PX, XADD MAXLEN, HINCRBY). tonumber also takes "1e3" and "0x10".
+-- Plain digits, at most 15 (exact in Lua): what Redis itself must parse as a number
+-- (SET PX, XADD MAXLEN, HINCRBY, ZINCRBY). tonumber also takes "1e3", "0x10", " 5".
 local function digits(text)
   return text and #text <= 15 and string.find(text, '^%d+$') ~= nil
 end
 local function fmt(n) return string.format('%.0f', n) end
 
--- 0. Arguments. A value Redis would refuse at a later write (SET PX, XADD MAXLEN)
+-- 0. Arguments. A value Redis would refuse at a later write (SET PX, XADD MAXLEN,
+-- ZINCRBY of the coins)
 -- or arithmetic on a missing number must stop the gift here, before any write; so
 -- must a time or a bucket that would be stored as no integer. (tonumber gives nil
 -- for a missing or non-numeric argument; n % 1 is NaN for inf and NaN.)
@@ -91,7 +92,8 @@ local shareBps, comboWindow = tonumber(shareArg), tonumber(ARGV[12])
 local ratePerS, burst = tonumber(ARGV[13]), tonumber(ARGV[14])
 local heldUntil = tonumber(heldUntilArg)
 if not (count and cost and now and shareBps and comboWindow and ratePerS and burst and heldUntil
-    and shareBps >= 0 and shareBps <= 10000 and digits(idemTtl) and idemTtl ~= '0'
+    and digits(costArg) and shareBps >= 0 and shareBps <= 10000
+    and digits(idemTtl) and idemTtl ~= '0'
     and digits(historyMax) and now % 1 == 0 and now >= 0 and now <= 9007199254740991
     and heldUntil % 1 == 0 and heldUntil >= 0 and heldUntil <= 9007199254740991) then
   return {16}
