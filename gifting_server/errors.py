@@ -76,6 +76,8 @@ class ScriptCode(IntEnum):
     NOT_STREAM_OWNER = 13
     STREAM_ID_TAKEN = 14
     WRONG_KEY_TYPE = 15
+    INVALID_ARGUMENT = 16
+    CORRUPT_VALUE = 17
 
 
 SCRIPT_ERRORS: dict[ScriptCode, tuple[ErrorCode, str]] = {
@@ -126,6 +128,17 @@ SCRIPT_ERRORS: dict[ScriptCode, tuple[ErrorCode, str]] = {
     ScriptCode.WRONG_KEY_TYPE: (
         ErrorCode.STORAGE_CORRUPT,
         "a storage key has an unexpected type; nothing was changed; run `gifting-server reconcile`",
+    ),
+    # The server passed a script a number it cannot use (a configuration out of range):
+    # the server's fault, not the request's, and refused before anything was written.
+    ScriptCode.INVALID_ARGUMENT: (
+        ErrorCode.INTERNAL_ERROR,
+        "the server passed the ledger a value out of range (check its configuration); "
+        "nothing was changed",
+    ),
+    ScriptCode.CORRUPT_VALUE: (
+        ErrorCode.STORAGE_CORRUPT,
+        "a stored number is not an integer; nothing was changed; run `gifting-server reconcile`",
     ),
 }
 

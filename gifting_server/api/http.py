@@ -99,7 +99,11 @@ async def list_packages(request: Request) -> Response:
 
 async def get_wallet(request: Request) -> Response:
     who = identity(request, Role.VIEWER, Role.STREAMER)
-    return json_response(await wallet.read_wallet(store_of(request), who.user_id))
+    store = store_of(request)
+    body = await wallet.read_wallet(store, who.user_id)
+    if who.role is Role.STREAMER:
+        body |= await wallet.read_holdings(store, who.user_id)
+    return json_response(body)
 
 
 async def put_wallet_limits(request: Request) -> Response:

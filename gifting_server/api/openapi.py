@@ -292,7 +292,16 @@ def schemas(settings: Settings) -> dict[str, Schema]:
                 **counts("coins", "diamonds", "spent_today"),
                 "daily_limit": nullable_int,
                 "owed": described(INT, "coins still owed after a refund of spent coins"),
-            }
+            },
+            {
+                "diamonds_available": described(
+                    INT, "streamers: diamonds past their holding period, for a cash-out"
+                ),
+                "diamonds_held": described(
+                    array(obj({"diamonds": integer(1), "until": INT})),
+                    "streamers: diamonds in their holding period, by release time (unix ms)",
+                ),
+            },
         ),
         "DailyLimit": obj(
             {

@@ -15,7 +15,14 @@ def wallet(user_id: str) -> str:
     return f"{{u:{user_id}}}:wallet"
 
 
+def held_diamonds(user_id: str) -> str:
+    """Diamonds in their holding period: field = release time (unix ms), value = diamonds."""
+    return f"{{u:{user_id}}}:held"
+
+
 def earnings_by_day(user_id: str) -> str:
+    """Diamonds held by UTC day earned (field = day number), as kept before holds by the
+    hour: still read and released by cash-outs, no longer written."""
     return f"{{u:{user_id}}}:earned"
 
 

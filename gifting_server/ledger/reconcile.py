@@ -8,6 +8,12 @@ creator share, `received`, the stream and all-time leaderboards) and that every
 payment event was credited exactly once. It never writes. Run it on a quiet ledger:
 a gift landing between reading the journal and reading the wallets shows as a
 difference. `reconcile_main` then prints the risk report (`risk.py`): warnings only.
+
+The creator share is checked gift by gift, under the share each gift's entry records
+(`share`; entries written before it was recorded are checked under the configured
+one): the diamonds of a gift of c coins to a streamer who had received R before are
+floor((R + c) * share / 10000) - floor(R * share / 10000). So a change of
+`creator_share_bps` passes, and a gift credited otherwise fails.
 """
 
 from __future__ import annotations
@@ -72,10 +78,11 @@ class Report:
 @dataclass
 class _Replay:
     """Everything the journal says the ledger should hold: per user coins, diamonds, owed,
-    received and earned; per stream and per streamer the coins each sender gave; per
+    and received; per stream and per streamer the coins each sender gave; per
     payment event the users it was credited to."""
 
     report: Report
+    share_bps: int  # the share of gift entries that record none
     platform: int = 0
     accounts: Ledger = field(default_factory=lambda: defaultdict(Counter))
     stream_boards: Ledger = field(default_factory=lambda: defaultdict(Counter))
@@ -112,8 +119,17 @@ class _Replay:
                         f"gift legs: gift {entry_id} from {user} to {streamer} debits {coins} "
                         f"coins but credits {diamonds} diamonds + {share} platform coins"
                     )
+                bps = int(f.get("share", self.share_bps))
+                before = self.accounts[streamer]["received"]
+                due = (before + coins) * bps // 10_000 - before * bps // 10_000
+                if diamonds != due:
+                    problems.append(
+                        f"creator share: gift {entry_id} to {streamer} credits {diamonds} "
+                        f"diamonds for {coins} coins; at {bps} bps after {before} coins "
+                        f"received it is {due}"
+                    )
                 self.accounts[user]["coins"] -= coins
-                self.accounts[streamer].update(diamonds=diamonds, received=coins, earned=diamonds)
+                self.accounts[streamer].update(diamonds=diamonds, received=coins)
                 self.platform += share
                 self.stream_boards[stream][user] += coins
                 self.channel_boards[streamer][user] += coins
@@ -139,14 +155,15 @@ async def reconcile(
 ) -> Report:
     """Audit the ledger behind `redis` (a client with decode_responses=True).
 
-    `share_bps` is the creator share gifts were credited with; by default the
-    configured `economy.creator_share_bps`. `progress` hears the entries read so far,
-    `on_entry` each entry as it is replayed (the risk report reads them there).
+    `share_bps` is the creator share of gift entries that record none (written before
+    the share was journaled); by default the configured `economy.creator_share_bps`.
+    `progress` hears the entries read so far, `on_entry` each entry as it is replayed
+    (the risk report reads them there).
     """
     if share_bps is None:
         share_bps = load_settings().economy.creator_share_bps
     report = Report()
-    replay = await _replay_journal(redis, report, chunk, progress, on_entry)
+    replay = await _replay_journal(redis, report, share_bps, chunk, progress, on_entry)
     users = sorted(
         {
             keys.user_of_wallet_key(key)
@@ -159,7 +176,7 @@ async def reconcile(
         redis, report, users, lambda p, u: p.hmget(keys.wallet(u), *WALLET_FIELDS)
     )
     for user, values in zip(users, wallets, strict=True):
-        _check_wallet(report, replay, share_bps, user, values or [None] * len(WALLET_FIELDS))
+        _check_wallet(report, replay, user, values or [None] * len(WALLET_FIELDS))
 
     stored_platform = await _batched(
         redis, report, [keys.PLATFORM_ACCOUNT], lambda p, k: p.hget(k, "coins")
@@ -182,11 +199,12 @@ async def reconcile(
 async def _replay_journal(
     redis: Redis,
     report: Report,
+    share_bps: int,
     chunk: int,
     progress: Callable[[int], None] | None,
     on_entry: Callable[[str, dict[str, str]], None] | None,
 ) -> _Replay:
-    replay = _Replay(report)
+    replay = _Replay(report, share_bps)
     start = "-"
     while True:
         try:
@@ -233,21 +251,13 @@ async def _check_leaderboards(
                 )
 
 
-def _check_wallet(
-    report: Report, replay: _Replay, share_bps: int, user: str, values: list[Any]
-) -> None:
+def _check_wallet(report: Report, replay: _Replay, user: str, values: list[Any]) -> None:
     expected = replay.accounts.get(user, Counter())
     for name, raw in zip(WALLET_FIELDS, values, strict=True):
         have = _integer(report, f"wallet {user}", name, raw)
         _compare(report, f"wallet {user}", name, have, expected[name])
         if name in report.totals:
             report.totals[name].outstanding += have
-    received, earned = expected["received"], expected["earned"]
-    if earned != received * share_bps // 10_000:
-        report.problems.append(
-            f"creator share: {user} was credited {earned} diamonds for {received} coins "
-            f"received; floor({received} * {share_bps} / 10000) = {received * share_bps // 10_000}"
-        )
 
 
 def _integer(report: Report, where: str, name: str, raw: Any) -> int:

@@ -15,7 +15,7 @@ from gifting_server.auth import Identity
 from gifting_server.config import Gift, Settings
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import keys
-from gifting_server.ledger.clock import day_number
+from gifting_server.ledger.clock import DAY_MS, day_number, held_until
 from gifting_server.ledger.store import Store, guarded
 from gifting_server.ledger.streams import streamer_of
 
@@ -72,7 +72,7 @@ def gift_call(
             keys.wallet(sender.user_id),
             keys.stream(stream_id),
             keys.wallet(streamer),
-            keys.earnings_by_day(streamer),
+            keys.held_diamonds(streamer),
             keys.PLATFORM_ACCOUNT,
             keys.stream_leaderboard(stream_id),
             keys.channel_leaderboard(streamer, "day", day_number(now)),
@@ -102,6 +102,7 @@ def gift_call(
             keys.stream_channel(stream_id),
             idempotency_key,
             stream_id,
+            held_until(now, settings.economy.holding_period_days * DAY_MS),
         ],
     )
 
@@ -129,14 +130,21 @@ async def set_daily_limit(store: Store, user_id: str, limit: int | None) -> int 
     return limit
 
 
+WALLET_FIELDS = ("coins", "diamonds", "limit", "spent", "spent_day", "owed", "spent_before")
+
+
 async def read_wallet(store: Store, user_id: str) -> dict[str, Any]:
-    fields = await guarded(
-        store.redis.hmget(
-            keys.wallet(user_id), "coins", "diamonds", "limit", "spent", "spent_day", "owed"
-        )
+    fields = await guarded(store.redis.hmget(keys.wallet(user_id), *WALLET_FIELDS))
+    coins, diamonds, limit, spent, spent_day, owed, spent_before = (
+        None if v is None else int(v) for v in fields
     )
-    coins, diamonds, limit, spent, spent_day, owed = (None if v is None else int(v) for v in fields)
-    spent_today = spent or 0 if spent_day == day_number(store.clock()) else 0
+    # send_gift keeps the coins spent on `spent_day` and on the day before it.
+    today = day_number(store.clock())
+    spent_today = 0
+    if spent_day == today:
+        spent_today = spent or 0
+    elif spent_day == today + 1:
+        spent_today = spent_before or 0
     return {
         "user_id": user_id,
         "coins": coins or 0,
@@ -145,6 +153,27 @@ async def read_wallet(store: Store, user_id: str) -> dict[str, Any]:
         "daily_limit": limit,
         "owed": owed or 0,
     }
+
+
+async def read_holdings(store: Store, user_id: str) -> dict[str, Any]:
+    """A streamer's diamonds still in their holding period, by release time (unix ms),
+    soonest first, and the diamonds that can be cashed out now."""
+    now, hold_ms = store.clock(), store.settings.economy.holding_period_days * DAY_MS
+    async with store.redis.pipeline(transaction=True) as pipe:
+        pipe.hget(keys.wallet(user_id), "diamonds")
+        pipe.hgetall(keys.held_diamonds(user_id))
+        pipe.hgetall(keys.earnings_by_day(user_id))
+        diamonds, by_hour, by_day = await guarded(pipe.execute())
+    until: dict[int, int] = {}
+    for at, amount in by_hour.items():
+        until[int(at)] = until.get(int(at), 0) + int(amount)
+    if hold_ms > 0:  # kept by UTC day before holds were hourly: held to the day's end
+        for day, amount in by_day.items():
+            at = (int(day) + 1) * DAY_MS + hold_ms
+            until[at] = until.get(at, 0) + int(amount)
+    held = [{"diamonds": d, "until": at} for at, d in sorted(until.items()) if at > now and d]
+    available = int(diamonds or 0) - sum(h["diamonds"] for h in held)
+    return {"diamonds_available": max(available, 0), "diamonds_held": held}
 
 
 def cents_for(store: Store, diamonds: int) -> int:
@@ -168,6 +197,7 @@ async def cashout(store: Store, streamer_id: str, diamonds: int, idempotency_key
             keys.earnings_by_day(streamer_id),
             keys.cashouts(streamer_id),
             keys.JOURNAL,
+            keys.held_diamonds(streamer_id),
         ],
         args=[
             streamer_id,
@@ -177,7 +207,7 @@ async def cashout(store: Store, streamer_id: str, diamonds: int, idempotency_key
             store.clock(),
             economy.cashout_min_diamonds,
             economy.cashout_daily_cap_cents,
-            economy.holding_period_days,
+            economy.holding_period_days * DAY_MS,
             limits.idempotency_ttl_s * 1000,
             f"co_{uuid.uuid4().hex}",
             economy.currency,

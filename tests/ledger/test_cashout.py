@@ -9,7 +9,7 @@ import pytest
 
 from gifting_server.errors import ErrorCode
 from gifting_server.ledger import keys, wallet
-from gifting_server.ledger.clock import DAY_MS, day_number
+from gifting_server.ledger.clock import DAY_MS, HOUR_MS, day_number
 from gifting_server.ledger.store import Store
 from tests.conftest import make_settings
 from tests.factories import fund, live_stream, viewer
@@ -67,7 +67,7 @@ async def test_cashout_after_the_holding_period_pays_and_records_a_pending_payou
         "type": "cashout", "user": "streamer1", "cashout": paid.cashout_id,
         "diamonds": "2000", "cents": "1000", "key": "co-1", "at": str(clock.now),
     }  # fmt: skip
-    assert await store.redis.exists(keys.earnings_by_day("streamer1")) == 0  # released day pruned
+    assert await store.redis.exists(keys.held_diamonds("streamer1")) == 0  # released hour pruned
 
 
 async def test_cashout_leaves_the_rest_of_the_diamonds(store: Store, clock: FakeClock) -> None:
@@ -81,9 +81,31 @@ async def test_diamonds_inside_the_holding_period_cannot_be_cashed_out(
     store: Store, clock: FakeClock
 ) -> None:
     await earn(store, 2000)
-    clock.now = (day_number(T0) + 7) * DAY_MS - 1  # the last ms of the holding period
+    clock.advance(HOLD - 1)  # the last ms of the holding period (T0 is a whole hour)
     await assert_refused(store, ErrorCode.INSUFFICIENT_DIAMONDS, cash(store, 2000, "co-1"))
     clock.advance(1)
+    assert (await cash(store, 2000, "co-1")).diamonds == 2000
+
+
+@pytest.mark.parametrize(
+    "earned_at",
+    [
+        (day_number(T0) + 1) * DAY_MS - 1,  # 23:59:59.999: once free 6 days + 1 ms later
+        T0 + HOUR_MS - 1,  # the last ms of an hour: released 1 ms after the period
+        T0 + 1,  # the first ms after a whole hour: held an hour less 1 ms longer
+    ],
+    ids=["end of a day", "end of an hour", "start of an hour"],
+)
+async def test_diamonds_are_held_the_whole_period_from_the_moment_they_were_earned(
+    store: Store, clock: FakeClock, earned_at: int
+) -> None:
+    clock.now = earned_at
+    await earn(store, 2000)
+    released = -(-(earned_at + HOLD) // HOUR_MS) * HOUR_MS  # the period, up to a whole hour
+    for moment in ((day_number(earned_at) + 7) * DAY_MS, earned_at + HOLD - 1, released - 1):
+        clock.now = moment
+        await assert_refused(store, ErrorCode.INSUFFICIENT_DIAMONDS, cash(store, 2000, "co-1"))
+    clock.now = released
     assert (await cash(store, 2000, "co-1")).diamonds == 2000
 
 
@@ -97,8 +119,8 @@ async def test_only_the_released_part_of_the_diamonds_can_be_cashed_out(
     await assert_refused(store, ErrorCode.INSUFFICIENT_DIAMONDS, cash(store, 4000, "co-1"))
     assert (await cash(store, 2000, "co-2")).diamonds_left == 2000
     await assert_refused(store, ErrorCode.INSUFFICIENT_DIAMONDS, cash(store, 2000, "co-3"))
-    held = await store.redis.hgetall(keys.earnings_by_day("streamer1"))
-    assert held == {str(day_number(T0) + 5): "2000"}
+    held = await store.redis.hgetall(keys.held_diamonds("streamer1"))
+    assert held == {str(T0 + 5 * DAY_MS + HOLD): "2000"}
 
 
 async def test_cashout_of_more_diamonds_than_held_is_refused_and_changes_nothing(
@@ -145,6 +167,40 @@ async def test_cashouts_past_the_daily_cap_are_refused_until_the_next_utc_day(
     assert (await cash(capped, 2000, "co-2")).diamonds_left == 0
 
 
+MIDNIGHT = (day_number(T0) + 1) * DAY_MS
+# (stamp, accepted under a cap of $15): 2000 diamonds are $10, so one per UTC day passes.
+AROUND_MIDNIGHT = {
+    "a": (MIDNIGHT - 1, True),
+    "b": (MIDNIGHT, True),
+    "c": (MIDNIGHT - 2, False),
+    "d": (MIDNIGHT + 1, False),
+}
+
+
+@pytest.mark.parametrize("order", ["abcd", "abdc", "badc", "bdac"])  # a before c, b before d
+async def test_cashouts_stamped_across_midnight_count_on_their_own_day_in_any_order(
+    store: Store, clock: FakeClock, order: str
+) -> None:
+    """A request stamped 23:59:59.999 that reaches Redis after one stamped 00:00 counts
+    on its own day's cap and never resets the newer day's."""
+    base = store.settings
+    economy = {"cashout_daily_cap_cents": 1500, "holding_period_days": 0}
+    capped = Store(
+        store.redis, make_settings(str(base.redis_url), base.data_dir, economy=economy), clock
+    )
+    await earn(capped, 12000)
+    for name in order:
+        stamp, accepted = AROUND_MIDNIGHT[name]
+        clock.now = stamp
+        if accepted:
+            assert (await cash(capped, 2000, name)).cents == 1000
+        else:
+            await assert_refused(capped, ErrorCode.CASHOUT_DAILY_CAP, cash(capped, 2000, name))
+    clock.now = MIDNIGHT + 2
+    await assert_refused(capped, ErrorCode.CASHOUT_DAILY_CAP, cash(capped, 2000, "e"))
+    assert await diamonds_of(capped) == 12000 - 4000
+
+
 async def test_same_cashout_key_answers_the_first_result_and_changes_nothing(
     store: Store, clock: FakeClock
 ) -> None:
@@ -175,7 +231,8 @@ CORRUPTIBLE = {
     "cash-outs": keys.cashouts("streamer1"),
     "journal": keys.JOURNAL,
     "wallet": keys.wallet("streamer1"),
-    "earnings by day": keys.earnings_by_day("streamer1"),
+    "held diamonds": keys.held_diamonds("streamer1"),
+    "earnings by day (before hourly holds)": keys.earnings_by_day("streamer1"),
     "idempotency record": keys.idempotency("streamer1", "co-2"),
 }
 

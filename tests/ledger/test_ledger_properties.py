@@ -303,6 +303,13 @@ class LedgerMachine(RuleBasedStateMachine):
         for account in self.accounts.values():
             account.spent_today = account.cashed_cents = 0
 
+    @rule(share=st.sampled_from([5000, 3333, 6000, 10_000]))
+    def change_creator_share(self, share: int) -> None:
+        """The operator changes `creator_share_bps`: later gifts pay the new share, and
+        the ledger must still reconcile (under whichever share is configured)."""
+        economy = dataclasses.replace(self.settings.economy, creator_share_bps=share)
+        self.settings = self.store.settings = dataclasses.replace(self.settings, economy=economy)
+
     @rule(user=users, limit=st.none() | st.integers(0, 2000))
     def set_daily_limit(self, user: str, limit: int | None) -> None:
         self.run(wallet.set_daily_limit(self.store, user, limit))
@@ -408,3 +415,60 @@ def test_ledger_matches_the_model_and_reconciles(redis_url: str, tmp_path: Path)
         LedgerMachine,
         settings=hypothesis.settings(max_examples=30, stateful_step_count=30, deadline=None),
     )
+
+
+# -- the daily budget when gifts reach Redis out of clock order ---------------------------
+
+MIDNIGHT_MS = 20_001 * DAY_MS
+stamps = st.integers(MIDNIGHT_MS - 5, MIDNIGHT_MS + 4)  # both sides of one UTC midnight
+
+
+@pytest.mark.timeout(300)
+def test_a_budget_judges_every_gift_on_its_own_day_whatever_order_they_arrive_in(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Gifts stamped around midnight arrive in any order: each passes exactly when the
+    coins already spent on its own UTC day leave room for it, and each day's spending
+    reads back whole on both sides of midnight."""
+    settings = make_settings(
+        redis_url, tmp_path, limits={"gift_rate_per_s": 1_000_000, "gift_burst": 1_000_000}
+    )
+    rose = settings.gift("rose")
+    assert rose is not None
+
+    @hypothesis.settings(max_examples=40, deadline=None)
+    @hypothesis.given(
+        limit=st.integers(0, 12),
+        gifts=st.lists(st.tuples(stamps, st.integers(1, 6)), min_size=1, max_size=8),
+    )
+    def arrivals(limit: int, gifts: list[tuple[int, int]]) -> None:
+        async def run() -> None:
+            now = [MIDNIGHT_MS]
+            store = Store(connect(redis_url, 5.0), settings, clock=lambda: now[0])
+            try:
+                await store.redis.flushall()
+                await streams.start_stream(store, "t1", "s1")
+                await payments.apply_payment(store, "v1", "e1", SUCCEEDED, "coins_1000")
+                await wallet.set_daily_limit(store, "v1", limit)
+                spent: Counter[int] = Counter()
+                for i, (stamp, count) in enumerate(gifts):
+                    now[0] = stamp
+                    day = stamp // DAY_MS
+                    call = wallet.send_gift(store, viewer("v1"), "s1", rose, count, f"k{i}")
+                    if spent[day] + count <= limit:
+                        await call
+                        spent[day] += count
+                    else:
+                        with pytest.raises(GiftingError) as refused:
+                            await call
+                        assert refused.value.code is ErrorCode.DAILY_LIMIT_EXCEEDED
+                for day in (MIDNIGHT_MS // DAY_MS - 1, MIDNIGHT_MS // DAY_MS):
+                    now[0] = day * DAY_MS + 1
+                    seen = await wallet.read_wallet(store, "v1")
+                    assert seen["spent_today"] == spent[day], (day, spent)
+            finally:
+                await store.close()
+
+        asyncio.run(run())
+
+    arrivals()

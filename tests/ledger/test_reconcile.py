@@ -107,10 +107,78 @@ async def test_share_defaults_to_the_configured_one(
     assert (await reconcile(store.redis)).ok
 
 
-async def test_a_different_share_breaks_the_creator_share(store: Store) -> None:
+def with_share(store: Store, share_bps: int) -> Store:
+    """The same ledger, served with another `creator_share_bps` (the README's example)."""
+    base = store.settings
+    economy = {"holding_period_days": 0, "cashout_min_diamonds": 2, "creator_share_bps": share_bps}
+    return Store(store.redis, make_settings(str(base.redis_url), base.data_dir, economy=economy))
+
+
+async def share_change_flow(store: Store) -> Store:
+    """Gifts at 50%, then the operator moves streamers to 60% and 33.33%, and more gifts."""
     await mixed_flow(store)
+    for share, key in ((6000, "after"), (3333, "later")):
+        changed = with_share(store, share)
+        await wallet.send_gift(changed, viewer("alice"), "s1", gift(changed, "rose"), 7, key + "1")
+        await wallet.send_gift(
+            changed, viewer("alice"), "s2", gift(changed, "hand_hearts"), 1, key + "2"
+        )
+    return changed
+
+
+@pytest.mark.parametrize("configured", [5000, 6000, 3333])
+async def test_a_change_of_the_creator_share_reconciles_under_any_configured_share(
+    store: Store, configured: int
+) -> None:
+    await share_change_flow(store)
+    shares = {
+        e.get("share") for _, e in await store.redis.xrange(keys.JOURNAL) if e["type"] == "gift"
+    }
+    assert shares == {"5000", "6000", "3333"}
+    report = await reconcile(store.redis, configured)
+    assert report.ok, report.format()
+
+
+async def test_after_a_share_change_a_gift_credited_off_its_share_still_fails(
+    store: Store,
+) -> None:
+    await share_change_flow(store)
+    # 10 coins to tina, who received 339: 6000 bps gives 6 diamonds, not 5
+    await store.redis.xadd(
+        keys.JOURNAL,
+        {"type": "gift", "user": "alice", "to": "tina", "stream": "s1", "coins": 10,
+         "diamonds": 5, "platform": 5, "share": 6000},
+    )  # fmt: skip
     report = await reconcile(store.redis, 6000)
-    assert any(p.startswith("creator share: tina") for p in report.problems), report.problems
+    assert "creator share: gift" in report.format(), report.format()
+    assert "to tina credits 5 diamonds for 10 coins; at 6000 bps after 339 coins" in (
+        report.format()
+    )
+
+
+async def test_after_a_share_change_a_tampered_balance_still_fails(store: Store) -> None:
+    await share_change_flow(store)
+    await store.redis.hincrby(keys.wallet("tina"), "diamonds", 1)
+    report = await reconcile(store.redis, 3333)
+    assert "balance replay: wallet tina holds diamonds" in report.format(), report.format()
+
+
+def test_reconcile_command_passes_after_the_share_in_the_config_changed(
+    environment: str, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    async def run() -> None:
+        client = connect(environment, 5.0)
+        try:
+            await share_change_flow(Store(client, settings))
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+    overlay = tmp_path / "share.toml"
+    overlay.write_text("[economy]\ncreator_share_bps = 3333\n")
+    monkeypatch.setenv("GIFTING_CONFIG", str(overlay))
+    assert reconcile_main(environment) == 0, capsys.readouterr().out
 
 
 async def test_a_payment_event_repeated_for_another_user_changes_nothing(store: Store) -> None:
@@ -216,7 +284,7 @@ TAMPERINGS: list[tuple[str, Tamper, list[str]]] = [
     (
         "gift credited over the creator share",
         lambda r: _forge_gift(r, 10, 10, 0),
-        ["creator share: tina was credited 172 diamonds for 335 coins"],
+        ["creator share: gift", "to tina credits 10 diamonds for 10 coins; at 5000 bps"],
     ),
     (
         "unknown journal entry",

@@ -78,16 +78,15 @@ async def test_gift_debits_sender_credits_streamer_and_platform_and_records_ever
     assert receipt == wallet.GiftReceipt(event_id=1, coins=85, combo=3, replayed=False)
     assert await balances(store) == (85, 7, 8)  # 15 coins: floor(7.5) diamonds, 8 platform
     assert (await wallet.read_wallet(store, "alice"))["spent_today"] == 15
-    assert await store.redis.hgetall(keys.earnings_by_day("streamer1")) == {
-        str(day_number(T0)): "7"
-    }
+    held_until = T0 + store.settings.economy.holding_period_days * DAY_MS  # T0: a whole hour
+    assert await store.redis.hgetall(keys.held_diamonds("streamer1")) == {str(held_until): "7"}
     meta = await store.redis.hgetall(keys.stream("s1"))
     assert (meta["seq"], meta["coins"]) == ("1", "15")
     *_, (_, entry) = await store.redis.xrange(keys.JOURNAL)
     assert entry == {
         "type": "gift", "user": "alice", "to": "streamer1", "stream": "s1",
         "gift": "finger_heart", "count": "3", "coins": "15", "diamonds": "7",
-        "platform": "8", "event_id": "1", "key": "k1", "at": str(T0),
+        "platform": "8", "share": "5000", "event_id": "1", "key": "k1", "at": str(T0),
     }  # fmt: skip
     [(event_id, fields)] = await store.redis.xrange(keys.stream_history("s1"))
     assert event_id == "1-0"
@@ -208,6 +207,40 @@ async def test_daily_budget_resets_at_the_next_utc_midnight(
     assert (await wallet.read_wallet(store, "alice"))["spent_today"] == 10
 
 
+MIDNIGHT = (day_number(T0) + 1) * DAY_MS
+# (stamp, rose count, accepted under a budget of 10): two gifts of each UTC day pass,
+# a third of each day would pass its own day's budget.
+AROUND_MIDNIGHT = {
+    "a": (MIDNIGHT - 1, 6, True),
+    "b": (MIDNIGHT, 8, True),
+    "c": (MIDNIGHT - 2, 5, False),
+    "d": (MIDNIGHT + 1, 3, False),
+}
+
+
+@pytest.mark.parametrize("order", ["abcd", "abdc", "badc", "bdac"])  # a before c, b before d
+async def test_gifts_stamped_across_midnight_count_on_their_own_day_in_any_order(
+    store: Store, clock: FakeClock, live: str, order: str
+) -> None:
+    """Workers' clocks differ: a gift stamped 23:59:59.999 may reach Redis after one
+    stamped 00:00. It counts on its own day, and never resets the newer day."""
+    await fund(store, "alice", "coins_100")
+    await wallet.set_daily_limit(store, "alice", 10)
+    for name in order:
+        stamp, count, accepted = AROUND_MIDNIGHT[name]
+        clock.now = stamp
+        if accepted:
+            await send(store, "rose", count, key=name)
+        else:
+            await assert_refused(store, ErrorCode.DAILY_LIMIT_EXCEEDED, send(store, "rose", count))
+    clock.now = MIDNIGHT + 2
+    assert (await wallet.read_wallet(store, "alice"))["spent_today"] == 8
+    await send(store, "rose", 2)  # exactly the new day's budget
+    await assert_refused(store, ErrorCode.DAILY_LIMIT_EXCEEDED, send(store, "rose", 1))
+    clock.now = MIDNIGHT - 3  # a worker still before midnight sees the old day's spending
+    assert (await wallet.read_wallet(store, "alice"))["spent_today"] == 6
+
+
 # --- rate limit ----------------------------------------------------------------------------
 
 
@@ -297,7 +330,7 @@ async def test_gift_costing_more_than_the_balance_is_refused(store: Store, live:
 
 DAY = day_number(T0)
 WRITTEN_ONLY = {
-    "streamer earnings": keys.earnings_by_day("streamer1"),
+    "streamer's held diamonds": keys.held_diamonds("streamer1"),
     "platform account": keys.PLATFORM_ACCOUNT,
     "stream leaderboard": keys.stream_leaderboard("s1"),
     "day leaderboard": keys.channel_leaderboard("streamer1", "day", DAY),
@@ -324,7 +357,9 @@ async def test_gift_over_a_wrong_typed_key_is_storage_corrupt_and_changes_nothin
         await store.redis.hset(key, "planted", "1")  # a hash where a string belongs
     else:
         await store.redis.set(key, "planted")  # a string where a hash/zset/stream belongs
-    await assert_refused(store, ErrorCode.STORAGE_CORRUPT, send(store, key="again"))
+    # 5 coins: diamonds and a platform share, so the gift touches every key
+    again = send(store, "finger_heart", key="again")
+    await assert_refused(store, ErrorCode.STORAGE_CORRUPT, again)
 
 
 async def test_gift_after_stream_meta_was_lost_and_recreated_never_half_applies(

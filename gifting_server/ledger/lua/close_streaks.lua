@@ -4,6 +4,9 @@
   when several workers sweep the same stream each streak still ends exactly once.
   A streak that went on past its first deadline gets its deadline pushed instead
   (send_gift only sets the deadline when a streak starts).
+  Everything is decided before the first write, and the history's XADDs come first:
+  their ids must be above the history's last (a meta restored behind its history
+  breaks that), and the first failing changes nothing. No later call can fail.
 
   Input:
     KEYS[1] open streaks    {s:S}:streaks  (member "<sender>:<gift>", score = deadline ms)
@@ -15,13 +18,22 @@
 
   Output:
     {0, streaks_closed}
-    {15} WRONG_KEY_TYPE
+    {15} WRONG_KEY_TYPE     {16} INVALID_ARGUMENT  {17} CORRUPT_VALUE (seq)
 ]]
 local streaksKey, streamKey, historyKey = KEYS[1], KEYS[2], KEYS[3]
-local now, window, historyMax = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local channel, batch = ARGV[4], ARGV[5]
+local nowArg, windowArg, historyMax, channel, batch = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 
+-- A decimal integer of at most 15 digits: exact in Lua, in range for every Redis argument.
+local function digits(text)
+  return type(text) == 'string' and #text <= 15 and string.find(text, '^%d+$') ~= nil
+end
 local function fmt(n) return string.format('%.0f', n) end
+
+if not (digits(nowArg) and digits(windowArg) and digits(historyMax) and digits(batch)
+    and type(channel) == 'string') then
+  return {16}
+end
+local now, window = tonumber(nowArg), tonumber(windowArg)
 
 local due = redis.call('ZRANGEBYSCORE', streaksKey, '-inf', now, 'LIMIT', 0, batch)
 if #due == 0 then return {0, 0} end
@@ -30,31 +42,38 @@ if t ~= 'none' and t ~= 'stream' then return {15} end
 local fields = {'seq', 'coins'}
 for i, member in ipairs(due) do fields[i + 2] = 'c:' .. member end
 local meta = redis.call('HMGET', streamKey, unpack(fields))
+if (meta[1] and not digits(meta[1])) or (meta[2] and not digits(meta[2])) then return {17} end
 local eventId, coinsTotal = tonumber(meta[1] or '0'), meta[2] or '0'
 
-local closed, ended = 0, {}
+-- Decide first: which streaks go on (a later deadline), which end (an event).
+local pushed, events, ended, gone = {}, {}, {}, {}
 for i, member in ipairs(due) do
   local combo = meta[i + 2]
   local n, at, fragment
   if combo then n, at, fragment = string.match(combo, '^(%d+)|(%d+)|(.*)$') end
-  if at and now - tonumber(at) <= window then
-    redis.call('ZADD', streaksKey, tonumber(at) + window, member)
+  if at and #at <= 15 and now - tonumber(at) <= window then
+    pushed[#pushed + 1] = tonumber(at) + window
+    pushed[#pushed + 1] = member
   else
     if n then
       eventId = eventId + 1
-      local event = '{"event_id":' .. fmt(eventId) .. ',"kind":"gift","ts":' .. ARGV[1] .. ','
-        .. fragment .. '"count":0,"combo":' .. n .. ',"streak_end":true,"coins_total":'
-        .. coinsTotal .. '}'
-      redis.call('XADD', historyKey, 'MAXLEN', '~', historyMax, fmt(eventId) .. '-0', 'e', event)
-      redis.call('PUBLISH', channel, event)
-      closed = closed + 1
+      events[#events + 1] = {fmt(eventId), '{"event_id":' .. fmt(eventId) .. ',"kind":"gift","ts":'
+        .. nowArg .. ',' .. fragment .. '"count":0,"combo":' .. n
+        .. ',"streak_end":true,"coins_total":' .. coinsTotal .. '}'}
       ended[#ended + 1] = 'c:' .. member
     end
-    redis.call('ZREM', streaksKey, member)
+    gone[#gone + 1] = member
   end
 end
-if closed > 0 then
+
+for _, event in ipairs(events) do
+  redis.call('XADD', historyKey, 'MAXLEN', '~', historyMax, event[1] .. '-0', 'e', event[2])
+end
+for _, event in ipairs(events) do redis.call('PUBLISH', channel, event[2]) end
+if #pushed > 0 then redis.call('ZADD', streaksKey, unpack(pushed)) end
+if #gone > 0 then redis.call('ZREM', streaksKey, unpack(gone)) end
+if #events > 0 then
   redis.call('HSET', streamKey, 'seq', fmt(eventId))
   redis.call('HDEL', streamKey, unpack(ended))
 end
-return {0, closed}
+return {0, #events}

@@ -1,6 +1,9 @@
 --[[
   end_stream: the owner ends a live stream; viewers get a `stream_ended` event.
   Ending an ended stream answers OK again and changes nothing.
+  The history's XADD is the first write: its id must be above the history's last
+  (a meta restored behind its history breaks that), and failing first it changes
+  nothing. No call after it can fail.
 
   Input:
     KEYS[1] stream meta     {s:S}:meta
@@ -11,21 +14,27 @@
   Output:
     {0, event_id (0 when already ended)}
     {2}  UNKNOWN_STREAM     {13} NOT_STREAM_OWNER
-    {15} WRONG_KEY_TYPE
+    {15} WRONG_KEY_TYPE     {16} INVALID_ARGUMENT  {17} CORRUPT_VALUE (seq)
 ]]
 local streamKey, historyKey = KEYS[1], KEYS[2]
 local streamer, now, historyMax, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+-- A decimal integer of at most 15 digits: exact in Lua, in range for every Redis argument.
+local function digits(text)
+  return type(text) == 'string' and #text <= 15 and string.find(text, '^%d+$') ~= nil
+end
+if not (digits(now) and digits(historyMax) and type(channel) == 'string') then return {16} end
 local meta = redis.call('HMGET', streamKey, 'streamer', 'status', 'seq')
 if not meta[1] then return {2} end
 if meta[1] ~= streamer then return {13} end
 if meta[2] ~= 'live' then return {0, 0} end
+if meta[3] and not digits(meta[3]) then return {17} end
 local t = redis.call('TYPE', historyKey).ok
 if t ~= 'none' and t ~= 'stream' then return {15} end
 
 local eventId = tonumber(meta[3] or '0') + 1
 local id = string.format('%.0f', eventId)
-redis.call('HSET', streamKey, 'status', 'ended', 'seq', id, 'ended_at', now)
 local event = '{"event_id":' .. id .. ',"kind":"stream_ended","ts":' .. now .. '}'
 redis.call('XADD', historyKey, 'MAXLEN', '~', historyMax, id .. '-0', 'e', event)
+redis.call('HSET', streamKey, 'status', 'ended', 'seq', id, 'ended_at', now)
 redis.call('PUBLISH', channel, event)
 return {0, eventId}

@@ -2,6 +2,9 @@
   publish_state: publish a stream's state event (viewer count, top gifters) only
   when it differs from the last one published, by any worker. Atomic, so
   workers racing with the same new state publish it once.
+  The history's XADD is the first write: its id must be above the history's last
+  (a meta restored behind its history breaks that), and failing first it changes
+  nothing. No call after it can fail.
 
   Input:
     KEYS[1] stream meta     {s:S}:meta
@@ -13,18 +16,27 @@
 
   Output:
     {0, event_id, or 0 when unchanged or the stream is not live}
-    {15} WRONG_KEY_TYPE
+    {15} WRONG_KEY_TYPE     {16} INVALID_ARGUMENT  {17} CORRUPT_VALUE (seq)
 ]]
 local streamKey, historyKey = KEYS[1], KEYS[2]
 local field, state, kind, now, historyMax, channel =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+-- A decimal integer of at most 15 digits: exact in Lua, in range for every Redis argument.
+local function digits(text)
+  return type(text) == 'string' and #text <= 15 and string.find(text, '^%d+$') ~= nil
+end
+if not (type(field) == 'string' and type(state) == 'string' and type(kind) == 'string'
+    and digits(now) and digits(historyMax) and type(channel) == 'string') then
+  return {16}
+end
 local meta = redis.call('HMGET', streamKey, 'status', 'seq', field)
 if meta[1] ~= 'live' or meta[3] == state then return {0, 0} end
+if meta[2] and not digits(meta[2]) then return {17} end
 local t = redis.call('TYPE', historyKey).ok
 if t ~= 'none' and t ~= 'stream' then return {15} end
 local id = string.format('%.0f', tonumber(meta[2] or '0') + 1)
 local event = '{"event_id":' .. id .. ',"kind":"' .. kind .. '","ts":' .. now .. ',' .. state .. '}'
-redis.call('HSET', streamKey, 'seq', id, field, state)
 redis.call('XADD', historyKey, 'MAXLEN', '~', historyMax, id .. '-0', 'e', event)
+redis.call('HSET', streamKey, 'seq', id, field, state)
 redis.call('PUBLISH', channel, event)
 return {0, tonumber(id)}

@@ -3,7 +3,8 @@
   Idempotent by the provider's event id. The coins come from the server's
   package list (ARGV[5]), never from the request body. A refund takes back
   what is still unspent and records the rest as owed; a later purchase pays
-  the debt first.
+  the debt first. Every argument and stored number is validated before the first
+  write, so no call after it can fail.
 
   Input:
     KEYS[1] payment record     {ledger}:payment:<event_id>  (one per provider event)
@@ -23,12 +24,32 @@
     {1}  IDEMPOTENCY_CONFLICT  the event id was seen with other content (or another user)
     {9}  NOTHING_TO_REFUND     no un-refunded purchase of the package
     {15} WRONG_KEY_TYPE        the journal is not a stream; nothing written
+    {16} INVALID_ARGUMENT      an unknown event type, or coins or now not an integer
+    {17} CORRUPT_VALUE         a stored balance or count is not an integer
 ]]
 local recordKey, walletKey, purchasesKey, journalKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local user, eventId, kind, packageId = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local packageCoins, fingerprint, now, payer = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
+local fingerprint, now, payer = ARGV[6], ARGV[7], ARGV[8]
 
+local MAX = 9007199254740991 -- 2^53 - 1: integers up to here are exact in Lua
+-- A decimal integer within [lo, hi], or nil. (tonumber alone takes "1e3", "0x10", "inf".)
+local function int(text, lo, hi)
+  if type(text) ~= 'string' or not string.find(text, '^%-?%d+$') then return nil end
+  local n = tonumber(text)
+  if n < lo or n > hi then return nil end
+  return n
+end
+local function stored(value, default)
+  if not value then return default end
+  return int(value, -MAX, MAX)
+end
 local function fmt(n) return string.format('%.0f', n) end
+
+local packageCoins = int(ARGV[5], 0, MAX)
+if not (packageCoins and int(now, 0, MAX) and type(payer) == 'string'
+    and (kind == 'payment.succeeded' or kind == 'payment.refunded')) then
+  return {16}
+end
 
 local function journal(fields)
   if payer ~= '' then
@@ -46,10 +67,11 @@ if seen then
 end
 
 local w = redis.call('HMGET', walletKey, 'coins', 'owed')
-local bought = tonumber(redis.call('HGET', purchasesKey, packageId) or '0')
+local bought = stored(redis.call('HGET', purchasesKey, packageId), 0)
+local coins, owed = stored(w[1], 0), stored(w[2], 0)
+if not (bought and coins and owed) then return {17} end
 local t = redis.call('TYPE', journalKey).ok
 if t ~= 'none' and t ~= 'stream' then return {15} end
-local coins, owed = tonumber(w[1] or '0'), tonumber(w[2] or '0')
 
 local credited, clawed = 0, 0
 if kind == 'payment.succeeded' then

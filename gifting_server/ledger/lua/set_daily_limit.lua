@@ -4,12 +4,18 @@
 
   Input:
     KEYS[1] wallet  {u:U}:wallet
-    ARGV[1] the limit in coins, or "" to remove it
+    ARGV[1] the limit in coins (an integer >= 0), or "" to remove it
 
   Output:
     {0, limit or -1 when removed}
+    {16} INVALID_ARGUMENT  the limit is neither "" nor an integer >= 0; nothing written
 ]]
 local walletKey, limit = KEYS[1], ARGV[1]
+-- The limit is stored as given, and send_gift must be able to read it back.
+if limit ~= '' and not (type(limit) == 'string' and string.find(limit, '^%d+$')
+    and tonumber(limit) <= 9007199254740991) then
+  return {16}
+end
 redis.call('HGET', walletKey, 'coins') -- a wallet of the wrong type fails here, before the write
 if limit == '' then
   redis.call('HDEL', walletKey, 'limit')

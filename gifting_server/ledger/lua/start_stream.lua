@@ -1,7 +1,7 @@
 --[[
   start_stream: a streamer goes live on a stream id. A stream id belongs to the
   streamer who first used it; going live again on one's own ended stream
-  reopens it (event ids keep counting up).
+  reopens it (event ids keep counting up). One write per call, after every check.
 
   Input:
     KEYS[1] stream meta     {s:S}:meta
@@ -12,8 +12,13 @@
     {0, created(1) | reopened(2) | already live(0)}
     {14} STREAM_ID_TAKEN  the id belongs to another streamer
     {15} WRONG_KEY_TYPE   the history is not a stream
+    {16} INVALID_ARGUMENT now is not an integer
 ]]
 local streamKey, historyKey, streamer, now = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+if type(streamer) ~= 'string' or type(now) ~= 'string' or #now > 15
+    or not string.find(now, '^%d+$') then
+  return {16}
+end
 local meta = redis.call('HMGET', streamKey, 'streamer', 'status')
 if meta[1] and meta[1] ~= streamer then return {14} end
 if meta[2] == 'live' then return {0, 0} end
