@@ -43,7 +43,11 @@ class Session:
         self.hub = hub
         self.store = store
         self.limits = hub.settings.websocket
+        # Streams subscribed or being subscribed: what counts toward the limit.
         self.streams: set[str] = set()
+        # stream → its subscribe not answered yet. Frames of a connection take effect
+        # in order: a later subscribe or unsubscribe of the stream cancels it.
+        self.joins: dict[str, asyncio.Task[None]] = {}
         self.tokens = float(self.limits.burst)
         self.refilled_at = time.monotonic()
         self.refused_in_row = 0
@@ -73,9 +77,7 @@ class Session:
         elif isinstance(message, Subscribe):
             self._subscribe(message)
         elif isinstance(message, Unsubscribe):
-            if self.hub.leave(self.connection, message.stream_id):
-                self.streams.discard(message.stream_id)
-            self.connection.send_message({"type": "unsubscribed", "stream_id": message.stream_id})
+            self._unsubscribe(message.stream_id)
         else:
             self._gift(message)
 
@@ -95,8 +97,9 @@ class Session:
         for stream_id in list(self.streams):
             self.hub.leave(self.connection, stream_id)
         self.streams.clear()
+        self.joins.clear()
         for task in self.tasks:
-            task.cancel()
+            task.cancel()  # a join cut short leaves no room behind (Hub.join)
 
     def _take_token(self) -> bool:
         now = time.monotonic()
@@ -121,18 +124,37 @@ class Session:
         ):
             self._error(ErrorCode.INVALID_REQUEST, "too many subscriptions on one connection")
             return
-        if message.stream_id in self.streams:
-            self.hub.leave(self.connection, message.stream_id)  # resubscribe, e.g. with `since`
+        self._cancel_join(message.stream_id)
         self.streams.add(message.stream_id)
-        self._spawn(self._join(message))
+        # A resubscribe (e.g. with `since`) starts afresh: the hub takes the
+        # connection out of the stream's delivery before it joins again.
+        self.joins[message.stream_id] = self._spawn(self._join(message))
 
     async def _join(self, message: Subscribe) -> None:
+        stream_id = message.stream_id
         try:
-            await self.hub.join(self.connection, message.stream_id, message.since)
+            await self.hub.join(self.connection, stream_id, message.since)
         except Exception:
-            self.streams.discard(message.stream_id)
-            log.warning("subscribe to %s failed", message.stream_id, exc_info=True)
+            if self.joins.get(stream_id) is not asyncio.current_task():
+                return  # superseded: a later frame of the stream answers
+            self.streams.discard(stream_id)
+            log.warning("subscribe to %s failed", stream_id, exc_info=True)
             self._error(ErrorCode.SERVICE_UNAVAILABLE, "could not subscribe now; retry")
+        finally:
+            if self.joins.get(stream_id) is asyncio.current_task():
+                del self.joins[stream_id]
+
+    def _unsubscribe(self, stream_id: str) -> None:
+        self._cancel_join(stream_id)
+        self.hub.leave(self.connection, stream_id)
+        self.streams.discard(stream_id)
+        self.connection.send_message({"type": "unsubscribed", "stream_id": stream_id})
+
+    def _cancel_join(self, stream_id: str) -> None:
+        """A subscribe not answered yet never will be: it joins nothing."""
+        pending = self.joins.pop(stream_id, None)
+        if pending is not None:
+            pending.cancel()
 
     def _gift(self, message: SendGift) -> None:
         if self.identity.role is not Role.VIEWER:
@@ -180,10 +202,11 @@ class Session:
 
         self._spawn(send())
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
 
     def _error(self, code: ErrorCode, message: str, message_id: str | None = None) -> None:
         self.connection.send_message(error_message(code, message, message_id))
