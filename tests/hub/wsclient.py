@@ -178,6 +178,20 @@ class WsClient:
         await self.send({"type": "ping"})
         await self.next_of("pong", timeout)
 
+    def viewers_shown(self, stream_id: str) -> int | None:
+        """The viewer count a page shows: from `subscribed`, then each `viewers` event."""
+        shown = None
+        for message in self.received:
+            if message.get("stream_id") != stream_id:
+                continue
+            if message["type"] == "subscribed":
+                shown = message["viewers"]
+            elif message["type"] == "events":
+                for event in message["events"]:
+                    if event["kind"] == "viewers":
+                        shown = event["count"]
+        return shown
+
     # -- waiting ---------------------------------------------------------------
 
     async def next_of(self, kind: str, timeout: float = TIMEOUT_S, **fields: Any) -> Message:
