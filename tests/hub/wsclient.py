@@ -300,6 +300,7 @@ class RawClient:
         uri = parse_uri(f"ws://127.0.0.1:{port}/v1/ws?token={quote(token)}")
         self.protocol = ClientProtocol(uri, subprotocols=[Subprotocol(JSON)], max_size=None)
         self.messages: list[Message] = []
+        self.pending: deque[Any] = deque()  # events read but not taken yet
         self.bytes_read = 0
         self.close: Close | None = None
 
@@ -319,16 +320,22 @@ class RawClient:
         await self._flush()
 
     async def next_message(self, timeout: float = TIMEOUT_S) -> Message:
-        """Read until one whole message arrived (only used before the client stalls)."""
+        """Read until one whole message arrived (only used before the client stalls);
+        the server's heartbeat pings are passed over, and frames that came in the
+        same read wait for the next call."""
 
         async def read() -> Message:
             while True:
-                for event in await self._read_events():
+                while self.pending:
+                    event = self.pending.popleft()
+                    if isinstance(event, Frame) and event.opcode is Opcode.PING:
+                        continue
                     if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
                         message: Message = orjson.loads(event.data)
                         self.messages.append(message)
                         return message
                     raise AssertionError(f"unexpected {event!r}")
+                self.pending.extend(await self._read_events())
 
         return await asyncio.wait_for(read(), timeout)
 
@@ -337,7 +344,8 @@ class RawClient:
 
         async def read() -> Close:
             while True:
-                for event in await self._read_events():
+                while self.pending:
+                    event = self.pending.popleft()
                     assert isinstance(event, Frame), event
                     if event.opcode is Opcode.TEXT:
                         self.messages.append(orjson.loads(event.data))
@@ -345,6 +353,7 @@ class RawClient:
                         assert_no_traceback(bytes(event.data))
                         self.close = Close.parse(bytes(event.data))
                         return self.close
+                self.pending.extend(await self._read_events())
 
         return await asyncio.wait_for(read(), timeout)
 
