@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from gifting_server import metrics
@@ -45,9 +45,10 @@ class Session:
         self.limits = hub.settings.websocket
         # Streams subscribed or being subscribed: what counts toward the limit.
         self.streams: set[str] = set()
-        # stream → its subscribe not answered yet. Frames of a connection take effect
-        # in order: a later subscribe or unsubscribe of the stream cancels it.
-        self.joins: dict[str, asyncio.Task[None]] = {}
+        # stream → the last of its subscribe/unsubscribe frames not done yet. Each
+        # waits for the one before it, so that they take effect (and are answered)
+        # in the order they were sent.
+        self.pending: dict[str, asyncio.Task[None]] = {}
         self.tokens = float(self.limits.burst)
         self.refilled_at = time.monotonic()
         self.refused_in_row = 0
@@ -97,7 +98,7 @@ class Session:
         for stream_id in list(self.streams):
             self.hub.leave(self.connection, stream_id)
         self.streams.clear()
-        self.joins.clear()
+        self.pending.clear()
         for task in self.tasks:
             task.cancel()  # a join cut short leaves no room behind (Hub.join)
 
@@ -124,37 +125,51 @@ class Session:
         ):
             self._error(ErrorCode.INVALID_REQUEST, "too many subscriptions on one connection")
             return
-        self._cancel_join(message.stream_id)
         self.streams.add(message.stream_id)
         # A resubscribe (e.g. with `since`) starts afresh: the hub takes the
         # connection out of the stream's delivery before it joins again.
-        self.joins[message.stream_id] = self._spawn(self._join(message))
+        self._in_turn(message.stream_id, lambda: self._join(message))
 
     async def _join(self, message: Subscribe) -> None:
         stream_id = message.stream_id
         try:
             await self.hub.join(self.connection, stream_id, message.since)
         except Exception:
-            if self.joins.get(stream_id) is not asyncio.current_task():
-                return  # superseded: a later frame of the stream answers
-            self.streams.discard(stream_id)
+            if self.pending.get(stream_id) is asyncio.current_task():
+                self.streams.discard(stream_id)  # unless a later frame decided otherwise
             log.warning("subscribe to %s failed", stream_id, exc_info=True)
             self._error(ErrorCode.SERVICE_UNAVAILABLE, "could not subscribe now; retry")
-        finally:
-            if self.joins.get(stream_id) is asyncio.current_task():
-                del self.joins[stream_id]
 
     def _unsubscribe(self, stream_id: str) -> None:
-        self._cancel_join(stream_id)
-        self.hub.leave(self.connection, stream_id)
         self.streams.discard(stream_id)
+        if stream_id in self.pending:
+            self._in_turn(stream_id, lambda: self._leave(stream_id))
+        else:
+            self._leave_now(stream_id)
+
+    async def _leave(self, stream_id: str) -> None:
+        self._leave_now(stream_id)
+
+    def _leave_now(self, stream_id: str) -> None:
+        self.hub.leave(self.connection, stream_id)
         self.connection.send_message({"type": "unsubscribed", "stream_id": stream_id})
 
-    def _cancel_join(self, stream_id: str) -> None:
-        """A subscribe not answered yet never will be: it joins nothing."""
-        pending = self.joins.pop(stream_id, None)
-        if pending is not None:
-            pending.cancel()
+    def _in_turn(self, stream_id: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `work` once the stream's frames before it are done, however they ended."""
+        before = self.pending.get(stream_id)
+
+        async def run() -> None:
+            if before is not None:
+                await asyncio.wait([before])
+            await work()
+
+        task = self.pending[stream_id] = self._spawn(run())
+
+        def done(_: asyncio.Task[None]) -> None:
+            if self.pending.get(stream_id) is task:
+                del self.pending[stream_id]
+
+        task.add_done_callback(done)
 
     def _gift(self, message: SendGift) -> None:
         if self.identity.role is not Role.VIEWER:
