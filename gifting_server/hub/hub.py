@@ -120,8 +120,8 @@ class Hub:
             room = await self._room(stream_id)
             recovered, catch_up, upto = await self._catch_up(room, since)
             if _cancel_requested():
-                # Python 3.11's wait_for (in redis-py) can swallow a cancellation:
-                # a superseded join must still never answer.
+                # redis-py can let a read finish although its task was cancelled
+                # (its connection closed): such a join must still never answer.
                 raise asyncio.CancelledError
             if member.closed:
                 return
