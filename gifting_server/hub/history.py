@@ -4,7 +4,9 @@ per-stream Redis Stream, or the news that the gap is older than the history."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
 from gifting_server.ledger import keys
@@ -29,24 +31,26 @@ class StreamHistory:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis  # a client with decode_responses=False
 
-    async def last_event_id(self, stream_id: str) -> int:
-        seq = await self.redis.hget(keys.stream(stream_id), "seq")
-        return int(seq or 0)
+    async def head(self, stream_id: str) -> tuple[int, int]:
+        """The stream's newest event id and its last published viewer count, read
+        together: a room that starts from that id starts with that count."""
+        head: list[Any] = await self.redis.hmget(keys.stream(stream_id), ["seq", "last_viewers"])
+        seq, viewers = head
+        count = orjson.loads(b"{" + viewers + b"}").get("count", 0) if viewers else 0
+        return int(seq or 0), int(count)
 
     async def replay(self, stream_id: str, since: int) -> Replay:
         """Every event after `since`, in order, or recovered=False when some are gone."""
         key = keys.stream_history(stream_id)
-        events: list[bytes] = []
-        start = f"{since + 1}-0"
-        while True:
-            rows: list[tuple[bytes, dict[bytes, bytes]]] = await self.redis.xrange(
-                key, min=start, max="+", count=REPLAY_CHUNK
-            )  # type: ignore[assignment]
-            events.extend(fields[b"e"] for _, fields in rows)
-            if len(rows) < REPLAY_CHUNK:
-                break
-            start = "(" + rows[-1][0].decode()
-        current = await self.last_event_id(stream_id)
+        # The first chunk and the stream's newest id in one transaction: read apart,
+        # an event appended in between looks like a gap.
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xrange(key, min=f"{since + 1}-0", max="+", count=REPLAY_CHUNK)
+            pipe.hget(keys.stream(stream_id), "seq")
+            answers: list[Any] = await pipe.execute()
+        rows: list[tuple[bytes, dict[bytes, bytes]]] = answers[0]
+        seq: bytes | None = answers[1]
+        current = int(seq or 0)
         if since > current:
             # Newer than anything this stream has: not an event_id of it (a client's
             # stale or made-up id). Answer not recovered, so it takes live events
@@ -54,7 +58,17 @@ class StreamHistory:
             return Replay(False, [], current)
         if since == current:
             return Replay(True, [], since)
-        first_kept = event_id_of(events[0]) if events else current + 1
-        if first_kept != since + 1:
+        events = [fields[b"e"] for _, fields in rows]
+        if not events or event_id_of(events[0]) != since + 1:
             return Replay(False, [], current)
+        while len(rows) == REPLAY_CHUNK:
+            # Later chunks go on from what was read; ids only grow, so all that
+            # matters is that none is skipped (trimmed away meanwhile).
+            rows = await self.redis.xrange(
+                key, min="(" + rows[-1][0].decode(), max="+", count=REPLAY_CHUNK
+            )  # type: ignore[assignment]
+            more: list[bytes] = [fields[b"e"] for _, fields in rows]
+            if more and event_id_of(more[0]) != event_id_of(events[-1]) + 1:
+                return Replay(False, [], event_id_of(more[-1]))
+            events += more
         return Replay(True, events, event_id_of(events[-1]))

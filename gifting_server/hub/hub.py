@@ -15,10 +15,11 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
+import orjson
 from redis.asyncio import Redis
 
 from gifting_server import metrics
@@ -72,10 +73,9 @@ class Room:
     pass_upto: int = 0  # the pass under way writes the batches behind this
     pass_started: float = float("-inf")
     observed: int = 0  # newest event whose delivery latency is recorded
-    joining: int = 0
     filling: bool = False
     held: list[bytes] = field(default_factory=list)
-    viewers: int = 0  # across all workers, as last published
+    viewers: int = 0  # across all workers: the newest `viewers` event taken
 
     def local_count(self) -> int:
         return len(self.batch_of)
@@ -89,7 +89,9 @@ class Hub:
         self.history = StreamHistory(redis)
         self.broker = RedisBroker(redis, self._on_event, self._on_resubscribed)
         self.rooms: dict[str, Room] = {}
-        self._room_ready: dict[str, asyncio.Future[Room]] = {}
+        self.joining: dict[str, int] = {}  # stream → joins under way (they keep its room)
+        self._changing: dict[str, asyncio.Future[None]] = {}  # stream → its room opening/closing
+        self.tasks: set[asyncio.Task[None]] = set()
         self.gifted_streams: dict[str, float] = {}  # stream → until when to sweep its streaks
         self.connections: set[Member] = set()  # every open connection, for the heartbeat
 
@@ -107,33 +109,46 @@ class Hub:
     # -- joining and leaving -------------------------------------------------
 
     async def join(self, member: Member, stream_id: str, since: int | None) -> None:
-        """Send `subscribed`, then every event after `since` in order, then live ones."""
-        room = await self._room(stream_id)
-        room.joining += 1
+        """Send `subscribed`, then every event after `since` in order, then live ones.
+
+        A member already in the stream starts afresh. Cancelled (or its member
+        closed) before `subscribed` went out, it sends nothing. However it ends, it
+        leaves no room behind that nobody is in or joining."""
+        self.joining[stream_id] = self.joining.get(stream_id, 0) + 1
         try:
+            self._remove(member, stream_id)  # a resubscribe, e.g. with `since`
+            room = await self._room(stream_id)
             recovered, catch_up, upto = await self._catch_up(room, since)
+            if _cancel_requested():
+                # redis-py can let a read finish although its task was cancelled
+                # (its connection closed): such a join must still never answer.
+                raise asyncio.CancelledError
+            if member.closed:
+                return
+            subscribed = {
+                "type": "subscribed",
+                "stream_id": stream_id,
+                "recovered": recovered,
+                "viewers": room.viewers,
+                "last_event_id": max(upto, room.last_seen),
+            }
+            member.send(websocket_frame(encode(subscribed, member.encoding), member.encoding))
+            for start in range(0, len(catch_up), REPLAY_FRAME_EVENTS):
+                chunk = catch_up[start : start + REPLAY_FRAME_EVENTS]
+                member.send(
+                    websocket_frame(
+                        events_payload(stream_id, chunk, member.encoding), member.encoding
+                    )
+                )
+            joined = room.batch_of[member] = Batch(member.encoding, upto, {member: None})
+            self._place(room, joined)
+            metrics.SUBSCRIPTIONS.inc()
         finally:
-            room.joining -= 1
-        if member.closed:
-            self._drop_if_empty(room)
-            return
-        subscribed = {
-            "type": "subscribed",
-            "stream_id": stream_id,
-            "recovered": recovered,
-            "viewers": max(room.viewers, room.local_count() + 1),
-            "last_event_id": max(upto, room.last_seen),
-        }
-        member.send(websocket_frame(encode(subscribed, member.encoding), member.encoding))
-        for start in range(0, len(catch_up), REPLAY_FRAME_EVENTS):
-            chunk = catch_up[start : start + REPLAY_FRAME_EVENTS]
-            member.send(
-                websocket_frame(events_payload(stream_id, chunk, member.encoding), member.encoding)
-            )
-        has = max(upto, room.last_seen if since is None else upto)
-        joined = room.batch_of[member] = Batch(member.encoding, has, {member: None})
-        self._place(room, joined)
-        metrics.SUBSCRIPTIONS.inc()
+            self.joining[stream_id] -= 1
+            if not self.joining[stream_id]:
+                del self.joining[stream_id]
+            if (room_now := self.rooms.get(stream_id)) is not None:
+                self._drop_if_empty(room_now)
 
     async def _catch_up(self, room: Room, since: int | None) -> tuple[bool, list[bytes], int]:
         if since is None:
@@ -155,45 +170,80 @@ class Hub:
         return True, events, upto
 
     def leave(self, member: Member, stream_id: str) -> bool:
-        room = self.rooms.get(stream_id)
-        if room is None or (batch := room.batch_of.pop(member, None)) is None:
+        room = self._remove(member, stream_id)
+        if room is None:
             return False
-        del batch.members[member]  # an emptied batch leaves the lineup when its turn comes
-        metrics.SUBSCRIPTIONS.dec()
         self._drop_if_empty(room)
         return True
 
-    async def _room(self, stream_id: str) -> Room:
+    def _remove(self, member: Member, stream_id: str) -> Room | None:
         room = self.rooms.get(stream_id)
-        if room is not None:
-            return room
-        ready = self._room_ready.get(stream_id)
-        if ready is None:
-            ready = self._room_ready[stream_id] = asyncio.get_running_loop().create_future()
+        if room is None or (batch := room.batch_of.pop(member, None)) is None:
+            return None
+        del batch.members[member]  # an emptied batch leaves the lineup when its turn comes
+        metrics.SUBSCRIPTIONS.dec()
+        return room
+
+    # A stream's room is opened (pub/sub subscription, then the room) and closed
+    # (the room, then the unsubscription) one change at a time: a join that finds
+    # a change under way waits for it, so that no room is left without its
+    # subscription by an unsubscription that finishes after it.
+
+    async def _room(self, stream_id: str) -> Room:
+        while True:
+            room = self.rooms.get(stream_id)
+            if room is not None:
+                return room
+            change = self._changing.get(stream_id)
+            if change is None:
+                return await self._open(stream_id)
+            # Raises what made another joiner's opening fail: answered with an
+            # error frame. An opening cut short, or a closing, ends with None.
+            await asyncio.shield(change)
+
+    async def _open(self, stream_id: str) -> Room:
+        change = self._changing[stream_id] = asyncio.get_running_loop().create_future()
+        try:
+            await self.broker.subscribe(stream_id)
+            last_seen, viewers = await self.history.head(stream_id)
+        except BaseException as e:
             try:
-                await self.broker.subscribe(stream_id)
-                room = Room(stream_id, last_seen=await self.history.last_event_id(stream_id))
-                self.rooms[stream_id] = room
-                ready.set_result(room)
-            except BaseException as e:
-                # Other joiners waiting on this get an error they answer with an
-                # error frame, never our own cancellation.
-                failure = e if isinstance(e, Exception) else ConnectionError("subscribe cut short")
-                ready.set_exception(failure)
-                ready.exception()  # read here, so asyncio does not log it as lost
                 await self.broker.unsubscribe(stream_id)
-                raise
             finally:
-                del self._room_ready[stream_id]
-        return await asyncio.shield(ready)
+                del self._changing[stream_id]
+                if isinstance(e, Exception):
+                    change.set_exception(e)
+                    change.exception()  # read here, so asyncio does not log it as lost
+                else:
+                    change.set_result(None)  # our own cancellation: others try again
+            raise
+        room = self.rooms[stream_id] = Room(stream_id, last_seen=last_seen, viewers=viewers)
+        del self._changing[stream_id]
+        change.set_result(None)
+        return room
 
     def _drop_if_empty(self, room: Room) -> None:
-        if room.local_count() or room.joining or self.rooms.get(room.stream_id) is not room:
+        stream_id = room.stream_id
+        if self.rooms.get(stream_id) is not room or room.local_count() or stream_id in self.joining:
             return
-        del self.rooms[room.stream_id]
+        del self.rooms[stream_id]
         if room.flush_at:
             room.flush_at.cancel()
-        asyncio.get_running_loop().create_task(self.broker.unsubscribe(room.stream_id))
+        change = self._changing[stream_id] = asyncio.get_running_loop().create_future()
+
+        async def close() -> None:
+            try:
+                await self.broker.unsubscribe(stream_id)
+            finally:
+                del self._changing[stream_id]
+                change.set_result(None)
+
+        self._spawn(close())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)  # a task nobody refers to may be collected before it ends
+        task.add_done_callback(self.tasks.discard)
 
     # -- events from the broker -----------------------------------------------
 
@@ -244,14 +294,60 @@ class Hub:
                     delay = min(delay * 2, 2.0)
             else:
                 return  # the room is gone: nobody to deliver to
-            for raw in replay.events:
-                self._take(room, raw)
+            if replay.recovered:
+                for raw in replay.events:
+                    self._take(room, raw)
+            else:
+                self._restart_after_gap(room, replay.last_event_id)
             room.filling = False
             held, room.held = room.held, []
             for raw in held:
                 self._take(room, raw)
 
-        asyncio.get_running_loop().create_task(fill())
+        self._spawn(fill())
+
+    def _restart_after_gap(self, room: Room, newest: int) -> None:
+        """The history no longer holds what pub/sub missed: every viewer of the room
+        gets what it is owed up to the gap, then a fresh `subscribed` with
+        recovered: false, and live events after `newest` (never a silent jump)."""
+        log.warning(
+            "stream %s: events %d..%d are gone from the history; viewers start again at %d",
+            room.stream_id, room.last_seen + 1, newest, newest,
+        )  # fmt: skip
+        newest = max(newest, room.last_seen)
+        frames: dict[tuple[str, Encoding, int], bytes] = {}
+        batches = [batch for batch in room.lineup if batch.members]
+        room.lineup.clear()
+        for batch in batches:
+            owed = _events_after(room.recent, batch.upto)
+            # A joiner may have read the history past `newest`: it goes on from there.
+            start = max(batch.upto, newest)
+            owed_key, subscribed_key = (
+                ("events", batch.encoding, batch.upto),
+                ("subscribed", batch.encoding, start),
+            )
+            if owed and owed_key not in frames:
+                payload = events_payload(room.stream_id, owed, batch.encoding)
+                frames[owed_key] = websocket_frame(payload, batch.encoding)
+            if subscribed_key not in frames:
+                subscribed = {
+                    "type": "subscribed",
+                    "stream_id": room.stream_id,
+                    "recovered": False,
+                    "viewers": room.viewers,
+                    "last_event_id": start,
+                }
+                payload = encode(subscribed, batch.encoding)
+                frames[subscribed_key] = websocket_frame(payload, batch.encoding)
+            for member in list(batch.members):
+                if owed:
+                    member.send(frames[owed_key])
+                member.send(frames[subscribed_key])
+            batch.upto = start
+        room.last_seen = newest
+        for batch in batches:
+            if batch.members:  # a write can close a connection, which then leaves its batch
+                self._place(room, batch)
 
     def _take(self, room: Room, raw: bytes) -> None:
         event_id = event_id_of(raw)
@@ -261,6 +357,10 @@ class Hub:
     def _accept(self, room: Room, event_id: int, raw: bytes) -> None:
         room.last_seen = event_id
         room.recent.append(raw)
+        if b'"kind":"viewers"' in raw:
+            # `subscribed` tells a newcomer the count its later `viewers` events
+            # correct, so that what each viewer shows converges to what is published.
+            room.viewers = int(orjson.loads(raw).get("count", room.viewers))
         if room.flush_at is None:
             self._schedule_pass(room)
 
@@ -356,6 +456,11 @@ class Hub:
     def local_viewers(self, stream_id: str) -> int:
         room = self.rooms.get(stream_id)
         return room.local_count() if room else 0
+
+
+def _cancel_requested() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _events_after(recent: deque[bytes], event_id: int) -> list[bytes]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from gifting_server import metrics
@@ -43,7 +43,12 @@ class Session:
         self.hub = hub
         self.store = store
         self.limits = hub.settings.websocket
+        # Streams subscribed or being subscribed: what counts toward the limit.
         self.streams: set[str] = set()
+        # stream → the last of its subscribe/unsubscribe frames not done yet. Each
+        # waits for the one before it, so that they take effect (and are answered)
+        # in the order they were sent.
+        self.pending: dict[str, asyncio.Task[None]] = {}
         self.tokens = float(self.limits.burst)
         self.refilled_at = time.monotonic()
         self.refused_in_row = 0
@@ -73,9 +78,7 @@ class Session:
         elif isinstance(message, Subscribe):
             self._subscribe(message)
         elif isinstance(message, Unsubscribe):
-            if self.hub.leave(self.connection, message.stream_id):
-                self.streams.discard(message.stream_id)
-            self.connection.send_message({"type": "unsubscribed", "stream_id": message.stream_id})
+            self._unsubscribe(message.stream_id)
         else:
             self._gift(message)
 
@@ -104,8 +107,9 @@ class Session:
         for stream_id in list(self.streams):
             self.hub.leave(self.connection, stream_id)
         self.streams.clear()
+        self.pending.clear()
         for task in self.tasks:
-            task.cancel()
+            task.cancel()  # a join cut short leaves no room behind (Hub.join)
 
     def _take_token(self) -> bool:
         now = time.monotonic()
@@ -130,18 +134,51 @@ class Session:
         ):
             self._error(ErrorCode.INVALID_REQUEST, "too many subscriptions on one connection")
             return
-        if message.stream_id in self.streams:
-            self.hub.leave(self.connection, message.stream_id)  # resubscribe, e.g. with `since`
         self.streams.add(message.stream_id)
-        self._spawn(self._join(message))
+        # A resubscribe (e.g. with `since`) starts afresh: the hub takes the
+        # connection out of the stream's delivery before it joins again.
+        self._in_turn(message.stream_id, lambda: self._join(message))
 
     async def _join(self, message: Subscribe) -> None:
+        stream_id = message.stream_id
         try:
-            await self.hub.join(self.connection, message.stream_id, message.since)
+            await self.hub.join(self.connection, stream_id, message.since)
         except Exception:
-            self.streams.discard(message.stream_id)
-            log.warning("subscribe to %s failed", message.stream_id, exc_info=True)
+            if self.pending.get(stream_id) is asyncio.current_task():
+                self.streams.discard(stream_id)  # unless a later frame decided otherwise
+            log.warning("subscribe to %s failed", stream_id, exc_info=True)
             self._error(ErrorCode.SERVICE_UNAVAILABLE, "could not subscribe now; retry")
+
+    def _unsubscribe(self, stream_id: str) -> None:
+        self.streams.discard(stream_id)
+        if stream_id in self.pending:
+            self._in_turn(stream_id, lambda: self._leave(stream_id))
+        else:
+            self._leave_now(stream_id)
+
+    async def _leave(self, stream_id: str) -> None:
+        self._leave_now(stream_id)
+
+    def _leave_now(self, stream_id: str) -> None:
+        self.hub.leave(self.connection, stream_id)
+        self.connection.send_message({"type": "unsubscribed", "stream_id": stream_id})
+
+    def _in_turn(self, stream_id: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `work` once the stream's frames before it are done, however they ended."""
+        before = self.pending.get(stream_id)
+
+        async def run() -> None:
+            if before is not None:
+                await asyncio.wait([before])
+            await work()
+
+        task = self.pending[stream_id] = self._spawn(run())
+
+        def done(_: asyncio.Task[None]) -> None:
+            if self.pending.get(stream_id) is task:
+                del self.pending[stream_id]
+
+        task.add_done_callback(done)
 
     def _gift(self, message: SendGift) -> None:
         if self.identity.role is not Role.VIEWER:
@@ -190,10 +227,11 @@ class Session:
 
         self._spawn(send())
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
 
     def _gift_refused(self, code: ErrorCode, message: str, message_id: str) -> None:
         metrics.count_gift("ws", code.code)

@@ -40,7 +40,10 @@ class Sweeper:
         self.connections = connections
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.task: asyncio.Task[None] | None = None
-        self.published_local: dict[str, int] = {}
+        # stream → when this worker last wrote its viewer count there (presence); a
+        # stream stays here one more round after its last local viewer left, so
+        # that its count drops at once instead of when the presence expires.
+        self.presence_at: dict[str, float] = {}
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="sweeper")
@@ -56,6 +59,7 @@ class Sweeper:
             now = time.monotonic()
             try:
                 await self.close_streaks(now)
+                await self.publish_viewer_counts(now)
                 if now >= next_state:
                     next_state = now + STATE_PUBLISH_S
                     await self.publish_states()
@@ -108,17 +112,31 @@ class Sweeper:
             )
 
     async def publish_states(self) -> None:
-        for stream_id, room in list(self.hub.rooms.items()):
-            room.viewers = await self.publish_viewers(stream_id)
+        for stream_id in list(self.hub.rooms):
             await self.publish_top_gifters(stream_id)
 
-    async def publish_viewers(self, stream_id: str) -> int:
+    async def publish_viewer_counts(self, now: float) -> None:
+        """Each stream's count once a second per stream: a stream this worker just
+        began to serve at once, and one whose last local viewer left one more time."""
+        for stream_id in set(self.hub.rooms) | set(self.presence_at):
+            if now - self.presence_at.get(stream_id, float("-inf")) < STATE_PUBLISH_S:
+                continue
+            local = self.hub.local_viewers(stream_id)
+            await self.publish_viewers(stream_id, local)
+            if local or stream_id in self.hub.rooms:
+                self.presence_at[stream_id] = now
+            else:
+                del self.presence_at[stream_id]
+
+    async def publish_viewers(self, stream_id: str, local: int) -> int:
         now = self.store.clock()
         key = keys.presence(stream_id)
-        local = self.hub.local_viewers(stream_id)
         redis = self.store.redis
-        await guarded(redis.hset(key, self.worker_id, f"{local}|{now + PRESENCE_TTL_MS}"))
-        await guarded(redis.pexpire(key, PRESENCE_TTL_MS * 6))
+        if local:
+            await guarded(redis.hset(key, self.worker_id, f"{local}|{now + PRESENCE_TTL_MS}"))
+            await guarded(redis.pexpire(key, PRESENCE_TTL_MS * 6))
+        else:
+            await guarded(redis.hdel(key, self.worker_id))
         entries: dict[str, str] = await guarded(redis.hgetall(key))  # type: ignore[arg-type]
         total, stale = 0, []
         for worker, value in entries.items():

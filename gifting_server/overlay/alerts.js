@@ -249,11 +249,23 @@ function beep(tier) {
   }
 }
 
+// The server could not replay what this page missed (a fresh `subscribed` with
+// recovered: false): the end of a running streak may be among it. End them all
+// here, so none waits for an end that will never come; later taps start new alerts.
+function onResync() {
+  for (const alert of open.values()) {
+    alert.ended = true;
+    if (alert.record) alert.record.ended = true;
+  }
+  open.clear();
+  if (current) scheduleExit();
+}
+
 async function main() {
   applyLook(32);
   stage.className = `pos-${POSITION}`;
   catalog = await loadCatalog();
-  followStream(streamId, token, { onEvent });
+  followStream(streamId, token, { onEvent, onResync });
 }
 
 main();

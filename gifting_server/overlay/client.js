@@ -342,6 +342,7 @@ async function main() {
       }
     },
     onResync: async () => {
+      stage.viewers(hub.viewers);
       const fresh = await fetchRetrying(`${path}/leaderboard?period=stream&limit=3`);
       if (fresh.ok) stage.topGifters(fresh.data.entries || []);
       syncWallet();

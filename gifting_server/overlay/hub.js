@@ -93,16 +93,17 @@ export class StreamHub {
 
   receive(message) {
     if (message.type === "subscribed" && message.stream_id === this.streamId) {
+      this.viewers = message.viewers;
       if (this.lastEventId === null) {
         this.lastEventId = message.last_event_id;
       } else if (!message.recovered) {
-        // The gap is older than the server's history (or this is another
-        // deployment): start from here and let the page refetch its state.
+        // The gap is older than the server's history: after a reconnect, or sent
+        // unasked when the server itself lost events it cannot replay (or this is
+        // another deployment). Start from here and let the page refetch its state.
         this.lastEventId = message.last_event_id;
         this.onResync();
       }
       this.attempts = 0;
-      this.viewers = message.viewers;
       this.setState("live");
     } else if (message.type === "events" && message.stream_id === this.streamId) {
       for (const event of message.events) {

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import SECRET, WEBHOOK_SECRET, ServerThread, server_factory
+from tests.hub.redis_proxy import RedisProxy
 from tests.redis_process import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,6 +37,21 @@ def start_server(redis_url: str, tmp_path: Path) -> Iterator[StartServer]:
     """`start_server(websocket={...}, limits={...}, history={...})` → a running server."""
     with server_factory(tmp_path, HUB_DEFAULTS) as start:
         yield lambda **sections: start(redis_url, **sections)
+
+
+@pytest.fixture
+def redis_proxy(redis_url: str) -> Iterator[RedisProxy]:
+    """A proxy in front of the test Redis (flushed for this test)."""
+    proxy = RedisProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def start_proxied_server(redis_proxy: RedisProxy, tmp_path: Path) -> Iterator[StartServer]:
+    """`start_server`, but the server reaches Redis through `redis_proxy`."""
+    with server_factory(tmp_path, HUB_DEFAULTS) as start:
+        yield lambda **sections: start(redis_proxy.url, **sections)
 
 
 class Worker:

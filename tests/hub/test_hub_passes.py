@@ -69,7 +69,7 @@ async def churn(settings: Settings, seed: int) -> None:
     hub = Hub(Redis(), settings)  # never started: no broker, no Redis calls
     hub.tick_s = rng.choice([0.0, 0.001, 0.005])
     room = hub.rooms["s"] = Room("s", last_seen=rng.randint(0, 5))
-    room.joining = 1  # keeps the room while viewers come and go
+    hub.joining["s"] = 1  # keeps the room while viewers come and go
     viewers: list[Viewer] = []
     next_id = room.last_seen + 1
     for _ in range(rng.randint(50, 300)):

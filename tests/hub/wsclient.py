@@ -178,6 +178,20 @@ class WsClient:
         await self.send({"type": "ping"})
         await self.next_of("pong", timeout)
 
+    def viewers_shown(self, stream_id: str) -> int | None:
+        """The viewer count a page shows: from `subscribed`, then each `viewers` event."""
+        shown = None
+        for message in self.received:
+            if message.get("stream_id") != stream_id:
+                continue
+            if message["type"] == "subscribed":
+                shown = message["viewers"]
+            elif message["type"] == "events":
+                for event in message["events"]:
+                    if event["kind"] == "viewers":
+                        shown = event["count"]
+        return shown
+
     # -- waiting ---------------------------------------------------------------
 
     async def next_of(self, kind: str, timeout: float = TIMEOUT_S, **fields: Any) -> Message:
@@ -287,6 +301,7 @@ class RawClient:
         self.protocol = ClientProtocol(uri, subprotocols=[Subprotocol(encoding)], max_size=None)
         self.messages: list[Message] = []
         self.pongs: list[bytes] = []  # payloads of the pong frames received
+        self.pending: deque[Any] = deque()  # events read but not taken yet
         self.bytes_read = 0
         self.close: Close | None = None
 
@@ -321,11 +336,16 @@ class RawClient:
         await self.loop.sock_sendall(self.sock, b"".join(self.protocol.data_to_send()))
 
     async def next_message(self, timeout: float = TIMEOUT_S) -> Message:
-        """Read until one whole message arrived (only used before the client stalls)."""
+        """Read until one whole message arrived (only used before the client stalls);
+        the server's heartbeat pings are passed over, and frames that came in the
+        same read wait for the next call."""
 
         async def read() -> Message:
             while True:
-                for event in await self._read_events():
+                while self.pending:
+                    event = self.pending.popleft()
+                    if isinstance(event, Frame) and event.opcode is Opcode.PING:
+                        continue
                     if isinstance(event, Frame) and event.opcode is Opcode.PONG:
                         self.pongs.append(bytes(event.data))
                         continue
@@ -337,6 +357,7 @@ class RawClient:
                         raise AssertionError(f"unexpected {event!r}")
                     self.messages.append(message)
                     return message
+                self.pending.extend(await self._read_events())
 
         return await asyncio.wait_for(read(), timeout)
 
@@ -345,7 +366,8 @@ class RawClient:
 
         async def read() -> Close:
             while True:
-                for event in await self._read_events():
+                while self.pending:
+                    event = self.pending.popleft()
                     assert isinstance(event, Frame), event
                     if event.opcode is Opcode.TEXT:
                         self.messages.append(orjson.loads(event.data))
@@ -353,6 +375,7 @@ class RawClient:
                         assert_no_traceback(bytes(event.data))
                         self.close = Close.parse(bytes(event.data))
                         return self.close
+                self.pending.extend(await self._read_events())
 
         return await asyncio.wait_for(read(), timeout)
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from pathlib import Path
 
 from playwright.sync_api import expect
 
-from tests.overlay.conftest import Live, Pages, screenshot, wait_live
+from gifting_server.config import History
+from tests.hub.redis_proxy import RedisProxy, subscribes
+from tests.overlay.conftest import Live, Pages, overlay_settings, screenshot, wait_live
 
 SHOWN = "window.__alertsShown"
 
@@ -128,3 +132,35 @@ def test_a_refused_token_is_said_plainly_and_nothing_else_shows(live: Live, page
     elsewhere = pages.open(other)
     expect(elsewhere.locator(".refused")).to_contain_text("another stream")
     assert forged.evaluate("window.__hub.state") == "refused"
+
+
+def test_a_gap_the_server_cannot_replay_ends_the_running_streak(
+    redis_url: str, tmp_path: Path, pages: Pages
+) -> None:
+    """The server's pub/sub connection drops while more is published than the
+    history keeps: its fresh `subscribed {recovered: false}` ends the streak on
+    screen at once (its end may be among what was lost), not after 10 s of quiet."""
+    proxy = RedisProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+    settings = overlay_settings(proxy.url, tmp_path, combo_window_ms=600_000)
+    live = Live(dataclasses.replace(settings, history=History(max_events=10)))
+    try:
+        live.start_stream()
+        for user in ("alice", "bob"):
+            live.fund(user)
+        page = pages.open(live.overlay_url("alerts", duration=3, sound="off"))
+        wait_live(page)
+        live.gift("alice", "rose")
+        page.wait_for_function(f"() => {SHOWN}.length === 1")
+        assert page.evaluate(f"{SHOWN}[0].ended") is False  # the streak runs on
+
+        resubscribing = proxy.hold_request(subscribes)
+        assert proxy.cut(subscribes) == 1  # the server's pub/sub connection
+        assert resubscribing.held.wait(5)
+        for _ in range(30):
+            live.gift("bob", "finger_heart")
+        resubscribing.release()
+
+        page.wait_for_function(f"() => {SHOWN}[0].ended")
+    finally:
+        live.close()
+        proxy.close()
