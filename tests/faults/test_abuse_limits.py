@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from websockets.frames import Opcode
 
@@ -126,6 +127,19 @@ async def test_one_connections_flood_is_rate_limited_then_closed(
 PING_FLOOD = 20_000  # pings of 125 bytes: 2.6 MB, all sent before reading anything
 
 
+def drops(reason: str) -> float:
+    """Connections this process's server dropped for `reason` (the server runs in a
+    thread of the test process, so its registry is ours)."""
+    return REGISTRY.get_sample_value("gifting_ws_drops_total", {"reason": reason}) or 0.0
+
+
+async def wait_for_drop(reason: str, above: float, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while drops(reason) <= above:
+        assert time.monotonic() < deadline, f"the server dropped no connection as {reason}"
+        await asyncio.sleep(0.01)
+
+
 async def test_a_ping_flood_from_a_peer_that_never_reads_is_cut_off(
     redis_url: str, serve: Serve, subtests: pytest.Subtests
 ) -> None:
@@ -140,8 +154,13 @@ async def test_a_ping_flood_from_a_peer_that_never_reads_is_cut_off(
         with subtests.test(case):
             server = serve(redis_url, websocket=limits)
             flooder = await RawClient(server.port, token("flooder")).open()
+            reason = "slow" if code == 4009 else "rate_limited"
+            dropped = drops(reason)
             try:
                 await flooder.send_frames(*[(Opcode.PING, b"p" * 125, True)] * PING_FLOOD)
+                # Read nothing until the server cut the peer off: a client that reads
+                # would drain the pongs and never back up into the server.
+                await wait_for_drop(reason, above=dropped)
                 close = await flooder.read_until_close()
             finally:
                 flooder.shutdown()
