@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test test-faults lint typecheck check bench bench-script bench-fanout load clean
+.PHONY: run run-cluster test test-cluster test-faults lint typecheck check bench bench-script bench-fanout load clean
 
 $(BIN)/gifting-server: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,19 @@ $(BIN)/gifting-server: pyproject.toml
 run: $(BIN)/gifting-server
 	$(BIN)/gifting-server serve --host $(HOST) --port $(PORT) --demo
 
+# Runs tests/cluster too (a local 3-master/3-replica Redis Cluster, about 15 s).
 test: $(BIN)/gifting-server
 	$(BIN)/python -m pytest -q --ignore=tests/faults
+
+# Only the tests that need the local Redis Cluster (also: pytest -m cluster).
+test-cluster: $(BIN)/gifting-server
+	$(BIN)/python -m pytest -q tests/cluster
+
+# A local Redis Cluster (3 masters, 3 replicas, docs/scaling.md) in data/cluster until
+# Ctrl-C; it prints the node URLs. Only the cluster for now: the two `serve` workers
+# over it come with the server's cluster support.
+run-cluster: $(BIN)/gifting-server
+	$(BIN)/python -m gifting_server.local_cluster --data-dir data/cluster
 
 # Faults, abuse and fuzzing (docs/reliability.md): kills and restarts real Redis and
 # server processes, floods, forges and fuzzes; about 40 s on its own.
