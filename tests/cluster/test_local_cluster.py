@@ -169,3 +169,34 @@ def test_the_same_data_dir_brings_the_same_cluster_back(tmp_path: Path) -> None:
         client = redis.Redis(port=again.master_for_key("{u:carol}").port)
         assert client.get("{u:carol}") == b"kept"
         client.close()
+
+
+async def test_a_sharded_subscriber_follows_a_failover_once_it_refreshes_the_slot_map(
+    client: RedisCluster, redis_cluster: LocalCluster, cluster_url: str
+) -> None:
+    # A client that only listens sends no command that would find the new master, so
+    # get_sharded_message keeps raising ConnectionError for the dead node: on that
+    # error the listener reloads the slot map, which moves its shard subscriptions
+    # to the node that now serves the slot (ClusterPubSub.on_slots_changed).
+    listener = RedisCluster.from_url(cluster_url, decode_responses=True)
+    await listener.initialize()
+    pubsub = listener.pubsub()
+    channel = "{s:failover}"
+    await pubsub.ssubscribe(channel)
+    old_master = redis_cluster.master_for_key(channel)
+    redis_cluster.kill(old_master)
+    await asyncio.to_thread(redis_cluster.wait_for_failover, old_master)
+
+    deadline = time.monotonic() + 10
+    message = None
+    while message is None:
+        assert time.monotonic() < deadline, "the subscription did not follow the failover"
+        # Pub/sub keeps nothing for an absent subscriber: publish until one arrives.
+        await client.spublish(channel, "after the failover")
+        try:
+            message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=0.1)
+        except redis.ConnectionError:
+            await listener.nodes_manager.initialize()
+    assert message["data"] == "after the failover"
+    await pubsub.aclose()
+    await listener.aclose()
