@@ -23,79 +23,22 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 from redis.crc import key_slot
 
+from gifting_server.cluster_view import SLOTS, NodeInfo, parse_cluster_info, parse_cluster_nodes
 from gifting_server.embedded_redis import find_redis_server
 
 log = logging.getLogger("gifting_server.cluster")
 
 HOST = "127.0.0.1"
-SLOTS = 16384
 LAYOUT_FILE = "cluster.json"
 
 
 class ClusterError(RuntimeError):
     pass
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    """One node as the cluster sees it (a line of CLUSTER NODES)."""
-
-    node_id: str
-    host: str
-    port: int
-    role: str  # "master" or "replica"
-    master_id: str | None  # the master of a replica
-    slots: tuple[tuple[int, int], ...]  # inclusive ranges
-    failed: bool  # flagged fail or fail? by the node that was asked
-
-    @property
-    def url(self) -> str:
-        return f"redis://{self.host}:{self.port}"
-
-    def serves(self, slot: int) -> bool:
-        return any(first <= slot <= last for first, last in self.slots)
-
-
-def parse_cluster_nodes(text: str) -> list[NodeInfo]:
-    nodes = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        fields = line.split()
-        node_id, address, flags, master = fields[:4]
-        slot_fields = fields[8:]
-        host_port = address.split("@")[0]
-        host, port = host_port.rsplit(":", 1)
-        flag_set = set(flags.split(","))
-        slots = []
-        for field in slot_fields:
-            if field.startswith("["):  # a slot being imported or migrated
-                continue
-            first, _, last = field.partition("-")
-            slots.append((int(first), int(last or first)))
-        nodes.append(
-            NodeInfo(
-                node_id=node_id,
-                host=host,
-                port=int(port),
-                role="master" if "master" in flag_set else "replica",
-                master_id=None if master == "-" else master,
-                slots=tuple(sorted(slots)),
-                failed=bool(flag_set & {"fail", "fail?"}),
-            )
-        )
-    return sorted(nodes, key=lambda n: n.port)
-
-
-def parse_cluster_info(text: str) -> dict[str, str]:
-    fields = (line.split(":", 1) for line in text.splitlines() if ":" in line)
-    return {name: value.strip() for name, value in fields}
 
 
 def free_ports(count: int) -> list[int]:
@@ -175,6 +118,8 @@ class LocalCluster:
             for port in self.ports:
                 self._launch(port)
             self._create()
+            # Only a cluster that was created is started again from this data dir.
+            self._save_layout(layout)
         self.wait_ready(timeout_s)
 
     def _new_layout(self, layout: Path) -> None:
@@ -188,6 +133,8 @@ class LocalCluster:
         ports = free_ports(2 * self.size)
         self.ports = ports[: self.size]
         self.bus_ports = dict(zip(self.ports, ports[self.size :], strict=True))
+
+    def _save_layout(self, layout: Path) -> None:
         layout.write_text(
             json.dumps(
                 {

@@ -12,7 +12,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterPubSub, RedisCluster
 from redis.crc import key_slot
 
-from gifting_server.local_cluster import SLOTS, LocalCluster
+from gifting_server.cluster_view import SLOTS
+from gifting_server.local_cluster import LocalCluster
 from tests.cluster.conftest import NODE_TIMEOUT_MS
 
 pytestmark = pytest.mark.cluster
