@@ -24,6 +24,8 @@ from gifting_server.config import Settings, load_settings
 from gifting_server.embedded_redis import read_status
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.hub.hub import Hub
+from gifting_server.hub.redis_broker import RedisBroker
+from gifting_server.hub.redis_history import RedisHistory
 from gifting_server.hub.sweeper import Sweeper
 from gifting_server.ledger.store import Store, connect
 
@@ -102,7 +104,7 @@ def create_app(settings: Settings) -> Starlette:
         redis = connect(settings.redis_url, timeout)
         app.state.store = Store(redis, settings)
         hub_redis = connect(settings.redis_url, timeout, decode_responses=False)
-        hub = Hub(hub_redis, settings)
+        hub = Hub(settings, RedisBroker(hub_redis), RedisHistory(hub_redis))
         sweeper = Sweeper(hub, app.state.store, lambda: list(hub.connections))
         hub.start()
         sweeper.start()

@@ -19,10 +19,10 @@ from collections.abc import Callable
 import orjson
 
 from gifting_server.errors import GiftingError
-from gifting_server.hub.broker import cancel_and_wait
 from gifting_server.hub.hub import Hub
 from gifting_server.ledger import keys, streams
 from gifting_server.ledger.store import Store, guarded
+from gifting_server.tasks import cancel_and_wait
 
 log = logging.getLogger("gifting_server.sweeper")
 
