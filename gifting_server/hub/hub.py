@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -91,19 +91,13 @@ class Hub:
         self.joining: dict[str, int] = {}  # stream → joins under way (they keep its room)
         self._changing: dict[str, asyncio.Future[None]] = {}  # stream → its room opening/closing
         self.tasks: set[asyncio.Task[None]] = set()
-        self.gifted_streams: dict[str, float] = {}  # stream → until when to sweep its streaks
-        self.connections: set[Member] = set()  # every open connection, for the heartbeat
+        self.connections: set[Any] = set()  # every open connection, for the heartbeat
 
     def start(self) -> None:
         self.broker.start(self._on_event, self._on_resubscribed)
 
     async def stop(self) -> None:
         await self.broker.stop()
-
-    def note_gift(self, stream_id: str) -> None:
-        """This worker sent a gift to the stream: keep closing its streaks for a while."""
-        window_s = self.settings.limits.combo_window_ms / 1000
-        self.gifted_streams[stream_id] = time.monotonic() + 2 * window_s + 1
 
     # -- joining and leaving -------------------------------------------------
 
@@ -451,9 +445,24 @@ class Hub:
         while len(recent) > RECENT_EVENTS and recent[0][0] <= owed_from:
             recent.popleft()
 
-    def local_viewers(self, stream_id: str) -> int:
-        room = self.rooms.get(stream_id)
-        return room.local_count() if room else 0
+    def served(self) -> Mapping[str, int]:
+        """Every stream this worker serves (viewers in it or joining) → its local
+        viewers, now: a live view, not a copy."""
+        return Served(self.rooms)
+
+
+class Served(Mapping[str, int]):
+    def __init__(self, rooms: dict[str, Room]) -> None:
+        self.rooms = rooms
+
+    def __getitem__(self, stream_id: str) -> int:
+        return self.rooms[stream_id].local_count()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.rooms)
+
+    def __len__(self) -> int:
+        return len(self.rooms)
 
 
 def _cancel_requested() -> bool:
