@@ -63,12 +63,16 @@ async def start(settings: Settings, keep: int) -> tuple[Hub, MemoryBroker, list[
     return hub, broker, members
 
 
-async def test_events_missed_while_disconnected_come_from_the_history(settings: Settings) -> None:
-    hub, broker, members = await start(settings, keep=100)
+def publish_while_disconnected(broker: MemoryBroker, count: int) -> None:
     broker.lose_connection()
-    for _ in range(5):
+    for _ in range(count):
         broker.publish("s", {"kind": "gift", "ts": 1})
     broker.reconnect()
+
+
+async def test_events_missed_while_disconnected_come_from_the_history(settings: Settings) -> None:
+    hub, broker, members = await start(settings, keep=100)
+    publish_while_disconnected(broker, 5)
     broker.publish("s", {"kind": "gift", "ts": 1})
     await settle(hub, 8)
     for member in members:
@@ -78,10 +82,7 @@ async def test_events_missed_while_disconnected_come_from_the_history(settings: 
 
 async def test_a_gap_older_than_the_history_resubscribes_every_member(settings: Settings) -> None:
     hub, broker, members = await start(settings, keep=3)
-    broker.lose_connection()
-    for _ in range(10):
-        broker.publish("s", {"kind": "gift", "ts": 1})
-    broker.reconnect()
+    publish_while_disconnected(broker, 10)
     await settle(hub, 12)
     broker.publish("s", {"kind": "gift", "ts": 1})
     await settle(hub, 13)
