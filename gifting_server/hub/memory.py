@@ -1,8 +1,8 @@
 """A broker and a history that live in this process: events published here are
 kept in a capped history and delivered to the subscribed hub, with real asyncio
-(each delivery is its own callback, as a read from pub/sub would be). For tests,
-and for a single worker that needs no Redis to fan out. A lost connection can be
-played: events published meanwhile reach the history only."""
+(each delivery is its own callback, as a read from pub/sub would be), for the
+hub's tests. A slow or lost connection can be played: events published meanwhile
+wait, or reach the history only."""
 
 from __future__ import annotations
 
