@@ -23,9 +23,14 @@ from gifting_server.api.openapi import openapi_document
 from gifting_server.config import Settings, load_settings
 from gifting_server.embedded_redis import read_status
 from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.hub import heartbeat
 from gifting_server.hub.hub import Hub
-from gifting_server.hub.sweeper import Sweeper
+from gifting_server.hub.redis_broker import RedisBroker
+from gifting_server.hub.redis_history import RedisHistory
+from gifting_server.ledger import streaks, stream_state
+from gifting_server.ledger.presence import Presence
 from gifting_server.ledger.store import Store, connect
+from gifting_server.scheduler import Scheduler
 
 log = logging.getLogger("gifting_server")
 
@@ -87,6 +92,29 @@ async def openapi_endpoint(request: Request) -> Response:
     return http.json_response(openapi_document(request.app.state.store.settings))
 
 
+def periodic_work(hub: Hub, store: Store) -> Scheduler:
+    """Each worker's periodic work for the streams it serves. Every publication is an
+    atomic script, so when several workers do it for one stream each streak still
+    ends once and each change is published once."""
+    presence = Presence(store)
+
+    async def publish_top_gifters() -> None:
+        for stream_id in list(hub.rooms):
+            await stream_state.publish_top_gifters(store, stream_id)
+
+    async def ping() -> None:
+        heartbeat.ping_all(list(hub.connections))
+
+    scheduler = Scheduler(quiet=(GiftingError,))
+    scheduler.every(
+        streaks.SWEEP_EVERY_S, "closing streaks", lambda: streaks.close_streaks(store, hub.served())
+    )
+    scheduler.every(streaks.SWEEP_EVERY_S, "viewer counts", lambda: presence.report(hub.served()))
+    scheduler.every(stream_state.PUBLISH_EVERY_S, "top gifters", publish_top_gifters)
+    scheduler.every(hub.settings.websocket.ping_interval_s, "heartbeat", ping)
+    return scheduler
+
+
 def create_app(settings: Settings) -> Starlette:
     """The ASGI app; its lifespan connects to `settings.redis_url` and starts the hub.
 
@@ -102,10 +130,10 @@ def create_app(settings: Settings) -> Starlette:
         redis = connect(settings.redis_url, timeout)
         app.state.store = Store(redis, settings)
         hub_redis = connect(settings.redis_url, timeout, decode_responses=False)
-        hub = Hub(hub_redis, settings)
-        sweeper = Sweeper(hub, app.state.store, lambda: list(hub.connections))
+        hub = Hub(settings, RedisBroker(hub_redis), RedisHistory(hub_redis))
+        scheduler = periodic_work(hub, app.state.store)
         hub.start()
-        sweeper.start()
+        scheduler.start()
         app.state.hub = hub
         try:
             # uvicorn hands this state to HubConnection, which serves /v1/ws, and to
@@ -116,7 +144,7 @@ def create_app(settings: Settings) -> Starlette:
                 "pending_requests": PendingRequests(settings.http),
             }
         finally:
-            await sweeper.stop()
+            await scheduler.stop()
             await hub.stop()
             await hub_redis.aclose()
             await app.state.store.close()

@@ -198,9 +198,6 @@ async def _send_gift(request: Request) -> Response:
         raise GiftingError(ErrorCode.UNKNOWN_GIFT, f"no gift {gift_id!r} in the catalog")
     with metrics.GIFT_LATENCY.labels(path="http").time():
         receipt = await wallet.send_gift(store, who, stream_id, gift, count, key)
-    hub = getattr(request.app.state, "hub", None)
-    if hub is not None:
-        hub.note_gift(stream_id)  # so this worker closes the streak even with no viewers here
     return json_response(
         {"event_id": receipt.event_id, "coins": receipt.coins, "combo": receipt.combo}
     )

@@ -15,17 +15,16 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
-from redis.asyncio import Redis
 
 from gifting_server import metrics
 from gifting_server.config import Settings
-from gifting_server.hub.broker import RedisBroker
-from gifting_server.hub.history import StreamHistory, event_id_of
+from gifting_server.hub.broker import Broker
+from gifting_server.hub.history import History, event_id_of
 from gifting_server.protocol import Encoding, encode, events_payload, websocket_frame
 
 log = logging.getLogger("gifting_server.hub")
@@ -66,15 +65,16 @@ class Room:
     # Every local connection of the stream is in one batch; furthest behind first.
     lineup: deque[Batch] = field(default_factory=deque)
     batch_of: dict[Member, Batch] = field(default_factory=dict)
-    # Taken events, oldest first: at least RECENT_EVENTS, and all that anyone is owed.
-    recent: deque[bytes] = field(default_factory=deque)
+    # Taken events with their ids, oldest first: at least RECENT_EVENTS, and all
+    # that anyone is owed.
+    recent: deque[tuple[int, bytes]] = field(default_factory=deque)
     flush_at: asyncio.TimerHandle | asyncio.Handle | None = None
     passing: bool = False
     pass_upto: int = 0  # the pass under way writes the batches behind this
     pass_started: float = float("-inf")
     observed: int = 0  # newest event whose delivery latency is recorded
     filling: bool = False
-    held: list[bytes] = field(default_factory=list)
+    held: list[tuple[int, bytes]] = field(default_factory=list)
     viewers: int = 0  # across all workers: the newest `viewers` event taken
 
     def local_count(self) -> int:
@@ -82,29 +82,22 @@ class Room:
 
 
 class Hub:
-    def __init__(self, redis: Redis, settings: Settings) -> None:
-        self.redis = redis  # bytes in and out (decode_responses=False)
+    def __init__(self, settings: Settings, broker: Broker, history: History) -> None:
         self.settings = settings
         self.tick_s = settings.websocket.tick_ms / 1000
-        self.history = StreamHistory(redis)
-        self.broker = RedisBroker(redis, self._on_event, self._on_resubscribed)
+        self.history = history
+        self.broker = broker
         self.rooms: dict[str, Room] = {}
         self.joining: dict[str, int] = {}  # stream → joins under way (they keep its room)
         self._changing: dict[str, asyncio.Future[None]] = {}  # stream → its room opening/closing
         self.tasks: set[asyncio.Task[None]] = set()
-        self.gifted_streams: dict[str, float] = {}  # stream → until when to sweep its streaks
-        self.connections: set[Member] = set()  # every open connection, for the heartbeat
+        self.connections: set[Any] = set()  # every open connection, for the heartbeat
 
     def start(self) -> None:
-        self.broker.start()
+        self.broker.start(self._on_event, self._on_resubscribed)
 
     async def stop(self) -> None:
         await self.broker.stop()
-
-    def note_gift(self, stream_id: str) -> None:
-        """This worker sent a gift to the stream: keep closing its streaks for a while."""
-        window_s = self.settings.limits.combo_window_ms / 1000
-        self.gifted_streams[stream_id] = time.monotonic() + 2 * window_s + 1
 
     # -- joining and leaving -------------------------------------------------
 
@@ -158,10 +151,10 @@ class Hub:
             return False, [], replay.last_event_id
         events, upto = list(replay.events), replay.last_event_id
         for _ in range(3):
-            newer = _events_after(room.recent, upto)
-            if not newer or event_id_of(newer[0]) == upto + 1:
-                events += newer
-                return True, events, event_id_of(events[-1]) if events else upto
+            newer = _entries_after(room.recent, upto)
+            if not newer or newer[0][0] == upto + 1:
+                events += [raw for _, raw in newer]
+                return True, events, newer[-1][0] if newer else upto
             more = await self.history.replay(room.stream_id, upto)  # flushed past our read
             if not more.recovered:
                 return False, [], more.last_event_id
@@ -251,10 +244,10 @@ class Hub:
         room = self.rooms.get(stream_id)
         if room is None:
             return
-        if room.filling:
-            room.held.append(raw)
-            return
         event_id = event_id_of(raw)
+        if room.filling:
+            room.held.append((event_id, raw))
+            return
         if event_id <= room.last_seen:
             return  # already taken (a replay after a reconnect overlaps)
         if event_id > room.last_seen + 1:
@@ -264,7 +257,7 @@ class Hub:
                 room.last_seen + 1,
                 event_id - 1,
             )
-            room.held.append(raw)
+            room.held.append((event_id, raw))
             self._fill_gap(room)
             return
         self._accept(room, event_id, raw)
@@ -296,13 +289,13 @@ class Hub:
                 return  # the room is gone: nobody to deliver to
             if replay.recovered:
                 for raw in replay.events:
-                    self._take(room, raw)
+                    self._take(room, event_id_of(raw), raw)
             else:
                 self._restart_after_gap(room, replay.last_event_id)
             room.filling = False
             held, room.held = room.held, []
-            for raw in held:
-                self._take(room, raw)
+            for event_id, raw in held:
+                self._take(room, event_id, raw)
 
         self._spawn(fill())
 
@@ -349,14 +342,13 @@ class Hub:
             if batch.members:  # a write can close a connection, which then leaves its batch
                 self._place(room, batch)
 
-    def _take(self, room: Room, raw: bytes) -> None:
-        event_id = event_id_of(raw)
+    def _take(self, room: Room, event_id: int, raw: bytes) -> None:
         if event_id > room.last_seen:
             self._accept(room, event_id, raw)
 
     def _accept(self, room: Room, event_id: int, raw: bytes) -> None:
         room.last_seen = event_id
-        room.recent.append(raw)
+        room.recent.append((event_id, raw))
         if b'"kind":"viewers"' in raw:
             # `subscribed` tells a newcomer the count its later `viewers` events
             # correct, so that what each viewer shows converges to what is published.
@@ -450,12 +442,27 @@ class Hub:
     def _trim(room: Room) -> None:
         owed_from = room.lineup[0].upto if room.lineup else room.last_seen
         recent = room.recent
-        while len(recent) > RECENT_EVENTS and event_id_of(recent[0]) <= owed_from:
+        while len(recent) > RECENT_EVENTS and recent[0][0] <= owed_from:
             recent.popleft()
 
-    def local_viewers(self, stream_id: str) -> int:
-        room = self.rooms.get(stream_id)
-        return room.local_count() if room else 0
+    def served(self) -> Mapping[str, int]:
+        """Every stream this worker serves (viewers in it or joining) → its local
+        viewers, now: a live view, not a copy."""
+        return Served(self.rooms)
+
+
+class Served(Mapping[str, int]):
+    def __init__(self, rooms: dict[str, Room]) -> None:
+        self.rooms = rooms
+
+    def __getitem__(self, stream_id: str) -> int:
+        return self.rooms[stream_id].local_count()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.rooms)
+
+    def __len__(self) -> int:
+        return len(self.rooms)
 
 
 def _cancel_requested() -> bool:
@@ -463,11 +470,15 @@ def _cancel_requested() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-def _events_after(recent: deque[bytes], event_id: int) -> list[bytes]:
-    newer: list[bytes] = []
-    for raw in reversed(recent):
-        if event_id_of(raw) <= event_id:
+def _entries_after(recent: deque[tuple[int, bytes]], event_id: int) -> list[tuple[int, bytes]]:
+    newer: list[tuple[int, bytes]] = []
+    for entry in reversed(recent):
+        if entry[0] <= event_id:
             break
-        newer.append(raw)
+        newer.append(entry)
     newer.reverse()
     return newer
+
+
+def _events_after(recent: deque[tuple[int, bytes]], event_id: int) -> list[bytes]:
+    return [raw for _, raw in _entries_after(recent, event_id)]

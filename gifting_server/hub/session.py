@@ -214,7 +214,6 @@ class Session:
                 )
                 return
             metrics.count_gift("ws", "ok")
-            self.hub.note_gift(message.stream_id)
             self.connection.send_message(
                 {
                     "type": "ack",

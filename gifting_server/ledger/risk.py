@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import orjson
 from redis.asyncio import Redis
 
-from gifting_server.ledger import keys
+from gifting_server.ledger import keys, presence
 from gifting_server.ledger.clock import DAY_MS, day_number
 
 SHOWN_NAMES = 5  # accounts or senders named in one warning
@@ -133,8 +133,8 @@ async def peak_viewers(redis: Redis, stream_id: str) -> int:
     last = await redis.hget(keys.stream(stream_id), "last_viewers")
     if isinstance(last, str) and last.startswith('"count":'):
         counts.append(int(last.removeprefix('"count":')))
-    presence = await redis.hgetall(keys.presence(stream_id))  # worker → "<count>|<expires>"
-    counts.append(sum(int(str(value).partition("|")[0]) for value in presence.values()))
+    entries = await redis.hgetall(keys.presence(stream_id))
+    counts.append(sum(presence.parse_entry(str(value))[0] for value in entries.values()))
     return max(counts)
 
 

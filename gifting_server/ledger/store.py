@@ -15,6 +15,7 @@ from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode, GiftingError, script_error
 from gifting_server.ledger.clock import wall_clock_ms
 from gifting_server.ledger.scripts import Scripts
+from gifting_server.ledger.streaks import RecentGifts
 
 T = TypeVar("T")
 
@@ -47,6 +48,7 @@ class Store:
     scripts: Scripts = field(init=False)
     # stream → its streamer. Owners never change, so each worker remembers them.
     streamers: dict[str, str] = field(init=False, default_factory=dict)
+    recent_gifts: RecentGifts = field(init=False, default_factory=RecentGifts)
 
     def __post_init__(self) -> None:
         self.scripts = Scripts.of(self.redis)

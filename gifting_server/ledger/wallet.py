@@ -14,7 +14,7 @@ import orjson
 from gifting_server.auth import Identity
 from gifting_server.config import Gift, Settings
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import keys
+from gifting_server.ledger import keys, streaks
 from gifting_server.ledger.clock import DAY_MS, day_number, held_until
 from gifting_server.ledger.store import Store, guarded
 from gifting_server.ledger.streams import streamer_of
@@ -120,6 +120,7 @@ async def send_gift(
         store.settings, sender, stream_id, streamer, gift, count, idempotency_key, store.clock()
     )
     result = await store.run_script("send_gift", call.keys, call.args)
+    streaks.note_gift(store, stream_id)
     return GiftReceipt(int(result[1]), int(result[2]), int(result[3]), bool(result[4]))
 
 
