@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from gifting_server.events import event_id_of
 from gifting_server.ledger import keys
 
 REPLAY_CHUNK = 500
@@ -19,12 +20,6 @@ class Replay:
     recovered: bool
     events: list[bytes]  # each a stored event, JSON
     last_event_id: int  # the newest event id known to the history (or `since`)
-
-
-def event_id_of(raw: bytes) -> int:
-    """Stored events start with {"event_id":N, — read N without decoding the rest."""
-    start = raw.index(b":") + 1
-    return int(raw[start : raw.index(b",", start)])
 
 
 class StreamHistory:

@@ -24,8 +24,9 @@ from redis.asyncio import Redis
 
 from gifting_server import metrics
 from gifting_server.config import Settings
+from gifting_server.events import event_id_of
 from gifting_server.hub.broker import RedisBroker
-from gifting_server.hub.history import StreamHistory, event_id_of
+from gifting_server.hub.history import StreamHistory
 from gifting_server.protocol import Encoding, encode, events_payload, websocket_frame
 
 log = logging.getLogger("gifting_server.hub")
