@@ -68,7 +68,9 @@ for i, member in ipairs(due) do
   end
 end
 
-for _, event in ipairs(events) do emitEvent(historyKey, historyMax, channel, event[1], event[2]) end
+for _, ending in ipairs(events) do
+  emitEvent(historyKey, historyMax, channel, ending[1], ending[2])
+end
 if #pushed > 0 then redis.call('ZADD', streaksKey, unpack(pushed)) end
 if #gone > 0 then redis.call('ZREM', streaksKey, unpack(gone)) end
 if #events > 0 then
