@@ -17,6 +17,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from gifting_server.events import ts_of
+
 REQUESTS = Counter("gifting_http_requests_total", "HTTP requests answered", ["method", "status"])
 GIFTS = Counter(
     "gifting_gifts_total",
@@ -65,10 +67,11 @@ def count_gift(path: str, outcome: str) -> None:
 
 def observe_delivery(events: list[bytes], now_ms: float) -> None:
     for raw in events:
-        start = raw.find(b'"ts":')
-        if start >= 0:
-            end = raw.find(b",", start)
-            DELIVERY_LATENCY.observe(max(0.0, now_ms - int(raw[start + 5 : end])) / 1000)
+        try:
+            ts = ts_of(raw)
+        except ValueError:
+            continue  # not an event: nothing to time
+        DELIVERY_LATENCY.observe(max(0.0, now_ms - ts) / 1000)
 
 
 def embedded_redis(up: bool, restarts: int) -> list[Metric]:

@@ -7,12 +7,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-def event_id_of(raw: bytes) -> int:
-    """Stored events start with {"event_id":N, — read N without decoding the rest."""
-    start = raw.index(b":") + 1
-    return int(raw[start : raw.index(b",", start)])
-
-
 @dataclass(frozen=True)
 class Replay:
     recovered: bool

@@ -19,12 +19,11 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import orjson
-
-from gifting_server import metrics
+from gifting_server import events, metrics
 from gifting_server.config import Settings
+from gifting_server.events import event_id_of
 from gifting_server.hub.broker import Broker
-from gifting_server.hub.history import History, event_id_of
+from gifting_server.hub.history import History
 from gifting_server.protocol import Encoding, encode, events_payload, websocket_frame
 
 log = logging.getLogger("gifting_server.hub")
@@ -349,10 +348,10 @@ class Hub:
     def _accept(self, room: Room, event_id: int, raw: bytes) -> None:
         room.last_seen = event_id
         room.recent.append((event_id, raw))
-        if b'"kind":"viewers"' in raw:
+        if events.envelope_of(raw).kind == "viewers":
             # `subscribed` tells a newcomer the count its later `viewers` events
             # correct, so that what each viewer shows converges to what is published.
-            room.viewers = int(orjson.loads(raw).get("count", room.viewers))
+            room.viewers = int(events.parse(raw).get("count", room.viewers))
         if room.flush_at is None:
             self._schedule_pass(room)
 

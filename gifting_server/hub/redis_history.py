@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from gifting_server.hub.history import Replay, event_id_of
+from gifting_server.events import event_id_of
+from gifting_server.hub.history import Replay
 from gifting_server.ledger import keys
 
 REPLAY_CHUNK = 500

@@ -21,9 +21,9 @@ import datetime
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-import orjson
 from redis.asyncio import Redis
 
+from gifting_server import events
 from gifting_server.ledger import keys, presence
 from gifting_server.ledger.clock import DAY_MS, day_number
 
@@ -127,9 +127,12 @@ async def peak_viewers(redis: Redis, stream_id: str) -> int:
         keys.stream_history(stream_id)
     )
     for _, fields in rows:
-        event = fields.get("e", "")
-        if '"kind":"viewers"' in event:
-            counts.append(int(orjson.loads(event).get("count", 0)))
+        try:
+            event = events.parse(fields.get("e", ""))
+        except ValueError:
+            continue  # not an event: no count in it
+        if event["kind"] == "viewers":
+            counts.append(int(event.get("count", 0)))
     last = await redis.hget(keys.stream(stream_id), "last_viewers")
     if isinstance(last, str) and last.startswith('"count":'):
         counts.append(int(last.removeprefix('"count":')))

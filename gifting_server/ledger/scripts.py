@@ -6,6 +6,7 @@ Redis) the script is loaded and the call retried, so callers never see that erro
 
 from __future__ import annotations
 
+import re
 import weakref
 from importlib import resources
 from typing import Any, ClassVar
@@ -26,10 +27,23 @@ SCRIPT_NAMES = (
     "close_streaks",
     "publish_state",
 )
+_LUA = resources.files("gifting_server.ledger") / "lua"
+INCLUDE = re.compile(r'^--- @include "([a-z_]+)"$', re.MULTILINE)
 
 
 def script_source(name: str) -> str:
-    return (resources.files("gifting_server.ledger") / "lua" / f"{name}.lua").read_text()
+    """The script as Redis runs it: its `--- @include "x"` lines replaced by lua/include/x.lua."""
+    return with_includes((_LUA / f"{name}.lua").read_text())
+
+
+def with_includes(source: str) -> str:
+    """Shared Lua lives in lua/include/ and is inlined where a script names it, as
+    bullmq does: Redis still gets one self-contained script, called with EVALSHA."""
+
+    def include(line: re.Match[str]) -> str:
+        return (_LUA / "include" / f"{line[1]}.lua").read_text().rstrip("\n")
+
+    return INCLUDE.sub(include, source)
 
 
 class Scripts:

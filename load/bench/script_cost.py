@@ -26,7 +26,7 @@ import redis
 from gifting_server.auth import Identity, Role
 from gifting_server.config import Settings, load_settings
 from gifting_server.ledger import payments, streams
-from gifting_server.ledger.scripts import script_source
+from gifting_server.ledger.scripts import script_source, with_includes
 from gifting_server.ledger.store import Store, connect
 from gifting_server.ledger.wallet import gift_call
 from load.bench.server import LIMITS, SECRET, WEBHOOK_SECRET
@@ -123,7 +123,10 @@ def main() -> None:
     options = parser.parse_args()
     if not shutil.which("valgrind"):
         sys.exit("valgrind is needed: apt-get install valgrind")
-    script = options.script.read_text() if options.script else script_source("send_gift")
+    if options.script:
+        script = with_includes(options.script.read_text())
+    else:
+        script = script_source("send_gift")
     single = count_instructions(options.gifts, script)
     double = count_instructions(2 * options.gifts, script)
     per_gift = (double - single) // options.gifts

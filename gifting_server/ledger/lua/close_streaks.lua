@@ -4,9 +4,10 @@
   when several workers sweep the same stream each streak still ends exactly once.
   A streak that went on past its first deadline gets its deadline pushed instead
   (send_gift only sets the deadline when a streak starts).
-  Everything is decided before the first write, and the history's XADDs come first:
-  their ids must be above the history's last (a meta restored behind its history
-  breaks that), and the first failing changes nothing. No later call can fail.
+  Everything is decided before the first write, and the events come first (each
+  appended to the history, then published): their ids must be above the history's
+  last (a meta restored behind its history breaks that), and the first append
+  failing changes nothing. No later call can fail.
 
   Input:
     KEYS[1] open streaks    {s:S}:streaks  (member "<sender>:<gift>", score = deadline ms)
@@ -20,6 +21,8 @@
     {0, streaks_closed}
     {15} WRONG_KEY_TYPE     {16} INVALID_ARGUMENT  {17} CORRUPT_VALUE (seq)
 ]]
+--- @include "event"
+
 local streaksKey, streamKey, historyKey = KEYS[1], KEYS[2], KEYS[3]
 local nowArg, windowArg, historyMax, channel, batch = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 
@@ -57,19 +60,17 @@ for i, member in ipairs(due) do
   else
     if n then
       eventId = eventId + 1
-      events[#events + 1] = {fmt(eventId), '{"event_id":' .. fmt(eventId) .. ',"kind":"gift","ts":'
-        .. nowArg .. ',' .. fragment .. '"count":0,"combo":' .. n
-        .. ',"streak_end":true,"coins_total":' .. coinsTotal .. '}'}
+      local id = fmt(eventId)
+      events[#events + 1] = {id, streakEndEvent(id, nowArg, fragment, n, coinsTotal)}
       ended[#ended + 1] = 'c:' .. member
     end
     gone[#gone + 1] = member
   end
 end
 
-for _, event in ipairs(events) do
-  redis.call('XADD', historyKey, 'MAXLEN', '~', historyMax, event[1] .. '-0', 'e', event[2])
+for _, ending in ipairs(events) do
+  emitEvent(historyKey, historyMax, channel, ending[1], ending[2])
 end
-for _, event in ipairs(events) do redis.call('PUBLISH', channel, event[2]) end
 if #pushed > 0 then redis.call('ZADD', streaksKey, unpack(pushed)) end
 if #gone > 0 then redis.call('ZREM', streaksKey, unpack(gone)) end
 if #events > 0 then

@@ -16,6 +16,8 @@
     {2}  UNKNOWN_STREAM     {13} NOT_STREAM_OWNER
     {15} WRONG_KEY_TYPE     {16} INVALID_ARGUMENT  {17} CORRUPT_VALUE (seq)
 ]]
+--- @include "event"
+
 local streamKey, historyKey = KEYS[1], KEYS[2]
 local streamer, now, historyMax, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 -- A decimal integer of at most 15 digits: exact in Lua, in range for every Redis argument.
@@ -33,8 +35,6 @@ if t ~= 'none' and t ~= 'stream' then return {15} end
 
 local eventId = tonumber(meta[3] or '0') + 1
 local id = string.format('%.0f', eventId)
-local event = '{"event_id":' .. id .. ',"kind":"stream_ended","ts":' .. now .. '}'
-redis.call('XADD', historyKey, 'MAXLEN', '~', historyMax, id .. '-0', 'e', event)
+emitEvent(historyKey, historyMax, channel, id, event(id, 'stream_ended', now))
 redis.call('HSET', streamKey, 'status', 'ended', 'seq', id, 'ended_at', now)
-redis.call('PUBLISH', channel, event)
 return {0, eventId}

@@ -18,6 +18,8 @@
     {0, event_id, or 0 when unchanged or the stream is not live}
     {15} WRONG_KEY_TYPE     {16} INVALID_ARGUMENT  {17} CORRUPT_VALUE (seq)
 ]]
+--- @include "event"
+
 local streamKey, historyKey = KEYS[1], KEYS[2]
 local field, state, kind, now, historyMax, channel =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
@@ -35,8 +37,6 @@ if meta[2] and not digits(meta[2]) then return {17} end
 local t = redis.call('TYPE', historyKey).ok
 if t ~= 'none' and t ~= 'stream' then return {15} end
 local id = string.format('%.0f', tonumber(meta[2] or '0') + 1)
-local event = '{"event_id":' .. id .. ',"kind":"' .. kind .. '","ts":' .. now .. ',' .. state .. '}'
-redis.call('XADD', historyKey, 'MAXLEN', '~', historyMax, id .. '-0', 'e', event)
+emitEvent(historyKey, historyMax, channel, id, event(id, kind, now, state))
 redis.call('HSET', streamKey, 'seq', id, field, state)
-redis.call('PUBLISH', channel, event)
 return {0, tonumber(id)}

@@ -61,6 +61,8 @@
     {16} INVALID_ARGUMENT (an ARGV number is missing or out of range; nothing written)
     {17} CORRUPT_VALUE (a stored number is not an integer; nothing written)
 ]]
+--- @include "event"
+
 local idemKey, walletKey, streamKey, streamerKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local heldKey, platformKey, streamBoardKey = KEYS[5], KEYS[6], KEYS[7]
 local dayBoardKey, allBoardKey = KEYS[8], KEYS[9]
@@ -189,13 +191,14 @@ if platformShare > 0 then
 end
 
 -- 5. Keys written without being read above must hold the type we write.
+-- Key, type, key, type, ...: one flat list and a plain loop cost less than pairs.
 local expected = {
-  {streamBoardKey, 'zset'}, {dayBoardKey, 'zset'}, {allBoardKey, 'zset'},
-  {streaksKey, 'zset'}, {journalKey, 'stream'}, {historyKey, 'stream'},
+  streamBoardKey, 'zset', dayBoardKey, 'zset', allBoardKey, 'zset',
+  streaksKey, 'zset', journalKey, 'stream', historyKey, 'stream',
 }
-for _, pair in ipairs(expected) do
-  local t = redis.call('TYPE', pair[1]).ok
-  if t ~= 'none' and t ~= pair[2] then return {15} end
+for i = 1, #expected, 2 do
+  local t = redis.call('TYPE', expected[i]).ok
+  if t ~= 'none' and t ~= expected[i + 1] then return {15} end
 end
 
 -- All checks passed: write. The history comes first: its entry ids must grow, so
@@ -205,27 +208,21 @@ local eventId = seq + 1
 local coinsTotal = streamCoins + cost
 local coinsLeft = coins - cost
 
-local function emit(id, json)
-  redis.call('XADD', historyKey, 'MAXLEN', '~', historyMax, id .. '-0', 'e', json)
-  redis.call('PUBLISH', channel, json)
-end
-
 local combo = count
 if lastCombo then
   if now - lastTap <= comboWindow then
     combo = lastCombo + count
   else
     -- The previous streak's quiet window passed but no sweep has closed it yet.
-    emit(fmt(eventId), '{"event_id":' .. fmt(eventId) .. ',"kind":"gift","ts":' .. nowArg
-      .. ',' .. lastFragment .. '"count":0,"combo":' .. fmt(lastCombo)
-      .. ',"streak_end":true,"coins_total":' .. fmt(streamCoins) .. '}')
+    local endId = fmt(eventId)
+    emitEvent(historyKey, historyMax, channel, endId,
+      streakEndEvent(endId, nowArg, lastFragment, fmt(lastCombo), fmt(streamCoins)))
     eventId = eventId + 1
   end
 end
 local id, total, comboText = fmt(eventId), fmt(coinsTotal), fmt(combo)
-emit(id, '{"event_id":' .. id .. ',"kind":"gift","ts":' .. nowArg .. ','
-  .. eventFragment .. '"count":' .. countArg .. ',"combo":' .. comboText
-  .. ',"streak_end":false,"coins_total":' .. total .. '}')
+emitEvent(historyKey, historyMax, channel, id,
+  giftEvent(id, nowArg, eventFragment, countArg, comboText, 'false', total))
 if combo == count then
   redis.call('ZADD', streaksKey, now + comboWindow, sender .. ':' .. giftId)
 end

@@ -1,0 +1,45 @@
+--[[
+  event: the one place a stream event is built, appended to the stream's history
+  and published. Not a script: `--- @include "event"` in a script is replaced by
+  this file when scripts.py loads it. gifting_server/events.py reads what this
+  builds (its docstring describes the framing); change the two together.
+
+  An event is one JSON object, the envelope first, then the fields of its kind:
+    {"event_id":<id>,"kind":"<kind>","ts":<unix ms>,<fields>}
+  and {"event_id":<id>,"kind":"<kind>","ts":<unix ms>} for a kind without fields.
+  Every argument is a string: ids, times and counts as decimal digits, fields as
+  a JSON fragment without braces.
+]]
+
+-- The envelope without its closing brace: `event` and `giftEvent` add the fields.
+local function eventHead(id, kind, ts)
+  return '{"event_id":' .. id .. ',"kind":"' .. kind .. '","ts":' .. ts
+end
+
+-- An event of any kind; `fields` is nil for a kind without fields.
+local function event(id, kind, ts, fields)
+  if fields then return eventHead(id, kind, ts) .. ',' .. fields .. '}' end
+  return eventHead(id, kind, ts) .. '}'
+end
+
+-- A `gift` event, in one concatenation (it is on every gift's path). `fragment` is
+-- the sender and gift part the caller was given, "sender":{..},"gift":{..}, (with
+-- its trailing comma); `streakEnd` is 'true' or 'false'.
+local function giftEvent(id, ts, fragment, count, combo, streakEnd, coinsTotal)
+  return eventHead(id, 'gift', ts) .. ',' .. fragment .. '"count":' .. count
+    .. ',"combo":' .. combo .. ',"streak_end":' .. streakEnd
+    .. ',"coins_total":' .. coinsTotal .. '}'
+end
+
+-- The event that closes a streak: one more `gift` with count 0 and the final combo.
+local function streakEndEvent(id, ts, fragment, combo, coinsTotal)
+  return giftEvent(id, ts, fragment, '0', combo, 'true', coinsTotal)
+end
+
+-- Append the event to the history (entry id "<event_id>-0", field "e") and publish
+-- it. Entry ids must grow, so only a script's first append can fail (a meta restored
+-- behind its history); scripts call this before any other write.
+local function emitEvent(historyKey, historyMax, channel, id, json)
+  redis.call('XADD', historyKey, 'MAXLEN', '~', historyMax, id .. '-0', 'e', json)
+  redis.call('PUBLISH', channel, json)
+end
