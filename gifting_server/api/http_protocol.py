@@ -76,7 +76,20 @@ class HttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         if self.pending is not None:
             self.pending.done(self)
+            if self._answered_early():
+                # Answered before its body was all in (a refused token, a route that
+                # reads no body): the connection is idle now, and uvicorn's keep-alive
+                # timer was cancelled by the body's bytes. The next request's deadline
+                # starts here, as after any response.
+                self.pending.wait(self)
         super().on_message_complete()
+
+    def _answered_early(self) -> bool:
+        """The request that just ended was answered already, and none waits after it.
+        (An upgrade has no cycle of its own: `cycle` is still the previous request's.)"""
+        if self.parser.should_upgrade() and self._should_upgrade():
+            return False
+        return self.cycle is not None and self.cycle.response_complete and not self.pipeline
 
     def on_response_complete(self) -> None:
         idle = not self.pipeline  # else the next request is in already
