@@ -148,5 +148,6 @@ def verify_webhook(
             f"signature timestamp is more than {tolerance_s}s away from now",
         )
     expected = sign_webhook(secret, body, int(timestamp)).rpartition("v1=")[2]
-    if not hmac.compare_digest(expected, parts["v1"]):
+    # bytes: compare_digest refuses a str that is not ASCII (headers are latin-1)
+    if not hmac.compare_digest(expected.encode(), parts["v1"].encode()):
         raise GiftingError(ErrorCode.INVALID_SIGNATURE, "signature does not match the body")
