@@ -119,8 +119,14 @@ end
 
 -- All checks passed: write.
 local received = redis.call('HINCRBY', streamerKey, 'received', costArg)
-local diamonds = math.floor(received * shareBps / 10000)
-  - math.floor((received - cost) * shareBps / 10000)
+-- floor(n * shareBps / 10000) without the product, which passes 2^53 (and rounds)
+-- once a streamer received ~10^12 coins: n = hi * 10000 + lo, hi * shareBps <= n.
+-- Exact whatever lo Lua's % gives (it may be off by 10000 near 2^53).
+local function creatorShare(n)
+  local lo = n % 10000
+  return (n - lo) / 10000 * shareBps + math.floor(lo * shareBps / 10000)
+end
+local diamonds = creatorShare(received) - creatorShare(received - cost)
 local platformShare = cost - diamonds
 local eventId = tonumber(meta[3] or '0') + 1
 local coinsTotal = tonumber(meta[4] or '0') + cost
