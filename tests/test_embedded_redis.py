@@ -126,3 +126,39 @@ def test_readyz_and_metrics_say_why_while_the_embedded_redis_is_down(tmp_path: P
         assert client.get("/healthz").status_code == 200
         assert metric(client, "gifting_embedded_redis_up") == 0
         assert metric(client, "gifting_embedded_redis_restarts_total") == 2
+
+
+def test_serve_after_a_kill_9_of_serve_takes_over_the_redis_it_left_running(
+    tmp_path: Path, served: list[Served]
+) -> None:
+    """Redis runs in a session of its own, so a `kill -9` of `serve` (or the OOM
+    killer) leaves it running: the next `serve` on that data dir shuts the orphan down
+    cleanly and starts its own, every acknowledged gift still there, instead of
+    refusing to start until someone finds the orphan's pid."""
+    first = Served(tmp_path / "data")
+    served.append(first)
+    first.start()
+    assert first.process is not None and first.redis_pid is not None
+    with httpx.Client(base_url=first.url, timeout=10) as client:
+        sent = gift(client, "before-serve-died")
+        assert sent.status_code == 200, sent.text
+    first.process.kill()
+    first.process.wait()
+    orphan = first.redis_pid
+    assert alive(orphan)
+
+    second = Served(tmp_path / "data")
+    served.append(second)
+    second.start()
+    deadline = time.monotonic() + 10
+    while alive(orphan):  # SHUTDOWN fsyncs the AOF; its parent (init) reaps it
+        assert time.monotonic() < deadline, "the orphaned redis-server still runs"
+        time.sleep(0.02)
+    assert second.redis_pid != orphan
+    with httpx.Client(base_url=second.url, timeout=10) as client:
+        coins = client.get("/v1/wallet", headers=ALICE).json()["coins"]
+        assert coins == sent.json()["coins"]
+        assert gift(client, "before-serve-died").json() == sent.json()
+    assert "left running by a gifting-server that died" in second.output()
+    assert second.terminate() in (0, -signal.SIGTERM), second.output()
+    assert not alive(second.redis_pid)
