@@ -300,5 +300,10 @@ class Supervisor:
     def _publish(self, *, up: bool) -> None:
         status = RedisStatus(self.embedded.url, up, self.restarts, self.last_exit)
         partial = self.status_path.with_suffix(".tmp")
-        partial.write_text(json.dumps(asdict(status)))
-        os.replace(partial, self.status_path)  # a reader sees the old file or the new one
+        try:
+            partial.write_text(json.dumps(asdict(status)))
+            os.replace(partial, self.status_path)  # a reader sees the old file or the new one
+        except OSError as e:
+            # Only /readyz and /metrics read it: never stop restarting Redis for it (a
+            # full disk may be what made Redis exit).
+            log.warning("could not write %s: %s", self.status_path, e)

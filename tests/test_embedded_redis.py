@@ -162,3 +162,31 @@ def test_serve_after_a_kill_9_of_serve_takes_over_the_redis_it_left_running(
     assert "left running by a gifting-server that died" in second.output()
     assert second.terminate() in (0, -signal.SIGTERM), second.output()
     assert not alive(second.redis_pid)
+
+
+def test_a_status_file_that_cannot_be_written_does_not_stop_the_restarts(
+    tmp_path: Path, served: list[Served]
+) -> None:
+    """The status file is for /readyz and /metrics only: when it cannot be written (a
+    full disk, say, which may be what killed Redis), Redis is restarted all the same."""
+    server = Served(tmp_path / "data")
+    served.append(server)
+    server.start()
+    assert server.process is not None and server.redis_pid is not None
+    (server.data_dir / STATUS_FILE).with_suffix(".tmp").mkdir()  # write_text fails
+    killed = server.redis_pid
+    os.kill(killed, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        while True:
+            assert server.process.poll() is None, server.output()
+            restarted = [
+                p for p in children_named(server.process.pid, "redis-server") if p != killed
+            ]
+            if restarted and client.get("/readyz").status_code == 200:
+                break
+            assert time.monotonic() < deadline, f"Redis never came back:\n{server.output()}"
+            time.sleep(0.05)
+        server.redis_pid = restarted[0]
+        assert gift(client, "after-the-restart").status_code == 200
+    assert "could not write" in server.output()
