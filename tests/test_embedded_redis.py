@@ -15,13 +15,22 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gifting_server.embedded_redis import STATUS_FILE, RedisStatus, exit_reason, read_status
+from gifting_server.embedded_redis import (
+    STATUS_FILE,
+    EmbeddedRedis,
+    RedisStatus,
+    exit_reason,
+    read_status,
+)
+from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.ledger.store import connect, guarded
 from tests.conftest import ServerThread, make_settings
 from tests.factories import auth
 from tests.redis_process import free_port
 from tests.test_cli import Served, alive, children_named
 
 ALICE = auth("alice", name="Alice")
+TIMEOUT_S = 0.5
 
 
 @pytest.fixture
@@ -190,3 +199,29 @@ def test_a_status_file_that_cannot_be_written_does_not_stop_the_restarts(
         server.redis_pid = restarted[0]
         assert gift(client, "after-the-restart").status_code == 200
     assert "could not write" in server.output()
+
+
+async def test_a_hung_embedded_redis_costs_one_timeout_not_two(tmp_path: Path) -> None:
+    """Over the embedded Redis's unix socket, redis-py reports a handshake that timed
+    out as a ConnectionError, which the one retry on a new connection took for a
+    restart: a SIGSTOPped Redis cost every call twice the timeout."""
+    embedded = EmbeddedRedis(tmp_path)
+    url = embedded.start()
+    assert embedded.process is not None
+    client = connect(url, TIMEOUT_S)
+    try:
+        await client.ping()
+        embedded.process.send_signal(signal.SIGSTOP)
+        for attempt in range(3):  # the pooled connection, then new ones
+            started = time.monotonic()
+            with pytest.raises(GiftingError) as refused:
+                await guarded(client.ping())
+            assert refused.value.code is ErrorCode.SERVICE_UNAVAILABLE
+            took = time.monotonic() - started
+            assert took < TIMEOUT_S * 1.6, f"call {attempt} took {took:.2f} s"
+        embedded.process.send_signal(signal.SIGCONT)
+        assert await client.ping()  # and it works again once Redis continues
+    finally:
+        embedded.process.send_signal(signal.SIGCONT)
+        await client.aclose()
+        embedded.stop()
