@@ -117,6 +117,11 @@ class Hub:
         if member.closed:
             self._drop_if_empty(room)
             return
+        # Joined already (two subscribes on their way at once): this join replaces it,
+        # else the member would sit in two batches and get every event twice.
+        if (earlier := room.batch_of.pop(member, None)) is not None:
+            del earlier.members[member]
+            metrics.SUBSCRIPTIONS.dec()
         subscribed = {
             "type": "subscribed",
             "stream_id": stream_id,

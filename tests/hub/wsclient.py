@@ -289,6 +289,7 @@ class RawClient:
         self.pongs: list[bytes] = []  # payloads of the pong frames received
         self.bytes_read = 0
         self.close: Close | None = None
+        self.pending: list[Any] = []  # events read from the socket, not yet taken
 
     async def open(self) -> RawClient:
         await self.loop.sock_connect(self.sock, ("127.0.0.1", self.port))
@@ -328,7 +329,10 @@ class RawClient:
 
         async def read() -> Message:
             while True:
-                for event in await self._read_events():
+                if not self.pending:
+                    self.pending = await self._read_events()
+                while self.pending:
+                    event = self.pending.pop(0)  # the rest of this read waits for the next call
                     if isinstance(event, Frame) and event.opcode is Opcode.PONG:
                         self.pongs.append(bytes(event.data))
                         continue
@@ -350,7 +354,8 @@ class RawClient:
 
         async def read() -> Close:
             while True:
-                for event in await self._read_events():
+                events, self.pending = self.pending or await self._read_events(), []
+                for event in events:
                     assert isinstance(event, Frame), event
                     if event.opcode is Opcode.TEXT:
                         self.messages.append(orjson.loads(event.data))
