@@ -84,7 +84,7 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.socket.exists() and self._answers():
             owner = self._owner()
-            if owner is None or _alive(owner):
+            if owner is None or _alive(owner) or self._has_other_clients():
                 raise EmbeddedRedisError(
                     f"a Redis already serves {self.socket}: is another gifting-server using "
                     f"{self.data_dir}? Stop it or choose another GIFTING_DATA_DIR"
@@ -123,6 +123,18 @@ class EmbeddedRedis:
             return int(self.owner_file.read_text())
         except (OSError, ValueError):
             return None
+
+    def _has_other_clients(self) -> bool:
+        """Someone still uses it: the workers of a `serve --workers N` whose parent was
+        killed go on serving with it, and must not lose it under them."""
+        try:
+            client = redis.Redis.from_url(self.url, socket_timeout=5)
+            try:
+                return len(client.client_list()) > 1  # ourselves
+            finally:
+                client.close()
+        except (redis.RedisError, OSError):
+            return True
 
     def _shut_down_orphan(self, timeout_s: float) -> None:
         with contextlib.suppress(redis.RedisError, OSError):

@@ -225,3 +225,42 @@ async def test_a_hung_embedded_redis_costs_one_timeout_not_two(tmp_path: Path) -
         embedded.process.send_signal(signal.SIGCONT)
         await client.aclose()
         embedded.stop()
+
+
+def test_serve_leaves_alone_a_redis_whose_orphaned_workers_still_use_it(
+    tmp_path: Path, served: list[Served]
+) -> None:
+    """With --workers 2, a kill -9 of `serve` leaves its workers serving with its Redis:
+    the next `serve` refuses to start rather than shut that Redis down under them."""
+    first = Served(tmp_path / "data", workers=2)
+    served.append(first)
+    first.start()
+    assert first.process is not None and first.redis_pid is not None
+    workers = [p for p in children_of(first.process.pid) if p != first.redis_pid]
+    first.process.kill()
+    first.process.wait()
+    try:
+        with httpx.Client(base_url=first.url, timeout=10) as client:
+            assert gift(client, "orphans-serve").status_code == 200  # they still do
+        second = Served(tmp_path / "data")
+        served.append(second)
+        with pytest.raises(AssertionError, match="a Redis already serves"):
+            second.start(timeout_s=15)
+        assert alive(first.redis_pid)
+    finally:
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def children_of(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent:
+                found.append(int(entry.name))
+    return found
