@@ -140,6 +140,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         # starts: it restarts Redis when it dies, the workers read its status file.
         supervisor = Supervisor(embedded)
         supervisor.start()
+    # Workers stop by themselves when this process is gone (app._stop_when_orphaned).
+    os.environ["GIFTING_SERVE_PID"] = str(os.getpid())
     if args.workers > 1:
         # Each worker writes its metrics here; /metrics on any worker sums them all.
         metrics_dir = settings.data_dir / "metrics"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from gifting_server.embedded_redis import (
@@ -227,30 +228,28 @@ async def test_a_hung_embedded_redis_costs_one_timeout_not_two(tmp_path: Path) -
         embedded.stop()
 
 
-def test_serve_leaves_alone_a_redis_whose_orphaned_workers_still_use_it(
+def test_serve_leaves_alone_an_orphaned_redis_that_something_still_uses(
     tmp_path: Path, served: list[Served]
 ) -> None:
-    """With --workers 2, a kill -9 of `serve` leaves its workers serving with its Redis:
-    the next `serve` refuses to start rather than shut that Redis down under them."""
-    first = Served(tmp_path / "data", workers=2)
+    """Whatever still has a connection to the Redis a killed `serve` left (a worker
+    that has not stopped yet, `gifting-server reconcile`) keeps it: the next `serve`
+    refuses to start, as it did before it took orphans over."""
+    first = Served(tmp_path / "data")
     served.append(first)
     first.start()
     assert first.process is not None and first.redis_pid is not None
-    workers = [p for p in children_of(first.process.pid) if p != first.redis_pid]
     first.process.kill()
     first.process.wait()
+    user = redis.Redis.from_url(EmbeddedRedis(first.data_dir).url)
     try:
-        with httpx.Client(base_url=first.url, timeout=10) as client:
-            assert gift(client, "orphans-serve").status_code == 200  # they still do
+        assert user.ping()
         second = Served(tmp_path / "data")
         served.append(second)
         with pytest.raises(AssertionError, match="a Redis already serves"):
             second.start(timeout_s=15)
         assert alive(first.redis_pid)
     finally:
-        for pid in workers:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        user.close()
 
 
 def children_of(parent: int) -> list[int]:
@@ -264,3 +263,33 @@ def children_of(parent: int) -> list[int]:
             if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent:
                 found.append(int(entry.name))
     return found
+
+
+def test_after_a_kill_9_of_serve_its_workers_stop_and_the_next_serve_takes_over(
+    tmp_path: Path, served: list[Served]
+) -> None:
+    first = Served(tmp_path / "data", workers=2)
+    served.append(first)
+    first.start()
+    assert first.process is not None and first.redis_pid is not None
+    workers = [p for p in children_of(first.process.pid) if p != first.redis_pid]
+    with httpx.Client(base_url=first.url, timeout=10) as client:
+        sent = gift(client, "before-serve-died")
+        assert sent.status_code == 200, sent.text
+    first.process.kill()
+    first.process.wait()
+    try:
+        deadline = time.monotonic() + 15
+        while any(alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, "the workers of a killed serve go on"
+            time.sleep(0.05)
+    finally:
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    second = Served(tmp_path / "data")
+    served.append(second)
+    second.start()
+    with httpx.Client(base_url=second.url, timeout=10) as client:
+        assert gift(client, "before-serve-died").json() == sent.json()
+    assert not alive(first.redis_pid)
