@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import httpx
 
+from gifting_server.api.http_protocol import MAX_HEAD_BYTES
 from tests.factories import token
 from tests.faults.conftest import Serve
 from tests.hub.wsclient import WsClient
@@ -213,3 +214,29 @@ async def test_a_websocket_upgraded_on_a_kept_alive_connection_is_not_cut(
         await client.read_until(b"\x8a\x00")  # its pong (after any heartbeat ping)
     finally:
         client.close()
+
+
+async def test_a_request_head_without_end_is_refused_with_431_before_it_fills_memory(
+    redis_url: str, serve: Serve
+) -> None:
+    """The read deadline bounds a head's time, not its size: in those seconds one
+    connection could send hundreds of MiB of request line or header, which the
+    parser buffers (and copies, over and over). Past MAX_HEAD_BYTES it gets 431."""
+    server = serve(redis_url, http={"request_read_timeout_s": 60.0})
+    starts = [b"GET /", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: "]
+    for start in starts:
+        client = await Slow.connect(server.port, start)
+        try:
+            sent = 0
+            with contextlib.suppress(ConnectionError):
+                while sent < 64 * MAX_HEAD_BYTES:
+                    await client.send(b"a" * 65536)
+                    sent += 65536
+            answer = await client.cut(timeout=SLACK_S)
+            assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
+            assert sent < 64 * MAX_HEAD_BYTES
+        finally:
+            client.close()
+    async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
+        big_but_fine = {"X-Fine": "f" * (MAX_HEAD_BYTES // 2)}
+        assert (await http.get("/healthz", headers=big_but_fine)).status_code == 200
