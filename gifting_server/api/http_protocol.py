@@ -96,6 +96,18 @@ class HttpProtocol(HttpToolsProtocol):
             self.pending.done(self)  # the WebSocket's own limits take over
         super().on_headers_complete()
 
+    def on_chunk_header(self) -> None:
+        # Counted like a head until data comes: a chunked body's trailer (headers
+        # after its last, empty chunk) is buffered by the parser just the same.
+        self.in_head, self.head_bytes = True, 0
+
+    def on_body(self, body: bytes) -> None:
+        self.in_head, self.head_bytes = False, 0
+        super().on_body(body)
+
+    def on_chunk_complete(self) -> None:
+        self.in_head, self.head_bytes = False, 0
+
     def on_message_complete(self) -> None:
         self.in_head, self.head_bytes = True, 0
         if self.pending is not None:

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import socket
 import time
+from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 import httpx
@@ -221,9 +222,16 @@ async def test_a_request_head_without_end_is_refused_with_431_before_it_fills_me
 ) -> None:
     """The read deadline bounds a head's time, not its size: in those seconds one
     connection could send hundreds of MiB of request line or header, which the
-    parser buffers (and copies, over and over). Past MAX_HEAD_BYTES it gets 431."""
+    parser buffers (and copies, over and over). Past MAX_HEAD_BYTES it gets 431; so
+    does a chunked body's trailer, but never a body, however small its chunks."""
     server = serve(redis_url, http={"request_read_timeout_s": 60.0})
-    starts = [b"GET /", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: "]
+    starts = [
+        b"GET /",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ",
+        # a chunked body's trailer: headers after the last chunk
+        b"POST /v1/payments/webhook HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"\r\n1\r\n{\r\n0\r\nX-Trailer: ",
+    ]
     for start in starts:
         client = await Slow.connect(server.port, start)
         try:
@@ -240,3 +248,11 @@ async def test_a_request_head_without_end_is_refused_with_431_before_it_fills_me
     async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
         big_but_fine = {"X-Fine": "f" * (MAX_HEAD_BYTES // 2)}
         assert (await http.get("/healthz", headers=big_but_fine)).status_code == 200
+
+        async def in_chunks() -> AsyncIterator[bytes]:  # a 16 KiB body in 1-byte chunks
+            for byte in b"{" + b" " * (16 * 1024 - 2) + b"}":
+                yield bytes([byte])
+
+        chunked = await http.post("/v1/payments/webhook", content=in_chunks())
+        assert chunked.status_code == 401, chunked.text  # read whole, then refused
+        assert chunked.json()["error"]["code"] == "invalid_signature"
