@@ -58,6 +58,7 @@ class HubConnection(asyncio.Protocol):
         self.closing = False
         self.draining = False  # half-closed: what the peer still sends is dropped
         self.last_pong = 0.0
+        self.awaiting_pong = False  # our heartbeat ping is out: its pong costs no token
         # a message in fragments so far (RFC 6455 section 5.4), and its opcode; the
         # protocol bounds the whole to max_message_bytes (close 1009)
         self.fragments: bytearray | None = None
@@ -222,8 +223,10 @@ class HubConnection(asyncio.Protocol):
             self._token_expired()
             return
         if frame.opcode is Opcode.PONG:
-            # Unsolicited pongs are allowed (RFC 6455 section 5.5.3), not for free.
-            if self.session is not None and self.session.allow_frame():
+            # The answer to our heartbeat is free; unsolicited pongs are allowed (RFC
+            # 6455 section 5.5.3), not for free.
+            if self.awaiting_pong or (self.session is not None and self.session.allow_frame()):
+                self.awaiting_pong = False
                 self.last_pong = asyncio.get_running_loop().time()
         elif frame.opcode is Opcode.PING:
             if self.session is not None and self.session.allow_frame():
@@ -318,6 +321,7 @@ class HubConnection(asyncio.Protocol):
             return False
         if not self.paused:
             self.ws.send_ping(b"")
+            self.awaiting_pong = True
             self._flush_protocol()
         return True
 

@@ -109,6 +109,9 @@ class Hub:
     async def join(self, member: Member, stream_id: str, since: int | None) -> None:
         """Send `subscribed`, then every event after `since` in order, then live ones."""
         room = await self._room(stream_id)
+        # A resubscribe (e.g. with `since`): out of its batch now, so that no live
+        # event reaches it besides its catch-up; the room stays (it is joining).
+        self._unplace(room, member)
         room.joining += 1
         try:
             recovered, catch_up, upto = await self._catch_up(room, since)
@@ -117,11 +120,9 @@ class Hub:
         if member.closed:
             self._drop_if_empty(room)
             return
-        # Joined already (two subscribes on their way at once): this join replaces it,
-        # else the member would sit in two batches and get every event twice.
-        if (earlier := room.batch_of.pop(member, None)) is not None:
-            del earlier.members[member]
-            metrics.SUBSCRIPTIONS.dec()
+        # Joined meanwhile (two subscribes on their way at once): this join replaces
+        # it, else the member would sit in two batches and get every event twice.
+        self._unplace(room, member)
         subscribed = {
             "type": "subscribed",
             "stream_id": stream_id,
@@ -167,6 +168,12 @@ class Hub:
         metrics.SUBSCRIPTIONS.dec()
         self._drop_if_empty(room)
         return True
+
+    @staticmethod
+    def _unplace(room: Room, member: Member) -> None:
+        if (batch := room.batch_of.pop(member, None)) is not None:
+            del batch.members[member]  # an emptied batch leaves the lineup in its turn
+            metrics.SUBSCRIPTIONS.dec()
 
     async def _room(self, stream_id: str) -> Room:
         room = self.rooms.get(stream_id)

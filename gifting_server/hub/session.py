@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from gifting_server import metrics
@@ -48,6 +48,8 @@ class Session:
         self.refilled_at = time.monotonic()
         self.refused_in_row = 0
         self.tasks: set[asyncio.Task[None]] = set()
+        # stream → the last subscribe or unsubscribe of it still under way
+        self.turns: dict[str, asyncio.Task[None]] = {}
         self.open = True
 
     def on_message(self, data: bytes) -> None:
@@ -73,9 +75,7 @@ class Session:
         elif isinstance(message, Subscribe):
             self._subscribe(message)
         elif isinstance(message, Unsubscribe):
-            if self.hub.leave(self.connection, message.stream_id):
-                self.streams.discard(message.stream_id)
-            self.connection.send_message({"type": "unsubscribed", "stream_id": message.stream_id})
+            self._unsubscribe(message.stream_id)
         else:
             self._gift(message)
 
@@ -102,7 +102,7 @@ class Session:
         if not self.open:
             return
         self.open = False
-        for stream_id in list(self.streams):
+        for stream_id in self.streams | set(self.turns):  # an unsubscribe may be queued
             self.hub.leave(self.connection, stream_id)
         self.streams.clear()
         for task in self.tasks:
@@ -131,12 +131,40 @@ class Session:
         ):
             self._error(ErrorCode.INVALID_REQUEST, "too many subscriptions on one connection")
             return
-        if message.stream_id in self.streams:
-            self.hub.leave(self.connection, message.stream_id)  # resubscribe, e.g. with `since`
         self.streams.add(message.stream_id)
-        self._spawn(self._join(message))
+        self._in_turn(message.stream_id, lambda: self._join(message))
+
+    def _unsubscribe(self, stream_id: str) -> None:
+        def leave() -> None:
+            self.hub.leave(self.connection, stream_id)
+            self.connection.send_message({"type": "unsubscribed", "stream_id": stream_id})
+
+        self.streams.discard(stream_id)
+        if stream_id in self.turns:  # after the subscribe still on its way, not before
+            self._in_turn(stream_id, _async(leave))
+        else:
+            leave()
+
+    def _in_turn(self, stream_id: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `work` once the work before it on the same stream is done: a subscribe
+        and an unsubscribe (or a second subscribe) sent at once take effect in order."""
+        before = self.turns.get(stream_id)
+
+        async def turn() -> None:
+            if before is not None and not before.done():
+                await asyncio.wait([before])
+            await work()
+
+        task = self._spawn(turn())
+        self.turns[stream_id] = task
+        task.add_done_callback(
+            lambda done: self.turns.pop(stream_id) if self.turns.get(stream_id) is done else None
+        )
 
     async def _join(self, message: Subscribe) -> None:
+        # A resubscribe (e.g. with `since`) replaces the subscription once it is in
+        # (Hub.join): leaving first could drop the stream's room and its pub/sub
+        # subscription, which the join would then race to take again.
         try:
             await self.hub.join(self.connection, message.stream_id, message.since)
         except Exception:
@@ -191,10 +219,11 @@ class Session:
 
         self._spawn(send())
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
 
     def _gift_refused(self, code: ErrorCode, message: str, message_id: str) -> None:
         metrics.count_gift("ws", code.code)
@@ -202,3 +231,10 @@ class Session:
 
     def _error(self, code: ErrorCode, message: str, message_id: str | None = None) -> None:
         self.connection.send_message(error_message(code, message, message_id))
+
+
+def _async(work: Callable[[], None]) -> Callable[[], Coroutine[Any, Any, None]]:
+    async def run() -> None:
+        work()
+
+    return run

@@ -114,3 +114,40 @@ async def test_the_only_viewer_subscribing_twice_at_once_still_gets_events(
                     break
         finally:
             twice.shutdown()
+
+
+async def test_an_unsubscribe_right_after_its_subscribe_leaves_the_stream(
+    start_server: StartServer, store: Store
+) -> None:
+    """A subscribe and its unsubscribe in one write (a client switching streams fast):
+    the unsubscribe arrived while the join was on its way, answered `unsubscribed`,
+    and the join then went through: `subscribed` and every event after it."""
+    await fund(store, "carol")
+    await live_stream(store, "s1")
+    server = start_server()
+    async with (
+        await WsClient.open(server.url, token("carol")) as sender,
+        await WsClient.open(server.url, token("bob")) as witness,
+    ):
+        await witness.subscribe("s1")  # the worker follows s1: a join takes no round trip
+        client = await RawClient(server.port, token("ann")).open()
+        try:
+            subscribe = orjson.dumps({"type": "subscribe", "stream_id": "s1"})
+            leave = orjson.dumps({"type": "unsubscribe", "stream_id": "s1"})
+            await client.send_frames((Opcode.TEXT, subscribe, True), (Opcode.TEXT, leave, True))
+            kinds = []
+            while "unsubscribed" not in kinds:
+                kinds.append((await client.next_message())["type"])
+            sent = await sender.gift("s1")
+            await witness.events_until(lambda e: e["event_id"] == sent["event_id"])
+            await client.send({"type": "ping"})  # everything sent before it comes first
+            while kinds[-1] != "pong":
+                message = await client.next_message()
+                kinds.append(message["type"])
+                ids = [e["event_id"] for e in message.get("events", ())]
+                assert sent["event_id"] not in ids, f"events after unsubscribed: {kinds}"
+            assert kinds.index("unsubscribed") > max(
+                (i for i, k in enumerate(kinds) if k == "subscribed"), default=-1
+            ), kinds
+        finally:
+            client.shutdown()
