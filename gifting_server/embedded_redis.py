@@ -282,6 +282,8 @@ class Supervisor:
             while process is not None and process.poll() is None:
                 if self._stopping.wait(0.1):
                     return
+                if not self.status_path.exists():  # deleted: the workers read it
+                    self._publish(up=True)
             if self._stopping.is_set():
                 return
             if process is not None:

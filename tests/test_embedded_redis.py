@@ -293,3 +293,20 @@ def test_after_a_kill_9_of_serve_its_workers_stop_and_the_next_serve_takes_over(
     with httpx.Client(base_url=second.url, timeout=10) as client:
         assert gift(client, "before-serve-died").json() == sent.json()
     assert not alive(first.redis_pid)
+
+
+def test_a_deleted_status_file_is_written_again(tmp_path: Path, served: list[Served]) -> None:
+    """Without the status file, /readyz and /metrics no longer report the embedded
+    Redis (a cleanup of the data dir, say): the supervisor writes it again."""
+    server = Served(tmp_path / "data")
+    served.append(server)
+    server.start()
+    status = server.data_dir / STATUS_FILE
+    status.unlink()
+    deadline = time.monotonic() + 5
+    while not status.exists():
+        assert time.monotonic() < deadline, "the status file is gone for good"
+        time.sleep(0.02)
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert metric(client, "gifting_embedded_redis_up") == 1
+        assert client.get("/readyz").json()["embedded_redis"] == {"restarts": 0, "last_exit": None}
