@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -135,6 +138,7 @@ def create_app(settings: Settings) -> Starlette:
         hub.start()
         scheduler.start()
         app.state.hub = hub
+        orphaned = _stop_when_orphaned()
         try:
             # uvicorn hands this state to HubConnection, which serves /v1/ws, and to
             # HttpProtocol, which bounds the connections still sending a request.
@@ -144,6 +148,8 @@ def create_app(settings: Settings) -> Starlette:
                 "pending_requests": PendingRequests(settings.http),
             }
         finally:
+            if orphaned is not None:
+                orphaned.cancel()
             await scheduler.stop()
             await hub.stop()
             await hub_redis.aclose()
@@ -169,6 +175,27 @@ def create_app(settings: Settings) -> Starlette:
         },
     )
     return app
+
+
+SERVE_PID_ENV = "GIFTING_SERVE_PID"
+ORPHAN_CHECK_S = 0.5
+
+
+def _stop_when_orphaned() -> asyncio.Task[None] | None:
+    """A worker of `serve --workers N` stops by itself when `serve` is gone: uvicorn's
+    workers outlive a kill -9 of their parent, and would go on serving unsupervised,
+    holding the port and the embedded Redis the next `serve` needs."""
+    serve_pid = int(os.environ.get(SERVE_PID_ENV) or 0)
+    if not serve_pid or serve_pid == os.getpid():
+        return None  # not a worker process of `serve`
+
+    async def watch() -> None:
+        while os.getppid() == serve_pid:
+            await asyncio.sleep(ORPHAN_CHECK_S)
+        log.error("serve (pid %d) is gone: this worker stops", serve_pid)
+        os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's graceful shutdown
+
+    return asyncio.get_running_loop().create_task(watch())
 
 
 def create_app_from_env() -> Starlette:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -17,6 +18,7 @@ from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ids import ID_RULE, is_id
 
 ISSUER = "gifting_server"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_NAME_LENGTH = 64
 
 
@@ -65,7 +67,7 @@ def issue_token(
     claims: dict[str, object] = {
         "iss": ISSUER,
         "sub": user_id,
-        "name": (name or user_id)[:MAX_NAME_LENGTH],
+        "name": display_name(name or user_id),
         "role": role.value,
         "adult": adult,
         "iat": issued,
@@ -74,6 +76,12 @@ def issue_token(
     if stream_id:
         claims["stream"] = stream_id
     return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def display_name(name: str) -> str:
+    """At most MAX_NAME_LENGTH characters, and valid UTF-8: a token minted elsewhere
+    may carry a lone surrogate (JSON's "\\ud800"), which no event could encode."""
+    return _SURROGATE.sub("\ufffd", name[:MAX_NAME_LENGTH])
 
 
 def verify_token(secret: str, token: str) -> Identity:
@@ -101,7 +109,7 @@ def verify_token(secret: str, token: str) -> Identity:
         raise GiftingError(ErrorCode.UNAUTHORIZED, "invalid token stream")
     return Identity(
         user_id=user_id,
-        name=name[:MAX_NAME_LENGTH] if isinstance(name, str) and name else user_id,
+        name=display_name(name) if isinstance(name, str) and name else user_id,
         role=parsed_role,
         adult=claims.get("adult") is True,
         stream_id=stream,
@@ -148,5 +156,6 @@ def verify_webhook(
             f"signature timestamp is more than {tolerance_s}s away from now",
         )
     expected = sign_webhook(secret, body, int(timestamp)).rpartition("v1=")[2]
-    if not hmac.compare_digest(expected, parts["v1"]):
+    # bytes: compare_digest refuses a str that is not ASCII (headers are latin-1)
+    if not hmac.compare_digest(expected.encode(), parts["v1"].encode()):
         raise GiftingError(ErrorCode.INVALID_SIGNATURE, "signature does not match the body")

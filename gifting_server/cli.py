@@ -17,6 +17,7 @@ from gifting_server.config import ConfigError, Settings, load_settings
 from gifting_server.embedded_redis import EmbeddedRedis, EmbeddedRedisError, Supervisor
 
 log = logging.getLogger("gifting_server")
+MAX_TOKEN_TTL_S = 10 * 365 * 86_400  # ten years
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -64,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return serve(settings, args)
         if args.command == "token":
+            if not 1 <= args.ttl <= MAX_TOKEN_TTL_S:  # exp stays exact in JavaScript too
+                raise ValueError(f"--ttl must be 1..{MAX_TOKEN_TTL_S} seconds, got {args.ttl}")
             print(
                 issue_token(
                     settings.secret,
@@ -137,6 +140,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         # starts: it restarts Redis when it dies, the workers read its status file.
         supervisor = Supervisor(embedded)
         supervisor.start()
+    # Workers stop by themselves when this process is gone (app._stop_when_orphaned).
+    os.environ["GIFTING_SERVE_PID"] = str(os.getpid())
     if args.workers > 1:
         # Each worker writes its metrics here; /metrics on any worker sums them all.
         metrics_dir = settings.data_dir / "metrics"

@@ -209,18 +209,21 @@ def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = N
         if env.get(name) and len(env[name]) < 32:
             raise ConfigError(f"{name} must be at least 32 characters (try: openssl rand -hex 32)")
     server = _parse_section(Server, tree.get("server", {}), "server", sources)
+    gifts = _parse_gifts(tree.get("gifts", []), sources.get("gifts", "gifts.toml"))
+    limits = _parse_section(Limits, tree.get("limits", {}), "limits", sources)
+    _check_catalog(gifts, limits, sources.get("gifts", "gifts.toml"))
     return Settings(
         redis_url=env.get("GIFTING_REDIS_URL") or None,
         data_dir=data_dir,
         secret=env.get("GIFTING_SECRET") or _persistent_secret(data_dir, "token-secret"),
         webhook_secret=env.get("GIFTING_WEBHOOK_SECRET")
         or _persistent_secret(data_dir, "webhook-secret"),
-        gifts=_parse_gifts(tree.get("gifts", []), sources.get("gifts", "gifts.toml")),
+        gifts=gifts,
         packages=_parse_packages(
             tree.get("packages", []), sources.get("packages", "packages.toml")
         ),
         economy=_parse_section(Economy, tree.get("economy", {}), "economy", sources),
-        limits=_parse_section(Limits, tree.get("limits", {}), "limits", sources),
+        limits=limits,
         history=_parse_section(History, tree.get("history", {}), "history", sources),
         websocket=_parse_section(WebSocket, tree.get("websocket", {}), "websocket", sources),
         http=_parse_section(Http, tree.get("http", {}), "http", sources),
@@ -312,10 +315,25 @@ def _ident(value: Any, where: str) -> str:
 
 
 def _positive_int(entry: dict[str, Any], key: str, where: str) -> int:
+    """1..MAX_INT: coins and prices go through the scripts, whose numbers are doubles."""
     value = entry.get(key)
     if type(value) is not int or value < 1:
         raise ConfigError(f"{where}: {key} must be a positive integer, got {value!r}")
+    if value > MAX_INT:
+        raise ConfigError(f"{where}: {key} must be in 1..{MAX_INT}, got {value!r}")
     return value
+
+
+def _check_catalog(gifts: tuple[Gift, ...], limits: Limits, source: str) -> None:
+    """The biggest send, a gift's coins times [limits] max_gift_count, must stay exact
+    in the gift script; beyond 2^53 its sums round, and from 1e17 on Redis refuses the
+    number it formats (1e+17) in the middle of the script, after its first write."""
+    for gift in gifts:
+        if gift.coins * limits.max_gift_count > MAX_INT:
+            raise ConfigError(
+                f"{source}: gift {gift.id!r}: coins x [limits] max_gift_count must be at"
+                f" most {MAX_INT}, got {gift.coins} x {limits.max_gift_count}"
+            )
 
 
 def _parse_gifts(raw: Any, source: str) -> tuple[Gift, ...]:

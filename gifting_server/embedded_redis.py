@@ -75,13 +75,28 @@ class EmbeddedRedis:
             "--logfile", str(self.data_dir / "redis.log"),
         ]  # fmt: skip
 
+    @property
+    def owner_file(self) -> Path:
+        """The pid of the process that started the running redis-server."""
+        return self.data_dir / "redis.owner"
+
     def start(self, timeout_s: float = 10.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.socket.exists() and self._answers():
-            raise EmbeddedRedisError(
-                f"a Redis already serves {self.socket}: is another gifting-server using "
-                f"{self.data_dir}? Stop it or choose another GIFTING_DATA_DIR"
+            owner = self._owner()
+            if owner is None or _alive(owner) or self._has_other_clients():
+                raise EmbeddedRedisError(
+                    f"a Redis already serves {self.socket}: is another gifting-server using "
+                    f"{self.data_dir}? Stop it or choose another GIFTING_DATA_DIR"
+                )
+            # Redis has a session of its own: a kill -9 of its owner (or the OOM
+            # killer) leaves it running. SHUTDOWN fsyncs its AOF; then start afresh.
+            log.warning(
+                "embedded Redis left running by a gifting-server that died (pid %d): "
+                "shutting it down",
+                owner,
             )
+            self._shut_down_orphan(timeout_s)
         self.socket.unlink(missing_ok=True)
         # Its own session: a Ctrl-C meant for `serve` must not kill Redis under the
         # workers still finishing their requests; `serve` stops it after them.
@@ -96,11 +111,44 @@ class EmbeddedRedis:
                     f"see {self.data_dir / 'redis.log'}"
                 )
             if self._answers():
+                self.owner_file.write_text(str(os.getpid()))
                 log.info("embedded Redis ready at %s (AOF in %s)", self.url, self.data_dir)
                 return self.url
             time.sleep(0.02)
         self.stop()
         raise EmbeddedRedisError(f"redis-server did not answer within {timeout_s}s")
+
+    def _owner(self) -> int | None:
+        try:
+            return int(self.owner_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _has_other_clients(self) -> bool:
+        """Someone still uses it: the workers of a `serve --workers N` whose parent was
+        killed go on serving with it, and must not lose it under them."""
+        try:
+            client = redis.Redis.from_url(self.url, socket_timeout=5)
+            try:
+                return len(client.client_list()) > 1  # ourselves
+            finally:
+                client.close()
+        except (redis.RedisError, OSError):
+            return True
+
+    def _shut_down_orphan(self, timeout_s: float) -> None:
+        with contextlib.suppress(redis.RedisError, OSError):
+            client = redis.Redis.from_url(self.url, socket_timeout=timeout_s)
+            try:
+                client.shutdown()
+            finally:
+                client.close()
+        deadline = time.monotonic() + timeout_s
+        while self._answers():
+            if time.monotonic() > deadline:
+                raise EmbeddedRedisError(f"the Redis left running at {self.socket} did not stop")
+            time.sleep(0.02)
+        self.owner_file.unlink(missing_ok=True)
 
     def _answers(self) -> bool:
         try:
@@ -127,6 +175,7 @@ class EmbeddedRedis:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+        self.owner_file.unlink(missing_ok=True)
         log.info("embedded Redis stopped")
 
     def __enter__(self) -> EmbeddedRedis:
@@ -165,6 +214,16 @@ def read_status(data_dir: Path, redis_url: str | None) -> RedisStatus | None:
     except (OSError, ValueError, TypeError):
         return None
     return status if status.url == redis_url else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def exit_reason(returncode: int) -> str:
@@ -223,6 +282,8 @@ class Supervisor:
             while process is not None and process.poll() is None:
                 if self._stopping.wait(0.1):
                     return
+                if not self.status_path.exists():  # deleted: the workers read it
+                    self._publish(up=True)
             if self._stopping.is_set():
                 return
             if process is not None:
@@ -253,5 +314,10 @@ class Supervisor:
     def _publish(self, *, up: bool) -> None:
         status = RedisStatus(self.embedded.url, up, self.restarts, self.last_exit)
         partial = self.status_path.with_suffix(".tmp")
-        partial.write_text(json.dumps(asdict(status)))
-        os.replace(partial, self.status_path)  # a reader sees the old file or the new one
+        try:
+            partial.write_text(json.dumps(asdict(status)))
+            os.replace(partial, self.status_path)  # a reader sees the old file or the new one
+        except OSError as e:
+            # Only /readyz and /metrics read it: never stop restarting Redis for it (a
+            # full disk may be what made Redis exit).
+            log.warning("could not write %s: %s", self.status_path, e)

@@ -40,6 +40,9 @@ class ErrorCode(Enum):
     INVALID_REQUEST = ("invalid_request", 422)
     CASHOUT_BELOW_MINIMUM = ("cashout_below_minimum", 422)
     RATE_LIMITED = ("rate_limited", 429)
+    # the client hung up before its request was all in: nobody reads the answer, but
+    # the metrics count it (nginx's 499) rather than as a server error
+    CLIENT_CLOSED_REQUEST = ("client_closed_request", 499)
     INTERNAL_ERROR = ("internal_error", 500)
     STORAGE_CORRUPT = ("storage_corrupt", 503)
     SERVICE_UNAVAILABLE = ("service_unavailable", 503)

@@ -254,6 +254,10 @@ def test_token_options_for_overlays_and_minors(tmp_path: Path) -> None:
         (("token", "bad id"), "user id"),
         (("token", "u\n"), "user id"),
         (("token", "st", "--role", "overlay", "--stream", "s1\n"), "stream id"),
+        # a token that is expired when printed, or whose exp is past 2^53 (JavaScript)
+        (("token", "alice", "--ttl", "0"), "ttl"),
+        (("token", "alice", "--ttl", "-60"), "ttl"),
+        (("token", "alice", "--ttl", str(10**30)), "ttl"),
     ],
 )
 def test_token_refuses_bad_arguments_with_exit_2(

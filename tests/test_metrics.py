@@ -3,9 +3,13 @@ with the labels and values the traffic implies."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from dataclasses import dataclass
 
 import httpx
+import pytest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -151,3 +155,38 @@ async def test_every_declared_metric_is_fed_by_the_traffic(
 ) -> None:
     seen = await traffic(server, store)
     assert declared() and [name for name in declared() if not seen.fed(name)] == []
+
+
+async def test_a_client_that_hangs_up_mid_body_is_no_server_error(
+    server: ServerThread, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closing the connection halfway through a body (anyone can, the webhook needs no
+    token) is the client's doing: counted as 499, never as a 500 with a traceback."""
+    await fund(store, "alice")
+    await live_stream(store, "s1")
+    requests = "gifting_http_requests_total"
+    heads = [
+        "POST /v1/payments/webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",
+        f"POST /v1/streams/s1/gifts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token('alice')}"
+        "\r\nContent-Length: 100\r\n\r\n{",
+    ]
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        before = await scrape(http)
+        for head in heads:
+            _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(head.encode())
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+        deadline = time.monotonic() + 5
+        while True:  # the server counts each hang-up once it noticed it
+            after = await scrape(http)
+            seen = Scrapes(before, after)
+            if seen.delta(requests, method="POST", status="499") == 2:
+                break
+            assert seen.delta(requests, method="POST", status="500") == 0
+            assert time.monotonic() < deadline, "the hang-ups were never counted"
+            await asyncio.sleep(0.02)
+    assert seen.delta("gifting_gifts_total", path="http", outcome="internal_error") == 0
+    assert seen.delta("gifting_gifts_total", path="http", outcome="client_closed_request") == 1
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from gifting_server.config import MAX_INT as MAX_INT  # exact in Lua and in JavaScript
 from gifting_server.errors import ErrorCode, GiftingError
@@ -24,11 +24,16 @@ async def raw_body(request: Request) -> bytes:
     if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise GiftingError(ErrorCode.PAYLOAD_TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise GiftingError(ErrorCode.PAYLOAD_TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise GiftingError(ErrorCode.PAYLOAD_TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise GiftingError(
+            ErrorCode.CLIENT_CLOSED_REQUEST, "the client closed the connection mid-request"
+        ) from None
     return b"".join(chunks)
 
 

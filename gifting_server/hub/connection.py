@@ -58,10 +58,12 @@ class HubConnection(asyncio.Protocol):
         self.closing = False
         self.draining = False  # half-closed: what the peer still sends is dropped
         self.last_pong = 0.0
+        self.awaiting_pong = False  # our heartbeat ping is out: its pong costs no token
         # a message in fragments so far (RFC 6455 section 5.4), and its opcode; the
         # protocol bounds the whole to max_message_bytes (close 1009)
         self.fragments: bytearray | None = None
         self.fragments_opcode = Opcode.TEXT
+        self.fragments_dropped = False  # over the rate: the rest of this message is dropped
         self.expires_at: float | None = None  # when the token stops counting
         self.expiry: asyncio.TimerHandle | None = None
 
@@ -221,12 +223,25 @@ class HubConnection(asyncio.Protocol):
             self._token_expired()
             return
         if frame.opcode is Opcode.PONG:
-            self.last_pong = asyncio.get_running_loop().time()
+            # The answer to our heartbeat is free; unsolicited pongs are allowed (RFC
+            # 6455 section 5.5.3), not for free.
+            if self.awaiting_pong or (self.session is not None and self.session.allow_frame()):
+                self.awaiting_pong = False
+                self.last_pong = asyncio.get_running_loop().time()
         elif frame.opcode is Opcode.PING:
-            if self.session is not None and self.session.allow_ping():
+            if self.session is not None and self.session.allow_frame():
                 self.send(Frame(Opcode.PONG, frame.data).serialize(mask=False))
         elif frame.opcode in DATA_OPCODES and self.session is not None:
             self.last_pong = asyncio.get_running_loop().time()
+            if frame.opcode is Opcode.CONT and not self.session.allow_frame():
+                # A flood of tiny fragments is a flood all the same. The message it
+                # belongs to is dropped: what would follow has a hole in it.
+                self.fragments_dropped = not frame.fin
+                self.fragments = None
+                return
+            if self.fragments_dropped:
+                self.fragments_dropped = not frame.fin
+                return
             opcode, data = self._assemble(frame)
             if data is None:
                 return  # more fragments to come
@@ -306,6 +321,7 @@ class HubConnection(asyncio.Protocol):
             return False
         if not self.paused:
             self.ws.send_ping(b"")
+            self.awaiting_pong = True
             self._flush_protocol()
         return True
 

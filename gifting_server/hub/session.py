@@ -82,9 +82,10 @@ class Session:
         else:
             self._gift(message)
 
-    def allow_ping(self) -> bool:
-        """A WebSocket ping frame costs a token like any message; over the rate it
-        gets `rate_limited` instead of its pong."""
+    def allow_frame(self) -> bool:
+        """A WebSocket ping or pong frame, or a continuation frame of a message in
+        fragments, costs a token like a message; over the rate it gets `rate_limited`
+        (a ping instead of its pong) and counts toward the close with 4008."""
         if not self._take_token():
             self._refuse(None)
             return False

@@ -35,9 +35,31 @@ def connect(url: str, timeout_s: float, *, decode_responses: bool = True) -> Red
         max_connections=256,
         timeout=timeout_s,
         decode_responses=decode_responses,
-        retry=Retry(NoBackoff(), 1, supported_errors=(redis_errors.ConnectionError,)),
+        retry=_RetryUnlessTimedOut(
+            NoBackoff(), 1, supported_errors=(redis_errors.ConnectionError,)
+        ),
     )
     return Redis.from_pool(pool)
+
+
+class _RetryUnlessTimedOut(Retry):
+    """Retry a call once on a new connection when Redis closed the old one, never
+    when it timed out. redis-py reports a handshake that timed out on a unix socket
+    (the embedded Redis) as a ConnectionError caused by the timeout: not retried."""
+
+    async def call_with_retry(
+        self,
+        do: Callable[[], Awaitable[T]],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        def retryable(error: Exception) -> bool:
+            if isinstance(error.__cause__, redis_errors.TimeoutError):
+                return False
+            return is_retryable is None or is_retryable(error)
+
+        return await super().call_with_retry(do, fail, retryable, with_failure_count)
 
 
 @dataclass

@@ -4,13 +4,16 @@
 
 from __future__ import annotations
 
-import httpx
+import time
 
-from gifting_server.auth import Role
+import httpx
+import jwt
+
+from gifting_server.auth import ISSUER, Role
 from gifting_server.ledger import keys
 from gifting_server.ledger.store import Store
 from tests.api import assert_error, snapshot
-from tests.conftest import ServerThread
+from tests.conftest import SECRET, ServerThread
 from tests.factories import auth, fund, live_stream, post_webhook, token
 from tests.hub.wsclient import WsClient
 
@@ -119,3 +122,30 @@ async def test_over_websocket_a_trailing_newline_is_refused_and_sends_nothing(
         assert await snapshot(store.redis) == before
         client.assert_no_traceback()
     assert int(await store.redis.hget(keys.wallet("alice"), "coins")) == 99
+
+
+async def test_a_display_name_that_is_not_utf8_still_gifts_and_shows(
+    server: ServerThread, store: Store
+) -> None:
+    """Tokens minted by an integrator's backend may carry a name with a lone surrogate
+    (JavaScript strings can hold one; JSON escapes it as \\ud800): the gift still
+    goes through, and its event carries the name with U+FFFD in its place."""
+    await fund(store, "alice")
+    await live_stream(store, "s1")
+    claims = {"iss": ISSUER, "sub": "alice", "role": "viewer", "adult": True}
+    raw = jwt.encode(
+        {**claims, "name": "Al\ud800ice", "exp": int(time.time()) + 600}, SECRET, "HS256"
+    )
+    headers = {"Authorization": f"Bearer {raw}"}
+    async with (
+        httpx.AsyncClient(base_url=server.url, timeout=10) as http,
+        await WsClient.open(server.url, token("bob")) as watcher,
+    ):
+        await watcher.subscribe("s1")
+        body = {"gift_id": "rose", "count": 1, "idempotency_key": "named"}
+        sent = await http.post("/v1/streams/s1/gifts", json=body, headers=headers)
+        assert sent.status_code == 200, sent.text
+        [event] = await watcher.events_until(lambda e: e["event_id"] == sent.json()["event_id"])
+        assert event["sender"] == {"id": "alice", "name": "Al\ufffdice"}
+        board = await http.get("/v1/streams/s1/leaderboard")
+        assert board.json()["entries"][0]["name"] == "Al\ufffdice"

@@ -144,6 +144,11 @@ BAD_SIGNATURES: dict[str, Callable[[bytes], tuple[bytes, dict[str, Any]]]] = {
     "float timestamp": lambda raw: (raw, header_with(f"t={now_s()}.5,v1=00")),
     "digest too short": lambda raw: (raw, header_with(f"t={now_s()},v1=abc")),
     "superscript digit timestamp": lambda raw: (raw, {"Gifting-Signature": b"t=\xb2,v1=00"}),
+    # hmac.compare_digest raises TypeError on a str that is not ASCII
+    "non-ASCII digest": lambda raw: (
+        raw,
+        {"Gifting-Signature": f"t={now_s()},v1=".encode() + b"\xe9" * 64},
+    ),
     "301 s old": lambda raw: (raw, header_with(sign_webhook(WEBHOOK_SECRET, raw, now_s() - 301))),
     # ceil: however long the request takes (under a second), t stays more than 300 s ahead
     "301 s in the future": lambda raw: (

@@ -9,10 +9,12 @@ import asyncio
 import contextlib
 import socket
 import time
+from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 import httpx
 
+from gifting_server.api.http_protocol import MAX_HEAD_BYTES
 from tests.factories import token
 from tests.faults.conftest import Serve
 from tests.hub.wsclient import WsClient
@@ -56,6 +58,15 @@ class Slow:
     async def send(self, data: bytes) -> None:
         if data:
             await self.loop.sock_sendall(self.sock, data)
+
+    async def read_until(self, end: bytes, timeout: float = SLACK_S) -> bytes:
+        received = b""
+        async with asyncio.timeout(timeout):
+            while not received.endswith(end):
+                data = await self.loop.sock_recv(self.sock, 1)
+                assert data, f"closed after {received!r}"
+                received += data
+        return received
 
     async def cut(self, timeout: float) -> bytes:
         """Wait until the server closes the connection; everything it sent before."""
@@ -155,3 +166,93 @@ async def test_beyond_max_pending_connections_the_oldest_half_sent_requests_are_
     finally:
         for s in slow:
             s.close()
+
+
+async def test_a_body_sent_after_an_early_answer_leaves_no_idle_connection_unbounded(
+    redis_url: str, serve: Serve
+) -> None:
+    """A route may answer before it read the body (a refused token, /healthz): the
+    body that follows must not leave a kept-alive connection with no deadline."""
+    server = serve(redis_url, http={"request_read_timeout_s": READ_TIMEOUT_S})
+    heads = [
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n",
+        b"POST /v1/streams/demo/gifts HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n",
+        b"POST /v1/streams HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ]
+    bodies = [b"hello", b"hello", b"5\r\nhello\r\n0\r\n\r\n"]
+    slow = [await Slow.connect(server.port, head) for head in heads]
+    try:
+        for s in slow:
+            answer = await s.loop.sock_recv(s.sock, 65536)
+            assert answer.startswith((b"HTTP/1.1 200", b"HTTP/1.1 401")), answer
+        started = time.monotonic()
+        for s, body in zip(slow, bodies, strict=True):
+            await s.send(body)  # the request is complete now; the connection is idle
+        await asyncio.gather(*(s.cut(timeout=READ_TIMEOUT_S + SLACK_S) for s in slow))
+        assert time.monotonic() - started < READ_TIMEOUT_S + SLACK_S
+    finally:
+        for s in slow:
+            s.close()
+
+
+async def test_a_websocket_upgraded_on_a_kept_alive_connection_is_not_cut(
+    redis_url: str, serve: Serve
+) -> None:
+    server = serve(redis_url, http={"request_read_timeout_s": READ_TIMEOUT_S})
+    upgrade = (
+        f"GET /v1/ws?token={quote(token('ann'))} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    ).encode()
+    client = await Slow.connect(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        assert (await client.read_until(b'{"status":"ok"}')).startswith(b"HTTP/1.1 200")
+        await client.send(upgrade)
+        assert (await client.read_until(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        # Past the read deadline the WebSocket still answers a ping (masked, empty).
+        await asyncio.sleep(READ_TIMEOUT_S + 0.5)
+        await client.send(b"\x89\x80\x00\x00\x00\x00")
+        await client.read_until(b"\x8a\x00")  # its pong (after any heartbeat ping)
+    finally:
+        client.close()
+
+
+async def test_a_request_head_without_end_is_refused_with_431_before_it_fills_memory(
+    redis_url: str, serve: Serve
+) -> None:
+    """The read deadline bounds a head's time, not its size: in those seconds one
+    connection could send hundreds of MiB of request line or header, which the
+    parser buffers (and copies, over and over). Past MAX_HEAD_BYTES it gets 431; so
+    does a chunked body's trailer, but never a body, however small its chunks."""
+    server = serve(redis_url, http={"request_read_timeout_s": 60.0})
+    starts = [
+        b"GET /",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ",
+        # a chunked body's trailer: headers after the last chunk
+        b"POST /v1/payments/webhook HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"\r\n1\r\n{\r\n0\r\nX-Trailer: ",
+    ]
+    for start in starts:
+        client = await Slow.connect(server.port, start)
+        try:
+            sent = 0
+            with contextlib.suppress(ConnectionError):
+                while sent < 64 * MAX_HEAD_BYTES:
+                    await client.send(b"a" * 65536)
+                    sent += 65536
+            answer = await client.cut(timeout=SLACK_S)
+            assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
+            assert sent < 64 * MAX_HEAD_BYTES
+        finally:
+            client.close()
+    async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
+        big_but_fine = {"X-Fine": "f" * (MAX_HEAD_BYTES // 2)}
+        assert (await http.get("/healthz", headers=big_but_fine)).status_code == 200
+
+        async def in_chunks() -> AsyncIterator[bytes]:  # a 16 KiB body in 1-byte chunks
+            for byte in b"{" + b" " * (16 * 1024 - 2) + b"}":
+                yield bytes([byte])
+
+        chunked = await http.post("/v1/payments/webhook", content=in_chunks())
+        assert chunked.status_code == 401, chunked.text  # read whole, then refused
+        assert chunked.json()["error"]["code"] == "invalid_signature"

@@ -3,6 +3,7 @@ traceback text ever reaches a client, and the stream keeps working for others.""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+import orjson
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.frames import Opcode
@@ -221,6 +223,57 @@ async def test_fragmented_messages_too_big_or_not_utf8_are_closed(
                 assert client.messages == []
             finally:
                 client.shutdown()
+
+
+FLOODS: dict[str, Frames] = {
+    # never a whole message, never a byte nearer max_message_bytes
+    "empty continuation frames": [(T, b"", False), *[(C, b"", False)] * 2000],
+    "unsolicited pongs": [(Opcode.PONG, b"", True)] * 2000,
+    "125-byte pings": [(Opcode.PING, b"p" * 125, True)] * 2000,
+}
+
+
+async def test_floods_of_control_frames_or_fragments_are_rate_limited_then_closed(
+    start_server: StartServer, subtests: pytest.Subtests
+) -> None:
+    server = start_server(websocket={"rate_per_s": 1, "burst": 5, "abuse_close_after": 5})
+    for case, frames in FLOODS.items():
+        with subtests.test(case):
+            client = await RawClient(server.port, token("ann")).open()
+            try:
+                await client.send_frames(*frames)
+                assert (await client.read_until_close()).code == 4008
+                assert {m["code"] for m in client.messages} == {"rate_limited"}
+            finally:
+                client.shutdown()
+
+
+async def test_a_message_whose_fragment_was_over_the_rate_is_dropped_whole(
+    start_server: StartServer,
+) -> None:
+    server = start_server(websocket={"rate_per_s": 20, "burst": 3, "abuse_close_after": 100})
+    client = await RawClient(server.port, token("ann")).open()
+    leave = orjson.dumps({"type": "unsubscribe", "stream_id": "s9"})
+    try:
+        # 3 tokens: three continuation frames pass, the fourth and the last are
+        # refused, and the message is not read, whole or with a hole in it
+        await client.send_frames(
+            (T, leave[:2], False),
+            *[(C, leave[i : i + 2], False) for i in range(2, 10, 2)],
+            (C, leave[10:], True),
+        )
+        answers = [await client.next_message(), await client.next_message()]
+        assert [m["code"] for m in answers] == ["rate_limited", "rate_limited"]
+        for _ in range(20):  # a whole message once a token is back (one per 50 ms)
+            await asyncio.sleep(0.05)
+            await client.send({"type": "ping"})
+            answer = await client.next_message()
+            if answer["type"] == "pong":
+                break
+            assert answer["code"] == "rate_limited", answer
+        assert [m["type"] for m in client.messages if m["type"] != "error"] == ["pong"]
+    finally:
+        client.shutdown()
 
 
 GIFT_REFUSALS: dict[str, tuple[dict[str, Any], str]] = {

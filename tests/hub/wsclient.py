@@ -330,6 +330,9 @@ class RawClient:
                 self.protocol.send_binary(data, fin)
             elif opcode is Opcode.CONT:
                 self.protocol.send_continuation(data, fin)
+            elif opcode is Opcode.PONG:
+                assert fin, "only data frames are fragmented"
+                self.protocol.send_pong(data)
             else:
                 assert opcode is Opcode.PING and fin, "only data frames are fragmented"
                 self.protocol.send_ping(data)
@@ -349,6 +352,8 @@ class RawClient:
                     if isinstance(event, Frame) and event.opcode is Opcode.PONG:
                         self.pongs.append(bytes(event.data))
                         continue
+                    if isinstance(event, Frame) and event.opcode is Opcode.PING:
+                        continue  # the server's heartbeat
                     if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
                         message: Message = orjson.loads(event.data)
                     elif isinstance(event, Frame) and event.opcode is Opcode.BINARY:

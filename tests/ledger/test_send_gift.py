@@ -3,6 +3,7 @@ the rule that a refused or failed gift changes nothing at all."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
@@ -10,6 +11,7 @@ import orjson
 import pytest
 
 from gifting_server.auth import Identity
+from gifting_server.config import MAX_INT, CoinPackage, Gift
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import keys, streams, wallet
 from gifting_server.ledger.clock import DAY_MS, day_number
@@ -17,6 +19,7 @@ from gifting_server.ledger.store import Store
 from tests.conftest import make_settings
 from tests.factories import fund, live_stream, viewer
 from tests.ledger.support import FakeClock, assert_refused, snapshot
+from tests.ledger.test_concurrency import assert_reconciled
 
 T0 = 1_704_283_200_000  # 2024-01-03 12:00 UTC, a Wednesday
 
@@ -379,3 +382,29 @@ async def test_gift_after_stream_meta_was_lost_and_recreated_never_half_applies(
     else:  # succeeding is fine, if the event id stays unique in the history
         assert receipt.event_id > 1
         assert await store.redis.xlen(keys.stream_history("s1")) == 2
+
+
+async def test_the_biggest_send_the_config_allows_is_exact_and_reconciles(
+    store: Store, clock: FakeClock
+) -> None:
+    """config.py bounds coins x max_gift_count by 2^53 - 1: the script's doubles stay
+    exact and every number it hands Redis is an integer Redis takes (1e17 would fail
+    after the script's first write), and the creator share stays exact far past the
+    point where received x share_bps passes 2^53."""
+    count = store.settings.limits.max_gift_count
+    big = Gift("big", "Big", MAX_INT // count, 4, "B")
+    settings = dataclasses.replace(
+        store.settings,
+        gifts=(big,),
+        packages=(CoinPackage("whale", MAX_INT, 1),),
+        economy=dataclasses.replace(store.settings.economy, creator_share_bps=9999),
+    )
+    big_store = Store(store.redis, settings, clock=clock)
+    await fund(big_store, "alice", "whale")
+    await live_stream(big_store)
+    receipt = await send(big_store, "big", count)
+    cost = big.coins * count
+    assert receipt.coins == MAX_INT - cost
+    diamonds = cost * 9999 // 10_000
+    assert await balances(big_store) == (MAX_INT - cost, diamonds, cost - diamonds)
+    await assert_reconciled(big_store)

@@ -169,8 +169,14 @@ if limit and spentOnDay + cost > limit then return {7} end
 local s = redis.call('HMGET', streamerKey, 'received', 'diamonds')
 local received, streamerDiamonds = tonumber(s[1] or '0'), tonumber(s[2] or '0')
 if not (received and streamerDiamonds) then return {17} end
-local diamonds = math.floor((received + cost) * shareBps / 10000)
-  - math.floor(received * shareBps / 10000)
+-- floor(n * shareBps / 10000) without the product, which passes 2^53 (and rounds)
+-- once a streamer received ~10^12 coins: n = hi * 10000 + lo, hi * shareBps <= n.
+-- Exact whatever lo Lua's % gives (it may be off by 10000 near 2^53).
+local function creatorShare(n)
+  local lo = n % 10000
+  return (n - lo) / 10000 * shareBps + math.floor(lo * shareBps / 10000)
+end
+local diamonds = creatorShare(received + cost) - creatorShare(received)
 local platformShare = cost - diamonds
 local held, released = 0, {}
 if diamonds > 0 and heldUntil > 0 then
