@@ -33,6 +33,7 @@
     {11} CASHOUT_BELOW_MINIMUM  {12} CASHOUT_DAILY_CAP
     {15} WRONG_KEY_TYPE         {16} INVALID_ARGUMENT  {17} CORRUPT_VALUE
 ]]
+--- @include "numbers"
 local idemKey, walletKey, earnedKey, cashoutsKey, journalKey, heldKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local user, fingerprint, idemTtl = ARGV[1], ARGV[4], ARGV[9]
@@ -50,7 +51,6 @@ local function stored(value, default)
   if not value then return default end
   return int(value, -MAX, MAX)
 end
-local function fmt(n) return string.format('%.0f', n) end
 
 local diamonds, cents = int(ARGV[2], -MAX, MAX), int(ARGV[3], -MAX, MAX)
 local now, minimum = int(ARGV[5], 0, MAX), int(ARGV[6], 0, MAX)

@@ -21,16 +21,11 @@
     {0, streaks_closed}
     {15} WRONG_KEY_TYPE     {16} INVALID_ARGUMENT  {17} CORRUPT_VALUE (seq)
 ]]
+--- @include "numbers"
 --- @include "event"
 
 local streaksKey, streamKey, historyKey = KEYS[1], KEYS[2], KEYS[3]
 local nowArg, windowArg, historyMax, channel, batch = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-
--- A decimal integer of at most 15 digits: exact in Lua, in range for every Redis argument.
-local function digits(text)
-  return type(text) == 'string' and #text <= 15 and string.find(text, '^%d+$') ~= nil
-end
-local function fmt(n) return string.format('%.0f', n) end
 
 if not (digits(nowArg) and digits(windowArg) and digits(historyMax) and digits(batch)
     and type(channel) == 'string') then

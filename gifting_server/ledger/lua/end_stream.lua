@@ -16,14 +16,11 @@
     {2}  UNKNOWN_STREAM     {13} NOT_STREAM_OWNER
     {15} WRONG_KEY_TYPE     {16} INVALID_ARGUMENT  {17} CORRUPT_VALUE (seq)
 ]]
+--- @include "numbers"
 --- @include "event"
 
 local streamKey, historyKey = KEYS[1], KEYS[2]
 local streamer, now, historyMax, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
--- A decimal integer of at most 15 digits: exact in Lua, in range for every Redis argument.
-local function digits(text)
-  return type(text) == 'string' and #text <= 15 and string.find(text, '^%d+$') ~= nil
-end
 if not (digits(now) and digits(historyMax) and type(channel) == 'string') then return {16} end
 local meta = redis.call('HMGET', streamKey, 'streamer', 'status', 'seq')
 if not meta[1] then return {2} end

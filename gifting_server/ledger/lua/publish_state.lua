@@ -18,15 +18,12 @@
     {0, event_id, or 0 when unchanged or the stream is not live}
     {15} WRONG_KEY_TYPE     {16} INVALID_ARGUMENT  {17} CORRUPT_VALUE (seq)
 ]]
+--- @include "numbers"
 --- @include "event"
 
 local streamKey, historyKey = KEYS[1], KEYS[2]
 local field, state, kind, now, historyMax, channel =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
--- A decimal integer of at most 15 digits: exact in Lua, in range for every Redis argument.
-local function digits(text)
-  return type(text) == 'string' and #text <= 15 and string.find(text, '^%d+$') ~= nil
-end
 if not (type(field) == 'string' and type(state) == 'string' and type(kind) == 'string'
     and digits(now) and digits(historyMax) and type(channel) == 'string') then
   return {16}

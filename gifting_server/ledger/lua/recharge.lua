@@ -27,6 +27,7 @@
     {16} INVALID_ARGUMENT      an unknown event type, or coins or now not an integer
     {17} CORRUPT_VALUE         a stored balance or count is not an integer
 ]]
+--- @include "numbers"
 local recordKey, walletKey, purchasesKey, journalKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local user, eventId, kind, packageId = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local fingerprint, now, payer = ARGV[6], ARGV[7], ARGV[8]
@@ -43,7 +44,6 @@ local function stored(value, default)
   if not value then return default end
   return int(value, -MAX, MAX)
 end
-local function fmt(n) return string.format('%.0f', n) end
 
 local packageCoins = int(ARGV[5], 0, MAX)
 if not (packageCoins and int(now, 0, MAX) and type(payer) == 'string'

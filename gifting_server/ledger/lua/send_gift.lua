@@ -61,6 +61,7 @@
     {16} INVALID_ARGUMENT (an ARGV number is missing or out of range; nothing written)
     {17} CORRUPT_VALUE (a stored number is not an integer; nothing written)
 ]]
+--- @include "numbers"
 --- @include "event"
 
 local idemKey, walletKey, streamKey, streamerKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -77,12 +78,6 @@ local isAdult, needAdult = ARGV[9] == '1', ARGV[10] == '1'
 local shareArg, idemTtl, historyMax, heldUntilArg = ARGV[11], ARGV[15], ARGV[16], ARGV[21]
 local eventFragment, channel, idemName, streamId = ARGV[17], ARGV[18], ARGV[19], ARGV[20]
 
--- Plain digits, at most 15 (exact in Lua): what Redis itself must parse as a number
--- (SET PX, XADD MAXLEN, HINCRBY, ZINCRBY). tonumber also takes "1e3", "0x10", " 5".
-local function digits(text)
-  return text and #text <= 15 and string.find(text, '^%d+$') ~= nil
-end
-local function fmt(n) return string.format('%.0f', n) end
 
 -- 0. Arguments. A value Redis would refuse at a later write (SET PX, XADD MAXLEN,
 -- ZINCRBY of the coins)
