@@ -1,6 +1,6 @@
 """What a client may do on its connection: subscribe, unsubscribe, send gifts, ping.
 
-A `gift` goes through exactly the same `send_gift` call as HTTP and is
+A `gift` goes through the same gift use case as HTTP (`ledger/gifts.py`) and is
 acknowledged only after its script returned.
 """
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from gifting_server import metrics
 from gifting_server.auth import Identity, Role
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import wallet
+from gifting_server.ledger import gifts
 from gifting_server.ledger.store import Store
 from gifting_server.protocol import (
     Ping,
@@ -181,29 +181,17 @@ class Session:
         task.add_done_callback(done)
 
     def _gift(self, message: SendGift) -> None:
-        if self.identity.role is not Role.VIEWER:
-            self._gift_refused(ErrorCode.FORBIDDEN, "only viewer tokens can send gifts", message.id)
-            return
-        gift = self.store.settings.gift(message.gift_id)
-        if gift is None:
-            self._gift_refused(ErrorCode.UNKNOWN_GIFT, f"no gift {message.gift_id!r}", message.id)
-            return
-        if message.count > self.store.settings.limits.max_gift_count:
-            limit = self.store.settings.limits.max_gift_count
-            self._gift_refused(ErrorCode.INVALID_REQUEST, f"count must be 1..{limit}", message.id)
-            return
-
         async def send() -> None:
             try:
-                with metrics.GIFT_LATENCY.labels(path="ws").time():
-                    receipt = await wallet.send_gift(
-                        self.store,
-                        self.identity,
-                        message.stream_id,
-                        gift,
-                        message.count,
-                        message.id,
-                    )
+                receipt = await gifts.send_gift(
+                    self.store,
+                    self.identity,
+                    message.stream_id,
+                    message.gift_id,
+                    message.count,
+                    message.id,
+                    timed=metrics.GIFT_LATENCY.labels(path="ws").time,
+                )
             except GiftingError as e:
                 self._gift_refused(e.code, e.message, message.id)
                 return

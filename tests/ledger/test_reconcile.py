@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from gifting_server import cli
 from gifting_server.config import Gift, Settings
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import keys, payments, wallet
+from gifting_server.ledger import gifts, keys, payments, wallet
 from gifting_server.ledger.reconcile import Report, reconcile, reconcile_main
 from gifting_server.ledger.store import Store, connect
 from tests.conftest import SECRET, WEBHOOK_SECRET, make_settings
@@ -47,13 +47,13 @@ async def mixed_flow(store: Store) -> None:
     await live_stream(store, "s1", "tina")
     await live_stream(store, "s2", "tom")
     hearts = gift(store, "hand_hearts")
-    await wallet.send_gift(store, viewer("alice"), "s1", hearts, 3, "a1")
-    replay = await wallet.send_gift(store, viewer("alice"), "s1", hearts, 3, "a1")
+    await gifts.run_send_gift(store, viewer("alice"), "s1", hearts, 3, "a1")
+    replay = await gifts.run_send_gift(store, viewer("alice"), "s1", hearts, 3, "a1")
     assert replay.replayed
-    await wallet.send_gift(store, viewer("alice"), "s2", gift(store, "rose"), 7, "a2")
-    await wallet.send_gift(store, viewer("bob"), "s1", gift(store, "finger_heart"), 5, "b1")
-    await wallet.send_gift(store, viewer("bob"), "s2", gift(store, "rose"), 1, "b2")
-    await wallet.send_gift(store, viewer("tina"), "s2", gift(store, "finger_heart"), 2, "t1")
+    await gifts.run_send_gift(store, viewer("alice"), "s2", gift(store, "rose"), 7, "a2")
+    await gifts.run_send_gift(store, viewer("bob"), "s1", gift(store, "finger_heart"), 5, "b1")
+    await gifts.run_send_gift(store, viewer("bob"), "s2", gift(store, "rose"), 1, "b2")
+    await gifts.run_send_gift(store, viewer("tina"), "s2", gift(store, "finger_heart"), 2, "t1")
     for event in ("refund-b1", "refund-b2"):
         await payments.apply_payment(store, "bob", event, "payment.refunded", "coins_100")
     assert (await wallet.read_wallet(store, "bob"))["owed"] == 26
@@ -119,8 +119,10 @@ async def share_change_flow(store: Store) -> Store:
     await mixed_flow(store)
     for share, key in ((6000, "after"), (3333, "later")):
         changed = with_share(store, share)
-        await wallet.send_gift(changed, viewer("alice"), "s1", gift(changed, "rose"), 7, key + "1")
-        await wallet.send_gift(
+        await gifts.run_send_gift(
+            changed, viewer("alice"), "s1", gift(changed, "rose"), 7, key + "1"
+        )
+        await gifts.run_send_gift(
             changed, viewer("alice"), "s2", gift(changed, "hand_hearts"), 1, key + "2"
         )
     return changed

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from gifting_server.config import Settings
-from gifting_server.ledger import keys, payments, wallet
+from gifting_server.ledger import gifts, keys, payments, wallet
 from gifting_server.ledger.clock import DAY_MS
 from gifting_server.ledger.reconcile import reconcile_main
 from gifting_server.ledger.risk import RiskRules, RiskScan, peak_viewers
@@ -142,16 +142,16 @@ async def test_reconcile_prints_risk_warnings_and_still_exits_0(
     await live_stream(lax)
     rose = lax.settings.gift("rose")
     assert rose is not None
-    await wallet.send_gift(lax, viewer("kid", adult=False), "s1", rose, 3, "k1")
+    await gifts.run_send_gift(lax, viewer("kid", adult=False), "s1", rose, 3, "k1")
     await wallet.set_daily_limit(lax, "u1", 50)
-    await wallet.send_gift(lax, viewer("u1"), "s1", rose, 2, "k2")
+    await gifts.run_send_gift(lax, viewer("u1"), "s1", rose, 2, "k2")
 
     entries = await store.redis.xrange(keys.JOURNAL)
     fields = [f for _, f in entries]
     assert {f.get("payer") for f in fields if f["type"] == "purchase"} == {"card-9", None}
-    gifts = [f for f in fields if f["type"] == "gift"]
-    assert (gifts[0].get("unverified"), gifts[0].get("limit")) == ("1", None)
-    assert (gifts[1].get("unverified"), gifts[1].get("limit")) == (None, "50")
+    gift_entries = [f for f in fields if f["type"] == "gift"]
+    assert (gift_entries[0].get("unverified"), gift_entries[0].get("limit")) == ("1", None)
+    assert (gift_entries[1].get("unverified"), gift_entries[1].get("limit")) == (None, "50")
 
     assert await asyncio.to_thread(reconcile_main, environment) == 0
     out = capsys.readouterr().out
@@ -173,6 +173,6 @@ async def test_an_honest_quiet_ledger_has_nothing_to_flag(
     await live_stream(store)
     rose = store.settings.gift("rose")
     assert rose is not None
-    await wallet.send_gift(store, viewer("alice"), "s1", rose, 5, "k")
+    await gifts.run_send_gift(store, viewer("alice"), "s1", rose, 5, "k")
     assert await asyncio.to_thread(reconcile_main, environment) == 0
     assert "risk report: nothing to flag" in capsys.readouterr().out

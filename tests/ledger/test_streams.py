@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import keys, streams, wallet
+from gifting_server.ledger import gifts, keys, streams
 from gifting_server.ledger.clock import DAY_MS
 from gifting_server.ledger.store import Store
 from tests.factories import fund, live_stream, viewer
@@ -30,7 +30,9 @@ async def gift(store: Store, sender: str, gift_id: str, stream: str = "s1", coun
     item = store.settings.gift(gift_id)
     assert item is not None
     who = viewer(sender, name=f"{sender.title()} A.")
-    receipt = await wallet.send_gift(store, who, stream, item, count, f"{sender}-{store.clock()}")
+    receipt = await gifts.run_send_gift(
+        store, who, stream, item, count, f"{sender}-{store.clock()}"
+    )
     return receipt.event_id
 
 
