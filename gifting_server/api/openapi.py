@@ -12,9 +12,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from gifting_server.api.validation import MAX_BODY_BYTES, MAX_INT
+from gifting_server.api.validation import MAX_BODY_BYTES
 from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode
+from gifting_server.fields import MAX_INT
 from gifting_server.ids import ID_PATTERN, KEY_PATTERN, schema_pattern
 
 Schema = dict[str, Any]

@@ -18,7 +18,7 @@ import orjson
 from gifting_server.auth import Identity, Role
 from gifting_server.config import Gift, Settings
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ids import KEY_RULE, is_key
+from gifting_server.fields import checked_key
 from gifting_server.ledger import keys
 from gifting_server.ledger.clock import DAY_MS, day_number, held_until
 from gifting_server.ledger.store import Store
@@ -133,8 +133,7 @@ def checked_gift(
     limit = settings.limits.max_gift_count
     if not 1 <= count <= limit:
         raise GiftingError(ErrorCode.INVALID_REQUEST, f"count must be between 1 and {limit}")
-    if not is_key(idempotency_key):
-        raise GiftingError(ErrorCode.INVALID_REQUEST, f"idempotency_key must be {KEY_RULE}")
+    checked_key(idempotency_key, "idempotency_key")
     return gift
 
 
