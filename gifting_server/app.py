@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gifting_server import metrics
-from gifting_server.api import demo, http, pages
+from gifting_server.api import demo, http, pages, ws
 from gifting_server.api.http_protocol import PendingRequests
 from gifting_server.api.openapi import openapi_document
 from gifting_server.config import Settings, load_settings
@@ -112,7 +112,7 @@ def create_app(settings: Settings) -> Starlette:
             # HttpProtocol, which bounds the connections still sending a request.
             yield {
                 "hub": hub,
-                "store": app.state.store,
+                "open_session": ws.session_opener(hub, app.state.store),
                 "pending_requests": PendingRequests(settings.http),
             }
         finally:

@@ -16,7 +16,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.datastructures import Headers
@@ -29,7 +29,6 @@ from websockets.typing import Subprotocol
 from gifting_server import metrics
 from gifting_server.auth import Identity, verify_token
 from gifting_server.errors import GiftingError
-from gifting_server.hub.session import Session
 from gifting_server.protocol import SUBPROTOCOLS, Encoding, encode, websocket_frame
 
 log = logging.getLogger("gifting_server.ws")
@@ -41,6 +40,26 @@ HUB_PATH = b"/v1/ws"
 CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN, CLOSE_RATE_LIMITED, CLOSE_TOO_SLOW = 4001, 4003, 4008, 4009
 CLOSE_GRACE_S = 5.0
 DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+
+
+class Session(Protocol):
+    """What a connection calls on the session serving its client (`api/ws.py`)."""
+
+    identity: Identity
+
+    def on_message(self, data: bytes) -> None: ...
+
+    def allow_ping(self) -> bool:
+        """Whether a ping frame is within the client's rate (else the session answered)."""
+        ...
+
+    def close(self) -> None:
+        """The connection is going: leave every stream, stop what is in flight."""
+        ...
+
+
+# How the app opens a session for an authenticated connection: app_state["open_session"].
+OpenSession = Callable[["HubConnection", Identity], Session]
 
 
 class HubConnection(asyncio.Protocol):
@@ -113,7 +132,7 @@ class HubConnection(asyncio.Protocol):
             self.expiry.cancel()
         if self.session is not None:
             self.session.close()
-            self.session.hub.connections.discard(self)
+            self.app_state["hub"].connections.discard(self)
             self.session = None
             metrics.CONNECTIONS.dec()
 
@@ -185,7 +204,8 @@ class HubConnection(asyncio.Protocol):
             metrics.DROPS.labels(reason="unauthorized").inc()
             self.close(CLOSE_UNAUTHORIZED, e.message)
             return
-        self.session = Session(self, identity, hub, self.app_state["store"])
+        open_session: OpenSession = self.app_state["open_session"]
+        self.session = open_session(self, identity)
         if identity.expires_at is not None:
             self.expires_at = identity.expires_at
             self.expiry = loop.call_later(identity.expires_at - time.time(), self._token_expired)

@@ -1,4 +1,8 @@
-"""What a client may do on its connection: subscribe, unsubscribe, send gifts, ping.
+"""The WebSocket edge: one connection's session. Frames in, use-case calls, frames out.
+
+What a client may do on its connection: subscribe, unsubscribe, send gifts, ping.
+`hub/connection.py` speaks WebSocket and hands each message here; the app opens
+one `ClientSession` per authenticated connection (`app.py`, `open_session`).
 
 A `gift` goes through the same gift use case as HTTP (`ledger/gifts.py`) and is
 acknowledged only after its script returned.
@@ -28,13 +32,13 @@ from gifting_server.protocol import (
 )
 
 if TYPE_CHECKING:
-    from gifting_server.hub.connection import HubConnection
+    from gifting_server.hub.connection import HubConnection, OpenSession
     from gifting_server.hub.hub import Hub
 
 log = logging.getLogger("gifting_server.ws")
 
 
-class Session:
+class ClientSession:
     def __init__(
         self, connection: HubConnection, identity: Identity, hub: Hub, store: Store
     ) -> None:
@@ -227,3 +231,12 @@ class Session:
 
     def _error(self, code: ErrorCode, message: str, message_id: str | None = None) -> None:
         self.connection.send_message(error_message(code, message, message_id))
+
+
+def session_opener(hub: Hub, store: Store) -> OpenSession:
+    """What `HubConnection` calls (as app_state["open_session"]) once a client is in."""
+
+    def open_session(connection: HubConnection, identity: Identity) -> ClientSession:
+        return ClientSession(connection, identity, hub, store)
+
+    return open_session
