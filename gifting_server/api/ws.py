@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from gifting_server import metrics
 from gifting_server.auth import Identity, Role
-from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.errors import CloseCode, ErrorCode, GiftingError
 from gifting_server.ledger import gifts
 from gifting_server.ledger.store import Store
 from gifting_server.protocol import (
@@ -100,7 +100,7 @@ class ClientSession:
         self.refused_in_row += 1
         if self.refused_in_row >= self.limits.abuse_close_after:
             metrics.DROPS.labels(reason="rate_limited").inc()
-            self.connection.close(4008, "rate limited: too many messages")
+            self.connection.close(CloseCode.RATE_LIMITED, "rate limited: too many messages")
             return
         self._error(ErrorCode.RATE_LIMITED, "too many messages; slow down", message_id)
 
