@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+import gifting_server
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import gifts, keys, streams
 from gifting_server.ledger.clock import DAY_MS
@@ -267,3 +270,10 @@ async def test_end_stream_after_meta_was_lost_and_recreated_never_half_applies(
     else:  # ending is fine, if its event id stays unique in the history
         assert event_id > 2
         assert await store.redis.xlen(keys.stream_history("s1")) == 3
+
+
+def test_the_leaderboard_overlay_offers_exactly_the_periods() -> None:
+    script = (Path(gifting_server.__file__).parent / "overlay" / "leaderboard.js").read_text()
+    labels = re.search(r"const PERIOD_LABEL = \{(.*?)\};", script, re.S)
+    assert labels is not None, "overlay/leaderboard.js has no PERIOD_LABEL"
+    assert tuple(re.findall(r"(\w+): \"", labels.group(1))) == streams.PERIODS
