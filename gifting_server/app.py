@@ -80,7 +80,8 @@ async def metrics_endpoint(request: Request) -> Response:
     settings: Settings = request.app.state.store.settings
     embedded = read_status(settings.data_dir, settings.redis_url)
     extra = metrics.embedded_redis(embedded.up, embedded.restarts) if embedded else None
-    return Response(metrics.exposition(extra), media_type=CONTENT_TYPE_LATEST)
+    text = metrics.exposition(extra, all_workers=settings.metrics_multiprocess)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
 
 
 async def openapi_endpoint(request: Request) -> Response:

@@ -172,6 +172,8 @@ class Settings:
     http: Http = field(default_factory=Http)
     metrics_public: bool = True
     demo_payments: bool = False
+    # `serve --workers N` sets PROMETHEUS_MULTIPROC_DIR: /metrics then sums every worker.
+    metrics_multiprocess: bool = False
 
     def gift(self, gift_id: str) -> Gift | None:
         return self._gifts_by_id().get(gift_id)
@@ -227,6 +229,7 @@ def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = N
         metrics_public=server.metrics_public,
         # `serve --demo` turns demo payments on for every worker through the environment.
         demo_payments=server.demo_payments or env.get("GIFTING_DEMO_PAYMENTS") == "1",
+        metrics_multiprocess=bool(env.get("PROMETHEUS_MULTIPROC_DIR")),
     )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from gifting_server.config import Settings
+from gifting_server.config import Settings, load_settings
 from gifting_server.ledger import gifts, keys, payments, wallet
 from gifting_server.ledger.clock import DAY_MS
 from gifting_server.ledger.reconcile import reconcile_main
@@ -120,7 +120,7 @@ async def test_broken_entries_are_left_to_the_audit(store: Store) -> None:
 
 @pytest.fixture
 def environment(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """reconcile_main reads its settings from the environment: the test's, age rule on."""
+    """What load_settings reads for reconcile_main: the test's Redis and secrets, age rule on."""
     monkeypatch.setenv("GIFTING_REDIS_URL", redis_url)
     monkeypatch.setenv("GIFTING_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("GIFTING_SECRET", SECRET)
@@ -153,7 +153,7 @@ async def test_reconcile_prints_risk_warnings_and_still_exits_0(
     assert (gift_entries[0].get("unverified"), gift_entries[0].get("limit")) == ("1", None)
     assert (gift_entries[1].get("unverified"), gift_entries[1].get("limit")) == (None, "50")
 
-    assert await asyncio.to_thread(reconcile_main, environment) == 0
+    assert await asyncio.to_thread(reconcile_main, load_settings(), environment) == 0
     out = capsys.readouterr().out
     assert "ledger reconcile OK" in out
     assert "risk report: 2 warning(s)" in out
@@ -163,7 +163,7 @@ async def test_reconcile_prints_risk_warnings_and_still_exits_0(
     client = redis.Redis.from_url(environment)
     client.hincrby(keys.wallet("u2"), "coins", 1)  # an invariant broken: exit 1 as before
     client.close()
-    assert await asyncio.to_thread(reconcile_main, environment) == 1
+    assert await asyncio.to_thread(reconcile_main, load_settings(), environment) == 1
 
 
 async def test_an_honest_quiet_ledger_has_nothing_to_flag(
@@ -174,5 +174,5 @@ async def test_an_honest_quiet_ledger_has_nothing_to_flag(
     rose = store.settings.gift("rose")
     assert rose is not None
     await gifts.run_send_gift(store, viewer("alice"), "s1", rose, 5, "k")
-    assert await asyncio.to_thread(reconcile_main, environment) == 0
+    assert await asyncio.to_thread(reconcile_main, load_settings(), environment) == 0
     assert "risk report: nothing to flag" in capsys.readouterr().out
