@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import secrets
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from gifting_server.ids import ID_RULE, is_id
@@ -165,6 +167,7 @@ class Settings:
     webhook_secret: str
     gifts: tuple[Gift, ...]
     packages: tuple[CoinPackage, ...]
+    gifts_by_id: Mapping[str, Gift]  # `gifts` by id, built once: every gift looks one up
     economy: Economy = field(default_factory=Economy)
     limits: Limits = field(default_factory=Limits)
     history: History = field(default_factory=History)
@@ -176,17 +179,10 @@ class Settings:
     metrics_multiprocess: bool = False
 
     def gift(self, gift_id: str) -> Gift | None:
-        return self._gifts_by_id().get(gift_id)
+        return self.gifts_by_id.get(gift_id)
 
     def package(self, package_id: str) -> CoinPackage | None:
         return {p.id: p for p in self.packages}.get(package_id)
-
-    def _gifts_by_id(self) -> dict[str, Gift]:
-        cached: dict[str, Gift] | None = self.__dict__.get("_gift_index")
-        if cached is None:
-            cached = {g.id: g for g in self.gifts}
-            object.__setattr__(self, "_gift_index", cached)
-        return cached
 
 
 def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = None) -> Settings:
@@ -211,16 +207,18 @@ def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = N
         if env.get(name) and len(env[name]) < 32:
             raise ConfigError(f"{name} must be at least 32 characters (try: openssl rand -hex 32)")
     server = _parse_section(Server, tree.get("server", {}), "server", sources)
+    gifts = _parse_gifts(tree.get("gifts", []), sources.get("gifts", "gifts.toml"))
     return Settings(
         redis_url=env.get("GIFTING_REDIS_URL") or None,
         data_dir=data_dir,
         secret=env.get("GIFTING_SECRET") or _persistent_secret(data_dir, "token-secret"),
         webhook_secret=env.get("GIFTING_WEBHOOK_SECRET")
         or _persistent_secret(data_dir, "webhook-secret"),
-        gifts=_parse_gifts(tree.get("gifts", []), sources.get("gifts", "gifts.toml")),
+        gifts=gifts,
         packages=_parse_packages(
             tree.get("packages", []), sources.get("packages", "packages.toml")
         ),
+        gifts_by_id=MappingProxyType({g.id: g for g in gifts}),
         economy=_parse_section(Economy, tree.get("economy", {}), "economy", sources),
         limits=_parse_section(Limits, tree.get("limits", {}), "limits", sources),
         history=_parse_section(History, tree.get("history", {}), "history", sources),
