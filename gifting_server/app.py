@@ -20,7 +20,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gifting_server import metrics
-from gifting_server.api import demo, http, pages
+from gifting_server.api import demo, http, pages, ws
 from gifting_server.api.http_protocol import PendingRequests
 from gifting_server.api.openapi import openapi_document
 from gifting_server.config import Settings, load_settings
@@ -88,7 +88,8 @@ async def metrics_endpoint(request: Request) -> Response:
     settings: Settings = request.app.state.store.settings
     embedded = read_status(settings.data_dir, settings.redis_url)
     extra = metrics.embedded_redis(embedded.up, embedded.restarts) if embedded else None
-    return Response(metrics.exposition(extra), media_type=CONTENT_TYPE_LATEST)
+    text = metrics.exposition(extra, all_workers=settings.metrics_multiprocess)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
 
 
 async def openapi_endpoint(request: Request) -> Response:
@@ -144,7 +145,7 @@ def create_app(settings: Settings) -> Starlette:
             # HttpProtocol, which bounds the connections still sending a request.
             yield {
                 "hub": hub,
-                "store": app.state.store,
+                "open_session": ws.session_opener(hub, app.state.store),
                 "pending_requests": PendingRequests(settings.http),
             }
         finally:

@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gifting_server.ledger.reconcile import reconcile_main
 
             with redis_for(settings) as url:
-                return reconcile_main(url)
+                return reconcile_main(settings, url)
         if args.command == "load-setup":
             return load_setup.main(settings, args)
     except (EmbeddedRedisError, ValueError) as e:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import secrets
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from gifting_server.ids import ID_RULE, is_id
@@ -165,6 +167,7 @@ class Settings:
     webhook_secret: str
     gifts: tuple[Gift, ...]
     packages: tuple[CoinPackage, ...]
+    gifts_by_id: Mapping[str, Gift]  # `gifts` by id, built once: every gift looks one up
     economy: Economy = field(default_factory=Economy)
     limits: Limits = field(default_factory=Limits)
     history: History = field(default_factory=History)
@@ -172,19 +175,14 @@ class Settings:
     http: Http = field(default_factory=Http)
     metrics_public: bool = True
     demo_payments: bool = False
+    # `serve --workers N` sets PROMETHEUS_MULTIPROC_DIR: /metrics then sums every worker.
+    metrics_multiprocess: bool = False
 
     def gift(self, gift_id: str) -> Gift | None:
-        return self._gifts_by_id().get(gift_id)
+        return self.gifts_by_id.get(gift_id)
 
     def package(self, package_id: str) -> CoinPackage | None:
         return {p.id: p for p in self.packages}.get(package_id)
-
-    def _gifts_by_id(self) -> dict[str, Gift]:
-        cached: dict[str, Gift] | None = self.__dict__.get("_gift_index")
-        if cached is None:
-            cached = {g.id: g for g in self.gifts}
-            object.__setattr__(self, "_gift_index", cached)
-        return cached
 
 
 def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = None) -> Settings:
@@ -222,6 +220,7 @@ def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = N
         packages=_parse_packages(
             tree.get("packages", []), sources.get("packages", "packages.toml")
         ),
+        gifts_by_id=MappingProxyType({g.id: g for g in gifts}),
         economy=_parse_section(Economy, tree.get("economy", {}), "economy", sources),
         limits=limits,
         history=_parse_section(History, tree.get("history", {}), "history", sources),
@@ -230,6 +229,7 @@ def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = N
         metrics_public=server.metrics_public,
         # `serve --demo` turns demo payments on for every worker through the environment.
         demo_payments=server.demo_payments or env.get("GIFTING_DEMO_PAYMENTS") == "1",
+        metrics_multiprocess=bool(env.get("PROMETHEUS_MULTIPROC_DIR")),
     )
 
 

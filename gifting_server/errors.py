@@ -1,4 +1,5 @@
-"""Error codes, in one place: HTTP status, WebSocket error frames and Lua return codes.
+"""Error codes, in one place: HTTP status, WebSocket error frames and close codes,
+and Lua return codes.
 
 A Lua script answers `{0, ...}` on success or `{code}` with one of `ScriptCode`;
 `SCRIPT_ERRORS` turns that code into the public `ErrorCode`.
@@ -46,6 +47,42 @@ class ErrorCode(Enum):
     INTERNAL_ERROR = ("internal_error", 500)
     STORAGE_CORRUPT = ("storage_corrupt", 503)
     SERVICE_UNAVAILABLE = ("service_unavailable", 503)
+
+
+class CloseCode(IntEnum):
+    """Every code the server closes a WebSocket with, and what the client does next:
+    "since" = reconnect (with backoff) and resubscribe with `since`, the last event
+    id it has, so it misses nothing; "new token" = reconnecting with the same token
+    cannot help.
+
+    | code | why                                                        | then      |
+    | ---- | ---------------------------------------------------------- | --------- |
+    | 1002 | a frame broke RFC 6455 (closed by the websockets library)  | since     |
+    | 1007 | a text message that is not UTF-8                           | since     |
+    | 1009 | a message over `max_message_bytes` (the websockets library)| since     |
+    | 1011 | an unexpected error in the WebSocket protocol code         | since     |
+    | 1012 | the server is restarting                                   | since     |
+    | 4001 | no token, a bad one, or an expired one (`token_expired`)   | new token |
+    | 4008 | rate limited: too many messages in a row over the rate     | since     |
+    | 4009 | too slow: the connection's outbox overflowed               | since     |
+
+    The browser pages mirror this table once: `CLOSE_RULES` in `overlay/hub.js`.
+    """
+
+    PROTOCOL_ERROR = 1002
+    INVALID_TEXT = 1007
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    UNAUTHORIZED = 4001
+    RATE_LIMITED = 4008
+    TOO_SLOW = 4009
+
+    @property
+    def needs_new_token(self) -> bool:
+        """Reconnecting with the same token cannot help: every other code reconnects
+        and resubscribes with `since` (the last event id it has)."""
+        return self is CloseCode.UNAUTHORIZED
 
 
 class GiftingError(Exception):

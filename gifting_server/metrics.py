@@ -3,7 +3,6 @@ so that /metrics sums every worker's figures, whichever worker answers."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 
 from prometheus_client import (
@@ -98,10 +97,10 @@ class _Fixed:
         return self.families
 
 
-def exposition(extra: list[Metric] | None = None) -> bytes:
-    """The Prometheus text of this worker, or of all workers in multi-process mode,
-    followed by `extra` families."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+def exposition(extra: list[Metric] | None = None, *, all_workers: bool = False) -> bytes:
+    """The Prometheus text of this worker, or of all workers in multi-process mode
+    (`Settings.metrics_multiprocess`), followed by `extra` families."""
+    if all_workers:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         text = generate_latest(registry)

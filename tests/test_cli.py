@@ -307,7 +307,7 @@ def test_missing_config_file_exits_2(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not RECONCILE_EXISTS, reason="gifting_server/ledger/reconcile.py not written")
 async def test_reconcile_exit_code_follows_the_ledger(tmp_path: Path, redis_url: str) -> None:
-    from gifting_server.ledger import keys, wallet
+    from gifting_server.ledger import gifts, keys
     from gifting_server.ledger.store import Store, connect
     from tests.conftest import make_settings
     from tests.factories import fund, live_stream, viewer
@@ -320,7 +320,7 @@ async def test_reconcile_exit_code_follows_the_ledger(tmp_path: Path, redis_url:
         await live_stream(store)
         rose = settings.gift("rose")
         assert rose is not None
-        await wallet.send_gift(store, viewer("alice"), "s1", rose, 7, "k1")
+        await gifts.run_send_gift(store, viewer("alice"), "s1", rose, 7, "k1")
     finally:
         await store.close()
     healthy = run(tmp_path, "reconcile", GIFTING_REDIS_URL=redis_url)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import httpx
 
 from gifting_server.auth import Role
-from gifting_server.ledger import wallet
+from gifting_server.ledger import gifts, wallet
 from gifting_server.ledger.store import Store
 from tests.factories import auth, fund, live_stream, viewer
 
@@ -13,7 +13,7 @@ async def test_gift_over_ledger_debits_sender_and_credits_streamer(store: Store)
     stream = await live_stream(store)
     rose = store.settings.gift("rose")
     assert rose is not None
-    receipt = await wallet.send_gift(store, viewer("alice"), stream, rose, 3, "k1")
+    receipt = await gifts.run_send_gift(store, viewer("alice"), stream, rose, 3, "k1")
     assert (receipt.event_id, receipt.coins, receipt.combo) == (1, 97, 3)
     streamer = await wallet.read_wallet(store, "streamer1")
     assert streamer["diamonds"] == 1  # floor(3 * 50%)

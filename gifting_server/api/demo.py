@@ -18,15 +18,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gifting_server.api.http import (
-    apply_signed_webhook,
     idempotency_key,
     identity,
-    json_response,
+    signed_payment_response,
     store_of,
 )
-from gifting_server.api.validation import identifier, json_object
+from gifting_server.api.validation import json_object
 from gifting_server.auth import Role, sign_webhook
 from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.fields import identifier
 
 
 async def demo_payment(request: Request) -> Response:
@@ -49,7 +49,7 @@ async def demo_payment(request: Request) -> Response:
     }
     raw = orjson.dumps(event)
     signature = sign_webhook(store.settings.webhook_secret, raw, int(time.time()))
-    return json_response(await apply_signed_webhook(store, raw, signature))
+    return await signed_payment_response(store, raw, signature)
 
 
 routes = [Route("/v1/demo/payments", demo_payment, methods=["POST"])]

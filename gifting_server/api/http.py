@@ -11,23 +11,20 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gifting_server import metrics
-from gifting_server.api.validation import (
+from gifting_server.api.validation import json_object, query_int, raw_body
+from gifting_server.auth import Identity, Role, bearer_token, verify_token
+from gifting_server.embedded_redis import read_status
+from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.fields import (
     MAX_INT,
     checked_id,
     checked_key,
     identifier,
     integer,
     invalid,
-    json_object,
     optional_integer,
-    parse_object,
-    query_int,
-    raw_body,
 )
-from gifting_server.auth import Identity, Role, bearer_token, verify_token, verify_webhook
-from gifting_server.embedded_redis import read_status
-from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import payments, streams, wallet
+from gifting_server.ledger import gifts, payments, streams, wallet
 from gifting_server.ledger.store import Store, guarded
 
 
@@ -40,10 +37,15 @@ def store_of(request: Request) -> Store:
     return store
 
 
-def identity(request: Request, *roles: Role) -> Identity:
-    who = verify_token(
+def authenticated(request: Request) -> Identity:
+    """Whoever the bearer token says, any role: for use cases that check the role."""
+    return verify_token(
         store_of(request).settings.secret, bearer_token(request.headers.get("authorization"))
     )
+
+
+def identity(request: Request, *roles: Role) -> Identity:
+    who = authenticated(request)
     who.require(*roles)
     return who
 
@@ -83,8 +85,8 @@ async def readyz(request: Request) -> Response:
 
 
 async def list_gifts(request: Request) -> Response:
-    gifts = [g.public() for g in store_of(request).settings.gifts]
-    return json_response({"gifts": gifts})
+    catalog = [g.public() for g in store_of(request).settings.gifts]
+    return json_response({"gifts": catalog})
 
 
 async def list_packages(request: Request) -> Response:
@@ -120,33 +122,25 @@ async def put_wallet_limits(request: Request) -> Response:
 async def payment_webhook(request: Request) -> Response:
     body = await raw_body(request)
     signature = request.headers.get("gifting-signature")
-    return json_response(await apply_signed_webhook(store_of(request), body, signature))
+    return await signed_payment_response(store_of(request), body, signature)
 
 
-async def apply_signed_webhook(store: Store, body: bytes, signature: str | None) -> dict[str, Any]:
-    """Verify a payment provider's signed event and apply it exactly once."""
-    verify_webhook(
-        store.settings.webhook_secret, body, signature, store.settings.limits.webhook_tolerance_s
+async def signed_payment_response(store: Store, body: bytes, signature: str | None) -> Response:
+    """Apply a signed provider event and answer it: the webhook's and the demo's answer."""
+    applied = await payments.apply_signed_webhook(store, body, signature)
+    result = applied.result
+    metrics.PAYMENTS.labels(kind=applied.kind, replayed=str(result.replayed).lower()).inc()
+    return json_response(
+        {
+            "status": "duplicate" if result.replayed else "applied",
+            "event_id": applied.event_id,
+            "user_id": applied.user_id,
+            "coins": result.coins,
+            "credited": result.credited,
+            "clawed_back": result.clawed_back,
+            "owed": result.owed,
+        }
     )
-    data = parse_object(body)
-    event_id = identifier(data, "event_id", key=True)
-    user_id = identifier(data, "user_id")
-    package_id = identifier(data, "package_id")
-    payer_id = identifier(data, "payer_id") if data.get("payer_id") is not None else None
-    kind = data.get("type")
-    if kind not in payments.PAYMENT_KINDS:
-        raise invalid(f"type must be one of {', '.join(payments.PAYMENT_KINDS)}")
-    result = await payments.apply_payment(store, user_id, event_id, kind, package_id, payer_id)
-    metrics.PAYMENTS.labels(kind=kind, replayed=str(result.replayed).lower()).inc()
-    return {
-        "status": "duplicate" if result.replayed else "applied",
-        "event_id": event_id,
-        "user_id": user_id,
-        "coins": result.coins,
-        "credited": result.credited,
-        "clawed_back": result.clawed_back,
-        "owed": result.owed,
-    }
 
 
 async def create_stream(request: Request) -> Response:
@@ -184,20 +178,16 @@ async def send_gift(request: Request) -> Response:
 
 
 async def _send_gift(request: Request) -> Response:
-    who = identity(request, Role.VIEWER)
+    who = authenticated(request)
     store = store_of(request)
     stream_id = stream_id_of(request)
     body = await json_object(request)
     gift_id = identifier(body, "gift_id")
-    count = integer(
-        body, "count", minimum=1, maximum=store.settings.limits.max_gift_count, default=1
-    )
+    # Any integer here: the count's range is the gift use case's rule.
+    count = integer(body, "count", minimum=-MAX_INT, default=1)
     key = idempotency_key(request, body)
-    gift = store.settings.gift(gift_id)
-    if gift is None:
-        raise GiftingError(ErrorCode.UNKNOWN_GIFT, f"no gift {gift_id!r} in the catalog")
-    with metrics.GIFT_LATENCY.labels(path="http").time():
-        receipt = await wallet.send_gift(store, who, stream_id, gift, count, key)
+    timed = metrics.GIFT_LATENCY.labels(path="http").time
+    receipt = await gifts.send_gift(store, who, stream_id, gift_id, count, key, timed=timed)
     return json_response(
         {"event_id": receipt.event_id, "coins": receipt.coins, "combo": receipt.combo}
     )

@@ -12,10 +12,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from gifting_server.api.validation import MAX_BODY_BYTES, MAX_INT
+from gifting_server.api.validation import MAX_BODY_BYTES
 from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode
+from gifting_server.fields import MAX_INT
 from gifting_server.ids import ID_PATTERN, KEY_PATTERN, schema_pattern
+from gifting_server.ledger.streams import PERIODS
 
 Schema = dict[str, Any]
 
@@ -23,7 +25,6 @@ INT: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_INT}
 STR: Schema = {"type": "string"}
 ID_SCHEMA: Schema = {"type": "string", "pattern": schema_pattern(ID_PATTERN)}
 KEY_SCHEMA: Schema = {"type": "string", "pattern": schema_pattern(KEY_PATTERN)}
-PERIODS = ("stream", "day", "week", "all")
 AUTH_ERRORS = (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN)
 BODY_ERRORS = (ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.INVALID_REQUEST)
 STORAGE_ERRORS = (ErrorCode.SERVICE_UNAVAILABLE, ErrorCode.STORAGE_CORRUPT)

@@ -16,7 +16,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.datastructures import Headers
@@ -28,8 +28,7 @@ from websockets.typing import Subprotocol
 
 from gifting_server import metrics
 from gifting_server.auth import Identity, verify_token
-from gifting_server.errors import GiftingError
-from gifting_server.hub.session import Session
+from gifting_server.errors import CloseCode, GiftingError
 from gifting_server.protocol import SUBPROTOCOLS, Encoding, encode, websocket_frame
 
 log = logging.getLogger("gifting_server.ws")
@@ -38,9 +37,28 @@ protocol_log = logging.getLogger("gifting_server.ws.protocol")
 protocol_log.setLevel(logging.WARNING)
 
 HUB_PATH = b"/v1/ws"
-CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN, CLOSE_RATE_LIMITED, CLOSE_TOO_SLOW = 4001, 4003, 4008, 4009
 CLOSE_GRACE_S = 5.0
 DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+
+
+class Session(Protocol):
+    """What a connection calls on the session serving its client (`api/ws.py`)."""
+
+    identity: Identity
+
+    def on_message(self, data: bytes) -> None: ...
+
+    def allow_frame(self) -> bool:
+        """Whether a ping frame is within the client's rate (else the session answered)."""
+        ...
+
+    def close(self) -> None:
+        """The connection is going: leave every stream, stop what is in flight."""
+        ...
+
+
+# How the app opens a session for an authenticated connection: app_state["open_session"].
+OpenSession = Callable[["HubConnection", Identity], Session]
 
 
 class HubConnection(asyncio.Protocol):
@@ -60,7 +78,7 @@ class HubConnection(asyncio.Protocol):
         self.last_pong = 0.0
         self.awaiting_pong = False  # our heartbeat ping is out: its pong costs no token
         # a message in fragments so far (RFC 6455 section 5.4), and its opcode; the
-        # protocol bounds the whole to max_message_bytes (close 1009)
+        # protocol bounds the whole to max_message_bytes (CloseCode.MESSAGE_TOO_BIG)
         self.fragments: bytearray | None = None
         self.fragments_opcode = Opcode.TEXT
         self.fragments_dropped = False  # over the rate: the rest of this message is dropped
@@ -115,7 +133,7 @@ class HubConnection(asyncio.Protocol):
             self.expiry.cancel()
         if self.session is not None:
             self.session.close()
-            self.session.hub.connections.discard(self)
+            self.app_state["hub"].connections.discard(self)
             self.session = None
             metrics.CONNECTIONS.dec()
 
@@ -144,8 +162,10 @@ class HubConnection(asyncio.Protocol):
             self.send = self.transport.write
 
     def shutdown(self) -> None:
-        """uvicorn is stopping: tell the client to come back (1012 service restart)."""
-        self.close(1012, "server restarting; reconnect and resubscribe with since")
+        """uvicorn is stopping: tell the client to come back."""
+        self.close(
+            CloseCode.SERVICE_RESTART, "server restarting; reconnect and resubscribe with since"
+        )
 
     # -- the WebSocket ---------------------------------------------------------
 
@@ -185,9 +205,10 @@ class HubConnection(asyncio.Protocol):
             identity = verify_token(hub.settings.secret, _token_of(request))
         except GiftingError as e:
             metrics.DROPS.labels(reason="unauthorized").inc()
-            self.close(CLOSE_UNAUTHORIZED, e.message)
+            self.close(CloseCode.UNAUTHORIZED, e.message)
             return
-        self.session = Session(self, identity, hub, self.app_state["store"])
+        open_session: OpenSession = self.app_state["open_session"]
+        self.session = open_session(self, identity)
         if identity.expires_at is not None:
             self.expires_at = identity.expires_at
             self.expiry = loop.call_later(identity.expires_at - time.time(), self._token_expired)
@@ -213,7 +234,7 @@ class HubConnection(asyncio.Protocol):
 
     def _token_expired(self) -> None:
         metrics.DROPS.labels(reason="token_expired").inc()
-        self.close(CLOSE_UNAUTHORIZED, "token_expired")
+        self.close(CloseCode.UNAUTHORIZED, "token_expired")
 
     def _on_frame(self, frame: Frame) -> None:
         if self.closed:
@@ -246,7 +267,9 @@ class HubConnection(asyncio.Protocol):
             if data is None:
                 return  # more fragments to come
             if opcode is Opcode.TEXT and not _is_utf8(data):
-                self.close(1007, "text frames must be UTF-8")  # RFC 6455 section 8.1
+                self.close(
+                    CloseCode.INVALID_TEXT, "text frames must be UTF-8"
+                )  # RFC 6455 section 8.1
                 return
             self.session.on_message(data)
 
@@ -301,7 +324,7 @@ class HubConnection(asyncio.Protocol):
             or self.outbox_bytes + len(frame) > limits.outbox_bytes
         ):
             metrics.DROPS.labels(reason="slow").inc()
-            self.close(CLOSE_TOO_SLOW, "too slow: reconnect and resubscribe with since")
+            self.close(CloseCode.TOO_SLOW, "too slow: reconnect and resubscribe with since")
             return
         self.outbox.append(frame)
         self.outbox_bytes += len(frame)
@@ -325,7 +348,7 @@ class HubConnection(asyncio.Protocol):
             self._flush_protocol()
         return True
 
-    def close(self, code: int, reason: str) -> None:
+    def close(self, code: CloseCode, reason: str) -> None:
         """Close with a code the client can act on. The queued frames are dropped so
         the close frame goes out next; the socket is cut if the peer never answers."""
         if self.closed or self.ws is None or self.transport is None:

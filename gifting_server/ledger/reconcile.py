@@ -29,7 +29,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from gifting_server.config import load_settings
+from gifting_server.config import Settings
 from gifting_server.ledger import keys
 from gifting_server.ledger.risk import RiskReport, RiskRules, RiskScan
 from gifting_server.ledger.store import connect
@@ -147,7 +147,7 @@ class _Replay:
 
 async def reconcile(
     redis: Redis,
-    share_bps: int | None = None,
+    share_bps: int,
     *,
     chunk: int = CHUNK,
     progress: Callable[[int], None] | None = None,
@@ -156,12 +156,10 @@ async def reconcile(
     """Audit the ledger behind `redis` (a client with decode_responses=True).
 
     `share_bps` is the creator share of gift entries that record none (written before
-    the share was journaled); by default the configured `economy.creator_share_bps`.
+    the share was journaled): the configured `economy.creator_share_bps`.
     `progress` hears the entries read so far, `on_entry` each entry as it is replayed
     (the risk report reads them there).
     """
-    if share_bps is None:
-        share_bps = load_settings().economy.creator_share_bps
     report = Report()
     replay = await _replay_journal(redis, report, share_bps, chunk, progress, on_entry)
     users = sorted(
@@ -319,13 +317,12 @@ def _print_progress(entries: int) -> None:
         print(f"reconcile: {entries:,} journal entries replayed", file=sys.stderr)
 
 
-def reconcile_main(redis_url: str) -> int:
+def reconcile_main(settings: Settings, redis_url: str) -> int:
     """`gifting-server reconcile`: print the report, then the risk report; 0 when every
     invariant holds, else 1. Risk findings are warnings: they never change the code.
 
     2 when the audit could not run (Redis unreachable).
     """
-    settings = load_settings()
     rules = RiskRules(require_age_verification=settings.limits.require_age_verification)
 
     async def run() -> tuple[Report, RiskReport]:

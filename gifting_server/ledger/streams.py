@@ -9,6 +9,7 @@ from gifting_server.ledger import keys
 from gifting_server.ledger.clock import day_number, week_number
 from gifting_server.ledger.store import Store, guarded
 
+# The leaderboard periods, for the API, its schema and the leaderboard overlay.
 PERIODS = ("stream", "day", "week", "all")
 
 

@@ -1,7 +1,6 @@
-"""The viewer's and streamer's money: sending gifts, budgets, balances, cash-outs.
+"""The viewer's and streamer's money at rest: budgets, balances, holdings, cash-outs.
 
-`send_gift` is the one gift call: the HTTP endpoint and the WebSocket use it alike.
-"""
+Spending it on gifts is `ledger/gifts.py`."""
 
 from __future__ import annotations
 
@@ -9,23 +8,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from gifting_server.auth import Identity
-from gifting_server.config import Gift, Settings
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import keys, streaks
-from gifting_server.ledger.clock import DAY_MS, day_number, held_until
+from gifting_server.ledger import keys
+from gifting_server.ledger.clock import DAY_MS, day_number
 from gifting_server.ledger.store import Store, guarded
-from gifting_server.ledger.streams import streamer_of
-
-
-@dataclass(frozen=True)
-class GiftReceipt:
-    event_id: int
-    coins: int  # the sender's balance after the gift
-    combo: int
-    replayed: bool
 
 
 @dataclass(frozen=True)
@@ -36,92 +22,6 @@ class Cashout:
     currency: str
     diamonds_left: int
     replayed: bool
-
-
-def _event_fragment(sender: Identity, gift: Gift) -> str:
-    """The sender and gift part of a gift event's JSON, spliced in by the script."""
-    data = {
-        "sender": {"id": sender.user_id, "name": sender.name},
-        "gift": {"id": gift.id, "name": gift.name, "coins": gift.coins, "tier": gift.tier},
-    }
-    return orjson.dumps(data).decode()[1:-1] + ","
-
-
-@dataclass(frozen=True)
-class GiftCall:
-    """The keys and arguments of one send_gift script call."""
-
-    keys: list[str]
-    args: list[Any]
-
-
-def gift_call(
-    settings: Settings,
-    sender: Identity,
-    stream_id: str,
-    streamer: str,
-    gift: Gift,
-    count: int,
-    idempotency_key: str,
-    now: int,
-) -> GiftCall:
-    limits = settings.limits
-    return GiftCall(
-        keys=[
-            keys.idempotency(sender.user_id, idempotency_key),
-            keys.wallet(sender.user_id),
-            keys.stream(stream_id),
-            keys.wallet(streamer),
-            keys.held_diamonds(streamer),
-            keys.PLATFORM_ACCOUNT,
-            keys.stream_leaderboard(stream_id),
-            keys.channel_leaderboard(streamer, "day", day_number(now)),
-            keys.channel_leaderboard(streamer, "all"),
-            keys.open_streaks(stream_id),
-            keys.JOURNAL,
-            keys.stream_history(stream_id),
-        ],
-        args=[
-            sender.user_id,
-            sender.name,
-            streamer,
-            gift.id,
-            count,
-            gift.coins * count,
-            f"{stream_id}|{gift.id}|{count}",
-            now,
-            int(sender.adult),
-            int(limits.require_age_verification),
-            settings.economy.creator_share_bps,
-            limits.combo_window_ms,
-            limits.gift_rate_per_s,
-            limits.gift_burst,
-            limits.idempotency_ttl_s * 1000,
-            settings.history.max_events,
-            _event_fragment(sender, gift),
-            keys.stream_channel(stream_id),
-            idempotency_key,
-            stream_id,
-            held_until(now, settings.economy.holding_period_days * DAY_MS),
-        ],
-    )
-
-
-async def send_gift(
-    store: Store,
-    sender: Identity,
-    stream_id: str,
-    gift: Gift,
-    count: int,
-    idempotency_key: str,
-) -> GiftReceipt:
-    streamer = await streamer_of(store, stream_id)
-    call = gift_call(
-        store.settings, sender, stream_id, streamer, gift, count, idempotency_key, store.clock()
-    )
-    result = await store.run_script("send_gift", call.keys, call.args)
-    streaks.note_gift(store, stream_id)
-    return GiftReceipt(int(result[1]), int(result[2]), int(result[3]), bool(result[4]))
 
 
 async def set_daily_limit(store: Store, user_id: str, limit: int | None) -> int | None:

@@ -11,7 +11,19 @@ const BACKOFF_FIRST_MS = 250;
 const BACKOFF_MAX_MS = 5_000;
 const PING_EVERY_MS = 10_000;
 const SILENT_LIMIT_MS = 25_000; // no frame for this long: the link is dead, start over
-const REFUSED = new Set([4001, 4003]); // a bad token does not get better by retrying
+// Every close code the server sends and what to do next: "since" = reconnect with
+// backoff and resubscribe with `since`; "new_token" = retrying with this token
+// cannot help. The one mirror of gifting_server/errors.py:CloseCode (a test checks).
+const CLOSE_RULES = Object.freeze({
+  1002: "since",
+  1007: "since",
+  1009: "since",
+  1011: "since",
+  1012: "since",
+  4001: "new_token",
+  4008: "since",
+  4009: "since",
+});
 
 export class StreamHub {
   constructor({ streamId, token, onEvent, onMessage, onState, onResync }) {
@@ -83,7 +95,7 @@ export class StreamHub {
     socket.onclose = (close) => {
       if (this.socket !== socket) return;
       this.socket = null;
-      if (REFUSED.has(close.code)) {
+      if (CLOSE_RULES[close.code] === "new_token") {
         this.setState("refused", close.reason);
         return;
       }

@@ -20,10 +20,11 @@ import {
 } from "./common.js";
 import { followStream } from "./hub.js";
 
-const PERIOD = choiceOption("period", ["stream", "day", "week", "all"], "stream");
+// The leaderboard periods (gifting_server/ledger/streams.py:PERIODS; a test keeps them equal).
+const PERIOD_LABEL = { stream: "This stream", day: "Today", week: "This week", all: "All time" };
+const PERIOD = choiceOption("period", Object.keys(PERIOD_LABEL), "stream");
 const LIMIT = Math.round(numberOption("limit", 5, 1, 100));
 const REFRESH_MS = numberOption("refresh", 15, 2, 3600) * 1000;
-const PERIOD_LABEL = { stream: "This stream", day: "Today", week: "This week", all: "All time" };
 const EVENTS_CARRY = 10; // `leaderboard` events hold the top 10
 const MOVE_MS = 700;
 

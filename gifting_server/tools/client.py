@@ -1,4 +1,7 @@
-"""Shared bits of the command-line clients: where to connect and with which token."""
+"""Shared bits of the command-line clients: where to connect and with which token.
+
+A tool's `main` is its edge: it reads the settings (only when it has to mint a
+token) and hands them here."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import argparse
 from urllib.parse import urlencode
 
 from gifting_server.auth import Role, issue_token
-from gifting_server.config import load_settings
+from gifting_server.config import Settings
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser, default_user: str) -> None:
@@ -19,12 +22,17 @@ def add_connection_arguments(parser: argparse.ArgumentParser, default_user: str)
     parser.add_argument("--msgpack", action="store_true", help="speak gifting.v1.msgpack")
 
 
-def token_for(args: argparse.Namespace, role: Role) -> str:
+def settings_needed(args: argparse.Namespace) -> bool:
+    """Whether a token has to be minted with this machine's secret."""
+    return not args.token
+
+
+def token_for(args: argparse.Namespace, role: Role, settings: Settings | None) -> str:
     if args.token:
         return str(args.token)
-    settings = load_settings()
+    assert settings is not None, "minting a token needs the settings"
     return issue_token(settings.secret, args.user, role, name=args.user.title(), adult=True)
 
 
-def hub_url(args: argparse.Namespace, role: Role) -> str:
-    return f"{args.url}?{urlencode({'token': token_for(args, role)})}"
+def hub_url(args: argparse.Namespace, role: Role, settings: Settings | None) -> str:
+    return f"{args.url}?{urlencode({'token': token_for(args, role, settings)})}"

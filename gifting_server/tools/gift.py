@@ -17,13 +17,14 @@ import orjson
 from websockets.asyncio.client import connect
 
 from gifting_server.auth import Role
-from gifting_server.tools.client import add_connection_arguments, hub_url
+from gifting_server.config import Settings, load_settings
+from gifting_server.tools.client import add_connection_arguments, hub_url, settings_needed
 
 
-async def send(args: argparse.Namespace) -> int:
+async def send(args: argparse.Namespace, settings: Settings | None) -> int:
     protocol = "gifting.v1.msgpack" if args.msgpack else "gifting.v1.json"
     failures = 0
-    async with connect(hub_url(args, Role.VIEWER), subprotocols=[protocol]) as ws:  # type: ignore[list-item]
+    async with connect(hub_url(args, Role.VIEWER, settings), subprotocols=[protocol]) as ws:  # type: ignore[list-item]
         for _ in range(args.times):
             message: dict[str, Any] = {
                 "type": "gift",
@@ -63,7 +64,9 @@ def main() -> None:
     parser.add_argument("--times", type=int, default=1, help="how many sends")
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between sends")
     add_connection_arguments(parser, default_user="alice")
-    raise SystemExit(asyncio.run(send(parser.parse_args())))
+    args = parser.parse_args()
+    settings = load_settings() if settings_needed(args) else None
+    raise SystemExit(asyncio.run(send(args, settings)))
 
 
 if __name__ == "__main__":

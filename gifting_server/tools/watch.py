@@ -18,7 +18,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from gifting_server.auth import Role
-from gifting_server.tools.client import add_connection_arguments, hub_url
+from gifting_server.config import Settings, load_settings
+from gifting_server.tools.client import add_connection_arguments, hub_url, settings_needed
 
 
 def describe(event: dict[str, Any]) -> str:
@@ -41,13 +42,13 @@ def describe(event: dict[str, Any]) -> str:
     return orjson.dumps(event).decode()
 
 
-async def watch(args: argparse.Namespace) -> None:
+async def watch(args: argparse.Namespace, settings: Settings | None) -> None:
     since: int | None = args.since
     backoff = 0.5
     protocol = "gifting.v1.msgpack" if args.msgpack else "gifting.v1.json"
     while True:
         try:
-            async with connect(hub_url(args, Role.VIEWER), subprotocols=[protocol]) as ws:  # type: ignore[list-item]
+            async with connect(hub_url(args, Role.VIEWER, settings), subprotocols=[protocol]) as ws:  # type: ignore[list-item]
                 subscribe: dict[str, Any] = {"type": "subscribe", "stream_id": args.stream}
                 if since is not None:
                     subscribe["since"] = since
@@ -84,7 +85,8 @@ def main() -> None:
     parser.add_argument("--since", type=int, help="replay events after this event id first")
     add_connection_arguments(parser, default_user="watcher")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(watch(parser.parse_args()))
+        args = parser.parse_args()
+        asyncio.run(watch(args, load_settings() if settings_needed(args) else None))
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ import uvloop
 
 from gifting_server.auth import Identity, Role
 from gifting_server.config import Settings, load_settings
+from gifting_server.ledger.gifts import gift_call
 from gifting_server.ledger.scripts import script_source
-from gifting_server.ledger.wallet import gift_call
 from load.bench.fanout import STREAM, percentile
 from load.bench.gifter import open_gifters
 from load.bench.server import SECRET, WEBHOOK_SECRET, BenchServer, cpu_seconds

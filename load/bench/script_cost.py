@@ -26,9 +26,9 @@ import redis
 from gifting_server.auth import Identity, Role
 from gifting_server.config import Settings, load_settings
 from gifting_server.ledger import payments, streams
+from gifting_server.ledger.gifts import gift_call
 from gifting_server.ledger.scripts import script_source, with_includes
 from gifting_server.ledger.store import Store, connect
-from gifting_server.ledger.wallet import gift_call
 from load.bench.server import LIMITS, SECRET, WEBHOOK_SECRET
 
 SENDERS = 200

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from gifting_server.errors import ErrorCode
-from gifting_server.ledger import keys, wallet
+from gifting_server.ledger import gifts, keys, wallet
 from gifting_server.ledger.clock import DAY_MS, HOUR_MS, day_number
 from gifting_server.ledger.store import Store
 from tests.conftest import make_settings
@@ -24,7 +24,7 @@ async def earn(store: Store, diamonds: int) -> None:
     rose = store.settings.gift("rose")
     assert rose is not None
     key = f"earn-{store.clock()}-{diamonds}"
-    await wallet.send_gift(store, viewer("alice"), "s1", rose, 2 * diamonds, key)
+    await gifts.run_send_gift(store, viewer("alice"), "s1", rose, 2 * diamonds, key)
 
 
 def cash(store: Store, diamonds: int, key: str) -> Awaitable[wallet.Cashout]:

@@ -16,10 +16,11 @@ import pytest
 
 from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import keys, payments, streams, wallet
+from gifting_server.ledger import gifts, keys, payments, streams, wallet
 from gifting_server.ledger.clock import DAY_MS
+from gifting_server.ledger.gifts import GiftReceipt
 from gifting_server.ledger.store import Store, connect
-from gifting_server.ledger.wallet import Cashout, GiftReceipt
+from gifting_server.ledger.wallet import Cashout
 from tests.conftest import make_settings
 from tests.factories import fund, live_stream, viewer
 from tests.ledger.support import FakeClock, snapshot
@@ -45,7 +46,7 @@ async def assert_reconciled(store: Store) -> None:
 def gift(store: Store, gift_id: str, count: int, key: str, stream: str = "s1") -> Any:
     item = store.settings.gift(gift_id)
     assert item is not None
-    return wallet.send_gift(store, ALICE, stream, item, count, key)
+    return gifts.run_send_gift(store, ALICE, stream, item, count, key)
 
 
 async def race(calls: list[Awaitable[Any]]) -> tuple[list[Any], list[GiftingError]]:
@@ -240,7 +241,7 @@ async def test_more_concurrent_gifts_than_redis_connections_wait_instead_of_fail
         assert rose is not None
         receipts = await asyncio.gather(
             *(
-                wallet.send_gift(store, viewer("alice"), stream, rose, 1, f"b{i}")
+                gifts.run_send_gift(store, viewer("alice"), stream, rose, 1, f"b{i}")
                 for i in range(600)
             )
         )

@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio.client import PubSub
 
 from gifting_server import events
-from gifting_server.ledger import keys, streams, wallet
+from gifting_server.ledger import gifts, keys, streams
 from gifting_server.ledger.scripts import INCLUDE, SCRIPT_NAMES, script_source
 from gifting_server.ledger.store import Store
 from tests.factories import fund, live_stream, viewer
@@ -62,12 +62,12 @@ async def emit_every_kind(store: Store, clock: FakeClock) -> None:
     alice, bob = viewer("alice"), viewer("bob", name='Böb "the" \\ <b>')
     finger_heart, rose = store.settings.gift("finger_heart"), store.settings.gift("rose")
     assert finger_heart is not None and rose is not None
-    await wallet.send_gift(store, alice, "s1", finger_heart, 3, "k1")
+    await gifts.run_send_gift(store, alice, "s1", finger_heart, 3, "k1")
     clock.advance(1000)
-    await wallet.send_gift(store, alice, "s1", finger_heart, 1, "k2")
+    await gifts.run_send_gift(store, alice, "s1", finger_heart, 1, "k2")
     clock.advance(5000)  # past the quiet window: this gift ends the streak first
-    await wallet.send_gift(store, alice, "s1", finger_heart, 1, "k3")
-    await wallet.send_gift(store, bob, "s1", rose, 2, "k4")
+    await gifts.run_send_gift(store, alice, "s1", finger_heart, 1, "k3")
+    await gifts.run_send_gift(store, bob, "s1", rose, 2, "k4")
     clock.advance(5000)
     closed = await store.run_script(
         "close_streaks",

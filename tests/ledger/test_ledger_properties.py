@@ -29,12 +29,13 @@ from hypothesis.stateful import (
 )
 
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import keys, payments, streams, wallet
+from gifting_server.ledger import gifts, keys, payments, streams, wallet
 from gifting_server.ledger.clock import DAY_MS
+from gifting_server.ledger.gifts import GiftReceipt
 from gifting_server.ledger.payments import PaymentResult
 from gifting_server.ledger.reconcile import reconcile
 from gifting_server.ledger.store import Store, connect
-from gifting_server.ledger.wallet import Cashout, GiftReceipt
+from gifting_server.ledger.wallet import Cashout
 from tests.conftest import make_settings
 from tests.factories import viewer
 
@@ -209,7 +210,7 @@ class LedgerMachine(RuleBasedStateMachine):
         gift = self.settings.gift(gift_id)
         assert gift is not None
         receipt, error = self.attempt(
-            wallet.send_gift(self.store, viewer(sender), stream, gift, count, key)
+            gifts.run_send_gift(self.store, viewer(sender), stream, gift, count, key)
         )
         if stream not in STREAMS:
             assert error is ErrorCode.UNKNOWN_STREAM, (error, receipt)
@@ -439,9 +440,9 @@ def test_a_budget_judges_every_gift_on_its_own_day_whatever_order_they_arrive_in
     @hypothesis.settings(max_examples=40, deadline=None)
     @hypothesis.given(
         limit=st.integers(0, 12),
-        gifts=st.lists(st.tuples(stamps, st.integers(1, 6)), min_size=1, max_size=8),
+        sends=st.lists(st.tuples(stamps, st.integers(1, 6)), min_size=1, max_size=8),
     )
-    def arrivals(limit: int, gifts: list[tuple[int, int]]) -> None:
+    def arrivals(limit: int, sends: list[tuple[int, int]]) -> None:
         async def run() -> None:
             now = [MIDNIGHT_MS]
             store = Store(connect(redis_url, 5.0), settings, clock=lambda: now[0])
@@ -451,10 +452,10 @@ def test_a_budget_judges_every_gift_on_its_own_day_whatever_order_they_arrive_in
                 await payments.apply_payment(store, "v1", "e1", SUCCEEDED, "coins_1000")
                 await wallet.set_daily_limit(store, "v1", limit)
                 spent: Counter[int] = Counter()
-                for i, (stamp, count) in enumerate(gifts):
+                for i, (stamp, count) in enumerate(sends):
                     now[0] = stamp
                     day = stamp // DAY_MS
-                    call = wallet.send_gift(store, viewer("v1"), "s1", rose, count, f"k{i}")
+                    call = gifts.run_send_gift(store, viewer("v1"), "s1", rose, count, f"k{i}")
                     if spent[day] + count <= limit:
                         await call
                         spent[day] += count

@@ -7,7 +7,7 @@ from collections.abc import Awaitable
 import pytest
 
 from gifting_server.errors import ErrorCode
-from gifting_server.ledger import keys, payments, wallet
+from gifting_server.ledger import gifts, keys, payments, wallet
 from gifting_server.ledger.payments import PaymentResult
 from gifting_server.ledger.store import Store
 from tests.factories import live_stream, viewer
@@ -30,7 +30,7 @@ async def journal(store: Store) -> list[dict[str, str]]:
 async def spend(store: Store, coins: int) -> None:
     rose = store.settings.gift("rose")
     assert rose is not None
-    await wallet.send_gift(store, viewer("alice"), "s1", rose, coins, f"spend-{coins}")
+    await gifts.run_send_gift(store, viewer("alice"), "s1", rose, coins, f"spend-{coins}")
 
 
 @pytest.fixture(autouse=True)

@@ -12,9 +12,9 @@ import redis
 from redis.asyncio import Redis
 
 from gifting_server import cli
-from gifting_server.config import Gift, Settings
+from gifting_server.config import Gift, Settings, load_settings
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import keys, payments, wallet
+from gifting_server.ledger import gifts, keys, payments, wallet
 from gifting_server.ledger.reconcile import Report, reconcile, reconcile_main
 from gifting_server.ledger.store import Store, connect
 from tests.conftest import SECRET, WEBHOOK_SECRET, make_settings
@@ -47,13 +47,13 @@ async def mixed_flow(store: Store) -> None:
     await live_stream(store, "s1", "tina")
     await live_stream(store, "s2", "tom")
     hearts = gift(store, "hand_hearts")
-    await wallet.send_gift(store, viewer("alice"), "s1", hearts, 3, "a1")
-    replay = await wallet.send_gift(store, viewer("alice"), "s1", hearts, 3, "a1")
+    await gifts.run_send_gift(store, viewer("alice"), "s1", hearts, 3, "a1")
+    replay = await gifts.run_send_gift(store, viewer("alice"), "s1", hearts, 3, "a1")
     assert replay.replayed
-    await wallet.send_gift(store, viewer("alice"), "s2", gift(store, "rose"), 7, "a2")
-    await wallet.send_gift(store, viewer("bob"), "s1", gift(store, "finger_heart"), 5, "b1")
-    await wallet.send_gift(store, viewer("bob"), "s2", gift(store, "rose"), 1, "b2")
-    await wallet.send_gift(store, viewer("tina"), "s2", gift(store, "finger_heart"), 2, "t1")
+    await gifts.run_send_gift(store, viewer("alice"), "s2", gift(store, "rose"), 7, "a2")
+    await gifts.run_send_gift(store, viewer("bob"), "s1", gift(store, "finger_heart"), 5, "b1")
+    await gifts.run_send_gift(store, viewer("bob"), "s2", gift(store, "rose"), 1, "b2")
+    await gifts.run_send_gift(store, viewer("tina"), "s2", gift(store, "finger_heart"), 2, "t1")
     for event in ("refund-b1", "refund-b2"):
         await payments.apply_payment(store, "bob", event, "payment.refunded", "coins_100")
     assert (await wallet.read_wallet(store, "bob"))["owed"] == 26
@@ -104,7 +104,8 @@ async def test_share_defaults_to_the_configured_one(
 ) -> None:
     monkeypatch.setenv("GIFTING_DATA_DIR", str(tmp_path))
     await mixed_flow(store)
-    assert (await reconcile(store.redis)).ok
+    configured = load_settings().economy.creator_share_bps
+    assert (await reconcile(store.redis, configured)).ok
 
 
 def with_share(store: Store, share_bps: int) -> Store:
@@ -119,8 +120,10 @@ async def share_change_flow(store: Store) -> Store:
     await mixed_flow(store)
     for share, key in ((6000, "after"), (3333, "later")):
         changed = with_share(store, share)
-        await wallet.send_gift(changed, viewer("alice"), "s1", gift(changed, "rose"), 7, key + "1")
-        await wallet.send_gift(
+        await gifts.run_send_gift(
+            changed, viewer("alice"), "s1", gift(changed, "rose"), 7, key + "1"
+        )
+        await gifts.run_send_gift(
             changed, viewer("alice"), "s2", gift(changed, "hand_hearts"), 1, key + "2"
         )
     return changed
@@ -178,7 +181,7 @@ def test_reconcile_command_passes_after_the_share_in_the_config_changed(
     overlay = tmp_path / "share.toml"
     overlay.write_text("[economy]\ncreator_share_bps = 3333\n")
     monkeypatch.setenv("GIFTING_CONFIG", str(overlay))
-    assert reconcile_main(environment) == 0, capsys.readouterr().out
+    assert reconcile_main(load_settings(), environment) == 0, capsys.readouterr().out
 
 
 async def test_a_payment_event_repeated_for_another_user_changes_nothing(store: Store) -> None:
@@ -336,7 +339,8 @@ def seed(settings: Settings) -> None:
 
 @pytest.fixture
 def environment(monkeypatch: pytest.MonkeyPatch, redis_url: str, tmp_path: Path) -> str:
-    """What `gifting-server reconcile` reads: the test Redis, secrets and a private data dir."""
+    """What `gifting-server reconcile` reads (load_settings): the test Redis, secrets and a
+    private data dir."""
     monkeypatch.setenv("GIFTING_REDIS_URL", redis_url)
     monkeypatch.setenv("GIFTING_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("GIFTING_SECRET", SECRET)
@@ -349,12 +353,12 @@ def test_reconcile_main_exits_0_then_1(
     environment: str, settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seed(settings)
-    assert reconcile_main(environment) == 0
+    assert reconcile_main(load_settings(), environment) == 0
     assert "ledger reconcile OK" in capsys.readouterr().out
     client = redis.Redis.from_url(environment)
     client.hincrby(keys.wallet("alice"), "coins", 1)
     client.close()
-    assert reconcile_main(environment) == 1
+    assert reconcile_main(load_settings(), environment) == 1
     out = capsys.readouterr().out
     assert "FAILED" in out and "balance replay: wallet alice" in out
 
@@ -370,5 +374,5 @@ def test_cli_reconcile_command(
 def test_reconcile_main_without_redis_exits_2(
     environment: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert reconcile_main(f"redis://127.0.0.1:{free_port()}/0") == 2
+    assert reconcile_main(load_settings(), f"redis://127.0.0.1:{free_port()}/0") == 2
     assert "unreachable" in capsys.readouterr().err

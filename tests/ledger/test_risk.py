@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from gifting_server.config import Settings
-from gifting_server.ledger import keys, payments, wallet
+from gifting_server.config import Settings, load_settings
+from gifting_server.ledger import gifts, keys, payments, wallet
 from gifting_server.ledger.clock import DAY_MS
 from gifting_server.ledger.reconcile import reconcile_main
 from gifting_server.ledger.risk import RiskRules, RiskScan, peak_viewers
@@ -120,7 +120,7 @@ async def test_broken_entries_are_left_to_the_audit(store: Store) -> None:
 
 @pytest.fixture
 def environment(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """reconcile_main reads its settings from the environment: the test's, age rule on."""
+    """What load_settings reads for reconcile_main: the test's Redis and secrets, age rule on."""
     monkeypatch.setenv("GIFTING_REDIS_URL", redis_url)
     monkeypatch.setenv("GIFTING_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("GIFTING_SECRET", SECRET)
@@ -142,18 +142,18 @@ async def test_reconcile_prints_risk_warnings_and_still_exits_0(
     await live_stream(lax)
     rose = lax.settings.gift("rose")
     assert rose is not None
-    await wallet.send_gift(lax, viewer("kid", adult=False), "s1", rose, 3, "k1")
+    await gifts.run_send_gift(lax, viewer("kid", adult=False), "s1", rose, 3, "k1")
     await wallet.set_daily_limit(lax, "u1", 50)
-    await wallet.send_gift(lax, viewer("u1"), "s1", rose, 2, "k2")
+    await gifts.run_send_gift(lax, viewer("u1"), "s1", rose, 2, "k2")
 
     entries = await store.redis.xrange(keys.JOURNAL)
     fields = [f for _, f in entries]
     assert {f.get("payer") for f in fields if f["type"] == "purchase"} == {"card-9", None}
-    gifts = [f for f in fields if f["type"] == "gift"]
-    assert (gifts[0].get("unverified"), gifts[0].get("limit")) == ("1", None)
-    assert (gifts[1].get("unverified"), gifts[1].get("limit")) == (None, "50")
+    gift_entries = [f for f in fields if f["type"] == "gift"]
+    assert (gift_entries[0].get("unverified"), gift_entries[0].get("limit")) == ("1", None)
+    assert (gift_entries[1].get("unverified"), gift_entries[1].get("limit")) == (None, "50")
 
-    assert await asyncio.to_thread(reconcile_main, environment) == 0
+    assert await asyncio.to_thread(reconcile_main, load_settings(), environment) == 0
     out = capsys.readouterr().out
     assert "ledger reconcile OK" in out
     assert "risk report: 2 warning(s)" in out
@@ -163,7 +163,7 @@ async def test_reconcile_prints_risk_warnings_and_still_exits_0(
     client = redis.Redis.from_url(environment)
     client.hincrby(keys.wallet("u2"), "coins", 1)  # an invariant broken: exit 1 as before
     client.close()
-    assert await asyncio.to_thread(reconcile_main, environment) == 1
+    assert await asyncio.to_thread(reconcile_main, load_settings(), environment) == 1
 
 
 async def test_an_honest_quiet_ledger_has_nothing_to_flag(
@@ -173,6 +173,6 @@ async def test_an_honest_quiet_ledger_has_nothing_to_flag(
     await live_stream(store)
     rose = store.settings.gift("rose")
     assert rose is not None
-    await wallet.send_gift(store, viewer("alice"), "s1", rose, 5, "k")
-    assert await asyncio.to_thread(reconcile_main, environment) == 0
+    await gifts.run_send_gift(store, viewer("alice"), "s1", rose, 5, "k")
+    assert await asyncio.to_thread(reconcile_main, load_settings(), environment) == 0
     assert "risk report: nothing to flag" in capsys.readouterr().out

@@ -16,7 +16,7 @@ import pytest
 
 from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode, GiftingError, ScriptCode
-from gifting_server.ledger import keys, streams, wallet
+from gifting_server.ledger import gifts, keys, streams, wallet
 from gifting_server.ledger.clock import DAY_MS
 from gifting_server.ledger.store import Store
 from tests.conftest import ServerThread, make_settings
@@ -42,8 +42,8 @@ async def ledger(store: Store) -> Store:
     await live_stream(store)
     rose = store.settings.gift("rose")
     assert rose is not None
-    await wallet.send_gift(store, viewer("alice"), "s1", rose, 10, "first")
-    await wallet.send_gift(store, viewer("alice"), "s1", rose, 4000, "earn")
+    await gifts.run_send_gift(store, viewer("alice"), "s1", rose, 10, "first")
+    await gifts.run_send_gift(store, viewer("alice"), "s1", rose, 4000, "earn")
     store.clock = FakeClock(T0 + 8 * DAY_MS)
     return store
 
@@ -51,7 +51,7 @@ async def ledger(store: Store) -> Store:
 def gift(store: Store, **replace: str) -> Call:
     rose = store.settings.gift("rose")
     assert rose is not None
-    call = wallet.gift_call(
+    call = gifts.gift_call(
         store.settings, viewer("alice"), "s1", "streamer1", rose, 1, "again", store.clock()
     )
     args = [str(a) for a in call.args]
@@ -175,7 +175,7 @@ async def test_a_gift_with_an_idempotency_ttl_redis_refuses_charges_nothing_howe
     rose = broken.gift("rose")
     assert rose is not None
     for _ in range(3):  # the client retries with the same key
-        refused = wallet.send_gift(store, viewer("alice"), "s1", rose, 1, "retried")
+        refused = gifts.run_send_gift(store, viewer("alice"), "s1", rose, 1, "retried")
         await assert_refused(store, ErrorCode.INTERNAL_ERROR, refused)
         cashed = wallet.cashout(store, "streamer1", 2000, "retried")
         await assert_refused(store, ErrorCode.INTERNAL_ERROR, cashed)
@@ -222,7 +222,7 @@ async def test_a_gift_over_a_stored_number_that_does_not_parse_changes_nothing(
     await ledger.redis.hset(key(ledger), field, "1.5e" if field != "coins" else "x12")
     hearts = ledger.settings.gift("finger_heart")  # diamonds and a platform share
     assert hearts is not None
-    refused = wallet.send_gift(ledger, viewer("alice"), "s1", hearts, 1, "again")
+    refused = gifts.run_send_gift(ledger, viewer("alice"), "s1", hearts, 1, "again")
     await assert_refused(ledger, ErrorCode.STORAGE_CORRUPT, refused)
 
 
@@ -246,7 +246,7 @@ async def test_a_gift_over_a_history_ahead_of_its_meta_changes_nothing(ledger: S
     await rewind_meta(ledger)
     rose = ledger.settings.gift("rose")
     assert rose is not None
-    refused = wallet.send_gift(ledger, viewer("alice"), "s1", rose, 1, "again")
+    refused = gifts.run_send_gift(ledger, viewer("alice"), "s1", rose, 1, "again")
     await assert_refused(ledger, ErrorCode.STORAGE_CORRUPT, refused)
 
 

@@ -1,4 +1,4 @@
-"""send_gift.lua through `wallet.send_gift`: the happy path, every return code, and
+"""send_gift.lua through `gifts.run_send_gift`: the happy path, every return code, and
 the rule that a refused or failed gift changes nothing at all."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from gifting_server.auth import Identity
 from gifting_server.config import MAX_INT, CoinPackage, Gift
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import keys, streams, wallet
+from gifting_server.ledger import gifts, keys, streams, wallet
 from gifting_server.ledger.clock import DAY_MS, day_number
 from gifting_server.ledger.store import Store
 from tests.conftest import make_settings
@@ -38,11 +38,11 @@ async def send(
     who: Identity | None = None,
     stream: str = "s1",
     key: str | None = None,
-) -> wallet.GiftReceipt:
+) -> gifts.GiftReceipt:
     gift = store.settings.gift(gift_id)
     assert gift is not None
     sender = who or viewer("alice")
-    return await wallet.send_gift(store, sender, stream, gift, count, key or uuid.uuid4().hex)
+    return await gifts.run_send_gift(store, sender, stream, gift, count, key or uuid.uuid4().hex)
 
 
 async def balances(store: Store) -> tuple[int, int, int]:
@@ -78,7 +78,7 @@ async def test_gift_debits_sender_credits_streamer_and_platform_and_records_ever
 
     receipt = await send(store, "finger_heart", 3, key="k1")
 
-    assert receipt == wallet.GiftReceipt(event_id=1, coins=85, combo=3, replayed=False)
+    assert receipt == gifts.GiftReceipt(event_id=1, coins=85, combo=3, replayed=False)
     assert await balances(store) == (85, 7, 8)  # 15 coins: floor(7.5) diamonds, 8 platform
     assert (await wallet.read_wallet(store, "alice"))["spent_today"] == 15
     held_until = T0 + store.settings.economy.holding_period_days * DAY_MS  # T0: a whole hour

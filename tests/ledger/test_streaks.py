@@ -7,7 +7,7 @@ import uuid
 
 import orjson
 
-from gifting_server.ledger import keys, streaks, wallet
+from gifting_server.ledger import gifts, keys, streaks
 from gifting_server.ledger.store import Store
 from tests.factories import fund, live_stream, viewer
 from tests.ledger.support import FakeClock
@@ -27,7 +27,7 @@ async def test_a_stream_gifted_to_has_its_streak_closed_without_serving_it(store
     await live_stream(store)
     rose = store.settings.gift("rose")
     assert rose is not None
-    await wallet.send_gift(store, viewer("alice"), "s1", rose, 1, uuid.uuid4().hex)
+    await gifts.run_send_gift(store, viewer("alice"), "s1", rose, 1, uuid.uuid4().hex)
     assert store.recent_gifts.streams() == {"s1"}
 
     await streaks.close_streaks(store, served=())

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+import gifting_server
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import keys, streams, wallet
+from gifting_server.ledger import gifts, keys, streams
 from gifting_server.ledger.clock import DAY_MS
 from gifting_server.ledger.store import Store
 from tests.factories import fund, live_stream, viewer
@@ -30,7 +33,9 @@ async def gift(store: Store, sender: str, gift_id: str, stream: str = "s1", coun
     item = store.settings.gift(gift_id)
     assert item is not None
     who = viewer(sender, name=f"{sender.title()} A.")
-    receipt = await wallet.send_gift(store, who, stream, item, count, f"{sender}-{store.clock()}")
+    receipt = await gifts.run_send_gift(
+        store, who, stream, item, count, f"{sender}-{store.clock()}"
+    )
     return receipt.event_id
 
 
@@ -265,3 +270,10 @@ async def test_end_stream_after_meta_was_lost_and_recreated_never_half_applies(
     else:  # ending is fine, if its event id stays unique in the history
         assert event_id > 2
         assert await store.redis.xlen(keys.stream_history("s1")) == 3
+
+
+def test_the_leaderboard_overlay_offers_exactly_the_periods() -> None:
+    script = (Path(gifting_server.__file__).parent / "overlay" / "leaderboard.js").read_text()
+    labels = re.search(r"const PERIOD_LABEL = \{(.*?)\};", script, re.S)
+    assert labels is not None, "overlay/leaderboard.js has no PERIOD_LABEL"
+    assert tuple(re.findall(r"(\w+): \"", labels.group(1))) == streams.PERIODS

@@ -1,6 +1,10 @@
-"""What a client may do on its connection: subscribe, unsubscribe, send gifts, ping.
+"""The WebSocket edge: one connection's session. Frames in, use-case calls, frames out.
 
-A `gift` goes through exactly the same `send_gift` call as HTTP and is
+What a client may do on its connection: subscribe, unsubscribe, send gifts, ping.
+`hub/connection.py` speaks WebSocket and hands each message here; the app opens
+one `ClientSession` per authenticated connection (`app.py`, `open_session`).
+
+A `gift` goes through the same gift use case as HTTP (`ledger/gifts.py`) and is
 acknowledged only after its script returned.
 """
 
@@ -14,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from gifting_server import metrics
 from gifting_server.auth import Identity, Role
-from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import wallet
+from gifting_server.errors import CloseCode, ErrorCode, GiftingError
+from gifting_server.ledger import gifts
 from gifting_server.ledger.store import Store
 from gifting_server.protocol import (
     Ping,
@@ -28,13 +32,13 @@ from gifting_server.protocol import (
 )
 
 if TYPE_CHECKING:
-    from gifting_server.hub.connection import HubConnection
+    from gifting_server.hub.connection import HubConnection, OpenSession
     from gifting_server.hub.hub import Hub
 
 log = logging.getLogger("gifting_server.ws")
 
 
-class Session:
+class ClientSession:
     def __init__(
         self, connection: HubConnection, identity: Identity, hub: Hub, store: Store
     ) -> None:
@@ -97,7 +101,7 @@ class Session:
         self.refused_in_row += 1
         if self.refused_in_row >= self.limits.abuse_close_after:
             metrics.DROPS.labels(reason="rate_limited").inc()
-            self.connection.close(4008, "rate limited: too many messages")
+            self.connection.close(CloseCode.RATE_LIMITED, "rate limited: too many messages")
             return
         self._error(ErrorCode.RATE_LIMITED, "too many messages; slow down", message_id)
 
@@ -182,29 +186,17 @@ class Session:
         task.add_done_callback(done)
 
     def _gift(self, message: SendGift) -> None:
-        if self.identity.role is not Role.VIEWER:
-            self._gift_refused(ErrorCode.FORBIDDEN, "only viewer tokens can send gifts", message.id)
-            return
-        gift = self.store.settings.gift(message.gift_id)
-        if gift is None:
-            self._gift_refused(ErrorCode.UNKNOWN_GIFT, f"no gift {message.gift_id!r}", message.id)
-            return
-        if message.count > self.store.settings.limits.max_gift_count:
-            limit = self.store.settings.limits.max_gift_count
-            self._gift_refused(ErrorCode.INVALID_REQUEST, f"count must be 1..{limit}", message.id)
-            return
-
         async def send() -> None:
             try:
-                with metrics.GIFT_LATENCY.labels(path="ws").time():
-                    receipt = await wallet.send_gift(
-                        self.store,
-                        self.identity,
-                        message.stream_id,
-                        gift,
-                        message.count,
-                        message.id,
-                    )
+                receipt = await gifts.send_gift(
+                    self.store,
+                    self.identity,
+                    message.stream_id,
+                    message.gift_id,
+                    message.count,
+                    message.id,
+                    timed=metrics.GIFT_LATENCY.labels(path="ws").time,
+                )
             except GiftingError as e:
                 self._gift_refused(e.code, e.message, message.id)
                 return
@@ -239,3 +231,12 @@ class Session:
 
     def _error(self, code: ErrorCode, message: str, message_id: str | None = None) -> None:
         self.connection.send_message(error_message(code, message, message_id))
+
+
+def session_opener(hub: Hub, store: Store) -> OpenSession:
+    """What `HubConnection` calls (as app_state["open_session"]) once a client is in."""
+
+    def open_session(connection: HubConnection, identity: Identity) -> ClientSession:
+        return ClientSession(connection, identity, hub, store)
+
+    return open_session

@@ -1,0 +1,156 @@
+"""Sending a gift: the one use case both edges call (HTTP and WebSocket).
+
+`send_gift` applies the rules an edge cannot get wrong on its own (who may gift,
+which gifts exist, how many at once, what a key looks like), then makes the one
+script call that checks and moves the money (`lua/send_gift.lua`). Each edge only
+parses its request and encodes the receipt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gifting_server.auth import Identity, Role
+from gifting_server.config import Gift, Settings
+from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.fields import checked_key
+from gifting_server.ledger import keys, streaks
+from gifting_server.ledger.clock import DAY_MS, day_number, held_until
+from gifting_server.ledger.store import Store
+from gifting_server.ledger.streams import streamer_of
+
+
+@dataclass(frozen=True)
+class GiftReceipt:
+    event_id: int
+    coins: int  # the sender's balance after the gift
+    combo: int
+    replayed: bool
+
+
+def _event_fragment(sender: Identity, gift: Gift) -> str:
+    """The sender and gift part of a gift event's JSON, spliced in by the script."""
+    data = {
+        "sender": {"id": sender.user_id, "name": sender.name},
+        "gift": {"id": gift.id, "name": gift.name, "coins": gift.coins, "tier": gift.tier},
+    }
+    return orjson.dumps(data).decode()[1:-1] + ","
+
+
+@dataclass(frozen=True)
+class GiftCall:
+    """The keys and arguments of one send_gift script call."""
+
+    keys: list[str]
+    args: list[Any]
+
+
+def gift_call(
+    settings: Settings,
+    sender: Identity,
+    stream_id: str,
+    streamer: str,
+    gift: Gift,
+    count: int,
+    idempotency_key: str,
+    now: int,
+) -> GiftCall:
+    limits = settings.limits
+    return GiftCall(
+        keys=[
+            keys.idempotency(sender.user_id, idempotency_key),
+            keys.wallet(sender.user_id),
+            keys.stream(stream_id),
+            keys.wallet(streamer),
+            keys.held_diamonds(streamer),
+            keys.PLATFORM_ACCOUNT,
+            keys.stream_leaderboard(stream_id),
+            keys.channel_leaderboard(streamer, "day", day_number(now)),
+            keys.channel_leaderboard(streamer, "all"),
+            keys.open_streaks(stream_id),
+            keys.JOURNAL,
+            keys.stream_history(stream_id),
+        ],
+        args=[
+            sender.user_id,
+            sender.name,
+            streamer,
+            gift.id,
+            count,
+            gift.coins * count,
+            f"{stream_id}|{gift.id}|{count}",
+            now,
+            int(sender.adult),
+            int(limits.require_age_verification),
+            settings.economy.creator_share_bps,
+            limits.combo_window_ms,
+            limits.gift_rate_per_s,
+            limits.gift_burst,
+            limits.idempotency_ttl_s * 1000,
+            settings.history.max_events,
+            _event_fragment(sender, gift),
+            keys.stream_channel(stream_id),
+            idempotency_key,
+            stream_id,
+            held_until(now, settings.economy.holding_period_days * DAY_MS),
+        ],
+    )
+
+
+async def send_gift(
+    store: Store,
+    sender: Identity,
+    stream_id: str,
+    gift_id: str,
+    count: int,
+    idempotency_key: str,
+    *,
+    timed: Callable[[], AbstractContextManager[object]] = nullcontext,
+) -> GiftReceipt:
+    """Send `count` of the catalog's `gift_id` to the stream's streamer, once per key.
+
+    Refused before anything is written: `forbidden` for any token but a viewer's,
+    `unknown_gift`, `invalid_request` for a count or key out of the rules; then
+    every refusal of the script (see `errors.SCRIPT_ERRORS`). `timed` wraps the
+    script call alone: an edge's latency metric, which the rules' refusals skip."""
+    gift = checked_gift(store.settings, sender, gift_id, count, idempotency_key)
+    with timed():
+        return await run_send_gift(store, sender, stream_id, gift, count, idempotency_key)
+
+
+def checked_gift(
+    settings: Settings, sender: Identity, gift_id: str, count: int, idempotency_key: str
+) -> Gift:
+    sender.require(Role.VIEWER)
+    gift = settings.gift(gift_id)
+    if gift is None:
+        raise GiftingError(ErrorCode.UNKNOWN_GIFT, f"no gift {gift_id!r} in the catalog")
+    limit = settings.limits.max_gift_count
+    if not 1 <= count <= limit:
+        raise GiftingError(ErrorCode.INVALID_REQUEST, f"count must be between 1 and {limit}")
+    checked_key(idempotency_key, "idempotency_key")
+    return gift
+
+
+async def run_send_gift(
+    store: Store,
+    sender: Identity,
+    stream_id: str,
+    gift: Gift,
+    count: int,
+    idempotency_key: str,
+) -> GiftReceipt:
+    """The script call alone, without the rules of `send_gift`: what the script's own
+    tests and benchmarks drive (a count past the limit, say)."""
+    streamer = await streamer_of(store, stream_id)
+    call = gift_call(
+        store.settings, sender, stream_id, streamer, gift, count, idempotency_key, store.clock()
+    )
+    result = await store.run_script("send_gift", call.keys, call.args)
+    streaks.note_gift(store, stream_id)  # this worker closes the streak, viewers or not
+    return GiftReceipt(int(result[1]), int(result[2]), int(result[3]), bool(result[4]))
