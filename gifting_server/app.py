@@ -139,7 +139,7 @@ def create_app(settings: Settings) -> Starlette:
         hub.start()
         scheduler.start()
         app.state.hub = hub
-        orphaned = _stop_when_orphaned()
+        orphaned = _stop_when_orphaned(settings.serve_pid)
         try:
             # uvicorn hands this state to HubConnection, which serves /v1/ws, and to
             # HttpProtocol, which bounds the connections still sending a request.
@@ -178,15 +178,13 @@ def create_app(settings: Settings) -> Starlette:
     return app
 
 
-SERVE_PID_ENV = "GIFTING_SERVE_PID"
 ORPHAN_CHECK_S = 0.5
 
 
-def _stop_when_orphaned() -> asyncio.Task[None] | None:
+def _stop_when_orphaned(serve_pid: int) -> asyncio.Task[None] | None:
     """A worker of `serve --workers N` stops by itself when `serve` is gone: uvicorn's
     workers outlive a kill -9 of their parent, and would go on serving unsupervised,
     holding the port and the embedded Redis the next `serve` needs."""
-    serve_pid = int(os.environ.get(SERVE_PID_ENV) or 0)
     if not serve_pid or serve_pid == os.getpid():
         return None  # not a worker process of `serve`
 

@@ -11,6 +11,7 @@ import secrets
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -167,7 +168,6 @@ class Settings:
     webhook_secret: str
     gifts: tuple[Gift, ...]
     packages: tuple[CoinPackage, ...]
-    gifts_by_id: Mapping[str, Gift]  # `gifts` by id, built once: every gift looks one up
     economy: Economy = field(default_factory=Economy)
     limits: Limits = field(default_factory=Limits)
     history: History = field(default_factory=History)
@@ -177,6 +177,15 @@ class Settings:
     demo_payments: bool = False
     # `serve --workers N` sets PROMETHEUS_MULTIPROC_DIR: /metrics then sums every worker.
     metrics_multiprocess: bool = False
+    # The pid of `serve` for its workers (set by `serve` in their environment): a
+    # worker whose parent is no longer that process stops by itself.
+    serve_pid: int = 0
+
+    @cached_property
+    def gifts_by_id(self) -> Mapping[str, Gift]:
+        """`gifts` by id, built on first use (every gift looks one up). Derived, never
+        stored: a copy made with `dataclasses.replace` builds its own."""
+        return MappingProxyType({g.id: g for g in self.gifts})
 
     def gift(self, gift_id: str) -> Gift | None:
         return self.gifts_by_id.get(gift_id)
@@ -220,7 +229,6 @@ def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = N
         packages=_parse_packages(
             tree.get("packages", []), sources.get("packages", "packages.toml")
         ),
-        gifts_by_id=MappingProxyType({g.id: g for g in gifts}),
         economy=_parse_section(Economy, tree.get("economy", {}), "economy", sources),
         limits=limits,
         history=_parse_section(History, tree.get("history", {}), "history", sources),
@@ -230,6 +238,9 @@ def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = N
         # `serve --demo` turns demo payments on for every worker through the environment.
         demo_payments=server.demo_payments or env.get("GIFTING_DEMO_PAYMENTS") == "1",
         metrics_multiprocess=bool(env.get("PROMETHEUS_MULTIPROC_DIR")),
+        serve_pid=int(env.get("GIFTING_SERVE_PID") or 0)
+        if (env.get("GIFTING_SERVE_PID") or "").isdigit()
+        else 0,
     )
 
 

@@ -63,6 +63,8 @@ class CloseCode(IntEnum):
     | 1011 | an unexpected error in the WebSocket protocol code         | since     |
     | 1012 | the server is restarting                                   | since     |
     | 4001 | no token, a bad one, or an expired one (`token_expired`)   | new token |
+    | 4003 | forbidden (reserved: this version answers a forbidden      | new token |
+    |      | request with an `error` frame and keeps the connection)    |           |
     | 4008 | rate limited: too many messages in a row over the rate     | since     |
     | 4009 | too slow: the connection's outbox overflowed               | since     |
 
@@ -75,6 +77,7 @@ class CloseCode(IntEnum):
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
     UNAUTHORIZED = 4001
+    FORBIDDEN = 4003  # in the contract; never sent by this version
     RATE_LIMITED = 4008
     TOO_SLOW = 4009
 
@@ -82,7 +85,7 @@ class CloseCode(IntEnum):
     def needs_new_token(self) -> bool:
         """Reconnecting with the same token cannot help: every other code reconnects
         and resubscribes with `since` (the last event id it has)."""
-        return self is CloseCode.UNAUTHORIZED
+        return self in (CloseCode.UNAUTHORIZED, CloseCode.FORBIDDEN)
 
 
 class GiftingError(Exception):

@@ -21,6 +21,7 @@ const CLOSE_RULES = Object.freeze({
   1011: "since",
   1012: "since",
   4001: "new_token",
+  4003: "new_token",
   4008: "since",
   4009: "since",
 });
