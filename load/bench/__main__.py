@@ -196,13 +196,20 @@ def markdown(results: dict[str, Any], command: str) -> str:
     return "\n".join(lines)
 
 
+COMPARISONS = "## Comparisons between versions"
+
+
 def main() -> None:
     results = run()
     out = ROOT / "load" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     command = "BENCH_QUICK=1 make bench" if QUICK else "make bench"
-    (ROOT / "BENCHMARKS.md").write_text(markdown(results, command))
+    report = ROOT / "BENCHMARKS.md"
+    # Comparisons of two versions are measured by hand, back to back: a new run
+    # rewrites the figures above them and keeps them.
+    kept = report.read_text().partition(COMPARISONS)[2] if report.exists() else ""
+    report.write_text(markdown(results, command) + (f"\n{COMPARISONS}{kept}" if kept else ""))
     print(orjson.dumps({k: v for k, v in results.items() if not k.endswith("detail")},
                        option=orjson.OPT_INDENT_2).decode())  # fmt: skip
 
