@@ -39,19 +39,6 @@ local idemKey, walletKey, earnedKey, cashoutsKey, journalKey, heldKey =
 local user, fingerprint, idemTtl = ARGV[1], ARGV[4], ARGV[9]
 local cashoutId, currency, idemName = ARGV[10], ARGV[11], ARGV[12]
 
-local MAX = 9007199254740991 -- 2^53 - 1: integers up to here are exact in Lua
--- A decimal integer within [lo, hi], or nil. (tonumber alone takes "1e3", "0x10", "inf".)
-local function int(text, lo, hi)
-  if type(text) ~= 'string' or not string.find(text, '^%-?%d+$') then return nil end
-  local n = tonumber(text)
-  if n < lo or n > hi then return nil end
-  return n
-end
-local function stored(value, default)
-  if not value then return default end
-  return int(value, -MAX, MAX)
-end
-
 local diamonds, cents = int(ARGV[2], -MAX, MAX), int(ARGV[3], -MAX, MAX)
 local now, minimum = int(ARGV[5], 0, MAX), int(ARGV[6], 0, MAX)
 local dailyCap, holdMs = int(ARGV[7], 0, MAX), int(ARGV[8], 0, MAX)

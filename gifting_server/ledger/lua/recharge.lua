@@ -32,19 +32,6 @@ local recordKey, walletKey, purchasesKey, journalKey = KEYS[1], KEYS[2], KEYS[3]
 local user, eventId, kind, packageId = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local fingerprint, now, payer = ARGV[6], ARGV[7], ARGV[8]
 
-local MAX = 9007199254740991 -- 2^53 - 1: integers up to here are exact in Lua
--- A decimal integer within [lo, hi], or nil. (tonumber alone takes "1e3", "0x10", "inf".)
-local function int(text, lo, hi)
-  if type(text) ~= 'string' or not string.find(text, '^%-?%d+$') then return nil end
-  local n = tonumber(text)
-  if n < lo or n > hi then return nil end
-  return n
-end
-local function stored(value, default)
-  if not value then return default end
-  return int(value, -MAX, MAX)
-end
-
 local packageCoins = int(ARGV[5], 0, MAX)
 if not (packageCoins and int(now, 0, MAX) and type(payer) == 'string'
     and (kind == 'payment.succeeded' or kind == 'payment.refunded')) then

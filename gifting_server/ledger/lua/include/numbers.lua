@@ -6,6 +6,22 @@
   count or time may be (config.py and the catalog keep to it).
 ]]
 
+local MAX = 9007199254740991 -- 2^53 - 1
+
+-- A decimal integer within [lo, hi], or nil. (tonumber alone takes "1e3", "0x10", "inf".)
+local function int(text, lo, hi)
+  if type(text) ~= 'string' or not string.find(text, '^%-?%d+$') then return nil end
+  local n = tonumber(text)
+  if n < lo or n > hi then return nil end
+  return n
+end
+
+-- A stored integer field: `default` when absent, nil when it does not parse.
+local function stored(value, default)
+  if not value then return default end
+  return int(value, -MAX, MAX)
+end
+
 -- Plain decimal digits of an integer in 0..2^53-1: what Redis itself must parse as
 -- a number (SET PX, XADD MAXLEN, HINCRBY, ZINCRBY). tonumber also takes "1e3",
 -- "0x10" and " 5", which Redis refuses. Equal-length digit strings compare as numbers.
