@@ -11,6 +11,9 @@ any other command: a connection Redis closed fails the calls in flight with
 `ConnectionError` (the next call connects again), and a batch unanswered after
 the timeout fails every call in flight with `TimeoutError` and drops the
 connection, since later replies could no longer be matched to their calls.
+A call that never left this process (no connection, or still queued when the
+connection was lost) fails with `NotSent`, a `ConnectionError`: only such a
+call is safe to send again (`cluster_pipeline.py` does, on a cluster).
 """
 
 from __future__ import annotations
@@ -27,13 +30,17 @@ from redis.asyncio import Redis
 DEFAULT_TIMEOUT_S = 5.0
 
 
+class NotSent(redis_errors.ConnectionError):
+    """The call was never written to Redis, so it cannot have run."""
+
+
 class ScriptPipeline:
     def __init__(self, client: Redis) -> None:
         """Reach the same Redis as `client`, with its timeout."""
         self.options = dict(client.connection_pool.connection_kwargs)
         self.timeout_s = float(self.options.get("socket_timeout") or DEFAULT_TIMEOUT_S)
-        self._protocol: _RedisProtocol | None = None
-        self._connecting: asyncio.Future[_RedisProtocol] | None = None
+        self._protocol: RedisProtocol | None = None
+        self._connecting: asyncio.Future[RedisProtocol] | None = None
 
     async def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
         protocol = self._protocol
@@ -47,7 +54,7 @@ class ScriptPipeline:
             protocol.close()
             await protocol.gone.wait()  # the socket is closed once the loop says so
 
-    async def _connect(self) -> _RedisProtocol:
+    async def _connect(self) -> RedisProtocol:
         """One connection attempt shared by every call that finds none."""
         if self._connecting is None:
             self._connecting = asyncio.ensure_future(self._open())
@@ -58,33 +65,35 @@ class ScriptPipeline:
             if connecting.done() and self._connecting is connecting:
                 self._connecting = None
 
-    async def _open(self) -> _RedisProtocol:
-        loop = asyncio.get_running_loop()
-        options = self.options
-        try:
-            if "path" in options:
-                opening = loop.create_unix_connection(
-                    lambda: _RedisProtocol(self.timeout_s), options["path"]
-                )
-            else:
-                opening = loop.create_connection(
-                    lambda: _RedisProtocol(self.timeout_s),
-                    options.get("host", "localhost"),
-                    options.get("port", 6379),
-                )
-            _, protocol = await asyncio.wait_for(opening, self.timeout_s)
-        except (TimeoutError, OSError) as e:
-            raise redis_errors.ConnectionError(f"cannot connect to Redis: {e}") from None
-        if options.get("password"):
-            credentials = [options.get("username") or "default", options["password"]]
-            await protocol.call(("AUTH", *credentials))
-        if options.get("db"):
-            await protocol.call(("SELECT", options["db"]))
-        self._protocol = protocol
-        return protocol
+    async def _open(self) -> RedisProtocol:
+        self._protocol = await open_connection(self.options, self.timeout_s)
+        return self._protocol
 
 
-class _RedisProtocol(asyncio.Protocol):
+async def open_connection(options: dict[str, Any], timeout_s: float) -> RedisProtocol:
+    """A connection to the Redis that redis-py's connection `options` name, logged in."""
+    loop = asyncio.get_running_loop()
+    try:
+        if "path" in options:
+            opening = loop.create_unix_connection(lambda: RedisProtocol(timeout_s), options["path"])
+        else:
+            opening = loop.create_connection(
+                lambda: RedisProtocol(timeout_s),
+                options.get("host", "localhost"),
+                options.get("port", 6379),
+            )
+        _, protocol = await asyncio.wait_for(opening, timeout_s)
+    except (TimeoutError, OSError) as e:
+        raise NotSent(f"cannot connect to Redis: {e}") from None
+    if options.get("password"):
+        credentials = [options.get("username") or "default", options["password"]]
+        await protocol.call(("AUTH", *credentials))
+    if options.get("db"):
+        await protocol.call(("SELECT", options["db"]))
+    return protocol
+
+
+class RedisProtocol(asyncio.Protocol):
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         self.transport: asyncio.Transport | None = None
@@ -98,7 +107,7 @@ class _RedisProtocol(asyncio.Protocol):
 
     def call(self, command: tuple[Any, ...]) -> asyncio.Future[Any]:
         if self.lost:
-            raise redis_errors.ConnectionError("the Redis connection was lost")
+            raise NotSent("the Redis connection was lost")
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
         self.waiting.append(reply)
@@ -149,9 +158,11 @@ class _RedisProtocol(asyncio.Protocol):
 
     def _fail(self, error: Exception) -> None:
         self.lost = True
+        written = len(self.waiting) - len(self.unsent)  # the queued calls come last
         while self.waiting:
             waiter = self.waiting.popleft()
             if not waiter.done():
-                waiter.set_exception(error)
+                waiter.set_exception(error if written > 0 else NotSent(str(error)))
+            written -= 1
         if self.transport is not None:
             self.transport.abort()

@@ -39,6 +39,21 @@ async def test_concurrent_calls_each_get_their_own_reply_over_one_connection(
         await pipeline.close()
 
 
+async def test_the_calls_of_one_loop_pass_reach_redis_in_one_write(client: Redis) -> None:
+    sha = await client.script_load(ECHO)
+    pipeline = ScriptPipeline(client)
+    try:
+        await pipeline.evalsha(sha, ["k"], [0])  # connected
+        before = int((await client.info("stats"))["total_reads_processed"])
+        replies = await asyncio.gather(*(pipeline.evalsha(sha, [f"k{i}"], [i]) for i in range(100)))
+        after = int((await client.info("stats"))["total_reads_processed"])
+        assert replies == [[i, f"k{i}"] for i in range(100)]
+        # Redis read the 100 calls (~9 kB) at once; the other read is the second INFO.
+        assert after - before == 2
+    finally:
+        await pipeline.close()
+
+
 async def test_a_script_error_fails_only_its_own_call(client: Redis) -> None:
     sha = await client.script_load("return redis.call('INCR', KEYS[1])")
     await client.set("text", "not a number")
