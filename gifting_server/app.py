@@ -32,7 +32,7 @@ from gifting_server.hub.redis_broker import RedisBroker
 from gifting_server.hub.redis_history import RedisHistory
 from gifting_server.ledger import streaks, stream_state
 from gifting_server.ledger.presence import Presence
-from gifting_server.ledger.store import Store, connect
+from gifting_server.ledger.store import Store, connect, connect_single
 from gifting_server.scheduler import Scheduler
 
 log = logging.getLogger("gifting_server")
@@ -131,9 +131,11 @@ def create_app(settings: Settings) -> Starlette:
         if not settings.redis_url:
             raise RuntimeError("create_app needs settings.redis_url (the CLI sets it)")
         timeout = settings.limits.request_timeout_s
-        redis = connect(settings.redis_url, timeout)
+        redis = await connect(settings.redis_url, timeout)
         app.state.store = Store(redis, settings)
-        hub_redis = connect(settings.redis_url, timeout, decode_responses=False)
+        # The hub reads and subscribes through one node: sharded pub/sub and history
+        # per slot come with the hub's cluster support (docs/scaling.md).
+        hub_redis = connect_single(settings.redis_url, timeout, decode_responses=False)
         hub = Hub(settings, RedisBroker(hub_redis), RedisHistory(hub_redis))
         scheduler = periodic_work(hub, app.state.store)
         hub.start()

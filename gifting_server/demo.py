@@ -22,7 +22,7 @@ OVERLAYS = (
 
 async def seed_demo(settings: Settings, redis_url: str, base_url: str) -> str:
     """Seed idempotently (safe to run on every start) and return what to print."""
-    redis = connect(redis_url, settings.limits.request_timeout_s)
+    redis = await connect(redis_url, settings.limits.request_timeout_s)
     store = Store(redis, settings)
     try:
         await streams.start_stream(store, DEMO_STREAMER[0], DEMO_STREAM)

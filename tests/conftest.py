@@ -19,7 +19,7 @@ from gifting_server.api.http_protocol import HttpProtocol
 from gifting_server.app import create_app
 from gifting_server.config import Settings, load_settings
 from gifting_server.hub.connection import HubConnection
-from gifting_server.ledger.store import Store, connect
+from gifting_server.ledger.store import Store, connect_single
 from tests.redis_process import RedisProcess, free_port
 
 SECRET = "test-token-secret-0123456789abcdef0123456789"
@@ -70,7 +70,7 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 async def store(settings: Settings) -> AsyncIterator[Store]:
     assert settings.redis_url
-    client = connect(settings.redis_url, settings.limits.request_timeout_s)
+    client = connect_single(settings.redis_url, settings.limits.request_timeout_s)
     store = Store(client, settings)
     yield store
     await store.close()

@@ -308,13 +308,13 @@ def test_missing_config_file_exits_2(tmp_path: Path) -> None:
 @pytest.mark.skipif(not RECONCILE_EXISTS, reason="gifting_server/ledger/reconcile.py not written")
 async def test_reconcile_exit_code_follows_the_ledger(tmp_path: Path, redis_url: str) -> None:
     from gifting_server.ledger import gifts, keys
-    from gifting_server.ledger.store import Store, connect
+    from gifting_server.ledger.store import Store, connect_single
     from tests.conftest import make_settings
     from tests.factories import fund, live_stream, viewer
 
     assert run(tmp_path, "reconcile", GIFTING_REDIS_URL=redis_url).returncode == 0  # empty
     settings = make_settings(redis_url, tmp_path)
-    store = Store(connect(redis_url, 2.0), settings)
+    store = Store(connect_single(redis_url, 2.0), settings)
     try:
         await fund(store, "alice")
         await live_stream(store)

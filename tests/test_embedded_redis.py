@@ -24,7 +24,7 @@ from gifting_server.embedded_redis import (
     read_status,
 )
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger.store import connect, guarded
+from gifting_server.ledger.store import connect_single, guarded
 from tests.conftest import ServerThread, make_settings
 from tests.factories import auth
 from tests.redis_process import free_port
@@ -209,7 +209,7 @@ async def test_a_hung_embedded_redis_costs_one_timeout_not_two(tmp_path: Path) -
     embedded = EmbeddedRedis(tmp_path)
     url = embedded.start()
     assert embedded.process is not None
-    client = connect(url, TIMEOUT_S)
+    client = connect_single(url, TIMEOUT_S)
     try:
         await client.ping()
         embedded.process.send_signal(signal.SIGSTOP)

@@ -32,7 +32,8 @@ from redis.asyncio.client import Pipeline
 from gifting_server.config import Settings
 from gifting_server.ledger import keys
 from gifting_server.ledger.risk import RiskReport, RiskRules, RiskScan
-from gifting_server.ledger.store import connect
+from gifting_server.ledger.store import connect_single
+from gifting_server.redis_topology import RedisUnreachable, Topology, detect
 
 CURRENCIES = ("coins", "diamonds", "owed")
 WALLET_FIELDS = ("coins", "diamonds", "owed", "received")
@@ -321,12 +322,21 @@ def reconcile_main(settings: Settings, redis_url: str) -> int:
     """`gifting-server reconcile`: print the report, then the risk report; 0 when every
     invariant holds, else 1. Risk findings are warnings: they never change the code.
 
-    2 when the audit could not run (Redis unreachable).
+    2 when the audit could not run (Redis unreachable, or a Redis Cluster: the audit
+    reads one node and would report the other shards' money as missing).
     """
+    try:
+        topology = detect(redis_url)
+    except RedisUnreachable as e:
+        print(f"error: cannot audit the ledger: {e}", file=sys.stderr)
+        return 2
+    if topology is Topology.CLUSTER:
+        print("error: reconcile cannot audit a Redis Cluster yet", file=sys.stderr)
+        return 2
     rules = RiskRules(require_age_verification=settings.limits.require_age_verification)
 
     async def run() -> tuple[Report, RiskReport]:
-        redis = connect(redis_url, timeout_s=30.0)
+        redis = connect_single(redis_url, timeout_s=30.0)
         scan = RiskScan(rules)
         try:
             report = await reconcile(

@@ -1,7 +1,8 @@
 """Loads the Lua scripts shipped with the package and calls them with EVALSHA.
 
-Calls go through the `ScriptPipeline`; on NOSCRIPT (a restarted or flushed
-Redis) the script is loaded and the call retried, so callers never see that error.
+Calls go through the `ScriptPipeline` (one Redis) or the `ClusterScriptPipeline`;
+on NOSCRIPT (a restarted or flushed Redis, a cluster node that never saw the
+script) the script is loaded and the call retried, so callers never see that error.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from importlib import resources
 from typing import Any, ClassVar
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+from gifting_server.ledger.cluster_pipeline import ClusterScriptPipeline
 from gifting_server.ledger.pipeline import ScriptPipeline
 
 SCRIPT_NAMES = (
@@ -49,24 +52,31 @@ def with_includes(source: str) -> str:
 class Scripts:
     """One registered script per state change, looked up by name.
 
-    One `Scripts` (and so one pipeline connection) per Redis client: stores built
-    over the same client share it (`Scripts.of(client)`)."""
+    One `Scripts` (and so one pipeline connection, one per master on a cluster) per
+    Redis client: stores built over the same client share it (`Scripts.of(client)`)."""
 
-    _of_client: ClassVar[weakref.WeakKeyDictionary[Redis, Scripts]] = weakref.WeakKeyDictionary()
+    _of_client: ClassVar[weakref.WeakKeyDictionary[Redis | RedisCluster, Scripts]] = (
+        weakref.WeakKeyDictionary()
+    )
 
     @classmethod
-    def of(cls, redis: Redis) -> Scripts:
+    def of(cls, redis: Redis | RedisCluster) -> Scripts:
         scripts = cls._of_client.get(redis)
         if scripts is None:
             scripts = cls._of_client[redis] = cls(redis)
         return scripts
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis | RedisCluster) -> None:
         self.redis = redis
-        self.pipeline = ScriptPipeline(redis)
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
+        self.pipeline: ScriptPipeline | ClusterScriptPipeline
+        if isinstance(redis, RedisCluster):
+            sources = {self._scripts[name].sha: script_source(name) for name in SCRIPT_NAMES}
+            self.pipeline = ClusterScriptPipeline(redis, sources)
+        else:
+            self.pipeline = ScriptPipeline(redis)
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> list[Any]:
         script = self._scripts[name]

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -16,11 +17,63 @@ from gifting_server.errors import ErrorCode, GiftingError, script_error
 from gifting_server.ledger.clock import wall_clock_ms
 from gifting_server.ledger.scripts import Scripts
 from gifting_server.ledger.streaks import RecentGifts
+from gifting_server.redis_topology import RedisUnreachable, Topology, detect_async
 
 T = TypeVar("T")
+RedisClient = Redis | RedisCluster
 
 
-def connect(url: str, timeout_s: float, *, decode_responses: bool = True) -> Redis:
+async def connect(url: str, timeout_s: float, *, decode_responses: bool = True) -> RedisClient:
+    """A client of the Redis at `url`: a `RedisCluster` when it is a node of a cluster
+    (any node will do), else a `Redis` (`connect_single`). Either fails its calls
+    after `timeout_s` instead of hanging, and never sends a call that timed out twice.
+
+    The topology is read once, here. A Redis that does not answer yet is taken for a
+    single one, as before clusters were known: its calls fail until it is up."""
+    try:
+        topology = await detect_async(url, timeout_s)
+    except RedisUnreachable:
+        topology = Topology.SINGLE
+    if topology is Topology.CLUSTER:
+        return await connect_cluster(url, timeout_s, decode_responses=decode_responses)
+    return connect_single(url, timeout_s, decode_responses=decode_responses)
+
+
+async def connect_cluster(
+    url: str, timeout_s: float, *, decode_responses: bool = True
+) -> RedisCluster:
+    """A cluster client with its slot map loaded. A command whose node refused or
+    dropped the connection is sent once more after the map is reloaded (the slot may
+    have a new master); one that timed out is not (`_ClusterClient`). MOVED and ASK
+    are followed by redis-py; the script calls have their own path (`cluster_pipeline`)."""
+    client = _ClusterClient.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        health_check_interval=30,
+        max_connections=256,
+        decode_responses=decode_responses,
+        retry=Retry(NoBackoff(), 1),
+    )
+    try:
+        await client.initialize()
+    except BaseException:
+        await client.aclose()
+        raise
+    return client
+
+
+class _ClusterClient(RedisCluster):
+    # redis-py also retries a TimeoutError: a hung node would cost each call twice
+    # the timeout, and a call that may have run would run again.
+    ERRORS_ALLOW_RETRY = (  # type: ignore[assignment]  # redis-py types the tuple's shape
+        redis_errors.ConnectionError,
+        redis_errors.ClusterDownError,
+        redis_errors.SlotNotCoveredError,
+    )
+
+
+def connect_single(url: str, timeout_s: float, *, decode_responses: bool = True) -> Redis:
     """A client whose calls fail after `timeout_s` instead of hanging when Redis is gone.
 
     A burst of more concurrent calls than connections waits for a free one (up to
@@ -64,7 +117,7 @@ class _RetryUnlessTimedOut(Retry):
 
 @dataclass
 class Store:
-    redis: Redis
+    redis: RedisClient
     settings: Settings
     clock: Callable[[], int] = wall_clock_ms
     scripts: Scripts = field(init=False)
@@ -91,7 +144,14 @@ async def guarded(call: Awaitable[T]) -> T:
     """Turn Redis failures into errors a client can act on (never a 500)."""
     try:
         return await call
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
+    except (
+        redis_errors.ConnectionError,
+        redis_errors.TimeoutError,
+        OSError,
+        # A cluster between owners of a slot (failover, migration): nothing was run.
+        redis_errors.ClusterError,
+        redis_errors.TryAgainError,
+    ):
         raise GiftingError(
             ErrorCode.SERVICE_UNAVAILABLE, "storage is unreachable; retry with the same key"
         ) from None

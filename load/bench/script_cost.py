@@ -28,7 +28,7 @@ from gifting_server.config import Settings, load_settings
 from gifting_server.ledger import payments, streams
 from gifting_server.ledger.gifts import gift_call
 from gifting_server.ledger.scripts import script_source, with_includes
-from gifting_server.ledger.store import Store, connect
+from gifting_server.ledger.store import Store, connect_single
 from load.bench.server import LIMITS, SECRET, WEBHOOK_SECRET
 
 SENDERS = 200
@@ -85,7 +85,7 @@ def count_instructions(gifts: int, script: str) -> int:
 
 
 async def _setup(url: str, settings: Settings) -> None:
-    store = Store(connect(url, 30.0), settings)
+    store = Store(connect_single(url, 30.0), settings)
     try:
         await streams.start_stream(store, STREAMER, STREAM)
         for i in range(SENDERS):

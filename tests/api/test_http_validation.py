@@ -15,7 +15,7 @@ import pytest
 from gifting_server.auth import Role, issue_token, sign_webhook
 from gifting_server.config import Settings
 from gifting_server.ledger import streams
-from gifting_server.ledger.store import Store, connect
+from gifting_server.ledger.store import Store, connect_single
 from tests.api import assert_error, snapshot
 from tests.conftest import WEBHOOK_SECRET, ServerThread, make_settings
 from tests.factories import auth, fund, live_stream
@@ -303,7 +303,7 @@ def validation_server(module_settings: Settings) -> Iterator[ServerThread]:
 async def world(redis_url: str, module_settings: Settings) -> AsyncIterator[Store]:
     """A flushed Redis with funded viewers, a live stream s1 of streamer1 and an ended one."""
     assert redis_url == module_settings.redis_url
-    client = connect(redis_url, module_settings.limits.request_timeout_s)
+    client = connect_single(redis_url, module_settings.limits.request_timeout_s)
     store = Store(client, module_settings)
     for user_id in ("alice", "kid", "streamer1"):
         await fund(store, user_id)

@@ -34,7 +34,7 @@ from gifting_server.ledger.clock import DAY_MS
 from gifting_server.ledger.gifts import GiftReceipt
 from gifting_server.ledger.payments import PaymentResult
 from gifting_server.ledger.reconcile import reconcile
-from gifting_server.ledger.store import Store, connect
+from gifting_server.ledger.store import Store, connect_single
 from gifting_server.ledger.wallet import Cashout
 from tests.conftest import make_settings
 from tests.factories import viewer
@@ -88,7 +88,7 @@ class LedgerMachine(RuleBasedStateMachine):
             limits={"gift_rate_per_s": 1_000_000, "gift_burst": 1_000_000},
         )
         self.now = START_MS
-        self.store = Store(connect(self.redis_url, 5.0), self.settings, clock=self.tick)
+        self.store = Store(connect_single(self.redis_url, 5.0), self.settings, clock=self.tick)
         self.loop = asyncio.new_event_loop()
         try:
             self.run(self.store.redis.flushall())
@@ -445,7 +445,7 @@ def test_a_budget_judges_every_gift_on_its_own_day_whatever_order_they_arrive_in
     def arrivals(limit: int, sends: list[tuple[int, int]]) -> None:
         async def run() -> None:
             now = [MIDNIGHT_MS]
-            store = Store(connect(redis_url, 5.0), settings, clock=lambda: now[0])
+            store = Store(connect_single(redis_url, 5.0), settings, clock=lambda: now[0])
             try:
                 await store.redis.flushall()
                 await streams.start_stream(store, "t1", "s1")

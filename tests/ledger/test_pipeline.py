@@ -12,7 +12,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from gifting_server.ledger.pipeline import ScriptPipeline
-from gifting_server.ledger.store import connect
+from gifting_server.ledger.store import connect_single
 from tests.redis_process import RedisProcess
 
 ECHO = "return {tonumber(ARGV[1]), KEYS[1]}"
@@ -20,7 +20,7 @@ ECHO = "return {tonumber(ARGV[1]), KEYS[1]}"
 
 @pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[Redis]:
-    redis = connect(redis_url, 1.0)
+    redis = connect_single(redis_url, 1.0)
     yield redis
     await redis.aclose()
 
@@ -86,7 +86,7 @@ async def own_redis(tmp_path: Path) -> AsyncIterator[tuple[RedisProcess, ScriptP
     with one call already answered over the pipeline's connection."""
     redis = RedisProcess(tmp_path / "redis")
     redis.start()
-    client = connect(redis.url, 0.5)
+    client = connect_single(redis.url, 0.5)
     pipeline = ScriptPipeline(client)
     try:
         sha = await client.script_load(ECHO)

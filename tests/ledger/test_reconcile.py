@@ -16,7 +16,7 @@ from gifting_server.config import Gift, Settings, load_settings
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import gifts, keys, payments, wallet
 from gifting_server.ledger.reconcile import Report, reconcile, reconcile_main
-from gifting_server.ledger.store import Store, connect
+from gifting_server.ledger.store import Store, connect_single
 from tests.conftest import SECRET, WEBHOOK_SECRET, make_settings
 from tests.factories import fund, live_stream, viewer
 from tests.redis_process import free_port
@@ -171,7 +171,7 @@ def test_reconcile_command_passes_after_the_share_in_the_config_changed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     async def run() -> None:
-        client = connect(environment, 5.0)
+        client = connect_single(environment, 5.0)
         try:
             await share_change_flow(Store(client, settings))
         finally:
@@ -328,7 +328,7 @@ async def test_tampering_fails_and_names_the_invariant(
 def seed(settings: Settings) -> None:
     async def run() -> None:
         assert settings.redis_url
-        client = connect(settings.redis_url, 5.0)
+        client = connect_single(settings.redis_url, 5.0)
         try:
             await mixed_flow(Store(client, settings))
         finally:

@@ -1,0 +1,182 @@
+"""Script calls on a Redis Cluster: one pipelined connection per master.
+
+A call goes to the master of its keys' slot, from the cluster client's slot map;
+the calls of one loop pass to one master go out in one write, as on one Redis
+(`pipeline.py`). Every key of one call must be in one slot, else `CrossSlotCall`.
+
+What the cluster answers is followed here, within one deadline (the client's
+socket timeout) for the whole call:
+
+- `MOVED slot host:port`: the slot has a new owner. Resend there, reload the map.
+- `ASK slot host:port`: the slot is migrating and the key is already on the target.
+  Send `ASKING` and the call there, on one connection, in one write; the map stays.
+- `NOSCRIPT` from a node that never saw the script (a promoted replica, the target
+  of a migration, a restarted node): load it on that node, send the call again.
+- A call that was never written (`NotSent`: the master's connection refused or
+  lost before the write): reload the map and send it to the new owner, if the
+  slot has one; else it fails, retryable. A call that was written and then lost
+  its connection or its deadline may have run, so it is never sent twice: it
+  fails with `ConnectionError` / `TimeoutError`, which `store.guarded` turns into
+  `service_unavailable`; the client retries with the same idempotency key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from redis import exceptions as redis_errors
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+
+from gifting_server.ledger.pipeline import (
+    DEFAULT_TIMEOUT_S,
+    NotSent,
+    RedisProtocol,
+    open_connection,
+)
+
+Address = tuple[str, int]
+# A call is redirected at most this often (MOVED, ASK, a reload, a NOSCRIPT load).
+MAX_HOPS = 5
+
+
+class CrossSlotCall(ValueError):
+    """A script call whose keys live in more than one cluster slot: a bug in the caller."""
+
+
+def slot_of(keys: list[str]) -> int:
+    slots = {key_slot(key.encode()) for key in keys}
+    if len(slots) != 1:
+        raise CrossSlotCall(
+            f"a script's keys must share one cluster slot (one hash tag); {keys!r} "
+            f"span slots {sorted(slots)}"
+            if slots
+            else "a script call needs at least one key"
+        )
+    return slots.pop()
+
+
+class ClusterScriptPipeline:
+    def __init__(self, client: RedisCluster, sources: Mapping[str, str]) -> None:
+        """Reach the masters of `client`'s cluster, with its timeout; `sources` maps
+        each script's sha to its source, to load it where it is missing."""
+        self.client = client
+        self.sources = sources
+        self.options = {
+            name: value
+            for name, value in client.get_connection_kwargs().items()
+            if name in ("username", "password")
+        }
+        timeout = client.get_connection_kwargs().get("socket_timeout")
+        self.timeout_s = float(timeout or DEFAULT_TIMEOUT_S)
+        self._connections: dict[Address, RedisProtocol] = {}
+        self._connecting: dict[Address, asyncio.Future[RedisProtocol]] = {}
+        self._reloading: asyncio.Future[None] | None = None
+
+    def masters(self) -> list[Address]:
+        """The nodes this pipeline has a live connection to."""
+        return [address for address, protocol in self._connections.items() if not protocol.lost]
+
+    async def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
+        slot = slot_of(keys)
+        command = ("EVALSHA", sha, len(keys), *keys, *args)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await self._route(slot, sha, command)
+        except TimeoutError:
+            raise redis_errors.TimeoutError("Redis Cluster did not answer in time") from None
+
+    async def close(self) -> None:
+        connections, self._connections = list(self._connections.values()), {}
+        for protocol in connections:
+            protocol.close()
+        for protocol in connections:
+            if protocol.transport is not None:
+                await protocol.gone.wait()
+
+    async def _route(self, slot: int, sha: str, command: tuple[Any, ...]) -> Any:
+        address = await self._owner(slot)
+        asking = loaded = False
+        for _ in range(MAX_HOPS):
+            try:
+                protocol = await self._connection(address)
+                return await self._send(protocol, command, asking)
+            except redis_errors.MovedError as moved:  # before AskError: it is one
+                address, asking = moved.node_addr, False
+                await self._reload()
+            except redis_errors.AskError as ask:
+                address, asking = ask.node_addr, True
+            except redis_errors.NoScriptError:
+                if loaded or sha not in self.sources:
+                    raise
+                await protocol.call(("SCRIPT", "LOAD", self.sources[sha]))
+                loaded = True
+            except NotSent:
+                await self._reload()
+                owner = await self._owner(slot)
+                if asking or owner == address:
+                    raise
+                address = owner
+        raise redis_errors.ClusterError(f"slot {slot}: more than {MAX_HOPS} redirections")
+
+    @staticmethod
+    async def _send(protocol: RedisProtocol, command: tuple[Any, ...], asking: bool) -> Any:
+        if not asking:
+            return await protocol.call(command)
+        asked = protocol.call(("ASKING",))  # answered first: same write, same socket
+        try:
+            return await protocol.call(command)
+        finally:
+            if asked.done() and not asked.cancelled():
+                asked.exception()  # read, so an error here is not logged as lost
+
+    async def _owner(self, slot: int) -> Address:
+        manager = self.client.nodes_manager
+        if not manager.slots_cache:
+            await self._reload()
+        try:
+            node = manager.get_node_from_slot(slot)
+        except redis_errors.SlotNotCoveredError as e:
+            raise NotSent(str(e)) from None
+        return node.host, int(node.port)
+
+    async def _reload(self) -> None:
+        """Read the slot map again; concurrent calls share one reading."""
+        if self._reloading is None:
+            self._reloading = asyncio.ensure_future(self._read_slot_map())
+        reloading = self._reloading
+        try:
+            await asyncio.shield(reloading)
+        finally:
+            if reloading.done() and self._reloading is reloading:
+                self._reloading = None
+
+    async def _read_slot_map(self) -> None:
+        try:
+            await self.client.nodes_manager.initialize()
+        except (redis_errors.RedisError, redis_errors.RedisClusterException, OSError) as e:
+            raise NotSent(f"cannot read the cluster's slot map: {e}") from None
+
+    async def _connection(self, address: Address) -> RedisProtocol:
+        protocol = self._connections.get(address)
+        if protocol is not None and not protocol.lost:
+            return protocol
+        connecting = self._connecting.get(address)
+        if connecting is None:
+            connecting = asyncio.ensure_future(self._open(address))
+            self._connecting[address] = connecting
+        try:
+            return await asyncio.shield(connecting)
+        finally:
+            if connecting.done() and self._connecting.get(address) is connecting:
+                del self._connecting[address]
+
+    async def _open(self, address: Address) -> RedisProtocol:
+        host, port = address
+        protocol = await open_connection(
+            {**self.options, "host": host, "port": port}, self.timeout_s
+        )
+        self._connections[address] = protocol
+        return protocol

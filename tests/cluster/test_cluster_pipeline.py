@@ -1,0 +1,199 @@
+"""Script calls on the local Redis Cluster: routed to the master of their slot, one
+pipelined connection per master, following MOVED, ASK, NOSCRIPT and a failover."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis
+from redis import exceptions as redis_errors
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+
+from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.ledger.cluster_pipeline import ClusterScriptPipeline, CrossSlotCall
+from gifting_server.ledger.pipeline import NotSent
+from gifting_server.ledger.store import connect_cluster, guarded
+from gifting_server.local_cluster import LocalCluster, NodeInfo
+
+pytestmark = pytest.mark.cluster
+
+TIMEOUT_S = 1.0
+ECHO = "return {tonumber(ARGV[1]), KEYS[1]}"
+INCR = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+SOURCES = {hashlib.sha1(s.encode()).hexdigest(): s for s in (ECHO, INCR)}
+ECHO_SHA, INCR_SHA = SOURCES
+
+
+@pytest.fixture
+async def client(cluster_url: str) -> AsyncIterator[RedisCluster]:
+    cluster = await connect_cluster(cluster_url, TIMEOUT_S)
+    yield cluster
+    await cluster.aclose()
+
+
+@pytest.fixture
+def killed(redis_cluster: LocalCluster) -> Iterator[list[NodeInfo]]:
+    """Nodes a test kills; they rejoin after it (as replicas of their successors)."""
+    nodes: list[NodeInfo] = []
+    yield nodes
+    for node in nodes:
+        redis_cluster.restart(node)
+
+
+@pytest.fixture
+async def pipeline(client: RedisCluster) -> AsyncIterator[ClusterScriptPipeline]:
+    pipeline = ClusterScriptPipeline(client, SOURCES)
+    yield pipeline
+    await pipeline.close()
+
+
+def masters(cluster: LocalCluster) -> list[NodeInfo]:
+    return [n for n in cluster.nodes() if n.role == "master" and not n.failed]
+
+
+def node_client(node: NodeInfo) -> redis.Redis:
+    return redis.Redis(host=node.host, port=node.port, decode_responses=True)
+
+
+async def test_concurrent_calls_on_every_master_each_get_their_own_reply(
+    redis_cluster: LocalCluster, pipeline: ClusterScriptPipeline
+) -> None:
+    keys = [f"{{u:{i}}}:wallet" for i in range(600)]
+    nodes = masters(redis_cluster)
+    owners = {n.port for key in keys for n in nodes if n.serves(key_slot(key.encode()))}
+    assert len(owners) == 3  # the keys span every master
+
+    replies = await asyncio.gather(
+        *(pipeline.evalsha(ECHO_SHA, [k], [i]) for i, k in enumerate(keys))
+    )
+
+    assert replies == [[i, key] for i, key in enumerate(keys)]
+    assert sorted(port for _, port in pipeline.masters()) == sorted(owners)  # one each
+
+
+async def test_a_script_missing_on_a_node_is_loaded_there_and_the_call_answered(
+    redis_cluster: LocalCluster, pipeline: ClusterScriptPipeline
+) -> None:
+    # A flushed cluster: no master has ever seen INCR.
+    keys = ["{u:carol}:n", "{u:alice}:n", "{u:dave}:n"]  # one per master
+    assert len({redis_cluster.master_for_key(k).port for k in keys}) == 3
+
+    assert await asyncio.gather(*(pipeline.evalsha(INCR_SHA, [k], [2]) for k in keys)) == [2] * 3
+
+    for node in masters(redis_cluster):
+        assert node_client(node).script_exists(INCR_SHA) == [True]
+
+
+async def test_an_unknown_script_still_raises_noscript(pipeline: ClusterScriptPipeline) -> None:
+    with pytest.raises(redis_errors.NoScriptError):
+        await pipeline.evalsha("0" * 40, ["{u:alice}:n"], [])
+
+
+async def test_keys_in_two_slots_are_refused_before_anything_is_sent(
+    pipeline: ClusterScriptPipeline,
+) -> None:
+    with pytest.raises(CrossSlotCall, match="one cluster slot"):
+        await pipeline.evalsha(ECHO_SHA, ["{u:alice}:wallet", "{u:bob}:wallet"], [1])
+    assert pipeline.masters() == []
+    # Keys with one hash tag share a slot, whatever else they hold.
+    assert await pipeline.evalsha(ECHO_SHA, ["{u:alice}:a", "{u:alice}:b"], [1]) == [
+        1,
+        "{u:alice}:a",
+    ]
+
+
+def set_slot(cluster: LocalCluster, port: int, slot: int, *state: str) -> None:
+    node_client(cluster.node(port)).execute_command("CLUSTER", "SETSLOT", slot, *state)
+
+
+async def test_a_migrating_slot_is_followed_by_ask_then_by_moved(
+    redis_cluster: LocalCluster, pipeline: ClusterScriptPipeline
+) -> None:
+    key = "{s:migrating}:n"
+    slot = key_slot(key.encode())
+    source = redis_cluster.master_for_slot(slot)
+    target = next(n for n in masters(redis_cluster) if n.port != source.port)
+    assert await pipeline.evalsha(INCR_SHA, [key], [40]) == 40  # INCR loaded on source only
+    try:
+        set_slot(redis_cluster, target.port, slot, "IMPORTING", source.node_id)
+        set_slot(redis_cluster, source.port, slot, "MIGRATING", target.node_id)
+        node_client(source).migrate(target.host, target.port, [key], 0, 5000)
+
+        # The source no longer has the key: ASK → ASKING + the call on the target, which
+        # never saw the script (NOSCRIPT → loaded there, asked again).
+        assert await pipeline.evalsha(INCR_SHA, [key], [1]) == 41
+        assert node_client(target).script_exists(INCR_SHA) == [True]
+        assert (target.host, target.port) in pipeline.masters()
+
+        for node in masters(redis_cluster):
+            set_slot(redis_cluster, node.port, slot, "NODE", target.node_id)
+
+        # The move is complete; the pipeline's slot map still names the source: MOVED.
+        assert await pipeline.evalsha(INCR_SHA, [key], [1]) == 42
+        assert (target.host, target.port) in pipeline.masters()
+        assert await pipeline.evalsha(INCR_SHA, [key], [1]) == 43  # the map now knows
+    finally:
+        node_client(target).delete(key)
+        set_slot(redis_cluster, source.port, slot, "IMPORTING", target.node_id)
+        set_slot(redis_cluster, target.port, slot, "MIGRATING", source.node_id)
+        for node in masters(redis_cluster):
+            set_slot(redis_cluster, node.port, slot, "NODE", source.node_id)
+        await asyncio.to_thread(redis_cluster.wait_ready)
+
+
+async def test_a_killed_master_fails_calls_as_retryable_until_its_replica_serves_them(
+    redis_cluster: LocalCluster, pipeline: ClusterScriptPipeline, killed: list[NodeInfo]
+) -> None:
+    key = "{u:alice}:wallet"
+    old_master = redis_cluster.master_for_key(key)
+    assert await pipeline.evalsha(ECHO_SHA, [key], [1]) == [1, key]
+
+    redis_cluster.kill(old_master)
+    killed.append(old_master)
+    failed = 0
+    deadline = time.monotonic() + 30
+    while True:
+        started = time.monotonic()
+        try:
+            reply = await guarded(pipeline.evalsha(ECHO_SHA, [key], [2]))
+        except GiftingError as e:
+            assert e.code is ErrorCode.SERVICE_UNAVAILABLE
+            failed += 1
+        else:
+            break
+        finally:
+            assert time.monotonic() - started < TIMEOUT_S + 0.5  # never hangs
+        assert time.monotonic() < deadline, "no replica took over"
+        await asyncio.sleep(0.1)
+
+    assert reply == [2, key]  # on the promoted replica, which loaded the script
+    assert failed > 0
+    # Every node's view agrees a little after the first one answered as master.
+    new_master = await asyncio.to_thread(redis_cluster.wait_for_failover, old_master)
+    assert (new_master.host, new_master.port) in pipeline.masters()
+    assert node_client(new_master).script_exists(ECHO_SHA) == [True]
+
+
+async def test_a_call_in_flight_when_its_master_dies_fails_and_is_not_sent_again(
+    redis_cluster: LocalCluster, pipeline: ClusterScriptPipeline, killed: list[NodeInfo]
+) -> None:
+    key = "{u:alice}:n"
+    old_master = redis_cluster.master_for_key(key)
+    assert await pipeline.evalsha(INCR_SHA, [key], [1]) == 1
+    node_client(old_master).execute_command("CLIENT", "PAUSE", 10_000, "ALL")
+    in_flight = asyncio.ensure_future(pipeline.evalsha(INCR_SHA, [key], [1]))
+    await asyncio.sleep(0.2)  # written; the node holds it unanswered
+    started = time.monotonic()
+    redis_cluster.kill(old_master)
+    killed.append(old_master)
+
+    with pytest.raises(redis_errors.ConnectionError) as lost:
+        await in_flight
+    # It may have run before the kill: it is not sent again, not even to the replica.
+    assert not isinstance(lost.value, NotSent)
+    assert time.monotonic() - started < TIMEOUT_S + 0.5

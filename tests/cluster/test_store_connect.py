@@ -1,0 +1,80 @@
+"""`store.connect` picks the client for the topology at the URL; a store over a
+cluster runs its scripts on the master of their keys."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import redis
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from gifting_server.ledger import keys, wallet
+from gifting_server.ledger.cluster_pipeline import ClusterScriptPipeline
+from gifting_server.ledger.pipeline import ScriptPipeline
+from gifting_server.ledger.reconcile import reconcile_main
+from gifting_server.ledger.scripts import Scripts
+from gifting_server.ledger.store import Store, connect
+from gifting_server.local_cluster import LocalCluster
+from tests.conftest import make_settings
+
+
+@pytest.mark.cluster
+async def test_any_node_of_a_cluster_gives_a_cluster_client(redis_cluster: LocalCluster) -> None:
+    for url in redis_cluster.urls:
+        client = await connect(url, 1.0)
+        try:
+            assert isinstance(client, RedisCluster)
+            assert len(client.get_primaries()) == 3  # the slot map is loaded
+        finally:
+            await client.aclose()
+
+
+@pytest.mark.cluster
+async def test_a_store_over_a_cluster_runs_scripts_on_the_master_of_their_keys(
+    redis_cluster: LocalCluster, cluster_url: str, tmp_path: Path
+) -> None:
+    store = Store(await connect(cluster_url, 1.0), make_settings(cluster_url, tmp_path))
+    try:
+        assert isinstance(store.scripts.pipeline, ClusterScriptPipeline)
+        users = ["carol", "alice", "dave"]  # one per master
+        for n, user in enumerate(users):
+            assert await wallet.set_daily_limit(store, user, 100 + n) == 100 + n
+        for n, user in enumerate(users):
+            master = redis_cluster.master_for_key(keys.wallet(user))
+            node = redis.Redis(host=master.host, port=master.port, decode_responses=True)
+            assert node.hget(keys.wallet(user), "limit") == str(100 + n)
+    finally:
+        await store.close()
+
+
+async def test_a_single_redis_gives_the_single_client(redis_url: str) -> None:
+    client = await connect(redis_url, 1.0)
+    try:
+        assert isinstance(client, Redis)
+        assert type(Scripts.of(client).pipeline) is ScriptPipeline
+    finally:
+        await client.aclose()
+
+
+async def test_a_redis_not_up_yet_is_taken_for_a_single_one() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = await connect(f"redis://127.0.0.1:{port}", 0.5)
+    try:
+        assert isinstance(client, Redis)
+        with pytest.raises(redis.ConnectionError):
+            await client.ping()
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.cluster
+def test_reconcile_refuses_a_cluster_rather_than_audit_one_shard(
+    cluster_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert reconcile_main(make_settings(cluster_url, tmp_path), cluster_url) == 2
+    assert "cannot audit a Redis Cluster" in capsys.readouterr().err
