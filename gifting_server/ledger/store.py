@@ -151,6 +151,7 @@ async def guarded(call: Awaitable[T]) -> T:
         # A cluster between owners of a slot (failover, migration): nothing was run.
         redis_errors.ClusterError,
         redis_errors.TryAgainError,
+        redis_errors.RedisClusterException,
     ):
         raise GiftingError(
             ErrorCode.SERVICE_UNAVAILABLE, "storage is unreachable; retry with the same key"

@@ -8,15 +8,17 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import keys, wallet
 from gifting_server.ledger.cluster_pipeline import ClusterScriptPipeline
 from gifting_server.ledger.pipeline import ScriptPipeline
 from gifting_server.ledger.reconcile import reconcile_main
 from gifting_server.ledger.scripts import Scripts
-from gifting_server.ledger.store import Store, connect
+from gifting_server.ledger.store import Store, connect, guarded
 from gifting_server.local_cluster import LocalCluster
 from tests.conftest import make_settings
 
@@ -78,3 +80,23 @@ def test_reconcile_refuses_a_cluster_rather_than_audit_one_shard(
 ) -> None:
     assert reconcile_main(make_settings(cluster_url, tmp_path), cluster_url) == 2
     assert "cannot audit a Redis Cluster" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis_errors.ClusterDownError("The cluster is down"),
+        redis_errors.TryAgainError("Multiple keys request during rehashing of slot"),
+        redis_errors.SlotNotCoveredError('Slot "7" not covered by the cluster'),
+        redis_errors.ClusterError("slot 7: more than 5 redirections"),
+    ],
+)
+async def test_a_cluster_between_owners_of_a_slot_is_a_retryable_error(
+    error: Exception,
+) -> None:
+    async def call() -> None:
+        raise error
+
+    with pytest.raises(GiftingError) as refused:
+        await guarded(call())
+    assert refused.value.code is ErrorCode.SERVICE_UNAVAILABLE
