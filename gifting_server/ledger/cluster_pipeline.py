@@ -75,8 +75,8 @@ class ClusterScriptPipeline:
         self._connecting: dict[Address, asyncio.Future[RedisProtocol]] = {}
         self._reloading: asyncio.Future[None] | None = None
 
-    def masters(self) -> list[Address]:
-        """The nodes this pipeline has a live connection to."""
+    def connected_nodes(self) -> list[Address]:
+        """The nodes this pipeline has a live connection to (masters, or former ones)."""
         return [address for address, protocol in self._connections.items() if not protocol.lost]
 
     async def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:

@@ -73,7 +73,7 @@ async def test_concurrent_calls_on_every_master_each_get_their_own_reply(
     )
 
     assert replies == [[i, key] for i, key in enumerate(keys)]
-    assert sorted(port for _, port in pipeline.masters()) == sorted(owners)  # one each
+    assert sorted(port for _, port in pipeline.connected_nodes()) == sorted(owners)  # one each
 
 
 async def test_a_script_missing_on_a_node_is_loaded_there_and_the_call_answered(
@@ -99,7 +99,7 @@ async def test_keys_in_two_slots_are_refused_before_anything_is_sent(
 ) -> None:
     with pytest.raises(CrossSlotCall, match="one cluster slot"):
         await pipeline.evalsha(ECHO_SHA, ["{u:alice}:wallet", "{u:bob}:wallet"], [1])
-    assert pipeline.masters() == []
+    assert pipeline.connected_nodes() == []
     # Keys with one hash tag share a slot, whatever else they hold.
     assert await pipeline.evalsha(ECHO_SHA, ["{u:alice}:a", "{u:alice}:b"], [1]) == [
         1,
@@ -128,14 +128,14 @@ async def test_a_migrating_slot_is_followed_by_ask_then_by_moved(
         # never saw the script (NOSCRIPT → loaded there, asked again).
         assert await pipeline.evalsha(INCR_SHA, [key], [1]) == 41
         assert node_client(target).script_exists(INCR_SHA) == [True]
-        assert (target.host, target.port) in pipeline.masters()
+        assert (target.host, target.port) in pipeline.connected_nodes()
 
         for node in masters(redis_cluster):
             set_slot(redis_cluster, node.port, slot, "NODE", target.node_id)
 
         # The move is complete; the pipeline's slot map still names the source: MOVED.
         assert await pipeline.evalsha(INCR_SHA, [key], [1]) == 42
-        assert (target.host, target.port) in pipeline.masters()
+        assert (target.host, target.port) in pipeline.connected_nodes()
         assert await pipeline.evalsha(INCR_SHA, [key], [1]) == 43  # the map now knows
     finally:
         node_client(target).delete(key)
@@ -175,7 +175,7 @@ async def test_a_killed_master_fails_calls_as_retryable_until_its_replica_serves
     assert failed > 0
     # Every node's view agrees a little after the first one answered as master.
     new_master = await asyncio.to_thread(redis_cluster.wait_for_failover, old_master)
-    assert (new_master.host, new_master.port) in pipeline.masters()
+    assert (new_master.host, new_master.port) in pipeline.connected_nodes()
     assert node_client(new_master).script_exists(ECHO_SHA) == [True]
 
 
