@@ -111,6 +111,10 @@ class Hub:
             self._remove(member, stream_id)  # a resubscribe, e.g. with `since`
             room = await self._room(stream_id)
             recovered, catch_up, upto = await self._catch_up(room, since)
+            if not recovered:
+                # Live events after `last_event_id` only: the events this worker took
+                # while the history was read are older than where the client starts.
+                upto = max(upto, room.last_seen)
             if _cancel_requested():
                 # redis-py can let a read finish although its task was cancelled
                 # (its connection closed): such a join must still never answer.
