@@ -34,6 +34,7 @@ from gifting_server.ledger import streaks, stream_state
 from gifting_server.ledger.presence import Presence
 from gifting_server.ledger.store import Store, connect, connect_single
 from gifting_server.scheduler import Scheduler
+from gifting_server.tasks import for_each_stream
 
 log = logging.getLogger("gifting_server")
 
@@ -103,8 +104,9 @@ def periodic_work(hub: Hub, store: Store) -> Scheduler:
     presence = Presence(store)
 
     async def publish_top_gifters() -> None:
-        for stream_id in list(hub.rooms):
-            await stream_state.publish_top_gifters(store, stream_id)
+        await for_each_stream(
+            list(hub.rooms), lambda stream_id: stream_state.publish_top_gifters(store, stream_id)
+        )
 
     async def ping() -> None:
         heartbeat.ping_all(list(hub.connections))

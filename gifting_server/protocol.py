@@ -123,9 +123,11 @@ def _id(raw: dict[str, Any], name: str, message_id: str | None = None) -> str:
 
 
 def _count(raw: dict[str, Any], message_id: str) -> int:
+    # Any integer here, like the HTTP edge: the count's range is the gift use
+    # case's rule (ledger/gifts.py), checked after the token's role and the gift.
     value = raw.get("count", 1)
-    if type(value) is not int or value < 1 or value > MAX_EVENT_ID:
-        raise ProtocolError(INVALID, "count must be a positive integer", message_id)
+    if type(value) is not int or not -MAX_EVENT_ID <= value <= MAX_EVENT_ID:
+        raise ProtocolError(INVALID, "count must be an integer", message_id)
     return value
 
 

@@ -1,9 +1,11 @@
-"""Background tasks that must really end when the server stops."""
+"""Background tasks that must really end when the server stops, and periodic work
+over many streams that goes on past one stream's failure."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable, Iterable
 
 
 async def cancel_and_wait(task: asyncio.Task[None]) -> None:
@@ -16,3 +18,17 @@ async def cancel_and_wait(task: asyncio.Task[None]) -> None:
         await asyncio.wait([task], timeout=0.1)
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def for_each_stream(
+    stream_ids: Iterable[str], work: Callable[[str], Awaitable[object]]
+) -> None:
+    """Run `work` for every stream, all at once (their script calls share the loop
+    pass's pipeline, and a Redis that stopped answering costs one timeout, not one
+    per stream), each to its end even when it fails for some: one stream's broken
+    keys, or its Redis Cluster shard being down, must not stop the periodic work of
+    the others. Then raises the first failure, if any, for the scheduler to report."""
+    results = await asyncio.gather(*(work(s) for s in stream_ids), return_exceptions=True)
+    for result in results:
+        if isinstance(result, Exception):
+            raise result

@@ -53,7 +53,10 @@ def test_each_client_message_decodes_in_both_encodings(encoding: Encoding) -> No
         (b'{"type": "subscribe", "stream_id": "s", "since": 1.5}', "since"),
         (b'{"type": "subscribe", "stream_id": "s", "since": true}', "since"),
         (b'{"type": "gift", "stream_id": "s", "gift_id": "rose"}', "id"),
-        (b'{"type": "gift", "id": "x", "stream_id": "s", "gift_id": "rose", "count": 0}', "count"),
+        (
+            b'{"type": "gift", "id": "x", "stream_id": "s", "gift_id": "rose", "count": 0.5}',
+            "count",
+        ),
         (
             b'{"type": "gift", "id": "x", "stream_id": "s", "gift_id": "rose", "count": "2"}',
             "count",
@@ -73,7 +76,7 @@ def test_bad_json_messages_are_refused_with_invalid_request(data: bytes, mention
 
 def test_a_refused_gift_keeps_its_message_id_for_the_error_frame() -> None:
     data = orjson.dumps(
-        {"type": "gift", "id": "m-9", "stream_id": "s", "gift_id": "rose", "count": 0}
+        {"type": "gift", "id": "m-9", "stream_id": "s", "gift_id": "rose", "count": "0"}
     )
     with pytest.raises(ProtocolError) as refused:
         decode_client_message(data, Encoding.JSON)

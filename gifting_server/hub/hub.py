@@ -73,6 +73,7 @@ class Room:
     pass_started: float = float("-inf")
     observed: int = 0  # newest event whose delivery latency is recorded
     filling: bool = False
+    fill_again: bool = False  # pub/sub dropped again while filling: read once more after
     held: list[tuple[int, bytes]] = field(default_factory=list)
     viewers: int = 0  # across all workers: the newest `viewers` event taken
 
@@ -111,6 +112,10 @@ class Hub:
             self._remove(member, stream_id)  # a resubscribe, e.g. with `since`
             room = await self._room(stream_id)
             recovered, catch_up, upto = await self._catch_up(room, since)
+            if not recovered:
+                # Live events after `last_event_id` only: the events this worker took
+                # while the history was read are older than where the client starts.
+                upto = max(upto, room.last_seen)
             if _cancel_requested():
                 # redis-py can let a read finish although its task was cancelled
                 # (its connection closed): such a join must still never answer.
@@ -263,7 +268,13 @@ class Hub:
 
     def _on_resubscribed(self, stream_id: str) -> None:
         room = self.rooms.get(stream_id)
-        if room is not None and not room.filling:
+        if room is None:
+            return
+        if room.filling:
+            # What was published while pub/sub was down again may be newer than the
+            # history read under way: read again once it is done.
+            room.fill_again = True
+        else:
             self._fill_gap(room)
 
     def _fill_gap(self, room: Room) -> None:
@@ -292,8 +303,17 @@ class Hub:
             else:
                 self._restart_after_gap(room, replay.last_event_id)
             room.filling = False
+            if room.fill_again:
+                room.fill_again = False
+                self._fill_gap(room)  # the events held wait for that read
+                return
             held, room.held = room.held, []
-            for event_id, raw in held:
+            for at, (event_id, raw) in enumerate(held):
+                if event_id > room.last_seen + 1:
+                    # Missing from pub/sub after this read (another drop): fill again.
+                    room.held = held[at:]
+                    self._fill_gap(room)
+                    return
                 self._take(room, event_id, raw)
 
         self._spawn(fill())

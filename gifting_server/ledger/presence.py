@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from gifting_server.ledger import keys, stream_state
 from gifting_server.ledger.store import Store, guarded
+from gifting_server.tasks import for_each_stream
 
 PRESENCE_TTL_MS = 10_000
 
@@ -66,12 +67,15 @@ class Presence:
         """`served`: stream → local viewers, for every stream this worker serves, as
         it is when each stream's turn comes (a live view)."""
         now = time.monotonic()
-        for stream_id in set(served) | set(self.reported_at):
+
+        async def report_one(stream_id: str) -> None:
             if now - self.reported_at.get(stream_id, float("-inf")) < stream_state.PUBLISH_EVERY_S:
-                continue
+                return
             local = served.get(stream_id, 0)
             await publish_total(self.store, self.worker_id, stream_id, local)
             if local or stream_id in served:
                 self.reported_at[stream_id] = now
             else:
                 del self.reported_at[stream_id]
+
+        await for_each_stream(set(served) | set(self.reported_at), report_one)

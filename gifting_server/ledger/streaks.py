@@ -10,6 +10,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from gifting_server.ledger import keys
+from gifting_server.tasks import for_each_stream
 
 if TYPE_CHECKING:
     from gifting_server.ledger.store import Store
@@ -43,7 +44,8 @@ def note_gift(store: Store, stream_id: str) -> None:
 async def close_streaks(store: Store, served: Collection[str]) -> None:
     """End the due streaks of the `served` streams and of those gifted to lately."""
     settings = store.settings
-    for stream_id in set(served) | store.recent_gifts.streams():
+
+    async def close(stream_id: str) -> None:
         await store.run_script(
             "close_streaks",
             [keys.open_streaks(stream_id), keys.stream(stream_id), keys.stream_history(stream_id)],
@@ -55,3 +57,5 @@ async def close_streaks(store: Store, served: Collection[str]) -> None:
                 MOST_CLOSED_PER_CALL,
             ],
         )
+
+    await for_each_stream(set(served) | store.recent_gifts.streams(), close)

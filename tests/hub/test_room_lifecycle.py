@@ -10,11 +10,15 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 
 from gifting_server.ledger.store import Store
 from tests.factories import auth, fund, live_stream, token
-from tests.hub.conftest import running_workers
-from tests.hub.wsclient import TIMEOUT_S, Message, RawClient, message_id
+from tests.faults import wait_until
+from tests.hub.conftest import StartServer, running_workers
+from tests.hub.redis_proxy import RedisProxy, subscribes
+from tests.hub.test_subscribe_races import followed_by_a_worker
+from tests.hub.wsclient import TIMEOUT_S, Message, RawClient, WsClient, message_id
 
 ROUNDS = 5
 FLOOD_PINGS = 2000
@@ -82,3 +86,35 @@ async def test_a_viewer_who_subscribes_as_the_last_one_leaves_gets_live_events(
                 finally:
                     for client in (last, newcomer, busy):
                         client.shutdown()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="redis-py forgets a channel only when its UNSUBSCRIBE is confirmed and "
+    "resubscribes every remembered channel on reconnect; dropping the channel at once "
+    "in RedisBroker.unsubscribe makes the reconnect race the broker's reader",
+)
+async def test_a_stream_left_before_the_pub_sub_connection_dropped_is_not_followed_again(
+    start_proxied_server: StartServer, redis_proxy: RedisProxy, redis_url: str
+) -> None:
+    """The last viewer of s1 leaves (the worker unsubscribes), then the worker's
+    pub/sub connection drops (a Redis restart, say) before anything else is read on
+    it; a viewer then subscribes to s2. The worker must follow s2 only: a stream
+    nobody watches must not come back with the reconnection."""
+    server = start_proxied_server()
+    async with await WsClient.open(server.url, token("ann")) as viewer:
+        await viewer.subscribe("s1")
+        confirmation = redis_proxy.hold_reply(lambda data: b"UNSUBSCRIBE" in data.upper())
+        await viewer.send({"type": "unsubscribe", "stream_id": "s1"})
+        await viewer.next_of("unsubscribed", stream_id="s1")
+        await confirmation.wait_held()  # Redis unsubscribed; the worker has not heard yet
+        assert not await followed_by_a_worker(redis_url, ["s1"])
+        assert redis_proxy.cut(subscribes) == 1  # the worker's pub/sub connection drops
+        confirmation.release()
+        await viewer.subscribe("s2")
+
+        async def s2_only() -> bool:
+            return await followed_by_a_worker(redis_url, ["s1", "s2"]) == ["s2"]
+
+        await wait_until(s2_only, 5, "the worker to follow s2 and no longer s1")
+        assert not [m for m in viewer.received if m["type"] == "error"], viewer.received

@@ -135,3 +135,43 @@ async def test_slow_consumer_is_closed_with_4009_and_others_get_every_event(
     finally:
         slow.shutdown()
         await asyncio.gather(*(v.close() for v in viewers))
+
+
+async def test_a_viewer_cut_with_4009_resumes_with_since_and_misses_nothing(
+    start_server: StartServer, store: Store
+) -> None:
+    """What a client does on 4009: reconnect and resubscribe with `since`, the last
+    event it read. It gets every event after it, once, in order, then live ones."""
+    await fund(store, SENDER, "coins_10000")
+    await live_stream(store)
+    server = start_server(websocket=LIMITS)
+    slow = RawClient(server.port, token("slow"), rcvbuf=4096)
+    try:
+        await slow.open()
+        await slow.send({"type": "subscribe", "stream_id": "s1"})
+        subscribed = await slow.next_message()
+        assert subscribed["type"] == "subscribed"
+        slow_side = connection_of(server, "slow")  # from here on it does not read
+        async with await WsClient.open(server.url, token(SENDER, name="N" * 64)) as sender:
+            for batch in range(MAX_BATCHES):
+                await send_batch(sender, f"b{batch}")
+                if slow_side.closing:
+                    break
+            assert slow_side.closing, "not cut off"
+            close = await slow.read_until_close(timeout=10)
+            assert close.code == 4009
+            read = [
+                e["event_id"] for m in slow.messages if m["type"] == "events" for e in m["events"]
+            ]
+            since = read[-1] if read else subscribed["last_event_id"]
+            assert read == list(range(subscribed["last_event_id"] + 1, since + 1))
+
+            async with await WsClient.open(server.url, token("slow")) as again:
+                resumed = await again.subscribe("s1", since=since)
+                assert resumed["recovered"] is True, resumed
+                last = (await send_batch(sender, "after"))[-1]["event_id"]
+                await again.events_until(lambda e: e["event_id"] == last, timeout=10)
+                ids = [e["event_id"] for e in again.events]
+                assert ids == list(range(since + 1, since + 1 + len(ids))), ids
+    finally:
+        slow.shutdown()

@@ -91,3 +91,40 @@ async def test_a_streak_alternating_between_workers_ends_once(
         for viewer in (viewer_a, viewer_b):
             await viewer.barrier()
             assert len([e for e in viewer.events if is_streak_end(e)]) == 1
+
+
+async def test_a_viewer_of_a_killed_worker_resumes_on_the_other_with_since(
+    two_workers: list[Worker], store: Store
+) -> None:
+    """A worker dies (SIGKILL) while gifts flow: its viewer, moved to the other
+    worker with `since`, gets every event after the last it read, once, in order,
+    and the streak still ends once."""
+    await fund(store, "carol")
+    await live_stream(store)
+    a, b = two_workers
+    async with (
+        await WsClient.open(b.url, token("carol")) as sender,
+        await WsClient.open(b.url, token("bob")) as witness,
+    ):
+        viewer = await WsClient.open(a.url, token("ann"), encoding=MSGPACK)
+        await viewer.subscribe("s1")
+        await witness.subscribe("s1")
+        first = await sender.gift("s1", id="before-kill")
+        await viewer.events_until(lambda e: e["event_id"] == first["event_id"])
+        a.process.kill()
+        a.process.wait()
+        await viewer.closed()
+        await viewer.close()
+        since = viewer.events[-1]["event_id"]
+        during = [(await sender.gift("s1", id=f"after-kill-{i}"))["event_id"] for i in range(3)]
+
+        async with await WsClient.open(b.url, token("ann"), encoding=MSGPACK) as moved:
+            resumed = await moved.subscribe("s1", since=since)
+            assert resumed["recovered"] is True, resumed
+            await moved.events_until(lambda e: e["kind"] == "gift" and e["streak_end"], timeout=10)
+            ids = [e["event_id"] for e in moved.events]
+            assert ids == list(range(since + 1, since + 1 + len(ids))), ids
+            assert set(during) <= set(ids)
+            ends = [e for e in moved.events if e["kind"] == "gift" and e["streak_end"]]
+            assert len(ends) == 1, ends
+            moved.assert_no_traceback()
