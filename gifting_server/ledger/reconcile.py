@@ -36,14 +36,12 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from gifting_server.config import Settings
 from gifting_server.ledger import keys
 from gifting_server.ledger.risk import RiskReport, RiskRules, RiskScan
-from gifting_server.ledger.store import connect_single
-from gifting_server.redis_topology import RedisUnreachable, Topology, detect
+from gifting_server.ledger.store import RedisClient, connect
+from gifting_server.redis_topology import RedisUnreachable, detect
 
 CURRENCIES = ("coins", "diamonds", "owed")
 WALLET_FIELDS = ("coins", "diamonds", "owed", "received")
@@ -161,14 +159,15 @@ class _Replay:
 
 
 async def reconcile(
-    redis: Redis,
+    redis: RedisClient,
     share_bps: int,
     *,
     chunk: int = CHUNK,
     progress: Callable[[int], None] | None = None,
     on_entry: Callable[[str, dict[str, str]], None] | None = None,
 ) -> Report:
-    """Audit the ledger behind `redis` (a client with decode_responses=True).
+    """Audit the ledger behind `redis` (a client with decode_responses=True): one Redis,
+    or a Redis Cluster, whose every master the SCANs read (redis-py's `scan_iter`).
 
     `share_bps` is the creator share of gift entries that record none (written before
     the share was journaled): the configured `economy.creator_share_bps`.
@@ -215,7 +214,7 @@ async def reconcile(
 
 
 async def _replay_journal(
-    redis: Redis,
+    redis: RedisClient,
     report: Report,
     share_bps: int,
     chunk: int,
@@ -247,7 +246,7 @@ def _order(entry_id: str) -> tuple[int, int]:
 
 
 async def _merged(
-    redis: Redis, report: Report, journals: list[str], chunk: int
+    redis: RedisClient, report: Report, journals: list[str], chunk: int
 ) -> AsyncIterator[tuple[str, str, dict[str, str]]]:
     """Every entry of every journal, each journal in its own order, merged by entry id
     (ties by journal name). Holds at most one chunk per journal: the first chunks are
@@ -279,7 +278,7 @@ async def _merged(
 
 
 async def _check_leaderboards(
-    redis: Redis, report: Report, replay: _Replay, users: list[str]
+    redis: RedisClient, report: Report, replay: _Replay, users: list[str]
 ) -> None:
     """Each stream's board and each streamer's all-time board hold the gift sums per sender."""
     metas = [key async for key in redis.scan_iter(match=keys.STREAM_PATTERN, count=1000)]
@@ -330,7 +329,7 @@ def _compare(report: Report, where: str, name: str, have: int, want: int) -> Non
         )
 
 
-async def _check_payments(redis: Redis, report: Report, replay: _Replay) -> None:
+async def _check_payments(redis: RedisClient, report: Report, replay: _Replay) -> None:
     for pid, users in replay.payments.items():
         if len(users) > 1:
             report.problems.append(
@@ -350,7 +349,7 @@ async def _check_payments(redis: Redis, report: Report, replay: _Replay) -> None
 
 
 async def _batched(
-    redis: Redis, report: Report, items: list[str], command: Callable[[Pipeline, str], Any]
+    redis: RedisClient, report: Report, items: list[str], command: Callable[[Any, str], Any]
 ) -> list[Any]:
     """One pipelined command per item; a key of the wrong type becomes a problem and None."""
     results: list[Any] = []
@@ -376,21 +375,19 @@ def reconcile_main(settings: Settings, redis_url: str) -> int:
     """`gifting-server reconcile`: print the report, then the risk report; 0 when every
     invariant holds, else 1. Risk findings are warnings: they never change the code.
 
-    2 when the audit could not run (Redis unreachable, or a Redis Cluster: the audit
-    reads one node and would report the other shards' money as missing).
+    2 when the audit could not run (Redis unreachable). On a Redis Cluster it reads
+    every master; run it on a stable cluster (a slot migrating meanwhile may hide keys
+    from the SCANs).
     """
     try:
-        topology = detect(redis_url)
+        detect(redis_url)
     except RedisUnreachable as e:
         print(f"error: cannot audit the ledger: {e}", file=sys.stderr)
-        return 2
-    if topology is Topology.CLUSTER:
-        print("error: reconcile cannot audit a Redis Cluster yet", file=sys.stderr)
         return 2
     rules = RiskRules(require_age_verification=settings.limits.require_age_verification)
 
     async def run() -> tuple[Report, RiskReport]:
-        redis = connect_single(redis_url, timeout_s=30.0)
+        redis = await connect(redis_url, timeout_s=30.0)
         scan = RiskScan(rules)
         try:
             report = await reconcile(
