@@ -1,14 +1,27 @@
 """Every Redis key name, built in one place.
 
 Keys carry hash tags so that moving to Redis Cluster changes no name:
-`{u:ID}` groups a user's wallet state, `{s:ID}` a stream's live state and
-`{ledger}` the journal and platform account.
+`{u:ID}` groups a user's wallet state, its journal and platform account,
+`{s:ID}` a stream's live state, and `{ledger}` the payment records (a provider's
+event id is global) and the journal and platform account kept before they were
+split per user (docs/scaling.md, "The ledger across slots").
 """
 
 from __future__ import annotations
 
-PLATFORM_ACCOUNT = "{ledger}:platform"
-JOURNAL = "{ledger}:journal"
+LEGACY_JOURNAL = "{ledger}:journal"
+LEGACY_PLATFORM_ACCOUNT = "{ledger}:platform"
+
+
+def journal(user_id: str) -> str:
+    """The journal entries a money script writes in this user's slot: their purchases,
+    refunds and cash-outs, and the gifts they received (a stream, in order)."""
+    return f"{{u:{user_id}}}:journal"
+
+
+def platform_account(user_id: str) -> str:
+    """The platform's share of the gifts this user received: field `coins`."""
+    return f"{{u:{user_id}}}:platform"
 
 
 def wallet(user_id: str) -> str:
@@ -72,11 +85,21 @@ def stream_channel(stream_id: str) -> str:
 
 
 WALLET_PATTERN = "{u:*}:wallet"
+JOURNAL_PATTERN = "{u:*}:journal"
+PLATFORM_PATTERN = "{u:*}:platform"
 STREAM_PATTERN = "{s:*}:meta"
 
 
 def user_of_wallet_key(key: str) -> str:
     return key[len("{u:") : -len("}:wallet")]
+
+
+def platform_of_journal(journal_key: str) -> str:
+    """The platform account a journal's gift entries credited: the same user's, or the
+    legacy account for the legacy journal."""
+    if journal_key == LEGACY_JOURNAL:
+        return LEGACY_PLATFORM_ACCOUNT
+    return journal_key.removesuffix(":journal") + ":platform"
 
 
 def stream_of_meta_key(key: str) -> str:

@@ -72,7 +72,7 @@ async def apply_payment(
             keys.payment_seen(event_id),
             keys.wallet(user_id),
             keys.purchases(user_id),
-            keys.JOURNAL,
+            keys.journal(user_id),
         ],
         args=[
             user_id,

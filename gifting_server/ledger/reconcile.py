@@ -1,13 +1,22 @@
-"""The ledger audit: replay `{ledger}:journal` and prove every invariant against Redis.
+"""The ledger audit: replay every journal and prove every invariant against Redis.
 
-It reads the journal from the start in chunks, rebuilds every balance from it and
-checks: conservation per currency (minted - burned = outstanding, the platform
-account included), that each wallet replays from the journal, that no balance is
-negative, that every gift has all its legs (debit = diamonds + platform share, the
-creator share, `received`, the stream and all-time leaderboards) and that every
-payment event was credited exactly once. It never writes. Run it on a quiet ledger:
-a gift landing between reading the journal and reading the wallets shows as a
-difference. `reconcile_main` then prints the risk report (`risk.py`): warnings only.
+The journal is split per user (`{u:U}:journal`: their purchases, refunds and
+cash-outs, and the gifts they received), each with the platform account of the gifts
+in it (`{u:U}:platform`); the journal and account kept before the split,
+`{ledger}:journal` and `{ledger}:platform`, are read too. The audit finds the
+journals with SCAN (docs/scaling.md, "The ledger across slots") and replays them
+merged into one sequence by entry id (time, then sequence), reading each in chunks:
+every journal keeps its own order, and a streamer's gifts, whose order the creator
+share depends on, are all in one journal. It rebuilds every balance and checks:
+conservation per currency (minted - burned = outstanding, the platform accounts
+included), that each wallet and each platform account replays from the journal,
+that no balance is negative, that every gift has all its legs (debit = diamonds +
+platform share, the creator share, `received`, the stream and all-time
+leaderboards), that each entry is in the journal of the user it belongs to, and
+that every payment event was credited exactly once. It never writes. Run it on a
+quiet ledger: a gift landing between reading the journals and reading the wallets
+shows as a difference. `reconcile_main` then prints the risk report (`risk.py`):
+warnings only.
 
 The creator share is checked gift by gift, under the share each gift's entry records
 (`share`; entries written before it was recorded are checked under the configured
@@ -19,21 +28,20 @@ floor((R + c) * share / 10000) - floor(R * share / 10000). So a change of
 from __future__ import annotations
 
 import asyncio
+import heapq
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from gifting_server.config import Settings
 from gifting_server.ledger import keys
 from gifting_server.ledger.risk import RiskReport, RiskRules, RiskScan
-from gifting_server.ledger.store import connect_single
-from gifting_server.redis_topology import RedisUnreachable, Topology, detect
+from gifting_server.ledger.store import RedisClient, connect
+from gifting_server.redis_topology import RedisUnreachable, detect
 
 CURRENCIES = ("coins", "diamonds", "owed")
 WALLET_FIELDS = ("coins", "diamonds", "owed", "received")
@@ -84,15 +92,19 @@ class _Replay:
 
     report: Report
     share_bps: int  # the share of gift entries that record none
-    platform: int = 0
+    platform: Counter[str] = field(default_factory=Counter)  # account key -> coins
     accounts: Ledger = field(default_factory=lambda: defaultdict(Counter))
     stream_boards: Ledger = field(default_factory=lambda: defaultdict(Counter))
     channel_boards: Ledger = field(default_factory=lambda: defaultdict(Counter))
     payments: defaultdict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
-    def apply(self, entry_id: str, f: dict[str, str]) -> None:
+    def apply(self, journal: str, entry_id: str, f: dict[str, str]) -> None:
         kind, user = f.get("type"), f.get("user", "")
         totals, problems = self.report.totals, self.report.problems
+        entry_id = f"{journal} {entry_id}"
+        owner = f.get("to", "") if kind == "gift" else user
+        if journal != keys.LEGACY_JOURNAL and journal != keys.journal(owner):
+            problems.append(f"journal: entry {entry_id} ({kind}) belongs to {owner!r}")
         try:
             if kind == "purchase":
                 coins, settled = int(f["coins"]), int(f["settled"])
@@ -131,7 +143,7 @@ class _Replay:
                     )
                 self.accounts[user]["coins"] -= coins
                 self.accounts[streamer].update(diamonds=diamonds, received=coins)
-                self.platform += share
+                self.platform[keys.platform_of_journal(journal)] += share
                 self.stream_boards[stream][user] += coins
                 self.channel_boards[streamer][user] += coins
                 totals["coins"].burned += diamonds
@@ -147,14 +159,15 @@ class _Replay:
 
 
 async def reconcile(
-    redis: Redis,
+    redis: RedisClient,
     share_bps: int,
     *,
     chunk: int = CHUNK,
     progress: Callable[[int], None] | None = None,
     on_entry: Callable[[str, dict[str, str]], None] | None = None,
 ) -> Report:
-    """Audit the ledger behind `redis` (a client with decode_responses=True).
+    """Audit the ledger behind `redis` (a client with decode_responses=True): one Redis,
+    or a Redis Cluster, whose every master the SCANs read (redis-py's `scan_iter`).
 
     `share_bps` is the creator share of gift entries that record none (written before
     the share was journaled): the configured `economy.creator_share_bps`.
@@ -177,12 +190,17 @@ async def reconcile(
     for user, values in zip(users, wallets, strict=True):
         _check_wallet(report, replay, user, values or [None] * len(WALLET_FIELDS))
 
-    stored_platform = await _batched(
-        redis, report, [keys.PLATFORM_ACCOUNT], lambda p, k: p.hget(k, "coins")
+    accounts = sorted(
+        {keys.LEGACY_PLATFORM_ACCOUNT}
+        | {key async for key in redis.scan_iter(match=keys.PLATFORM_PATTERN, count=1000)}
+        | replay.platform.keys()
     )
-    platform = _integer(report, "platform account", "coins", stored_platform[0])
-    _compare(report, "platform account", "coins", platform, replay.platform)
-    report.totals["coins"].outstanding += platform
+    stored_platform = await _batched(redis, report, accounts, lambda p, k: p.hget(k, "coins"))
+    for account, raw in zip(accounts, stored_platform, strict=True):
+        where = f"platform account {account}"
+        platform = _integer(report, where, "coins", raw)
+        _compare(report, where, "coins", platform, replay.platform[account])
+        report.totals["coins"].outstanding += platform
 
     for name, t in report.totals.items():
         if t.minted - t.burned != t.outstanding:
@@ -196,7 +214,7 @@ async def reconcile(
 
 
 async def _replay_journal(
-    redis: Redis,
+    redis: RedisClient,
     report: Report,
     share_bps: int,
     chunk: int,
@@ -204,28 +222,63 @@ async def _replay_journal(
     on_entry: Callable[[str, dict[str, str]], None] | None,
 ) -> _Replay:
     replay = _Replay(report, share_bps)
-    start = "-"
-    while True:
-        try:
-            raw = await redis.xrange(keys.JOURNAL, min=start, max="+", count=chunk)
-        except redis_errors.ResponseError as e:
-            report.problems.append(f"journal: {keys.JOURNAL} cannot be read: {e}")
-            return replay
-        batch = cast(list[tuple[str, dict[str, str]]], raw or [])
-        for entry_id, fields in batch:
-            replay.apply(entry_id, fields)
-            if on_entry is not None:
-                on_entry(entry_id, fields)
-        report.entries += len(batch)
-        if progress is not None:
+    journals = {key async for key in redis.scan_iter(match=keys.JOURNAL_PATTERN, count=1000)}
+    async for journal, entry_id, fields in _merged(
+        redis, report, sorted(journals | {keys.LEGACY_JOURNAL}), chunk
+    ):
+        replay.apply(journal, entry_id, fields)
+        if on_entry is not None:
+            on_entry(entry_id, fields)
+        report.entries += 1
+        if progress is not None and report.entries % chunk == 0:
             progress(report.entries)
-        if len(batch) < chunk:
-            return replay
-        start = "(" + batch[-1][0]
+    if progress is not None and (report.entries % chunk or not report.entries):
+        progress(report.entries)
+    return replay
+
+
+Entry = tuple[str, dict[str, str]]
+
+
+def _order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def _merged(
+    redis: RedisClient, report: Report, journals: list[str], chunk: int
+) -> AsyncIterator[tuple[str, str, dict[str, str]]]:
+    """Every entry of every journal, each journal in its own order, merged by entry id
+    (ties by journal name). Holds at most one chunk per journal: the first chunks are
+    read pipelined, a journal's next chunk when its last one is used up."""
+    first = await _batched(redis, report, journals, lambda p, k: p.xrange(k, "-", "+", chunk))
+    pending: dict[str, list[Entry]] = {}
+    heap: list[tuple[tuple[int, int], str]] = []
+    for journal, batch in zip(journals, first, strict=True):
+        if batch:
+            pending[journal] = list(reversed(cast(list[Entry], batch)))
+            heapq.heappush(heap, (_order(pending[journal][-1][0]), journal))
+    full = {journal for journal, batch in pending.items() if len(batch) == chunk}
+    while heap:
+        _, journal = heapq.heappop(heap)
+        batch = pending[journal]
+        entry_id, fields = batch.pop()
+        yield journal, entry_id, fields
+        if not batch and journal in full:
+            try:
+                raw = await redis.xrange(journal, min="(" + entry_id, max="+", count=chunk)
+            except redis_errors.ResponseError as e:
+                report.problems.append(f"storage: {journal} cannot be read: {e}")
+                raw = []
+            batch[:] = reversed(cast(list[Entry], raw or []))
+            if len(batch) < chunk:
+                full.discard(journal)
+        if batch:
+            heapq.heappush(heap, (_order(batch[-1][0]), journal))
 
 
 async def _check_leaderboards(
-    redis: Redis, report: Report, replay: _Replay, users: list[str]
+    redis: RedisClient, report: Report, replay: _Replay, users: list[str]
 ) -> None:
     """Each stream's board and each streamer's all-time board hold the gift sums per sender."""
     metas = [key async for key in redis.scan_iter(match=keys.STREAM_PATTERN, count=1000)]
@@ -276,7 +329,7 @@ def _compare(report: Report, where: str, name: str, have: int, want: int) -> Non
         )
 
 
-async def _check_payments(redis: Redis, report: Report, replay: _Replay) -> None:
+async def _check_payments(redis: RedisClient, report: Report, replay: _Replay) -> None:
     for pid, users in replay.payments.items():
         if len(users) > 1:
             report.problems.append(
@@ -296,7 +349,7 @@ async def _check_payments(redis: Redis, report: Report, replay: _Replay) -> None
 
 
 async def _batched(
-    redis: Redis, report: Report, items: list[str], command: Callable[[Pipeline, str], Any]
+    redis: RedisClient, report: Report, items: list[str], command: Callable[[Any, str], Any]
 ) -> list[Any]:
     """One pipelined command per item; a key of the wrong type becomes a problem and None."""
     results: list[Any] = []
@@ -322,21 +375,19 @@ def reconcile_main(settings: Settings, redis_url: str) -> int:
     """`gifting-server reconcile`: print the report, then the risk report; 0 when every
     invariant holds, else 1. Risk findings are warnings: they never change the code.
 
-    2 when the audit could not run (Redis unreachable, or a Redis Cluster: the audit
-    reads one node and would report the other shards' money as missing).
+    2 when the audit could not run (Redis unreachable). On a Redis Cluster it reads
+    every master; run it on a stable cluster (a slot migrating meanwhile may hide keys
+    from the SCANs).
     """
     try:
-        topology = detect(redis_url)
+        detect(redis_url)
     except RedisUnreachable as e:
         print(f"error: cannot audit the ledger: {e}", file=sys.stderr)
-        return 2
-    if topology is Topology.CLUSTER:
-        print("error: reconcile cannot audit a Redis Cluster yet", file=sys.stderr)
         return 2
     rules = RiskRules(require_age_verification=settings.limits.require_age_verification)
 
     async def run() -> tuple[Report, RiskReport]:
-        redis = connect_single(redis_url, timeout_s=30.0)
+        redis = await connect(redis_url, timeout_s=30.0)
         scan = RiskScan(rules)
         try:
             report = await reconcile(

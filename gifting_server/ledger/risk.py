@@ -21,11 +21,10 @@ import datetime
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
-
 from gifting_server import events
 from gifting_server.ledger import keys, presence
 from gifting_server.ledger.clock import DAY_MS, day_number
+from gifting_server.ledger.store import RedisClient
 
 SHOWN_NAMES = 5  # accounts or senders named in one warning
 
@@ -86,7 +85,7 @@ class RiskScan:
         if fields.get("unverified") == "1":
             self.unverified[user] += 1
 
-    async def finish(self, redis: Redis) -> RiskReport:
+    async def finish(self, redis: RedisClient) -> RiskReport:
         """The report, once every entry was added (`redis` decodes responses)."""
         report = RiskReport()
         for stream_id in sorted(self.streams):
@@ -119,7 +118,7 @@ class RiskScan:
         return report
 
 
-async def peak_viewers(redis: Redis, stream_id: str) -> int:
+async def peak_viewers(redis: RedisClient, stream_id: str) -> int:
     """The most viewers a stream is known to have had: its `viewers` events still in
     the history, the last count published and the presence the workers report now."""
     counts = [0]

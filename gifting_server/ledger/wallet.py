@@ -97,7 +97,7 @@ async def cashout(store: Store, streamer_id: str, diamonds: int, idempotency_key
             keys.wallet(streamer_id),
             keys.earnings_by_day(streamer_id),
             keys.cashouts(streamer_id),
-            keys.JOURNAL,
+            keys.journal(streamer_id),
             keys.held_diamonds(streamer_id),
         ],
         args=[

@@ -18,6 +18,7 @@ from gifting_server.ledger.store import Store
 from tests.api import assert_error, snapshot
 from tests.conftest import WEBHOOK_SECRET
 from tests.factories import auth, post_webhook, signed_webhook
+from tests.ledger.support import journal_entries
 
 WEBHOOK = "/v1/payments/webhook"
 
@@ -47,7 +48,7 @@ async def wallet_of(http: httpx.AsyncClient, user_id: str) -> dict[str, object]:
 
 
 async def journal_length(store: Store) -> int:
-    return int(await store.redis.xlen(keys.JOURNAL))
+    return len(await journal_entries(store.redis))
 
 
 async def test_purchase_credits_the_package_coins_and_ignores_amounts_in_the_body(
@@ -67,7 +68,7 @@ async def test_purchase_credits_the_package_coins_and_ignores_amounts_in_the_bod
         "owed": 0,
     }
     assert (await wallet_of(http, "alice"))["coins"] == 500
-    entries: Any = await store.redis.xrange(keys.JOURNAL)
+    entries: Any = await store.redis.xrange(keys.journal("alice"))
     assert [e[1]["type"] for e in entries] == ["purchase"]
     assert entries[0][1]["coins"] == "500"
 

@@ -16,7 +16,6 @@ from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import keys, wallet
 from gifting_server.ledger.cluster_pipeline import ClusterScriptPipeline
 from gifting_server.ledger.pipeline import ScriptPipeline
-from gifting_server.ledger.reconcile import reconcile_main
 from gifting_server.ledger.scripts import Scripts
 from gifting_server.ledger.store import Store, connect, guarded
 from gifting_server.local_cluster import LocalCluster
@@ -72,14 +71,6 @@ async def test_a_redis_not_up_yet_is_taken_for_a_single_one() -> None:
             await client.ping()
     finally:
         await client.aclose()
-
-
-@pytest.mark.cluster
-def test_reconcile_refuses_a_cluster_rather_than_audit_one_shard(
-    cluster_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert reconcile_main(make_settings(cluster_url, tmp_path), cluster_url) == 2
-    assert "cannot audit a Redis Cluster" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

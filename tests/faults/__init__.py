@@ -21,17 +21,21 @@ from gifting_server.auth import Role
 from gifting_server.ledger import keys
 from gifting_server.ledger.reconcile import reconcile
 from tests.factories import auth, post_webhook
+from tests.ledger.support import journal_entries
 
 Entry = dict[str, str]
 
-MONEY_PATTERNS = ("{u:*}:wallet", "{u:*}:cashouts", "{u:*}:purchases", "{ledger}:platform")
+MONEY_PATTERNS = (
+    "{u:*}:wallet", "{u:*}:cashouts", "{u:*}:purchases", keys.PLATFORM_PATTERN,
+    keys.LEGACY_PLATFORM_ACCOUNT,
+)  # fmt: skip
 
 
 async def money_state(redis: Redis) -> dict[str, Any]:
     """Everything that is money: the journal's length, every wallet, cash-out and
     purchase record, the platform account, and the idempotency and payment records.
     Equal states before and after a refused request = it changed nothing."""
-    state: dict[str, Any] = {"journal": await redis.xlen(keys.JOURNAL)}
+    state: dict[str, Any] = {"journal": len(await journal(redis))}
     for pattern in MONEY_PATTERNS:
         async for key in redis.scan_iter(match=pattern, count=1000):
             state[str(key)] = await redis.hgetall(key)
@@ -42,7 +46,8 @@ async def money_state(redis: Redis) -> dict[str, Any]:
 
 def money_state_sync(redis: SyncRedis) -> dict[str, Any]:
     """`money_state` over a blocking client, for tests that run no event loop."""
-    state: dict[str, Any] = {"journal": redis.xlen(keys.JOURNAL)}
+    journals = [keys.LEGACY_JOURNAL, *redis.scan_iter(match=keys.JOURNAL_PATTERN)]
+    state: dict[str, Any] = {"journal": sum(redis.xlen(k) for k in journals)}
     for pattern in MONEY_PATTERNS:
         for key in redis.scan_iter(match=pattern, count=1000):
             state[str(key)] = redis.hgetall(key)
@@ -52,8 +57,7 @@ def money_state_sync(redis: SyncRedis) -> dict[str, Any]:
 
 
 async def journal(redis: Redis) -> list[Entry]:
-    rows: Any = await redis.xrange(keys.JOURNAL)
-    return [fields for _, fields in rows]
+    return await journal_entries(redis)
 
 
 async def assert_reconciled(redis: Redis, share_bps: int = 5000) -> None:

@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.ledger import keys
 from gifting_server.ledger.store import Store
 
 T0 = 1_704_283_200_000  # 2024-01-03 12:00 UTC, a Wednesday
@@ -62,3 +63,16 @@ async def assert_refused(store: Store, code: ErrorCode, call: Awaitable[Any]) ->
         await call
     assert refused.value.code is code
     assert await snapshot(store.redis) == before
+
+
+async def journal_entries(redis: Redis) -> list[dict[str, str]]:
+    """Every journal entry of every user's journal (and the legacy one), in entry-id
+    order: what one journal held before the journal was split per user."""
+    journals = [keys.LEGACY_JOURNAL]
+    journals += [key async for key in redis.scan_iter(match=keys.JOURNAL_PATTERN)]
+    rows: list[tuple[tuple[int, int], str, dict[str, str]]] = []
+    for journal in journals:
+        for entry_id, fields in await redis.xrange(journal):
+            ms, _, seq = entry_id.partition("-")
+            rows.append(((int(ms), int(seq)), journal, fields))
+    return [fields for *_, fields in sorted(rows, key=lambda row: row[:2])]

@@ -62,7 +62,7 @@ async def test_cashout_after_the_holding_period_pays_and_records_a_pending_payou
         "cashout_id": paid.cashout_id, "diamonds": 2000, "cents": 1000,
         "currency": "USD", "status": "pending", "created_ms": clock.now,
     }  # fmt: skip
-    *_, (_, entry) = await store.redis.xrange(keys.JOURNAL)
+    *_, (_, entry) = await store.redis.xrange(keys.journal("streamer1"))
     assert entry == {
         "type": "cashout", "user": "streamer1", "cashout": paid.cashout_id,
         "diamonds": "2000", "cents": "1000", "key": "co-1", "at": str(clock.now),
@@ -229,7 +229,7 @@ async def test_same_cashout_key_for_other_diamonds_is_a_conflict_and_changes_not
 
 CORRUPTIBLE = {
     "cash-outs": keys.cashouts("streamer1"),
-    "journal": keys.JOURNAL,
+    "journal": keys.journal("streamer1"),
     "wallet": keys.wallet("streamer1"),
     "held diamonds": keys.held_diamonds("streamer1"),
     "earnings by day (before hourly holds)": keys.earnings_by_day("streamer1"),

@@ -23,7 +23,7 @@ from gifting_server.ledger.store import Store, connect_single
 from gifting_server.ledger.wallet import Cashout
 from tests.conftest import make_settings
 from tests.factories import fund, live_stream, viewer
-from tests.ledger.support import FakeClock, snapshot
+from tests.ledger.support import FakeClock, journal_entries, snapshot
 
 T0 = 1_704_283_200_000  # 2024-01-03 12:00 UTC
 ALICE = viewer("alice")
@@ -61,7 +61,7 @@ async def race(calls: list[Awaitable[Any]]) -> tuple[list[Any], list[GiftingErro
 
 
 async def journal_types(store: Store) -> list[str]:
-    return [fields["type"] for _, fields in await store.redis.xrange(keys.JOURNAL)]
+    return [fields["type"] for fields in await journal_entries(store.redis)]
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ async def test_200_concurrent_gifts_against_37_coins_let_exactly_37_through(fast
     assert sorted(a.coins for a in answers) == list(range(37))  # every balance seen once
     assert (await wallet.read_wallet(fast, "alice"))["coins"] == 0
     assert (await wallet.read_wallet(fast, "streamer1"))["diamonds"] == 50
-    assert await fast.redis.hget(keys.PLATFORM_ACCOUNT, "coins") == "50"
+    assert await fast.redis.hget(keys.platform_account("streamer1"), "coins") == "50"
     assert (await journal_types(fast)).count("gift") == 38
     assert await fast.redis.zscore(keys.stream_leaderboard("s1"), "alice") == 100
     events = await fast.redis.xrange(keys.stream_history("s1"))

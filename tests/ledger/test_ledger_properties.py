@@ -397,7 +397,8 @@ class LedgerMachine(RuleBasedStateMachine):
                 "spent_today": account.spent_today,
                 "daily_limit": account.limit,
             }, user
-        platform = int(self.run(redis.hget(keys.PLATFORM_ACCOUNT, "coins")) or 0)
+        accounts = self.run(redis.keys(keys.PLATFORM_PATTERN))
+        platform = sum(int(self.run(redis.hget(key, "coins")) or 0) for key in accounts)
         assert platform == self.platform
         for stream, expected in self.boards.items():
             rows: list[Any] = self.run(

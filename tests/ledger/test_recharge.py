@@ -11,7 +11,7 @@ from gifting_server.ledger import gifts, keys, payments, wallet
 from gifting_server.ledger.payments import PaymentResult
 from gifting_server.ledger.store import Store
 from tests.factories import live_stream, viewer
-from tests.ledger.support import FakeClock, assert_refused, snapshot
+from tests.ledger.support import FakeClock, assert_refused, journal_entries, snapshot
 
 T0 = 1_704_283_200_000  # 2024-01-03 12:00 UTC
 BUY, REFUND = "payment.succeeded", "payment.refunded"
@@ -24,7 +24,7 @@ def pay(
 
 
 async def journal(store: Store) -> list[dict[str, str]]:
-    return [fields for _, fields in await store.redis.xrange(keys.JOURNAL)]
+    return await journal_entries(store.redis)
 
 
 async def spend(store: Store, coins: int) -> None:
@@ -159,7 +159,7 @@ async def test_payment_over_a_wrong_typed_journal_is_storage_corrupt_and_changes
     store: Store, kind: str
 ) -> None:
     await pay(store, "ev1")
-    await store.redis.set(keys.JOURNAL, "planted")
+    await store.redis.set(keys.journal("alice"), "planted")
     await assert_refused(store, ErrorCode.STORAGE_CORRUPT, pay(store, "ev2", kind))
 
 

@@ -19,6 +19,7 @@ from gifting_server.ledger.reconcile import Report, reconcile, reconcile_main
 from gifting_server.ledger.store import Store, connect_single
 from tests.conftest import SECRET, WEBHOOK_SECRET, make_settings
 from tests.factories import fund, live_stream, viewer
+from tests.ledger.support import journal_entries
 from tests.redis_process import free_port
 
 Tamper = Callable[[Redis], Awaitable[Any]]
@@ -99,6 +100,37 @@ async def test_chunked_replay_matches_one_read(store: Store) -> None:
     assert seen == [5, 10, 13]
 
 
+async def move_to_the_legacy_journal(r: Redis) -> None:
+    """Make the ledger look as it was written before the journal was split per user:
+    every entry in `{ledger}:journal` (in entry-id order), every platform share in
+    `{ledger}:platform`."""
+    entries = await journal_entries(r)
+    for journal in [k async for k in r.scan_iter(match=keys.JOURNAL_PATTERN)]:
+        await r.delete(journal)
+    for fields in entries:
+        await r.xadd(keys.LEGACY_JOURNAL, fields)  # type: ignore[arg-type]
+    for account in [k async for k in r.scan_iter(match=keys.PLATFORM_PATTERN)]:
+        await r.hincrby(keys.LEGACY_PLATFORM_ACCOUNT, "coins", int(await r.hget(account, "coins")))
+        await r.delete(account)
+
+
+async def test_a_ledger_journaled_before_the_split_reconciles_and_goes_on(store: Store) -> None:
+    await mixed_flow(store)
+    whole = await audit(store)
+    await move_to_the_legacy_journal(store.redis)
+    legacy = await reconcile(store.redis, 5000, chunk=3)
+    assert legacy.ok, legacy.format()
+    assert (legacy.entries, legacy.totals) == (whole.entries, whole.totals)
+    # gifts after the split: tina's creator share goes on from what she received before
+    rose = gift(store, "rose")
+    for i in range(3):
+        await gifts.run_send_gift(store, viewer("alice"), "s1", rose, 1, f"after-{i}")
+    assert await store.redis.xlen(keys.journal("tina")) == 3
+    report = await reconcile(store.redis, 5000, chunk=2)
+    assert report.ok, report.format()
+    assert report.entries == whole.entries + 3
+
+
 async def test_share_defaults_to_the_configured_one(
     store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -134,9 +166,7 @@ async def test_a_change_of_the_creator_share_reconciles_under_any_configured_sha
     store: Store, configured: int
 ) -> None:
     await share_change_flow(store)
-    shares = {
-        e.get("share") for _, e in await store.redis.xrange(keys.JOURNAL) if e["type"] == "gift"
-    }
+    shares = {e.get("share") for e in await journal_entries(store.redis) if e["type"] == "gift"}
     assert shares == {"5000", "6000", "3333"}
     report = await reconcile(store.redis, configured)
     assert report.ok, report.format()
@@ -148,7 +178,7 @@ async def test_after_a_share_change_a_gift_credited_off_its_share_still_fails(
     await share_change_flow(store)
     # 10 coins to tina, who received 339: 6000 bps gives 6 diamonds, not 5
     await store.redis.xadd(
-        keys.JOURNAL,
+        keys.journal("tina"),
         {"type": "gift", "user": "alice", "to": "tina", "stream": "s1", "coins": 10,
          "diamonds": 5, "platform": 5, "share": 6000},
     )  # fmt: skip
@@ -201,21 +231,21 @@ async def test_a_payment_event_repeated_for_another_user_changes_nothing(store: 
 
 
 async def _delete_first_gift(r: Redis) -> None:
-    entries: list[Any] = await r.xrange(keys.JOURNAL) or []
+    entries: list[Any] = await r.xrange(keys.journal("tina")) or []
     entry_id = next(i for i, fields in entries if fields["type"] == "gift")
-    await r.xdel(keys.JOURNAL, entry_id)
+    await r.xdel(keys.journal("tina"), entry_id)
 
 
 async def _forge_gift(r: Redis, coins: int, diamonds: int, platform: int) -> None:
     fields: dict[Any, Any] = {"type": "gift", "user": "alice", "to": "tina", "stream": "s1"}
     fields |= {"coins": coins, "diamonds": diamonds, "platform": platform}
-    await r.xadd(keys.JOURNAL, fields)
+    await r.xadd(keys.journal("tina"), fields)
 
 
 async def _forge_purchase(r: Redis) -> None:
     fields: dict[Any, Any] = {"type": "purchase", "user": "bob", "payment": "buy-b"}
     fields |= {"coins": 500, "settled": 0}
-    await r.xadd(keys.JOURNAL, fields)
+    await r.xadd(keys.journal("bob"), fields)
 
 
 TAMPERINGS: list[tuple[str, Tamper, list[str]]] = [
@@ -241,8 +271,13 @@ TAMPERINGS: list[tuple[str, Tamper, list[str]]] = [
     ),
     (
         "platform account changed",
-        lambda r: r.hincrby(keys.PLATFORM_ACCOUNT, "coins", -1),
-        ["balance replay: platform account", "conservation: coins"],
+        lambda r: r.hincrby(keys.platform_account("tina"), "coins", -1),
+        ["balance replay: platform account {u:tina}:platform", "conservation: coins"],
+    ),
+    (
+        "platform share credited to the legacy account",
+        lambda r: r.hincrby(keys.LEGACY_PLATFORM_ACCOUNT, "coins", 1),
+        ["balance replay: platform account {ledger}:platform holds coins 1", "conservation"],
     ),
     (
         "journal gift entry deleted",
@@ -291,13 +326,25 @@ TAMPERINGS: list[tuple[str, Tamper, list[str]]] = [
     ),
     (
         "unknown journal entry",
-        lambda r: r.xadd(keys.JOURNAL, {"type": "bonus", "user": "alice"}),
+        lambda r: r.xadd(keys.journal("alice"), {"type": "bonus", "user": "alice"}),
         ["journal: entry", "unknown type 'bonus'"],
     ),
     (
         "malformed journal entry",
-        lambda r: r.xadd(keys.JOURNAL, {"type": "cashout", "user": "tina", "diamonds": "x"}),
+        lambda r: r.xadd(
+            keys.journal("tina"), {"type": "cashout", "user": "tina", "diamonds": "x"}
+        ),
         ["journal: entry", "(cashout) lacks a field or an integer"],
+    ),
+    (
+        "entry in another user's journal",
+        lambda r: r.xadd(keys.journal("alice"), {"type": "cashout", "user": "tina", "diamonds": 0}),
+        ["journal: entry {u:alice}:journal", "(cashout) belongs to 'tina'"],
+    ),
+    (
+        "journal of the wrong type",
+        lambda r: r.set(keys.journal("zed"), "oops"),
+        ["storage: {u:zed}:journal cannot be read"],
     ),
     (
         "leaderboard of the wrong type",

@@ -18,6 +18,7 @@ from gifting_server.ledger.risk import RiskRules, RiskScan, peak_viewers
 from gifting_server.ledger.store import Store
 from tests.conftest import SECRET, WEBHOOK_SECRET, make_settings
 from tests.factories import fund, live_stream, viewer
+from tests.ledger.support import journal_entries
 
 T0 = 1_704_283_200_000  # 2024-01-03 12:00 UTC
 
@@ -146,8 +147,7 @@ async def test_reconcile_prints_risk_warnings_and_still_exits_0(
     await wallet.set_daily_limit(lax, "u1", 50)
     await gifts.run_send_gift(lax, viewer("u1"), "s1", rose, 2, "k2")
 
-    entries = await store.redis.xrange(keys.JOURNAL)
-    fields = [f for _, f in entries]
+    fields = await journal_entries(store.redis)
     assert {f.get("payer") for f in fields if f["type"] == "purchase"} == {"card-9", None}
     gift_entries = [f for f in fields if f["type"] == "gift"]
     assert (gift_entries[0].get("unverified"), gift_entries[0].get("limit")) == ("1", None)

@@ -69,8 +69,8 @@ def cashout(store: Store, **replace: str) -> Call:
     for name, value in replace.items():
         values[names.index(name)] = value
     keys_ = [keys.idempotency("streamer1", "co-key"), keys.wallet("streamer1"),
-             keys.earnings_by_day("streamer1"), keys.cashouts("streamer1"), keys.JOURNAL,
-             keys.held_diamonds("streamer1")]  # fmt: skip
+             keys.earnings_by_day("streamer1"), keys.cashouts("streamer1"),
+             keys.journal("streamer1"), keys.held_diamonds("streamer1")]  # fmt: skip
     return "cashout", keys_, values
 
 
@@ -81,7 +81,7 @@ def recharge(store: Store, **replace: str) -> Call:
     for name, value in replace.items():
         values[names.index(name)] = value
     keys_ = [keys.payment_seen("evt-x"), keys.wallet("alice"), keys.purchases("alice"),
-             keys.JOURNAL]  # fmt: skip
+             keys.journal("alice")]  # fmt: skip
     return "recharge", keys_, values
 
 
@@ -210,7 +210,7 @@ CORRUPTIONS = {
     "viewer rate bucket": (lambda s: keys.wallet("alice"), "rl_tokens"),
     "streamer received": (lambda s: keys.wallet("streamer1"), "received"),
     "streamer diamonds": (lambda s: keys.wallet("streamer1"), "diamonds"),
-    "platform coins": (lambda s: keys.PLATFORM_ACCOUNT, "coins"),
+    "platform coins": (lambda s: keys.platform_account("streamer1"), "coins"),
 }
 
 

@@ -49,7 +49,7 @@ async def balances(store: Store) -> tuple[int, int, int]:
     """(alice's coins, streamer1's diamonds, platform coins)."""
     alice = await wallet.read_wallet(store, "alice")
     streamer = await wallet.read_wallet(store, "streamer1")
-    platform = await store.redis.hget(keys.PLATFORM_ACCOUNT, "coins")
+    platform = await store.redis.hget(keys.platform_account("streamer1"), "coins")
     return alice["coins"], streamer["diamonds"], int(platform or 0)
 
 
@@ -85,7 +85,7 @@ async def test_gift_debits_sender_credits_streamer_and_platform_and_records_ever
     assert await store.redis.hgetall(keys.held_diamonds("streamer1")) == {str(held_until): "7"}
     meta = await store.redis.hgetall(keys.stream("s1"))
     assert (meta["seq"], meta["coins"]) == ("1", "15")
-    *_, (_, entry) = await store.redis.xrange(keys.JOURNAL)
+    *_, (_, entry) = await store.redis.xrange(keys.journal("streamer1"))
     assert entry == {
         "type": "gift", "user": "alice", "to": "streamer1", "stream": "s1",
         "gift": "finger_heart", "count": "3", "coins": "15", "diamonds": "7",
@@ -136,7 +136,7 @@ async def test_diamonds_always_equal_floor_of_total_received_times_share(
         total += odd.settings.gift(gift_id).coins * count  # type: ignore[union-attr]
         _, diamonds, platform = await balances(odd)
         assert (diamonds, platform) == (total * 3333 // 10000, total - total * 3333 // 10000)
-    legs = [e for _, e in await odd.redis.xrange(keys.JOURNAL) if e["type"] == "gift"]
+    legs = [e for _, e in await odd.redis.xrange(keys.journal("streamer1")) if e["type"] == "gift"]
     assert sum(int(e["diamonds"]) for e in legs) == total * 3333 // 10000
     assert sum(int(e["coins"]) for e in legs) == total
 
@@ -334,12 +334,12 @@ async def test_gift_costing_more_than_the_balance_is_refused(store: Store, live:
 DAY = day_number(T0)
 WRITTEN_ONLY = {
     "streamer's held diamonds": keys.held_diamonds("streamer1"),
-    "platform account": keys.PLATFORM_ACCOUNT,
+    "platform account": keys.platform_account("streamer1"),
     "stream leaderboard": keys.stream_leaderboard("s1"),
     "day leaderboard": keys.channel_leaderboard("streamer1", "day", DAY),
     "all-time leaderboard": keys.channel_leaderboard("streamer1", "all"),
     "open streaks": keys.open_streaks("s1"),
-    "journal": keys.JOURNAL,
+    "journal": keys.journal("streamer1"),
     "history": keys.stream_history("s1"),
 }
 READ_FIRST = {

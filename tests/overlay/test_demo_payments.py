@@ -19,6 +19,7 @@ from gifting_server.ledger import keys
 from gifting_server.ledger.store import Store
 from tests.conftest import SECRET, ServerThread
 from tests.factories import auth
+from tests.ledger.support import journal_entries
 from tests.test_cli import Served
 
 PAY = "/v1/demo/payments"
@@ -49,7 +50,7 @@ async def test_a_demo_purchase_is_a_signed_webhook_event_applied_once(
     assert other.json()["error"]["code"] == "idempotency_conflict"
 
     # The journal holds one purchase, exactly like a provider's webhook leaves it.
-    entries = await store.redis.xrange(keys.JOURNAL)
+    entries = await store.redis.xrange(keys.journal("alice"))
     assert [(e[1]["type"], e[1]["coins"]) for e in entries] == [("purchase", "500")]
     assert await store.redis.exists(keys.payment_seen(data["event_id"]))
 
@@ -90,7 +91,7 @@ async def test_bad_demo_purchases_are_refused_and_change_nothing(
     response = await demo_http.post(PAY, content=orjson.dumps(body), headers=headers)
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code
-    assert await store.redis.xlen(keys.JOURNAL) == 0
+    assert await journal_entries(store.redis) == []
 
 
 async def test_the_demo_endpoint_is_documented_only_when_it_exists(

@@ -19,7 +19,7 @@
     KEYS[2] wallet              {u:T}:wallet
     KEYS[3] earnings by day     {u:T}:earned   (day number -> diamonds; before hourly holds)
     KEYS[4] cash-outs           {u:T}:cashouts (cash-out id -> JSON)
-    KEYS[5] journal             {ledger}:journal
+    KEYS[5] journal             {u:T}:journal
     KEYS[6] held diamonds       {u:T}:held     (release unix ms -> diamonds)
     ARGV[1] streamer id         ARGV[2] diamonds      ARGV[3] cents for them
     ARGV[4] request fingerprint ARGV[5] now, unix ms  ARGV[6] minimum diamonds

@@ -10,7 +10,7 @@
     KEYS[1] payment record     {ledger}:payment:<event_id>  (one per provider event)
     KEYS[2] wallet             {u:U}:wallet
     KEYS[3] purchases          {u:U}:purchases   (package id -> un-refunded count)
-    KEYS[4] journal            {ledger}:journal
+    KEYS[4] journal            {u:U}:journal
     ARGV[1] user id            ARGV[2] provider event id
     ARGV[3] event type: payment.succeeded | payment.refunded
     ARGV[4] package id         ARGV[5] package coins

@@ -14,6 +14,9 @@
   Diamonds are held until ARGV[21], a release time the caller rounds up to a whole
   hour (never sooner than the holding period): one bucket per release hour in
   KEYS[5], whose released buckets are dropped when a new one starts.
+  The journal entry and the platform share go to the streamer's slot, where the
+  diamonds and the share are computed (from `received`): no key is written by
+  every gift (docs/scaling.md, "The ledger across slots").
 
   The combo of (sender, gift) lives in a field of the stream meta,
   "c:<sender>:<gift>" = "<combo>|<last tap ms>|<event fragment>", so reading and
@@ -28,12 +31,12 @@
     KEYS[3]  stream meta               {s:S}:meta
     KEYS[4]  streamer wallet           {u:T}:wallet
     KEYS[5]  streamer's held diamonds  {u:T}:held   (release unix ms -> diamonds)
-    KEYS[6]  platform account          {ledger}:platform
+    KEYS[6]  platform account          {u:T}:platform  (its share of gifts to T)
     KEYS[7]  stream leaderboard        {s:S}:lb
     KEYS[8]  channel leaderboard, day  {u:T}:lb:day:<n>
     KEYS[9]  channel leaderboard, all  {u:T}:lb:all
     KEYS[10] open streaks              {s:S}:streaks
-    KEYS[11] journal                   {ledger}:journal
+    KEYS[11] journal                   {u:T}:journal   (T's, in the order T received)
     KEYS[12] stream history            {s:S}:history
     ARGV[1]  sender id          ARGV[2]  sender display name
     ARGV[3]  streamer id the caller expects to own the stream
