@@ -71,6 +71,11 @@ def stream_channel(stream_id: str) -> str:
     return f"{{s:{stream_id}}}:events"
 
 
+# Before a script's channel argument: publish with SPUBLISH (a cluster), not PUBLISH.
+# `emitEvent` (lua/include/event.lua) reads it; a channel starts with "{" otherwise.
+SHARDED = "sharded:"
+
+
 WALLET_PATTERN = "{u:*}:wallet"
 STREAM_PATTERN = "{s:*}:meta"
 
