@@ -72,7 +72,8 @@ def stream_channel(stream_id: str) -> str:
 
 
 # Before a script's channel argument: publish with SPUBLISH (a cluster), not PUBLISH.
-# `emitEvent` (lua/include/event.lua) reads it; a channel starts with "{" otherwise.
+# `emitEvent` (lua/include/event.lua) reads it; a channel starts with "{" otherwise,
+# and the mark must sort below "{" (the script compares, and strips 8 characters).
 SHARDED = "sharded:"
 
 

@@ -45,7 +45,9 @@ end
 -- channel hashes to it, so the script may publish there). keys.SHARDED is the prefix.
 local function emitEvent(historyKey, historyMax, channel, id, json)
   redis.call('XADD', historyKey, 'MAXLEN', '~', historyMax, id .. '-0', 'e', json)
-  if string.byte(channel) == 123 then -- "{"
+  -- A plain channel starts with "{", a marked one with "s", which sorts below it: a
+  -- comparison, not a call of string.byte, which costs every gift (make bench-script).
+  if channel > "{" then
     redis.call('PUBLISH', channel, json)
   else
     redis.call('SPUBLISH', string.sub(channel, 9), json)
