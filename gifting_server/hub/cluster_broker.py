@@ -33,7 +33,8 @@ def _ignore(*_: object) -> None:
 class ClusterBroker:
     """A `Broker` on a Redis Cluster (`decode_responses=False`).
 
-    When a node's connection is lost (a master died, a slot moved), the broker
+    When a node's connection is lost (a master died) or a node drops a subscription
+    (its slot moved to another master), the broker
     reloads the slot map, subscribes every followed stream again on a new
     `ClusterPubSub` and calls `on_resubscribed` for each once confirmed: events
     published while no subscription existed come from the history."""
@@ -124,6 +125,12 @@ class ClusterBroker:
         kind, channel = message["type"], message["channel"]
         if kind == "smessage":
             self.on_event(stream_of_channel(channel), message["data"])
+        elif kind == "sunsubscribe":
+            # Not asked for (unsubscribe forgets the stream first): the slot moved to
+            # another master, which unsubscribed every client of its channels.
+            if stream_of_channel(channel) in self.confirmed:
+                log.warning("%r unsubscribed by its node (its slot moved)", channel)
+                self.lost = True
         elif kind == "ssubscribe":
             stream_id = stream_of_channel(channel)
             confirmed = self.confirmed.get(stream_id)

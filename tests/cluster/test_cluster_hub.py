@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from redis.crc import key_slot
 
 from gifting_server.errors import GiftingError
 from gifting_server.ledger import keys, streams
 from gifting_server.ledger.store import Store, connect
 from gifting_server.ledger.stream_state import publish_viewers
-from gifting_server.local_cluster import LocalCluster
+from gifting_server.local_cluster import LocalCluster, NodeInfo
 from tests.conftest import ServerThread, make_settings
 from tests.factories import token
 from tests.hub.wsclient import WsClient
@@ -175,3 +177,52 @@ async def test_after_a_failover_the_worker_subscribes_again_by_itself(
             await received(viewer, stream_id, 2)
             assert_no_silent_gap(seen(viewer, stream_id))
         viewer.assert_no_traceback()
+
+
+def set_slot(cluster: LocalCluster, port: int, slot: int, *state: str) -> None:
+    node = cluster.node(port)
+    with redis.Redis(host=node.host, port=node.port) as client:
+        client.execute_command("CLUSTER", "SETSLOT", slot, *state)
+
+
+def move_slot(cluster: LocalCluster, slot: int, target: NodeInfo) -> None:
+    """Moves `slot` and its keys to `target`, as `redis-cli --cluster reshard` does."""
+    source = cluster.master_for_slot(slot)
+    set_slot(cluster, target.port, slot, "IMPORTING", source.node_id)
+    set_slot(cluster, source.port, slot, "MIGRATING", target.node_id)
+    with redis.Redis(host=source.host, port=source.port) as client:
+        while names := client.cluster("GETKEYSINSLOT", slot, 100):
+            client.migrate(target.host, target.port, names, 0, 5000)
+    for node in cluster.nodes():
+        if node.role == "master":
+            set_slot(cluster, node.port, slot, "NODE", target.node_id)
+
+
+async def test_after_a_slot_moves_the_worker_subscribes_on_its_new_master(
+    redis_cluster: LocalCluster, store: Store, worker: ServerThread
+) -> None:
+    stream_ids = one_stream_per_master(redis_cluster)
+    watched = stream_ids[0]
+    for stream_id in stream_ids:
+        await streams.start_stream(store, "streamer1", stream_id)
+    slot = key_slot(keys.stream(watched).encode())
+    source = redis_cluster.master_for_slot(slot)
+    target = next(n for n in redis_cluster.nodes() if n.role == "master" and n.port != source.port)
+    async with await WsClient.open(worker.url, token("ann")) as viewer:
+        for stream_id in stream_ids:
+            await viewer.subscribe(stream_id)
+        await publish_viewers(store, watched, 1)
+        await received(viewer, watched, 1)
+        try:
+            move_slot(redis_cluster, slot, target)
+            published = [await publish_until_served(store, watched, n) for n in range(2, 8)]
+            await received(viewer, watched, published[-1])
+            history = seen(viewer, watched)
+            assert_no_silent_gap(history)
+            events = [v for k, v in history if k == "event"]
+            assert set(range(1, published[-1] + 1)) <= set(events)
+            viewer.assert_no_traceback()
+        finally:
+            if redis_cluster.master_for_slot(slot).port != source.port:
+                move_slot(redis_cluster, slot, source)
+            await asyncio.to_thread(redis_cluster.wait_ready)
