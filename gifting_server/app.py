@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
+from redis.asyncio.cluster import RedisCluster
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -27,12 +28,20 @@ from gifting_server.config import Settings, load_settings
 from gifting_server.embedded_redis import read_status
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.hub import heartbeat
+from gifting_server.hub.broker import Broker
+from gifting_server.hub.cluster_broker import ClusterBroker
 from gifting_server.hub.hub import Hub
 from gifting_server.hub.redis_broker import RedisBroker
 from gifting_server.hub.redis_history import RedisHistory
 from gifting_server.ledger import streaks, stream_state
 from gifting_server.ledger.presence import Presence
-from gifting_server.ledger.store import Store, connect, connect_single
+from gifting_server.ledger.store import (
+    RedisClient,
+    Store,
+    connect,
+    connect_cluster,
+    connect_single,
+)
 from gifting_server.scheduler import Scheduler
 from gifting_server.tasks import for_each_stream
 
@@ -135,10 +144,17 @@ def create_app(settings: Settings) -> Starlette:
         timeout = settings.limits.request_timeout_s
         redis = await connect(settings.redis_url, timeout)
         app.state.store = Store(redis, settings)
-        # The hub reads and subscribes through one node: sharded pub/sub and history
-        # per slot come with the hub's cluster support (docs/scaling.md).
-        hub_redis = connect_single(settings.redis_url, timeout, decode_responses=False)
-        hub = Hub(settings, RedisBroker(hub_redis), RedisHistory(hub_redis))
+        # The hub's own client (raw bytes): on a cluster, sharded pub/sub and history
+        # reads on the master of each stream's slot (docs/scaling.md).
+        hub_redis: RedisClient
+        broker: Broker
+        if isinstance(redis, RedisCluster):
+            hub_redis = await connect_cluster(settings.redis_url, timeout, decode_responses=False)
+            broker = ClusterBroker(hub_redis)
+        else:
+            hub_redis = connect_single(settings.redis_url, timeout, decode_responses=False)
+            broker = RedisBroker(hub_redis)
+        hub = Hub(settings, broker, RedisHistory(hub_redis))
         scheduler = periodic_work(hub, app.state.store)
         hub.start()
         scheduler.start()

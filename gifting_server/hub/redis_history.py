@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from gifting_server.events import event_id_of
 from gifting_server.hub.history import Replay
@@ -16,9 +17,10 @@ REPLAY_CHUNK = 500
 
 
 class RedisHistory:
-    """A `History` on one Redis."""
+    """A `History` on one Redis or a cluster: every key it reads is one stream's,
+    in the stream's slot, so the replay's transaction runs on that slot's master."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis | RedisCluster) -> None:
         self.redis = redis  # a client with decode_responses=False
 
     async def head(self, stream_id: str) -> tuple[int, int]:

@@ -84,6 +84,12 @@ def stream_channel(stream_id: str) -> str:
     return f"{{s:{stream_id}}}:events"
 
 
+# Before a script's channel argument: publish with SPUBLISH (a cluster), not PUBLISH.
+# `emitEvent` (lua/include/event.lua) reads it; a channel starts with "{" otherwise,
+# and the mark must sort below "{" (the script compares, and strips 8 characters).
+SHARDED = "sharded:"
+
+
 WALLET_PATTERN = "{u:*}:wallet"
 JOURNAL_PATTERN = "{u:*}:journal"
 PLATFORM_PATTERN = "{u:*}:platform"

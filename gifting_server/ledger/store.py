@@ -14,6 +14,7 @@ from redis.backoff import NoBackoff
 
 from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode, GiftingError, script_error
+from gifting_server.ledger import keys
 from gifting_server.ledger.clock import wall_clock_ms
 from gifting_server.ledger.scripts import Scripts
 from gifting_server.ledger.streaks import RecentGifts
@@ -127,6 +128,13 @@ class Store:
 
     def __post_init__(self) -> None:
         self.scripts = Scripts.of(self.redis)
+        self.sharded_events = isinstance(self.redis, RedisCluster)
+
+    def event_channel(self, stream_id: str) -> str:
+        """A script's channel argument: the stream's channel, marked for SPUBLISH on a
+        cluster (`emitEvent` in lua/include/event.lua)."""
+        channel = keys.stream_channel(stream_id)
+        return keys.SHARDED + channel if self.sharded_events else channel
 
     async def close(self) -> None:
         await self.scripts.close()

@@ -53,7 +53,7 @@ async def close_streaks(store: Store, served: Collection[str]) -> None:
                 store.clock(),
                 settings.limits.combo_window_ms,
                 settings.history.max_events,
-                keys.stream_channel(stream_id),
+                store.event_channel(stream_id),
                 MOST_CLOSED_PER_CALL,
             ],
         )

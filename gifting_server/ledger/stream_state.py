@@ -44,6 +44,6 @@ async def _publish(
             kind,
             store.clock(),
             store.settings.history.max_events,
-            keys.stream_channel(stream_id),
+            store.event_channel(stream_id),
         ],
     )

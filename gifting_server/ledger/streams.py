@@ -46,7 +46,7 @@ async def end_stream(store: Store, streamer_id: str, stream_id: str) -> int:
             streamer_id,
             store.clock(),
             store.settings.history.max_events,
-            keys.stream_channel(stream_id),
+            store.event_channel(stream_id),
         ],
     )
     return int(result[1])

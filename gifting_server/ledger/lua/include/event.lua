@@ -39,7 +39,17 @@ end
 -- Append the event to the history (entry id "<event_id>-0", field "e") and publish
 -- it. Entry ids must grow, so only a script's first append can fail (a meta restored
 -- behind its history); scripts call this before any other write.
+-- `channel` is the stream's channel, {s:<stream>}:events, published with PUBLISH (a
+-- single Redis, which may be older than 7), or "sharded:" and the channel on a
+-- cluster: SPUBLISH, which keeps the event on the shard of the stream's slot (the
+-- channel hashes to it, so the script may publish there). keys.SHARDED is the prefix.
 local function emitEvent(historyKey, historyMax, channel, id, json)
   redis.call('XADD', historyKey, 'MAXLEN', '~', historyMax, id .. '-0', 'e', json)
-  redis.call('PUBLISH', channel, json)
+  -- A plain channel starts with "{", a marked one with "s", which sorts below it: a
+  -- comparison, not a call of string.byte, which costs every gift (make bench-script).
+  if channel > "{" then
+    redis.call('PUBLISH', channel, json)
+  else
+    redis.call('SPUBLISH', string.sub(channel, 9), json)
+  end
 end

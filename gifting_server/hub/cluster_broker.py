@@ -1,0 +1,141 @@
+"""The broker on a Redis Cluster: sharded pub/sub, so a stream's events stay on the
+shard of its slot. One SSUBSCRIBE per stream with local viewers, per worker, sent
+to the master of the stream's slot through redis-py's `ClusterPubSub`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from redis import exceptions as redis_errors
+from redis.asyncio.cluster import ClusterPubSub, RedisCluster
+
+from gifting_server.hub.broker import OnEvent, OnResubscribed
+from gifting_server.hub.redis_broker import stream_of_channel
+from gifting_server.ledger import keys
+from gifting_server.tasks import cancel_and_wait
+
+log = logging.getLogger("gifting_server.broker")
+
+# `get_sharded_message` waits this long on each node's connection in turn: an idle
+# node delays a message waiting on another by at most this, per idle node.
+READ_WAIT_S = 0.01
+# A lost node, a failover, a slot moved away: every error of a read.
+LOST = (redis_errors.RedisError, OSError, RuntimeError)
+
+
+def _ignore(*_: object) -> None:
+    pass
+
+
+class ClusterBroker:
+    """A `Broker` on a Redis Cluster (`decode_responses=False`).
+
+    When a node's connection is lost (a master died) or a node drops a subscription
+    (its slot moved to another master), the broker
+    reloads the slot map, subscribes every followed stream again on a new
+    `ClusterPubSub` and calls `on_resubscribed` for each once confirmed: events
+    published while no subscription existed come from the history."""
+
+    def __init__(self, cluster: RedisCluster) -> None:
+        self.cluster = cluster
+        self.on_event: OnEvent = _ignore
+        self.on_resubscribed: OnResubscribed = _ignore
+        self.pubsub: ClusterPubSub = cluster.pubsub()
+        self.confirmed: dict[str, asyncio.Event] = {}
+        # A hung node never confirms: wait for it no longer than for any other answer.
+        self.timeout_s = cluster.connection_kwargs.get("socket_timeout") or 5.0
+        # Subscribing and replacing the pubsub after a loss never overlap.
+        self.subscribing = asyncio.Lock()
+        self.lost = False  # the pubsub lost a node and is not replaced yet
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self, on_event: OnEvent, on_resubscribed: OnResubscribed) -> None:
+        self.on_event, self.on_resubscribed = on_event, on_resubscribed
+        self.task = asyncio.create_task(self._read_forever(), name="cluster-broker-reader")
+
+    async def stop(self) -> None:
+        if self.task:
+            await cancel_and_wait(self.task)
+        with contextlib.suppress(Exception):
+            await self.pubsub.aclose()
+
+    async def subscribe(self, stream_id: str) -> None:
+        """Returns once the slot's master confirmed it: from then on no published
+        event is missed. Raises when it does not confirm in time (unsubscribe then)."""
+        confirmed = self.confirmed.get(stream_id)
+        if confirmed is None:
+            confirmed = self.confirmed[stream_id] = asyncio.Event()
+            async with self.subscribing:
+                await self.pubsub.ssubscribe(keys.stream_channel(stream_id))
+        await asyncio.wait_for(confirmed.wait(), self.timeout_s)
+
+    async def unsubscribe(self, stream_id: str) -> None:
+        if self.confirmed.pop(stream_id, None) is not None:
+            with contextlib.suppress(*LOST):
+                async with self.subscribing:
+                    await self.pubsub.sunsubscribe(keys.stream_channel(stream_id))
+
+    async def _read_forever(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                if self.lost:
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    await self._subscribe_again()
+                    continue
+                if not self.confirmed or not self.pubsub.node_pubsub_mapping:
+                    await asyncio.sleep(0.05)  # nothing to read until a stream is followed
+                    continue
+                message = await self.pubsub.get_sharded_message(timeout=READ_WAIT_S)
+                backoff = 0.05
+            except LOST as e:
+                log.warning("sharded pub/sub lost (%r); subscribing again", e)
+                self.lost = True
+                continue
+            if message is None:
+                continue
+            try:
+                self._dispatch(message)
+            except Exception:
+                log.exception("pub/sub message %r could not be handled", message.get("type"))
+
+    async def _subscribe_again(self) -> None:
+        """A new pubsub over a reloaded slot map, every followed stream subscribed on
+        the master that serves it now. Their confirmations call `on_resubscribed`."""
+        async with self.subscribing:
+            with contextlib.suppress(Exception):
+                await self.pubsub.aclose()
+            try:
+                await self.cluster.nodes_manager.initialize()
+                # After the reload: a pubsub's own repair on a new map never runs.
+                self.pubsub = self.cluster.pubsub()
+                for stream_id in list(self.confirmed):
+                    await self.pubsub.ssubscribe(keys.stream_channel(stream_id))
+                self.lost = False
+            except LOST as e:
+                # The slot's master is still the dead one (no failover yet): again
+                # after the backoff, on a map read again.
+                log.warning("subscribing again failed (%r); retrying", e)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind, channel = message["type"], message["channel"]
+        if kind == "smessage":
+            self.on_event(stream_of_channel(channel), message["data"])
+        elif kind == "sunsubscribe":
+            # Not asked for (unsubscribe forgets the stream first): the slot moved to
+            # another master, which unsubscribed every client of its channels.
+            if stream_of_channel(channel) in self.confirmed:
+                log.warning("%r unsubscribed by its node (its slot moved)", channel)
+                self.lost = True
+        elif kind == "ssubscribe":
+            stream_id = stream_of_channel(channel)
+            confirmed = self.confirmed.get(stream_id)
+            if confirmed is None:
+                return
+            if confirmed.is_set():
+                self.on_resubscribed(stream_id)
+            confirmed.set()
