@@ -59,7 +59,10 @@ def gift_call(
     count: int,
     idempotency_key: str,
     now: int,
+    channel: str | None = None,
 ) -> GiftCall:
+    """`channel`: the script's publish argument, `Store.event_channel` (marked for
+    SPUBLISH on a cluster); the stream's plain channel when not given."""
     limits = settings.limits
     return GiftCall(
         keys=[
@@ -94,7 +97,7 @@ def gift_call(
             limits.idempotency_ttl_s * 1000,
             settings.history.max_events,
             _event_fragment(sender, gift),
-            keys.stream_channel(stream_id),
+            channel or keys.stream_channel(stream_id),
             idempotency_key,
             stream_id,
             held_until(now, settings.economy.holding_period_days * DAY_MS),
@@ -149,7 +152,15 @@ async def run_send_gift(
     tests and benchmarks drive (a count past the limit, say)."""
     streamer = await streamer_of(store, stream_id)
     call = gift_call(
-        store.settings, sender, stream_id, streamer, gift, count, idempotency_key, store.clock()
+        store.settings,
+        sender,
+        stream_id,
+        streamer,
+        gift,
+        count,
+        idempotency_key,
+        store.clock(),
+        store.event_channel(stream_id),
     )
     result = await store.run_script("send_gift", call.keys, call.args)
     streaks.note_gift(store, stream_id)  # this worker closes the streak, viewers or not
