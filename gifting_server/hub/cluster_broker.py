@@ -12,10 +12,8 @@ from typing import Any
 from redis import exceptions as redis_errors
 from redis.asyncio.cluster import ClusterPubSub, RedisCluster
 
-from gifting_server.hub.broker import OnEvent, OnResubscribed
-from gifting_server.hub.redis_broker import stream_of_channel
+from gifting_server.hub.pubsub_broker import PubSubBroker, stream_of_channel
 from gifting_server.ledger import keys
-from gifting_server.tasks import cancel_and_wait
 
 log = logging.getLogger("gifting_server.broker")
 
@@ -26,11 +24,7 @@ READ_WAIT_S = 0.01
 LOST = (redis_errors.RedisError, OSError, RuntimeError)
 
 
-def _ignore(*_: object) -> None:
-    pass
-
-
-class ClusterBroker:
+class ClusterBroker(PubSubBroker):
     """A `Broker` on a Redis Cluster (`decode_responses=False`).
 
     When a node's connection is lost (a master died) or a node drops a subscription
@@ -39,38 +33,17 @@ class ClusterBroker:
     `ClusterPubSub` and calls `on_resubscribed` for each once confirmed: events
     published while no subscription existed come from the history."""
 
+    reader_name = "cluster-broker-reader"
+
     def __init__(self, cluster: RedisCluster) -> None:
+        timeout_s = cluster.connection_kwargs.get("socket_timeout") or 5.0
+        super().__init__(cluster.pubsub(), timeout_s)
+        self.pubsub: ClusterPubSub
         self.cluster = cluster
-        self.on_event: OnEvent = _ignore
-        self.on_resubscribed: OnResubscribed = _ignore
-        self.pubsub: ClusterPubSub = cluster.pubsub()
-        self.confirmed: dict[str, asyncio.Event] = {}
-        # A hung node never confirms: wait for it no longer than for any other answer.
-        self.timeout_s = cluster.connection_kwargs.get("socket_timeout") or 5.0
-        # Subscribing and replacing the pubsub after a loss never overlap.
-        self.subscribing = asyncio.Lock()
         self.lost = False  # the pubsub lost a node and is not replaced yet
-        self.task: asyncio.Task[None] | None = None
 
-    def start(self, on_event: OnEvent, on_resubscribed: OnResubscribed) -> None:
-        self.on_event, self.on_resubscribed = on_event, on_resubscribed
-        self.task = asyncio.create_task(self._read_forever(), name="cluster-broker-reader")
-
-    async def stop(self) -> None:
-        if self.task:
-            await cancel_and_wait(self.task)
-        with contextlib.suppress(Exception):
-            await self.pubsub.aclose()
-
-    async def subscribe(self, stream_id: str) -> None:
-        """Returns once the slot's master confirmed it: from then on no published
-        event is missed. Raises when it does not confirm in time (unsubscribe then)."""
-        confirmed = self.confirmed.get(stream_id)
-        if confirmed is None:
-            confirmed = self.confirmed[stream_id] = asyncio.Event()
-            async with self.subscribing:
-                await self.pubsub.ssubscribe(keys.stream_channel(stream_id))
-        await asyncio.wait_for(confirmed.wait(), self.timeout_s)
+    async def _send_subscribe(self, channel: str) -> None:
+        await self.pubsub.ssubscribe(channel)
 
     async def unsubscribe(self, stream_id: str) -> None:
         if self.confirmed.pop(stream_id, None) is not None:
@@ -132,10 +105,4 @@ class ClusterBroker:
                 log.warning("%r unsubscribed by its node (its slot moved)", channel)
                 self.lost = True
         elif kind == "ssubscribe":
-            stream_id = stream_of_channel(channel)
-            confirmed = self.confirmed.get(stream_id)
-            if confirmed is None:
-                return
-            if confirmed.is_set():
-                self.on_resubscribed(stream_id)
-            confirmed.set()
+            self._confirmed(channel)

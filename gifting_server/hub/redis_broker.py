@@ -10,61 +10,23 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 
-from gifting_server.hub.broker import OnEvent, OnResubscribed
+from gifting_server.hub.pubsub_broker import PubSubBroker, stream_of_channel
 from gifting_server.ledger import keys
-from gifting_server.tasks import cancel_and_wait
 
 log = logging.getLogger("gifting_server.broker")
 
-CHANNEL_PREFIX = keys.stream_channel("")[: -len("}:events")]
-CHANNEL_SUFFIX = "}:events"
 
-
-def stream_of_channel(channel: bytes) -> str:
-    return channel.decode()[len(CHANNEL_PREFIX) : -len(CHANNEL_SUFFIX)]
-
-
-def _ignore(*_: object) -> None:
-    pass
-
-
-class RedisBroker:
-    """A `Broker` on one Redis (`decode_responses=False`)."""
+class RedisBroker(PubSubBroker):
+    """A `Broker` on one Redis (`decode_responses=False`): classic pub/sub."""
 
     def __init__(self, redis: Redis) -> None:
+        timeout_s = redis.connection_pool.connection_kwargs.get("socket_timeout") or 5.0
+        super().__init__(redis.pubsub(), timeout_s)
         self.redis = redis
-        self.on_event: OnEvent = _ignore
-        self.on_resubscribed: OnResubscribed = _ignore
-        self.pubsub: PubSub = redis.pubsub()
-        self.confirmed: dict[str, asyncio.Event] = {}
-        # A hung Redis never confirms: wait for it no longer than for any other answer.
-        self.timeout_s = redis.connection_pool.connection_kwargs.get("socket_timeout") or 5.0
-        # redis-py's PubSub opens its connection on the first command; concurrent
-        # first subscribes would each open one and all but the last would be lost.
-        self.subscribing = asyncio.Lock()
-        self.task: asyncio.Task[None] | None = None
 
-    def start(self, on_event: OnEvent, on_resubscribed: OnResubscribed) -> None:
-        self.on_event, self.on_resubscribed = on_event, on_resubscribed
-        self.task = asyncio.create_task(self._read_forever(), name="broker-reader")
-
-    async def stop(self) -> None:
-        if self.task:
-            await cancel_and_wait(self.task)
-        with contextlib.suppress(Exception):
-            await self.pubsub.aclose()  # type: ignore[no-untyped-call]
-
-    async def subscribe(self, stream_id: str) -> None:
-        """Returns once Redis confirmed it: from then on no published event is missed.
-        Raises TimeoutError when Redis does not confirm in time (unsubscribe then)."""
-        confirmed = self.confirmed.get(stream_id)
-        if confirmed is None:
-            confirmed = self.confirmed[stream_id] = asyncio.Event()
-            async with self.subscribing:
-                await self.pubsub.subscribe(keys.stream_channel(stream_id))
-        await asyncio.wait_for(confirmed.wait(), self.timeout_s)
+    async def _send_subscribe(self, channel: str) -> None:
+        await self.pubsub.subscribe(channel)
 
     async def unsubscribe(self, stream_id: str) -> None:
         if self.confirmed.pop(stream_id, None) is not None:
@@ -103,10 +65,4 @@ class RedisBroker:
         if kind == "message":
             self.on_event(stream_of_channel(channel), message["data"])
         elif kind == "subscribe":
-            stream_id = stream_of_channel(channel)
-            confirmed = self.confirmed.get(stream_id)
-            if confirmed is None:
-                return
-            if confirmed.is_set():
-                self.on_resubscribed(stream_id)
-            confirmed.set()
+            self._confirmed(channel)
