@@ -69,12 +69,8 @@ class ClusterBroker(PubSubBroker):
                 log.warning("sharded pub/sub lost (%r); subscribing again", e)
                 self.lost = True
                 continue
-            if message is None:
-                continue
-            try:
-                self._dispatch(message)
-            except Exception:
-                log.exception("pub/sub message %r could not be handled", message.get("type"))
+            if message is not None:
+                self._deliver(message)
 
     async def _subscribe_again(self) -> None:
         """A new pubsub over a reloaded slot map, every followed stream subscribed on

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 from gifting_server.hub.broker import OnEvent, OnResubscribed
 from gifting_server.ledger import keys
 from gifting_server.tasks import cancel_and_wait
+
+log = logging.getLogger("gifting_server.broker")
 
 CHANNEL_PREFIX = keys.stream_channel("")[: -len("}:events")]
 CHANNEL_SUFFIX = "}:events"
@@ -70,6 +73,17 @@ class PubSubBroker:
 
     async def _read_forever(self) -> None:
         raise NotImplementedError
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _deliver(self, message: dict[str, Any]) -> None:
+        """One message to `_dispatch`: whatever goes wrong with it, the reader that
+        every stream's fan-out depends on goes on."""
+        try:
+            self._dispatch(message)
+        except Exception:
+            log.exception("pub/sub message %r could not be handled", message.get("type"))
 
     def _confirmed(self, channel: bytes) -> None:
         """Redis confirmed a subscription: the first one lets `subscribe` return; a

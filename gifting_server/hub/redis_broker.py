@@ -53,12 +53,8 @@ class RedisBroker(PubSubBroker):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
-            if message is None:
-                continue
-            try:
-                self._dispatch(message)
-            except Exception:
-                log.exception("pub/sub message %r could not be handled", message.get("type"))
+            if message is not None:
+                self._deliver(message)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind, channel = message["type"], message["channel"]
