@@ -238,9 +238,7 @@ def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = N
         # `serve --demo` turns demo payments on for every worker through the environment.
         demo_payments=server.demo_payments or env.get("GIFTING_DEMO_PAYMENTS") == "1",
         metrics_multiprocess=bool(env.get("PROMETHEUS_MULTIPROC_DIR")),
-        serve_pid=int(env.get("GIFTING_SERVE_PID") or 0)
-        if (env.get("GIFTING_SERVE_PID") or "").isdigit()
-        else 0,
+        serve_pid=_pid(env.get("GIFTING_SERVE_PID", "")),
     )
 
 
@@ -397,3 +395,8 @@ def _unique(ids: list[str], what: str) -> None:
         if item in seen:
             raise ConfigError(f"{what} id {item!r} appears twice")
         seen.add(item)
+
+
+def _pid(text: str) -> int:
+    """A process id from the environment; 0 (none) for anything else."""
+    return int(text) if text.isascii() and text.isdigit() else 0
