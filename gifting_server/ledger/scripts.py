@@ -22,6 +22,10 @@ from gifting_server.ledger.pipeline import ScriptPipeline
 
 SCRIPT_NAMES = (
     "send_gift",
+    "gift_gate",
+    "debit_gift",
+    "credit_stream",
+    "credit_streamer",
     "recharge",
     "cashout",
     "set_daily_limit",

@@ -125,10 +125,13 @@ class Store:
     # stream → its streamer. Owners never change, so each worker remembers them.
     streamers: dict[str, str] = field(init=False, default_factory=dict)
     recent_gifts: RecentGifts = field(init=False, default_factory=RecentGifts)
+    gifts_across_slots: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self.scripts = Scripts.of(self.redis)
         self.sharded_events = isinstance(self.redis, RedisCluster)
+        # A gift in steps, one per slot (ledger/transfers.py), instead of one script.
+        self.gifts_across_slots = self.sharded_events or self.settings.gifts_across_slots
 
     def event_channel(self, stream_id: str) -> str:
         """A script's channel argument: the stream's channel, marked for SPUBLISH on a
