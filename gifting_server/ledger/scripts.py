@@ -23,6 +23,9 @@ from gifting_server.ledger.pipeline import ScriptPipeline
 SCRIPT_NAMES = (
     "send_gift",
     "recharge",
+    "claim_payment",
+    "mark_payment_applied",
+    "release_payment_claim",
     "cashout",
     "set_daily_limit",
     "start_stream",
