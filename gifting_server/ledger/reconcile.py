@@ -13,7 +13,10 @@ included), that each wallet and each platform account replays from the journal,
 that no balance is negative, that every gift has all its legs (debit = diamonds +
 platform share, the creator share, `received`, the stream and all-time
 leaderboards), that each entry is in the journal of the user it belongs to, and
-that every payment event was credited exactly once. It never writes. Run it on a
+that every payment event was credited exactly once, its global record and any
+user's record (`{u:U}:payment:<event>`, a cluster's) backed by the journal; a claim
+not applied (a crash between a cluster payment's steps) is listed, not failed. It
+never writes. Run it on a
 quiet ledger: a gift landing between reading the journals and reading the wallets
 shows as a difference. `reconcile_main` then prints the risk report (`risk.py`):
 warnings only.
