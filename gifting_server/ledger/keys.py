@@ -92,6 +92,12 @@ def payment_seen(event_id: str) -> str:
     return f"{{ledger}}:payment:{event_id}"
 
 
+def user_payment(user_id: str, event_id: str) -> str:
+    """A payment's record in its user's slot, holding its result: what makes applying
+    it idempotent on a cluster, where the global record is in another slot."""
+    return f"{{u:{user_id}}}:payment:{event_id}"
+
+
 def purchases(user_id: str) -> str:
     return f"{{u:{user_id}}}:purchases"
 
@@ -135,6 +141,7 @@ SHARDED = "sharded:"
 
 
 WALLET_PATTERN = "{u:*}:wallet"
+USER_PAYMENT_PATTERN = "{u:*}:payment:*"
 JOURNAL_PATTERN = "{u:*}:journal"
 PLATFORM_PATTERN = "{u:*}:platform"
 STREAM_PATTERN = "{s:*}:meta"
@@ -151,6 +158,11 @@ def platform_of_journal(journal_key: str) -> str:
     if journal_key == LEGACY_JOURNAL:
         return LEGACY_PLATFORM_ACCOUNT
     return journal_key.removesuffix(":journal") + ":platform"
+
+
+def user_and_event_of_user_payment(key: str) -> tuple[str, str]:
+    user, _, event_id = key[len("{u:") :].partition("}:payment:")
+    return user, event_id
 
 
 def stream_of_meta_key(key: str) -> str:

@@ -132,6 +132,10 @@ class Store:
         self.sharded_events = isinstance(self.redis, RedisCluster)
         # A gift in steps, one per slot (ledger/transfers.py), instead of one script.
         self.gifts_across_slots = self.sharded_events or self.settings.gifts_across_slots
+        # A payment's global record and its user's keys are in two slots on a cluster:
+        # three idempotent steps instead of one script (payments.py). Settable, so that
+        # one Redis can run that path too.
+        self.payments_across_slots = isinstance(self.redis, RedisCluster)
 
     def event_channel(self, stream_id: str) -> str:
         """A script's channel argument: the stream's channel, marked for SPUBLISH on a
