@@ -107,8 +107,10 @@ class LedgerMachine(RuleBasedStateMachine):
         self.boards: dict[str, Counter[str]] = {stream: Counter() for stream in STREAMS}
         self.payments: dict[str, tuple[str, str, str, PaymentResult]] = {}
         self.gifts: dict[tuple[str, str], tuple[str, GiftReceipt]] = {}
-        # Debited by a worker that died before crediting: (sender, key) -> coins left.
-        self.pending: dict[tuple[str, str], tuple[str, int]] = {}
+        # Debited by a worker that died before crediting: (sender, key) -> the request's
+        # fingerprint and the coins left; `pending` while nothing finished them.
+        self.died: dict[tuple[str, str], tuple[str, int]] = {}
+        self.pending: set[tuple[str, str]] = set()
         self.cashouts: dict[tuple[str, str], tuple[int, Cashout]] = {}
         self.serial = 0
 
@@ -229,15 +231,14 @@ class LedgerMachine(RuleBasedStateMachine):
         if stream not in STREAMS:
             assert error is ErrorCode.UNKNOWN_STREAM, (error, receipt)
             return
-        died = self.pending.pop((sender, key), None)
-        if died is not None:  # the retry finishes what the dead worker debited
+        died = self.died.get((sender, key))
+        if died is not None:  # a retry answers (and finishes) what a dead worker debited
             if died[0] != fingerprint:
                 assert error is ErrorCode.IDEMPOTENCY_CONFLICT, (error, receipt)
-                self.pending[(sender, key)] = died
             else:
                 assert receipt is not None and receipt.replayed, (error, receipt)
                 assert receipt.coins == died[1]
-                self.gifts[(sender, key)] = (fingerprint, dataclasses.replace(receipt))
+                self.pending.discard((sender, key))
             return
         seen = self.gifts.get((sender, key))
         if seen is not None:
@@ -302,7 +303,8 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         self.commit(sender, stream, cost)
         assert debited.coins_left == account.coins
-        self.pending[(sender, key)] = (f"{stream}|{gift_id}|{count}", debited.coins_left)
+        self.died[(sender, key)] = (f"{stream}|{gift_id}|{count}", debited.coins_left)
+        self.pending.add((sender, key))
 
     @precondition(lambda self: self.across_slots)
     @rule(
