@@ -16,7 +16,7 @@ three slots, and a script may touch only one. So a gift is a transfer:
 
 The client is answered after step 4. A worker that dies after step 2 leaves the
 transfer in the outbox; the relay of any worker (`relay_transfers`) finishes it
-once it is older than `RELAY_AFTER_MS`, and a retry with the same key finishes it
+once it is older than `[transfers] relay_after_ms`, and a retry with the same key finishes it
 at once (the record holds the transfer). docs/scaling.md, "A gift across slots",
 has the states and what each crash leaves.
 """
@@ -38,13 +38,6 @@ from gifting_server.ledger.store import Store, guarded
 
 log = logging.getLogger("gifting_server.transfers")
 
-# A transfer this old is taken for abandoned (its worker died) and finished by the
-# relay. A live worker finishes its own within one round trip per step.
-RELAY_AFTER_MS = 5_000
-RELAY_EVERY_S = 1.0
-# Slots whose outbox one relay pass reads: all 16384 in 16 passes (16 s at one pass a
-# second); with W workers, a slot is read every 16 / W s on average.
-RELAY_SLOTS_PER_PASS = keys.SLOTS // 16
 RELAY_BATCH = 100  # transfers finished per outbox and pass, at most
 
 
@@ -282,15 +275,19 @@ async def _finish_pending(store: Store, transfer_id: str) -> bool:
 
 
 class TransferRelay:
-    """Walks the slots' outboxes a window at a time, from a random start so that
-    workers spread over the slots."""
+    """Walks the slots' outboxes a window at a time (`[transfers]`
+    relay_slots_per_pass), from a random start so that workers spread over the
+    slots: with the defaults, all 16,384 in 16 passes, 16 s; with W workers a slot
+    is read every 16 / W s on average. A transfer is taken for abandoned once older
+    than relay_after_ms: a live worker finishes its own within a round trip per step."""
 
     def __init__(self, store: Store, start: int) -> None:
         self.store = store
         self.next_slot = start % keys.SLOTS
 
     async def pass_once(self) -> None:
-        first = self.next_slot
-        slots = [(first + i) % keys.SLOTS for i in range(RELAY_SLOTS_PER_PASS)]
-        self.next_slot = (first + RELAY_SLOTS_PER_PASS) % keys.SLOTS
-        await relay_transfers(self.store, slots, self.store.clock() - RELAY_AFTER_MS)
+        config = self.store.settings.transfers
+        first, size = self.next_slot, config.relay_slots_per_pass
+        slots = [(first + i) % keys.SLOTS for i in range(size)]
+        self.next_slot = (first + size) % keys.SLOTS
+        await relay_transfers(self.store, slots, self.store.clock() - config.relay_after_ms)
