@@ -80,8 +80,13 @@ class ClusterScriptPipeline:
         return [address for address, protocol in self._connections.items() if not protocol.lost]
 
     async def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
-        slot = slot_of(keys)
-        command = ("EVALSHA", sha, len(keys), *keys, *args)
+        return await self._routed(slot_of(keys), sha, ("EVALSHA", sha, len(keys), *keys, *args))
+
+    async def call(self, key: str, command: tuple[Any, ...]) -> Any:
+        """Any command on `key`'s master, pipelined like the scripts."""
+        return await self._routed(key_slot(key.encode()), "", command)
+
+    async def _routed(self, slot: int, sha: str, command: tuple[Any, ...]) -> Any:
         try:
             async with asyncio.timeout(self.timeout_s):
                 return await self._route(slot, sha, command)

@@ -43,10 +43,14 @@ class ScriptPipeline:
         self._connecting: asyncio.Future[RedisProtocol] | None = None
 
     async def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
+        return await self.call(keys[0] if keys else "", ("EVALSHA", sha, len(keys), *keys, *args))
+
+    async def call(self, key: str, command: tuple[Any, ...]) -> Any:
+        """Any command, pipelined like the scripts; `key` names its slot on a cluster."""
         protocol = self._protocol
         if protocol is None or protocol.lost:
             protocol = await self._connect()
-        return await protocol.call(("EVALSHA", sha, len(keys), *keys, *args))
+        return await protocol.call(command)
 
     async def close(self) -> None:
         protocol, self._protocol = self._protocol, None

@@ -23,9 +23,11 @@ has the states and what each crash leaves.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import orjson
 
@@ -167,7 +169,8 @@ async def finish(store: Store, transfer: Transfer, daily_limit: str) -> Credited
     """Steps 3 to 5 of a debited transfer; safe to repeat, in whole or in part."""
     credited = await credit_stream(store, transfer)
     await credit_streamer(store, transfer, credited.event_id, daily_limit)
-    await guarded(store.redis.zrem(keys.outbox(transfer.sender), transfer.id))
+    outbox = keys.outbox(transfer.sender)
+    await guarded(store.scripts.command(outbox, "ZREM", outbox, transfer.id))
     return credited
 
 
@@ -240,16 +243,26 @@ async def relay_transfers(store: Store, slots: Sequence[int], older_than_ms: int
     of `slots`: those of a worker that died between the debit and the credits. Returns
     how many were finished. One that cannot be (its record expired, a corrupt key) is
     logged and left in the outbox, where `reconcile` reports it."""
-    outboxes = [keys.outbox_of_slot(slot) for slot in slots]
-    async with store.redis.pipeline(transaction=False) as pipe:
-        for outbox in outboxes:
-            pipe.zrangebyscore(outbox, "-inf", older_than_ms, start=0, num=RELAY_BATCH)
-        pending: list[list[str]] = await guarded(pipe.execute())
+    command = store.scripts.command
+    reads = []
+    for slot in slots:
+        outbox = keys.outbox_of_slot(slot)
+        zrange = ("ZRANGEBYSCORE", outbox, "-inf", older_than_ms, "LIMIT", 0, RELAY_BATCH)
+        reads.append(command(outbox, *zrange))
+    answers = await asyncio.gather(*reads, return_exceptions=True)
+    failed = next((a for a in answers if isinstance(a, BaseException)), None)
+    if failed is not None:
+        await guarded(_raise(failed))
+    pending = cast(list[list[str]], answers)
     finished = 0
     for transfer_id in (member for members in pending for member in members):
         if await _finish_pending(store, transfer_id):
             finished += 1
     return finished
+
+
+async def _raise(error: BaseException) -> None:
+    raise error
 
 
 async def _finish_pending(store: Store, transfer_id: str) -> bool:
