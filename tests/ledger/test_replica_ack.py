@@ -149,6 +149,32 @@ async def test_a_silent_replica_turns_the_gift_into_a_retryable_error_and_the_re
     assert await store_acked.redis.hget(keys.wallet("alice"), "coins") == "99"  # debited once
 
 
+async def test_a_retry_answered_from_the_record_waits_for_the_replica_too(
+    replicated: Replicated, store_acked: Store, tmp_path: Path
+) -> None:
+    """The retry comes through another worker (another connection) and writes nothing:
+    its WAIT still waits for the first write (Redis counts every write the master made
+    before the retry's last command), so it is not acknowledged before the replica has
+    what it answers."""
+    await fund(store_acked, "alice")
+    stream = await live_stream(store_acked)
+    other_worker = await acked_store(replicated, tmp_path / "other")
+    try:
+        replicated.replica.suspend()
+        try:
+            for store in (store_acked, other_worker):
+                with pytest.raises(GiftingError) as refused:
+                    await gifts.send_gift(store, viewer("alice"), stream, "rose", 1, "k1")
+                assert refused.value.code is ErrorCode.SERVICE_UNAVAILABLE
+        finally:
+            replicated.replica.resume()
+        replicated.wait_synced()
+        retried = await gifts.send_gift(other_worker, viewer("alice"), stream, "rose", 1, "k1")
+        assert (retried.coins, retried.replayed) == (99, True)
+    finally:
+        await other_worker.close()
+
+
 async def test_without_replicas_acked_no_wait_is_sent(
     replicated: Replicated, tmp_path: Path
 ) -> None:
