@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import gifts, keys
-from gifting_server.ledger.pipeline import ReplicaAck, ReplicasNotAcked, ScriptPipeline
+from gifting_server.ledger.pipeline import NotSent, ReplicaAck, ReplicasNotAcked, ScriptPipeline
 from gifting_server.ledger.store import Store, connect_single
 from tests.conftest import make_settings
 from tests.factories import fund, live_stream, viewer
@@ -196,6 +196,14 @@ async def client(replicated: Replicated) -> AsyncIterator[Redis]:
     await redis_client.aclose()
 
 
+async def until_a_wait_blocks(client: Redis, timeout_s: float = 5.0) -> None:
+    """Until the primary holds a client blocked in WAIT (the pipeline's)."""
+    deadline = time.monotonic() + timeout_s
+    while int((await client.info("clients"))["blocked_clients"]) < 1:
+        assert time.monotonic() < deadline, "no WAIT ever blocked"
+        await asyncio.sleep(0.005)
+
+
 @pytest.fixture
 async def pipeline(client: Redis) -> AsyncIterator[ScriptPipeline]:
     pipeline = ScriptPipeline(client, ReplicaAck(1, WAIT_TIMEOUT_MS))
@@ -225,8 +233,7 @@ async def test_calls_made_while_a_wait_is_pending_go_out_together_under_one_more
     replicated.replica.suspend()
     try:
         first = asyncio.ensure_future(pipeline.evalsha(sha, ["n"], [1]))
-        await asyncio.sleep(0)  # let the first write go out
-        await asyncio.sleep(0)
+        await until_a_wait_blocks(client)
         later = [asyncio.ensure_future(pipeline.evalsha(sha, ["n"], [1])) for _ in range(50)]
         with pytest.raises(ReplicasNotAcked):
             await first
@@ -271,3 +278,41 @@ async def test_a_killed_replica_fails_the_calls_with_a_shortfall(
     replicated.replica.kill()
     with pytest.raises(ReplicasNotAcked, match=r"not yet on 1 replica\(s\) \(0 acknowledged\)"):
         await pipeline.evalsha(sha, ["k"], [1])
+
+
+async def test_a_primary_lost_during_a_wait_fails_what_ran_as_lost_and_what_waited_as_not_sent(
+    replicated: Replicated, client: Redis, pipeline: ScriptPipeline
+) -> None:
+    sha = await client.script_load(INCR)
+    assert await pipeline.evalsha(sha, ["n"], [0]) == 0  # connected
+    replicated.replica.suspend()
+    try:
+        ran = asyncio.ensure_future(pipeline.evalsha(sha, ["n"], [1]))
+        await until_a_wait_blocks(client)  # the call was answered, its WAIT not
+        queued = asyncio.ensure_future(pipeline.evalsha(sha, ["n"], [1]))
+        await asyncio.sleep(0)  # made: it waits behind the WAIT
+        replicated.primary.kill()
+        with pytest.raises(redis_errors.ConnectionError) as lost:
+            await ran
+        assert not isinstance(lost.value, NotSent)  # it ran: it must not be sent again
+        with pytest.raises(NotSent):  # held behind the WAIT, never written
+            await queued
+    finally:
+        replicated.replica.resume()
+
+
+async def test_a_hung_primary_times_out_after_the_socket_and_wait_timeouts_then_recovers(
+    replicated: Replicated, client: Redis, pipeline: ScriptPipeline
+) -> None:
+    sha = await client.script_load(ECHO)
+    assert await pipeline.evalsha(sha, ["k"], [0]) == [0, "k"]
+    replicated.primary.suspend()
+    try:
+        started = time.monotonic()
+        with pytest.raises(redis_errors.TimeoutError):
+            await pipeline.evalsha(sha, ["k"], [1])
+        took = time.monotonic() - started
+    finally:
+        replicated.primary.resume()
+    assert 0.3 + WAIT_TIMEOUT_MS / 1000 <= took < 0.3 + WAIT_TIMEOUT_MS / 1000 + 1.0
+    assert await pipeline.evalsha(sha, ["k"], [2]) == [2, "k"]  # a new connection
