@@ -147,16 +147,14 @@ class HeldReplies:
     def release(self, acked: Any) -> None:
         """Answer each call: an error reply as it is (the call wrote nothing), any
         other reply only if `acked` (the WAIT's reply) says enough replicas have it."""
-        short = None
-        if isinstance(acked, Exception) or acked < self.wanted:
-            short = ReplicasNotAcked(self.wanted, acked)
+        short = isinstance(acked, Exception) or acked < self.wanted
         for waiter, reply in self.replies:
             if waiter.done():  # its caller was cancelled
                 continue
             if isinstance(reply, Exception):
                 waiter.set_exception(reply)
-            elif short is not None:
-                waiter.set_exception(short)
+            elif short:
+                waiter.set_exception(ReplicasNotAcked(self.wanted, acked))
             else:
                 waiter.set_result(reply)
 
