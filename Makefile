@@ -24,11 +24,11 @@ test: $(BIN)/gifting-server
 test-cluster: $(BIN)/gifting-server
 	$(BIN)/python -m pytest -q tests/cluster
 
-# A local Redis Cluster (3 masters, 3 replicas, docs/scaling.md) in data/cluster until
-# Ctrl-C; it prints the node URLs. Only the cluster for now: the two `serve` workers
-# over it come with the server's cluster support.
+# A local Redis Cluster (3 masters, 3 replicas, docs/scaling.md) in data/cluster, two
+# `serve` workers over it on PORT and PORT+1, and the demo; it prints the URLs.
+# Ctrl-C stops everything it started.
 run-cluster: $(BIN)/gifting-server
-	$(BIN)/python -m gifting_server.local_cluster --data-dir data/cluster
+	$(BIN)/python -m gifting_server.run_cluster --data-dir data/cluster --host $(HOST) --port $(PORT)
 
 # Faults, abuse and fuzzing (docs/reliability.md): kills and restarts real Redis and
 # server processes, floods, forges and fuzzes; about 40 s on its own.

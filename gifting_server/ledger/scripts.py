@@ -22,7 +22,14 @@ from gifting_server.ledger.pipeline import NO_REPLICA_ACK, ReplicaAck, ScriptPip
 
 SCRIPT_NAMES = (
     "send_gift",
+    "gift_gate",
+    "debit_gift",
+    "credit_stream",
+    "credit_streamer",
     "recharge",
+    "claim_payment",
+    "mark_payment_applied",
+    "release_payment_claim",
     "cashout",
     "set_daily_limit",
     "start_stream",
@@ -30,9 +37,10 @@ SCRIPT_NAMES = (
     "close_streaks",
     "publish_state",
 )
-# Background upkeep no client waits on, redone by the next sweep if a failover loses
-# it: never held for the replicas (`[redis] replicas_acked`).
-UNACKED_SCRIPTS = frozenset({"close_streaks", "publish_state"})
+# Never held for the replicas (`[redis] replicas_acked`): background upkeep no client
+# waits on, redone by the next sweep if a failover loses it, and a gift's gate, which
+# only reads.
+UNACKED_SCRIPTS = frozenset({"close_streaks", "publish_state", "gift_gate"})
 _LUA = resources.files("gifting_server.ledger") / "lua"
 INCLUDE = re.compile(r'^--- @include "([a-z_]+)"$', re.MULTILINE)
 
