@@ -12,10 +12,11 @@ import pytest
 import redis
 
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import keys, streams, wallet
+from gifting_server.ledger import gifts, keys, streams, wallet
 from gifting_server.ledger.store import Store, connect
 from gifting_server.local_cluster import LocalCluster, NodeInfo
 from tests.conftest import make_settings
+from tests.factories import fund, live_stream, viewer
 
 pytestmark = pytest.mark.cluster
 
@@ -159,3 +160,51 @@ async def test_every_acknowledged_write_survives_a_killed_master_on_its_promoted
     on_replica = replica_reader(replica)
     assert on_replica.hget(keys.wallet("alice"), "limit") == "7"
     on_replica.close()
+
+
+def user_on(cluster: LocalCluster, master: NodeInfo, prefix: str, other: bool = False) -> str:
+    """A user whose wallet is on `master` (or, with `other`, on another master)."""
+    for n in range(100_000):
+        user = f"{prefix}{n}"
+        on_master = cluster.master_for_key(keys.wallet(user)).port == master.port
+        if on_master != other:
+            return user
+    raise AssertionError(f"no user found for node {master.port}")
+
+
+async def test_acknowledged_gifts_across_slots_survive_a_killed_streamers_master(
+    redis_cluster: LocalCluster, store: Store, killed: list[NodeInfo]
+) -> None:
+    old_master = redis_cluster.master_for_key(keys.wallet("alice"))
+    streamer = user_on(redis_cluster, old_master, "tina")
+    viewers = [user_on(redis_cluster, old_master, f"v{i}-", other=True) for i in range(10)]
+    for user in viewers:
+        await fund(store, user)
+    stream = await live_stream(store, "s1", streamer)
+
+    receipts = await asyncio.gather(
+        *(
+            gifts.send_gift(store, viewer(user), stream, "rose", 1, f"k{n}")
+            for user in viewers
+            for n in range(3)
+        )
+    )
+    # Each step was on its master's replica when the gift was acknowledged.
+    for user in viewers:
+        debited = redis_cluster.master_for_key(keys.wallet(user))
+        on_replica = replica_reader(redis_cluster.replicas_of(debited)[0])
+        assert on_replica.hget(keys.wallet(user), "coins") == "97"
+        on_replica.close()
+    redis_cluster.kill(old_master)  # the streamer's side, at once
+    killed.append(old_master)
+
+    new_master = await asyncio.to_thread(redis_cluster.wait_for_failover, old_master)
+    promoted = node_client(new_master)
+    try:
+        assert promoted.hget(keys.wallet(streamer), "received") == str(len(receipts))
+        gifts_received = [
+            entry for _, entry in promoted.xrange(keys.journal(streamer)) if entry["type"] == "gift"
+        ]
+        assert len(gifts_received) == len(receipts) == 30
+    finally:
+        promoted.close()
