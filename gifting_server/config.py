@@ -41,6 +41,11 @@ RANGES: dict[str, dict[str, tuple[int | float, int | float]]] = {
         "cashout_daily_cap_cents": (0, MAX_INT),
         "holding_period_days": (0, 3650),
     },
+    "transfers": {
+        "relay_after_ms": (100, 86_400_000),
+        "relay_every_s": (0.05, 3600.0),
+        "relay_slots_per_pass": (1, 16_384),
+    },
     "limits": {
         "max_gift_count": (1, 1_000_000),
         "combo_window_ms": (1, 3_600_000),
@@ -139,6 +144,16 @@ class History:
 
 
 @dataclass(frozen=True)
+class Transfers:
+    """The relay that finishes gifts across slots left behind by a dead worker
+    (ledger/transfers.py; on a cluster only)."""
+
+    relay_after_ms: int = 5000  # a transfer this old is taken for abandoned
+    relay_every_s: float = 1.0
+    relay_slots_per_pass: int = 1024  # of the 16,384 slots' outboxes, per pass
+
+
+@dataclass(frozen=True)
 class WebSocket:
     max_message_bytes: int = 4096  # a bigger client message closes the connection with 1009
     tick_ms: int = 30  # events of one stream arriving within a tick share one frame
@@ -186,6 +201,7 @@ class Settings:
     history: History = field(default_factory=History)
     websocket: WebSocket = field(default_factory=WebSocket)
     http: Http = field(default_factory=Http)
+    transfers: Transfers = field(default_factory=Transfers)
     redis: RedisOptions = field(default_factory=RedisOptions)
     metrics_public: bool = True
     demo_payments: bool = False
@@ -251,6 +267,7 @@ def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = N
         history=_parse_section(History, tree.get("history", {}), "history", sources),
         websocket=_parse_section(WebSocket, tree.get("websocket", {}), "websocket", sources),
         http=_parse_section(Http, tree.get("http", {}), "http", sources),
+        transfers=_parse_section(Transfers, tree.get("transfers", {}), "transfers", sources),
         redis=_parse_section(RedisOptions, tree.get("redis", {}), "redis", sources),
         metrics_public=server.metrics_public,
         # `serve --demo` turns demo payments on for every worker through the environment.

@@ -98,8 +98,15 @@ class ClusterScriptPipeline:
         self, sha: str, keys: list[str], args: list[Any], *, acked: bool = True
     ) -> Any:
         """The script's reply; when `acked`, only once the replicas have its writes."""
-        slot = slot_of(keys)
         command = ("EVALSHA", sha, len(keys), *keys, *args)
+        return await self._routed(slot_of(keys), sha, command, acked)
+
+    async def call(self, key: str, command: tuple[Any, ...], *, acked: bool = False) -> Any:
+        """Any command on `key`'s master, pipelined like the scripts; when `acked`,
+        answered only once the replicas have its writes."""
+        return await self._routed(key_slot(key.encode()), "", command, acked)
+
+    async def _routed(self, slot: int, sha: str, command: tuple[Any, ...], acked: bool) -> Any:
         try:
             async with asyncio.timeout(self.deadline_s):
                 return await self._route(slot, sha, command, acked)

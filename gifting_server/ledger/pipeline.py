@@ -83,10 +83,16 @@ class ScriptPipeline:
         self, sha: str, keys: list[str], args: list[Any], *, acked: bool = True
     ) -> Any:
         """The script's reply; when `acked`, only once the replicas have its writes."""
+        command = ("EVALSHA", sha, len(keys), *keys, *args)
+        return await self.call(keys[0] if keys else "", command, acked=acked)
+
+    async def call(self, key: str, command: tuple[Any, ...], *, acked: bool = False) -> Any:
+        """Any command, pipelined like the scripts; `key` names its slot on a cluster.
+        When `acked`, answered only once the replicas have its writes."""
         protocol = self._protocol
         if protocol is None or protocol.lost:
             protocol = await self._connect()
-        return await protocol.call(("EVALSHA", sha, len(keys), *keys, *args), acked=acked)
+        return await protocol.call(command, acked=acked)
 
     async def close(self) -> None:
         protocol, self._protocol = self._protocol, None

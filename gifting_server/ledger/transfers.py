@@ -16,16 +16,18 @@ three slots, and a script may touch only one. So a gift is a transfer:
 
 The client is answered after step 4. A worker that dies after step 2 leaves the
 transfer in the outbox; the relay of any worker (`relay_transfers`) finishes it
-once it is older than `RELAY_AFTER_MS`, and a retry with the same key finishes it
+once it is older than `[transfers] relay_after_ms`, and a retry with the same key finishes it
 at once (the record holds the transfer). docs/scaling.md, "A gift across slots",
 has the states and what each crash leaves.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import orjson
 
@@ -38,13 +40,6 @@ from gifting_server.ledger.store import Store, guarded
 
 log = logging.getLogger("gifting_server.transfers")
 
-# A transfer this old is taken for abandoned (its worker died) and finished by the
-# relay. A live worker finishes its own within one round trip per step.
-RELAY_AFTER_MS = 5_000
-RELAY_EVERY_S = 1.0
-# Slots whose outbox one relay pass reads: all 16384 in 16 passes (16 s at one pass a
-# second); with W workers, a slot is read every 16 / W s on average.
-RELAY_SLOTS_PER_PASS = keys.SLOTS // 16
 RELAY_BATCH = 100  # transfers finished per outbox and pass, at most
 
 
@@ -174,7 +169,8 @@ async def finish(store: Store, transfer: Transfer, daily_limit: str) -> Credited
     """Steps 3 to 5 of a debited transfer; safe to repeat, in whole or in part."""
     credited = await credit_stream(store, transfer)
     await credit_streamer(store, transfer, credited.event_id, daily_limit)
-    await guarded(store.redis.zrem(keys.outbox(transfer.sender), transfer.id))
+    outbox = keys.outbox(transfer.sender)
+    await guarded(store.scripts.command(outbox, "ZREM", outbox, transfer.id))
     return credited
 
 
@@ -247,16 +243,26 @@ async def relay_transfers(store: Store, slots: Sequence[int], older_than_ms: int
     of `slots`: those of a worker that died between the debit and the credits. Returns
     how many were finished. One that cannot be (its record expired, a corrupt key) is
     logged and left in the outbox, where `reconcile` reports it."""
-    outboxes = [keys.outbox_of_slot(slot) for slot in slots]
-    async with store.redis.pipeline(transaction=False) as pipe:
-        for outbox in outboxes:
-            pipe.zrangebyscore(outbox, "-inf", older_than_ms, start=0, num=RELAY_BATCH)
-        pending: list[list[str]] = await guarded(pipe.execute())
+    command = store.scripts.command
+    reads = []
+    for slot in slots:
+        outbox = keys.outbox_of_slot(slot)
+        zrange = ("ZRANGEBYSCORE", outbox, "-inf", older_than_ms, "LIMIT", 0, RELAY_BATCH)
+        reads.append(command(outbox, *zrange))
+    answers = await asyncio.gather(*reads, return_exceptions=True)
+    failed = next((a for a in answers if isinstance(a, BaseException)), None)
+    if failed is not None:
+        await guarded(_raise(failed))
+    pending = cast(list[list[str]], answers)
     finished = 0
     for transfer_id in (member for members in pending for member in members):
         if await _finish_pending(store, transfer_id):
             finished += 1
     return finished
+
+
+async def _raise(error: BaseException) -> None:
+    raise error
 
 
 async def _finish_pending(store: Store, transfer_id: str) -> bool:
@@ -282,15 +288,19 @@ async def _finish_pending(store: Store, transfer_id: str) -> bool:
 
 
 class TransferRelay:
-    """Walks the slots' outboxes a window at a time, from a random start so that
-    workers spread over the slots."""
+    """Walks the slots' outboxes a window at a time (`[transfers]`
+    relay_slots_per_pass), from a random start so that workers spread over the
+    slots: with the defaults, all 16,384 in 16 passes, 16 s; with W workers a slot
+    is read every 16 / W s on average. A transfer is taken for abandoned once older
+    than relay_after_ms: a live worker finishes its own within a round trip per step."""
 
     def __init__(self, store: Store, start: int) -> None:
         self.store = store
         self.next_slot = start % keys.SLOTS
 
     async def pass_once(self) -> None:
-        first = self.next_slot
-        slots = [(first + i) % keys.SLOTS for i in range(RELAY_SLOTS_PER_PASS)]
-        self.next_slot = (first + RELAY_SLOTS_PER_PASS) % keys.SLOTS
-        await relay_transfers(self.store, slots, self.store.clock() - RELAY_AFTER_MS)
+        config = self.store.settings.transfers
+        first, size = self.next_slot, config.relay_slots_per_pass
+        slots = [(first + i) % keys.SLOTS for i in range(size)]
+        self.next_slot = (first + size) % keys.SLOTS
+        await relay_transfers(self.store, slots, self.store.clock() - config.relay_after_ms)
