@@ -75,6 +75,11 @@ RANGES: dict[str, dict[str, tuple[int | float, int | float]]] = {
         "request_read_timeout_s": (0.01, 3600.0),
         "max_pending_connections": (1, 1_000_000),
     },
+    "redis": {
+        "replicas_acked": (0, 1000),
+        # WAIT's timeout; 0 would mean "wait forever" to Redis.
+        "replicas_timeout_ms": (1, 60_000),
+    },
 }
 DEFAULT_RANGE: tuple[int | float, int | float] = (0, MAX_INT)
 
@@ -170,6 +175,14 @@ class Http:
 
 
 @dataclass(frozen=True)
+class RedisOptions:
+    # A money script is acknowledged only once this many replicas of its master have
+    # its write (one WAIT after each pipelined write); 0: as soon as the master has it.
+    replicas_acked: int = 0
+    replicas_timeout_ms: int = 1000  # fewer replicas by then: service_unavailable, retry
+
+
+@dataclass(frozen=True)
 class Server:
     metrics_public: bool = True
     demo_payments: bool = False  # POST /v1/demo/payments: buy coins without a provider
@@ -189,6 +202,7 @@ class Settings:
     websocket: WebSocket = field(default_factory=WebSocket)
     http: Http = field(default_factory=Http)
     transfers: Transfers = field(default_factory=Transfers)
+    redis: RedisOptions = field(default_factory=RedisOptions)
     metrics_public: bool = True
     demo_payments: bool = False
     # `serve --workers N` sets PROMETHEUS_MULTIPROC_DIR: /metrics then sums every worker.
@@ -254,6 +268,7 @@ def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = N
         websocket=_parse_section(WebSocket, tree.get("websocket", {}), "websocket", sources),
         http=_parse_section(Http, tree.get("http", {}), "http", sources),
         transfers=_parse_section(Transfers, tree.get("transfers", {}), "transfers", sources),
+        redis=_parse_section(RedisOptions, tree.get("redis", {}), "redis", sources),
         metrics_public=server.metrics_public,
         # `serve --demo` turns demo payments on for every worker through the environment.
         demo_payments=server.demo_payments or env.get("GIFTING_DEMO_PAYMENTS") == "1",
