@@ -91,8 +91,9 @@ async def test_a_worker_killed_between_the_steps_of_gifts_loses_and_doubles_noth
                 await wait_until(lambda g=gifters: len(g.acked) >= 100, 30, "gifts acked")
                 doomed.process.send_signal(signal.SIGKILL)
                 doomed.process.wait()
-                await sending
+                # Read at once: younger than relay_after_ms, the relay leaves them be.
                 left_behind = await pending_transfers(redis)
+                await sending
                 acked |= gifters.acked
                 unanswered += gifters.unanswered
                 # The survivor's relay finishes what the dead worker left...
