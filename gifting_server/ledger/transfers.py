@@ -24,6 +24,7 @@ has the states and what each crash leaves.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -65,11 +66,20 @@ class Transfer:
     held_until: int
     fragment: str  # the sender and gift part of the gift event (gifts.event_fragment)
     adult: bool
+    # Drawn at the debit. A key may be used again once its record expired (a new
+    # gift), but the credited records outlive that record (they are written after it,
+    # by the relay or a retry much later): they are named after this debit, not the key.
+    nonce: str
 
     @property
     def id(self) -> str:
         # A sender id has no ":" (ids.ID_RULE), so the first one ends it.
         return f"{self.sender}:{self.key}"
+
+    @property
+    def credit_id(self) -> str:
+        """What the credited records of this debit are named after (`keys.credited`)."""
+        return f"{self.id}:{self.nonce}"
 
     def encoded(self) -> str:
         return orjson.dumps(asdict(self)).decode()
@@ -139,6 +149,7 @@ async def debit(
         held_until=held_until(now, settings.economy.holding_period_days * DAY_MS),
         fragment=fragment,
         adult=sender.adult,
+        nonce=secrets.token_hex(8),
     )
     limits = settings.limits
     result = await store.run_script(
@@ -189,7 +200,7 @@ async def credit_stream(store: Store, transfer: Transfer) -> Credited:
             keys.stream_leaderboard(stream),
             keys.open_streaks(stream),
             keys.stream_history(stream),
-            keys.credited(keys.stream(stream), transfer.id),
+            keys.credited(keys.stream(stream), transfer.credit_id),
         ],
         [
             transfer.sender,
@@ -221,7 +232,7 @@ async def credit_streamer(
             keys.channel_leaderboard(streamer, "day", day_number(transfer.at)),
             keys.channel_leaderboard(streamer, "all"),
             keys.journal(streamer),
-            keys.credited(keys.wallet(streamer), transfer.id),
+            keys.credited(keys.wallet(streamer), transfer.credit_id),
         ],
         [
             transfer.sender,
@@ -245,37 +256,50 @@ async def credit_streamer(
 async def relay_transfers(store: Store, slots: Sequence[int], older_than_ms: int) -> int:
     """Finish every transfer debited before `older_than_ms` (unix ms) in the outboxes
     of `slots`: those of a worker that died between the debit and the credits. Returns
-    how many were finished. One that cannot be (its record expired, a corrupt key) is
-    logged and left in the outbox, where `reconcile` reports it."""
+    how many were finished. One that cannot be (its record expired or unreadable, a
+    corrupt key) is logged and left in the outbox, where `reconcile` reports it, behind
+    the others: a full batch of those must not hide a transfer that can finish."""
     outboxes = [keys.outbox_of_slot(slot) for slot in slots]
     async with store.redis.pipeline(transaction=False) as pipe:
         for outbox in outboxes:
             pipe.zrangebyscore(outbox, "-inf", older_than_ms, start=0, num=RELAY_BATCH)
         pending: list[list[str]] = await guarded(pipe.execute())
     finished = 0
-    for transfer_id in (member for members in pending for member in members):
-        if await _finish_pending(store, transfer_id):
-            finished += 1
+    for outbox, members in zip(outboxes, pending, strict=True):
+        for transfer_id in members:
+            if await _finish_pending(store, transfer_id):
+                finished += 1
+            else:
+                # Last in line, read again once RELAY_AFTER_MS passed. XX: never brings
+                # back one a worker finished meanwhile. The score is only the relay's.
+                await guarded(store.redis.zadd(outbox, {transfer_id: store.clock()}, xx=True))
     return finished
 
 
 async def _finish_pending(store: Store, transfer_id: str) -> bool:
+    """False when the transfer cannot be finished now; raises only when Redis cannot
+    be reached, which ends the pass."""
     sender, _, key = transfer_id.partition(":")
-    record = await guarded(store.redis.get(keys.idempotency(sender, key)))
-    parts = str(record).split("\n", 3) if record is not None else []
-    if len(parts) != 4:
-        log.error(
-            "gift transfer %s cannot be finished: its record is gone or unreadable; "
-            "its coins stay debited (reconcile reports it)",
-            transfer_id,
-        )
-        return False
     try:
+        record = await guarded(store.redis.get(keys.idempotency(sender, key)))
+        parts = str(record).split("\n", 3) if record is not None else []
+        if len(parts) != 4:
+            log.error(
+                "gift transfer %s cannot be finished: its record is gone or unreadable; "
+                "its coins stay debited (reconcile reports it)",
+                transfer_id,
+            )
+            return False
         await finish(store, Transfer.decoded(parts[3]), parts[2])
     except GiftingError as e:
         if e.code is ErrorCode.SERVICE_UNAVAILABLE:
             raise
         log.error("gift transfer %s cannot be finished: %s", transfer_id, e)
+        return False
+    except (ValueError, TypeError) as e:  # a record's transfer that is not one
+        log.error(
+            "gift transfer %s cannot be finished: its record is unreadable: %s", transfer_id, e
+        )
         return False
     log.info("finished gift transfer %s, left behind by a worker", transfer_id)
     return True
