@@ -282,3 +282,19 @@ async def test_a_stream_ended_and_restarted_between_debit_and_credit(ledger: Sto
     assert await relay(ledger) == 1
     assert (await send(ledger, "k2")).event_id > 2
     await assert_reconciled(ledger)
+
+
+@pytest.mark.parametrize("across_slots", [False, True], ids=["one script", "across slots"])
+async def test_a_gift_from_a_worker_whose_clock_is_behind_keeps_the_streaks_last_tap(
+    ledger: Store, settings: Settings, across_slots: bool
+) -> None:
+    """Workers' clocks differ: a gift stamped earlier than the streak's last tap joins
+    the streak without moving the tap back (send_gift and credit_stream share it)."""
+    ahead = Store(ledger.redis, dataclasses.replace(settings, gifts_across_slots=across_slots))
+    behind = Store(ledger.redis, ahead.settings)
+    ahead.clock, behind.clock = FakeClock(T0 + 1000), FakeClock(T0)
+    assert (await send(ahead, "k1")).combo == 1
+    assert (await send(behind, "k2")).combo == 2
+    clock_of(ahead).advance(ledger.settings.limits.combo_window_ms)
+    assert (await send(ahead, "k3")).combo == 3
+    assert [e["streak_end"] for e in await gift_events(ledger)] == [False, False, False]
