@@ -109,6 +109,9 @@ class LedgerMachine(RuleBasedStateMachine):
         self.gifts: dict[tuple[str, str], tuple[str, GiftReceipt]] = {}
         # Debited by a worker that died before crediting: (sender, key) -> coins left.
         self.pending: dict[tuple[str, str], tuple[str, int]] = {}
+        # Finished by the relay: a retry is answered as for `pending`, without a receipt
+        # the model could know (the relay answered no one).
+        self.relayed: dict[tuple[str, str], tuple[str, int]] = {}
         self.cashouts: dict[tuple[str, str], tuple[int, Cashout]] = {}
         self.serial = 0
 
@@ -229,11 +232,12 @@ class LedgerMachine(RuleBasedStateMachine):
         if stream not in STREAMS:
             assert error is ErrorCode.UNKNOWN_STREAM, (error, receipt)
             return
-        died = self.pending.pop((sender, key), None)
+        waiting = self.pending if (sender, key) in self.pending else self.relayed
+        died = waiting.pop((sender, key), None)
         if died is not None:  # the retry finishes what the dead worker debited
             if died[0] != fingerprint:
                 assert error is ErrorCode.IDEMPOTENCY_CONFLICT, (error, receipt)
-                self.pending[(sender, key)] = died
+                waiting[(sender, key)] = died
             else:
                 assert receipt is not None and receipt.replayed, (error, receipt)
                 assert receipt.coins == died[1]
@@ -325,6 +329,7 @@ class LedgerMachine(RuleBasedStateMachine):
         everything = list(range(keys.SLOTS))
         finished = self.run(transfers.relay_transfers(self.store, everything, self.now + DAY_MS))
         assert finished == len(self.pending)
+        self.relayed.update(self.pending)
         self.pending.clear()
 
     @rule(
