@@ -90,17 +90,18 @@ class Transfer:
 
 
 @dataclass(frozen=True)
+class Credited:
+    event_id: int
+    combo: int
+
+
+@dataclass(frozen=True)
 class Debited:
     coins_left: int
     replayed: bool  # the key was seen before: `transfer` is the first request's
     daily_limit: str  # the sender's own, for the journal ("" when none)
-    transfer: Transfer
-
-
-@dataclass(frozen=True)
-class Credited:
-    event_id: int
-    combo: int
+    transfer: Transfer | None  # None: a gift send_gift made whole (`complete`)
+    complete: Credited | None = None  # the result of that gift
 
 
 async def send_across_slots(
@@ -117,6 +118,9 @@ async def send_across_slots(
     debited = await debit(
         store, sender, stream_id, streamer, gift, count, idempotency_key, fragment
     )
+    if debited.transfer is None:
+        assert debited.complete is not None
+        return debited, debited.complete
     return debited, await finish(store, debited.transfer, debited.daily_limit)
 
 
@@ -176,6 +180,10 @@ async def debit(
         ],
     )
     replayed = bool(result[2])
+    if replayed and not result[4]:
+        # Made whole by send_gift on one Redis before the keys moved to a cluster.
+        complete = Credited(int(result[5]), int(result[6]))
+        return Debited(int(result[1]), True, "", None, complete)
     if replayed:
         transfer = Transfer.decoded(result[4])  # the first request's, to the letter
     return Debited(int(result[1]), replayed, str(result[3]), transfer)

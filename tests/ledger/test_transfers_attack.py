@@ -298,3 +298,19 @@ async def test_a_gift_from_a_worker_whose_clock_is_behind_keeps_the_streaks_last
     clock_of(ahead).advance(ledger.settings.limits.combo_window_ms)
     assert (await send(ahead, "k3")).combo == 3
     assert [e["streak_end"] for e in await gift_events(ledger)] == [False, False, False]
+
+
+async def test_a_retry_of_a_gift_sent_by_the_one_script_is_answered_its_receipt(
+    ledger: Store, settings: Settings
+) -> None:
+    """Keys moved from one Redis to a cluster keep their idempotency records: a retry
+    of a gift send_gift made before the move replays it; it is neither a conflict nor
+    a second gift."""
+    before = Store(ledger.redis, dataclasses.replace(settings, gifts_across_slots=False))
+    before.clock = ledger.clock
+    first = await send(before)
+    receipt = await send(ledger)
+    assert receipt == dataclasses.replace(first, replayed=True)
+    assert await pending(ledger) == []
+    assert len(await gift_events(ledger)) == 1
+    await assert_reconciled(ledger)
