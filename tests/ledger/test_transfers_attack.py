@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
@@ -16,8 +17,11 @@ from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import gifts, keys, reconcile, streams, transfers, wallet
 from gifting_server.ledger.store import Store, connect_single
-from tests.conftest import make_settings
-from tests.factories import fund, live_stream, viewer
+from tests.conftest import ServerThread, make_settings
+from tests.factories import fund, live_stream, token, viewer
+from tests.faults import buy, go_live
+from tests.faults import send_gift as send_http
+from tests.hub.wsclient import WsClient
 from tests.ledger.support import FakeClock, journal_entries
 from tests.ledger.test_concurrency import assert_reconciled
 
@@ -314,3 +318,34 @@ async def test_a_retry_of_a_gift_sent_by_the_one_script_is_answered_its_receipt(
     assert await pending(ledger) == []
     assert len(await gift_events(ledger)) == 1
     await assert_reconciled(ledger)
+
+
+async def test_gifts_across_slots_over_http_and_websocket_with_racing_retries(
+    settings: Settings,
+) -> None:
+    """A server whose gifts run in steps: the same key sent at once many times over
+    HTTP, and a WebSocket gift, from a sender whose name is odd; each gift once."""
+    name = 'Ma"x\n| : é🎁'
+    with ServerThread(settings) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            await go_live(http, "s1")
+            await buy(http, "carol", "coins_1000")
+            answers = await asyncio.gather(
+                *(send_http(http, "carol", "x:y:1", name=name) for _ in range(12))
+            )
+            assert {r.status_code for r in answers} == {200}, [r.text for r in answers]
+            assert len({r.content for r in answers}) == 1  # the same receipt to every one
+            async with await WsClient.open(server.url, token("carol", name=name)) as ws:
+                assert (await ws.subscribe("s1"))["type"] == "subscribed"
+                first = await ws.gift("s1", id="w:1")
+                again = await ws.gift("s1", id="w:1")
+                assert first["type"] == again["type"] == "ack", (first, again)
+                assert first["event_id"] == again["event_id"]
+    store = Store(connect_single(settings.redis_url or "", 5.0), settings)
+    try:
+        events = await gift_events(store)
+        assert [e["sender"] for e in events] == [{"id": "carol", "name": name}] * 2
+        assert await pending(store, "carol") == []
+        await assert_reconciled(store)
+    finally:
+        await store.close()
