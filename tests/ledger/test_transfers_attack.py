@@ -349,3 +349,18 @@ async def test_gifts_across_slots_over_http_and_websocket_with_racing_retries(
         await assert_reconciled(store)
     finally:
         await store.close()
+
+
+async def test_many_pending_transfers_are_finished_a_batch_per_outbox_and_pass(
+    ledger: Store,
+) -> None:
+    many = 2 * transfers.RELAY_BATCH + 50
+    await fund(ledger, "alice", "coins_10000")
+    for i in range(many):
+        await debit_only(ledger, f"m{i}", gift_id="rose")
+        clock_of(ledger).advance(1000)  # within the gift rate
+    clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+    passes = [await relay(ledger) for _ in range(4)]
+    assert passes == [transfers.RELAY_BATCH, transfers.RELAY_BATCH, 50, 0]
+    assert len(await gift_events(ledger)) == many
+    await assert_reconciled(ledger)
