@@ -16,6 +16,7 @@ from gifting_server.auth import Identity
 from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import gifts, keys, reconcile, streams, transfers, wallet
+from gifting_server.ledger.clock import DAY_MS
 from gifting_server.ledger.store import Store, connect_single
 from tests.conftest import ServerThread, make_settings
 from tests.factories import fund, live_stream, token, viewer
@@ -363,4 +364,24 @@ async def test_many_pending_transfers_are_finished_a_batch_per_outbox_and_pass(
     passes = [await relay(ledger) for _ in range(4)]
     assert passes == [transfers.RELAY_BATCH, transfers.RELAY_BATCH, 50, 0]
     assert len(await gift_events(ledger)) == many
+    await assert_reconciled(ledger)
+
+
+async def test_a_transfer_finished_after_its_hold_ended_is_paid_out_at_once(
+    ledger: Store,
+) -> None:
+    """The hold is fixed at the debit: a transfer the relay finishes after it ended
+    lands in a released bucket, so its diamonds can be cashed out, and a later gift's
+    new bucket keeps them released, not held again."""
+    economy = dataclasses.replace(ledger.settings.economy, cashout_min_diamonds=2)
+    ledger.settings = dataclasses.replace(ledger.settings, economy=economy)
+    await debit_only(ledger, "k1")
+    clock_of(ledger).advance(8 * DAY_MS)  # past the 7 days' hold
+    assert await relay(ledger) == 1
+    await send(ledger, "k2")  # held for 7 days from now
+    paid = await wallet.cashout(ledger, "streamer1", 2, "c1")
+    assert paid.diamonds == 2
+    with pytest.raises(GiftingError) as refused:
+        await wallet.cashout(ledger, "streamer1", 2, "c2")  # k2's are held
+    assert refused.value.code is ErrorCode.INSUFFICIENT_DIAMONDS
     await assert_reconciled(ledger)
