@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import cast
@@ -60,11 +61,20 @@ class Transfer:
     held_until: int
     fragment: str  # the sender and gift part of the gift event (gifts.event_fragment)
     adult: bool
+    # Drawn at the debit. A key may be used again once its record expired (a new
+    # gift), but the credited records outlive that record (they are written after it,
+    # by the relay or a retry much later): they are named after this debit, not the key.
+    nonce: str
 
     @property
     def id(self) -> str:
         # A sender id has no ":" (ids.ID_RULE), so the first one ends it.
         return f"{self.sender}:{self.key}"
+
+    @property
+    def credit_id(self) -> str:
+        """What the credited records of this debit are named after (`keys.credited`)."""
+        return f"{self.id}:{self.nonce}"
 
     def encoded(self) -> str:
         return orjson.dumps(asdict(self)).decode()
@@ -75,17 +85,18 @@ class Transfer:
 
 
 @dataclass(frozen=True)
+class Credited:
+    event_id: int
+    combo: int
+
+
+@dataclass(frozen=True)
 class Debited:
     coins_left: int
     replayed: bool  # the key was seen before: `transfer` is the first request's
     daily_limit: str  # the sender's own, for the journal ("" when none)
-    transfer: Transfer
-
-
-@dataclass(frozen=True)
-class Credited:
-    event_id: int
-    combo: int
+    transfer: Transfer | None  # None: a gift send_gift made whole (`complete`)
+    complete: Credited | None = None  # the result of that gift
 
 
 async def send_across_slots(
@@ -102,6 +113,9 @@ async def send_across_slots(
     debited = await debit(
         store, sender, stream_id, streamer, gift, count, idempotency_key, fragment
     )
+    if debited.transfer is None:
+        assert debited.complete is not None
+        return debited, debited.complete
     return debited, await finish(store, debited.transfer, debited.daily_limit)
 
 
@@ -134,6 +148,7 @@ async def debit(
         held_until=held_until(now, settings.economy.holding_period_days * DAY_MS),
         fragment=fragment,
         adult=sender.adult,
+        nonce=secrets.token_hex(8),
     )
     limits = settings.limits
     result = await store.run_script(
@@ -160,6 +175,10 @@ async def debit(
         ],
     )
     replayed = bool(result[2])
+    if replayed and not result[4]:
+        # Made whole by send_gift on one Redis before the keys moved to a cluster.
+        complete = Credited(int(result[5]), int(result[6]))
+        return Debited(int(result[1]), True, "", None, complete)
     if replayed:
         transfer = Transfer.decoded(result[4])  # the first request's, to the letter
     return Debited(int(result[1]), replayed, str(result[3]), transfer)
@@ -185,7 +204,7 @@ async def credit_stream(store: Store, transfer: Transfer) -> Credited:
             keys.stream_leaderboard(stream),
             keys.open_streaks(stream),
             keys.stream_history(stream),
-            keys.credited(keys.stream(stream), transfer.id),
+            keys.credited(keys.stream(stream), transfer.credit_id),
         ],
         [
             transfer.sender,
@@ -217,7 +236,7 @@ async def credit_streamer(
             keys.channel_leaderboard(streamer, "day", day_number(transfer.at)),
             keys.channel_leaderboard(streamer, "all"),
             keys.journal(streamer),
-            keys.credited(keys.wallet(streamer), transfer.id),
+            keys.credited(keys.wallet(streamer), transfer.credit_id),
         ],
         [
             transfer.sender,
@@ -241,23 +260,30 @@ async def credit_streamer(
 async def relay_transfers(store: Store, slots: Sequence[int], older_than_ms: int) -> int:
     """Finish every transfer debited before `older_than_ms` (unix ms) in the outboxes
     of `slots`: those of a worker that died between the debit and the credits. Returns
-    how many were finished. One that cannot be (its record expired, a corrupt key) is
-    logged and left in the outbox, where `reconcile` reports it."""
+    how many were finished. One that cannot be (its record expired or unreadable, a
+    corrupt key) is logged and left in the outbox, where `reconcile` reports it, behind
+    the others: a full batch of those must not hide a transfer that can finish."""
     command = store.scripts.command
-    reads = []
-    for slot in slots:
-        outbox = keys.outbox_of_slot(slot)
-        zrange = ("ZRANGEBYSCORE", outbox, "-inf", older_than_ms, "LIMIT", 0, RELAY_BATCH)
-        reads.append(command(outbox, *zrange))
+    outboxes = [keys.outbox_of_slot(slot) for slot in slots]
+    reads = [
+        command(outbox, "ZRANGEBYSCORE", outbox, "-inf", older_than_ms, "LIMIT", 0, RELAY_BATCH)
+        for outbox in outboxes
+    ]
     answers = await asyncio.gather(*reads, return_exceptions=True)
     failed = next((a for a in answers if isinstance(a, BaseException)), None)
     if failed is not None:
         await guarded(_raise(failed))
     pending = cast(list[list[str]], answers)
     finished = 0
-    for transfer_id in (member for members in pending for member in members):
-        if await _finish_pending(store, transfer_id):
-            finished += 1
+    for outbox, members in zip(outboxes, pending, strict=True):
+        for transfer_id in members:
+            if await _finish_pending(store, transfer_id):
+                finished += 1
+            else:
+                # Last in line, read again once relay_after_ms passed. XX: never brings
+                # back one a worker finished meanwhile. The score is only the relay's.
+                requeue = ("ZADD", outbox, "XX", store.clock(), transfer_id)
+                await guarded(command(outbox, *requeue))
     return finished
 
 
@@ -266,22 +292,29 @@ async def _raise(error: BaseException) -> None:
 
 
 async def _finish_pending(store: Store, transfer_id: str) -> bool:
+    """False when the transfer cannot be finished now; raises only when Redis cannot
+    be reached, which ends the pass."""
     sender, _, key = transfer_id.partition(":")
-    record = await guarded(store.redis.get(keys.idempotency(sender, key)))
-    parts = str(record).split("\n", 3) if record is not None else []
-    if len(parts) != 4:
-        log.error(
-            "gift transfer %s cannot be finished: its record is gone or unreadable; "
-            "its coins stay debited (reconcile reports it)",
-            transfer_id,
-        )
-        return False
     try:
+        record = await guarded(store.redis.get(keys.idempotency(sender, key)))
+        parts = str(record).split("\n", 3) if record is not None else []
+        if len(parts) != 4:
+            log.error(
+                "gift transfer %s cannot be finished: its record is gone or unreadable; "
+                "its coins stay debited (reconcile reports it)",
+                transfer_id,
+            )
+            return False
         await finish(store, Transfer.decoded(parts[3]), parts[2])
     except GiftingError as e:
         if e.code is ErrorCode.SERVICE_UNAVAILABLE:
             raise
         log.error("gift transfer %s cannot be finished: %s", transfer_id, e)
+        return False
+    except (ValueError, TypeError) as e:  # a record's transfer that is not one
+        log.error(
+            "gift transfer %s cannot be finished: its record is unreadable: %s", transfer_id, e
+        )
         return False
     log.info("finished gift transfer %s, left behind by a worker", transfer_id)
     return True
