@@ -30,7 +30,7 @@ from tests.ledger.support import journal_entries
 SENDERS = 12
 GIFTS_BEFORE_KILL = 120
 # The relay reads every slot's outbox within 16 passes of a second each, and takes a
-# transfer once it is RELAY_AFTER_MS old.
+# transfer once it is `[transfers] relay_after_ms` old.
 RELAY_DEADLINE_S = 60
 
 

@@ -70,7 +70,7 @@ async def send(
 
 async def relay(store: Store, slots: list[int] | None = None) -> int:
     return await transfers.relay_transfers(
-        store, slots or [ALICE_SLOT], store.clock() - transfers.RELAY_AFTER_MS
+        store, slots or [ALICE_SLOT], store.clock() - store.settings.transfers.relay_after_ms
     )
 
 
@@ -101,7 +101,7 @@ async def test_a_key_reused_after_its_record_expired_is_a_new_gift_credited_in_f
     record expired is a new gift (as on the one-script path) and must be credited, not
     answered the first transfer's credit."""
     await debit_only(ledger)
-    clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
     assert await relay(ledger) == 1  # the credited records are written now, after the debit
     await ledger.redis.delete(keys.idempotency("alice", "k1"))  # its TTL ran out first
 
@@ -126,7 +126,7 @@ async def test_an_unreadable_record_does_not_stop_the_relay_finishing_the_others
     await ledger.redis.zadd(outbox, {"alice:partial": T0 - 1})
     await ledger.redis.set(keys.idempotency("alice", "partial"), 'fp\n95\n\n{"sender":"alice"}')
     await debit_only(ledger)
-    clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
     assert await relay(ledger) == 1
     assert await pending(ledger) == ["alice:broken", "alice:partial"]
     assert len(await gift_events(ledger)) == 1
@@ -139,7 +139,7 @@ async def test_a_wrong_typed_record_does_not_stop_the_relay_finishing_the_others
     await ledger.redis.zadd(outbox, {"alice:hash": T0 - 1})
     await ledger.redis.hset(keys.idempotency("alice", "hash"), "planted", "1")
     await debit_only(ledger)
-    clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
     assert await relay(ledger) == 1
     assert "alice:hash" in await pending(ledger)
     assert len(await gift_events(ledger)) == 1
@@ -155,11 +155,11 @@ async def test_a_full_batch_of_transfers_that_cannot_finish_does_not_starve_a_ne
         outbox, {f"alice:lost{i}": T0 - 10_000 + i for i in range(transfers.RELAY_BATCH)}
     )
     await debit_only(ledger)
-    clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
     finished = 0
     for _ in range(3):
         finished += await relay(ledger)
-        clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+        clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
     assert finished == 1
     assert "alice:k1" not in await pending(ledger)
     assert len(await pending(ledger)) == transfers.RELAY_BATCH
@@ -215,7 +215,7 @@ async def test_a_key_with_colons_is_relayed_and_reconciled(ledger: Store) -> Non
     assert await pending(ledger) == ["alice:a:b::c:"]
     report = await report_of(ledger)
     assert report.in_transit == 5 and len(report.problems) == 1, report.format()
-    clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
     assert await relay(ledger) == 1
     [entry] = [e for e in await journal_entries(ledger.redis) if e["type"] == "gift"]
     assert entry["key"] == "a:b::c:"
@@ -232,7 +232,7 @@ async def test_a_sender_name_of_any_characters_survives_the_record_and_the_event
 ) -> None:
     odd = dataclasses.replace(ALICE, name=name)
     await debit_only(ledger, "k1", odd)
-    clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
     assert await relay(ledger) == 1
     await send(ledger, "k2", odd)
     events = await gift_events(ledger)
@@ -252,7 +252,7 @@ async def test_two_workers_retrying_and_relaying_at_once_credit_once(
     try:
         for i in range(20):
             await debit_only(ledger, f"k{i}")
-        clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+        clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
         calls = [relay(ledger), relay(other), relay(other), relay(ledger)]
         calls += [send(s, f"k{i}") for i in range(20) for s in (ledger, other)]
         await asyncio.gather(*calls)
@@ -274,7 +274,7 @@ async def test_a_retry_with_a_different_request_while_pending_is_a_conflict(
         await send(ledger, "k1", gift_id="rose")
     assert refused.value.code is ErrorCode.IDEMPOTENCY_CONFLICT
     assert await pending(ledger) == ["alice:k1"]
-    clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
     assert await relay(ledger) == 1
     await assert_reconciled(ledger)
 
@@ -283,7 +283,7 @@ async def test_a_stream_ended_and_restarted_between_debit_and_credit(ledger: Sto
     await debit_only(ledger)
     await streams.end_stream(ledger, "streamer1", "s1")
     await live_stream(ledger)
-    clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
     assert await relay(ledger) == 1
     assert (await send(ledger, "k2")).event_id > 2
     await assert_reconciled(ledger)
@@ -360,7 +360,7 @@ async def test_many_pending_transfers_are_finished_a_batch_per_outbox_and_pass(
     for i in range(many):
         await debit_only(ledger, f"m{i}", gift_id="rose")
         clock_of(ledger).advance(1000)  # within the gift rate
-    clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
     passes = [await relay(ledger) for _ in range(4)]
     assert passes == [transfers.RELAY_BATCH, transfers.RELAY_BATCH, 50, 0]
     assert len(await gift_events(ledger)) == many
