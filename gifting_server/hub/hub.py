@@ -347,6 +347,9 @@ class Hub:
             room.recent.pop()
         room.held = [(event_id, raw) for event_id, raw in room.held if event_id > parted]
         room.observed = min(room.observed, parted)
+        # A pass under way must end at what is left, or it would write its batches
+        # (with no event for them) until the stream's new events reach its old end.
+        room.pass_upto = min(room.pass_upto, parted)
         for batch in room.lineup:
             batch.upto = min(batch.upto, parted)
         room.last_seen = parted
