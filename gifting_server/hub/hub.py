@@ -24,7 +24,7 @@ from gifting_server import events, metrics
 from gifting_server.config import Settings
 from gifting_server.events import event_id_of
 from gifting_server.hub.broker import Broker
-from gifting_server.hub.history import History
+from gifting_server.hub.history import History, Replay
 from gifting_server.protocol import Encoding, encode, events_payload, websocket_frame
 
 log = logging.getLogger("gifting_server.hub")
@@ -286,8 +286,15 @@ class Hub:
             # the gap would let viewers miss events without knowing it.
             delay = 0.1
             while self.rooms.get(room.stream_id) is room:
+                # The read starts one event early: that event as stored must be the one
+                # taken, or the history went back (a failover) and new events reused
+                # the ids since, which a read from `last_seen` could not tell.
+                taken = room.recent[-1] if room.recent else None
+                overlap = taken is not None and taken[0] == room.last_seen
+                held_before = len(room.held)
                 try:
-                    replay = await self.history.replay(room.stream_id, room.last_seen)
+                    since = room.last_seen - 1 if overlap else room.last_seen
+                    replay = await self.history.replay(room.stream_id, since)
                     break
                 except Exception as e:
                     log.warning(
@@ -298,6 +305,19 @@ class Hub:
                     delay = min(delay * 2, 2.0)
             else:
                 return  # the room is gone: nobody to deliver to
+            # pub/sub gives an event after the history has it: one held before this read
+            # began and newer than all it read is from a history that is gone.
+            room.held = [
+                entry
+                for at, entry in enumerate(room.held)
+                if at >= held_before or entry[0] <= replay.last_event_id
+            ]
+            if overlap and replay.recovered:
+                assert taken is not None
+                if replay.events[:1] == [taken[1]]:
+                    replay = Replay(True, replay.events[1:], replay.last_event_id)
+                else:  # the event taken last is gone, or another took its id
+                    replay = Replay(False, [], min(replay.last_event_id, room.last_seen - 1))
             if replay.recovered:
                 for raw in replay.events:
                     self._take(room, event_id_of(raw), raw)

@@ -76,3 +76,45 @@ async def test_a_rewind_during_a_pass_ends_the_pass_and_sends_no_empty_frames(
         assert seen[restart + 1 :] == [("event", 2)]
         assert member.messages[-1]["events"][0]["ts"] == 2
     await hub.stop()
+
+
+async def test_an_event_held_from_the_lost_history_is_never_delivered_in_place_of_a_new_one(
+    settings: Settings,
+) -> None:
+    """Pub/sub gave event 8 (7 missed) just before the master died; the promoted
+    replica ends at 4. Event 8 is gone with it: a new event 8 must not be dropped
+    as already seen, and the old one must never reach a viewer."""
+    history = MemoryHistory()
+    broker = MemoryBroker(history)
+    hub = Hub(settings, broker, history)
+    hub.start()
+    members = [Member(Encoding.JSON), Member(Encoding.MSGPACK)]
+    for member in members:
+        await hub.join(member, "s", None)
+    for _ in range(4):
+        broker.publish("s", {"kind": "gift", "ts": 1})
+    await quiet(hub, 4)
+    broker.hold()
+    for _ in range(4):
+        broker.publish("s", {"kind": "gift", "ts": 1})  # 5..8 on the old master
+    assert broker.held is not None
+    del broker.held[2]  # pub/sub never gave event 7
+    broker.release()  # 5 and 6 taken, 8 held for the gap, its refill under way
+    lose_events_after(history, 4)  # then the master died; its replica has 1..4
+    room = hub.rooms["s"]
+    for ts in range(2, 5):  # the new events 5..7, on the promoted replica
+        broker.publish("s", {"kind": "gift", "ts": ts})
+    for _ in range(1000):
+        if room.last_seen >= 7 and not room.filling:
+            break
+        await asyncio.sleep(0.002)
+    broker.publish("s", {"kind": "gift", "ts": 5})  # the new event 8
+    await quiet(hub, 8)
+    for member in members:
+        seen = member.seen()
+        assert ("subscribed", (False, 4)) in seen, (seen, member.messages)
+        restart = seen.index(("subscribed", (False, 4)))
+        assert seen[restart + 1 :] == [("event", i) for i in range(5, 9)]
+        events = [e for m in member.messages if m["type"] == "events" for e in m["events"]]
+        assert [e["ts"] for e in events if e["event_id"] == 8] == [5]
+    await hub.stop()
