@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import re
 import sys
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -49,8 +50,9 @@ from gifting_server.redis_topology import RedisUnreachable, detect
 CURRENCIES = ("coins", "diamonds", "owed")
 WALLET_FIELDS = ("coins", "diamonds", "owed", "received")
 CHUNK = 1000
-# The end of a payment record claimed but not applied (lua/include/payment_record.lua).
-PENDING_RECORD = "|pending"
+# The end of a payment record claimed but not applied (lua/include/payment_record.lua):
+# "|pending", or "|pending|<n>" when n deliveries claimed it at once.
+PENDING_RECORD = re.compile(r"\|pending(\|\d+)?$")
 SHOWN = 50  # problems printed by `Report.format`
 Ledger = defaultdict[str, Counter[str]]
 
@@ -430,7 +432,7 @@ async def _check_payments(redis: RedisClient, report: Report, replay: _Replay) -
     ]
     stored = await _batched(redis, report, unjournaled, lambda p, k: p.get(k))
     for key, record in zip(unjournaled, stored, strict=True):
-        if isinstance(record, str) and record.endswith(PENDING_RECORD):
+        if isinstance(record, str) and PENDING_RECORD.search(record):
             # Claimed on a cluster, not applied: the provider's retry applies it.
             report.pending_payments.append(key)
         else:

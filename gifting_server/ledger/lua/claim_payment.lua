@@ -11,7 +11,8 @@
 
   Output:
     {0, 0}  claimed: the record was absent (now pending) or pending with this
-            fingerprint (a retry after a crash); apply it in the user's slot
+            fingerprint (a retry after a crash, a concurrent duplicate: one claim
+            more, see release_payment_claim); apply it in the user's slot
     {0, 1, coins_after, credited, clawed_back, owed_after}  applied before: answer
             this result again, nothing to do
     {1}  IDEMPOTENCY_CONFLICT  the event id was claimed with another fingerprint
@@ -25,10 +26,11 @@ if type(fingerprint) ~= 'string' or fingerprint == '' then return {16} end
 
 local seen = redis.call('GET', recordKey)
 if not seen then
-  redis.call('SET', recordKey, fingerprint .. '|' .. PENDING)
+  redis.call('SET', recordKey, pendingRecord(fingerprint, 1))
   return {0, 0}
 end
-local fp, result = readRecord(seen)
+local fp, result, claims = readRecord(seen)
 if fp ~= fingerprint then return {1} end
 if result then return {0, 1, result[1], result[2], result[3], result[4]} end
+redis.call('SET', recordKey, pendingRecord(fingerprint, claims + 1))
 return {0, 0}

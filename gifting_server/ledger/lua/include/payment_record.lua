@@ -6,7 +6,9 @@
   A record is one string keyed by the provider's event id:
     applied  "<fingerprint>|<coins>|<credited>|<clawed>|<owed>"  the event's result
     pending  "<fingerprint>|pending"   claimed in the record's slot, not yet known to
-             be applied in the user's (a payment across slots, docs/scaling.md)
+             be applied in the user's (a payment across slots, docs/scaling.md), by
+             one delivery; "<fingerprint>|pending|<n>" by n deliveries at once, so
+             that one refused cannot free the event id another may be applying
   The fingerprint is "<user>|<type>|<package>"; ids never hold "|".
 ]]
 
@@ -18,10 +20,19 @@ local function appliedRecord(fingerprint, coins, credited, clawed, owed)
     .. '|' .. fmt(owed)
 end
 
+-- The record of an event claimed by `claims` deliveries not yet done with it.
+local function pendingRecord(fingerprint, claims)
+  if claims == 1 then return fingerprint .. '|' .. PENDING end
+  return fingerprint .. '|' .. PENDING .. '|' .. fmt(claims)
+end
+
 -- A stored record read back: fingerprint and result {coins, credited, clawed, owed}
--- when applied, fingerprint and nil when pending; nil when it is neither.
+-- when applied; fingerprint, nil and the number of claims when pending; nil when it
+-- is neither.
 local function readRecord(record)
   local fp, coins, credited, clawed, owed = string.match(record, '^(.*)|(%d+)|(%d+)|(%d+)|(%d+)$')
   if fp then return fp, {tonumber(coins), tonumber(credited), tonumber(clawed), tonumber(owed)} end
-  return string.match(record, '^(.*)|' .. PENDING .. '$'), nil
+  local claimed, claims = string.match(record, '^(.*)|' .. PENDING .. '|(%d+)$')
+  if claimed then return claimed, nil, tonumber(claims) end
+  return string.match(record, '^(.*)|' .. PENDING .. '$'), nil, 1
 end
