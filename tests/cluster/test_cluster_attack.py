@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import gifts, keys, transfers, wallet
+from gifting_server.ledger import gifts, keys, payments, transfers, wallet
 from gifting_server.ledger.reconcile import reconcile
 from gifting_server.ledger.store import Store, connect
 from gifting_server.local_cluster import LocalCluster, NodeInfo
@@ -24,6 +24,7 @@ from tests.factories import fund, live_stream, viewer
 pytestmark = pytest.mark.cluster
 
 WAIT_TIMEOUT_MS = 400
+BUY = "payment.succeeded"
 
 
 @pytest.fixture
@@ -101,3 +102,42 @@ async def test_a_gift_short_of_a_replica_at_any_step_is_finished_once(
     assert await store.redis.hget(keys.wallet(streamer), "received") == "1"
     report = await reconcile(store.redis, store.settings.economy.creator_share_bps)
     assert report.ok, report.format()
+
+
+PACKAGES = {"coins_100": 100, "coins_500": 500, "coins_1000": 1000, "coins_5000": 5000}
+
+
+async def test_forgotten_scripts_and_cancelled_callers_in_batches_held_by_a_wait(
+    redis_cluster: LocalCluster, store: Store
+) -> None:
+    """Every master forgot its scripts (a restart, SCRIPT FLUSH): the NOSCRIPT replies
+    come back in batches held by their WAIT. Meanwhile half the callers are
+    cancelled at once. Each caller still answered gets its own result (a package per
+    user tells them apart), and every event, redelivered, is credited once."""
+    await fund(store, "warmup")  # every script loaded, every connection made
+    for node in redis_cluster.nodes():
+        if node.role == "master" and not node.failed:
+            client = node_client(node)
+            client.script_flush()
+            client.close()
+    users = [(f"u{n}", list(PACKAGES)[n % len(PACKAGES)]) for n in range(40)]
+
+    async def buy(user: str, package: str) -> tuple[int, int]:
+        bought = await payments.apply_payment(store, user, f"ev-{user}", BUY, package)
+        return bought.coins, bought.credited
+
+    calls = [asyncio.ensure_future(buy(user, package)) for user, package in users]
+    for _ in range(3):
+        await asyncio.sleep(0)  # written, their replies (NOSCRIPT) not yet read
+    for call in calls[::2]:
+        call.cancel()
+    answered = await asyncio.gather(*calls, return_exceptions=True)
+    for (_, package), answer in zip(users[1::2], answered[1::2], strict=True):
+        assert answer == (PACKAGES[package], PACKAGES[package])
+    assert all(isinstance(a, asyncio.CancelledError) for a in answered[::2])
+    for user, package in users:  # the provider redelivers what got no 200
+        assert await buy(user, package) == (PACKAGES[package], PACKAGES[package])
+        assert (await wallet.read_wallet(store, user))["coins"] == PACKAGES[package]
+    report = await reconcile(store.redis, store.settings.economy.creator_share_bps)
+    assert report.ok, report.format()
+    assert report.pending_payments == []
