@@ -6,6 +6,7 @@ behind a WAIT, a caller cancelled while its batch waits."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,13 +14,22 @@ from pathlib import Path
 import pytest
 
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import gifts, keys, payments, transfers, wallet
+from gifting_server.ledger import gifts, keys, payments, streams, transfers, wallet
 from gifting_server.ledger.reconcile import reconcile
 from gifting_server.ledger.store import Store, connect
+from gifting_server.ledger.stream_state import publish_viewers
 from gifting_server.local_cluster import LocalCluster, NodeInfo
+from tests.cluster.test_cluster_hub import (
+    assert_no_silent_gap,
+    one_stream_per_master,
+    publish_until_served,
+    received,
+    seen,
+)
 from tests.cluster.test_replica_ack import killed, node_client, replicas_in_sync  # noqa: F401
-from tests.conftest import make_settings
-from tests.factories import fund, live_stream, viewer
+from tests.conftest import ServerThread, make_settings
+from tests.factories import fund, live_stream, token, viewer
+from tests.hub.wsclient import WsClient
 
 pytestmark = pytest.mark.cluster
 
@@ -141,3 +151,72 @@ async def test_forgotten_scripts_and_cancelled_callers_in_batches_held_by_a_wait
     report = await reconcile(store.redis, store.settings.economy.creator_share_bps)
     assert report.ok, report.format()
     assert report.pending_payments == []
+
+
+async def test_events_a_failover_lost_are_taken_back_from_the_viewers_before_new_ones(
+    redis_cluster: LocalCluster,
+    cluster_url: str,
+    tmp_path: Path,
+    killed: list[NodeInfo],  # noqa: F811
+) -> None:
+    """Events 2..4 reach the viewer live from a master whose replica is stopped;
+    the master dies, the replica (with event 1 only) takes over, and the stream's
+    next events take ids 2, 3, ... again. The viewer is told it restarts
+    (`subscribed {recovered: false}`) and gets every new event, whether they were
+    published before the worker read the history again or after."""
+    plain = Store(await connect(cluster_url, 1.0), make_settings(cluster_url, tmp_path))
+    stream_id = one_stream_per_master(redis_cluster)[0]
+    await streams.start_stream(plain, "streamer1", stream_id)
+    master = redis_cluster.master_for_key(keys.stream(stream_id))
+    replica = redis_cluster.replicas_of(master)[0]
+    with ServerThread(make_settings(cluster_url, tmp_path / "worker")) as worker:
+        async with await WsClient.open(worker.url, token("ann")) as viewer:
+            await viewer.subscribe(stream_id)
+            await publish_viewers(plain, stream_id, 1)
+            await received(viewer, stream_id, 1)
+            replicas_in_sync(redis_cluster)
+            redis_cluster.processes[replica.port].send_signal(signal.SIGSTOP)
+            try:
+                # Its link dropped while it is stopped: nothing more reaches it.
+                with node_client(master) as client:
+                    client.client_kill_filter(_type="replica")
+                for count in (2, 3, 4):  # on the master only
+                    await publish_viewers(plain, stream_id, count)
+                head = await plain.redis.hget(keys.stream(stream_id), "seq")
+                await received(viewer, stream_id, int(head))
+                redis_cluster.kill(master)
+                killed.append(master)
+            finally:
+                redis_cluster.processes[replica.port].send_signal(signal.SIGCONT)
+            await asyncio.to_thread(redis_cluster.wait_for_failover, master)
+            new_counts = list(range(100, 106))
+            published = [await publish_until_served(plain, stream_id, n) for n in new_counts]
+            assert published[0] <= int(head)  # lost ids are taken again
+            await received_count(viewer, stream_id, new_counts[-1])
+            history = seen(viewer, stream_id)
+            assert ("subscribed", (False, 1)) in history, history
+            assert_no_silent_gap(history)
+            counts = viewer_counts(viewer, stream_id)
+            assert counts[counts.index(1) :][:4] == [1, 2, 3, 4]
+            assert [c for c in counts if c >= 100] == new_counts, counts
+            viewer.assert_no_traceback()
+    await plain.close()
+
+
+def viewer_counts(client: WsClient, stream_id: str) -> list[int]:
+    """The counts of the `viewers` events the client got, in order, those the
+    worker publishes itself (0 or 1 here) included."""
+    return [
+        int(event["count"])
+        for message in client.received
+        if message.get("stream_id") == stream_id and message["type"] == "events"
+        for event in message["events"]
+        if event.get("kind") == "viewers"
+    ]
+
+
+async def received_count(client: WsClient, stream_id: str, count: int) -> None:
+    deadline = time.monotonic() + 20
+    while count not in viewer_counts(client, stream_id):
+        assert time.monotonic() < deadline, seen(client, stream_id)
+        await asyncio.sleep(0.02)
