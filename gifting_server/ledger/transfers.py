@@ -292,11 +292,15 @@ async def _raise(error: BaseException) -> None:
 
 
 async def _finish_pending(store: Store, transfer_id: str) -> bool:
-    """False when the transfer cannot be finished now; raises only when Redis cannot
-    be reached, which ends the pass."""
+    """False when the transfer cannot be finished now; raises only when the sender's
+    master cannot be reached, which ends the pass. A credit side that is unavailable
+    (its master failing over, its replicas short) holds up only its own transfers:
+    the requeue, on the sender's master, tells whether the pass can go on."""
     sender, _, key = transfer_id.partition(":")
+    read = False
     try:
         record = await guarded(store.redis.get(keys.idempotency(sender, key)))
+        read = True
         parts = str(record).split("\n", 3) if record is not None else []
         if len(parts) != 4:
             log.error(
@@ -308,7 +312,10 @@ async def _finish_pending(store: Store, transfer_id: str) -> bool:
         await finish(store, Transfer.decoded(parts[3]), parts[2])
     except GiftingError as e:
         if e.code is ErrorCode.SERVICE_UNAVAILABLE:
-            raise
+            if not read:
+                raise
+            log.warning("gift transfer %s cannot be finished now: %s", transfer_id, e)
+            return False
         log.error("gift transfer %s cannot be finished: %s", transfer_id, e)
         return False
     except (ValueError, TypeError) as e:  # a record's transfer that is not one

@@ -220,3 +220,56 @@ async def received_count(client: WsClient, stream_id: str, count: int) -> None:
     while count not in viewer_counts(client, stream_id):
         assert time.monotonic() < deadline, seen(client, stream_id)
         await asyncio.sleep(0.02)
+
+
+async def test_a_relay_pass_goes_on_past_a_transfer_whose_credit_is_short_of_a_replica(
+    redis_cluster: LocalCluster,
+    store: Store,
+    killed: list[NodeInfo],  # noqa: F811
+) -> None:
+    """Two transfers left debited by a dead worker: the first one's streamer is on a
+    master whose replica is down, the second's is not. The relay finishes the second
+    in the same pass, and the first once the replica is back."""
+    short_master, *others = [
+        node for node in redis_cluster.nodes() if node.role == "master" and not node.failed
+    ]
+
+    def off_short(key: object, prefix: str, on: NodeInfo | None = None) -> str:
+        for n in range(10_000):
+            name = f"{prefix}{n}"
+            port = redis_cluster.master_for_key(key(name)).port  # type: ignore[operator]
+            if (port == on.port) if on else (port != short_master.port):
+                return name
+        raise AssertionError("no such name")
+
+    stuck_streamer = off_short(keys.wallet, "t", on=short_master)
+    fine_streamer = off_short(keys.wallet, "f")
+    stuck_stream, fine_stream = off_short(keys.stream, "s"), off_short(keys.stream, "x")
+    senders = off_short(keys.wallet, "v"), off_short(keys.wallet, "w")
+    await live_stream(store, stuck_stream, stuck_streamer)
+    await live_stream(store, fine_stream, fine_streamer)
+    rose = store.settings.gift("rose")
+    assert rose is not None
+    for sender, (stream_id, streamer) in zip(
+        senders, [(stuck_stream, stuck_streamer), (fine_stream, fine_streamer)], strict=True
+    ):
+        await fund(store, sender)
+        who = viewer(sender)
+        fragment = gifts.event_fragment(who, rose)
+        await transfers.debit(store, who, stream_id, streamer, rose, 1, "k1", fragment)
+    replica = redis_cluster.replicas_of(short_master)[0]
+    redis_cluster.kill(replica)
+    killed.append(replica)
+
+    slots = [keys.slot_of_tag(f"u:{sender}") for sender in senders]  # the stuck one first
+    later = int(time.time() * 1000) + 1
+    assert await transfers.relay_transfers(store, slots, later) == 1
+    assert await store.redis.hget(keys.wallet(fine_streamer), "received") == "1"
+    assert await store.redis.hget(keys.wallet(stuck_streamer), "received") in (None, "1")
+
+    await asyncio.to_thread(redis_cluster.restart, replica)
+    replicas_in_sync(redis_cluster)
+    assert await transfers.relay_transfers(store, slots, int(time.time() * 1000) + 1) == 1
+    assert await store.redis.hget(keys.wallet(stuck_streamer), "received") == "1"
+    report = await reconcile(store.redis, store.settings.economy.creator_share_bps)
+    assert report.ok, report.format()
