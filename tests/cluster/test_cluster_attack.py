@@ -230,9 +230,9 @@ async def test_a_relay_pass_goes_on_past_a_transfer_whose_credit_is_short_of_a_r
     """Two transfers left debited by a dead worker: the first one's streamer is on a
     master whose replica is down, the second's is not. The relay finishes the second
     in the same pass, and the first once the replica is back."""
-    short_master, *others = [
+    short_master = next(
         node for node in redis_cluster.nodes() if node.role == "master" and not node.failed
-    ]
+    )
 
     def off_short(key: object, prefix: str, on: NodeInfo | None = None) -> str:
         for n in range(10_000):
