@@ -77,6 +77,7 @@ class Room:
     fill_again: bool = False  # pub/sub dropped again while filling: read once more after
     held: list[tuple[int, bytes]] = field(default_factory=list)
     viewers: int = 0  # across all workers: the newest `viewers` event taken
+    rewinds: int = 0  # times the stream's history went back (`Hub._rewind`)
 
     def local_count(self) -> int:
         return len(self.batch_of)
@@ -112,7 +113,12 @@ class Hub:
         try:
             self._remove(member, stream_id)  # a resubscribe, e.g. with `since`
             room = await self._room(stream_id)
+            rewinds = room.rewinds
             recovered, catch_up, upto = await self._catch_up(room, since)
+            if room.rewinds != rewinds:
+                # The history went back while it was read: what was read may be gone,
+                # its ids taken by new events this member would then never get.
+                recovered, catch_up, upto = False, [], room.last_seen
             if not recovered:
                 # Live events after `last_event_id` only: the events this worker took
                 # while the history was read are older than where the client starts.
@@ -363,6 +369,7 @@ class Hub:
             "again at %d",
             room.stream_id, parted + 1, room.last_seen, parted,
         )  # fmt: skip
+        room.rewinds += 1
         while room.recent and room.recent[-1][0] > parted:
             room.recent.pop()
         room.held = [(event_id, raw) for event_id, raw in room.held if event_id > parted]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from gifting_server.config import Settings
+from gifting_server.hub.history import Replay
 from gifting_server.hub.hub import STEP_WRITES, Hub
 from gifting_server.hub.memory import MemoryBroker, MemoryHistory
 from gifting_server.protocol import Encoding
@@ -117,4 +118,72 @@ async def test_an_event_held_from_the_lost_history_is_never_delivered_in_place_o
         assert seen[restart + 1 :] == [("event", i) for i in range(5, 9)]
         events = [e for m in member.messages if m["type"] == "events" for e in m["events"]]
         assert [e["ts"] for e in events if e["event_id"] == 8] == [5]
+    await hub.stop()
+
+
+class HeldHistory:
+    """The in-memory history, whose next replay is read at once but answered only on
+    `release`: an answer from the old master still on its way when it dies."""
+
+    def __init__(self, history: MemoryHistory) -> None:
+        self.history = history
+        self.hold_next = False
+        self.held = asyncio.Event()
+        self.released = asyncio.Event()
+
+    async def head(self, stream_id: str) -> tuple[int, int]:
+        return await self.history.head(stream_id)
+
+    async def replay(self, stream_id: str, since: int) -> Replay:
+        if not self.hold_next:
+            return await self.history.replay(stream_id, since)
+        self.hold_next = False
+        answer = self.history._read(stream_id, since)
+        self.held.set()
+        await self.released.wait()
+        return answer
+
+
+async def test_a_join_whose_history_read_straddles_a_rewind_is_not_told_it_recovered(
+    settings: Settings,
+) -> None:
+    """A viewer resubscribes with `since` = 2; the old master answers 3 and 4, but the
+    answer arrives after the worker found that the failover lost them (and the new
+    event 2 took an id again). The viewer must not be told it recovered 3 and 4:
+    they are gone, and the new events 3 and 4 would then never reach it."""
+    memory = MemoryHistory()
+    history = HeldHistory(memory)
+    broker = MemoryBroker(memory)
+    hub = Hub(settings, broker, history)
+    hub.start()
+    watcher = Member(Encoding.JSON)
+    await hub.join(watcher, "s", None)
+    for _ in range(4):
+        broker.publish("s", {"kind": "gift", "ts": 1})
+    await quiet(hub, 4)
+
+    joiner = Member(Encoding.JSON)
+    history.hold_next = True
+    joining = asyncio.ensure_future(hub.join(joiner, "s", 2))
+    await history.held.wait()  # it read 3 and 4, the old master's
+    broker.lose_connection()
+    lose_events_after(memory, 1)
+    broker.publish("s", {"kind": "gift", "ts": 2})  # the new event 2
+    broker.reconnect()
+    await quiet(hub, 2)
+    history.released.set()
+    await joining
+    for ts in (3, 4, 5):  # the new events 3, 4 and 5
+        broker.publish("s", {"kind": "gift", "ts": ts})
+    await quiet(hub, 5)
+
+    for member in (watcher, joiner):
+        events = [e for m in member.messages if m["type"] == "events" for e in m["events"]]
+        new = [(e["event_id"], e["ts"]) for e in events if e["ts"] > 1]
+        assert new[-3:] == [(3, 3), (4, 4), (5, 5)], member.seen()
+    subscribed = joiner.messages[0]
+    assert subscribed["type"] == "subscribed"
+    if subscribed["recovered"]:  # then it was given nothing that is gone
+        events = [e for m in joiner.messages if m["type"] == "events" for e in m["events"]]
+        assert all(e["ts"] > 1 for e in events), joiner.seen()
     await hub.stop()
