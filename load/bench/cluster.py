@@ -41,6 +41,7 @@ import redis
 import uvloop
 
 from gifting_server.auth import sign_webhook
+from gifting_server.ledger import keys
 from gifting_server.local_cluster import LocalCluster
 from load.bench.fanout import percentile
 from load.bench.gifts import drive
@@ -65,6 +66,7 @@ class NodeStats:
     commands: int
     cpu_s: float
     calls: dict[str, int]  # by command
+    used_memory: int
 
 
 def node_stats(node: Node) -> NodeStats:
@@ -77,6 +79,7 @@ def node_stats(node: Node) -> NodeStats:
         commands=sum(int(v["calls"]) for k, v in stats.items() if k not in OWN_COMMANDS),
         cpu_s=float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
         calls={k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()},
+        used_memory=int(node.client.info("memory")["used_memory"]),
     )
 
 
@@ -190,11 +193,57 @@ def measure(
         "busiest_master_share": round(max(calls.values()) / max(sum(calls.values()), 1), 3),
         "script_calls_by_master": list(calls.values()),
         "server_us_per_gift": round(server_cpu * 1e6 / acked, 1),
+        # What the load left in the masters' memory: idempotency records and credit
+        # marks (kept `idempotency_ttl_s`), journal entries (kept), history (capped).
+        "memory_bytes_per_gift": round(per_gift("used_memory", masters)),
         "commands_per_gift_by_name": {
             command: round(count / acked, 2)
             for command, count in sorted(by_command.items(), key=lambda item: -item[1])
         },
     }
+
+
+def memory_usage(client: redis.Redis, key: str) -> int:
+    # SAMPLES 0: every element of a hash or stream counted, not an estimate.
+    return int(client.memory_usage(key, samples=0) or 0)
+
+
+def key_memory(client: redis.Redis, streams: int, viewers: int) -> dict[str, int]:
+    """Bytes of Redis memory by kind of key, from a sample of what the load wrote."""
+    sample_viewers = [f"sv{n}" for n in range(0, viewers, max(viewers // 20, 1))]
+    sample_streams = range(0, streams, max(streams // 10, 1))
+    viewer_bytes = records = record_bytes = 0
+    for user in sample_viewers:
+        for key in client.scan_iter(match=f"{{u:{user}}}:*", count=1000):
+            if b":idem:" in key:
+                records += 1
+                record_bytes += memory_usage(client, key)
+            else:
+                viewer_bytes += memory_usage(client, key)
+    events = history_bytes = entries = journal_bytes = 0
+    for n in sample_streams:
+        events += int(client.xlen(keys.stream_history(f"spread{n}")))
+        history_bytes += memory_usage(client, keys.stream_history(f"spread{n}"))
+        entries += int(client.xlen(keys.journal(f"spread_streamer{n}")))
+        journal_bytes += memory_usage(client, keys.journal(f"spread_streamer{n}"))
+    return {
+        "viewer_bytes": viewer_bytes // len(sample_viewers),
+        "idempotency_record_bytes": record_bytes // max(records, 1),
+        "history_bytes_per_event": history_bytes // max(events, 1),
+        "journal_bytes_per_entry": journal_bytes // max(entries, 1),
+    }
+
+
+def mean_key_bytes(clients: list[redis.Redis], pattern: str, limit: int = 200) -> int:
+    """Mean bytes of up to `limit` keys matching `pattern` on each of `clients`."""
+    total = found = 0
+    for client in clients:
+        for number, key in enumerate(client.scan_iter(match=pattern, count=1000)):
+            if number == limit:
+                break
+            total += memory_usage(client, key)
+            found += 1
+    return total // max(found, 1)
 
 
 def single(port: int, **load: Any) -> dict[str, Any]:
@@ -203,7 +252,9 @@ def single(port: int, **load: Any) -> dict[str, Any]:
     try:
         node = Node("single", redis.Redis.from_url(server.redis_url), master=True)
         try:
-            return measure(server, [node], **load)
+            figures = measure(server, [node], **load)
+            figures["key_memory"] = key_memory(node.client, load["streams"], load["viewers"])
+            return figures
         finally:
             node.client.close()
     finally:
@@ -237,7 +288,13 @@ def on_cluster(port: int, **load: Any) -> dict[str, Any]:
         server = BenchServer(port, cpu=0, redis_url=cluster.urls[0])
         server.start()
         try:
-            return measure(server, nodes, **load)
+            figures = measure(server, nodes, **load)
+            masters = [node.client for node in nodes if node.master]
+            figures["key_memory"] = {
+                "idempotency_record_bytes": mean_key_bytes(masters, "{u:*}:idem:*"),
+                "credit_mark_bytes": mean_key_bytes(masters, "*:credited:*"),
+            }
+            return figures
         finally:
             server.stop()
             for node in nodes:
