@@ -249,6 +249,24 @@ def cluster_markdown(compared: dict[str, Any], command: str) -> list[str]:
          f"{load['rate']:.0f}/s offered; refused: {one['gift_errors'] or 'none'} / "
          f"{many['gift_errors'] or 'none'}, unanswered: {one['gifts_unanswered']} / "
          f"{many['gifts_unanswered']}"),
+        ("Redis memory per gift, bytes", one["memory_bytes_per_gift"],
+         many["memory_bytes_per_gift"], ratio("memory_bytes_per_gift"),
+         "`used_memory` deltas summed over the masters: what the load left (idempotency "
+         "records and credit marks, kept `idempotency_ttl_s`; journal entries, kept; "
+         "history, capped per stream)"),
+        ("idempotency record, bytes", one["key_memory"]["idempotency_record_bytes"],
+         many["key_memory"]["idempotency_record_bytes"], "",
+         "`MEMORY USAGE`, mean of a sample; across slots it holds the transfer"),
+        ("credit marks per gift, bytes", "—", 2 * many["key_memory"]["credit_mark_bytes"], "",
+         "`{s:S}:credited:<t>` and `{u:T}:credited:<t>`, kept `idempotency_ttl_s`"),
+        ("history event / journal entry, bytes",
+         f"{one['key_memory']['history_bytes_per_event']} / "
+         f"{one['key_memory']['journal_bytes_per_entry']}", "", "",
+         "`MEMORY USAGE` / `XLEN` of a sample of the streams' histories and the "
+         "streamers' journals (one Redis; the same scripts write them on a cluster)"),
+        ("a funded viewer, bytes", one["key_memory"]["viewer_bytes"], "", "",
+         "every key of a sample of viewers but their idempotency records: wallet, "
+         "purchases, payment record, journal with one purchase"),
         ("without load: commands/s, Redis CPU ms/s",
          f"{one['idle_commands_per_s']}, {one['idle_redis_cpu_ms_per_s']}",
          f"{many['idle_commands_per_s']}, {many['idle_redis_cpu_ms_per_s']}", "",
