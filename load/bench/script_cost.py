@@ -17,6 +17,7 @@ Takes a few minutes; needs valgrind.
 
     python -m load.bench.script_cost [--gifts 2000] [--script path/to/send_gift.lua]
     python -m load.bench.script_cost --path single   # or: --path cluster
+    python -m load.bench.script_cost --path sides    # the stream's and the streamer's slot
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ import redis
 
 from gifting_server.auth import Identity, Role
 from gifting_server.config import Settings, load_settings
-from gifting_server.ledger import payments, streams, transfers
+from gifting_server.ledger import keys, payments, streams, transfers
+from gifting_server.ledger.clock import DAY_MS, held_until
 from gifting_server.ledger.gifts import event_fragment, gift_call
 from gifting_server.ledger.scripts import script_source, with_includes
 from gifting_server.ledger.store import Store, connect_single
@@ -171,6 +173,49 @@ async def _transfers(url: str, settings: Settings, gifts: int) -> None:
         await store.close()
 
 
+def one_side(side: str) -> Sender:
+    """The steps of one slot alone, for each gift: "stream" (`gift_gate`, then
+    `credit_stream`) or "streamer" (`credit_streamer`), on the transfer the debit
+    would have made. What a hot stream's or a busy streamer's master runs per gift."""
+
+    def send(client: redis.Redis, url: str, settings: Settings, gifts: int) -> None:
+        across = dataclasses.replace(settings, gifts_across_slots=True)
+        asyncio.run(_side(url, across, gifts, side))
+
+    return send
+
+
+async def _side(url: str, settings: Settings, gifts: int, side: str) -> None:
+    store = Store(connect_single(url, 120.0), settings)
+    rose = settings.gift("rose")
+    assert rose is not None
+    slots = asyncio.Semaphore(CONCURRENT_TRANSFERS)
+
+    async def one(i: int) -> None:
+        identity = sender(i)
+        now = store.clock()
+        transfer = transfers.Transfer(
+            sender=identity.user_id, key=f"c{i}", stream=STREAM, streamer=STREAMER,
+            gift=rose.id, count=1, coins=rose.coins, at=now,
+            share_bps=settings.economy.creator_share_bps,
+            held_until=held_until(now, settings.economy.holding_period_days * DAY_MS),
+            fragment=event_fragment(identity, rose), adult=True,
+        )  # fmt: skip
+        async with slots:
+            if side == "stream":
+                await store.scripts.run(
+                    "gift_gate", [keys.stream(STREAM)], [STREAMER, identity.user_id]
+                )
+                await transfers.credit_stream(store, transfer)
+            else:
+                await transfers.credit_streamer(store, transfer, i + 1, "")
+
+    try:
+        await asyncio.gather(*(one(i) for i in range(gifts)))
+    finally:
+        await store.close()
+
+
 def per_gift(gifts: int, send: Sender) -> int:
     """N gifts and then 2N, each on a fresh server: the difference is N gifts' cost
     alone, without the start, the setup and the shutdown."""
@@ -181,7 +226,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--gifts", type=int, default=2000)
     parser.add_argument("--script", type=Path, help="a send_gift.lua to measure instead")
-    parser.add_argument("--path", choices=["both", "single", "cluster"], default="both")
+    parser.add_argument(
+        "--path", choices=["both", "single", "cluster", "sides"], default="both",
+        help="sides: the steps across slots split by the slot that runs them",
+    )  # fmt: skip
     options = parser.parse_args()
     if not shutil.which("valgrind"):
         sys.exit("valgrind is needed: apt-get install valgrind")
@@ -202,6 +250,11 @@ def main() -> None:
         )
     if single and cluster:
         print(f"across slots / send_gift: {cluster / single:.2f}")
+    if options.path == "sides":
+        stream = per_gift(options.gifts, one_side("stream"))
+        print(f"the stream's slot: {stream:,} instructions per gift (gift_gate, credit_stream)")
+        streamer = per_gift(options.gifts, one_side("streamer"))
+        print(f"the streamer's slot: {streamer:,} instructions per gift (credit_streamer)")
 
 
 if __name__ == "__main__":
