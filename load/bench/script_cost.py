@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import secrets
 import shutil
 import socket
 import subprocess
@@ -199,7 +200,7 @@ async def _side(url: str, settings: Settings, gifts: int, side: str) -> None:
             gift=rose.id, count=1, coins=rose.coins, at=now,
             share_bps=settings.economy.creator_share_bps,
             held_until=held_until(now, settings.economy.holding_period_days * DAY_MS),
-            fragment=event_fragment(identity, rose), adult=True,
+            fragment=event_fragment(identity, rose), adult=True, nonce=secrets.token_hex(8),
         )  # fmt: skip
         async with slots:
             if side == "stream":
