@@ -257,8 +257,9 @@ def cluster_markdown(compared: dict[str, Any], command: str) -> list[str]:
         ("idempotency record, bytes", one["key_memory"]["idempotency_record_bytes"],
          many["key_memory"]["idempotency_record_bytes"], "",
          "`MEMORY USAGE`, mean of a sample; across slots it holds the transfer"),
-        ("credit marks per gift, bytes", "—", 2 * many["key_memory"]["credit_mark_bytes"], "",
-         "`{s:S}:credited:<t>` and `{u:T}:credited:<t>`, kept `idempotency_ttl_s`"),
+        ("credit records per gift, bytes", "—", 2 * many["key_memory"]["credit_mark_bytes"],
+         "", "`{s:S}:credited:…` and `{u:T}:credited:…` (`keys.credited`), kept "
+         "`idempotency_ttl_s`"),
         ("history event / journal entry, bytes",
          f"{one['key_memory']['history_bytes_per_event']} / "
          f"{one['key_memory']['journal_bytes_per_entry']}", "", "",
