@@ -252,7 +252,7 @@ def cluster_markdown(compared: dict[str, Any], command: str) -> list[str]:
         ("Redis memory per gift, bytes", one["memory_bytes_per_gift"],
          many["memory_bytes_per_gift"], ratio("memory_bytes_per_gift"),
          "`used_memory` deltas summed over the masters: what the load left (idempotency "
-         "records and credit marks, kept `idempotency_ttl_s`; journal entries, kept; "
+         "records and credit records, kept `idempotency_ttl_s`; journal entries, kept; "
          "history, capped per stream)"),
         ("idempotency record, bytes", one["key_memory"]["idempotency_record_bytes"],
          many["key_memory"]["idempotency_record_bytes"], "",

@@ -197,7 +197,7 @@ def measure(
         "script_calls_by_master": list(calls.values()),
         "server_us_per_gift": round(server_cpu * 1e6 / acked, 1),
         # What the load left in the masters' memory: idempotency records and credit
-        # marks (kept `idempotency_ttl_s`), journal entries (kept), history (capped).
+        # records (kept `idempotency_ttl_s`), journal entries (kept), history (capped).
         "memory_bytes_per_gift": round(per_gift("used_memory", masters)),
         "commands_per_gift_by_name": {
             command: round(count / acked, 2)
