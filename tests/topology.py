@@ -83,6 +83,20 @@ async def scan_all(client: AsyncClient, pattern: str = "*") -> AsyncIterator[Any
         yield key
 
 
+async def channel_subscribers(client: AsyncClient, channels: list[str]) -> list[int]:
+    """How many connections follow each channel: PUBSUB NUMSUB on the single Redis,
+    PUBSUB SHARDNUMSUB on the master of each channel's slot on a cluster (where the
+    workers follow streams with SSUBSCRIBE)."""
+    if not isinstance(client, AsyncRedisCluster):
+        return [int(count) for _, count in await client.pubsub_numsub(*channels)]
+    counts = []
+    for channel in channels:
+        node = client.get_node_from_key(channel)
+        reply = await client.execute_command("PUBSUB SHARDNUMSUB", channel, target_nodes=node)
+        counts.append(int(reply[1]))
+    return counts
+
+
 def flush_all(url: str) -> None:
     """FLUSHALL on the single Redis, or on every master of the cluster."""
     client = sync_client(url)
