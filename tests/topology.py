@@ -13,8 +13,9 @@ that owns a key.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import redis
@@ -24,6 +25,7 @@ from redis.cluster import RedisCluster
 
 from gifting_server.local_cluster import LocalCluster
 from gifting_server.redis_topology import Topology, detect, detect_async
+from tests.redis_process import RedisProcess
 
 TOPOLOGY_ENV = "GIFTING_TEST_TOPOLOGY"
 SINGLE, CLUSTER = "single", "cluster"
@@ -125,4 +127,96 @@ class ClusterFaults:
         for node in self.cluster.nodes():
             if node.port not in self.cluster.running():
                 self.cluster.restart(node)
+        self.cluster.wait_ready()
+
+
+async def error_count(client: AsyncClient, error: str) -> int:
+    """How often Redis answered `error` (INFO errorstats), summed over every master."""
+    if isinstance(client, AsyncRedisCluster):
+        replies = await client.info("errorstats", target_nodes=AsyncRedisCluster.PRIMARIES)
+        stats = list(replies.values())
+    else:
+        stats = [await client.info("errorstats")]
+    return sum(int(s.get(f"errorstat_{error}", {}).get("count", 0)) for s in stats)
+
+
+async def config_set_everywhere(client: AsyncClient, name: str, value: Any) -> None:
+    """CONFIG SET on the single Redis, or on every master of the cluster."""
+    if isinstance(client, AsyncRedisCluster):
+        await client.config_set(name, value, target_nodes=AsyncRedisCluster.PRIMARIES)
+    else:
+        await client.config_set(name, value)
+
+
+class RedisUnderFault(Protocol):
+    """The whole Redis of a fault test, whatever its topology: killed with SIGKILL and
+    started again from its append-only files, or hung with SIGSTOP and continued."""
+
+    @property
+    def url(self) -> str: ...
+
+    def kill(self) -> None: ...
+
+    def restart(self) -> None: ...
+
+    def suspend(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+
+class SingleUnderFault:
+    """One redis-server of the test's own."""
+
+    def __init__(self, process: RedisProcess) -> None:
+        self.process = process
+
+    @property
+    def url(self) -> str:
+        return self.process.url
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def restart(self) -> None:
+        self.process.start()  # from its append-only file, on the same port
+
+    def suspend(self) -> None:
+        self.process.suspend()
+
+    def resume(self) -> None:
+        self.process.resume()
+
+
+class ClusterUnderFault:
+    """Every node of the session's cluster at once, so that no replica takes over: the
+    cluster is gone (or hung) as a whole, as the single Redis is, and comes back from
+    its nodes.conf and append-only files on the same ports, masters as they were.
+    A master lost alone, with a replica promoted in its place, is `ClusterFaults`."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+
+    @property
+    def url(self) -> str:
+        return self.cluster.urls[0]
+
+    def kill(self) -> None:
+        for process in self.cluster.processes.values():
+            process.send_signal(signal.SIGKILL)
+        for process in self.cluster.processes.values():
+            process.wait()
+
+    def restart(self) -> None:
+        self.cluster.start()  # the saved layout: every node again, then wait until ok
+
+    def _signal_all(self, signum: int) -> None:
+        for process in self.cluster.processes.values():
+            if process.poll() is None:
+                process.send_signal(signum)
+
+    def suspend(self) -> None:
+        self._signal_all(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal_all(signal.SIGCONT)
         self.cluster.wait_ready()
