@@ -27,11 +27,11 @@ CLUSTER_SUITES := tests/ledger tests/api tests/hub tests/faults tests/cluster
 test-cluster: $(BIN)/gifting-server
 	GIFTING_TEST_TOPOLOGY=cluster $(BIN)/python -m pytest -q $(CLUSTER_SUITES)
 
-# A local Redis Cluster (3 masters, 3 replicas, docs/scaling.md) in data/cluster until
-# Ctrl-C; it prints the node URLs. Only the cluster for now: the two `serve` workers
-# over it come with the server's cluster support.
+# A local Redis Cluster (3 masters, 3 replicas, docs/scaling.md) in data/cluster, two
+# `serve` workers over it on PORT and PORT+1, and the demo; it prints the URLs.
+# Ctrl-C stops everything it started.
 run-cluster: $(BIN)/gifting-server
-	$(BIN)/python -m gifting_server.local_cluster --data-dir data/cluster
+	$(BIN)/python -m gifting_server.run_cluster --data-dir data/cluster --host $(HOST) --port $(PORT)
 
 # Faults, abuse and fuzzing (docs/reliability.md): kills and restarts real Redis and
 # server processes, floods, forges and fuzzes; about 40 s on its own.

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,7 +34,7 @@ from gifting_server.hub.cluster_broker import ClusterBroker
 from gifting_server.hub.hub import Hub
 from gifting_server.hub.redis_broker import RedisBroker
 from gifting_server.hub.redis_history import RedisHistory
-from gifting_server.ledger import streaks, stream_state
+from gifting_server.ledger import keys, streaks, stream_state, transfers
 from gifting_server.ledger.presence import Presence
 from gifting_server.ledger.store import (
     RedisClient,
@@ -127,6 +128,9 @@ def periodic_work(hub: Hub, store: Store) -> Scheduler:
     scheduler.every(streaks.SWEEP_EVERY_S, "viewer counts", lambda: presence.report(hub.served()))
     scheduler.every(stream_state.PUBLISH_EVERY_S, "top gifters", publish_top_gifters)
     scheduler.every(hub.settings.websocket.ping_interval_s, "heartbeat", ping)
+    if store.gifts_across_slots:
+        relay = transfers.TransferRelay(store, start=secrets.randbelow(keys.SLOTS))
+        scheduler.every(transfers.RELAY_EVERY_S, "finishing gift transfers", relay.pass_once)
     return scheduler
 
 

@@ -180,6 +180,9 @@ class Settings:
     # The pid of `serve` for its workers (set by `serve` in their environment): a
     # worker whose parent is no longer that process stops by itself.
     serve_pid: int = 0
+    # Gifts in steps, one script per slot (ledger/transfers.py), even on one Redis: a
+    # cluster always runs them so; the tests run them on one Redis too.
+    gifts_across_slots: bool = False
 
     @cached_property
     def gifts_by_id(self) -> Mapping[str, Gift]:

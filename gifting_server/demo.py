@@ -22,6 +22,12 @@ OVERLAYS = (
 
 async def seed_demo(settings: Settings, redis_url: str, base_url: str) -> str:
     """Seed idempotently (safe to run on every start) and return what to print."""
+    await seed(settings, redis_url)
+    return demo_urls(settings, base_url)
+
+
+async def seed(settings: Settings, redis_url: str) -> None:
+    """The live demo stream and its funded viewers; idempotent (the payments by event id)."""
     redis = await connect(redis_url, settings.limits.request_timeout_s)
     store = Store(redis, settings)
     try:
@@ -33,6 +39,9 @@ async def seed_demo(settings: Settings, redis_url: str, base_url: str) -> str:
     finally:
         await store.close()
 
+
+def demo_urls(settings: Settings, base_url: str) -> str:
+    """The demo's client and overlay URLs and API hints, for a server at `base_url`."""
     week = 7 * 86_400
     lines = [
         "",

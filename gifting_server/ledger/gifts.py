@@ -19,7 +19,7 @@ from gifting_server.auth import Identity, Role
 from gifting_server.config import Gift, Settings
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.fields import checked_key
-from gifting_server.ledger import keys, streaks
+from gifting_server.ledger import keys, streaks, transfers
 from gifting_server.ledger.clock import DAY_MS, day_number, held_until
 from gifting_server.ledger.store import Store
 from gifting_server.ledger.streams import streamer_of
@@ -33,7 +33,7 @@ class GiftReceipt:
     replayed: bool
 
 
-def _event_fragment(sender: Identity, gift: Gift) -> str:
+def event_fragment(sender: Identity, gift: Gift) -> str:
     """The sender and gift part of a gift event's JSON, spliced in by the script."""
     data = {
         "sender": {"id": sender.user_id, "name": sender.name},
@@ -96,7 +96,7 @@ def gift_call(
             limits.gift_burst,
             limits.idempotency_ttl_s * 1000,
             settings.history.max_events,
-            _event_fragment(sender, gift),
+            event_fragment(sender, gift),
             channel or keys.stream_channel(stream_id),
             idempotency_key,
             stream_id,
@@ -151,6 +151,19 @@ async def run_send_gift(
     """The script call alone, without the rules of `send_gift`: what the script's own
     tests and benchmarks drive (a count past the limit, say)."""
     streamer = await streamer_of(store, stream_id)
+    if store.gifts_across_slots:
+        debited, credited = await transfers.send_across_slots(
+            store,
+            sender,
+            stream_id,
+            streamer,
+            gift,
+            count,
+            idempotency_key,
+            event_fragment(sender, gift),
+        )
+        streaks.note_gift(store, stream_id)
+        return GiftReceipt(credited.event_id, debited.coins_left, credited.combo, debited.replayed)
     call = gift_call(
         store.settings,
         sender,

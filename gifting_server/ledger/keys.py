@@ -9,6 +9,11 @@ split per user (docs/scaling.md, "The ledger across slots").
 
 from __future__ import annotations
 
+import binascii
+from functools import cache
+
+SLOTS = 16384  # the hash slots of a Redis Cluster
+
 LEGACY_JOURNAL = "{ledger}:journal"
 LEGACY_PLATFORM_ACCOUNT = "{ledger}:platform"
 
@@ -43,9 +48,54 @@ def idempotency(user_id: str, key: str) -> str:
     return f"{{u:{user_id}}}:idem:{key}"
 
 
+def outbox(user_id: str) -> str:
+    """The gift transfers debited from this user and not yet credited (a gift across
+    slots: docs/scaling.md). One outbox per cluster slot, in the slot of the user's
+    keys, so that the relay reads a fixed set of keys: `outbox_of_slot`."""
+    return outbox_of_slot(slot_of_tag(f"u:{user_id}"))
+
+
+def outbox_of_slot(slot: int) -> str:
+    return f"{{{_slot_tags()[slot]}}}:outbox"
+
+
+def credited(side_tag_key: str, transfer_id: str) -> str:
+    """The record of a transfer credited on one side: the stream's (`stream(S)`) or
+    the streamer's (`wallet(T)`) slot, named after a key of that slot."""
+    tag = side_tag_key[: side_tag_key.index("}") + 1]
+    return f"{tag}:credited:{transfer_id}"
+
+
+def slot_of_tag(tag: str) -> int:
+    """The cluster slot of keys tagged `{tag}` (CRC16/XMODEM, as Redis computes it)."""
+    return binascii.crc_hqx(tag.encode(), 0) % SLOTS
+
+
+@cache
+def _slot_tags() -> list[str]:
+    """For every slot, a short tag that hashes to it: "o:<n>", the first n that does.
+    About 140,000 CRCs, some 50 ms, once per process."""
+    tags: list[str | None] = [None] * SLOTS
+    missing, n = SLOTS, 0
+    while missing:
+        tag = f"o:{n}"
+        slot = slot_of_tag(tag)
+        if tags[slot] is None:
+            tags[slot] = tag
+            missing -= 1
+        n += 1
+    return [tag for tag in tags if tag is not None]
+
+
 def payment_seen(event_id: str) -> str:
     """A provider's event id is unique across users, so its record is global."""
     return f"{{ledger}}:payment:{event_id}"
+
+
+def user_payment(user_id: str, event_id: str) -> str:
+    """A payment's record in its user's slot, holding its result: what makes applying
+    it idempotent on a cluster, where the global record is in another slot."""
+    return f"{{u:{user_id}}}:payment:{event_id}"
 
 
 def purchases(user_id: str) -> str:
@@ -91,9 +141,11 @@ SHARDED = "sharded:"
 
 
 WALLET_PATTERN = "{u:*}:wallet"
+USER_PAYMENT_PATTERN = "{u:*}:payment:*"
 JOURNAL_PATTERN = "{u:*}:journal"
 PLATFORM_PATTERN = "{u:*}:platform"
 STREAM_PATTERN = "{s:*}:meta"
+OUTBOX_PATTERN = "{o:*}:outbox"
 
 
 def user_of_wallet_key(key: str) -> str:
@@ -106,6 +158,11 @@ def platform_of_journal(journal_key: str) -> str:
     if journal_key == LEGACY_JOURNAL:
         return LEGACY_PLATFORM_ACCOUNT
     return journal_key.removesuffix(":journal") + ":platform"
+
+
+def user_and_event_of_user_payment(key: str) -> tuple[str, str]:
+    user, _, event_id = key[len("{u:") :].partition("}:payment:")
+    return user, event_id
 
 
 def stream_of_meta_key(key: str) -> str:

@@ -6,6 +6,7 @@ and the demo purchase, which signs its event like a provider would."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from gifting_server.auth import verify_webhook
 from gifting_server.errors import ErrorCode, GiftingError
@@ -66,24 +67,42 @@ async def apply_payment(
         raise GiftingError(ErrorCode.UNKNOWN_PACKAGE, f"no coin package {package_id!r}")
     if kind not in PAYMENT_KINDS:
         raise GiftingError(ErrorCode.INVALID_REQUEST, f"type must be one of {PAYMENT_KINDS}")
-    result = await store.run_script(
-        "recharge",
-        keys=[
-            keys.payment_seen(event_id),
-            keys.wallet(user_id),
-            keys.purchases(user_id),
-            keys.journal(user_id),
-        ],
-        args=[
-            user_id,
-            event_id,
-            kind,
-            package.id,
-            package.coins,
-            f"{user_id}|{kind}|{package.id}",
-            store.clock(),
-            payer_id or "",
-        ],
-    )
+    fingerprint = f"{user_id}|{kind}|{package.id}"
+    args = [user_id, event_id, kind, package.id, package.coins, fingerprint, store.clock()]
+    args.append(payer_id or "")
+    if not store.payments_across_slots:
+        return await _recharge(store, keys.payment_seen(event_id), user_id, args)
+    return await _apply_across_slots(store, user_id, event_id, fingerprint, args)
+
+
+async def _recharge(store: Store, record: str, user_id: str, args: list[Any]) -> PaymentResult:
+    """recharge.lua, idempotent by `record`: in the user's slot with the user's keys."""
+    user_keys = [keys.wallet(user_id), keys.purchases(user_id), keys.journal(user_id)]
+    result = await store.run_script("recharge", keys=[record, *user_keys], args=args)
     coins, credited, clawed_back, owed = (int(v) for v in result[1:5])
     return PaymentResult(coins, credited, clawed_back, owed, replayed=bool(result[5]))
+
+
+async def _apply_across_slots(
+    store: Store, user_id: str, event_id: str, fingerprint: str, args: list[Any]
+) -> PaymentResult:
+    """The payment's record and its user's keys in two slots (a cluster): claim the event
+    id in the record's slot, apply it in the user's, then mark the record applied. Each
+    step is idempotent; a crash between them leaves a pending claim that the provider's
+    retry (it got no 200) finishes (docs/scaling.md, "Payments across slots")."""
+    record = keys.payment_seen(event_id)
+    claim = await store.run_script("claim_payment", keys=[record], args=[fingerprint])
+    if claim[1]:
+        coins, credited, clawed_back, owed = (int(v) for v in claim[2:6])
+        return PaymentResult(coins, credited, clawed_back, owed, replayed=True)
+    try:
+        result = await _recharge(store, keys.user_payment(user_id, event_id), user_id, args)
+    except GiftingError as refused:
+        # Refused before its first write: nothing moved, so free the event id as the
+        # one-script path does. Unavailable storage may have run it: keep the claim.
+        if refused.code is not ErrorCode.SERVICE_UNAVAILABLE:
+            await store.run_script("release_payment_claim", keys=[record], args=[fingerprint])
+        raise
+    amounts = [result.coins, result.credited, result.clawed_back, result.owed]
+    await store.run_script("mark_payment_applied", keys=[record], args=[fingerprint, *amounts])
+    return result

@@ -13,7 +13,10 @@ included), that each wallet and each platform account replays from the journal,
 that no balance is negative, that every gift has all its legs (debit = diamonds +
 platform share, the creator share, `received`, the stream and all-time
 leaderboards), that each entry is in the journal of the user it belongs to, and
-that every payment event was credited exactly once. It never writes. Run it on a
+that every payment event was credited exactly once, its global record and any
+user's record (`{u:U}:payment:<event>`, a cluster's) backed by the journal; a claim
+not applied (a crash between a cluster payment's steps) is listed, not failed. It
+never writes. Run it on a
 quiet ledger: a gift landing between reading the journals and reading the wallets
 shows as a difference. `reconcile_main` then prints the risk report (`risk.py`):
 warnings only.
@@ -38,7 +41,7 @@ from typing import Any, cast
 from redis import exceptions as redis_errors
 
 from gifting_server.config import Settings
-from gifting_server.ledger import keys
+from gifting_server.ledger import keys, transfers
 from gifting_server.ledger.risk import RiskReport, RiskRules, RiskScan
 from gifting_server.ledger.store import RedisClient, connect
 from gifting_server.redis_topology import RedisUnreachable, detect
@@ -46,6 +49,8 @@ from gifting_server.redis_topology import RedisUnreachable, detect
 CURRENCIES = ("coins", "diamonds", "owed")
 WALLET_FIELDS = ("coins", "diamonds", "owed", "received")
 CHUNK = 1000
+# The end of a payment record claimed but not applied (lua/include/payment_record.lua).
+PENDING_RECORD = "|pending"
 SHOWN = 50  # problems printed by `Report.format`
 Ledger = defaultdict[str, Counter[str]]
 
@@ -63,6 +68,10 @@ class Report:
     totals: dict[str, Totals] = field(default_factory=lambda: {c: Totals() for c in CURRENCIES})
     entries: int = 0
     wallets: int = 0
+    in_transit: int = 0  # coins of gifts debited and not yet credited (transfers.py)
+    # Payment records claimed and not applied (a crash between the steps on a
+    # cluster): no coin moved; not a problem, but worth a look if they stay.
+    pending_payments: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -77,6 +86,16 @@ class Report:
             lines.append(
                 f"  {name:<8} minted {t.minted:>13,}  burned {t.burned:>13,}"
                 f"  outstanding {t.outstanding:>13,}"
+            )
+        if self.in_transit:
+            lines.append(
+                f"  coins in transit (gifts debited, not yet credited): {self.in_transit:,}"
+            )
+        if self.pending_payments:
+            shown = ", ".join(self.pending_payments[:SHOWN])
+            lines.append(
+                f"  {len(self.pending_payments)} payment(s) claimed, not applied"
+                f" (awaiting the provider's retry): {shown}"
             )
         lines += [f"  - {problem}" for problem in self.problems[:SHOWN]]
         if len(self.problems) > SHOWN:
@@ -176,6 +195,7 @@ async def reconcile(
     """
     report = Report()
     replay = await _replay_journal(redis, report, share_bps, chunk, progress, on_entry)
+    await _pending_transfers(redis, report, replay)
     users = sorted(
         {
             keys.user_of_wallet_key(key)
@@ -203,7 +223,7 @@ async def reconcile(
         report.totals["coins"].outstanding += platform
 
     for name, t in report.totals.items():
-        if t.minted - t.burned != t.outstanding:
+        if t.minted - t.burned != t.outstanding + (report.in_transit if name == "coins" else 0):
             report.problems.append(
                 f"conservation: {name} minted {t.minted} - burned {t.burned} = "
                 f"{t.minted - t.burned}, but {t.outstanding} are outstanding"
@@ -211,6 +231,37 @@ async def reconcile(
     await _check_leaderboards(redis, report, replay, users)
     await _check_payments(redis, report, replay)
     return report
+
+
+async def _pending_transfers(redis: RedisClient, report: Report, replay: _Replay) -> None:
+    """Gifts across slots that were debited and not yet credited (their worker died, or
+    they are in flight): each is a problem until the relay finishes it, and its coins,
+    gone from the sender's wallet, count as in transit rather than missing."""
+    outboxes = sorted([key async for key in redis.scan_iter(match=keys.OUTBOX_PATTERN, count=1000)])
+    found = await _batched(redis, report, outboxes, lambda p, k: p.zrange(k, 0, -1))
+    transfer_ids = [member for members in found if members for member in members]
+    records = await _batched(
+        redis,
+        report,
+        transfer_ids,
+        lambda p, t: p.get(keys.idempotency(*t.split(":", 1))),
+    )
+    for transfer_id, record in zip(transfer_ids, records, strict=True):
+        sender = transfer_id.split(":", 1)[0]
+        try:
+            coins = transfers.Transfer.decoded(str(record).split("\n", 3)[3]).coins
+        except (IndexError, TypeError, ValueError):
+            report.problems.append(
+                f"gift transfer {transfer_id}: in an outbox, but its record is gone or "
+                "unreadable: its coins left the sender and were never credited"
+            )
+            continue
+        replay.accounts[sender]["coins"] -= coins
+        report.in_transit += coins
+        report.problems.append(
+            f"gift transfer {transfer_id}: {coins} coins debited from {sender}, not yet "
+            "credited (a running worker's relay finishes it within seconds; run again)"
+        )
 
 
 async def _replay_journal(
@@ -343,9 +394,22 @@ async def _check_payments(redis: RedisClient, report: Report, replay: _Replay) -
                 f"payment: {record} is missing, so a redelivered event would be credited again"
             )
     journaled = set(records)
-    async for key in redis.scan_iter(match=keys.payment_seen("*"), count=1000):
-        if key not in journaled:
+    unjournaled = [
+        key
+        async for key in redis.scan_iter(match=keys.payment_seen("*"), count=1000)
+        if key not in journaled
+    ]
+    stored = await _batched(redis, report, unjournaled, lambda p, k: p.get(k))
+    for key, record in zip(unjournaled, stored, strict=True):
+        if isinstance(record, str) and record.endswith(PENDING_RECORD):
+            # Claimed on a cluster, not applied: the provider's retry applies it.
+            report.pending_payments.append(key)
+        else:
             report.problems.append(f"payment: {key} has no entry in the journal")
+    async for key in redis.scan_iter(match=keys.USER_PAYMENT_PATTERN, count=1000):
+        user, event_id = keys.user_and_event_of_user_payment(key)
+        if user not in replay.payments.get(event_id, ()):
+            report.problems.append(f"payment: {key} has no entry in {user}'s journal")
 
 
 async def _batched(

@@ -22,7 +22,14 @@ from gifting_server.ledger.pipeline import ScriptPipeline
 
 SCRIPT_NAMES = (
     "send_gift",
+    "gift_gate",
+    "debit_gift",
+    "credit_stream",
+    "credit_streamer",
     "recharge",
+    "claim_payment",
+    "mark_payment_applied",
+    "release_payment_claim",
     "cashout",
     "set_daily_limit",
     "start_stream",

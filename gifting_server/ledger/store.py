@@ -125,10 +125,17 @@ class Store:
     # stream → its streamer. Owners never change, so each worker remembers them.
     streamers: dict[str, str] = field(init=False, default_factory=dict)
     recent_gifts: RecentGifts = field(init=False, default_factory=RecentGifts)
+    gifts_across_slots: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self.scripts = Scripts.of(self.redis)
         self.sharded_events = isinstance(self.redis, RedisCluster)
+        # A gift in steps, one per slot (ledger/transfers.py), instead of one script.
+        self.gifts_across_slots = self.sharded_events or self.settings.gifts_across_slots
+        # A payment's global record and its user's keys are in two slots on a cluster:
+        # three idempotent steps instead of one script (payments.py). Settable, so that
+        # one Redis can run that path too.
+        self.payments_across_slots = isinstance(self.redis, RedisCluster)
 
     def event_channel(self, stream_id: str) -> str:
         """A script's channel argument: the stream's channel, marked for SPUBLISH on a

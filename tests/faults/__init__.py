@@ -39,7 +39,7 @@ async def money_state(redis: Redis) -> dict[str, Any]:
     for pattern in MONEY_PATTERNS:
         async for key in redis.scan_iter(match=pattern, count=1000):
             state[str(key)] = await redis.hgetall(key)
-    for pattern in ("{u:*}:idem:*", keys.payment_seen("*")):
+    for pattern in ("{u:*}:idem:*", keys.payment_seen("*"), keys.USER_PAYMENT_PATTERN):
         state[pattern] = sorted([str(k) async for k in redis.scan_iter(match=pattern, count=1000)])
     return state
 
@@ -51,7 +51,7 @@ def money_state_sync(redis: SyncRedis) -> dict[str, Any]:
     for pattern in MONEY_PATTERNS:
         for key in redis.scan_iter(match=pattern, count=1000):
             state[str(key)] = redis.hgetall(key)
-    for pattern in ("{u:*}:idem:*", keys.payment_seen("*")):
+    for pattern in ("{u:*}:idem:*", keys.payment_seen("*"), keys.USER_PAYMENT_PATTERN):
         state[pattern] = sorted(str(k) for k in redis.scan_iter(match=pattern, count=1000))
     return state
 

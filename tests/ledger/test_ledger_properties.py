@@ -29,7 +29,7 @@ from hypothesis.stateful import (
 )
 
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import gifts, keys, payments, streams, wallet
+from gifting_server.ledger import gifts, keys, payments, streams, transfers, wallet
 from gifting_server.ledger.clock import DAY_MS
 from gifting_server.ledger.gifts import GiftReceipt
 from gifting_server.ledger.payments import PaymentResult
@@ -71,6 +71,9 @@ class Account:
 class LedgerMachine(RuleBasedStateMachine):
     redis_url: ClassVar[str] = ""
     data_dir: ClassVar[Path] = Path()
+    # Gifts as the steps of a transfer across slots (ledger/transfers.py), where a
+    # worker may die between the debit and the credits.
+    across_slots: ClassVar[bool] = False
 
     payment_events = Bundle("payment_events")
     gift_keys = Bundle("gift_keys")
@@ -88,6 +91,7 @@ class LedgerMachine(RuleBasedStateMachine):
             },
             limits={"gift_rate_per_s": 1_000_000, "gift_burst": 1_000_000},
         )
+        self.settings = dataclasses.replace(self.settings, gifts_across_slots=self.across_slots)
         self.now = START_MS
         self.loop = asyncio.new_event_loop()
         redis = self.run(connect(self.redis_url, 5.0))
@@ -105,6 +109,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.boards: dict[str, Counter[str]] = {stream: Counter() for stream in STREAMS}
         self.payments: dict[str, tuple[str, str, str, PaymentResult]] = {}
         self.gifts: dict[tuple[str, str], tuple[str, GiftReceipt]] = {}
+        # Debited by a worker that died before crediting: (sender, key) -> coins left.
+        self.pending: dict[tuple[str, str], tuple[str, int]] = {}
         self.cashouts: dict[tuple[str, str], tuple[int, Cashout]] = {}
         self.serial = 0
 
@@ -208,16 +214,33 @@ class LedgerMachine(RuleBasedStateMachine):
 
     # -- gifts ------------------------------------------------------------------------
 
-    def gift(self, sender: str, stream: str, gift_id: str, count: int, key: str) -> None:
+    def gift(
+        self, sender: str, stream: str, gift_id: str, count: int, key: str, *, dies: bool = False
+    ) -> None:
+        """Send a gift and check the answer against the model. `dies`: only the debit
+        runs, as when the worker dies right after it; the gift is committed."""
         gift = self.settings.gift(gift_id)
         assert gift is not None
+        fingerprint = f"{stream}|{gift_id}|{count}"
+        if dies:
+            self.debit_and_die(sender, stream, gift_id, count, key)
+            return
         receipt, error = self.attempt(
             gifts.run_send_gift(self.store, viewer(sender), stream, gift, count, key)
         )
         if stream not in STREAMS:
             assert error is ErrorCode.UNKNOWN_STREAM, (error, receipt)
             return
-        fingerprint = f"{stream}|{gift_id}|{count}"
+        died = self.pending.pop((sender, key), None)
+        if died is not None:  # the retry finishes what the dead worker debited
+            if died[0] != fingerprint:
+                assert error is ErrorCode.IDEMPOTENCY_CONFLICT, (error, receipt)
+                self.pending[(sender, key)] = died
+            else:
+                assert receipt is not None and receipt.replayed, (error, receipt)
+                assert receipt.coins == died[1]
+                self.gifts[(sender, key)] = (fingerprint, dataclasses.replace(receipt))
+            return
         seen = self.gifts.get((sender, key))
         if seen is not None:
             if seen[0] != fingerprint:
@@ -239,6 +262,13 @@ class LedgerMachine(RuleBasedStateMachine):
         assert error is expected_error, (error, expected_error)
         if receipt is None:
             return
+        self.commit(sender, stream, cost)
+        assert (receipt.coins, receipt.replayed) == (account.coins, False)
+        self.gifts[(sender, key)] = (fingerprint, receipt)
+
+    def commit(self, sender: str, stream: str, cost: int) -> None:
+        """What the model holds once a gift is committed (its debit ran)."""
+        account, streamer = self.accounts[sender], STREAMS[stream]
         share = self.settings.economy.creator_share_bps
         earner = self.accounts[streamer]
         diamonds = (earner.received + cost) * share // 10_000 - earner.received * share // 10_000
@@ -248,8 +278,56 @@ class LedgerMachine(RuleBasedStateMachine):
         earner.diamonds += diamonds
         self.platform += cost - diamonds
         self.boards[stream][sender] += cost
-        assert (receipt.coins, receipt.replayed) == (account.coins, False)
-        self.gifts[(sender, key)] = (fingerprint, receipt)
+
+    def debit_and_die(self, sender: str, stream: str, gift_id: str, count: int, key: str) -> None:
+        gift = self.settings.gift(gift_id)
+        assert gift is not None and stream in STREAMS
+        identity = viewer(sender)
+        debited, error = self.attempt(
+            transfers.debit(
+                self.store, identity, stream, STREAMS[stream], gift, count, key,
+                gifts.event_fragment(identity, gift),
+            )
+        )  # fmt: skip
+        account, cost = self.accounts[sender], gift.coins * count
+        expected_error = None
+        if not self.live[stream]:
+            expected_error = ErrorCode.STREAM_NOT_LIVE
+        elif STREAMS[stream] == sender:
+            expected_error = ErrorCode.SELF_GIFT
+        elif account.coins < cost:
+            expected_error = ErrorCode.INSUFFICIENT_FUNDS
+        elif account.limit is not None and account.spent_today + cost > account.limit:
+            expected_error = ErrorCode.DAILY_LIMIT_EXCEEDED
+        assert error is expected_error, (error, expected_error)
+        if debited is None:
+            return
+        self.commit(sender, stream, cost)
+        assert debited.coins_left == account.coins
+        self.pending[(sender, key)] = (f"{stream}|{gift_id}|{count}", debited.coins_left)
+
+    @precondition(lambda self: self.across_slots)
+    @rule(
+        target=gift_keys,
+        sender=users,
+        stream=st.sampled_from(list(STREAMS)),
+        gift_id=st.sampled_from(GIFTS),
+        count=counts,
+    )
+    def a_worker_dies_after_a_debit(
+        self, sender: str, stream: str, gift_id: str, count: int
+    ) -> tuple[str, str]:
+        key = self.fresh("died")
+        self.gift(sender, stream, gift_id, count, key, dies=True)
+        return sender, key
+
+    @precondition(lambda self: bool(self.pending))
+    @rule()
+    def the_relay_finishes_what_dead_workers_left(self) -> None:
+        everything = list(range(keys.SLOTS))
+        finished = self.run(transfers.relay_transfers(self.store, everything, self.now + DAY_MS))
+        assert finished == len(self.pending)
+        self.pending.clear()
 
     @rule(
         target=gift_keys,
@@ -306,6 +384,8 @@ class LedgerMachine(RuleBasedStateMachine):
         for account in self.accounts.values():
             account.spent_today = account.cashed_cents = 0
 
+    # A pending transfer's diamonds are in the model, not yet in the wallet.
+    @precondition(lambda self: not self.pending)
     @rule(share=st.sampled_from([5000, 3333, 6000, 10_000]))
     def change_creator_share(self, share: int) -> None:
         """The operator changes `creator_share_bps`: later gifts pay the new share, and
@@ -355,6 +435,8 @@ class LedgerMachine(RuleBasedStateMachine):
         assert not result.replayed
         self.cashouts[(user, key)] = (diamonds, result)
 
+    # A pending transfer's diamonds are in the model, not yet in the wallet.
+    @precondition(lambda self: not self.pending)
     @rule(
         target=cashout_keys,
         user=st.sampled_from(list(STREAMS.values())),
@@ -368,6 +450,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.cash_out(user, diamonds, key)
         return user, key
 
+    # A pending transfer's diamonds are in the model, not yet in the wallet.
+    @precondition(lambda self: not self.pending)
     @rule(used=cashout_keys, same=st.booleans(), diamonds=st.integers(0, 80))
     def reuse_cashout_key(self, used: tuple[str, str], same: bool, diamonds: int) -> None:
         seen = self.cashouts.get(used)
@@ -381,6 +465,11 @@ class LedgerMachine(RuleBasedStateMachine):
     @invariant()
     def wallets_equal_the_model_and_the_ledger_reconciles(self) -> None:
         redis = self.store.redis
+        if self.pending:  # only the senders' side is there until the relay runs
+            for user, account in self.accounts.items():
+                real = self.run(wallet.read_wallet(self.store, user))
+                assert (real["coins"], real["spent_today"]) == (account.coins, account.spent_today)
+            return
         for user, account in self.accounts.items():
             real = self.run(wallet.read_wallet(self.store, user))
             received = int(self.run(redis.hget(keys.wallet(user), "received")) or 0)
@@ -412,9 +501,13 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 @pytest.mark.timeout(480)  # passing takes seconds; a failure shrinks for up to 5 minutes
-def test_ledger_matches_the_model_and_reconciles(redis_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("across_slots", [False, True], ids=["one script", "across slots"])
+def test_ledger_matches_the_model_and_reconciles(
+    redis_url: str, tmp_path: Path, across_slots: bool
+) -> None:
     LedgerMachine.redis_url = redis_url
     LedgerMachine.data_dir = tmp_path
+    LedgerMachine.across_slots = across_slots
     run_state_machine_as_test(
         LedgerMachine,
         settings=hypothesis.settings(max_examples=30, stateful_step_count=30, deadline=None),

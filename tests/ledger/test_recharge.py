@@ -1,4 +1,8 @@
-"""recharge.lua through `payments.apply_payment`: purchases, refunds, debts, exactly once."""
+"""recharge.lua through `payments.apply_payment`: purchases, refunds, debts, exactly once.
+
+Every test runs both ways a payment is applied: the one script of a single Redis, and
+the steps across slots of a cluster (claim, recharge with the user's record, mark),
+here on one Redis (tests/cluster/test_cluster_payments.py runs them on a cluster)."""
 
 from __future__ import annotations
 
@@ -31,6 +35,11 @@ async def spend(store: Store, coins: int) -> None:
     rose = store.settings.gift("rose")
     assert rose is not None
     await gifts.run_send_gift(store, viewer("alice"), "s1", rose, coins, f"spend-{coins}")
+
+
+@pytest.fixture(autouse=True, params=["one script", "across slots"])
+def payment_path(request: pytest.FixtureRequest, store: Store) -> None:
+    store.payments_across_slots = request.param == "across slots"
 
 
 @pytest.fixture(autouse=True)
@@ -165,12 +174,19 @@ async def test_payment_over_a_wrong_typed_journal_is_storage_corrupt_and_changes
 
 @pytest.mark.parametrize(
     "key",
-    [keys.wallet("alice"), keys.purchases("alice"), keys.payment_seen("ev2")],
-    ids=["wallet", "purchases", "payment record"],
+    [
+        keys.wallet("alice"),
+        keys.purchases("alice"),
+        keys.payment_seen("ev2"),
+        keys.user_payment("alice", "ev2"),
+    ],
+    ids=["wallet", "purchases", "payment record", "user's payment record"],
 )
 async def test_payment_over_a_wrong_typed_key_it_reads_is_storage_corrupt_and_changes_nothing(
     store: Store, key: str
 ) -> None:
+    if key == keys.user_payment("alice", "ev2") and not store.payments_across_slots:
+        pytest.skip("only the steps across slots read the user's payment record")
     await pay(store, "ev1")
     if key.endswith(":payment:ev2"):
         await store.redis.hset(key, "planted", "1")  # a hash where a string belongs

@@ -372,6 +372,36 @@ async def test_tampering_fails_and_names_the_invariant(
         assert fragment in text, text
 
 
+async def test_payments_applied_across_slots_reconcile(store: Store) -> None:
+    store.payments_across_slots = True
+    await mixed_flow(store)
+    assert await store.redis.exists(keys.user_payment("bob", "buy-b"))
+    report = await audit(store)
+    assert report.ok, report.format()
+    assert report.pending_payments == []
+
+
+async def test_a_claimed_payment_not_yet_applied_is_pending_not_a_problem(store: Store) -> None:
+    """A crash between the claim and the credit on a cluster: no coin moved, and the
+    provider's retry finishes it. The audit lists it and passes."""
+    await mixed_flow(store)
+    await store.run_script(
+        "claim_payment", [keys.payment_seen("ev9")], ["carol|payment.succeeded|coins_100"]
+    )
+    report = await audit(store)
+    assert report.ok, report.format()
+    assert report.pending_payments == [keys.payment_seen("ev9")]
+    assert "1 payment(s) claimed, not applied" in report.format()
+
+
+async def test_a_users_payment_record_without_its_journal_entry_fails(store: Store) -> None:
+    store.payments_across_slots = True
+    await mixed_flow(store)
+    await store.redis.set(keys.user_payment("carol", "buy-b"), "carol|x|coins_100|1|1|0|0")
+    report = await audit(store)
+    assert "payment: {u:carol}:payment:buy-b has no entry in carol's journal" in report.format()
+
+
 def seed(settings: Settings) -> None:
     async def run() -> None:
         assert settings.redis_url

@@ -1,13 +1,18 @@
 --[[
   recharge: apply one payment-provider event (a purchase or its refund) to a wallet.
-  Idempotent by the provider's event id. The coins come from the server's
+  Idempotent by the provider's event id, through the payment record KEYS[1]: on a
+  single Redis the global record (the one call does it all); on a cluster the user's
+  own record, after `claim_payment` claimed the event id in the global record's slot
+  (docs/scaling.md, "Payments across slots"). The coins come from the server's
   package list (ARGV[5]), never from the request body. A refund takes back
   what is still unspent and records the rest as owed; a later purchase pays
-  the debt first. Every argument and stored number is validated before the first
-  write, so no call after it can fail.
+  the debt first. A pending record with this fingerprint (a claim, see
+  lua/include/payment_record.lua) is applied and replaced. Every argument and
+  stored number is validated before the first write, so no call after it can fail.
 
   Input:
-    KEYS[1] payment record     {ledger}:payment:<event_id>  (one per provider event)
+    KEYS[1] payment record     {ledger}:payment:<event_id>  (one per provider event), or
+                               {u:U}:payment:<event_id>  (the user's, on a cluster)
     KEYS[2] wallet             {u:U}:wallet
     KEYS[3] purchases          {u:U}:purchases   (package id -> un-refunded count)
     KEYS[4] journal            {u:U}:journal
@@ -28,6 +33,7 @@
     {17} CORRUPT_VALUE         a stored balance or count is not an integer
 ]]
 --- @include "numbers"
+--- @include "payment_record"
 local recordKey, walletKey, purchasesKey, journalKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local user, eventId, kind, packageId = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local fingerprint, now, payer = ARGV[6], ARGV[7], ARGV[8]
@@ -48,9 +54,9 @@ end
 
 local seen = redis.call('GET', recordKey)
 if seen then
-  local fp, coins, credited, clawed, owed = string.match(seen, '^(.*)|(%d+)|(%d+)|(%d+)|(%d+)$')
+  local fp, result = readRecord(seen)
   if fp ~= fingerprint then return {1} end
-  return {0, tonumber(coins), tonumber(credited), tonumber(clawed), tonumber(owed), 1}
+  if result then return {0, result[1], result[2], result[3], result[4], 1} end
 end
 
 local w = redis.call('HMGET', walletKey, 'coins', 'owed')
@@ -79,6 +85,5 @@ else
     'owed', fmt(unpaid), 'at', now})
 end
 redis.call('HSET', walletKey, 'coins', fmt(coins), 'owed', fmt(owed))
-redis.call('SET', recordKey, fingerprint .. '|' .. fmt(coins) .. '|' .. fmt(credited) .. '|'
-  .. fmt(clawed) .. '|' .. fmt(owed))
+redis.call('SET', recordKey, appliedRecord(fingerprint, coins, credited, clawed, owed))
 return {0, coins, credited, clawed, owed, 0}

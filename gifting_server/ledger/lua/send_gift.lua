@@ -18,10 +18,9 @@
   diamonds and the share are computed (from `received`): no key is written by
   every gift (docs/scaling.md, "The ledger across slots").
 
-  The combo of (sender, gift) lives in a field of the stream meta,
-  "c:<sender>:<gift>" = "<combo>|<last tap ms>|<event fragment>", so reading and
-  advancing it costs no call of its own; the open-streaks set is only touched
-  when a streak starts (close_streaks pushes the deadline of a streak that went on).
+  The sender's side (include "spend"), the stream's (include "combo") and the
+  streamer's (include "earn") are shared with the steps of a gift across slots
+  (debit_gift, credit_stream, credit_streamer), which a Redis Cluster runs.
   There is no week leaderboard to bump: a week's board is the sum of its seven day
   boards (streams.leaderboard), so day boards outlive their week.
 
@@ -66,6 +65,9 @@
 ]]
 --- @include "numbers"
 --- @include "event"
+--- @include "spend"
+--- @include "combo"
+--- @include "earn"
 
 local idemKey, walletKey, streamKey, streamerKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local heldKey, platformKey, streamBoardKey = KEYS[5], KEYS[6], KEYS[7]
@@ -116,83 +118,19 @@ if meta[2] ~= 'live' then return {3} end
 if meta[1] == sender then return {4} end
 if needAdult and not isAdult then return {5} end
 local seq, streamCoins = tonumber(meta[3] or '0'), tonumber(meta[4] or '0')
-if not (seq and streamCoins) then return {17} end
-local lastCombo, lastTap, lastFragment
-if meta[5] then
-  local n, at
-  n, at, lastFragment = string.match(meta[5], '^(%d+)|(%d+)|(.*)$')
-  lastCombo, lastTap = tonumber(n), tonumber(at)
-  if not (lastCombo and lastTap) then return {17} end
-end
+local last = parseCombo(meta[5])
+if not (seq and streamCoins) or last == nil then return {17} end
 
--- 3. The sender's wallet: rate limit, balance, own daily budget. The budget keeps
--- the coins spent on `spent_day` and on the day before (`spent_before`): a gift that
--- reaches Redis after one of the next UTC day (clocks differ by milliseconds across
--- workers) counts on its own day and never resets the newer one.
+-- 3. The sender's wallet: rate limit, balance, own daily budget.
 local w = redis.call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
   'rl_at', 'rl_tokens', 'spent_before')
--- Optional fields: false when absent, nil when they do not parse.
-local limit, spentDay, rlAt = w[2] and tonumber(w[2]), w[4] and tonumber(w[4]), w[5] and tonumber(w[5])
-local coins, spent = tonumber(w[1] or '0'), tonumber(w[3] or '0')
-local rlTokens, spentBefore = tonumber(w[6] or '0'), tonumber(w[7] or '0')
-if not (coins and spent and rlTokens and spentBefore) or limit == nil or spentDay == nil
-    or rlAt == nil then
-  return {17}
-end
-local day = math.floor(now / 86400000)
-local tokens, refilledAt = burst * 1000, now
-if rlAt then
-  -- Concurrent gifts may reach Redis out of clock order: time never runs backwards
-  -- for the bucket, so a late-arriving earlier gift refills nothing and costs no more.
-  refilledAt = math.max(now, rlAt)
-  tokens = math.min(burst * 1000, rlTokens + (refilledAt - rlAt) * ratePerS)
-end
-if tokens < 1000 then return {8} end
-if coins < cost then return {6} end
-local spentOnDay -- coins the sender already spent on the gift's UTC day
-local budgetDays = true -- spent_day or spent_before change (not on the usual same day)
-if not spentDay or day > spentDay then
-  spentOnDay = 0
-  if spentDay and day == spentDay + 1 then spentBefore = spent else spentBefore = 0 end
-  spent, spentDay = cost, day
-elseif day == spentDay then
-  spentOnDay, spent, budgetDays = spent, spent + cost, false
-else -- a late gift of an earlier day: counted on the day before `spent_day`
-  spentOnDay, spentBefore = spentBefore, spentBefore + cost
-end
-if limit and spentOnDay + cost > limit then return {7} end
+local spend = checkSpend(w, now, cost, ratePerS, burst)
+if type(spend) == 'number' then return {spend} end
 
--- 4. The streamer's side: the lifetime coins received decide the diamonds, so no
--- fraction is lost to rounding; they are held until `heldUntil` (0: not held).
-local s = redis.call('HMGET', streamerKey, 'received', 'diamonds')
-local received, streamerDiamonds = tonumber(s[1] or '0'), tonumber(s[2] or '0')
-if not (received and streamerDiamonds) then return {17} end
--- floor(n * shareBps / 10000) without the product, which passes 2^53 (and rounds)
--- once a streamer received ~10^12 coins: n = hi * 10000 + lo, hi * shareBps <= n.
--- Exact whatever lo Lua's % gives (it may be off by 10000 near 2^53).
-local function creatorShare(n)
-  local lo = n % 10000
-  return (n - lo) / 10000 * shareBps + math.floor(lo * shareBps / 10000)
-end
-local diamonds = creatorShare(received + cost) - creatorShare(received)
-local platformShare = cost - diamonds
-local held, released = 0, {}
-if diamonds > 0 and heldUntil > 0 then
-  held = tonumber(redis.call('HGET', heldKey, heldUntilArg) or '0')
-  if not held then return {17} end
-  if held == 0 then
-    -- A new hour's bucket: drop the buckets released by now, at most once an hour.
-    for _, field in ipairs(redis.call('HKEYS', heldKey)) do
-      local at = tonumber(field)
-      if not at then return {17} end
-      if at <= now then released[#released + 1] = field end
-    end
-  end
-end
-if platformShare > 0 then
-  local platform = redis.call('HGET', platformKey, 'coins')
-  if platform and not digits(platform) then return {17} end
-end
+-- 4. The streamer's side: diamonds, the hold, the platform's share.
+local earn = checkEarn(streamerKey, heldKey, platformKey, cost, shareBps, heldUntil,
+  heldUntilArg, now)
+if type(earn) == 'number' then return {earn} end
 
 -- 5. Keys written without being read above must hold the type we write.
 -- Key, type, key, type, ...: one flat list and a plain loop cost less than pairs.
@@ -208,66 +146,22 @@ end
 -- All checks passed: write. The history comes first: its entry ids must grow, so
 -- a stream meta restored behind its history makes that XADD fail; as the first
 -- write, it fails with nothing changed. No later call can fail.
-local eventId = seq + 1
 local coinsTotal = streamCoins + cost
-local coinsLeft = coins - cost
+local eventId, id, combo, comboText = emitGift(historyKey, historyMax, channel, streaksKey,
+  sender .. ':' .. giftId, seq, streamCoins, coinsTotal, count, countArg, last, now, nowArg,
+  comboWindow, eventFragment)
 
-local combo = count
-if lastCombo then
-  if now - lastTap <= comboWindow then
-    combo = lastCombo + count
-  else
-    -- The previous streak's quiet window passed but no sweep has closed it yet.
-    local endId = fmt(eventId)
-    emitEvent(historyKey, historyMax, channel, endId,
-      streakEndEvent(endId, nowArg, lastFragment, fmt(lastCombo), fmt(streamCoins)))
-    eventId = eventId + 1
-  end
-end
-local id, total, comboText = fmt(eventId), fmt(coinsTotal), fmt(combo)
-emitEvent(historyKey, historyMax, channel, id,
-  giftEvent(id, nowArg, eventFragment, countArg, comboText, 'false', total))
-if combo == count then
-  redis.call('ZADD', streaksKey, now + comboWindow, sender .. ':' .. giftId)
-end
-
-redis.call('HSET', streamerKey, 'received', fmt(received + cost),
-  'diamonds', fmt(streamerDiamonds + diamonds))
-if diamonds > 0 and heldUntil > 0 then
-  redis.call('HSET', heldKey, heldUntilArg, fmt(held + diamonds))
-  if #released > 0 then redis.call('HDEL', heldKey, unpack(released)) end
-end
-if platformShare > 0 then redis.call('HINCRBY', platformKey, 'coins', platformShare) end
-local coinsLeftText = fmt(coinsLeft)
-redis.call('HSET', walletKey, 'coins', coinsLeftText, 'spent', fmt(spent),
-  'rl_at', fmt(refilledAt), 'rl_tokens', fmt(tokens - 1000), 'name', senderName)
-if budgetDays then
-  redis.call('HSET', walletKey, 'spent_day', fmt(spentDay), 'spent_before', fmt(spentBefore))
-end
+writeEarn(streamerKey, heldKey, platformKey, earn, heldUntil, heldUntilArg)
+local coinsLeftText = writeSpend(walletKey, spend, senderName)
 
 redis.call('ZINCRBY', streamBoardKey, costArg, sender)
-if tonumber(redis.call('ZINCRBY', dayBoardKey, costArg, sender)) == cost then
-  redis.call('PEXPIRE', dayBoardKey, 9 * 86400000)  -- past the end of its week
-end
-redis.call('ZINCRBY', allBoardKey, costArg, sender)
-
-local entry = {'type', 'gift', 'user', sender, 'to', meta[1],
-  'stream', streamId, 'gift', giftId, 'count', countArg, 'coins', costArg,
-  'diamonds', diamonds, 'platform', platformShare, 'share', shareArg, 'event_id', id,
-  'key', idemName, 'at', nowArg}
-if w[2] then
-  entry[#entry + 1] = 'limit'
-  entry[#entry + 1] = w[2]
-end
-if not isAdult then
-  entry[#entry + 1] = 'unverified'
-  entry[#entry + 1] = '1'
-end
-redis.call('XADD', journalKey, '*', unpack(entry))
+bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
+journalGift(journalKey, sender, meta[1], streamId, giftId, countArg, costArg, earn.diamonds,
+  earn.platformShare, shareArg, id, idemName, nowArg, w[2], isAdult)
 
 -- The combo outlives its window so that close_streaks can still announce its end.
-redis.call('HSET', streamKey, 'seq', id, 'coins', total,
+redis.call('HSET', streamKey, 'seq', id, 'coins', fmt(coinsTotal),
   comboField, comboText .. '|' .. nowArg .. '|' .. eventFragment)
 redis.call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText,
   'PX', idemTtl)
-return {0, eventId, coinsLeft, combo, 0, diamonds}
+return {0, eventId, spend.coins, combo, 0, earn.diamonds}

@@ -1,0 +1,68 @@
+--[[
+  credit_stream: the stream's step of a gift across slots, all in the stream's
+  slot, once per transfer: advance the combo, bump the stream's board and total,
+  append the gift to the history and publish it (SPUBLISH on a cluster). It checks
+  no rule: the debit committed the gift (gift_gate read the stream's rules before
+  it), so a gift debited just before its stream ended still lands.
+  A transfer seen before answers its first result (the record lives as long as an
+  idempotency key, far longer than the relay takes to finish a transfer).
+
+  Input:
+    KEYS[1] stream meta         {s:S}:meta
+    KEYS[2] stream leaderboard  {s:S}:lb
+    KEYS[3] open streaks        {s:S}:streaks
+    KEYS[4] stream history      {s:S}:history
+    KEYS[5] transfer record     {s:S}:credited:<transfer id>
+    ARGV[1] sender id     ARGV[2] gift id      ARGV[3] count    ARGV[4] coins
+    ARGV[5] the debit's time, unix ms          ARGV[6] combo quiet window, ms
+    ARGV[7] history length cap                 ARGV[8] event JSON fragment
+    ARGV[9] pub/sub channel                    ARGV[10] record ttl, ms
+
+  Output:
+    {0, event_id, combo, replayed(0/1)}
+    {15} WRONG_KEY_TYPE   {16} INVALID_ARGUMENT   {17} CORRUPT_VALUE
+]]
+--- @include "numbers"
+--- @include "event"
+--- @include "combo"
+
+local streamKey, streamBoardKey, streaksKey, historyKey, recordKey =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local sender, giftId, countArg, costArg, nowArg = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local historyMax, fragment, channel, recordTtl = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+
+local count, cost, now = int(countArg, 1, MAX), int(costArg, 0, MAX), int(nowArg, 0, MAX)
+local comboWindow = int(ARGV[6], 0, MAX)
+if not (count and cost and now and comboWindow and digits(costArg) and digits(historyMax)
+    and digits(recordTtl) and recordTtl ~= '0' and type(fragment) == 'string'
+    and type(channel) == 'string') then
+  return {16}
+end
+
+local seen = redis.call('GET', recordKey)
+if seen then
+  local eventId, combo = string.match(seen, '^(%d+)|(%d+)$')
+  return {0, tonumber(eventId), tonumber(combo), 1}
+end
+
+local comboField = 'c:' .. sender .. ':' .. giftId
+local meta = redis.call('HMGET', streamKey, 'seq', 'coins', comboField)
+local seq, streamCoins = tonumber(meta[1] or '0'), tonumber(meta[2] or '0')
+local last = parseCombo(meta[3])
+if not (seq and streamCoins) or last == nil then return {17} end
+local expected = {streamBoardKey, 'zset', streaksKey, 'zset', historyKey, 'stream'}
+for i = 1, #expected, 2 do
+  local t = redis.call('TYPE', expected[i]).ok
+  if t ~= 'none' and t ~= expected[i + 1] then return {15} end
+end
+
+-- The history first: the only write that can fail (see emitEvent), with nothing changed.
+local coinsTotal = streamCoins + cost
+local eventId, id, combo, comboText = emitGift(historyKey, historyMax, channel, streaksKey,
+  sender .. ':' .. giftId, seq, streamCoins, coinsTotal, count, countArg, last, now, nowArg,
+  comboWindow, fragment)
+redis.call('ZINCRBY', streamBoardKey, costArg, sender)
+redis.call('HSET', streamKey, 'seq', id, 'coins', fmt(coinsTotal),
+  comboField, comboText .. '|' .. nowArg .. '|' .. fragment)
+redis.call('SET', recordKey, id .. '|' .. comboText, 'PX', recordTtl)
+return {0, eventId, combo, 0}

@@ -1,0 +1,62 @@
+--[[
+  credit_streamer: the streamer's step of a gift across slots, all in the
+  streamer's slot, once per transfer: diamonds (held as the hold says), the
+  platform's share, the streamer's day and all-time boards, and the gift's journal
+  entry, as send_gift writes them on one Redis. It checks no rule: the debit
+  committed the gift. A transfer seen before answers its first result.
+
+  Input:
+    KEYS[1] streamer wallet           {u:T}:wallet
+    KEYS[2] streamer's held diamonds  {u:T}:held
+    KEYS[3] platform account          {u:T}:platform
+    KEYS[4] channel leaderboard, day  {u:T}:lb:day:<n>  (n: the debit's day)
+    KEYS[5] channel leaderboard, all  {u:T}:lb:all
+    KEYS[6] journal                   {u:T}:journal
+    KEYS[7] transfer record           {u:T}:credited:<transfer id>
+    ARGV[1] sender id       ARGV[2] streamer id     ARGV[3] stream id
+    ARGV[4] gift id         ARGV[5] count           ARGV[6] coins
+    ARGV[7] creator share, basis points, when the gift was debited
+    ARGV[8] diamonds held until this unix ms (0: not held)
+    ARGV[9] the debit's time, unix ms               ARGV[10] the gift's event id
+    ARGV[11] idempotency key                        ARGV[12] sender's daily limit or ''
+    ARGV[13] sender is age-verified (1/0)           ARGV[14] record ttl, ms
+
+  Output:
+    {0, diamonds, replayed(0/1)}
+    {15} WRONG_KEY_TYPE   {16} INVALID_ARGUMENT   {17} CORRUPT_VALUE
+]]
+--- @include "numbers"
+--- @include "earn"
+
+local streamerKey, heldKey, platformKey, dayBoardKey, allBoardKey, journalKey, recordKey =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local sender, streamer, streamId, giftId = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local countArg, costArg, shareArg, heldUntilArg = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local nowArg, eventId, idemName, limit, recordTtl = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[14]
+
+local cost, shareBps = int(costArg, 0, MAX), int(shareArg, 0, 10000)
+local heldUntil, now = int(heldUntilArg, 0, MAX), int(nowArg, 0, MAX)
+if not (cost and shareBps and heldUntil and now and digits(costArg) and int(countArg, 1, MAX)
+    and int(eventId, 1, MAX) and digits(recordTtl) and recordTtl ~= '0'
+    and type(idemName) == 'string' and type(limit) == 'string') then
+  return {16}
+end
+
+local seen = redis.call('GET', recordKey)
+if seen then return {0, tonumber(seen), 1} end
+
+local earn = checkEarn(streamerKey, heldKey, platformKey, cost, shareBps, heldUntil,
+  heldUntilArg, now)
+if type(earn) == 'number' then return {earn} end
+local expected = {dayBoardKey, 'zset', allBoardKey, 'zset', journalKey, 'stream'}
+for i = 1, #expected, 2 do
+  local t = redis.call('TYPE', expected[i]).ok
+  if t ~= 'none' and t ~= expected[i + 1] then return {15} end
+end
+
+writeEarn(streamerKey, heldKey, platformKey, earn, heldUntil, heldUntilArg)
+bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
+journalGift(journalKey, sender, streamer, streamId, giftId, countArg, costArg, earn.diamonds,
+  earn.platformShare, shareArg, eventId, idemName, nowArg, limit ~= '' and limit, ARGV[13] == '1')
+redis.call('SET', recordKey, fmt(earn.diamonds), 'PX', recordTtl)
+return {0, earn.diamonds, 0}

@@ -1,0 +1,48 @@
+--[[
+  combo: the stream's side of a gift, shared by send_gift (one Redis) and
+  credit_stream (a step of a gift across slots). Not a script: `--- @include
+  "combo"` is replaced by this file when scripts.py loads a script. Needs
+  "numbers" and "event".
+
+  The combo of (sender, gift) lives in a field of the stream meta,
+  "c:<sender>:<gift>" = "<combo>|<last tap ms>|<event fragment>", so reading and
+  advancing it costs no call of its own; the open-streaks set is only touched
+  when a streak starts (close_streaks pushes the deadline of a streak that went on).
+]]
+
+-- The stored combo field: {combo, last tap, fragment}; false when absent; nil when
+-- it does not parse (CORRUPT_VALUE for the caller).
+local function parseCombo(raw)
+  if not raw then return false end
+  local n, at, fragment = string.match(raw, '^(%d+)|(%d+)|(.*)$')
+  local combo, tap = tonumber(n), tonumber(at)
+  if not (combo and tap) then return nil end
+  return {combo, tap, fragment}
+end
+
+-- Emit the gift on the stream, the stream's first write (see emitEvent): first the
+-- end of the sender's previous streak of this gift when its quiet window passed but
+-- no sweep has closed it yet, then the gift. A new streak joins the open-streaks
+-- set as `streakMember`. Returns the gift's event id, its text, the combo and its text.
+local function emitGift(historyKey, historyMax, channel, streaksKey, streakMember, seq,
+    streamCoins, coinsTotal, count, countArg, last, now, nowArg, comboWindow, fragment)
+  local eventId = seq + 1
+  local combo = count
+  if last then
+    if now - last[2] <= comboWindow then
+      combo = last[1] + count
+    else
+      local endId = fmt(eventId)
+      emitEvent(historyKey, historyMax, channel, endId,
+        streakEndEvent(endId, nowArg, last[3], fmt(last[1]), fmt(streamCoins)))
+      eventId = eventId + 1
+    end
+  end
+  local id, comboText = fmt(eventId), fmt(combo)
+  emitEvent(historyKey, historyMax, channel, id,
+    giftEvent(id, nowArg, fragment, countArg, comboText, 'false', fmt(coinsTotal)))
+  if combo == count then
+    redis.call('ZADD', streaksKey, now + comboWindow, streakMember)
+  end
+  return eventId, id, combo, comboText
+end

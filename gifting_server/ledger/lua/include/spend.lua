@@ -1,0 +1,61 @@
+--[[
+  spend: the sender's side of a gift, shared by send_gift (one Redis) and debit_gift
+  (the first step of a gift across slots). Not a script: `--- @include "spend"`
+  is replaced by this file when scripts.py loads a script. Needs "numbers".
+
+  The wallet's fields, as `checkSpend` takes them from
+    HMGET wallet coins limit spent spent_day rl_at rl_tokens spent_before
+  The budget keeps the coins spent on `spent_day` and on the day before
+  (`spent_before`): a gift that reaches Redis after one of the next UTC day (clocks
+  differ by milliseconds across workers) counts on its own day and never resets the
+  newer one.
+]]
+
+-- The wallet after spending `cost` at `now`, or an error code: 6 INSUFFICIENT_FUNDS,
+-- 7 DAILY_LIMIT_EXCEEDED, 8 RATE_LIMITED, 17 CORRUPT_VALUE. Writes nothing.
+local function checkSpend(w, now, cost, ratePerS, burst)
+  -- Optional fields: false when absent, nil when they do not parse.
+  local limit, spentDay, rlAt = w[2] and tonumber(w[2]), w[4] and tonumber(w[4]), w[5] and tonumber(w[5])
+  local coins, spent = tonumber(w[1] or '0'), tonumber(w[3] or '0')
+  local rlTokens, spentBefore = tonumber(w[6] or '0'), tonumber(w[7] or '0')
+  if not (coins and spent and rlTokens and spentBefore) or limit == nil or spentDay == nil
+      or rlAt == nil then
+    return 17
+  end
+  local day = math.floor(now / 86400000)
+  local tokens, refilledAt = burst * 1000, now
+  if rlAt then
+    -- Concurrent gifts may reach Redis out of clock order: time never runs backwards
+    -- for the bucket, so a late-arriving earlier gift refills nothing and costs no more.
+    refilledAt = math.max(now, rlAt)
+    tokens = math.min(burst * 1000, rlTokens + (refilledAt - rlAt) * ratePerS)
+  end
+  if tokens < 1000 then return 8 end
+  if coins < cost then return 6 end
+  local spentOnDay -- coins the sender already spent on the gift's UTC day
+  local budgetDays = true -- spent_day or spent_before change (not on the usual same day)
+  if not spentDay or day > spentDay then
+    spentOnDay = 0
+    if spentDay and day == spentDay + 1 then spentBefore = spent else spentBefore = 0 end
+    spent, spentDay = cost, day
+  elseif day == spentDay then
+    spentOnDay, spent, budgetDays = spent, spent + cost, false
+  else -- a late gift of an earlier day: counted on the day before `spent_day`
+    spentOnDay, spentBefore = spentBefore, spentBefore + cost
+  end
+  if limit and spentOnDay + cost > limit then return 7 end
+  return {coins = coins - cost, spent = spent, refilledAt = refilledAt,
+    tokens = tokens - 1000, budgetDays = budgetDays, spentDay = spentDay,
+    spentBefore = spentBefore}
+end
+
+-- Write what `checkSpend` returned; the sender's display name rides along.
+local function writeSpend(walletKey, s, senderName)
+  local coinsLeftText = fmt(s.coins)
+  redis.call('HSET', walletKey, 'coins', coinsLeftText, 'spent', fmt(s.spent),
+    'rl_at', fmt(s.refilledAt), 'rl_tokens', fmt(s.tokens), 'name', senderName)
+  if s.budgetDays then
+    redis.call('HSET', walletKey, 'spent_day', fmt(s.spentDay), 'spent_before', fmt(s.spentBefore))
+  end
+  return coinsLeftText
+end

@@ -1,0 +1,240 @@
+"""A gift across slots (ledger/transfers.py), step by step on one Redis: what each
+crash point leaves, and that the relay and retries finish it exactly once. A Redis
+Cluster runs the same steps (tests/cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from gifting_server.config import Settings
+from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.ledger import gifts, keys, reconcile, streams, transfers, wallet
+from gifting_server.ledger.clock import DAY_MS, day_number
+from gifting_server.ledger.store import Store
+from tests.conftest import make_settings
+from tests.factories import fund, live_stream, viewer
+from tests.ledger.support import FakeClock, assert_refused, journal_entries
+from tests.ledger.test_concurrency import assert_reconciled
+
+T0 = 1_704_283_200_000  # 2024-01-03 12:00 UTC
+ALICE = viewer("alice")
+ALICE_SLOT = keys.slot_of_tag("u:alice")
+
+
+@pytest.fixture
+def settings(redis_url: str, tmp_path: Path) -> Settings:
+    return dataclasses.replace(make_settings(redis_url, tmp_path), gifts_across_slots=True)
+
+
+@pytest.fixture
+async def ledger(store: Store) -> Store:
+    store.clock = FakeClock(T0)
+    await fund(store, "alice", "coins_100")
+    await live_stream(store)
+    return store
+
+
+def clock_of(store: Store) -> FakeClock:
+    assert isinstance(store.clock, FakeClock)
+    return store.clock
+
+
+async def debit_only(store: Store, gift_id: str = "finger_heart", key: str = "k1") -> None:
+    """What a worker leaves when it dies right after the debit."""
+    gift = store.settings.gift(gift_id)
+    assert gift is not None
+    await transfers.debit(
+        store, ALICE, "s1", "streamer1", gift, 1, key, gifts.event_fragment(ALICE, gift)
+    )
+
+
+async def send(store: Store, gift_id: str = "finger_heart", key: str = "k1") -> gifts.GiftReceipt:
+    gift = store.settings.gift(gift_id)
+    assert gift is not None
+    return await gifts.run_send_gift(store, ALICE, "s1", gift, 1, key)
+
+
+async def relay(store: Store) -> int:
+    return await transfers.relay_transfers(
+        store, [ALICE_SLOT], store.clock() - transfers.RELAY_AFTER_MS
+    )
+
+
+async def gift_events(store: Store) -> list[str]:
+    return [
+        fields["e"]
+        for _, fields in await store.redis.xrange(keys.stream_history("s1"))
+        if '"kind":"gift"' in fields["e"]
+    ]
+
+
+async def pending(store: Store) -> list[str]:
+    return list(await store.redis.zrange(keys.outbox("alice"), 0, -1))
+
+
+async def test_a_gift_across_slots_leaves_nothing_pending_and_reconciles(ledger: Store) -> None:
+    receipt = await send(ledger)
+    assert (receipt.coins, receipt.combo, receipt.replayed) == (95, 1, False)
+    assert await pending(ledger) == []
+    assert len(await gift_events(ledger)) == 1
+    assert (await wallet.read_wallet(ledger, "streamer1"))["diamonds"] == 2
+    await assert_reconciled(ledger)
+
+
+async def test_a_transfer_its_worker_left_behind_is_finished_by_the_relay_once(
+    ledger: Store,
+) -> None:
+    await debit_only(ledger)
+    assert (await wallet.read_wallet(ledger, "alice"))["coins"] == 95
+    assert await pending(ledger) == ["alice:k1"]
+    report = await reconcile.reconcile(ledger.redis, ledger.settings.economy.creator_share_bps)
+    assert report.in_transit == 5 and len(report.problems) == 1, report.format()
+    assert "alice:k1" in report.problems[0]
+
+    assert await relay(ledger) == 0  # too young: its worker may still be finishing it
+    clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+    assert await relay(ledger) == 1
+    assert await relay(ledger) == 0
+    assert await pending(ledger) == []
+    assert len(await gift_events(ledger)) == 1
+    assert (await wallet.read_wallet(ledger, "streamer1"))["diamonds"] == 2
+    await assert_reconciled(ledger)
+
+
+async def test_a_retry_finishes_a_pending_transfer_with_the_first_requests_values(
+    ledger: Store,
+) -> None:
+    await debit_only(ledger)
+    clock_of(ledger).advance(2 * DAY_MS)  # the retry comes two days later
+    receipt = await send(ledger)
+    assert receipt.replayed and receipt.coins == 95
+    [entry] = [e for e in await journal_entries(ledger.redis) if e["type"] == "gift"]
+    assert entry["at"] == str(T0)  # the debit's time, not the retry's
+    day_board = keys.channel_leaderboard("streamer1", "day", day_number(T0))
+    assert await ledger.redis.zscore(day_board, "alice") == 5
+    assert await pending(ledger) == []
+    assert await send(ledger) == receipt
+    await assert_reconciled(ledger)
+
+
+async def test_a_relay_that_died_between_the_two_credits_is_finished_without_doubling(
+    ledger: Store,
+) -> None:
+    await debit_only(ledger)
+    record = await ledger.redis.get(keys.idempotency("alice", "k1"))
+    transfer = transfers.Transfer.decoded(record.split("\n", 3)[3])
+    first = await transfers.credit_stream(ledger, transfer)  # ... and then it died
+    clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+    assert await relay(ledger) == 1
+    assert len(await gift_events(ledger)) == 1
+    assert await ledger.redis.zscore(keys.stream_leaderboard("s1"), "alice") == 5
+    assert (await send(ledger)).event_id == first.event_id
+    await assert_reconciled(ledger)
+
+
+async def test_concurrent_retries_and_relays_credit_a_pending_transfer_once(
+    ledger: Store,
+) -> None:
+    await debit_only(ledger)
+    clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+    results = await asyncio.gather(
+        *(send(ledger) for _ in range(8)), *(relay(ledger) for _ in range(4))
+    )
+    receipts = {r for r in results if isinstance(r, gifts.GiftReceipt)}
+    assert len(receipts) == 1
+    assert len(await gift_events(ledger)) == 1
+    assert (await wallet.read_wallet(ledger, "streamer1"))["diamonds"] == 2
+    assert await pending(ledger) == []
+    await assert_reconciled(ledger)
+
+
+@pytest.mark.parametrize(
+    ("stream", "sender", "code"),
+    [
+        ("nowhere", "alice", ErrorCode.UNKNOWN_STREAM),
+        ("ended", "alice", ErrorCode.STREAM_NOT_LIVE),
+        ("s1", "streamer1", ErrorCode.SELF_GIFT),
+    ],
+)
+async def test_the_streams_rules_refuse_before_any_coin_moves(
+    ledger: Store, stream: str, sender: str, code: ErrorCode
+) -> None:
+    await live_stream(ledger, "ended")
+    await streams.end_stream(ledger, "streamer1", "ended")
+    await fund(ledger, "streamer1")
+    rose = ledger.settings.gift("rose")
+    assert rose is not None
+    call = gifts.run_send_gift(ledger, viewer(sender), stream, rose, 1, "k9")
+    await assert_refused(ledger, code, call)
+
+
+async def test_a_retry_after_the_stream_ended_answers_the_first_result(ledger: Store) -> None:
+    receipt = await send(ledger)
+    await streams.end_stream(ledger, "streamer1", "s1")
+    assert await send(ledger) == dataclasses.replace(receipt, replayed=True)
+    with pytest.raises(GiftingError) as refused:
+        await send(ledger, key="k2")
+    assert refused.value.code is ErrorCode.STREAM_NOT_LIVE
+
+
+async def test_a_gift_debited_before_its_stream_ended_still_lands(ledger: Store) -> None:
+    await debit_only(ledger)
+    await streams.end_stream(ledger, "streamer1", "s1")
+    clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+    assert await relay(ledger) == 1
+    assert (await wallet.read_wallet(ledger, "streamer1"))["diamonds"] == 2
+    await assert_reconciled(ledger)
+
+
+async def test_a_wrong_typed_key_on_the_credit_side_keeps_the_coins_in_transit_until_repaired(
+    ledger: Store,
+) -> None:
+    board = keys.stream_leaderboard("s1")
+    await ledger.redis.set(board, "planted")  # only someone with Redis access can
+    with pytest.raises(GiftingError) as refused:
+        await send(ledger)
+    assert refused.value.code is ErrorCode.STORAGE_CORRUPT
+    assert await pending(ledger) == ["alice:k1"]
+    assert await gift_events(ledger) == []  # the stream's step changed nothing
+    report = await reconcile.reconcile(ledger.redis, ledger.settings.economy.creator_share_bps)
+    assert report.in_transit == 5 and not report.ok
+
+    await ledger.redis.delete(board)  # repaired
+    clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+    assert await relay(ledger) == 1
+    assert len(await gift_events(ledger)) == 1
+    await assert_reconciled(ledger)
+
+
+async def test_a_transfer_whose_record_expired_is_left_for_reconcile_to_report(
+    ledger: Store,
+) -> None:
+    await debit_only(ledger)
+    await ledger.redis.delete(keys.idempotency("alice", "k1"))  # as if it outlived its TTL
+    clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+    assert await relay(ledger) == 0
+    report = await reconcile.reconcile(ledger.redis, ledger.settings.economy.creator_share_bps)
+    assert any("record is gone" in problem for problem in report.problems), report.format()
+
+
+async def test_the_relay_reads_every_slots_outbox_in_turn(store: Store) -> None:
+    walker = transfers.TransferRelay(store, start=keys.SLOTS - 1)
+    seen = set()
+    for _ in range(keys.SLOTS // transfers.RELAY_SLOTS_PER_PASS):
+        first = walker.next_slot
+        await walker.pass_once()
+        seen.update((first + i) % keys.SLOTS for i in range(transfers.RELAY_SLOTS_PER_PASS))
+    assert seen == set(range(keys.SLOTS))
+    assert walker.next_slot == keys.SLOTS - 1
+
+
+def test_every_slot_has_an_outbox_in_that_slot() -> None:
+    from redis.crc import key_slot
+
+    for slot in (0, 1, 5000, keys.SLOTS - 1):
+        assert key_slot(keys.outbox_of_slot(slot).encode()) == slot
+    assert key_slot(keys.outbox("alice").encode()) == key_slot(keys.wallet("alice").encode())
