@@ -99,6 +99,46 @@ async def channel_subscribers(client: AsyncClient, channels: list[str]) -> list[
     return counts
 
 
+class Subscription:
+    """A channel followed as the workers follow a stream's events: SUBSCRIBE on the
+    single Redis, SSUBSCRIBE on the master of the channel's slot on a cluster (where
+    the scripts SPUBLISH). `open` returns once Redis confirmed the subscription."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.sharded = isinstance(client, AsyncRedisCluster)
+        self.pubsub: Any = client.pubsub()
+
+    @classmethod
+    async def open(cls, client: AsyncClient, channel: str) -> Subscription:
+        subscription = cls(client)
+        if subscription.sharded:
+            await subscription.pubsub.ssubscribe(channel)
+        else:
+            await subscription.pubsub.subscribe(channel)
+        confirmed = await subscription._read(timeout_s=2.0, skip_confirmations=False)
+        kind = "ssubscribe" if subscription.sharded else "subscribe"
+        assert (confirmed or {}).get("type") == kind, confirmed
+        return subscription
+
+    async def _read(self, timeout_s: float, skip_confirmations: bool) -> dict[str, Any] | None:
+        if self.sharded:
+            message = await self.pubsub.get_sharded_message(
+                ignore_subscribe_messages=skip_confirmations, timeout=timeout_s
+            )
+        else:
+            message = await self.pubsub.get_message(
+                ignore_subscribe_messages=skip_confirmations, timeout=timeout_s
+            )
+        return dict(message) if message is not None else None
+
+    async def next(self, timeout_s: float = 1.0) -> dict[str, Any] | None:
+        """The next published message, or None after `timeout_s`."""
+        return await self._read(timeout_s, skip_confirmations=True)
+
+    async def aclose(self) -> None:
+        await self.pubsub.aclose()
+
+
 def flush_all(url: str) -> None:
     """FLUSHALL on the single Redis, or on every master of the cluster."""
     client = sync_client(url)

@@ -38,6 +38,7 @@ from gifting_server.ledger.store import Store, connect
 from gifting_server.ledger.wallet import Cashout
 from tests.conftest import make_settings
 from tests.factories import viewer
+from tests.ledger.conftest import GIFT_PATHS
 from tests.topology import all_keys
 
 T = TypeVar("T")
@@ -501,7 +502,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 @pytest.mark.timeout(480)  # passing takes seconds; a failure shrinks for up to 5 minutes
-@pytest.mark.parametrize("across_slots", [False, True], ids=["one script", "across slots"])
+@pytest.mark.parametrize("across_slots", list(GIFT_PATHS.values()), ids=list(GIFT_PATHS))
 def test_ledger_matches_the_model_and_reconciles(
     redis_url: str, tmp_path: Path, across_slots: bool
 ) -> None:
