@@ -94,8 +94,8 @@ async def channel_subscribers(client: AsyncClient, channels: list[str]) -> list[
     counts = []
     for channel in channels:
         node = client.get_node_from_key(channel)
-        reply = await client.execute_command("PUBSUB SHARDNUMSUB", channel, target_nodes=node)
-        counts.append(int(reply[1]))
+        [(_, count)] = await client.pubsub_shardnumsub(channel, target_nodes=node)
+        counts.append(int(count))
     return counts
 
 
