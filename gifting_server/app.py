@@ -130,7 +130,8 @@ def periodic_work(hub: Hub, store: Store) -> Scheduler:
     scheduler.every(hub.settings.websocket.ping_interval_s, "heartbeat", ping)
     if store.gifts_across_slots:
         relay = transfers.TransferRelay(store, start=secrets.randbelow(keys.SLOTS))
-        scheduler.every(transfers.RELAY_EVERY_S, "finishing gift transfers", relay.pass_once)
+        every_s = store.settings.transfers.relay_every_s
+        scheduler.every(every_s, "finishing gift transfers", relay.pass_once)
     return scheduler
 
 

@@ -41,6 +41,11 @@ RANGES: dict[str, dict[str, tuple[int | float, int | float]]] = {
         "cashout_daily_cap_cents": (0, MAX_INT),
         "holding_period_days": (0, 3650),
     },
+    "transfers": {
+        "relay_after_ms": (100, 86_400_000),
+        "relay_every_s": (0.05, 3600.0),
+        "relay_slots_per_pass": (1, 16_384),
+    },
     "limits": {
         "max_gift_count": (1, 1_000_000),
         "combo_window_ms": (1, 3_600_000),
@@ -69,6 +74,11 @@ RANGES: dict[str, dict[str, tuple[int | float, int | float]]] = {
     "http": {
         "request_read_timeout_s": (0.01, 3600.0),
         "max_pending_connections": (1, 1_000_000),
+    },
+    "redis": {
+        "replicas_acked": (0, 1000),
+        # WAIT's timeout; 0 would mean "wait forever" to Redis.
+        "replicas_timeout_ms": (1, 60_000),
     },
 }
 DEFAULT_RANGE: tuple[int | float, int | float] = (0, MAX_INT)
@@ -134,6 +144,16 @@ class History:
 
 
 @dataclass(frozen=True)
+class Transfers:
+    """The relay that finishes gifts across slots left behind by a dead worker
+    (ledger/transfers.py; on a cluster only)."""
+
+    relay_after_ms: int = 5000  # a transfer this old is taken for abandoned
+    relay_every_s: float = 1.0
+    relay_slots_per_pass: int = 1024  # of the 16,384 slots' outboxes, per pass
+
+
+@dataclass(frozen=True)
 class WebSocket:
     max_message_bytes: int = 4096  # a bigger client message closes the connection with 1009
     tick_ms: int = 30  # events of one stream arriving within a tick share one frame
@@ -155,6 +175,14 @@ class Http:
 
 
 @dataclass(frozen=True)
+class RedisOptions:
+    # A money script is acknowledged only once this many replicas of its master have
+    # its write (one WAIT after each pipelined write); 0: as soon as the master has it.
+    replicas_acked: int = 0
+    replicas_timeout_ms: int = 1000  # fewer replicas by then: service_unavailable, retry
+
+
+@dataclass(frozen=True)
 class Server:
     metrics_public: bool = True
     demo_payments: bool = False  # POST /v1/demo/payments: buy coins without a provider
@@ -173,6 +201,8 @@ class Settings:
     history: History = field(default_factory=History)
     websocket: WebSocket = field(default_factory=WebSocket)
     http: Http = field(default_factory=Http)
+    transfers: Transfers = field(default_factory=Transfers)
+    redis: RedisOptions = field(default_factory=RedisOptions)
     metrics_public: bool = True
     demo_payments: bool = False
     # `serve --workers N` sets PROMETHEUS_MULTIPROC_DIR: /metrics then sums every worker.
@@ -237,6 +267,8 @@ def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = N
         history=_parse_section(History, tree.get("history", {}), "history", sources),
         websocket=_parse_section(WebSocket, tree.get("websocket", {}), "websocket", sources),
         http=_parse_section(Http, tree.get("http", {}), "http", sources),
+        transfers=_parse_section(Transfers, tree.get("transfers", {}), "transfers", sources),
+        redis=_parse_section(RedisOptions, tree.get("redis", {}), "redis", sources),
         metrics_public=server.metrics_public,
         # `serve --demo` turns demo payments on for every worker through the environment.
         demo_payments=server.demo_payments or env.get("GIFTING_DEMO_PAYMENTS") == "1",

@@ -31,6 +31,11 @@ GIFT_LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 PAYMENTS = Counter("gifting_payments_total", "Payment webhook events", ["kind", "replayed"])
+REPLICA_SHORTFALLS = Counter(
+    "gifting_replica_ack_shortfalls_total",
+    "Script calls refused with service_unavailable because fewer replicas than"
+    " [redis] replicas_acked confirmed their write within replicas_timeout_ms",
+)
 
 CONNECTIONS = Gauge(
     "gifting_ws_connections", "Open WebSocket connections", multiprocess_mode="livesum"

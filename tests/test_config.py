@@ -20,6 +20,7 @@ from gifting_server.config import (
     History,
     Http,
     Limits,
+    RedisOptions,
     Settings,
     WebSocket,
     load_settings,
@@ -53,6 +54,12 @@ def test_the_shipped_config_loads(tmp_path: Path) -> None:
     assert settings.limits.request_timeout_s == 2.0
     assert settings.history.max_events == 1000
     assert settings.metrics_public is True
+    assert settings.redis == RedisOptions(replicas_acked=0, replicas_timeout_ms=1000)
+
+
+def test_replica_acknowledgement_is_set_in_the_redis_section(tmp_path: Path) -> None:
+    settings = load(tmp_path, "[redis]\nreplicas_acked = 2\nreplicas_timeout_ms = 250\n")
+    assert settings.redis == RedisOptions(replicas_acked=2, replicas_timeout_ms=250)
 
 
 def test_overlay_changes_only_its_keys(tmp_path: Path) -> None:
@@ -114,6 +121,13 @@ SECTION_ERRORS = {
     "server not a table": ("server = 5", r"\[server\] must be a table"),
     "metrics_public not a bool": ("[server]\nmetrics_public = 'no'", r"metrics_public"),
     "server unknown key": ("[server]\nmetrics = false", r"\[server\] unknown key 'metrics'"),
+    "replicas not an int": (
+        "[redis]\nreplicas_acked = '1'",
+        r"\[redis\] replicas_acked must be int",
+    ),
+    "replicas negative": ("[redis]\nreplicas_acked = -1", r"\[redis\] replicas_acked must be in 0"),
+    "wait forever": ("[redis]\nreplicas_timeout_ms = 0", r"replicas_timeout_ms must be in 1\.\."),
+    "redis unknown key": ("[redis]\nreplicas = 1", r"\[redis\] unknown key 'replicas'"),
 }
 
 
@@ -235,6 +249,7 @@ NUMERIC_SECTIONS = {
     "history": History,
     "websocket": WebSocket,
     "http": Http,
+    "redis": RedisOptions,
 }
 
 

@@ -12,6 +12,7 @@ before the next pass, so that its frames carry more events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -300,6 +301,8 @@ class Hub:
             if replay.recovered:
                 for raw in replay.events:
                     self._take(room, event_id_of(raw), raw)
+            elif replay.last_event_id < room.last_seen:
+                await self._rewind(room, replay.last_event_id)
             else:
                 self._restart_after_gap(room, replay.last_event_id)
             room.filling = False
@@ -317,6 +320,39 @@ class Hub:
                 self._take(room, event_id, raw)
 
         self._spawn(fill())
+
+    async def _rewind(self, room: Room, newest: int) -> None:
+        """The stream's history ends before events this worker delivered: its shard
+        failed over to a replica that had not received them (replication is
+        asynchronous), so they no longer exist and the stream's next events take their
+        ids again. The history is compared with what was delivered to find where they
+        part; every viewer gets a fresh `subscribed` with recovered: false there, then
+        the history's events after it (the new ones with reused ids), then live ones."""
+        kept = {event_id: raw for event_id, raw in room.recent}
+        oldest = min(kept, default=newest + 1)
+        parted, again = newest, []
+        with contextlib.suppress(Exception):  # unreadable: restart at `newest`
+            replay = await self.history.replay(room.stream_id, oldest - 1)
+            if replay.recovered:
+                again = replay.events
+                while again and kept.get(event_id_of(again[0])) == again[0]:
+                    again.pop(0)
+                parted = event_id_of(again[0]) - 1 if again else newest
+        log.warning(
+            "stream %s: events %d..%d are gone from Redis (a failover?); viewers start "
+            "again at %d",
+            room.stream_id, parted + 1, room.last_seen, parted,
+        )  # fmt: skip
+        while room.recent and room.recent[-1][0] > parted:
+            room.recent.pop()
+        room.held = [(event_id, raw) for event_id, raw in room.held if event_id > parted]
+        room.observed = min(room.observed, parted)
+        for batch in room.lineup:
+            batch.upto = min(batch.upto, parted)
+        room.last_seen = parted
+        self._restart_after_gap(room, parted)
+        for raw in again:
+            self._take(room, event_id_of(raw), raw)
 
     def _restart_after_gap(self, room: Room, newest: int) -> None:
         """The history no longer holds what pub/sub missed: every viewer of the room

@@ -18,6 +18,11 @@ socket timeout) for the whole call:
   its connection or its deadline may have run, so it is never sent twice: it
   fails with `ConnectionError` / `TimeoutError`, which `store.guarded` turns into
   `service_unavailable`; the client retries with the same idempotency key.
+
+With `[redis] replicas_acked = N`, each master's connection ends every write of
+acked calls with one `WAIT` (`pipeline.py`): a call is answered once N replicas of
+its master have it, else it fails with `ReplicasNotAcked`. A redirection (MOVED,
+ASK, NOSCRIPT) is an error reply, which wrote nothing: it is followed as above.
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ from redis.crc import key_slot
 
 from gifting_server.ledger.pipeline import (
     DEFAULT_TIMEOUT_S,
+    NO_REPLICA_ACK,
     NotSent,
     RedisProtocol,
+    ReplicaAck,
     open_connection,
 )
 
@@ -59,11 +66,17 @@ def slot_of(keys: list[str]) -> int:
 
 
 class ClusterScriptPipeline:
-    def __init__(self, client: RedisCluster, sources: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        client: RedisCluster,
+        sources: Mapping[str, str],
+        replica_ack: ReplicaAck = NO_REPLICA_ACK,
+    ) -> None:
         """Reach the masters of `client`'s cluster, with its timeout; `sources` maps
         each script's sha to its source, to load it where it is missing."""
         self.client = client
         self.sources = sources
+        self.replica_ack = replica_ack
         self.options = {
             name: value
             for name, value in client.get_connection_kwargs().items()
@@ -71,6 +84,8 @@ class ClusterScriptPipeline:
         }
         timeout = client.get_connection_kwargs().get("socket_timeout")
         self.timeout_s = float(timeout or DEFAULT_TIMEOUT_S)
+        # A call may wait for the WAIT of the write before its own, then for its own.
+        self.deadline_s = self.timeout_s + 2 * replica_ack.timeout_s
         self._connections: dict[Address, RedisProtocol] = {}
         self._connecting: dict[Address, asyncio.Future[RedisProtocol]] = {}
         self._reloading: asyncio.Future[None] | None = None
@@ -79,12 +94,22 @@ class ClusterScriptPipeline:
         """The nodes this pipeline has a live connection to (masters, or former ones)."""
         return [address for address, protocol in self._connections.items() if not protocol.lost]
 
-    async def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
-        slot = slot_of(keys)
+    async def evalsha(
+        self, sha: str, keys: list[str], args: list[Any], *, acked: bool = True
+    ) -> Any:
+        """The script's reply; when `acked`, only once the replicas have its writes."""
         command = ("EVALSHA", sha, len(keys), *keys, *args)
+        return await self._routed(slot_of(keys), sha, command, acked)
+
+    async def call(self, key: str, command: tuple[Any, ...], *, acked: bool = False) -> Any:
+        """Any command on `key`'s master, pipelined like the scripts; when `acked`,
+        answered only once the replicas have its writes."""
+        return await self._routed(key_slot(key.encode()), "", command, acked)
+
+    async def _routed(self, slot: int, sha: str, command: tuple[Any, ...], acked: bool) -> Any:
         try:
-            async with asyncio.timeout(self.timeout_s):
-                return await self._route(slot, sha, command)
+            async with asyncio.timeout(self.deadline_s):
+                return await self._route(slot, sha, command, acked)
         except TimeoutError:
             raise redis_errors.TimeoutError("Redis Cluster did not answer in time") from None
 
@@ -96,13 +121,13 @@ class ClusterScriptPipeline:
             if protocol.transport is not None:
                 await protocol.gone.wait()
 
-    async def _route(self, slot: int, sha: str, command: tuple[Any, ...]) -> Any:
+    async def _route(self, slot: int, sha: str, command: tuple[Any, ...], acked: bool) -> Any:
         address = await self._owner(slot)
         asking = loaded = False
         for _ in range(MAX_HOPS):
             try:
                 protocol = await self._connection(address)
-                return await self._send(protocol, command, asking)
+                return await self._send(protocol, command, asking, acked)
             except redis_errors.MovedError as moved:  # before AskError: it is one
                 address, asking = moved.node_addr, False
                 await self._reload()
@@ -122,12 +147,14 @@ class ClusterScriptPipeline:
         raise redis_errors.ClusterError(f"slot {slot}: more than {MAX_HOPS} redirections")
 
     @staticmethod
-    async def _send(protocol: RedisProtocol, command: tuple[Any, ...], asking: bool) -> Any:
+    async def _send(
+        protocol: RedisProtocol, command: tuple[Any, ...], asking: bool, acked: bool
+    ) -> Any:
         if not asking:
-            return await protocol.call(command)
+            return await protocol.call(command, acked=acked)
         asked = protocol.call(("ASKING",))  # answered first: same write, same socket
         try:
-            return await protocol.call(command)
+            return await protocol.call(command, acked=acked)
         finally:
             if asked.done() and not asked.cancelled():
                 asked.exception()  # read, so an error here is not logged as lost
@@ -176,7 +203,7 @@ class ClusterScriptPipeline:
     async def _open(self, address: Address) -> RedisProtocol:
         host, port = address
         protocol = await open_connection(
-            {**self.options, "host": host, "port": port}, self.timeout_s
+            {**self.options, "host": host, "port": port}, self.timeout_s, self.replica_ack
         )
         self._connections[address] = protocol
         return protocol

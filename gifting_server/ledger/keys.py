@@ -59,11 +59,12 @@ def outbox_of_slot(slot: int) -> str:
     return f"{{{_slot_tags()[slot]}}}:outbox"
 
 
-def credited(side_tag_key: str, transfer_id: str) -> str:
+def credited(side_tag_key: str, credit_id: str) -> str:
     """The record of a transfer credited on one side: the stream's (`stream(S)`) or
-    the streamer's (`wallet(T)`) slot, named after a key of that slot."""
+    the streamer's (`wallet(T)`) slot, named after a key of that slot. `credit_id`
+    names one debit (`Transfer.credit_id`), not only its idempotency key."""
     tag = side_tag_key[: side_tag_key.index("}") + 1]
-    return f"{tag}:credited:{transfer_id}"
+    return f"{tag}:credited:{credit_id}"
 
 
 def slot_of_tag(tag: str) -> int:

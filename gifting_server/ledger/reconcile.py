@@ -236,7 +236,10 @@ async def reconcile(
 async def _pending_transfers(redis: RedisClient, report: Report, replay: _Replay) -> None:
     """Gifts across slots that were debited and not yet credited (their worker died, or
     they are in flight): each is a problem until the relay finishes it, and its coins,
-    gone from the sender's wallet, count as in transit rather than missing."""
+    gone from the sender's wallet, count as in transit rather than missing. A worker
+    may die between the steps: one credited on its stream only has its stream board
+    bumped already, one credited on both sides is in the journal (only its outbox
+    entry is left) and in transit no more."""
     outboxes = sorted([key async for key in redis.scan_iter(match=keys.OUTBOX_PATTERN, count=1000)])
     found = await _batched(redis, report, outboxes, lambda p, k: p.zrange(k, 0, -1))
     transfer_ids = [member for members in found if members for member in members]
@@ -246,22 +249,48 @@ async def _pending_transfers(redis: RedisClient, report: Report, replay: _Replay
         transfer_ids,
         lambda p, t: p.get(keys.idempotency(*t.split(":", 1))),
     )
+    pending: list[tuple[str, transfers.Transfer]] = []
     for transfer_id, record in zip(transfer_ids, records, strict=True):
-        sender = transfer_id.split(":", 1)[0]
         try:
-            coins = transfers.Transfer.decoded(str(record).split("\n", 3)[3]).coins
+            pending.append((transfer_id, transfers.Transfer.decoded(str(record).split("\n", 3)[3])))
         except (IndexError, TypeError, ValueError):
             report.problems.append(
                 f"gift transfer {transfer_id}: in an outbox, but its record is gone or "
                 "unreadable: its coins left the sender and were never credited"
             )
+    on_stream = await _credited(redis, report, pending, lambda t: keys.stream(t.stream))
+    on_streamer = await _credited(redis, report, pending, lambda t: keys.wallet(t.streamer))
+    for (transfer_id, transfer), stream_done, streamer_done in zip(
+        pending, on_stream, on_streamer, strict=True
+    ):
+        if streamer_done:
+            report.problems.append(
+                f"gift transfer {transfer_id}: credited, but still in its outbox "
+                "(a running worker's relay clears it within seconds; run again)"
+            )
             continue
+        sender, coins = transfer.sender, transfer.coins
         replay.accounts[sender]["coins"] -= coins
         report.in_transit += coins
+        if stream_done:
+            replay.stream_boards[transfer.stream][sender] += coins
         report.problems.append(
             f"gift transfer {transfer_id}: {coins} coins debited from {sender}, not yet "
             "credited (a running worker's relay finishes it within seconds; run again)"
         )
+
+
+async def _credited(
+    redis: RedisClient,
+    report: Report,
+    pending: list[tuple[str, transfers.Transfer]],
+    side: Callable[[transfers.Transfer], str],
+) -> list[bool]:
+    """Whether each transfer's credited record exists on one side (`side`: a key of
+    that side's slot)."""
+    names = [keys.credited(side(t), t.credit_id) for _, t in pending]
+    found = await _batched(redis, report, names, lambda p, k: p.exists(k))
+    return [bool(n) for n in found]
 
 
 async def _replay_journal(

@@ -18,7 +18,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from gifting_server.ledger.cluster_pipeline import ClusterScriptPipeline
-from gifting_server.ledger.pipeline import ScriptPipeline
+from gifting_server.ledger.pipeline import NO_REPLICA_ACK, ReplicaAck, ScriptPipeline
 
 SCRIPT_NAMES = (
     "send_gift",
@@ -37,6 +37,10 @@ SCRIPT_NAMES = (
     "close_streaks",
     "publish_state",
 )
+# Never held for the replicas (`[redis] replicas_acked`): background upkeep no client
+# waits on, redone by the next sweep if a failover loses it, and a gift's gate, which
+# only reads.
+UNACKED_SCRIPTS = frozenset({"close_streaks", "publish_state", "gift_gate"})
 _LUA = resources.files("gifting_server.ledger") / "lua"
 INCLUDE = re.compile(r'^--- @include "([a-z_]+)"$', re.MULTILINE)
 
@@ -60,20 +64,24 @@ class Scripts:
     """One registered script per state change, looked up by name.
 
     One `Scripts` (and so one pipeline connection, one per master on a cluster) per
-    Redis client: stores built over the same client share it (`Scripts.of(client)`)."""
+    Redis client and replica acknowledgement: stores built over the same client with
+    the same `[redis]` settings share it (`Scripts.of(client, replica_ack)`)."""
 
-    _of_client: ClassVar[weakref.WeakKeyDictionary[Redis | RedisCluster, Scripts]] = (
-        weakref.WeakKeyDictionary()
-    )
+    _of_client: ClassVar[
+        weakref.WeakKeyDictionary[Redis | RedisCluster, dict[ReplicaAck, Scripts]]
+    ] = weakref.WeakKeyDictionary()
 
     @classmethod
-    def of(cls, redis: Redis | RedisCluster) -> Scripts:
-        scripts = cls._of_client.get(redis)
+    def of(cls, redis: Redis | RedisCluster, replica_ack: ReplicaAck = NO_REPLICA_ACK) -> Scripts:
+        of_client = cls._of_client.setdefault(redis, {})
+        scripts = of_client.get(replica_ack)
         if scripts is None:
-            scripts = cls._of_client[redis] = cls(redis)
+            scripts = of_client[replica_ack] = cls(redis, replica_ack)
         return scripts
 
-    def __init__(self, redis: Redis | RedisCluster) -> None:
+    def __init__(
+        self, redis: Redis | RedisCluster, replica_ack: ReplicaAck = NO_REPLICA_ACK
+    ) -> None:
         self.redis = redis
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(script_source(name)) for name in SCRIPT_NAMES
@@ -81,19 +89,25 @@ class Scripts:
         self.pipeline: ScriptPipeline | ClusterScriptPipeline
         if isinstance(redis, RedisCluster):
             sources = {self._scripts[name].sha: script_source(name) for name in SCRIPT_NAMES}
-            self.pipeline = ClusterScriptPipeline(redis, sources)
+            self.pipeline = ClusterScriptPipeline(redis, sources, replica_ack)
         else:
-            self.pipeline = ScriptPipeline(redis)
+            self.pipeline = ScriptPipeline(redis, replica_ack)
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> list[Any]:
         script = self._scripts[name]
+        acked = name not in UNACKED_SCRIPTS
         try:
-            result = await self.pipeline.evalsha(script.sha, keys, args)
+            result = await self.pipeline.evalsha(script.sha, keys, args, acked=acked)
         except NoScriptError:
             await self.redis.script_load(script.script)
-            result = await self.pipeline.evalsha(script.sha, keys, args)
+            result = await self.pipeline.evalsha(script.sha, keys, args, acked=acked)
         assert isinstance(result, list)
         return result
+
+    async def command(self, key: str, *command: Any) -> Any:
+        """A plain command on `key` through the same pipeline as the scripts: far
+        cheaper than redis-py for the calls a gift or the relay makes by the thousand."""
+        return await self.pipeline.call(key, command)
 
     async def close(self) -> None:
         await self.pipeline.close()

@@ -12,10 +12,12 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from gifting_server import metrics
 from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode, GiftingError, script_error
 from gifting_server.ledger import keys
 from gifting_server.ledger.clock import wall_clock_ms
+from gifting_server.ledger.pipeline import ReplicaAck, ReplicasNotAcked
 from gifting_server.ledger.scripts import Scripts
 from gifting_server.ledger.streaks import RecentGifts
 from gifting_server.redis_topology import RedisUnreachable, Topology, detect_async
@@ -128,7 +130,10 @@ class Store:
     gifts_across_slots: bool = field(init=False)
 
     def __post_init__(self) -> None:
-        self.scripts = Scripts.of(self.redis)
+        redis = self.settings.redis
+        self.scripts = Scripts.of(
+            self.redis, ReplicaAck(redis.replicas_acked, redis.replicas_timeout_ms)
+        )
         self.sharded_events = isinstance(self.redis, RedisCluster)
         # A gift in steps, one per slot (ledger/transfers.py), instead of one script.
         self.gifts_across_slots = self.sharded_events or self.settings.gifts_across_slots
@@ -159,6 +164,13 @@ async def guarded(call: Awaitable[T]) -> T:
     """Turn Redis failures into errors a client can act on (never a 500)."""
     try:
         return await call
+    except ReplicasNotAcked as e:
+        # The script ran on the master; its idempotency record answers the retry.
+        metrics.REPLICA_SHORTFALLS.inc()
+        raise GiftingError(
+            ErrorCode.SERVICE_UNAVAILABLE,
+            f"the write is not yet on {e.wanted} replica(s); retry with the same key",
+        ) from None
     except (
         redis_errors.ConnectionError,
         redis_errors.TimeoutError,

@@ -16,16 +16,19 @@ three slots, and a script may touch only one. So a gift is a transfer:
 
 The client is answered after step 4. A worker that dies after step 2 leaves the
 transfer in the outbox; the relay of any worker (`relay_transfers`) finishes it
-once it is older than `RELAY_AFTER_MS`, and a retry with the same key finishes it
+once it is older than `[transfers] relay_after_ms`, and a retry with the same key finishes it
 at once (the record holds the transfer). docs/scaling.md, "A gift across slots",
 has the states and what each crash leaves.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import orjson
 
@@ -38,13 +41,6 @@ from gifting_server.ledger.store import Store, guarded
 
 log = logging.getLogger("gifting_server.transfers")
 
-# A transfer this old is taken for abandoned (its worker died) and finished by the
-# relay. A live worker finishes its own within one round trip per step.
-RELAY_AFTER_MS = 5_000
-RELAY_EVERY_S = 1.0
-# Slots whose outbox one relay pass reads: all 16384 in 16 passes (16 s at one pass a
-# second); with W workers, a slot is read every 16 / W s on average.
-RELAY_SLOTS_PER_PASS = keys.SLOTS // 16
 RELAY_BATCH = 100  # transfers finished per outbox and pass, at most
 
 
@@ -65,11 +61,20 @@ class Transfer:
     held_until: int
     fragment: str  # the sender and gift part of the gift event (gifts.event_fragment)
     adult: bool
+    # Drawn at the debit. A key may be used again once its record expired (a new
+    # gift), but the credited records outlive that record (they are written after it,
+    # by the relay or a retry much later): they are named after this debit, not the key.
+    nonce: str
 
     @property
     def id(self) -> str:
         # A sender id has no ":" (ids.ID_RULE), so the first one ends it.
         return f"{self.sender}:{self.key}"
+
+    @property
+    def credit_id(self) -> str:
+        """What the credited records of this debit are named after (`keys.credited`)."""
+        return f"{self.id}:{self.nonce}"
 
     def encoded(self) -> str:
         return orjson.dumps(asdict(self)).decode()
@@ -80,17 +85,18 @@ class Transfer:
 
 
 @dataclass(frozen=True)
+class Credited:
+    event_id: int
+    combo: int
+
+
+@dataclass(frozen=True)
 class Debited:
     coins_left: int
     replayed: bool  # the key was seen before: `transfer` is the first request's
     daily_limit: str  # the sender's own, for the journal ("" when none)
-    transfer: Transfer
-
-
-@dataclass(frozen=True)
-class Credited:
-    event_id: int
-    combo: int
+    transfer: Transfer | None  # None: a gift send_gift made whole (`complete`)
+    complete: Credited | None = None  # the result of that gift
 
 
 async def send_across_slots(
@@ -107,6 +113,9 @@ async def send_across_slots(
     debited = await debit(
         store, sender, stream_id, streamer, gift, count, idempotency_key, fragment
     )
+    if debited.transfer is None:
+        assert debited.complete is not None
+        return debited, debited.complete
     return debited, await finish(store, debited.transfer, debited.daily_limit)
 
 
@@ -139,6 +148,7 @@ async def debit(
         held_until=held_until(now, settings.economy.holding_period_days * DAY_MS),
         fragment=fragment,
         adult=sender.adult,
+        nonce=secrets.token_hex(8),
     )
     limits = settings.limits
     result = await store.run_script(
@@ -165,6 +175,10 @@ async def debit(
         ],
     )
     replayed = bool(result[2])
+    if replayed and not result[4]:
+        # Made whole by send_gift on one Redis before the keys moved to a cluster.
+        complete = Credited(int(result[5]), int(result[6]))
+        return Debited(int(result[1]), True, "", None, complete)
     if replayed:
         transfer = Transfer.decoded(result[4])  # the first request's, to the letter
     return Debited(int(result[1]), replayed, str(result[3]), transfer)
@@ -174,7 +188,8 @@ async def finish(store: Store, transfer: Transfer, daily_limit: str) -> Credited
     """Steps 3 to 5 of a debited transfer; safe to repeat, in whole or in part."""
     credited = await credit_stream(store, transfer)
     await credit_streamer(store, transfer, credited.event_id, daily_limit)
-    await guarded(store.redis.zrem(keys.outbox(transfer.sender), transfer.id))
+    outbox = keys.outbox(transfer.sender)
+    await guarded(store.scripts.command(outbox, "ZREM", outbox, transfer.id))
     return credited
 
 
@@ -189,7 +204,7 @@ async def credit_stream(store: Store, transfer: Transfer) -> Credited:
             keys.stream_leaderboard(stream),
             keys.open_streaks(stream),
             keys.stream_history(stream),
-            keys.credited(keys.stream(stream), transfer.id),
+            keys.credited(keys.stream(stream), transfer.credit_id),
         ],
         [
             transfer.sender,
@@ -221,7 +236,7 @@ async def credit_streamer(
             keys.channel_leaderboard(streamer, "day", day_number(transfer.at)),
             keys.channel_leaderboard(streamer, "all"),
             keys.journal(streamer),
-            keys.credited(keys.wallet(streamer), transfer.id),
+            keys.credited(keys.wallet(streamer), transfer.credit_id),
         ],
         [
             transfer.sender,
@@ -245,52 +260,80 @@ async def credit_streamer(
 async def relay_transfers(store: Store, slots: Sequence[int], older_than_ms: int) -> int:
     """Finish every transfer debited before `older_than_ms` (unix ms) in the outboxes
     of `slots`: those of a worker that died between the debit and the credits. Returns
-    how many were finished. One that cannot be (its record expired, a corrupt key) is
-    logged and left in the outbox, where `reconcile` reports it."""
+    how many were finished. One that cannot be (its record expired or unreadable, a
+    corrupt key) is logged and left in the outbox, where `reconcile` reports it, behind
+    the others: a full batch of those must not hide a transfer that can finish."""
+    command = store.scripts.command
     outboxes = [keys.outbox_of_slot(slot) for slot in slots]
-    async with store.redis.pipeline(transaction=False) as pipe:
-        for outbox in outboxes:
-            pipe.zrangebyscore(outbox, "-inf", older_than_ms, start=0, num=RELAY_BATCH)
-        pending: list[list[str]] = await guarded(pipe.execute())
+    reads = [
+        command(outbox, "ZRANGEBYSCORE", outbox, "-inf", older_than_ms, "LIMIT", 0, RELAY_BATCH)
+        for outbox in outboxes
+    ]
+    answers = await asyncio.gather(*reads, return_exceptions=True)
+    failed = next((a for a in answers if isinstance(a, BaseException)), None)
+    if failed is not None:
+        await guarded(_raise(failed))
+    pending = cast(list[list[str]], answers)
     finished = 0
-    for transfer_id in (member for members in pending for member in members):
-        if await _finish_pending(store, transfer_id):
-            finished += 1
+    for outbox, members in zip(outboxes, pending, strict=True):
+        for transfer_id in members:
+            if await _finish_pending(store, transfer_id):
+                finished += 1
+            else:
+                # Last in line, read again once relay_after_ms passed. XX: never brings
+                # back one a worker finished meanwhile. The score is only the relay's.
+                requeue = ("ZADD", outbox, "XX", store.clock(), transfer_id)
+                await guarded(command(outbox, *requeue))
     return finished
 
 
+async def _raise(error: BaseException) -> None:
+    raise error
+
+
 async def _finish_pending(store: Store, transfer_id: str) -> bool:
+    """False when the transfer cannot be finished now; raises only when Redis cannot
+    be reached, which ends the pass."""
     sender, _, key = transfer_id.partition(":")
-    record = await guarded(store.redis.get(keys.idempotency(sender, key)))
-    parts = str(record).split("\n", 3) if record is not None else []
-    if len(parts) != 4:
-        log.error(
-            "gift transfer %s cannot be finished: its record is gone or unreadable; "
-            "its coins stay debited (reconcile reports it)",
-            transfer_id,
-        )
-        return False
     try:
+        record = await guarded(store.redis.get(keys.idempotency(sender, key)))
+        parts = str(record).split("\n", 3) if record is not None else []
+        if len(parts) != 4:
+            log.error(
+                "gift transfer %s cannot be finished: its record is gone or unreadable; "
+                "its coins stay debited (reconcile reports it)",
+                transfer_id,
+            )
+            return False
         await finish(store, Transfer.decoded(parts[3]), parts[2])
     except GiftingError as e:
         if e.code is ErrorCode.SERVICE_UNAVAILABLE:
             raise
         log.error("gift transfer %s cannot be finished: %s", transfer_id, e)
         return False
+    except (ValueError, TypeError) as e:  # a record's transfer that is not one
+        log.error(
+            "gift transfer %s cannot be finished: its record is unreadable: %s", transfer_id, e
+        )
+        return False
     log.info("finished gift transfer %s, left behind by a worker", transfer_id)
     return True
 
 
 class TransferRelay:
-    """Walks the slots' outboxes a window at a time, from a random start so that
-    workers spread over the slots."""
+    """Walks the slots' outboxes a window at a time (`[transfers]`
+    relay_slots_per_pass), from a random start so that workers spread over the
+    slots: with the defaults, all 16,384 in 16 passes, 16 s; with W workers a slot
+    is read every 16 / W s on average. A transfer is taken for abandoned once older
+    than relay_after_ms: a live worker finishes its own within a round trip per step."""
 
     def __init__(self, store: Store, start: int) -> None:
         self.store = store
         self.next_slot = start % keys.SLOTS
 
     async def pass_once(self) -> None:
-        first = self.next_slot
-        slots = [(first + i) % keys.SLOTS for i in range(RELAY_SLOTS_PER_PASS)]
-        self.next_slot = (first + RELAY_SLOTS_PER_PASS) % keys.SLOTS
-        await relay_transfers(self.store, slots, self.store.clock() - RELAY_AFTER_MS)
+        config = self.store.settings.transfers
+        first, size = self.next_slot, config.relay_slots_per_pass
+        slots = [(first + i) % keys.SLOTS for i in range(size)]
+        self.next_slot = (first + size) % keys.SLOTS
+        await relay_transfers(self.store, slots, self.store.clock() - config.relay_after_ms)

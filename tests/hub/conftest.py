@@ -119,11 +119,14 @@ burst = 10000
 
 
 @contextlib.contextmanager
-def running_workers(redis_url: str, tmp_path: Path, count: int = 2) -> Iterator[list[Worker]]:
-    """`count` `gifting-server serve` processes on one Redis (combo window 1.5 s).
-    A worker the test killed with SIGKILL is not stopped again."""
+def running_workers(
+    redis_url: str, tmp_path: Path, count: int = 2, extra_config: str = ""
+) -> Iterator[list[Worker]]:
+    """`count` `gifting-server serve` processes on one Redis (combo window 1.5 s; more
+    TOML sections in `extra_config`). A worker the test killed with SIGKILL is not
+    stopped again."""
     config = tmp_path / "workers.toml"
-    config.write_text(WORKER_CONFIG)
+    config.write_text(WORKER_CONFIG + extra_config)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIFTING_")}
     env.update(
         GIFTING_REDIS_URL=redis_url,

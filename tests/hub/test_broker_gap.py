@@ -10,6 +10,7 @@ from typing import Any
 
 import msgpack
 import orjson
+import pytest
 
 from gifting_server.config import Settings
 from gifting_server.hub.hub import Hub
@@ -94,4 +95,43 @@ async def test_a_gap_older_than_the_history_resubscribes_every_member(settings: 
             ("subscribed", (False, 12)),
             ("event", 13),
         ]
+    await hub.stop()
+
+
+@pytest.mark.parametrize("new_event", ["before the refill", "after it"])
+async def test_events_lost_with_a_failover_restart_the_viewers_where_the_history_ends(
+    settings: Settings, new_event: str
+) -> None:
+    """A replica promoted before it received events 2..4 (replication is
+    asynchronous): the stream's next events take those ids again. Viewers are told
+    (recovered: false at 1) and get the new events, never dropped as already seen."""
+    hub, broker, members = await start(settings, keep=100)
+    for _ in range(2):
+        broker.publish("s", {"kind": "gift", "ts": 1})
+    await settle(hub, 4)
+    broker.lose_connection()
+    history = broker.history
+    history.seq["s"] = 1  # the promoted replica has event 1 only
+    while history.events["s"][-1][0] > 1:
+        history.events["s"].pop()
+    if new_event == "before the refill":
+        broker.publish("s", {"kind": "gift", "ts": 2})  # event 2 again, a new one
+        broker.reconnect()
+    else:
+        broker.reconnect()
+        for _ in range(500):
+            if all(m.seen()[-1] == ("subscribed", (False, 1)) for m in members):
+                break
+            await asyncio.sleep(0.002)
+        broker.publish("s", {"kind": "gift", "ts": 2})
+    for _ in range(500):
+        if all(m.seen()[-1] == ("event", 2) for m in members):
+            break
+        await asyncio.sleep(0.002)
+    for member in members:
+        assert member.seen() == [
+            ("subscribed", (True, 0)), *[("event", i) for i in range(1, 5)],
+            ("subscribed", (False, 1)), ("event", 2),
+        ]  # fmt: skip
+        assert member.messages[-1]["events"][0]["ts"] == 2
     await hub.stop()

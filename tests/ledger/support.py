@@ -68,8 +68,10 @@ async def assert_refused(store: Store, code: ErrorCode, call: Awaitable[Any]) ->
 async def journal_entries(redis: AsyncClient) -> list[dict[str, str]]:
     """Every journal entry of every user's journal (and the legacy one), in entry-id
     order: what one journal held before the journal was split per user."""
-    journals = [keys.LEGACY_JOURNAL]
-    journals += [key async for key in redis.scan_iter(match=keys.JOURNAL_PATTERN)]
+    # A set: on a cluster that just failed over, a SCAN of every master may name a
+    # key twice (the old master's view and the new one's).
+    journals = {keys.LEGACY_JOURNAL}
+    journals |= {key async for key in redis.scan_iter(match=keys.JOURNAL_PATTERN)}
     rows: list[tuple[tuple[int, int], str, dict[str, str]]] = []
     for journal in journals:
         for entry_id, fields in await redis.xrange(journal):

@@ -110,10 +110,10 @@ class LedgerMachine(RuleBasedStateMachine):
         self.boards: dict[str, Counter[str]] = {stream: Counter() for stream in STREAMS}
         self.payments: dict[str, tuple[str, str, str, PaymentResult]] = {}
         self.gifts: dict[tuple[str, str], tuple[str, GiftReceipt]] = {}
-        # Debited by a worker that died before crediting: (sender, key) -> coins left.
-        self.pending: dict[tuple[str, str], tuple[str, int]] = {}
-        # Such gifts the relay has finished since: their key answers as the gift's own.
-        self.relayed: dict[tuple[str, str], tuple[str, int]] = {}
+        # Debited by a worker that died before crediting: (sender, key) -> the request's
+        # fingerprint and the coins left; `pending` while nothing finished them.
+        self.died: dict[tuple[str, str], tuple[str, int]] = {}
+        self.pending: set[tuple[str, str]] = set()
         self.cashouts: dict[tuple[str, str], tuple[int, Cashout]] = {}
         self.serial = 0
 
@@ -234,19 +234,14 @@ class LedgerMachine(RuleBasedStateMachine):
         if stream not in STREAMS:
             assert error is ErrorCode.UNKNOWN_STREAM, (error, receipt)
             return
-        for book in (self.pending, self.relayed):
-            died = book.pop((sender, key), None)
-            if died is None:
-                continue
-            # The retry finishes what the dead worker debited, or answers what the relay
-            # finished; with other content it is a conflict.
+        died = self.died.get((sender, key))
+        if died is not None:  # a retry answers (and finishes) what a dead worker debited
             if died[0] != fingerprint:
                 assert error is ErrorCode.IDEMPOTENCY_CONFLICT, (error, receipt)
-                book[(sender, key)] = died
             else:
                 assert receipt is not None and receipt.replayed, (error, receipt)
                 assert receipt.coins == died[1]
-                self.gifts[(sender, key)] = (fingerprint, dataclasses.replace(receipt))
+                self.pending.discard((sender, key))
             return
         seen = self.gifts.get((sender, key))
         if seen is not None:
@@ -311,7 +306,8 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         self.commit(sender, stream, cost)
         assert debited.coins_left == account.coins
-        self.pending[(sender, key)] = (f"{stream}|{gift_id}|{count}", debited.coins_left)
+        self.died[(sender, key)] = (f"{stream}|{gift_id}|{count}", debited.coins_left)
+        self.pending.add((sender, key))
 
     @precondition(lambda self: self.across_slots)
     @rule(
@@ -334,7 +330,6 @@ class LedgerMachine(RuleBasedStateMachine):
         everything = list(range(keys.SLOTS))
         finished = self.run(transfers.relay_transfers(self.store, everything, self.now + DAY_MS))
         assert finished == len(self.pending)
-        self.relayed.update(self.pending)
         self.pending.clear()
 
     @rule(

@@ -60,7 +60,7 @@ async def send(store: Store, gift_id: str = "finger_heart", key: str = "k1") -> 
 
 async def relay(store: Store) -> int:
     return await transfers.relay_transfers(
-        store, [ALICE_SLOT], store.clock() - transfers.RELAY_AFTER_MS
+        store, [ALICE_SLOT], store.clock() - store.settings.transfers.relay_after_ms
     )
 
 
@@ -96,7 +96,7 @@ async def test_a_transfer_its_worker_left_behind_is_finished_by_the_relay_once(
     assert "alice:k1" in report.problems[0]
 
     assert await relay(ledger) == 0  # too young: its worker may still be finishing it
-    clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
     assert await relay(ledger) == 1
     assert await relay(ledger) == 0
     assert await pending(ledger) == []
@@ -128,7 +128,7 @@ async def test_a_relay_that_died_between_the_two_credits_is_finished_without_dou
     record = await ledger.redis.get(keys.idempotency("alice", "k1"))
     transfer = transfers.Transfer.decoded(record.split("\n", 3)[3])
     first = await transfers.credit_stream(ledger, transfer)  # ... and then it died
-    clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
     assert await relay(ledger) == 1
     assert len(await gift_events(ledger)) == 1
     assert await ledger.redis.zscore(keys.stream_leaderboard("s1"), "alice") == 5
@@ -140,7 +140,7 @@ async def test_concurrent_retries_and_relays_credit_a_pending_transfer_once(
     ledger: Store,
 ) -> None:
     await debit_only(ledger)
-    clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
     results = await asyncio.gather(
         *(send(ledger) for _ in range(8)), *(relay(ledger) for _ in range(4))
     )
@@ -184,7 +184,7 @@ async def test_a_retry_after_the_stream_ended_answers_the_first_result(ledger: S
 async def test_a_gift_debited_before_its_stream_ended_still_lands(ledger: Store) -> None:
     await debit_only(ledger)
     await streams.end_stream(ledger, "streamer1", "s1")
-    clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
     assert await relay(ledger) == 1
     assert (await wallet.read_wallet(ledger, "streamer1"))["diamonds"] == 2
     await assert_reconciled(ledger)
@@ -204,7 +204,7 @@ async def test_a_wrong_typed_key_on_the_credit_side_keeps_the_coins_in_transit_u
     assert report.in_transit == 5 and not report.ok
 
     await ledger.redis.delete(board)  # repaired
-    clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
     assert await relay(ledger) == 1
     assert len(await gift_events(ledger)) == 1
     await assert_reconciled(ledger)
@@ -215,7 +215,7 @@ async def test_a_transfer_whose_record_expired_is_left_for_reconcile_to_report(
 ) -> None:
     await debit_only(ledger)
     await ledger.redis.delete(keys.idempotency("alice", "k1"))  # as if it outlived its TTL
-    clock_of(ledger).advance(transfers.RELAY_AFTER_MS)
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
     assert await relay(ledger) == 0
     report = await reconcile.reconcile(ledger.redis, ledger.settings.economy.creator_share_bps)
     assert any("record is gone" in problem for problem in report.problems), report.format()
@@ -223,11 +223,12 @@ async def test_a_transfer_whose_record_expired_is_left_for_reconcile_to_report(
 
 async def test_the_relay_reads_every_slots_outbox_in_turn(store: Store) -> None:
     walker = transfers.TransferRelay(store, start=keys.SLOTS - 1)
+    size = store.settings.transfers.relay_slots_per_pass
     seen = set()
-    for _ in range(keys.SLOTS // transfers.RELAY_SLOTS_PER_PASS):
+    for _ in range(keys.SLOTS // size):
         first = walker.next_slot
         await walker.pass_once()
-        seen.update((first + i) % keys.SLOTS for i in range(transfers.RELAY_SLOTS_PER_PASS))
+        seen.update((first + i) % keys.SLOTS for i in range(size))
     assert seen == set(range(keys.SLOTS))
     assert walker.next_slot == keys.SLOTS - 1
 

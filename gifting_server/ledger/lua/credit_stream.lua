@@ -12,7 +12,7 @@
     KEYS[2] stream leaderboard  {s:S}:lb
     KEYS[3] open streaks        {s:S}:streaks
     KEYS[4] stream history      {s:S}:history
-    KEYS[5] transfer record     {s:S}:credited:<transfer id>
+    KEYS[5] transfer record     {s:S}:credited:<transfer id>:<debit nonce>
     ARGV[1] sender id     ARGV[2] gift id      ARGV[3] count    ARGV[4] coins
     ARGV[5] the debit's time, unix ms          ARGV[6] combo quiet window, ms
     ARGV[7] history length cap                 ARGV[8] event JSON fragment
@@ -58,11 +58,11 @@ end
 
 -- The history first: the only write that can fail (see emitEvent), with nothing changed.
 local coinsTotal = streamCoins + cost
-local eventId, id, combo, comboText = emitGift(historyKey, historyMax, channel, streaksKey,
+local eventId, id, combo, comboText, tapText = emitGift(historyKey, historyMax, channel, streaksKey,
   sender .. ':' .. giftId, seq, streamCoins, coinsTotal, count, countArg, last, now, nowArg,
   comboWindow, fragment)
 redis.call('ZINCRBY', streamBoardKey, costArg, sender)
 redis.call('HSET', streamKey, 'seq', id, 'coins', fmt(coinsTotal),
-  comboField, comboText .. '|' .. nowArg .. '|' .. fragment)
+  comboField, comboText .. '|' .. tapText .. '|' .. fragment)
 redis.call('SET', recordKey, id .. '|' .. comboText, 'PX', recordTtl)
 return {0, eventId, combo, 0}

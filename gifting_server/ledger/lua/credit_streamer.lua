@@ -12,7 +12,7 @@
     KEYS[4] channel leaderboard, day  {u:T}:lb:day:<n>  (n: the debit's day)
     KEYS[5] channel leaderboard, all  {u:T}:lb:all
     KEYS[6] journal                   {u:T}:journal
-    KEYS[7] transfer record           {u:T}:credited:<transfer id>
+    KEYS[7] transfer record           {u:T}:credited:<transfer id>:<debit nonce>
     ARGV[1] sender id       ARGV[2] streamer id     ARGV[3] stream id
     ARGV[4] gift id         ARGV[5] count           ARGV[6] coins
     ARGV[7] creator share, basis points, when the gift was debited

@@ -23,10 +23,13 @@
     ARGV[13] transfer: what the credits need, one line of JSON (ledger/transfers.py)
 
   The record: "<fingerprint>\n<coins left>\n<sender's daily limit or empty>\n<transfer>".
+  A key may hold send_gift's record instead, "<fingerprint>|<event id>|<coins left>|<combo>"
+  (written on one Redis before the keys moved to a cluster): that gift is complete.
 
   Output:
     {0, coins_left, replayed(0/1), daily limit ('' when none), transfer}: on a
         replay, the first request's transfer
+    {0, coins_left, 1, '', '', event_id, combo}: a replay of a gift send_gift made
     {1}  IDEMPOTENCY_CONFLICT    {2} UNKNOWN_STREAM   {3} STREAM_NOT_LIVE
     {4}  SELF_GIFT               {5} AGE_VERIFICATION_REQUIRED
     {6}  INSUFFICIENT_FUNDS      {7} DAILY_LIMIT_EXCEEDED   {8} RATE_LIMITED
@@ -51,6 +54,11 @@ end
 local seen = redis.call('GET', idemKey)
 if seen then
   local fp, coinsLeft, limit, first = string.match(seen, '^(.-)\n(%d+)\n([^\n]*)\n(.*)$')
+  if not fp then
+    local oneFp, eventId, oneCoinsLeft, combo = string.match(seen, '^(.*)|(%d+)|(%d+)|(%d+)$')
+    if oneFp ~= fingerprint then return {1} end
+    return {0, tonumber(oneCoinsLeft), 1, '', '', tonumber(eventId), tonumber(combo)}
+  end
   if fp ~= fingerprint then return {1} end
   return {0, tonumber(coinsLeft), 1, limit, first}
 end

@@ -147,7 +147,7 @@ end
 -- a stream meta restored behind its history makes that XADD fail; as the first
 -- write, it fails with nothing changed. No later call can fail.
 local coinsTotal = streamCoins + cost
-local eventId, id, combo, comboText = emitGift(historyKey, historyMax, channel, streaksKey,
+local eventId, id, combo, comboText, tapText = emitGift(historyKey, historyMax, channel, streaksKey,
   sender .. ':' .. giftId, seq, streamCoins, coinsTotal, count, countArg, last, now, nowArg,
   comboWindow, eventFragment)
 
@@ -161,7 +161,7 @@ journalGift(journalKey, sender, meta[1], streamId, giftId, countArg, costArg, ea
 
 -- The combo outlives its window so that close_streaks can still announce its end.
 redis.call('HSET', streamKey, 'seq', id, 'coins', fmt(coinsTotal),
-  comboField, comboText .. '|' .. nowArg .. '|' .. eventFragment)
+  comboField, comboText .. '|' .. tapText .. '|' .. eventFragment)
 redis.call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText,
   'PX', idemTtl)
 return {0, eventId, spend.coins, combo, 0, earn.diamonds}

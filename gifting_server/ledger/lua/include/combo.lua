@@ -23,14 +23,18 @@ end
 -- Emit the gift on the stream, the stream's first write (see emitEvent): first the
 -- end of the sender's previous streak of this gift when its quiet window passed but
 -- no sweep has closed it yet, then the gift. A new streak joins the open-streaks
--- set as `streakMember`. Returns the gift's event id, its text, the combo and its text.
+-- set as `streakMember`. Returns the gift's event id, its text, the combo and its text,
+-- and the streak's last tap to store: a gift that reaches the stream after a later one
+-- (a transfer finished late, a worker's clock behind) joins the streak but never moves
+-- its last tap back, which would end the streak before its window passed.
 local function emitGift(historyKey, historyMax, channel, streaksKey, streakMember, seq,
     streamCoins, coinsTotal, count, countArg, last, now, nowArg, comboWindow, fragment)
   local eventId = seq + 1
-  local combo = count
+  local combo, tapText = count, nowArg
   if last then
     if now - last[2] <= comboWindow then
       combo = last[1] + count
+      if last[2] > now then tapText = fmt(last[2]) end
     else
       local endId = fmt(eventId)
       emitEvent(historyKey, historyMax, channel, endId,
@@ -44,5 +48,5 @@ local function emitGift(historyKey, historyMax, channel, streaksKey, streakMembe
   if combo == count then
     redis.call('ZADD', streaksKey, now + comboWindow, streakMember)
   end
-  return eventId, id, combo, comboText
+  return eventId, id, combo, comboText, tapText
 end
