@@ -97,17 +97,20 @@ def recharge(store: Store, **replace: str) -> Call:
 
 def history_call(script: str, store: Store, **replace: str) -> Call:
     """end_stream, publish_state or close_streaks on s1."""
-    now = str(store.clock())
+    now, channel = str(store.clock()), store.event_channel("s1")
     if script == "end_stream":
-        names, values = ["streamer", "now", "history", "channel"], ["streamer1", now, "1000", "ch"]
+        names, values = (
+            ["streamer", "now", "history", "channel"],
+            ["streamer1", now, "1000", channel],
+        )
         keys_ = [keys.stream("s1"), keys.stream_history("s1")]
     elif script == "publish_state":
         names = ["field", "state", "kind", "now", "history", "channel"]
-        values = ["last_viewers", '"count":3', "viewers", now, "1000", "ch"]
+        values = ["last_viewers", '"count":3', "viewers", now, "1000", channel]
         keys_ = [keys.stream("s1"), keys.stream_history("s1")]
     else:
         names = ["now", "window", "history", "channel", "batch"]
-        values = [now, "3000", "1000", "ch", "100"]
+        values = [now, "3000", "1000", channel, "100"]
         keys_ = [keys.open_streaks("s1"), keys.stream("s1"), keys.stream_history("s1")]
     for name, value in replace.items():
         values[names.index(name)] = value
