@@ -170,6 +170,18 @@ class ClusterFaults:
         self.cluster.wait_ready()
 
 
+async def scripts_cached(client: AsyncClient, digests: list[str]) -> list[bool]:
+    """Whether Redis holds each script in its script cache: on a cluster, whether any
+    master does (a script is loaded on the master where it ran)."""
+    if not isinstance(client, AsyncRedisCluster):
+        return [bool(held) for held in await client.script_exists(*digests)]
+    held = [False] * len(digests)
+    for node in client.get_primaries():
+        found = await client.execute_command("SCRIPT EXISTS", *digests, target_nodes=node)
+        held = [a or bool(b) for a, b in zip(held, found, strict=True)]
+    return held
+
+
 async def error_count(client: AsyncClient, error: str) -> int:
     """How often Redis answered `error` (INFO errorstats), summed over every master."""
     if isinstance(client, AsyncRedisCluster):
