@@ -48,11 +48,12 @@ typecheck: $(BIN)/gifting-server
 check: lint typecheck test test-faults test-cluster
 
 # Opt-in benchmarks (not part of the tests). `make bench` writes BENCHMARKS.md and
-# load/results/bench.json; BENCH_QUICK=1 for a run under a minute.
+# load/results/bench.json; BENCH_QUICK=1 for a shorter run (about a minute and a half).
 bench: $(BIN)/gifting-server
 	$(BIN)/python -m load.bench
 
-# Redis instructions per gift under callgrind (repeatable; needs valgrind).
+# Redis instructions per gift under callgrind, one script and the steps across slots
+# (repeatable; needs valgrind; a few minutes).
 bench-script: $(BIN)/gifting-server
 	$(BIN)/python -m load.bench.script_cost
 

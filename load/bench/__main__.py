@@ -1,7 +1,7 @@
 """`make bench`: every figure of the benchmark in one run on this machine.
 
-    python -m load.bench            # ~2 minutes
-    BENCH_QUICK=1 python -m load.bench   # under a minute, smaller sizes
+    python -m load.bench            # ~5 minutes
+    BENCH_QUICK=1 python -m load.bench   # about a minute and a half, smaller sizes
 
 Writes load/results/bench.json and BENCHMARKS.md. Servers are pinned to core 0,
 clients to core 1; the client's own CPU is reported next to the server's.
@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from load.bench import fanout, gifts
+from load.bench import cluster, fanout, gifts
 from load.bench.peer import PeerServer
 from load.bench.server import BenchServer
 
@@ -32,6 +32,13 @@ SIZES = {
     "duration": 4.0 if QUICK else 10.0,
     "viewers": 1_000 if QUICK else 5_000,
     "idle_connections": 2_000 if QUICK else 10_000,
+    # One Redis beside a Redis Cluster (load/bench/cluster.py): gifts spread over many
+    # streams and viewers, at a rate the cluster's six nodes, its worker and the client
+    # can carry on two cores.
+    "spread_streams": 100,
+    "spread_viewers": 500 if QUICK else 2_000,
+    "spread_rate": 300 if QUICK else 400,
+    "spread_idle_s": 2.0 if QUICK else 5.0,
 }
 
 
@@ -105,6 +112,15 @@ def run() -> dict[str, Any]:
         rss_kib_per_connection=idle["rss_kib_per_connection"],
         connections_held=idle["viewers"] - idle["closed_connections"],
     )
+
+    step(
+        f"one Redis, then a Redis Cluster (3 masters, 3 replicas): {SIZES['spread_rate']} "
+        f"gifts/s from {SIZES['spread_viewers']} viewers to {SIZES['spread_streams']} streams"
+    )
+    results["cluster"] = cluster.compare(
+        SIZES["spread_streams"], SIZES["spread_viewers"], SIZES["spread_rate"], duration,
+        SIZES["spread_idle_s"],
+    )  # fmt: skip
     return results
 
 
@@ -192,8 +208,97 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "the gaps: [docs/performance.md](docs/performance.md); Redis instructions per gift: "
         "`python -m load.bench.script_cost`.",
         "",
+        *cluster_markdown(results["cluster"], command),
     ]
     return "\n".join(lines)
+
+
+def cluster_markdown(compared: dict[str, Any], command: str) -> list[str]:
+    load, one, many = compared["load"], compared["single"], compared["cluster"]
+
+    def ratio(key: str) -> str:
+        return f"{many[key] / one[key]:.2f}" if one[key] else "—"
+
+    by_master = " / ".join(str(calls) for calls in many["script_calls_by_master"])
+    share = many["busiest_master_share"]
+    rows = [
+        ("script calls per gift", one["script_calls_per_gift"], many["script_calls_per_gift"],
+         ratio("script_calls_per_gift"), "`cmdstat_evalsha` calls summed over the masters: "
+         "the gift's own (1 script; 4 scripts and a ZREM across slots) and the streams' "
+         "streak closing and state publishing"),
+        ("commands per gift", one["commands_per_gift"], many["commands_per_gift"],
+         ratio("commands_per_gift"), "every command counted by the masters, those the "
+         "scripts call included"),
+        ("script time per gift, µs", one["script_us_per_gift"], many["script_us_per_gift"],
+         ratio("script_us_per_gift"), "`cmdstat_evalsha` usec summed over the masters"),
+        ("Redis CPU per gift, µs", one["redis_cpu_us_per_gift"],
+         many["redis_cpu_us_per_gift"], ratio("redis_cpu_us_per_gift"),
+         "`used_cpu_user` + `used_cpu_sys` deltas summed over the masters: scripts, "
+         "networking, pub/sub, AOF (`appendfsync always`), replication"),
+        ("replicas' CPU per gift, µs", "—", many["replicas_cpu_us_per_gift"], "",
+         "the same, summed over the 3 replicas"),
+        ("busiest master's share of script calls", f"{one['busiest_master_share']:.0%}",
+         f"{share:.1%}", "", f"script calls by master: {by_master}; wanted <= 45%: "
+         f"{'met' if share <= 0.45 else 'not met'}"),
+        ("server CPU per gift, µs", one["server_us_per_gift"], many["server_us_per_gift"],
+         ratio("server_us_per_gift"), "the one worker's process"),
+        ("ack p50 / p99, ms", f"{one['ack_p50_ms']} / {one['ack_p99_ms']}",
+         f"{many['ack_p50_ms']} / {many['ack_p99_ms']}", "",
+         "noise on the cluster: see above"),
+        ("gifts/s acked", one["gifts_per_s"], many["gifts_per_s"], "",
+         f"{load['rate']:.0f}/s offered; refused: {one['gift_errors'] or 'none'} / "
+         f"{many['gift_errors'] or 'none'}, unanswered: {one['gifts_unanswered']} / "
+         f"{many['gifts_unanswered']}"),
+        ("Redis memory per gift, bytes", one["memory_bytes_per_gift"],
+         many["memory_bytes_per_gift"], ratio("memory_bytes_per_gift"),
+         "`used_memory` deltas summed over the masters: what the load left (idempotency "
+         "records and credit records, kept `idempotency_ttl_s`; journal entries, kept; "
+         "history, capped per stream)"),
+        ("idempotency record, bytes", one["key_memory"]["idempotency_record_bytes"],
+         many["key_memory"]["idempotency_record_bytes"], "",
+         "`MEMORY USAGE`, mean of a sample; across slots it holds the transfer"),
+        ("credit records per gift, bytes", "—", 2 * many["key_memory"]["credit_mark_bytes"],
+         "", "`{s:S}:credited:…` and `{u:T}:credited:…` (`keys.credited`), kept "
+         "`idempotency_ttl_s`"),
+        ("history event / journal entry, bytes",
+         f"{one['key_memory']['history_bytes_per_event']} / "
+         f"{one['key_memory']['journal_bytes_per_entry']}", "", "",
+         "`MEMORY USAGE` / `XLEN` of a sample of the streams' histories and the "
+         "streamers' journals (one Redis; the same scripts write them on a cluster)"),
+        ("a funded viewer, bytes", one["key_memory"]["viewer_bytes"], "", "",
+         "every key of a sample of viewers but their idempotency records: wallet, "
+         "purchases, payment record, journal with one purchase"),
+        ("without load: commands/s, Redis CPU ms/s",
+         f"{one['idle_commands_per_s']}, {one['idle_redis_cpu_ms_per_s']}",
+         f"{many['idle_commands_per_s']}, {many['idle_redis_cpu_ms_per_s']}", "",
+         f"{load['idle_s']:.0f} s with the streams live and no gift: on the cluster, the "
+         "worker's transfer relay reading every slot's outbox"),
+    ]  # fmt: skip
+    return [
+        "## Redis Cluster",
+        "",
+        f"Produced by `{command}` (`load/bench/cluster.py`), in the same run: the same gift "
+        f"load from {load['viewers']} viewers' connections, each gift to one of "
+        f"{load['streams']} live streams (each of its own streamer) at random, "
+        f"{load['rate']:.0f} gifts/s offered for {load['duration']:.0f} s, first against a "
+        "fresh server over its embedded Redis, then against a fresh server over a local "
+        "Redis Cluster of 3 masters and 3 replicas (`LocalCluster`: free ports, a temporary "
+        "directory, AOF `appendfsync always`). One worker each, pinned to core 0 with every "
+        "Redis node; the client on core 1. Every node's statistics are reset "
+        "(`CONFIG RESETSTAT`) before the load and read after it.",
+        "",
+        "**On a 2-core machine the cluster's absolute throughput and latency are noise**: "
+        "six redis-server processes, the worker and the client share two cores (and this "
+        "machine is shared with other work). The figures are the per-gift costs and the "
+        "shares; the offered rate is one the cluster carries here, lower than the single "
+        "run above. Redis instructions per gift on each path (repeatable, unlike "
+        "microseconds): `make bench-script`, below.",
+        "",
+        "| figure | one Redis | cluster | cluster / one | note |",
+        "| --- | --- | --- | --- | --- |",
+        *(f"| {name} | {a} | {b} | {r} | {note} |" for name, a, b, r, note in rows),
+        "",
+    ]
 
 
 COMPARISONS = "## Comparisons between versions"

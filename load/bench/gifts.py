@@ -93,9 +93,16 @@ def redis_raw(server: BenchServer, users: list[str], gifts: int) -> dict[str, An
     }
 
 
-async def _drive(
-    port: int, tokens: list[str], rate: float, duration: float, run: str
+async def drive(
+    port: int,
+    tokens: list[str],
+    rate: float,
+    duration: float,
+    run: str,
+    streams: tuple[str, ...] = (STREAM,),
 ) -> dict[str, Any]:
+    """An open-loop load of `rate` gifts/s for `duration` s from one connection per
+    token, each gift to one of `streams` at random; every answer's latency."""
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
     errors: dict[str, int] = {}
@@ -117,7 +124,7 @@ async def _drive(
     while (elapsed := time.perf_counter() - began) < duration:
         while sent < int(elapsed * rate) + 1:
             message_id = f"{run}-{sent}"  # also the idempotency key: new per run
-            message = {"type": "gift", "id": message_id, "stream_id": STREAM,
+            message = {"type": "gift", "id": message_id, "stream_id": random.choice(streams),
                        "gift_id": random.choice(gift_ids), "count": 1}  # fmt: skip
             sent_at[message_id] = time.perf_counter()
             gifters[sent % len(gifters)].send(orjson.dumps(message))
@@ -144,7 +151,7 @@ def end_to_end(
     cpu_before = cpu_seconds(server.process.pid)
     redis_cpu_before = redis_cpu_seconds(client)
     client_cpu_before = time.process_time()
-    outcome = uvloop.run(_drive(server.port, tokens, rate, duration, uuid.uuid4().hex[:8]))
+    outcome = uvloop.run(drive(server.port, tokens, rate, duration, uuid.uuid4().hex[:8]))
     client_cpu = time.process_time() - client_cpu_before
     cpu = cpu_seconds(server.process.pid) - cpu_before
     redis_cpu = redis_cpu_seconds(client) - redis_cpu_before

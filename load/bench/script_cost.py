@@ -1,38 +1,61 @@
 """What one gift costs Redis, in instructions: `python -m load.bench.script_cost`.
 
-Runs a redis-server under valgrind's callgrind, counting only inside EVALSHA,
-sends N and then 2N gifts of the send_gift script (200 senders, one stream) and
-reports the difference per gift. Unlike microseconds, the count does not drift
-with whatever else the machine is doing, so two versions of the script can be
-compared from one run to the next. Takes about a minute; needs valgrind.
+Runs a redis-server under valgrind's callgrind, counting only inside EVALSHA (and
+ZREM), sends N and then 2N gifts (200 senders, one stream) and reports the
+difference per gift, for both paths a gift takes:
+
+- one Redis: the single send_gift script;
+- a cluster: the steps of a gift across slots (gift_gate, debit_gift,
+  credit_stream, credit_streamer, then a ZREM of the outbox; ledger/transfers.py),
+  run on one redis-server with `gifts_across_slots` (every key on one node). What a
+  cluster node does besides (redirections, replication) is not in it: this is the
+  cost of the steps themselves, summed as if all the masters were one.
+
+Unlike microseconds, the count does not drift with whatever else the machine is
+doing, so two versions of a script can be compared from one run to the next.
+Takes a few minutes; needs valgrind.
 
     python -m load.bench.script_cost [--gifts 2000] [--script path/to/send_gift.lua]
+    python -m load.bench.script_cost --path single   # or: --path cluster
+    python -m load.bench.script_cost --path sides    # the stream's and the streamer's slot
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
 from gifting_server.auth import Identity, Role
 from gifting_server.config import Settings, load_settings
-from gifting_server.ledger import payments, streams
-from gifting_server.ledger.gifts import gift_call
+from gifting_server.ledger import keys, payments, streams, transfers
+from gifting_server.ledger.clock import DAY_MS, held_until
+from gifting_server.ledger.gifts import event_fragment, gift_call
 from gifting_server.ledger.scripts import script_source, with_includes
 from gifting_server.ledger.store import Store, connect_single
 from load.bench.server import LIMITS, SECRET, WEBHOOK_SECRET
 
 SENDERS = 200
 STREAM, STREAMER = "cost", "cost_streamer"
+# Gifts across slots in flight at once: enough to keep the slow (valgrind) Redis busy.
+CONCURRENT_TRANSFERS = 200
+# Counted: every script call, and the ZREM that clears a transfer from the outbox
+# (no script of a gift calls ZREM, so the two never nest).
+COUNTED = ("evalShaCommand", "zremCommand")
+
+# Sends `gifts` gifts to a Redis at `url` (a client to it given too).
+Sender = Callable[[redis.Redis, str, Settings, int], None]
 
 
 def free_port() -> int:
@@ -41,14 +64,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def count_instructions(gifts: int, script: str) -> int:
-    """Instructions inside EVALSHA for `gifts` gifts, setup included."""
+def count_instructions(gifts: int, send: Sender) -> int:
+    """Instructions inside EVALSHA and ZREM for `gifts` gifts, setup included."""
     work = Path(tempfile.mkdtemp(prefix="gifting-cost-"))
     port = free_port()
+    toggles = [f"--toggle-collect={name}" for name in COUNTED]
     valgrind = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/callgrind.out",
-         "--toggle-collect=evalShaCommand", "redis-server", "--port", str(port),
-         "--save", "", "--appendonly", "no"],
+         *toggles, "redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"redis://127.0.0.1:{port}/0"
@@ -67,7 +90,7 @@ def count_instructions(gifts: int, script: str) -> int:
              "GIFTING_CONFIG": str(work / "limits.toml")}
         )  # fmt: skip
         asyncio.run(_setup(url, settings))
-        _send(client, settings, gifts, script)
+        send(client, url, settings, gifts)
         client.shutdown(nosave=True)
     except redis.ConnectionError:
         pass  # SHUTDOWN closes the connection it came on
@@ -96,30 +119,118 @@ async def _setup(url: str, settings: Settings) -> None:
         await store.close()
 
 
-def _send(client: redis.Redis, settings: Settings, gifts: int, script: str) -> None:
-    sha = client.script_load(script)
+def sender(i: int) -> Identity:
+    user = f"g{i % SENDERS}"
+    return Identity(user, user.title(), Role.VIEWER, adult=True)
+
+
+def one_script(script: str) -> Sender:
+    """The single-Redis path: one send_gift per gift, pipelined 200 at a time."""
+
+    def send(client: redis.Redis, url: str, settings: Settings, gifts: int) -> None:
+        sha = client.script_load(script)
+        rose = settings.gift("rose")
+        assert rose is not None
+        now = time.time_ns() // 1_000_000
+        connection = client.connection_pool.get_connection()
+        for start in range(0, gifts, 200):
+            commands = []
+            for i in range(start, min(start + 200, gifts)):
+                call = gift_call(
+                    settings, sender(i), STREAM, STREAMER, rose, 1, f"c{i}", now + i // 50
+                )
+                commands.append(("EVALSHA", sha, len(call.keys), *call.keys, *call.args))
+            connection.send_packed_command(connection.pack_commands(commands))
+            for _ in commands:
+                reply = connection.read_response()
+                assert reply[0] == 0, reply
+        client.connection_pool.release(connection)
+
+    return send
+
+
+def across_slots(client: redis.Redis, url: str, settings: Settings, gifts: int) -> None:
+    """The cluster path: every step of each gift (ledger/transfers.py), as a worker
+    runs them, many gifts at once over the server's own pipelined script calls."""
+    asyncio.run(_transfers(url, dataclasses.replace(settings, gifts_across_slots=True), gifts))
+
+
+async def _transfers(url: str, settings: Settings, gifts: int) -> None:
+    store = Store(connect_single(url, 120.0), settings)
     rose = settings.gift("rose")
     assert rose is not None
-    now = time.time_ns() // 1_000_000
-    connection = client.connection_pool.get_connection()
-    for start in range(0, gifts, 200):
-        commands = []
-        for i in range(start, min(start + 200, gifts)):
-            user = f"g{i % SENDERS}"
-            sender = Identity(user, user.title(), Role.VIEWER, adult=True)
-            call = gift_call(settings, sender, STREAM, STREAMER, rose, 1, f"c{i}", now + i // 50)
-            commands.append(("EVALSHA", sha, len(call.keys), *call.keys, *call.args))
-        connection.send_packed_command(connection.pack_commands(commands))
-        for _ in commands:
-            reply = connection.read_response()
-            assert reply[0] == 0, reply
-    client.connection_pool.release(connection)
+    slots = asyncio.Semaphore(CONCURRENT_TRANSFERS)
+
+    async def one(i: int) -> None:
+        async with slots:
+            identity = sender(i)
+            await transfers.send_across_slots(
+                store, identity, STREAM, STREAMER, rose, 1, f"c{i}", event_fragment(identity, rose)
+            )
+
+    try:
+        await asyncio.gather(*(one(i) for i in range(gifts)))
+    finally:
+        await store.close()
+
+
+def one_side(side: str) -> Sender:
+    """The steps of one slot alone, for each gift: "stream" (`gift_gate`, then
+    `credit_stream`) or "streamer" (`credit_streamer`), on the transfer the debit
+    would have made. What a hot stream's or a busy streamer's master runs per gift."""
+
+    def send(client: redis.Redis, url: str, settings: Settings, gifts: int) -> None:
+        across = dataclasses.replace(settings, gifts_across_slots=True)
+        asyncio.run(_side(url, across, gifts, side))
+
+    return send
+
+
+async def _side(url: str, settings: Settings, gifts: int, side: str) -> None:
+    store = Store(connect_single(url, 120.0), settings)
+    rose = settings.gift("rose")
+    assert rose is not None
+    slots = asyncio.Semaphore(CONCURRENT_TRANSFERS)
+
+    async def one(i: int) -> None:
+        identity = sender(i)
+        now = store.clock()
+        transfer = transfers.Transfer(
+            sender=identity.user_id, key=f"c{i}", stream=STREAM, streamer=STREAMER,
+            gift=rose.id, count=1, coins=rose.coins, at=now,
+            share_bps=settings.economy.creator_share_bps,
+            held_until=held_until(now, settings.economy.holding_period_days * DAY_MS),
+            fragment=event_fragment(identity, rose), adult=True, nonce=secrets.token_hex(8),
+        )  # fmt: skip
+        async with slots:
+            if side == "stream":
+                await store.scripts.run(
+                    "gift_gate", [keys.stream(STREAM)], [STREAMER, identity.user_id]
+                )
+                await transfers.credit_stream(store, transfer)
+            else:
+                await transfers.credit_streamer(store, transfer, i + 1, "")
+
+    try:
+        await asyncio.gather(*(one(i) for i in range(gifts)))
+    finally:
+        await store.close()
+
+
+def per_gift(gifts: int, send: Sender) -> int:
+    """N gifts and then 2N, each on a fresh server: the difference is N gifts' cost
+    alone, without the start, the setup and the shutdown."""
+    return (count_instructions(2 * gifts, send) - count_instructions(gifts, send)) // gifts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--gifts", type=int, default=2000)
     parser.add_argument("--script", type=Path, help="a send_gift.lua to measure instead")
+    parser.add_argument(
+        "--path", choices=["both", "single", "cluster", "sides"], default="both",
+        help="sides: the steps across slots split by the slot that runs them",
+    )  # fmt: skip
     options = parser.parse_args()
     if not shutil.which("valgrind"):
         sys.exit("valgrind is needed: apt-get install valgrind")
@@ -127,11 +238,24 @@ def main() -> None:
         script = with_includes(options.script.read_text())
     else:
         script = script_source("send_gift")
-    single = count_instructions(options.gifts, script)
-    double = count_instructions(2 * options.gifts, script)
-    per_gift = (double - single) // options.gifts
     runs = f"{options.gifts:,} and {2 * options.gifts:,} gifts"
-    print(f"send_gift: {per_gift:,} instructions of Redis per gift (callgrind, EVALSHA, {runs})")
+    single = cluster = 0
+    if options.path in ("both", "single"):
+        single = per_gift(options.gifts, one_script(script))
+        print(f"send_gift: {single:,} instructions of Redis per gift (callgrind, EVALSHA, {runs})")
+    if options.path in ("both", "cluster"):
+        cluster = per_gift(options.gifts, across_slots)
+        print(
+            f"across slots: {cluster:,} instructions of Redis per gift (callgrind, the four "
+            f"scripts and the ZREM of one gift's transfer, {runs})"
+        )
+    if single and cluster:
+        print(f"across slots / send_gift: {cluster / single:.2f}")
+    if options.path == "sides":
+        stream = per_gift(options.gifts, one_side("stream"))
+        print(f"the stream's slot: {stream:,} instructions per gift (gift_gate, credit_stream)")
+        streamer = per_gift(options.gifts, one_side("streamer"))
+        print(f"the streamer's slot: {streamer:,} instructions per gift (credit_streamer)")
 
 
 if __name__ == "__main__":

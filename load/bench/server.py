@@ -41,8 +41,13 @@ def rss_kib(pid: int) -> int:
 
 
 class BenchServer:
-    def __init__(self, port: int, cpu: int | None = 0, extra_config: str = "") -> None:
+    def __init__(
+        self, port: int, cpu: int | None = 0, extra_config: str = "", redis_url: str = ""
+    ) -> None:
+        """`redis_url`: a Redis (or any node of a Redis Cluster) to serve from instead
+        of the embedded one."""
         self.port = port
+        self.external_redis_url = redis_url
         self.data_dir = Path(tempfile.mkdtemp(prefix="gifting-bench-"))
         (self.data_dir / "bench.toml").write_text(LIMITS + extra_config)
         self.cpu = cpu
@@ -54,6 +59,8 @@ class BenchServer:
 
     @property
     def redis_url(self) -> str:
+        if self.external_redis_url:
+            return self.external_redis_url
         return f"unix://{self.data_dir / 'redis.sock'}?db=0"
 
     def start(self) -> None:
@@ -65,6 +72,8 @@ class BenchServer:
             GIFTING_CONFIG=str(self.data_dir / "bench.toml"),
         )
         env.pop("GIFTING_REDIS_URL", None)
+        if self.external_redis_url:
+            env["GIFTING_REDIS_URL"] = self.external_redis_url
         command = [sys.executable, "-m", "gifting_server", "serve", "--port", str(self.port),
                    "--log-level", "warning"]  # fmt: skip
         if self.cpu is not None and shutil.which("taskset"):

@@ -45,18 +45,19 @@ end
 local seen = redis.call('GET', recordKey)
 if seen then return {0, tonumber(seen), 1} end
 
-local earn = checkEarn(streamerKey, heldKey, platformKey, cost, shareBps, heldUntil,
-  heldUntilArg, now)
-if type(earn) == 'number' then return {earn} end
+local diamonds, platformShare, received, totalDiamonds, held, released = checkEarn(
+  streamerKey, heldKey, platformKey, cost, shareBps, heldUntil, heldUntilArg, now)
+if not diamonds then return {platformShare} end
 local expected = {dayBoardKey, 'zset', allBoardKey, 'zset', journalKey, 'stream'}
 for i = 1, #expected, 2 do
   local t = redis.call('TYPE', expected[i]).ok
   if t ~= 'none' and t ~= expected[i + 1] then return {15} end
 end
 
-writeEarn(streamerKey, heldKey, platformKey, earn, heldUntil, heldUntilArg)
+writeEarn(streamerKey, heldKey, platformKey, heldUntil, heldUntilArg, diamonds, platformShare,
+  received, totalDiamonds, held, released)
 bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
-journalGift(journalKey, sender, streamer, streamId, giftId, countArg, costArg, earn.diamonds,
-  earn.platformShare, shareArg, eventId, idemName, nowArg, limit ~= '' and limit, ARGV[13] == '1')
-redis.call('SET', recordKey, fmt(earn.diamonds), 'PX', recordTtl)
-return {0, earn.diamonds, 0}
+journalGift(journalKey, sender, streamer, streamId, giftId, countArg, costArg, diamonds,
+  platformShare, shareArg, eventId, idemName, nowArg, limit ~= '' and limit, ARGV[13] == '1')
+redis.call('SET', recordKey, fmt(diamonds), 'PX', recordTtl)
+return {0, diamonds, 0}

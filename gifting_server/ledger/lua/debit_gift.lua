@@ -67,14 +67,16 @@ if ARGV[7] == '1' and ARGV[6] ~= '1' then return {5} end
 
 local w = redis.call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
   'rl_at', 'rl_tokens', 'spent_before')
-local spend = checkSpend(w, now, cost, ratePerS, burst)
-if type(spend) == 'number' then return {spend} end
+local coinsLeft, spent, refilledAt, tokens, budgetDays, spentDay, spentBefore =
+  checkSpend(w, now, cost, ratePerS, burst)
+if not coinsLeft then return {spent} end
 local t = redis.call('TYPE', outboxKey).ok
 if t ~= 'none' and t ~= 'zset' then return {15} end
 
-local coinsLeftText = writeSpend(walletKey, spend, senderName)
+local coinsLeftText = writeSpend(walletKey, senderName, coinsLeft, spent, refilledAt,
+  tokens, budgetDays, spentDay, spentBefore)
 redis.call('ZADD', outboxKey, nowArg, transferId)
 local limit = w[2] or ''
 redis.call('SET', idemKey, fingerprint .. '\n' .. coinsLeftText .. '\n' .. limit .. '\n' .. transfer,
   'PX', idemTtl)
-return {0, spend.coins, 0, limit, transfer}
+return {0, coinsLeft, 0, limit, transfer}

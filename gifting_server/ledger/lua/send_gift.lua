@@ -124,13 +124,14 @@ if not (seq and streamCoins) or last == nil then return {17} end
 -- 3. The sender's wallet: rate limit, balance, own daily budget.
 local w = redis.call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
   'rl_at', 'rl_tokens', 'spent_before')
-local spend = checkSpend(w, now, cost, ratePerS, burst)
-if type(spend) == 'number' then return {spend} end
+local coinsLeft, spent, refilledAt, tokens, budgetDays, spentDay, spentBefore =
+  checkSpend(w, now, cost, ratePerS, burst)
+if not coinsLeft then return {spent} end
 
 -- 4. The streamer's side: diamonds, the hold, the platform's share.
-local earn = checkEarn(streamerKey, heldKey, platformKey, cost, shareBps, heldUntil,
-  heldUntilArg, now)
-if type(earn) == 'number' then return {earn} end
+local diamonds, platformShare, received, totalDiamonds, held, released = checkEarn(
+  streamerKey, heldKey, platformKey, cost, shareBps, heldUntil, heldUntilArg, now)
+if not diamonds then return {platformShare} end
 
 -- 5. Keys written without being read above must hold the type we write.
 -- Key, type, key, type, ...: one flat list and a plain loop cost less than pairs.
@@ -151,17 +152,19 @@ local eventId, id, combo, comboText, tapText = emitGift(historyKey, historyMax, 
   sender .. ':' .. giftId, seq, streamCoins, coinsTotal, count, countArg, last, now, nowArg,
   comboWindow, eventFragment)
 
-writeEarn(streamerKey, heldKey, platformKey, earn, heldUntil, heldUntilArg)
-local coinsLeftText = writeSpend(walletKey, spend, senderName)
+writeEarn(streamerKey, heldKey, platformKey, heldUntil, heldUntilArg, diamonds, platformShare,
+  received, totalDiamonds, held, released)
+local coinsLeftText = writeSpend(walletKey, senderName, coinsLeft, spent, refilledAt,
+  tokens, budgetDays, spentDay, spentBefore)
 
 redis.call('ZINCRBY', streamBoardKey, costArg, sender)
 bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
-journalGift(journalKey, sender, meta[1], streamId, giftId, countArg, costArg, earn.diamonds,
-  earn.platformShare, shareArg, id, idemName, nowArg, w[2], isAdult)
+journalGift(journalKey, sender, meta[1], streamId, giftId, countArg, costArg, diamonds,
+  platformShare, shareArg, id, idemName, nowArg, w[2], isAdult)
 
 -- The combo outlives its window so that close_streaks can still announce its end.
 redis.call('HSET', streamKey, 'seq', id, 'coins', fmt(coinsTotal),
   comboField, comboText .. '|' .. tapText .. '|' .. eventFragment)
 redis.call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText,
   'PX', idemTtl)
-return {0, eventId, spend.coins, combo, 0, earn.diamonds}
+return {0, eventId, coinsLeft, combo, 0, diamonds}

@@ -17,43 +17,44 @@ local function creatorShare(n, shareBps)
   return (n - lo) / 10000 * shareBps + math.floor(lo * shareBps / 10000)
 end
 
--- What crediting `cost` coins does to the streamer, or 17 (CORRUPT_VALUE) when a
--- stored number does not parse. Writes nothing.
+-- What crediting `cost` coins does to the streamer: the diamonds earned, the
+-- platform's share and the rest of the new state, as values to pass to `writeEarn`;
+-- or false and 17 (CORRUPT_VALUE) when a stored number does not parse. Writes nothing.
 local function checkEarn(streamerKey, heldKey, platformKey, cost, shareBps, heldUntil, heldUntilArg, now)
   local s = redis.call('HMGET', streamerKey, 'received', 'diamonds')
   local received, streamerDiamonds = tonumber(s[1] or '0'), tonumber(s[2] or '0')
-  if not (received and streamerDiamonds) then return 17 end
+  if not (received and streamerDiamonds) then return false, 17 end
   local diamonds = creatorShare(received + cost, shareBps) - creatorShare(received, shareBps)
   local platformShare = cost - diamonds
   local held, released = 0, {}
   if diamonds > 0 and heldUntil > 0 then
     held = tonumber(redis.call('HGET', heldKey, heldUntilArg) or '0')
-    if not held then return 17 end
+    if not held then return false, 17 end
     if held == 0 then
       -- A new hour's bucket: drop the buckets released by now, at most once an hour.
       for _, field in ipairs(redis.call('HKEYS', heldKey)) do
         local at = tonumber(field)
-        if not at then return 17 end
+        if not at then return false, 17 end
         if at <= now then released[#released + 1] = field end
       end
     end
   end
   if platformShare > 0 then
     local platform = redis.call('HGET', platformKey, 'coins')
-    if platform and not digits(platform) then return 17 end
+    if platform and not digits(platform) then return false, 17 end
   end
-  return {received = received + cost, diamonds = diamonds, total = streamerDiamonds + diamonds,
-    platformShare = platformShare, held = held, released = released}
+  return diamonds, platformShare, received + cost, streamerDiamonds + diamonds, held, released
 end
 
 -- Write what `checkEarn` returned.
-local function writeEarn(streamerKey, heldKey, platformKey, e, heldUntil, heldUntilArg)
-  redis.call('HSET', streamerKey, 'received', fmt(e.received), 'diamonds', fmt(e.total))
-  if e.diamonds > 0 and heldUntil > 0 then
-    redis.call('HSET', heldKey, heldUntilArg, fmt(e.held + e.diamonds))
-    if #e.released > 0 then redis.call('HDEL', heldKey, unpack(e.released)) end
+local function writeEarn(streamerKey, heldKey, platformKey, heldUntil, heldUntilArg,
+    diamonds, platformShare, received, total, held, released)
+  redis.call('HSET', streamerKey, 'received', fmt(received), 'diamonds', fmt(total))
+  if diamonds > 0 and heldUntil > 0 then
+    redis.call('HSET', heldKey, heldUntilArg, fmt(held + diamonds))
+    if #released > 0 then redis.call('HDEL', heldKey, unpack(released)) end
   end
-  if e.platformShare > 0 then redis.call('HINCRBY', platformKey, 'coins', e.platformShare) end
+  if platformShare > 0 then redis.call('HINCRBY', platformKey, 'coins', platformShare) end
 end
 
 -- The streamer's day and all-time boards of top gifters.

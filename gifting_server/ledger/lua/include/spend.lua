@@ -11,8 +11,10 @@
   newer one.
 ]]
 
--- The wallet after spending `cost` at `now`, or an error code: 6 INSUFFICIENT_FUNDS,
--- 7 DAILY_LIMIT_EXCEEDED, 8 RATE_LIMITED, 17 CORRUPT_VALUE. Writes nothing.
+-- The wallet after spending `cost` at `now`: false and an error code (6
+-- INSUFFICIENT_FUNDS, 7 DAILY_LIMIT_EXCEEDED, 8 RATE_LIMITED, 17 CORRUPT_VALUE), or
+-- the coins left and the rest of the new state, as values (not a table: this is
+-- every gift's path), to pass to `writeSpend` as they come. Writes nothing.
 local function checkSpend(w, now, cost, ratePerS, burst)
   -- Optional fields: false when absent, nil when they do not parse.
   local limit, spentDay, rlAt = w[2] and tonumber(w[2]), w[4] and tonumber(w[4]), w[5] and tonumber(w[5])
@@ -20,7 +22,7 @@ local function checkSpend(w, now, cost, ratePerS, burst)
   local rlTokens, spentBefore = tonumber(w[6] or '0'), tonumber(w[7] or '0')
   if not (coins and spent and rlTokens and spentBefore) or limit == nil or spentDay == nil
       or rlAt == nil then
-    return 17
+    return false, 17
   end
   local day = math.floor(now / 86400000)
   local tokens, refilledAt = burst * 1000, now
@@ -30,8 +32,8 @@ local function checkSpend(w, now, cost, ratePerS, burst)
     refilledAt = math.max(now, rlAt)
     tokens = math.min(burst * 1000, rlTokens + (refilledAt - rlAt) * ratePerS)
   end
-  if tokens < 1000 then return 8 end
-  if coins < cost then return 6 end
+  if tokens < 1000 then return false, 8 end
+  if coins < cost then return false, 6 end
   local spentOnDay -- coins the sender already spent on the gift's UTC day
   local budgetDays = true -- spent_day or spent_before change (not on the usual same day)
   if not spentDay or day > spentDay then
@@ -43,19 +45,18 @@ local function checkSpend(w, now, cost, ratePerS, burst)
   else -- a late gift of an earlier day: counted on the day before `spent_day`
     spentOnDay, spentBefore = spentBefore, spentBefore + cost
   end
-  if limit and spentOnDay + cost > limit then return 7 end
-  return {coins = coins - cost, spent = spent, refilledAt = refilledAt,
-    tokens = tokens - 1000, budgetDays = budgetDays, spentDay = spentDay,
-    spentBefore = spentBefore}
+  if limit and spentOnDay + cost > limit then return false, 7 end
+  return coins - cost, spent, refilledAt, tokens - 1000, budgetDays, spentDay, spentBefore
 end
 
 -- Write what `checkSpend` returned; the sender's display name rides along.
-local function writeSpend(walletKey, s, senderName)
-  local coinsLeftText = fmt(s.coins)
-  redis.call('HSET', walletKey, 'coins', coinsLeftText, 'spent', fmt(s.spent),
-    'rl_at', fmt(s.refilledAt), 'rl_tokens', fmt(s.tokens), 'name', senderName)
-  if s.budgetDays then
-    redis.call('HSET', walletKey, 'spent_day', fmt(s.spentDay), 'spent_before', fmt(s.spentBefore))
+local function writeSpend(walletKey, senderName, coinsLeft, spent, refilledAt, tokens,
+    budgetDays, spentDay, spentBefore)
+  local coinsLeftText = fmt(coinsLeft)
+  redis.call('HSET', walletKey, 'coins', coinsLeftText, 'spent', fmt(spent),
+    'rl_at', fmt(refilledAt), 'rl_tokens', fmt(tokens), 'name', senderName)
+  if budgetDays then
+    redis.call('HSET', walletKey, 'spent_day', fmt(spentDay), 'spent_before', fmt(spentBefore))
   end
   return coinsLeftText
 end
