@@ -20,9 +20,12 @@ run: $(BIN)/gifting-server
 test: $(BIN)/gifting-server
 	$(BIN)/python -m pytest -q --ignore=tests/faults
 
-# Only the tests that need the local Redis Cluster (also: pytest -m cluster).
+# The money path, the API, the hub and the faults again on a local Redis Cluster (3
+# masters, 3 replicas, started by the tests) instead of the single Redis, plus
+# tests/cluster (GIFTING_TEST_TOPOLOGY=cluster, tests/topology.py).
+CLUSTER_SUITES := tests/ledger tests/api tests/hub tests/faults tests/cluster
 test-cluster: $(BIN)/gifting-server
-	$(BIN)/python -m pytest -q tests/cluster
+	GIFTING_TEST_TOPOLOGY=cluster $(BIN)/python -m pytest -q $(CLUSTER_SUITES)
 
 # A local Redis Cluster (3 masters, 3 replicas, docs/scaling.md) in data/cluster, two
 # `serve` workers over it on PORT and PORT+1, and the demo; it prints the URLs.
@@ -42,7 +45,7 @@ lint: $(BIN)/gifting-server
 typecheck: $(BIN)/gifting-server
 	$(BIN)/mypy
 
-check: lint typecheck test test-faults
+check: lint typecheck test test-faults test-cluster
 
 # Opt-in benchmarks (not part of the tests). `make bench` writes BENCHMARKS.md and
 # load/results/bench.json; BENCH_QUICK=1 for a shorter run (about a minute and a half).

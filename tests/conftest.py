@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -19,11 +20,39 @@ from gifting_server.api.http_protocol import HttpProtocol
 from gifting_server.app import create_app
 from gifting_server.config import Settings, load_settings
 from gifting_server.hub.connection import HubConnection
-from gifting_server.ledger.store import Store, connect_single
+from gifting_server.ledger.store import Store, connect
+from gifting_server.local_cluster import LocalCluster
+from tests import topology
 from tests.redis_process import RedisProcess, free_port
 
 SECRET = "test-token-secret-0123456789abcdef0123456789"
 WEBHOOK_SECRET = "test-webhook-secret-0123456789abcdef0123456"
+
+
+# Short, so that a killed master's replica takes over within a few seconds.
+CLUSTER_NODE_TIMEOUT_MS = 1000
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--redis-topology",
+        choices=(topology.SINGLE, topology.CLUSTER),
+        default=None,
+        help=f"the Redis the shared fixtures run on (default: ${topology.TOPOLOGY_ENV} or single)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    chosen = config.getoption("--redis-topology", default=None)
+    if chosen:
+        # The env var, not only the option: servers started as processes inherit it.
+        os.environ[topology.TOPOLOGY_ENV] = chosen
+    topology.chosen()  # a bad value stops the run here
+    config.addinivalue_line("markers", "cluster: needs the local Redis Cluster")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"redis topology: {topology.chosen()} (${topology.TOPOLOGY_ENV})"
 
 
 @pytest.fixture(scope="session")
@@ -34,9 +63,47 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """One local Redis Cluster (3 masters, 3 replicas) for the session."""
+    cluster = LocalCluster(
+        tmp_path_factory.mktemp("cluster"), node_timeout_ms=CLUSTER_NODE_TIMEOUT_MS
+    )
+    with cluster:
+        yield cluster
+
+
 @pytest.fixture
-def redis_url(redis_server: RedisProcess) -> str:
-    """A flushed database on the shared test Redis."""
+def cluster_url(redis_cluster: LocalCluster) -> str:
+    """A URL of one node of the session's cluster, every node running and every master
+    flushed."""
+    topology.ClusterFaults(redis_cluster).heal()
+    for node in redis_cluster.nodes():
+        if node.role == "master":
+            client = redis.Redis(host=node.host, port=node.port)
+            client.flushall()
+            client.close()
+    return redis_cluster.urls[0]
+
+
+@pytest.fixture(scope="session")
+def session_redis_url(request: pytest.FixtureRequest) -> str:
+    """The URL of the session's Redis of the chosen topology, not flushed: for
+    module-scoped fixtures. A test takes `redis_url`."""
+    if topology.on_cluster():
+        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        return cluster.urls[0]
+    server: RedisProcess = request.getfixturevalue("redis_server")
+    return server.url
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """A flushed database on the session's Redis: the single test Redis, or with
+    GIFTING_TEST_TOPOLOGY=cluster a node of the local cluster (tests/topology.py)."""
+    if topology.on_cluster():
+        return str(request.getfixturevalue("cluster_url"))
+    redis_server: RedisProcess = request.getfixturevalue("redis_server")
     if redis_server.process is None or redis_server.process.poll() is not None:
         redis_server.start()
     client = redis.Redis.from_url(redis_server.url)
@@ -70,7 +137,7 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 async def store(settings: Settings) -> AsyncIterator[Store]:
     assert settings.redis_url
-    client = connect_single(settings.redis_url, settings.limits.request_timeout_s)
+    client = await connect(settings.redis_url, settings.limits.request_timeout_s)
     store = Store(client, settings)
     yield store
     await store.close()

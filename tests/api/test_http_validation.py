@@ -15,11 +15,10 @@ import pytest
 from gifting_server.auth import Role, issue_token, sign_webhook
 from gifting_server.config import Settings
 from gifting_server.ledger import streams
-from gifting_server.ledger.store import Store, connect_single
+from gifting_server.ledger.store import Store, connect
 from tests.api import assert_error, snapshot
 from tests.conftest import WEBHOOK_SECRET, ServerThread, make_settings
 from tests.factories import auth, fund, live_stream
-from tests.redis_process import RedisProcess
 
 NO_BODY = object()
 GIFTS = "/v1/streams/s1/gifts"
@@ -286,10 +285,8 @@ for path in ("/", "/v2/gifts", "/v1/gift", "/v1/streams/s1/gifts/extra", "/v1/gi
 
 
 @pytest.fixture(scope="module")
-def module_settings(
-    redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory
-) -> Settings:
-    return make_settings(redis_server.url, tmp_path_factory.mktemp("validation"))
+def module_settings(session_redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return make_settings(session_redis_url, tmp_path_factory.mktemp("validation"))
 
 
 @pytest.fixture(scope="module")
@@ -303,7 +300,7 @@ def validation_server(module_settings: Settings) -> Iterator[ServerThread]:
 async def world(redis_url: str, module_settings: Settings) -> AsyncIterator[Store]:
     """A flushed Redis with funded viewers, a live stream s1 of streamer1 and an ended one."""
     assert redis_url == module_settings.redis_url
-    client = connect_single(redis_url, module_settings.limits.request_timeout_s)
+    client = await connect(redis_url, module_settings.limits.request_timeout_s)
     store = Store(client, module_settings)
     for user_id in ("alice", "kid", "streamer1"):
         await fund(store, user_id)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 
 import httpx
-import redis
 
 from gifting_server.config import Settings
 from gifting_server.ledger import keys
 from gifting_server.ledger.clock import DAY_MS, HOUR_MS, day_number
 from tests.api.test_http_flow import ALICE, STREAMER, buy, gift, go_live, wallet_of
+from tests.topology import sync_client
 
 
 def now_ms() -> int:
@@ -47,7 +47,7 @@ async def test_diamonds_earned_before_hourly_holds_are_held_to_the_end_of_their_
     hold = settings.economy.holding_period_days * DAY_MS
     today = day_number(now_ms())
     assert settings.redis_url
-    client = redis.Redis.from_url(settings.redis_url)
+    client = sync_client(settings.redis_url)
     client.hset(keys.wallet("streamer1"), "diamonds", 100)
     client.hset(keys.earnings_by_day("streamer1"), mapping={today: 30, today - 30: 50})
     client.close()

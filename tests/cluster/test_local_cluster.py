@@ -14,7 +14,7 @@ from redis.crc import key_slot
 
 from gifting_server.cluster_view import SLOTS
 from gifting_server.local_cluster import LocalCluster
-from tests.cluster.conftest import NODE_TIMEOUT_MS
+from tests.conftest import CLUSTER_NODE_TIMEOUT_MS as NODE_TIMEOUT_MS
 
 pytestmark = pytest.mark.cluster
 

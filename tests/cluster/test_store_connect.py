@@ -20,6 +20,7 @@ from gifting_server.ledger.scripts import Scripts
 from gifting_server.ledger.store import Store, connect, guarded
 from gifting_server.local_cluster import LocalCluster
 from tests.conftest import make_settings
+from tests.redis_process import RedisProcess
 
 
 @pytest.mark.cluster
@@ -51,8 +52,8 @@ async def test_a_store_over_a_cluster_runs_scripts_on_the_master_of_their_keys(
         await store.close()
 
 
-async def test_a_single_redis_gives_the_single_client(redis_url: str) -> None:
-    client = await connect(redis_url, 1.0)
+async def test_a_single_redis_gives_the_single_client(redis_server: RedisProcess) -> None:
+    client = await connect(redis_server.url, 1.0)
     try:
         assert isinstance(client, Redis)
         assert type(Scripts.of(client).pipeline) is ScriptPipeline

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 import redis
-import redis.asyncio as aioredis
-from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from tests import topology
 from tests.conftest import ServerThread, server_factory
 from tests.redis_process import RedisProcess
+from tests.topology import AsyncClient, RedisUnderFault
 
 REQUEST_TIMEOUT_S = 0.5
 # A request must answer within the Redis timeout plus this much, whatever Redis does.
@@ -37,11 +37,20 @@ Serve = Callable[..., ServerThread]
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    """A redis-server of this test alone (AOF, appendfsync always): kill it at will."""
+def own_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisUnderFault]:
+    """A Redis to kill at will (AOF, appendfsync always): a redis-server of this test
+    alone, or on the cluster the session's cluster, flushed, healed afterwards."""
+    if topology.on_cluster():
+        request.getfixturevalue("cluster_url")  # every node up, every master flushed
+        cluster = topology.ClusterUnderFault(request.getfixturevalue("redis_cluster"))
+        yield cluster
+        cluster.resume()
+        if not cluster.cluster.running():
+            cluster.restart()
+        return
     server = RedisProcess(tmp_path / "own-redis")
     server.start()
-    yield server
+    yield topology.SingleUnderFault(server)
     server.resume()  # a stopped process ignores SIGTERM until it is continued
     server.stop()
 
@@ -55,9 +64,9 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
 
 
 @pytest.fixture
-async def own_client(own_redis: RedisProcess) -> AsyncIterator[Redis]:
+async def own_client(own_redis: RedisUnderFault) -> AsyncIterator[AsyncClient]:
     """A client of the test's own Redis that rides out its restarts."""
-    client: Redis = aioredis.Redis.from_url(
+    client = await topology.async_client(
         own_redis.url,
         decode_responses=True,
         socket_timeout=5,
@@ -69,8 +78,8 @@ async def own_client(own_redis: RedisProcess) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def shared_client(redis_url: str) -> AsyncIterator[Redis]:
+async def shared_client(redis_url: str) -> AsyncIterator[AsyncClient]:
     """A client of the session's Redis (flushed for this test)."""
-    client: Redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    client = await topology.async_client(redis_url, decode_responses=True)
     yield client
     await client.aclose()

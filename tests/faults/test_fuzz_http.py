@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -34,6 +33,7 @@ from tests.conftest import WEBHOOK_SECRET, ServerThread, make_settings
 from tests.factories import auth, signed_webhook
 from tests.faults import money_state_sync
 from tests.faults.conftest import FAULT_DEFAULTS
+from tests.topology import sync_client
 
 EXAMPLES_PER_OPERATION = 40
 CHECKS = [
@@ -108,7 +108,7 @@ def flatmap_body(context: schemathesis.HookContext, body: Any) -> st.SearchStrat
 def test_fuzzed_requests_get_documented_answers_and_refusals_change_nothing(
     case: schemathesis.Case, fuzzed: ServerThread, redis_url: str
 ) -> None:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = sync_client(redis_url, decode_responses=True)
     try:
         before = money_state_sync(client)
         operation = f"{case.method.upper()} {case.path}"

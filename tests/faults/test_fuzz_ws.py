@@ -18,7 +18,6 @@ import httpx
 import msgpack
 import orjson
 import pytest
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
@@ -33,6 +32,7 @@ from tests.factories import auth, token
 from tests.faults import money_state_sync
 from tests.faults.conftest import FAULT_DEFAULTS
 from tests.hub.wsclient import assert_no_traceback, ws_url
+from tests.topology import sync_client
 
 MAX_MESSAGE_BYTES = 4096
 # Close codes a client may get for what it sent (docs/websocket.md): a text frame
@@ -247,7 +247,7 @@ def test_random_frames_get_an_answer_or_a_documented_close_and_change_no_money(
     encoding: Encoding,
     frames_sent: list[tuple[bytes, bool]],
 ) -> None:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = sync_client(redis_url, decode_responses=True)
     try:
         before = money_state_sync(client)
         with caplog.at_level(logging.WARNING):

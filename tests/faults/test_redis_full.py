@@ -5,7 +5,6 @@ there is room again the same keys go through, charged once."""
 from __future__ import annotations
 
 import httpx
-from redis.asyncio import Redis
 
 from gifting_server.auth import Role
 from tests.api import assert_error
@@ -21,11 +20,11 @@ from tests.faults import (
 )
 from tests.faults.conftest import Serve
 from tests.hub.wsclient import WsClient
-from tests.redis_process import RedisProcess
+from tests.topology import AsyncClient, RedisUnderFault, config_set_everywhere
 
 
 async def test_full_redis_refuses_cleanly_and_changes_no_balance(
-    own_redis: RedisProcess, own_client: Redis, serve: Serve
+    own_redis: RedisUnderFault, own_client: AsyncClient, serve: Serve
 ) -> None:
     server = serve(own_redis.url)
     async with (
@@ -37,8 +36,8 @@ async def test_full_redis_refuses_cleanly_and_changes_no_balance(
         assert (await send_gift(http, "alice", "before", "hand_hearts")).status_code == 200
         before = await money_state(own_client)
 
-        await own_client.config_set("maxmemory-policy", "noeviction")
-        await own_client.config_set("maxmemory", 1)  # any write is now over the limit
+        await config_set_everywhere(own_client, "maxmemory-policy", "noeviction")
+        await config_set_everywhere(own_client, "maxmemory", 1)  # any write is over the limit
         try:
             gift = await send_gift(http, "alice", "when-full", "hand_hearts")
             assert_error(gift, 503, "service_unavailable")
@@ -59,7 +58,7 @@ async def test_full_redis_refuses_cleanly_and_changes_no_balance(
             assert wallet.json()["coins"] == 900
             assert await money_state(own_client) == before
         finally:
-            await own_client.config_set("maxmemory", 0)
+            await config_set_everywhere(own_client, "maxmemory", 0)
 
         assert (await send_gift(http, "alice", "when-full", "hand_hearts")).status_code == 200
         ack = await sender.gift("s1", "hand_hearts", id="ws-when-full")

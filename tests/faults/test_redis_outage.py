@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
 from gifting_server.auth import Role
 from tests.api import assert_error
@@ -20,7 +19,7 @@ from tests.factories import auth, signed_webhook, token
 from tests.faults import assert_reconciled, balances, buy, go_live, purchase, send_gift
 from tests.faults.conftest import REQUEST_TIMEOUT_S, SLACK_S, Serve
 from tests.hub.wsclient import WsClient
-from tests.redis_process import RedisProcess
+from tests.topology import AsyncClient, RedisUnderFault
 
 BOUND_S = REQUEST_TIMEOUT_S + SLACK_S
 STREAMER = auth("streamer1", Role.STREAMER)
@@ -61,18 +60,18 @@ async def timed(call: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]
     return response, time.monotonic() - started
 
 
-def break_redis(redis: RedisProcess, fault: str) -> Callable[[], None]:
+def break_redis(redis: RedisUnderFault, fault: str) -> Callable[[], None]:
     """Inflict the fault; answer the function that repairs it."""
     if fault == "killed":
         redis.kill()
-        return redis.start  # from its append-only file
+        return redis.restart  # from its append-only file(s)
     redis.suspend()
     return redis.resume
 
 
 @pytest.mark.parametrize("fault", ["killed", "hung"])
 async def test_redis_outage_answers_503_in_time_and_resumes_without_a_restart(
-    fault: str, own_redis: RedisProcess, own_client: Redis, serve: Serve
+    fault: str, own_redis: RedisUnderFault, own_client: AsyncClient, serve: Serve
 ) -> None:
     server = serve(own_redis.url)
     async with (

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
-from redis.asyncio import Redis
-
 from gifting_server.ledger import keys
 from tests.hub.wsclient import Event, Message
+from tests.topology import async_client
 
 STREAK_TIMEOUT_S = 10.0
 
@@ -16,7 +14,7 @@ def is_streak_end(event: Event) -> bool:
 
 
 async def history_of(redis_url: str, stream_id: str) -> list[bytes]:
-    client: Redis = aioredis.Redis.from_url(redis_url)
+    client = await async_client(redis_url)
     try:
         rows: list[tuple[bytes, dict[bytes, bytes]]] = await client.xrange(
             keys.stream_history(stream_id)
@@ -30,7 +28,7 @@ async def assert_streak_closed_for_good(
     redis_url: str, stream_id: str, sender: str, gift_id: str
 ) -> None:
     """No open streak and no combo left in Redis: no further streak_end can come."""
-    client: Redis = aioredis.Redis.from_url(redis_url)
+    client = await async_client(redis_url)
     try:
         assert await client.zscore(keys.open_streaks(stream_id), f"{sender}:{gift_id}") is None
         assert not await client.hexists(keys.stream(stream_id), keys.combo_field(sender, gift_id))

@@ -14,7 +14,7 @@ from gifting_server.hub.history import History, Replay
 from gifting_server.hub.memory import MemoryHistory
 from gifting_server.hub.redis_history import REPLAY_CHUNK, RedisHistory
 from gifting_server.ledger import keys
-from gifting_server.ledger.store import connect_single
+from gifting_server.ledger.store import connect
 
 
 @dataclass
@@ -31,7 +31,7 @@ async def fill(request: pytest.FixtureRequest, settings: Settings) -> AsyncItera
     """Append `count` events to stream "s", keep the newest `keep` of them, and
     publish a viewer count."""
     assert settings.redis_url
-    redis = connect_single(settings.redis_url, 5.0, decode_responses=False)
+    redis = await connect(settings.redis_url, 5.0, decode_responses=False)
 
     async def fill_redis(count: int, keep: int, viewers: int = 0) -> Filled:
         raws = [orjson.dumps({"event_id": i, "kind": "gift", "ts": 1}) for i in range(1, count + 1)]

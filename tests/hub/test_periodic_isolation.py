@@ -5,13 +5,12 @@ ending."""
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
-
 from gifting_server.ledger import keys
 from gifting_server.ledger.store import Store
 from tests.factories import fund, live_stream, token
 from tests.hub.conftest import StartServer
 from tests.hub.wsclient import WsClient
+from tests.topology import async_client
 
 BROKEN = [f"broken{i}" for i in range(12)]  # one of them is swept before s1, whatever the order
 
@@ -34,7 +33,7 @@ async def test_a_stream_whose_sweep_fails_does_not_stop_the_streaks_of_the_other
             await (watcher if i % 2 else watcher2).subscribe(stream_id)
         for stream_id in BROKEN:  # each with a streak this worker will sweep
             assert (await sender.gift(stream_id, id=f"g-{stream_id}"))["type"] == "ack"
-        redis = aioredis.Redis.from_url(redis_url)
+        redis = await async_client(redis_url)
         try:
             for stream_id in BROKEN:  # the sweep of these is refused (WRONG_KEY_TYPE)
                 history = keys.stream_history(stream_id)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
-import redis.asyncio as aioredis
-
 from gifting_server.ledger import keys
 from gifting_server.ledger.store import Store
 from tests.factories import fund, live_stream, token
 from tests.hub.conftest import StartServer
 from tests.hub.wsclient import MSGPACK, Event, Message, WsClient
+from tests.topology import async_client
 
 
 async def send_gifts(sender: WsClient, stream_id: str, n: int, prefix: str) -> list[Message]:
@@ -105,7 +104,7 @@ async def test_since_older_than_the_history_answers_not_recovered(
             await viewer.events_until(lambda e: e["event_id"] == first["event_id"])
 
         gone = await send_gifts(sender, "s1", 200, "gone")
-        history = aioredis.Redis.from_url(redis_url)
+        history = await async_client(redis_url)
         try:
             assert await history.xlen(keys.stream_history("s1")) < 200  # trimmed
         finally:

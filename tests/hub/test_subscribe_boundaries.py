@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-import redis.asyncio as aioredis
 
 from gifting_server.ledger import keys
 from gifting_server.ledger.store import Store
@@ -18,6 +17,7 @@ from tests.faults import wait_until
 from tests.hub.conftest import StartServer
 from tests.hub.redis_proxy import RedisProxy, reads_history
 from tests.hub.wsclient import Message, WsClient
+from tests.topology import async_client
 
 
 def after_subscribed(received: list[Message], stream_id: str) -> tuple[Message, list[int]]:
@@ -71,7 +71,7 @@ async def test_a_since_not_recovered_while_gifts_flow_starts_after_last_event_id
             return int(witness.events[-1]["event_id"])
 
         newest = await wait_until(settled, 5, "the top gifters and the viewer count")
-        redis = aioredis.Redis.from_url(redis_url)
+        redis = await async_client(redis_url)
         try:  # the history keeps two: event 1 is gone
             await redis.xtrim(keys.stream_history("s1"), maxlen=2, approximate=False)
         finally:

@@ -6,7 +6,6 @@ happen meanwhile, then lets the read go on."""
 from __future__ import annotations
 
 import httpx
-import redis.asyncio as aioredis
 
 from gifting_server.ledger import keys
 from gifting_server.ledger.store import Store
@@ -15,6 +14,7 @@ from tests.faults import wait_until
 from tests.hub.conftest import StartServer
 from tests.hub.redis_proxy import RedisProxy, reads_history
 from tests.hub.wsclient import Message, WsClient
+from tests.topology import async_client, channel_subscribers
 
 
 async def subscriptions_gauge(base_url: str) -> float:
@@ -145,12 +145,12 @@ async def test_an_unsubscribe_while_the_subscribe_is_pending_takes_effect_after_
 
 async def followed_by_a_worker(redis_url: str, stream_ids: list[str]) -> list[str]:
     """Which of the streams some worker is still subscribed to on pub/sub."""
-    redis = aioredis.Redis.from_url(redis_url)
+    redis = await async_client(redis_url)
     try:
-        counts = await redis.pubsub_numsub(*(keys.stream_channel(s) for s in stream_ids))
+        counts = await channel_subscribers(redis, [keys.stream_channel(s) for s in stream_ids])
     finally:
         await redis.aclose()
-    return [s for s, (_, count) in zip(stream_ids, counts, strict=True) if count]
+    return [s for s, count in zip(stream_ids, counts, strict=True) if count]
 
 
 async def test_a_viewer_gone_during_its_catch_up_leaves_no_stream_behind(

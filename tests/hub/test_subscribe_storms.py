@@ -12,8 +12,6 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from gifting_server.ledger import keys
 from gifting_server.ledger.store import Store
 from tests.conftest import ServerThread
@@ -22,6 +20,7 @@ from tests.faults import wait_until
 from tests.hub.conftest import StartServer
 from tests.hub.redis_proxy import RedisProxy, subscribes
 from tests.hub.wsclient import JSON, MSGPACK, Message, WsClient
+from tests.topology import async_client, channel_subscribers
 
 STREAMS = [f"s{i}" for i in range(6)]
 CLIENTS = 8
@@ -152,11 +151,11 @@ async def storm(
             await client.close()
 
     async def none_followed() -> bool:
-        redis = aioredis.Redis.from_url(redis_url)
+        redis = await async_client(redis_url)
         try:
-            counts = await redis.pubsub_numsub(*(keys.stream_channel(s) for s in STREAMS))
+            counts = await channel_subscribers(redis, [keys.stream_channel(s) for s in STREAMS])
         finally:
             await redis.aclose()
-        return not any(count for _, count in counts)
+        return not any(counts)
 
     await wait_until(none_followed, 5, "the worker to drop every stream nobody watches")

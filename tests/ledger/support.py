@@ -7,11 +7,11 @@ from collections.abc import Awaitable
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import keys
 from gifting_server.ledger.store import Store
+from tests.topology import AsyncClient, all_keys
 
 T0 = 1_704_283_200_000  # 2024-01-03 12:00 UTC, a Wednesday
 
@@ -29,19 +29,19 @@ class FakeClock:
         self.now += ms
 
 
-async def snapshot(redis: Redis) -> dict[str, tuple[str, Any, bool]]:
+async def snapshot(redis: AsyncClient) -> dict[str, tuple[str, Any, bool]]:
     """Every key's type, content and whether it carries a TTL: equal snapshots =
     nothing changed. Content, not DUMP bytes: a read may advance a hash table's
     incremental rehash, which reorders its DUMP without changing anything."""
     found: dict[str, tuple[str, Any, bool]] = {}
-    for key in await redis.keys("*"):
+    for key in await all_keys(redis):
         kind = await redis.type(key)
         kind = kind.decode() if isinstance(kind, bytes) else kind
         found[key] = (kind, await _content(redis, key, kind), await redis.pttl(key) >= 0)
     return found
 
 
-async def _content(redis: Redis, key: str, kind: str) -> Any:
+async def _content(redis: AsyncClient, key: str, kind: str) -> Any:
     if kind == "string":
         return await redis.get(key)
     if kind == "hash":
@@ -65,7 +65,7 @@ async def assert_refused(store: Store, code: ErrorCode, call: Awaitable[Any]) ->
     assert await snapshot(store.redis) == before
 
 
-async def journal_entries(redis: Redis) -> list[dict[str, str]]:
+async def journal_entries(redis: AsyncClient) -> list[dict[str, str]]:
     """Every journal entry of every user's journal (and the legacy one), in entry-id
     order: what one journal held before the journal was split per user."""
     # A set: on a cluster that just failed over, a SCAN of every master may name a

@@ -19,7 +19,7 @@ from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import gifts, keys, payments, streams, wallet
 from gifting_server.ledger.clock import DAY_MS
 from gifting_server.ledger.gifts import GiftReceipt
-from gifting_server.ledger.store import Store, connect_single
+from gifting_server.ledger.store import Store, connect
 from gifting_server.ledger.wallet import Cashout
 from tests.conftest import make_settings
 from tests.factories import fund, live_stream, viewer
@@ -232,7 +232,7 @@ async def test_more_concurrent_gifts_than_redis_connections_wait_instead_of_fail
         settings.data_dir,
         limits={"gift_burst": 10_000, "gift_rate_per_s": 10_000},
     )
-    client = connect_single(settings.redis_url, relaxed.limits.request_timeout_s)
+    client = await connect(settings.redis_url, relaxed.limits.request_timeout_s)
     store = Store(client, relaxed)
     try:
         await fund(store, "alice", "coins_1000")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from redis.asyncio.client import PubSub
 
 from gifting_server import events
 from gifting_server.ledger import gifts, keys, streams
@@ -14,6 +13,7 @@ from gifting_server.ledger.scripts import INCLUDE, SCRIPT_NAMES, script_source
 from gifting_server.ledger.store import Store
 from tests.factories import fund, live_stream, viewer
 from tests.ledger.support import T0, FakeClock
+from tests.topology import Subscription
 
 GIFT = (
     '"sender":{"id":"alice","name":"Alice"},'
@@ -49,7 +49,7 @@ async def publish_state(store: Store, field: str, state: str, kind: str) -> None
         "publish_state",
         [keys.stream("s1"), keys.stream_history("s1")],
         [field, state, kind, store.clock(), store.settings.history.max_events,
-         keys.stream_channel("s1")],
+         store.event_channel("s1")],
     )  # fmt: skip
 
 
@@ -73,7 +73,7 @@ async def emit_every_kind(store: Store, clock: FakeClock) -> None:
         "close_streaks",
         [keys.open_streaks("s1"), keys.stream("s1"), keys.stream_history("s1")],
         [clock(), store.settings.limits.combo_window_ms, store.settings.history.max_events,
-         keys.stream_channel("s1"), 100],
+         store.event_channel("s1"), 100],
     )  # fmt: skip
     assert closed == [0, 2]
     await publish_state(store, "last_viewers", '"count":2', "viewers")
@@ -84,10 +84,10 @@ async def emit_every_kind(store: Store, clock: FakeClock) -> None:
     await streams.end_stream(store, "streamer1", "s1")
 
 
-async def published(channel: PubSub, count: int) -> list[str]:
+async def published(channel: Subscription, count: int) -> list[str]:
     found = []
     for _ in range(count):
-        message = await channel.get_message(ignore_subscribe_messages=True, timeout=2.0)
+        message = await channel.next(timeout_s=2.0)
         assert message is not None
         found.append(message["data"])
     return found
@@ -97,9 +97,7 @@ async def published(channel: PubSub, count: int) -> list[str]:
 async def emitted(store: Store) -> tuple[list[str], list[str]]:
     """(the stream's history, what was published on its channel), in order."""
     clock = store.clock = FakeClock(T0)
-    channel = store.redis.pubsub()
-    await channel.subscribe(keys.stream_channel("s1"))
-    assert (await channel.get_message(timeout=1.0) or {}).get("type") == "subscribe"
+    channel = await Subscription.open(store.redis, keys.stream_channel("s1"))
     try:
         await emit_every_kind(store, clock)
         rows = await store.redis.xrange(keys.stream_history("s1"))

@@ -34,10 +34,12 @@ from gifting_server.ledger.clock import DAY_MS
 from gifting_server.ledger.gifts import GiftReceipt
 from gifting_server.ledger.payments import PaymentResult
 from gifting_server.ledger.reconcile import reconcile
-from gifting_server.ledger.store import Store, connect_single
+from gifting_server.ledger.store import Store, connect
 from gifting_server.ledger.wallet import Cashout
 from tests.conftest import make_settings
 from tests.factories import viewer
+from tests.ledger.conftest import GIFT_PATHS
+from tests.topology import all_keys
 
 T = TypeVar("T")
 
@@ -92,8 +94,9 @@ class LedgerMachine(RuleBasedStateMachine):
         )
         self.settings = dataclasses.replace(self.settings, gifts_across_slots=self.across_slots)
         self.now = START_MS
-        self.store = Store(connect_single(self.redis_url, 5.0), self.settings, clock=self.tick)
         self.loop = asyncio.new_event_loop()
+        redis = self.run(connect(self.redis_url, 5.0))
+        self.store = Store(redis, self.settings, clock=self.tick)
         try:
             self.run(self.store.redis.flushall())
             for stream, streamer in STREAMS.items():
@@ -488,7 +491,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 "spent_today": account.spent_today,
                 "daily_limit": account.limit,
             }, user
-        accounts = self.run(redis.keys(keys.PLATFORM_PATTERN))
+        accounts = self.run(all_keys(redis, keys.PLATFORM_PATTERN))
         platform = sum(int(self.run(redis.hget(key, "coins")) or 0) for key in accounts)
         assert platform == self.platform
         for stream, expected in self.boards.items():
@@ -501,7 +504,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 @pytest.mark.timeout(480)  # passing takes seconds; a failure shrinks for up to 5 minutes
-@pytest.mark.parametrize("across_slots", [False, True], ids=["one script", "across slots"])
+@pytest.mark.parametrize("across_slots", list(GIFT_PATHS.values()), ids=list(GIFT_PATHS))
 def test_ledger_matches_the_model_and_reconciles(
     redis_url: str, tmp_path: Path, across_slots: bool
 ) -> None:
@@ -541,7 +544,7 @@ def test_a_budget_judges_every_gift_on_its_own_day_whatever_order_they_arrive_in
     def arrivals(limit: int, sends: list[tuple[int, int]]) -> None:
         async def run() -> None:
             now = [MIDNIGHT_MS]
-            store = Store(connect_single(redis_url, 5.0), settings, clock=lambda: now[0])
+            store = Store(await connect(redis_url, 5.0), settings, clock=lambda: now[0])
             try:
                 await store.redis.flushall()
                 await streams.start_stream(store, "t1", "s1")

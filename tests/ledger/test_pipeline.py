@@ -14,6 +14,12 @@ from redis.asyncio import Redis
 from gifting_server.ledger.pipeline import ScriptPipeline
 from gifting_server.ledger.store import connect_single
 from tests.redis_process import RedisProcess
+from tests.topology import single_only
+
+pytestmark = single_only(
+    "ScriptPipeline is the single Redis's pipeline; the cluster's, one per master, is "
+    "tested in tests/cluster/test_cluster_pipeline.py"
+)
 
 ECHO = "return {tonumber(ARGV[1]), KEYS[1]}"
 

@@ -16,6 +16,7 @@ from gifting_server.ledger.payments import PaymentResult
 from gifting_server.ledger.store import Store
 from tests.factories import live_stream, viewer
 from tests.ledger.support import FakeClock, assert_refused, journal_entries, snapshot
+from tests.topology import on_cluster
 
 T0 = 1_704_283_200_000  # 2024-01-03 12:00 UTC
 BUY, REFUND = "payment.succeeded", "payment.refunded"
@@ -37,7 +38,11 @@ async def spend(store: Store, coins: int) -> None:
     await gifts.run_send_gift(store, viewer("alice"), "s1", rose, coins, f"spend-{coins}")
 
 
-@pytest.fixture(autouse=True, params=["one script", "across slots"])
+# A cluster applies a payment only in steps across slots (Store.payments_across_slots).
+PAYMENT_PATHS = ["across slots"] if on_cluster() else ["one script", "across slots"]
+
+
+@pytest.fixture(autouse=True, params=list(PAYMENT_PATHS))
 def payment_path(request: pytest.FixtureRequest, store: Store) -> None:
     store.payments_across_slots = request.param == "across slots"
 

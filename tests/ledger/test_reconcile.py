@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from redis.asyncio import Redis
 
 from gifting_server import cli
@@ -16,11 +15,12 @@ from gifting_server.config import Gift, Settings, load_settings
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import gifts, keys, payments, wallet
 from gifting_server.ledger.reconcile import Report, reconcile, reconcile_main
-from gifting_server.ledger.store import Store, connect_single
+from gifting_server.ledger.store import Store, connect
 from tests.conftest import SECRET, WEBHOOK_SECRET, make_settings
 from tests.factories import fund, live_stream, viewer
 from tests.ledger.support import journal_entries
 from tests.redis_process import free_port
+from tests.topology import sync_client
 
 Tamper = Callable[[Redis], Awaitable[Any]]
 
@@ -201,7 +201,7 @@ def test_reconcile_command_passes_after_the_share_in_the_config_changed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     async def run() -> None:
-        client = connect_single(environment, 5.0)
+        client = await connect(environment, 5.0)
         try:
             await share_change_flow(Store(client, settings))
         finally:
@@ -405,7 +405,7 @@ async def test_a_users_payment_record_without_its_journal_entry_fails(store: Sto
 def seed(settings: Settings) -> None:
     async def run() -> None:
         assert settings.redis_url
-        client = connect_single(settings.redis_url, 5.0)
+        client = await connect(settings.redis_url, 5.0)
         try:
             await mixed_flow(Store(client, settings))
         finally:
@@ -432,7 +432,7 @@ def test_reconcile_main_exits_0_then_1(
     seed(settings)
     assert reconcile_main(load_settings(), environment) == 0
     assert "ledger reconcile OK" in capsys.readouterr().out
-    client = redis.Redis.from_url(environment)
+    client = sync_client(environment)
     client.hincrby(keys.wallet("alice"), "coins", 1)
     client.close()
     assert reconcile_main(load_settings(), environment) == 1

@@ -8,7 +8,6 @@ import asyncio
 from pathlib import Path
 
 import pytest
-import redis
 
 from gifting_server.config import Settings, load_settings
 from gifting_server.ledger import gifts, keys, payments, wallet
@@ -19,6 +18,7 @@ from gifting_server.ledger.store import Store
 from tests.conftest import SECRET, WEBHOOK_SECRET, make_settings
 from tests.factories import fund, live_stream, viewer
 from tests.ledger.support import journal_entries
+from tests.topology import sync_client
 
 T0 = 1_704_283_200_000  # 2024-01-03 12:00 UTC
 
@@ -160,7 +160,7 @@ async def test_reconcile_prints_risk_warnings_and_still_exits_0(
     assert "payer: card-9 bought 400 coins for 4 accounts (u1, u2, u3, u4)" in out
     assert "age rule: kid sent 1 gift(s) without age verification" in out
 
-    client = redis.Redis.from_url(environment)
+    client = sync_client(environment)
     client.hincrby(keys.wallet("u2"), "coins", 1)  # an invariant broken: exit 1 as before
     client.close()
     assert await asyncio.to_thread(reconcile_main, load_settings(), environment) == 1

@@ -21,6 +21,7 @@ from tests.factories import fund, live_stream, viewer
 from tests.ledger.conftest import one_script_only
 from tests.ledger.support import FakeClock, assert_refused, snapshot
 from tests.ledger.test_concurrency import assert_reconciled
+from tests.topology import Subscription
 
 T0 = 1_704_283_200_000  # 2024-01-03 12:00 UTC, a Wednesday
 
@@ -73,9 +74,7 @@ async def live(store: Store, clock: FakeClock) -> str:
 async def test_gift_debits_sender_credits_streamer_and_platform_and_records_everything(
     store: Store, live: str
 ) -> None:
-    channel = store.redis.pubsub()
-    await channel.subscribe(keys.stream_channel("s1"))
-    assert (await channel.get_message(timeout=1.0) or {}).get("type") == "subscribe"
+    channel = await Subscription.open(store.redis, keys.stream_channel("s1"))
 
     receipt = await send(store, "finger_heart", 3, key="k1")
 
@@ -100,7 +99,7 @@ async def test_gift_debits_sender_credits_streamer_and_platform_and_records_ever
         "gift": {"id": "finger_heart", "name": "Finger Heart", "coins": 5, "tier": 1},
         "count": 3, "combo": 3, "streak_end": False, "coins_total": 15,
     }  # fmt: skip
-    published = await channel.get_message(ignore_subscribe_messages=True, timeout=1.0)
+    published = await channel.next(timeout_s=1.0)
     assert published is not None and published["data"] == fields["e"]
     await channel.aclose()
     assert await store.redis.zscore(keys.open_streaks("s1"), "alice:finger_heart") == T0 + 3000

@@ -17,6 +17,7 @@ from gifting_server.ledger.clock import DAY_MS
 from gifting_server.ledger.store import Store
 from tests.factories import fund, live_stream, viewer
 from tests.ledger.support import FakeClock, assert_refused, snapshot
+from tests.topology import Subscription
 
 T0 = 1_704_283_200_000  # 2024-01-03 12:00 UTC, a Wednesday
 NEXT_MONDAY = T0 + 5 * DAY_MS - DAY_MS // 2  # 2024-01-08 00:00 UTC
@@ -122,9 +123,7 @@ async def test_end_stream_marks_it_ended_and_appends_and_publishes_stream_ended(
     await fund(store, "alice")
     await live_stream(store)
     await gift(store, "alice", "rose")
-    channel = store.redis.pubsub()
-    await channel.subscribe(keys.stream_channel("s1"))
-    assert (await channel.get_message(timeout=1.0) or {}).get("type") == "subscribe"
+    channel = await Subscription.open(store.redis, keys.stream_channel("s1"))
     clock.advance(5000)
 
     assert await streams.end_stream(store, "streamer1", "s1") == 2
@@ -134,7 +133,7 @@ async def test_end_stream_marks_it_ended_and_appends_and_publishes_stream_ended(
     assert (await streams.stream_status(store, "s1"))["status"] == "ended"
     *_, (event_id, event) = await history(store, "s1")
     assert (event_id, event) == ("2-0", {"event_id": 2, "kind": "stream_ended", "ts": clock.now})
-    published = await channel.get_message(ignore_subscribe_messages=True, timeout=1.0)
+    published = await channel.next(timeout_s=1.0)
     assert published is not None and orjson.loads(published["data"]) == event
     await channel.aclose()
 

@@ -17,7 +17,7 @@ from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import gifts, keys, reconcile, streams, transfers, wallet
 from gifting_server.ledger.clock import DAY_MS
-from gifting_server.ledger.store import Store, connect_single
+from gifting_server.ledger.store import Store, connect
 from tests.conftest import ServerThread, make_settings
 from tests.factories import fund, live_stream, token, viewer
 from tests.faults import buy, go_live
@@ -247,7 +247,7 @@ async def test_two_workers_retrying_and_relaying_at_once_credit_once(
     ledger: Store, settings: Settings
 ) -> None:
     assert settings.redis_url
-    other = Store(connect_single(settings.redis_url, 5.0), settings)
+    other = Store(await connect(settings.redis_url, 5.0), settings)
     other.clock = FakeClock(T0 + 60_000)  # its clock runs a minute ahead
     try:
         for i in range(20):
@@ -342,7 +342,7 @@ async def test_gifts_across_slots_over_http_and_websocket_with_racing_retries(
                 again = await ws.gift("s1", id="w:1")
                 assert first["type"] == again["type"] == "ack", (first, again)
                 assert first["event_id"] == again["event_id"]
-    store = Store(connect_single(settings.redis_url or "", 5.0), settings)
+    store = Store(await connect(settings.redis_url or "", 5.0), settings)
     try:
         events = await gift_events(store)
         assert [e["sender"] for e in events] == [{"id": "carol", "name": name}] * 2
