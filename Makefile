@@ -21,9 +21,10 @@ test: $(BIN)/gifting-server
 	$(BIN)/python -m pytest -q --ignore=tests/faults
 
 # The money path, the API, the hub and the faults again on a local Redis Cluster (3
-# masters, 3 replicas, started by the tests) instead of the single Redis, plus
-# tests/cluster (GIFTING_TEST_TOPOLOGY=cluster, tests/topology.py).
-CLUSTER_SUITES := tests/ledger tests/api tests/hub tests/faults tests/cluster
+# masters, 3 replicas, started by the tests) instead of the single Redis
+# (GIFTING_TEST_TOPOLOGY=cluster, tests/topology.py). tests/cluster, which always uses
+# the cluster, runs in `make test`.
+CLUSTER_SUITES := tests/ledger tests/api tests/hub tests/faults
 test-cluster: $(BIN)/gifting-server
 	GIFTING_TEST_TOPOLOGY=cluster $(BIN)/python -m pytest -q $(CLUSTER_SUITES)
 
