@@ -16,7 +16,7 @@ $(BIN)/gifting-server: pyproject.toml
 run: $(BIN)/gifting-server
 	$(BIN)/gifting-server serve --host $(HOST) --port $(PORT) --demo
 
-# Runs tests/cluster too (a local 3-master/3-replica Redis Cluster, about 15 s).
+# Runs tests/cluster too (on a local 3-master/3-replica Redis Cluster, about 2 minutes).
 test: $(BIN)/gifting-server
 	$(BIN)/python -m pytest -q --ignore=tests/faults
 
