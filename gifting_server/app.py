@@ -13,6 +13,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -42,6 +43,7 @@ from gifting_server.ledger.store import (
     connect,
     connect_cluster,
     connect_single,
+    masters_short_of_replicas,
 )
 from gifting_server.scheduler import Scheduler
 from gifting_server.tasks import for_each_stream
@@ -135,6 +137,22 @@ def periodic_work(hub: Hub, store: Store) -> Scheduler:
     return scheduler
 
 
+async def _warn_if_replicas_short(store: Store) -> None:
+    """`[redis] replicas_acked` above the replicas a master has refuses every money
+    write on it: say so at start, not only through 503s."""
+    try:
+        short = await masters_short_of_replicas(store)
+    except (RedisError, RedisClusterException, OSError):
+        return  # Redis not up yet: its own errors say so
+    for master in short:
+        log.warning(
+            "[redis] replicas_acked = %d, but a master has fewer replicas (%s): its money "
+            "writes will be refused with service_unavailable until it has them",
+            store.settings.redis.replicas_acked,
+            master,
+        )
+
+
 def create_app(settings: Settings) -> Starlette:
     """The ASGI app; its lifespan connects to `settings.redis_url` and starts the hub.
 
@@ -149,6 +167,7 @@ def create_app(settings: Settings) -> Starlette:
         timeout = settings.limits.request_timeout_s
         redis = await connect(settings.redis_url, timeout)
         app.state.store = Store(redis, settings)
+        await _warn_if_replicas_short(app.state.store)
         # The hub's own client (raw bytes): on a cluster, sharded pub/sub and history
         # reads on the master of each stream's slot (docs/scaling.md).
         hub_redis: RedisClient

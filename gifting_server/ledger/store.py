@@ -198,3 +198,23 @@ async def guarded(call: Awaitable[T]) -> T:
                 ErrorCode.SERVICE_UNAVAILABLE, "storage is full; nothing was changed"
             ) from None
         raise
+
+
+async def masters_short_of_replicas(store: Store) -> list[str]:
+    """The masters with fewer connected replicas than `[redis] replicas_acked` asks
+    for, as "<master>: <n> of <wanted>": every money write they take would wait out
+    `replicas_timeout_ms` and fail. Empty when none is asked for."""
+    wanted = store.settings.redis.replicas_acked
+    if wanted == 0:
+        return []
+    if isinstance(store.redis, RedisCluster):
+        answers = await store.redis.info("replication", target_nodes=RedisCluster.PRIMARIES)
+        by_node = answers if isinstance(answers, dict) else {}
+    else:
+        by_node = {"redis": await store.redis.info("replication")}
+    short = []
+    for node, info in sorted(by_node.items()):
+        connected = int(info.get("connected_slaves", 0)) if isinstance(info, dict) else 0
+        if connected < wanted:
+            short.append(f"{node}: {connected} of {wanted}")
+    return short

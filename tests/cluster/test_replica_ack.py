@@ -13,7 +13,7 @@ import redis
 
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import gifts, keys, streams, wallet
-from gifting_server.ledger.store import Store, connect
+from gifting_server.ledger.store import Store, connect, masters_short_of_replicas
 from gifting_server.local_cluster import LocalCluster, NodeInfo
 from tests.conftest import make_settings
 from tests.factories import fund, live_stream, viewer
@@ -208,3 +208,17 @@ async def test_acknowledged_gifts_across_slots_survive_a_killed_streamers_master
         assert len(gifts_received) == len(receipts) == 30
     finally:
         promoted.close()
+
+
+async def test_masters_short_of_the_replicas_asked_for_are_named_at_start(
+    cluster_url: str, tmp_path: Path
+) -> None:
+    for wanted, short in ((1, 0), (2, 3)):
+        settings = make_settings(cluster_url, tmp_path, redis={"replicas_acked": wanted})
+        store = Store(await connect(cluster_url, 2.0), settings)
+        try:
+            named = await masters_short_of_replicas(store)
+        finally:
+            await store.close()
+        assert len(named) == short, named
+        assert all(name.endswith(f": 1 of {wanted}") for name in named)

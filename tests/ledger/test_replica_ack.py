@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import gifts, keys
 from gifting_server.ledger.pipeline import NotSent, ReplicaAck, ReplicasNotAcked, ScriptPipeline
-from gifting_server.ledger.store import Store, connect_single
+from gifting_server.ledger.store import Store, connect_single, masters_short_of_replicas
 from tests.conftest import make_settings
 from tests.factories import fund, live_stream, viewer
 from tests.redis_process import RedisProcess
@@ -316,3 +316,16 @@ async def test_a_hung_primary_times_out_after_the_socket_and_wait_timeouts_then_
         replicated.primary.resume()
     assert 0.3 + WAIT_TIMEOUT_MS / 1000 <= took < 0.3 + WAIT_TIMEOUT_MS / 1000 + 1.0
     assert await pipeline.evalsha(sha, ["k"], [2]) == [2, "k"]  # a new connection
+
+
+async def test_a_redis_without_the_replicas_asked_for_is_named_at_start(
+    redis_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(redis_url, tmp_path, redis={"replicas_acked": 1})
+    store = Store(connect_single(redis_url, 2.0), settings)
+    try:
+        assert await masters_short_of_replicas(store) == ["redis: 0 of 1"]
+        unasked = Store(store.redis, make_settings(redis_url, tmp_path))
+        assert await masters_short_of_replicas(unasked) == []
+    finally:
+        await store.close()
