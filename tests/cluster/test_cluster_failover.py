@@ -123,7 +123,8 @@ async def test_a_busy_streams_master_killed_mid_load_loses_no_acknowledged_gift(
                 assert_no_silent_gap(history_seen[1:], since=history_seen[0][1][1])
                 watcher.assert_no_traceback()
                 await watcher.close()
-            assert (await httpx.AsyncClient(base_url=workers[1].url).get("/readyz")).is_success
+            async with httpx.AsyncClient(base_url=workers[1].url) as http:
+                assert (await http.get("/readyz")).is_success
 
         credited = Counter(
             (e["user"], e["key"])
