@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis import exceptions as redis_errors
 from redis.asyncio.cluster import ClusterPubSub, RedisCluster
@@ -20,8 +20,16 @@ log = logging.getLogger("gifting_server.broker")
 # `get_sharded_message` waits this long on each node's connection in turn: an idle
 # node delays a message waiting on another by at most this, per idle node.
 READ_WAIT_S = 0.01
-# A lost node, a failover, a slot moved away: every error of a read.
-LOST = (redis_errors.RedisError, OSError, RuntimeError)
+# A lost node, a failover, a slot moved away, a cluster gone whole (redis-py raises
+# `RedisClusterException`, not a `RedisError`, when no node answers the slot map):
+# every error of a read or of subscribing again.
+LOST = (redis_errors.RedisError, redis_errors.RedisClusterException, OSError, RuntimeError)
+
+
+class _NodeName(NamedTuple):
+    """What `ClusterPubSub.get_sharded_message(target_node=...)` reads of a node."""
+
+    name: str
 
 
 class ClusterBroker(PubSubBroker):
@@ -63,18 +71,34 @@ class ClusterBroker(PubSubBroker):
                 if not self.confirmed or not self.pubsub.node_pubsub_mapping:
                     await asyncio.sleep(0.05)  # nothing to read until a stream is followed
                     continue
-                message = await self.pubsub.get_sharded_message(timeout=READ_WAIT_S)
+                await self._read_each_node()
                 backoff = 0.05
             except LOST as e:
                 log.warning("sharded pub/sub lost (%r); subscribing again", e)
                 self.lost = True
-                continue
+
+    async def _read_each_node(self) -> None:
+        """At most one message from each node's connection, each looked up when read.
+
+        Not `get_sharded_message()` round robin: it reads from a list taken before its
+        first wait, so it may read a node's pubsub that a concurrent subscribe has put
+        in the map but not connected yet, or that its last unsubscribe closed, and
+        fail with "pubsub connection not set" on a connection that is fine."""
+        for name in list(self.pubsub.node_pubsub_mapping):
+            node_pubsub = self.pubsub.node_pubsub_mapping.get(name)
+            if node_pubsub is None or node_pubsub.connection is None:
+                continue  # closed and dropped, or its first subscribe is under way
+            message = await self.pubsub.get_sharded_message(
+                target_node=_NodeName(name), timeout=READ_WAIT_S
+            )
             if message is not None:
                 self._deliver(message)
 
     async def _subscribe_again(self) -> None:
         """A new pubsub over a reloaded slot map, every followed stream subscribed on
-        the master that serves it now. Their confirmations call `on_resubscribed`."""
+        the master that serves it now. Their confirmations call `on_resubscribed`.
+        While the cluster is down (no node answers, or the slot's master is still the
+        dead one) it fails, and the reader tries again after its backoff."""
         async with self.subscribing:
             with contextlib.suppress(Exception):
                 await self.pubsub.aclose()
@@ -86,8 +110,6 @@ class ClusterBroker(PubSubBroker):
                     await self.pubsub.ssubscribe(keys.stream_channel(stream_id))
                 self.lost = False
             except LOST as e:
-                # The slot's master is still the dead one (no failover yet): again
-                # after the backoff, on a map read again.
                 log.warning("subscribing again failed (%r); retrying", e)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
