@@ -103,7 +103,10 @@ class ClusterBroker(PubSubBroker):
             with contextlib.suppress(Exception):
                 await self.pubsub.aclose()
             try:
-                await self.cluster.nodes_manager.initialize()
+                # redis-py tries each node in turn with the full timeout: with every
+                # node hung that would hold the reload lock the history reads need.
+                async with asyncio.timeout(self.timeout_s):
+                    await self.cluster.nodes_manager.initialize()
                 # After the reload: a pubsub's own repair on a new map never runs.
                 self.pubsub = self.cluster.pubsub()
                 for stream_id in list(self.confirmed):
