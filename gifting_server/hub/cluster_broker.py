@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from typing import Any, NamedTuple
 
 from redis import exceptions as redis_errors
@@ -49,15 +50,21 @@ class ClusterBroker(PubSubBroker):
         self.pubsub: ClusterPubSub
         self.cluster = cluster
         self.lost = False  # the pubsub lost a node and is not replaced yet
+        # channel → SUNSUBSCRIBEs sent on this pubsub and not confirmed yet: a stream
+        # left and followed again at once gets the confirmation of its leaving after
+        # it is followed again, which is not its node dropping it.
+        self.leaving: Counter[bytes] = Counter()
 
     async def _send_subscribe(self, channel: str) -> None:
         await self.pubsub.ssubscribe(channel)
 
     async def unsubscribe(self, stream_id: str) -> None:
         if self.confirmed.pop(stream_id, None) is not None:
+            channel = keys.stream_channel(stream_id)
             with contextlib.suppress(*LOST):
                 async with self.subscribing:
-                    await self.pubsub.sunsubscribe(keys.stream_channel(stream_id))
+                    self.leaving[channel.encode()] += 1
+                    await self.pubsub.sunsubscribe(channel)
 
     async def _read_forever(self) -> None:
         backoff = 0.05
@@ -84,6 +91,7 @@ class ClusterBroker(PubSubBroker):
         first wait, so it may read a node's pubsub that a concurrent subscribe has put
         in the map but not connected yet, or that its last unsubscribe closed, and
         fail with "pubsub connection not set" on a connection that is fine."""
+        waited = False
         for name in list(self.pubsub.node_pubsub_mapping):
             node_pubsub = self.pubsub.node_pubsub_mapping.get(name)
             if node_pubsub is None or node_pubsub.connection is None:
@@ -91,8 +99,11 @@ class ClusterBroker(PubSubBroker):
             message = await self.pubsub.get_sharded_message(
                 target_node=_NodeName(name), timeout=READ_WAIT_S
             )
+            waited = True
             if message is not None:
                 self._deliver(message)
+        if not waited:  # let the subscribe under way connect
+            await asyncio.sleep(READ_WAIT_S)
 
     async def _subscribe_again(self) -> None:
         """A new pubsub over a reloaded slot map, every followed stream subscribed on
@@ -109,6 +120,7 @@ class ClusterBroker(PubSubBroker):
                     await self.cluster.nodes_manager.initialize()
                 # After the reload: a pubsub's own repair on a new map never runs.
                 self.pubsub = self.cluster.pubsub()
+                self.leaving.clear()  # the closed pubsub's confirmations never come
                 for stream_id in list(self.confirmed):
                     await self.pubsub.ssubscribe(keys.stream_channel(stream_id))
                 self.lost = False
@@ -120,8 +132,13 @@ class ClusterBroker(PubSubBroker):
         if kind == "smessage":
             self.on_event(stream_of_channel(channel), message["data"])
         elif kind == "sunsubscribe":
-            # Not asked for (unsubscribe forgets the stream first): the slot moved to
-            # another master, which unsubscribed every client of its channels.
+            if self.leaving[channel] > 0:  # asked for by `unsubscribe`
+                self.leaving[channel] -= 1
+                if not self.leaving[channel]:
+                    del self.leaving[channel]
+                return
+            # Not asked for: the slot moved to another master, which unsubscribed
+            # every client of its channels.
             if stream_of_channel(channel) in self.confirmed:
                 log.warning("%r unsubscribed by its node (its slot moved)", channel)
                 self.lost = True
