@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from collections import Counter
+from typing import Any, NamedTuple
 
 from redis import exceptions as redis_errors
 from redis.asyncio.cluster import ClusterPubSub, RedisCluster
@@ -20,8 +21,16 @@ log = logging.getLogger("gifting_server.broker")
 # `get_sharded_message` waits this long on each node's connection in turn: an idle
 # node delays a message waiting on another by at most this, per idle node.
 READ_WAIT_S = 0.01
-# A lost node, a failover, a slot moved away: every error of a read.
-LOST = (redis_errors.RedisError, OSError, RuntimeError)
+# A lost node, a failover, a slot moved away, a cluster gone whole (redis-py raises
+# `RedisClusterException`, not a `RedisError`, when no node answers the slot map):
+# every error of a read or of subscribing again.
+LOST = (redis_errors.RedisError, redis_errors.RedisClusterException, OSError, RuntimeError)
+
+
+class _NodeName(NamedTuple):
+    """What `ClusterPubSub.get_sharded_message(target_node=...)` reads of a node."""
+
+    name: str
 
 
 class ClusterBroker(PubSubBroker):
@@ -41,15 +50,21 @@ class ClusterBroker(PubSubBroker):
         self.pubsub: ClusterPubSub
         self.cluster = cluster
         self.lost = False  # the pubsub lost a node and is not replaced yet
+        # channel → SUNSUBSCRIBEs sent on this pubsub and not confirmed yet: a stream
+        # left and followed again at once gets the confirmation of its leaving after
+        # it is followed again, which is not its node dropping it.
+        self.leaving: Counter[bytes] = Counter()
 
     async def _send_subscribe(self, channel: str) -> None:
         await self.pubsub.ssubscribe(channel)
 
     async def unsubscribe(self, stream_id: str) -> None:
         if self.confirmed.pop(stream_id, None) is not None:
+            channel = keys.stream_channel(stream_id)
             with contextlib.suppress(*LOST):
                 async with self.subscribing:
-                    await self.pubsub.sunsubscribe(keys.stream_channel(stream_id))
+                    self.leaving[channel.encode()] += 1
+                    await self.pubsub.sunsubscribe(channel)
 
     async def _read_forever(self) -> None:
         backoff = 0.05
@@ -63,31 +78,53 @@ class ClusterBroker(PubSubBroker):
                 if not self.confirmed or not self.pubsub.node_pubsub_mapping:
                     await asyncio.sleep(0.05)  # nothing to read until a stream is followed
                     continue
-                message = await self.pubsub.get_sharded_message(timeout=READ_WAIT_S)
+                await self._read_each_node()
                 backoff = 0.05
             except LOST as e:
                 log.warning("sharded pub/sub lost (%r); subscribing again", e)
                 self.lost = True
-                continue
+
+    async def _read_each_node(self) -> None:
+        """At most one message from each node's connection, each looked up when read.
+
+        Not `get_sharded_message()` round robin: it reads from a list taken before its
+        first wait, so it may read a node's pubsub that a concurrent subscribe has put
+        in the map but not connected yet, or that its last unsubscribe closed, and
+        fail with "pubsub connection not set" on a connection that is fine."""
+        waited = False
+        for name in list(self.pubsub.node_pubsub_mapping):
+            node_pubsub = self.pubsub.node_pubsub_mapping.get(name)
+            if node_pubsub is None or node_pubsub.connection is None:
+                continue  # closed and dropped, or its first subscribe is under way
+            message = await self.pubsub.get_sharded_message(
+                target_node=_NodeName(name), timeout=READ_WAIT_S
+            )
+            waited = True
             if message is not None:
                 self._deliver(message)
+        if not waited:  # let the subscribe under way connect
+            await asyncio.sleep(READ_WAIT_S)
 
     async def _subscribe_again(self) -> None:
         """A new pubsub over a reloaded slot map, every followed stream subscribed on
-        the master that serves it now. Their confirmations call `on_resubscribed`."""
+        the master that serves it now. Their confirmations call `on_resubscribed`.
+        While the cluster is down (no node answers, or the slot's master is still the
+        dead one) it fails, and the reader tries again after its backoff."""
         async with self.subscribing:
             with contextlib.suppress(Exception):
                 await self.pubsub.aclose()
             try:
-                await self.cluster.nodes_manager.initialize()
+                # redis-py tries each node in turn with the full timeout: with every
+                # node hung that would hold the reload lock the history reads need.
+                async with asyncio.timeout(self.timeout_s):
+                    await self.cluster.nodes_manager.initialize()
                 # After the reload: a pubsub's own repair on a new map never runs.
                 self.pubsub = self.cluster.pubsub()
+                self.leaving.clear()  # the closed pubsub's confirmations never come
                 for stream_id in list(self.confirmed):
                     await self.pubsub.ssubscribe(keys.stream_channel(stream_id))
                 self.lost = False
             except LOST as e:
-                # The slot's master is still the dead one (no failover yet): again
-                # after the backoff, on a map read again.
                 log.warning("subscribing again failed (%r); retrying", e)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
@@ -95,8 +132,13 @@ class ClusterBroker(PubSubBroker):
         if kind == "smessage":
             self.on_event(stream_of_channel(channel), message["data"])
         elif kind == "sunsubscribe":
-            # Not asked for (unsubscribe forgets the stream first): the slot moved to
-            # another master, which unsubscribed every client of its channels.
+            if self.leaving[channel] > 0:  # asked for by `unsubscribe`
+                self.leaving[channel] -= 1
+                if not self.leaving[channel]:
+                    del self.leaving[channel]
+                return
+            # Not asked for: the slot moved to another master, which unsubscribed
+            # every client of its channels.
             if stream_of_channel(channel) in self.confirmed:
                 log.warning("%r unsubscribed by its node (its slot moved)", channel)
                 self.lost = True

@@ -61,12 +61,15 @@ class PubSubBroker:
     async def subscribe(self, stream_id: str) -> None:
         """Returns once Redis confirmed it: from then on no published event is missed.
         Raises TimeoutError when Redis does not confirm in time (unsubscribe then)."""
-        confirmed = self.confirmed.get(stream_id)
-        if confirmed is None:
-            confirmed = self.confirmed[stream_id] = asyncio.Event()
-            async with self.subscribing:
-                await self._send_subscribe(keys.stream_channel(stream_id))
-        await asyncio.wait_for(confirmed.wait(), self.timeout_s)
+        # The lock too: a broker subscribing every stream again after a loss holds it
+        # while it reads the slot map, which takes long when nodes do not answer.
+        async with asyncio.timeout(self.timeout_s):
+            confirmed = self.confirmed.get(stream_id)
+            if confirmed is None:
+                confirmed = self.confirmed[stream_id] = asyncio.Event()
+                async with self.subscribing:
+                    await self._send_subscribe(keys.stream_channel(stream_id))
+            await confirmed.wait()
 
     async def _send_subscribe(self, channel: str) -> None:
         raise NotImplementedError

@@ -43,6 +43,7 @@ from gifting_server.ledger.pipeline import (
     ReplicaAck,
     open_connection,
 )
+from gifting_server.ledger.slot_map import SlotMapReader
 
 Address = tuple[str, int]
 # A call is redirected at most this often (MOVED, ASK, a reload, a NOSCRIPT load).
@@ -88,7 +89,7 @@ class ClusterScriptPipeline:
         self.deadline_s = self.timeout_s + 2 * replica_ack.timeout_s
         self._connections: dict[Address, RedisProtocol] = {}
         self._connecting: dict[Address, asyncio.Future[RedisProtocol]] = {}
-        self._reloading: asyncio.Future[None] | None = None
+        self.slot_map = SlotMapReader(client.nodes_manager.initialize, self.timeout_s)
 
     def connected_nodes(self) -> list[Address]:
         """The nodes this pipeline has a live connection to (masters, or former ones)."""
@@ -170,21 +171,9 @@ class ClusterScriptPipeline:
         return node.host, int(node.port)
 
     async def _reload(self) -> None:
-        """Read the slot map again; concurrent calls share one reading."""
-        if self._reloading is None:
-            self._reloading = asyncio.ensure_future(self._read_slot_map())
-        reloading = self._reloading
-        try:
-            await asyncio.shield(reloading)
-        finally:
-            if reloading.done() and self._reloading is reloading:
-                self._reloading = None
-
-    async def _read_slot_map(self) -> None:
-        try:
-            await self.client.nodes_manager.initialize()
-        except (redis_errors.RedisError, redis_errors.RedisClusterException, OSError) as e:
-            raise NotSent(f"cannot read the cluster's slot map: {e}") from None
+        """Read the slot map again: concurrent calls share one reading, bounded by the
+        timeout (`slot_map.py`)."""
+        await self.slot_map.read()
 
     async def _connection(self, address: Address) -> RedisProtocol:
         protocol = self._connections.get(address)

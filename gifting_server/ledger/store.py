@@ -17,8 +17,9 @@ from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode, GiftingError, script_error
 from gifting_server.ledger import keys
 from gifting_server.ledger.clock import wall_clock_ms
-from gifting_server.ledger.pipeline import ReplicaAck, ReplicasNotAcked
+from gifting_server.ledger.pipeline import DEFAULT_TIMEOUT_S, ReplicaAck, ReplicasNotAcked
 from gifting_server.ledger.scripts import Scripts
+from gifting_server.ledger.slot_map import SlotMapReader
 from gifting_server.ledger.streaks import RecentGifts
 from gifting_server.redis_topology import RedisUnreachable, Topology, detect_async
 
@@ -74,6 +75,28 @@ class _ClusterClient(RedisCluster):
         redis_errors.ClusterDownError,
         redis_errors.SlotNotCoveredError,
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        budget_s = float(kwargs.get("socket_timeout") or DEFAULT_TIMEOUT_S)
+        self.slot_map = SlotMapReader(self._initialize_now, budget_s)
+        self._last_failed_node: str | None = None
+
+    async def initialize(
+        self,
+        additional_startup_nodes_info: list[tuple[str, int]] | None = None,
+        last_failed_node_name: str | None = None,
+    ) -> _ClusterClient:
+        """After a failed call redis-py reads the slot map again before the next
+        one: here within the call's timeout, one reading shared by the calls waiting
+        for it, not one after the other (`slot_map.py`)."""
+        if self._initialize:
+            self._last_failed_node = last_failed_node_name
+            await self.slot_map.read()
+        return self
+
+    async def _initialize_now(self) -> None:
+        await super().initialize(last_failed_node_name=self._last_failed_node)
 
 
 def connect_single(url: str, timeout_s: float, *, decode_responses: bool = True) -> Redis:
