@@ -23,6 +23,7 @@ from gifting_server.ledger.store import Store, connect_single, masters_short_of_
 from tests.conftest import make_settings
 from tests.factories import fund, live_stream, viewer
 from tests.redis_process import RedisProcess
+from tests.topology import single_only
 
 WAIT_TIMEOUT_MS = 500
 ECHO = "return {tonumber(ARGV[1]), KEYS[1]}"
@@ -318,6 +319,7 @@ async def test_a_hung_primary_times_out_after_the_socket_and_wait_timeouts_then_
     assert await pipeline.evalsha(sha, ["k"], [2]) == [2, "k"]  # a new connection
 
 
+@single_only("the single Redis has no replica here; tests/cluster/test_replica_ack.py")
 async def test_a_redis_without_the_replicas_asked_for_is_named_at_start(
     redis_url: str, tmp_path: Path
 ) -> None:
