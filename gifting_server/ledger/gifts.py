@@ -151,19 +151,21 @@ async def run_send_gift(
     """The script call alone, without the rules of `send_gift`: what the script's own
     tests and benchmarks drive (a count past the limit, say)."""
     streamer = await streamer_of(store, stream_id)
-    if store.gifts_across_slots:
-        debited, credited = await transfers.send_across_slots(
-            store,
-            sender,
-            stream_id,
-            streamer,
-            gift,
-            count,
-            idempotency_key,
-            event_fragment(sender, gift),
-        )
-        streaks.note_gift(store, stream_id)
-        return GiftReceipt(credited.event_id, debited.coins_left, credited.combo, debited.replayed)
+    run = _gift_across_slots if store.gifts_across_slots else _gift_in_one_script
+    receipt = await run(store, sender, stream_id, streamer, gift, count, idempotency_key)
+    streaks.note_gift(store, stream_id)  # this worker closes the streak, viewers or not
+    return receipt
+
+
+async def _gift_in_one_script(
+    store: Store,
+    sender: Identity,
+    stream_id: str,
+    streamer: str,
+    gift: Gift,
+    count: int,
+    idempotency_key: str,
+) -> GiftReceipt:
     call = gift_call(
         store.settings,
         sender,
@@ -176,5 +178,20 @@ async def run_send_gift(
         store.event_channel(stream_id),
     )
     result = await store.run_script("send_gift", call.keys, call.args)
-    streaks.note_gift(store, stream_id)  # this worker closes the streak, viewers or not
     return GiftReceipt(int(result[1]), int(result[2]), int(result[3]), bool(result[4]))
+
+
+async def _gift_across_slots(
+    store: Store,
+    sender: Identity,
+    stream_id: str,
+    streamer: str,
+    gift: Gift,
+    count: int,
+    idempotency_key: str,
+) -> GiftReceipt:
+    fragment = event_fragment(sender, gift)
+    debited, credited = await transfers.send_across_slots(
+        store, sender, stream_id, streamer, gift, count, idempotency_key, fragment
+    )
+    return GiftReceipt(credited.event_id, debited.coins_left, credited.combo, debited.replayed)

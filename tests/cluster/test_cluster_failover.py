@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from gifting_server.ledger import keys
-from gifting_server.ledger.store import connect
+from gifting_server.ledger.store import RedisClient, connect
 from gifting_server.local_cluster import LocalCluster
+from tests.cluster.test_cluster_gifts import pending_transfers
 from tests.cluster.test_cluster_hub import assert_no_silent_gap, seen
 from tests.factories import token
 from tests.faults import assert_reconciled, buy, go_live, journal, send_gift, wait_until
@@ -112,7 +113,7 @@ async def test_a_busy_streams_master_killed_mid_load_loses_no_acknowledged_gift(
             finally:
                 gifters.stop.set()
                 await sending
-            await wait_until(lambda: asyncio.ensure_future(_no_outbox(redis)), 30, "the relay")
+            await wait_until(lambda: asyncio.ensure_future(_none_pending(redis)), 30, "the relay")
 
             history = await redis.xrange(keys.stream_history(stream))  # type: ignore[misc]
             final = int(history[-1][0].split("-")[0])
@@ -146,6 +147,5 @@ async def test_a_busy_streams_master_killed_mid_load_loses_no_acknowledged_gift(
         await redis.aclose()
 
 
-async def _no_outbox(redis: object) -> bool:
-    outboxes = [key async for key in redis.scan_iter(match=keys.OUTBOX_PATTERN)]  # type: ignore[attr-defined]
-    return not outboxes
+async def _none_pending(redis: RedisClient) -> bool:
+    return not await pending_transfers(redis)

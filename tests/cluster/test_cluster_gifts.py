@@ -16,7 +16,7 @@ from gifting_server.auth import Role
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import gifts, keys, wallet
 from gifting_server.ledger.reconcile import reconcile
-from gifting_server.ledger.store import Store, connect
+from gifting_server.ledger.store import RedisClient, Store, connect
 from gifting_server.local_cluster import LocalCluster
 from tests.conftest import ServerThread, make_settings
 from tests.factories import auth, fund, live_stream, token, viewer
@@ -46,9 +46,10 @@ def one_per_master(cluster: LocalCluster, key_of: Callable[[str], str], prefix: 
     raise AssertionError("no id found on every master")
 
 
-async def pending_transfers(store: Store) -> list[str]:
-    outboxes = [key async for key in store.redis.scan_iter(match=keys.OUTBOX_PATTERN)]
-    return [member for outbox in outboxes for member in await store.redis.zrange(outbox, 0, -1)]
+async def pending_transfers(redis: RedisClient) -> list[str]:
+    """Every gift transfer in an outbox of any master: debited, not yet credited."""
+    outboxes = [key async for key in redis.scan_iter(match=keys.OUTBOX_PATTERN)]
+    return [member for outbox in outboxes for member in await redis.zrange(outbox, 0, -1)]
 
 
 async def assert_reconciled(store: Store) -> None:
@@ -111,7 +112,7 @@ async def test_200_gifts_succeed_exactly_as_far_as_the_balances_cover(
             sum('"kind":"gift"' in f["e"] and '"count":2' in f["e"] for _, f in history)
             == (outcomes[stream])
         )
-    assert await pending_transfers(store) == []
+    assert await pending_transfers(store.redis) == []
     await assert_reconciled(store)
 
 
@@ -149,7 +150,7 @@ async def test_gift_scripts_spread_over_every_master(
     assert all(count > 0 for count in calls.values()), calls
     busiest = max(calls.values()) / total
     assert busiest <= 0.45, f"busiest master ran {busiest:.0%} of the script calls: {calls}"
-    assert await pending_transfers(store) == []
+    assert await pending_transfers(store.redis) == []
     await assert_reconciled(store)
 
 
