@@ -56,8 +56,8 @@ if not (seq and streamCoins) or last == nil then return {17} end
 -- The history first: the only write that can fail (see emitEvent), with nothing changed.
 local coinsTotal = streamCoins + cost
 local eventId, id, combo, comboText, tapText, coinsTotalText = emitGift(historyKey, historyMax,
-  channel, streaksKey, sender .. ':' .. giftId, seq, streamCoins, coinsTotal, count, countArg, last, now, nowArg,
-  comboWindow, fragment)
+  channel, streaksKey, sender .. ':' .. giftId, seq, streamCoins, coinsTotal, count, countArg,
+  last, now, nowArg, comboWindow, fragment)
 redis.call('ZINCRBY', streamBoardKey, costArg, sender)
 redis.call('HSET', streamKey, 'seq', id, 'coins', coinsTotalText,
   comboField, comboText .. '|' .. tapText .. '|' .. fragment)

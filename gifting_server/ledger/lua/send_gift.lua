@@ -7,7 +7,8 @@
   argument and every stored number used is validated first (codes 16, 17). Keys
   written without being read first are not type-checked (their six TYPE calls cost
   ~9% of the gift): a key of another type can only be planted by someone with Redis
-  access, and `reconcile` names every such key (docs/performance.md).
+  access, and `reconcile` names every such key (docs/performance.md). The platform
+  account and the held bucket are added to with HINCRBY, unread, for the same reason.
   This is the hot path: every redis.call counts (BENCHMARKS.md has the figures).
   The journal entry records the creator share in force (`share`, basis points), so
   the audit checks each gift's diamonds under the share it was sent with; and, for
@@ -136,11 +137,12 @@ if not diamonds then return {platformShare} end
 
 -- All checks passed: write. The history comes first: its entry ids must grow, so
 -- a stream meta restored behind its history makes that XADD fail; as the first
--- write, it fails with nothing changed. No later call can fail.
+-- write, it fails with nothing changed. No later call can fail on anything a client
+-- sends (a key planted with another type or value can: see the header).
 local coinsTotal = streamCoins + cost
 local eventId, id, combo, comboText, tapText, coinsTotalText = emitGift(historyKey, historyMax,
-  channel, streaksKey, sender .. ':' .. giftId, seq, streamCoins, coinsTotal, count, countArg, last, now, nowArg,
-  comboWindow, eventFragment)
+  channel, streaksKey, sender .. ':' .. giftId, seq, streamCoins, coinsTotal, count, countArg,
+  last, now, nowArg, comboWindow, eventFragment)
 
 writeEarn(streamerKey, heldKey, platformKey, heldUntil, heldUntilArg, now, diamonds,
   platformShare, received, totalDiamonds)
