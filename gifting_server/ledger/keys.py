@@ -148,6 +148,21 @@ PLATFORM_PATTERN = "{u:*}:platform"
 STREAM_PATTERN = "{s:*}:meta"
 OUTBOX_PATTERN = "{o:*}:outbox"
 
+# The keys a gift writes without reading them first, and the type it writes: its
+# scripts do not check their type (a TYPE call per key cost ~9% of a gift), so only
+# `reconcile` finds one that someone with Redis access replaced (docs/performance.md).
+GIFT_WRITTEN_TYPES = (
+    ("{s:*}:lb", "zset"),
+    ("{u:*}:lb:day:*", "zset"),
+    ("{u:*}:lb:all", "zset"),
+    ("{s:*}:streaks", "zset"),
+    ("{s:*}:history", "stream"),
+    (JOURNAL_PATTERN, "stream"),
+    (OUTBOX_PATTERN, "zset"),
+    (PLATFORM_PATTERN, "hash"),
+    ("{u:*}:held", "hash"),
+)
+
 
 def user_of_wallet_key(key: str) -> str:
     return key[len("{u:") : -len("}:wallet")]

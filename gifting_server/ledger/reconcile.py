@@ -15,8 +15,9 @@ platform share, the creator share, `received`, the stream and all-time
 leaderboards), that each entry is in the journal of the user it belongs to, and
 that every payment event was credited exactly once, its global record and any
 user's record (`{u:U}:payment:<event>`, a cluster's) backed by the journal; a claim
-not applied (a crash between a cluster payment's steps) is listed, not failed. It
-never writes. Run it on a
+not applied (a crash between a cluster payment's steps) is listed, not failed; and
+that every key a gift writes without reading it first has the type the gift writes
+(the scripts leave that check to the audit: docs/performance.md). It never writes. Run it on a
 quiet ledger: a gift landing between reading the journals and reading the wallets
 shows as a difference. `reconcile_main` then prints the risk report (`risk.py`):
 warnings only.
@@ -43,6 +44,7 @@ from redis import exceptions as redis_errors
 
 from gifting_server.config import Settings
 from gifting_server.ledger import keys, transfers
+from gifting_server.ledger.journal import fields as journal_fields
 from gifting_server.ledger.risk import RiskReport, RiskRules, RiskScan
 from gifting_server.ledger.store import RedisClient, connect
 from gifting_server.redis_topology import RedisUnreachable, detect
@@ -232,7 +234,22 @@ async def reconcile(
             )
     await _check_leaderboards(redis, report, replay, users)
     await _check_payments(redis, report, replay)
+    await _check_key_types(redis, report)
     return report
+
+
+async def _check_key_types(redis: RedisClient, report: Report) -> None:
+    """Every key a gift writes unread holds the type the gift writes: a key of another
+    type makes the gifts that reach it fail after their first write (`keys.GIFT_WRITTEN_TYPES`)."""
+    for pattern, wanted in keys.GIFT_WRITTEN_TYPES:
+        found = sorted({key async for key in redis.scan_iter(match=pattern, count=1000)})
+        types = await _batched(redis, report, found, lambda p, k: p.type(k))
+        for key, have in zip(found, types, strict=True):
+            if have not in (wanted, "none"):  # "none": deleted since the SCAN
+                report.problems.append(
+                    f"storage: {key} is a {have}, not a {wanted}: gifts that write it "
+                    "fail halfway until it is repaired"
+                )
 
 
 async def _pending_transfers(redis: RedisClient, report: Report, replay: _Replay) -> None:
@@ -305,12 +322,13 @@ async def _replay_journal(
 ) -> _Replay:
     replay = _Replay(report, share_bps)
     journals = {key async for key in redis.scan_iter(match=keys.JOURNAL_PATTERN, count=1000)}
-    async for journal, entry_id, fields in _merged(
+    async for name, entry_id, fields in _merged(
         redis, report, sorted(journals | {keys.LEGACY_JOURNAL}), chunk
     ):
-        replay.apply(journal, entry_id, fields)
+        named = journal_fields(fields)
+        replay.apply(name, entry_id, named)
         if on_entry is not None:
-            on_entry(entry_id, fields)
+            on_entry(entry_id, named)
         report.entries += 1
         if progress is not None and report.entries % chunk == 0:
             progress(report.entries)

@@ -208,11 +208,21 @@ async def guarded(call: Awaitable[T]) -> T:
         ) from None
     except redis_errors.ResponseError as e:
         # A script's first write is its history XADD, refused when the stream's meta
-        # was restored behind its history: nothing was written.
-        if "WRONGTYPE" in str(e) or "equal or smaller than the target stream top" in str(e):
+        # was restored behind its history: nothing was written. A key of another type,
+        # or a platform account or held bucket that is no integer, can only be planted
+        # by someone with Redis access; a gift's scripts write some keys unread
+        # (docs/performance.md), so such a key may fail one after its first write.
+        text = str(e)
+        if "equal or smaller than the target stream top" in text:
             raise GiftingError(
                 ErrorCode.STORAGE_CORRUPT,
-                "a storage key has an unexpected type; nothing was changed",
+                "the stream's history is ahead of its state; nothing was changed",
+            ) from None
+        if "WRONGTYPE" in text or "hash value is not an integer" in text:
+            raise GiftingError(
+                ErrorCode.STORAGE_CORRUPT,
+                "a storage key holds an unexpected type or value; "
+                "`gifting-server reconcile` names it",
             ) from None
         # redis-py strips the "OOM" prefix when it raises OutOfMemoryError. A script is
         # refused at its first write, and every script writes only after its last check.

@@ -15,6 +15,11 @@ Unlike microseconds, the count does not drift with whatever else the machine is
 doing, so two versions of a script can be compared from one run to the next.
 Takes a few minutes; needs valgrind.
 
+Each figure is printed against the budget (BUDGET per gift on one Redis, the steps
+across slots at most CLUSTER_FACTOR times that) and against the baseline, the
+figures this same command gave at commit 0c3606b (recorded, not re-measured: the
+scripts' arguments may change, and the baseline's scripts need their own callers).
+
     python -m load.bench.script_cost [--gifts 2000] [--script path/to/send_gift.lua]
     python -m load.bench.script_cost --path single   # or: --path cluster
     python -m load.bench.script_cost --path sides    # the stream's and the streamer's slot
@@ -53,6 +58,13 @@ CONCURRENT_TRANSFERS = 200
 # Counted: every script call, and the ZREM that clears a transfer from the outbox
 # (no script of a gift calls ZREM, so the two never nest).
 COUNTED = ("evalShaCommand", "zremCommand")
+
+# The budget of Redis instructions per acknowledged gift, and the baseline it is held
+# against: BENCHMARKS.md, "Redis instructions per gift".
+BUDGET = 170_000
+CLUSTER_FACTOR = 1.5
+BASELINE_COMMIT = "0c3606b"
+BASELINE = {"single": 377_660, "cluster": 572_013}
 
 # Sends `gifts` gifts to a Redis at `url` (a client to it given too).
 Sender = Callable[[redis.Redis, str, Settings, int], None]
@@ -223,6 +235,15 @@ def per_gift(gifts: int, send: Sender) -> int:
     return (count_instructions(2 * gifts, send) - count_instructions(gifts, send)) // gifts
 
 
+def verdict(measured: int, budget: int, baseline: int) -> str:
+    """The figure against its budget and against the baseline of BASELINE_COMMIT."""
+    within = "within" if measured <= budget else f"{measured - budget:,} over"
+    return (
+        f"  budget {budget:,}: {within}; baseline ({BASELINE_COMMIT}) {baseline:,}: "
+        f"{measured / baseline:.0%} of it"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--gifts", type=int, default=2000)
@@ -243,12 +264,14 @@ def main() -> None:
     if options.path in ("both", "single"):
         single = per_gift(options.gifts, one_script(script))
         print(f"send_gift: {single:,} instructions of Redis per gift (callgrind, EVALSHA, {runs})")
+        print(verdict(single, BUDGET, BASELINE["single"]))
     if options.path in ("both", "cluster"):
         cluster = per_gift(options.gifts, across_slots)
         print(
             f"across slots: {cluster:,} instructions of Redis per gift (callgrind, the four "
             f"scripts and the ZREM of one gift's transfer, {runs})"
         )
+        print(verdict(cluster, int(BUDGET * CLUSTER_FACTOR), BASELINE["cluster"]))
     if single and cluster:
         print(f"across slots / send_gift: {cluster / single:.2f}")
     if options.path == "sides":

@@ -10,6 +10,7 @@ import pytest
 
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import keys
+from gifting_server.ledger.journal import fields as journal_fields
 from gifting_server.ledger.store import Store
 from tests.topology import AsyncClient, all_keys
 
@@ -76,5 +77,5 @@ async def journal_entries(redis: AsyncClient) -> list[dict[str, str]]:
     for journal in journals:
         for entry_id, fields in await redis.xrange(journal):
             ms, _, seq = entry_id.partition("-")
-            rows.append(((int(ms), int(seq)), journal, fields))
+            rows.append(((int(ms), int(seq)), journal, journal_fields(fields)))
     return [fields for *_, fields in sorted(rows, key=lambda row: row[:2])]

@@ -14,6 +14,7 @@ from gifting_server import cli
 from gifting_server.config import Gift, Settings, load_settings
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import gifts, keys, payments, wallet
+from gifting_server.ledger.journal import fields as journal_fields
 from gifting_server.ledger.reconcile import Report, reconcile, reconcile_main
 from gifting_server.ledger.store import Store, connect
 from tests.conftest import SECRET, WEBHOOK_SECRET, make_settings
@@ -232,7 +233,7 @@ async def test_a_payment_event_repeated_for_another_user_changes_nothing(store: 
 
 async def _delete_first_gift(r: Redis) -> None:
     entries: list[Any] = await r.xrange(keys.journal("tina")) or []
-    entry_id = next(i for i, fields in entries if fields["type"] == "gift")
+    entry_id = next(i for i, fields in entries if journal_fields(fields)["type"] == "gift")
     await r.xdel(keys.journal("tina"), entry_id)
 
 
@@ -335,6 +336,11 @@ TAMPERINGS: list[tuple[str, Tamper, list[str]]] = [
             keys.journal("tina"), {"type": "cashout", "user": "tina", "diamonds": "x"}
         ),
         ["journal: entry", "(cashout) lacks a field or an integer"],
+    ),
+    (
+        "compact gift entry cut short",
+        lambda r: r.xadd(keys.journal("tina"), {"g": "alice|tina|s1|rose|1|1"}),
+        ["journal: entry {u:tina}:journal", "(gift) lacks a field or an integer"],
     ),
     (
         "entry in another user's journal",

@@ -16,7 +16,7 @@ import pytest
 
 from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode, GiftingError, ScriptCode
-from gifting_server.ledger import gifts, keys, streams, wallet
+from gifting_server.ledger import gifts, keys, reconcile, streams, wallet
 from gifting_server.ledger.clock import DAY_MS
 from gifting_server.ledger.store import Store
 from tests.conftest import ServerThread, make_settings
@@ -244,7 +244,6 @@ CORRUPTIONS = {
     "viewer rate bucket": (lambda s: keys.wallet("alice"), "rl_tokens"),
     "streamer received": (lambda s: keys.wallet("streamer1"), "received"),
     "streamer diamonds": (lambda s: keys.wallet("streamer1"), "diamonds"),
-    "platform coins": (lambda s: keys.platform_account("streamer1"), "coins"),
 }
 
 
@@ -261,6 +260,19 @@ async def test_a_gift_over_a_stored_number_that_does_not_parse_changes_nothing(
     assert hearts is not None
     refused = gifts.run_send_gift(ledger, viewer("alice"), "s1", hearts, 1, "again")
     await assert_refused(ledger, ErrorCode.STORAGE_CORRUPT, refused)
+
+
+async def test_a_platform_account_that_does_not_parse_is_named_by_reconcile(ledger: Store) -> None:
+    """A gift adds to the platform account unread (HINCRBY, docs/performance.md): only
+    someone with Redis access can store a value it refuses, and reconcile names it."""
+    account = keys.platform_account("streamer1")
+    await ledger.redis.hset(account, "coins", "x12")
+    hearts = ledger.settings.gift("finger_heart")  # a platform share
+    assert hearts is not None
+    with pytest.raises(GiftingError):
+        await gifts.run_send_gift(ledger, viewer("alice"), "s1", hearts, 1, "again")
+    report = await reconcile.reconcile(ledger.redis, ledger.settings.economy.creator_share_bps)
+    assert f"storage: platform account {account} coins is not an integer" in report.format()
 
 
 async def test_a_cashout_over_a_held_bucket_that_does_not_parse_changes_nothing(

@@ -13,8 +13,9 @@ import pytest
 from gifting_server.auth import Identity
 from gifting_server.config import MAX_INT, CoinPackage, Gift
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import gifts, keys, streams, wallet
+from gifting_server.ledger import gifts, keys, reconcile, streams, wallet
 from gifting_server.ledger.clock import DAY_MS, day_number
+from gifting_server.ledger.journal import fields as journal_fields
 from gifting_server.ledger.store import Store
 from tests.conftest import make_settings
 from tests.factories import fund, live_stream, viewer
@@ -86,7 +87,8 @@ async def test_gift_debits_sender_credits_streamer_and_platform_and_records_ever
     meta = await store.redis.hgetall(keys.stream("s1"))
     assert (meta["seq"], meta["coins"]) == ("1", "15")
     *_, (_, entry) = await store.redis.xrange(keys.journal("streamer1"))
-    assert entry == {
+    assert entry == {"g": f"alice|streamer1|s1|finger_heart|3|15|7|8|5000|1|{T0}|||k1"}
+    assert journal_fields(entry) == {
         "type": "gift", "user": "alice", "to": "streamer1", "stream": "s1",
         "gift": "finger_heart", "count": "3", "coins": "15", "diamonds": "7",
         "platform": "8", "share": "5000", "event_id": "1", "key": "k1", "at": str(T0),
@@ -136,7 +138,8 @@ async def test_diamonds_always_equal_floor_of_total_received_times_share(
         total += odd.settings.gift(gift_id).coins * count  # type: ignore[union-attr]
         _, diamonds, platform = await balances(odd)
         assert (diamonds, platform) == (total * 3333 // 10000, total - total * 3333 // 10000)
-    legs = [e for _, e in await odd.redis.xrange(keys.journal("streamer1")) if e["type"] == "gift"]
+    entries = [journal_fields(e) for _, e in await odd.redis.xrange(keys.journal("streamer1"))]
+    legs = [e for e in entries if e["type"] == "gift"]
     assert sum(int(e["diamonds"]) for e in legs) == total * 3333 // 10000
     assert sum(int(e["coins"]) for e in legs) == total
 
@@ -332,7 +335,17 @@ async def test_gift_costing_more_than_the_balance_is_refused(store: Store, live:
 # --- a script never leaves a partial write -------------------------------------------------
 
 DAY = day_number(T0)
-WRITTEN_ONLY = {
+# Written first (its XADD is the first write): refused, nothing written.
+CHECKED = {"history": keys.stream_history("s1")}
+READ_FIRST = {
+    "viewer wallet": keys.wallet("alice"),
+    "streamer wallet": keys.wallet("streamer1"),
+    "idempotency record": keys.idempotency("alice", "again"),
+    "stream meta": keys.stream("s1"),
+}
+# Written unread, without a type check (docs/performance.md): only someone with Redis
+# access can plant one, and reconcile names it.
+WRITTEN_UNREAD = {
     "streamer's held diamonds": keys.held_diamonds("streamer1"),
     "platform account": keys.platform_account("streamer1"),
     "stream leaderboard": keys.stream_leaderboard("s1"),
@@ -340,18 +353,11 @@ WRITTEN_ONLY = {
     "all-time leaderboard": keys.channel_leaderboard("streamer1", "all"),
     "open streaks": keys.open_streaks("s1"),
     "journal": keys.journal("streamer1"),
-    "history": keys.stream_history("s1"),
-}
-READ_FIRST = {
-    "viewer wallet": keys.wallet("alice"),
-    "streamer wallet": keys.wallet("streamer1"),
-    "idempotency record": keys.idempotency("alice", "again"),
-    "stream meta": keys.stream("s1"),
 }
 
 
-@pytest.mark.parametrize("key", [*WRITTEN_ONLY.values(), *READ_FIRST.values()],
-                         ids=[*WRITTEN_ONLY, *READ_FIRST])  # fmt: skip
+@pytest.mark.parametrize("key", [*CHECKED.values(), *READ_FIRST.values()],
+                         ids=[*CHECKED, *READ_FIRST])  # fmt: skip
 async def test_gift_over_a_wrong_typed_key_is_storage_corrupt_and_changes_nothing(
     store: Store, live: str, key: str
 ) -> None:
@@ -366,6 +372,20 @@ async def test_gift_over_a_wrong_typed_key_is_storage_corrupt_and_changes_nothin
     # 5 coins: diamonds and a platform share, so the gift touches every key
     again = send(store, "finger_heart", key="again")
     await assert_refused(store, ErrorCode.STORAGE_CORRUPT, again)
+
+
+@pytest.mark.parametrize("key", WRITTEN_UNREAD.values(), ids=WRITTEN_UNREAD)
+async def test_a_wrong_typed_key_a_gift_writes_unread_is_named_by_reconcile(
+    store: Store, live: str, key: str
+) -> None:
+    await send(store)
+    await store.redis.delete(key)
+    await store.redis.set(key, "planted")  # as only someone with Redis access can
+    with pytest.raises(GiftingError) as refused:  # a new streak: every key is written
+        await send(store, "finger_heart", key="again")
+    assert refused.value.code is ErrorCode.STORAGE_CORRUPT
+    report = await reconcile.reconcile(store.redis, store.settings.economy.creator_share_bps)
+    assert f"storage: {key} is a string, not a " in report.format(), report.format()
 
 
 async def test_gift_after_stream_meta_was_lost_and_recreated_never_half_applies(

@@ -24,9 +24,10 @@ end
 -- end of the sender's previous streak of this gift when its quiet window passed but
 -- no sweep has closed it yet, then the gift. A new streak joins the open-streaks
 -- set as `streakMember`. Returns the gift's event id, its text, the combo and its text,
--- and the streak's last tap to store: a gift that reaches the stream after a later one
--- (a transfer finished late, a worker's clock behind) joins the streak but never moves
--- its last tap back, which would end the streak before its window passed.
+-- the streak's last tap to store and the stream's new coin total as text. A gift that
+-- reaches the stream after a later one (a transfer finished late, a worker's clock
+-- behind) joins the streak but never moves its last tap back, which would end the
+-- streak before its window passed.
 local function emitGift(historyKey, historyMax, channel, streaksKey, streakMember, seq,
     streamCoins, coinsTotal, count, countArg, last, now, nowArg, comboWindow, fragment)
   local eventId = seq + 1
@@ -42,11 +43,11 @@ local function emitGift(historyKey, historyMax, channel, streaksKey, streakMembe
       eventId = eventId + 1
     end
   end
-  local id, comboText = fmt(eventId), fmt(combo)
+  local id, comboText, coinsTotalText = fmt(eventId), fmt(combo), fmt(coinsTotal)
   emitEvent(historyKey, historyMax, channel, id,
-    giftEvent(id, nowArg, fragment, countArg, comboText, 'false', fmt(coinsTotal)))
+    giftEvent(id, nowArg, fragment, countArg, comboText, 'false', coinsTotalText))
   if combo == count then
-    redis.call('ZADD', streaksKey, now + comboWindow, streakMember)
+    redis.call('ZADD', streaksKey, fmt(now + comboWindow), streakMember)
   end
-  return eventId, id, combo, comboText, tapText
+  return eventId, id, combo, comboText, tapText, coinsTotalText
 end

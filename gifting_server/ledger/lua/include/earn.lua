@@ -18,43 +18,35 @@ local function creatorShare(n, shareBps)
 end
 
 -- What crediting `cost` coins does to the streamer: the diamonds earned, the
--- platform's share and the rest of the new state, as values to pass to `writeEarn`;
+-- platform's share and the streamer's new totals, as values to pass to `writeEarn`;
 -- or false and 17 (CORRUPT_VALUE) when a stored number does not parse. Writes nothing.
-local function checkEarn(streamerKey, heldKey, platformKey, cost, shareBps, heldUntil, heldUntilArg, now)
+-- The platform account and the held bucket are not read: HINCRBY adds to them, and
+-- only someone with Redis access can store a value it refuses (reconcile names a
+-- platform account that is no integer; a cashout refuses a held bucket that is none).
+local function checkEarn(streamerKey, cost, shareBps)
   local s = redis.call('HMGET', streamerKey, 'received', 'diamonds')
   local received, streamerDiamonds = tonumber(s[1] or '0'), tonumber(s[2] or '0')
   if not (received and streamerDiamonds) then return false, 17 end
   local diamonds = creatorShare(received + cost, shareBps) - creatorShare(received, shareBps)
-  local platformShare = cost - diamonds
-  local held, released = 0, {}
-  if diamonds > 0 and heldUntil > 0 then
-    held = tonumber(redis.call('HGET', heldKey, heldUntilArg) or '0')
-    if not held then return false, 17 end
-    if held == 0 then
-      -- A new hour's bucket: drop the buckets released by now, at most once an hour.
-      for _, field in ipairs(redis.call('HKEYS', heldKey)) do
-        local at = tonumber(field)
-        if not at then return false, 17 end
-        if at <= now then released[#released + 1] = field end
-      end
-    end
-  end
-  if platformShare > 0 then
-    local platform = redis.call('HGET', platformKey, 'coins')
-    if platform and not digits(platform) then return false, 17 end
-  end
-  return diamonds, platformShare, received + cost, streamerDiamonds + diamonds, held, released
+  return diamonds, cost - diamonds, received + cost, streamerDiamonds + diamonds
 end
 
--- Write what `checkEarn` returned.
-local function writeEarn(streamerKey, heldKey, platformKey, heldUntil, heldUntilArg,
-    diamonds, platformShare, received, total, held, released)
+-- Write what `checkEarn` returned. A held bucket the gift starts (an hour's first)
+-- drops the buckets released by `now`, at most once an hour.
+local function writeEarn(streamerKey, heldKey, platformKey, heldUntil, heldUntilArg, now,
+    diamonds, platformShare, received, total)
   redis.call('HSET', streamerKey, 'received', fmt(received), 'diamonds', fmt(total))
   if diamonds > 0 and heldUntil > 0 then
-    redis.call('HSET', heldKey, heldUntilArg, fmt(held + diamonds))
-    if #released > 0 then redis.call('HDEL', heldKey, unpack(released)) end
+    if redis.call('HINCRBY', heldKey, heldUntilArg, fmt(diamonds)) == diamonds then
+      local released = {}
+      for _, field in ipairs(redis.call('HKEYS', heldKey)) do
+        local at = tonumber(field)
+        if at and at <= now and field ~= heldUntilArg then released[#released + 1] = field end
+      end
+      if #released > 0 then redis.call('HDEL', heldKey, unpack(released)) end
+    end
   end
-  if platformShare > 0 then redis.call('HINCRBY', platformKey, 'coins', platformShare) end
+  if platformShare > 0 then redis.call('HINCRBY', platformKey, 'coins', fmt(platformShare)) end
 end
 
 -- The streamer's day and all-time boards of top gifters.
@@ -65,22 +57,15 @@ local function bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender
   redis.call('ZINCRBY', allBoardKey, costArg, sender)
 end
 
--- The gift's journal entry, in the streamer's journal. `limit` is the sender's own
--- daily limit when one is set (false otherwise), for the risk report, as is
--- `unverified` for a sender without age verification.
+-- The gift's journal entry, in the streamer's journal: one field `g`, its values in
+-- the order ledger/journal.py reads them (GIFT_FIELDS), "|" between them (no id, key
+-- or number holds one). `limit` is the sender's own daily limit when one is set
+-- (false otherwise), for the risk report, as is `unverified` for a sender without
+-- age verification. One field, not fourteen: ~13,000 instructions less per gift.
 local function journalGift(journalKey, sender, streamer, streamId, giftId, countArg, costArg,
     diamonds, platformShare, shareArg, eventId, idemName, nowArg, limit, isAdult)
-  local entry = {'type', 'gift', 'user', sender, 'to', streamer,
-    'stream', streamId, 'gift', giftId, 'count', countArg, 'coins', costArg,
-    'diamonds', diamonds, 'platform', platformShare, 'share', shareArg, 'event_id', eventId,
-    'key', idemName, 'at', nowArg}
-  if limit then
-    entry[#entry + 1] = 'limit'
-    entry[#entry + 1] = limit
-  end
-  if not isAdult then
-    entry[#entry + 1] = 'unverified'
-    entry[#entry + 1] = '1'
-  end
-  redis.call('XADD', journalKey, '*', unpack(entry))
+  redis.call('XADD', journalKey, '*', 'g', sender .. '|' .. streamer .. '|' .. streamId
+    .. '|' .. giftId .. '|' .. countArg .. '|' .. costArg .. '|' .. fmt(diamonds)
+    .. '|' .. fmt(platformShare) .. '|' .. shareArg .. '|' .. eventId .. '|' .. nowArg
+    .. '|' .. (limit or '') .. '|' .. (isAdult and '' or '1') .. '|' .. idemName)
 end
