@@ -71,6 +71,8 @@ async def test_create_stream_is_201_then_200_while_live(http: httpx.AsyncClient)
         "streamer_id": "streamer1",
         "status": "live",
         "coins_total": 0,
+        "alerts_paused": False,
+        "goal": None,
     }
 
 
