@@ -308,3 +308,22 @@ async def test_gift_message_refusals_over_http(live: httpx.AsyncClient) -> None:
     assert (await put_settings(live, {"messages": {"enabled": False}})).status_code == 200
     assert_error(await message_gift(live, "d", "hey"), 403, "message_not_allowed")
     assert (await message_gift(live, "e", "   ")).status_code == 200  # empty: no message
+
+
+async def test_openapi_documents_the_studio_endpoints_and_their_errors(
+    http: httpx.AsyncClient,
+) -> None:
+    doc = (await http.get("/openapi.json")).json()
+
+    def codes(path: str, method: str, status: str) -> list[str]:
+        schema = doc["paths"][path][method]["responses"][status]["content"]["application/json"]
+        return list(schema["schema"]["properties"]["error"]["properties"]["code"]["enum"])
+
+    alerts = "/v1/streams/{stream_id}/alerts"
+    assert set(codes(alerts, "post", "404")) == {"unknown_stream", "unknown_event", "unknown_gift"}
+    assert codes(alerts, "post", "403") == ["forbidden"]
+    assert "invalid_request" in codes("/v1/streams/{stream_id}/goal", "put", "422")
+    assert "message_not_allowed" in codes("/v1/streams/{stream_id}/gifts", "post", "403")
+    settings = "/v1/streams/{stream_id}/settings"
+    assert {"get", "put"} <= set(doc["paths"][settings])
+    assert "message" in doc["components"]["schemas"]["GiftRequest"]["properties"]
