@@ -115,3 +115,23 @@ def test_the_servers_goal_wins_over_the_target_in_the_url(live: Live, pages: Pag
     expect(bar).to_have_attribute("data-percent", "0")
     live.gift("alice", "hand_hearts")
     expect(bar).to_have_attribute("data-percent", "50")
+
+
+def test_the_client_shows_the_servers_goal_and_no_test_alert(live: Live, pages: Pages) -> None:
+    live.fund("alice", "coins_5000")
+    response = live.http.put(
+        f"/v1/streams/{live.stream_id}/goal",
+        json={"target": 1000, "title": "Road to 1k"},
+        headers=bearer(live.streamer, Role.STREAMER),
+    )
+    assert response.status_code == 200, response.text
+    page = pages.open(live.client_url("bob"))
+    wait_live(page)
+    expect(page.locator("#goal-title")).to_have_text("Road to 1k")
+    expect(page.locator("#goal-numbers")).to_have_text("0 / 1,000")
+    tested = control(live, action="test", gift_id="universe")
+    sent = live.gift("alice", "hand_hearts")["event_id"]
+    wait_event(page, max(tested, sent))
+    expect(page.locator("#goal-numbers")).to_have_text("100 / 1,000")
+    floating = page.evaluate("window.__floating")
+    assert [f["event_id"] for f in floating] == [sent]  # the test alert is not shown
