@@ -135,3 +135,32 @@ def test_the_client_shows_the_servers_goal_and_no_test_alert(live: Live, pages: 
     expect(page.locator("#goal-numbers")).to_have_text("100 / 1,000")
     floating = page.evaluate("window.__floating")
     assert [f["event_id"] for f in floating] == [sent]  # the test alert is not shown
+
+
+def test_clear_skip_and_replay_act_on_the_open_overlay(live: Live, pages: Pages) -> None:
+    for user in ("alice", "bob"):
+        live.fund(user)
+    page = pages.open(live.overlay_url("alerts", duration=60, sound="off"))
+    wait_live(page)
+
+    control(live, action="pause")
+    live.gift("alice", "rose")
+    live.gift("bob", "finger_heart")
+    wait_event(page, control(live, action="clear"))
+    wait_event(page, control(live, action="resume"))
+    assert page.evaluate(SHOWN) == []  # the cleared gifts never show
+
+    sent = live.gift("alice", "doughnut")["event_id"]
+    page.wait_for_function(f"() => {SHOWN}.length === 1")
+    expect(page.locator("#stage .alert")).to_have_count(1)
+    control(live, action="skip")  # long before its 60 s are up
+    expect(page.locator("#stage .alert")).to_have_count(0)
+
+    control(live, action="replay", event_id=sent)
+    page.wait_for_function(f"() => {SHOWN}.length === 2")
+    replayed = page.evaluate(f"{SHOWN}[1]")
+    assert (replayed["event_id"], replayed["replay"], replayed["gift_id"]) == (
+        sent,
+        True,
+        "doughnut",
+    )
