@@ -21,7 +21,7 @@ from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.fields import checked_key
 from gifting_server.ledger import keys, messages, streaks, stream_settings, transfers
 from gifting_server.ledger.clock import DAY_MS, day_number, held_until
-from gifting_server.ledger.store import Store
+from gifting_server.ledger.store import Store, guarded
 from gifting_server.ledger.streams import streamer_of
 
 
@@ -172,11 +172,20 @@ async def send_gift(
 
     Refused before anything is written: `forbidden` for any token but a viewer's,
     `unknown_gift`, `invalid_request` for a count or key out of the rules; then
-    then `checked_message`'s; then every refusal of the script (see
+    `checked_message`'s refusals; then every refusal of the script (see
     `errors.SCRIPT_ERRORS`). `timed` wraps the script call alone: an edge's latency
     metric, which the rules' refusals skip."""
     gift = checked_gift(store.settings, sender, gift_id, count, idempotency_key)
-    note = await checked_message(store, stream_id, gift, count, message)
+    try:
+        note = await checked_message(store, stream_id, gift, count, message)
+    except GiftingError:
+        # The stream's settings may have changed since this key's gift was applied:
+        # its retry still answers the first result (or a conflict), as any retry does.
+        record = keys.idempotency(sender.user_id, idempotency_key)
+        if message is None or not await guarded(store.scripts.command(record, "EXISTS", record)):
+            raise
+        sent = messages.cleaned(message)
+        note = Note(sent, sent)  # the script answers from the record: never stored
     with timed():
         return await run_send_gift(
             store, sender, stream_id, gift, count, idempotency_key, note=note

@@ -211,6 +211,17 @@ async def test_the_same_key_with_another_message_is_a_conflict(live: Store) -> N
     await assert_refused(live, ErrorCode.IDEMPOTENCY_CONFLICT, gift(live, "k2", message="hi"))
 
 
+async def test_a_retry_answers_the_first_result_after_the_settings_changed(
+    live: Store,
+) -> None:
+    first = await gift(live, "k1", message="hello")
+    await change(live, enabled=False)
+    assert await gift(live, "k1", message="hello") == first
+    await assert_refused(live, ErrorCode.IDEMPOTENCY_CONFLICT, gift(live, "k1", message="bye"))
+    await assert_refused(live, ErrorCode.MESSAGE_NOT_ALLOWED, gift(live, "k2", message="hello"))
+    assert [e.get("message") for e in await history(live) if e["kind"] == "gift"] == ["hello"]
+
+
 async def test_a_settings_change_reaches_another_worker_within_the_cache_time(
     live: Store,
 ) -> None:
