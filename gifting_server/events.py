@@ -104,6 +104,11 @@ def goal_state(stored: str | bytes | None, coins_total: int) -> dict[str, Any] |
     if not stored:
         return None
     text = stored if isinstance(stored, bytes) else stored.encode()
-    goal: dict[str, Any] = orjson.loads(b"{" + text + b"}")
-    goal["progress"] = max(0, coins_total - int(goal["counted_from"]))
+    try:
+        goal = orjson.loads(b"{" + text + b"}")
+    except orjson.JSONDecodeError:
+        return None  # not what set_goal writes: as if no goal were set
+    if not (isinstance(goal, dict) and type(goal.get("counted_from")) is int):
+        return None
+    goal["progress"] = max(0, coins_total - goal["counted_from"])
     return goal

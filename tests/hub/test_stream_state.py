@@ -45,3 +45,8 @@ def test_the_state_follows_alerts_goal_and_gift_events_but_not_test_gifts() -> N
     }
     state.take("alerts", raw(7, "alerts", action="resume", paused=False))
     assert state.subscribed_fields()["alerts_paused"] is False
+
+
+def test_a_stored_goal_that_does_not_parse_is_no_goal() -> None:
+    for stored in (b"{", b'"target":5', b'"counted_from":"7"'):
+        assert StreamState.stored(None, stored, b"3").goal is None
