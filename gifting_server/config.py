@@ -75,6 +75,15 @@ RANGES: dict[str, dict[str, tuple[int | float, int | float]]] = {
         "request_read_timeout_s": (0.01, 3600.0),
         "max_pending_connections": (1, 1_000_000),
     },
+    "messages": {
+        "min_coins": (0, MAX_INT),
+        "max_length": (1, 2000),
+        "tts_min_coins": (0, MAX_INT),
+        "max_length_limit": (1, 2000),
+        "max_blocked_words": (0, 10_000),
+        "max_blocked_word_length": (1, 200),
+        "settings_cache_ms": (0, 3_600_000),
+    },
     "redis": {
         "replicas_acked": (0, 1000),
         # WAIT's timeout; 0 would mean "wait forever" to Redis.
@@ -183,6 +192,25 @@ class RedisOptions:
 
 
 @dataclass(frozen=True)
+class Messages:
+    """Gift messages: the defaults of a stream's settings (a streamer changes them with
+    PUT /v1/streams/{id}/settings) and the bounds of what a streamer may set."""
+
+    enabled: bool = True
+    min_coins: int = 1  # a send (count x coins) below this may not carry a message
+    max_length: int = 150  # characters, after trimming
+    tts: bool = False
+    tts_min_coins: int = 100
+    max_length_limit: int = 500  # the largest max_length a streamer may set
+    max_blocked_words: int = 200
+    max_blocked_word_length: int = 50
+    # How long a worker uses a stream's settings before it reads them again: a change
+    # reaches gifts sent through other workers within this time (the worker that took
+    # the change uses it at once).
+    settings_cache_ms: int = 2000
+
+
+@dataclass(frozen=True)
 class Server:
     metrics_public: bool = True
     demo_payments: bool = False  # POST /v1/demo/payments: buy coins without a provider
@@ -203,6 +231,7 @@ class Settings:
     http: Http = field(default_factory=Http)
     transfers: Transfers = field(default_factory=Transfers)
     redis: RedisOptions = field(default_factory=RedisOptions)
+    messages: Messages = field(default_factory=Messages)
     metrics_public: bool = True
     demo_payments: bool = False
     # `serve --workers N` sets PROMETHEUS_MULTIPROC_DIR: /metrics then sums every worker.
@@ -269,6 +298,7 @@ def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = N
         http=_parse_section(Http, tree.get("http", {}), "http", sources),
         transfers=_parse_section(Transfers, tree.get("transfers", {}), "transfers", sources),
         redis=_parse_section(RedisOptions, tree.get("redis", {}), "redis", sources),
+        messages=_parse_section(Messages, tree.get("messages", {}), "messages", sources),
         metrics_public=server.metrics_public,
         # `serve --demo` turns demo payments on for every worker through the environment.
         demo_payments=server.demo_payments or env.get("GIFTING_DEMO_PAYMENTS") == "1",
@@ -350,6 +380,8 @@ def _in(source: str | None) -> str:
 def _check_section(value: Any, section: str) -> None:
     if isinstance(value, Economy) and value.cashout_min_diamonds % value.diamonds_per_unit:
         raise ConfigError("[economy] cashout_min_diamonds must be a multiple of diamonds_per_unit")
+    if isinstance(value, Messages) and value.max_length > value.max_length_limit:
+        raise ConfigError("[messages] max_length must be at most max_length_limit")
 
 
 def _ident(value: Any, where: str) -> str:

@@ -25,12 +25,14 @@ class ErrorCode(Enum):
     DAILY_LIMIT_EXCEEDED = ("daily_limit_exceeded", 403)
     CASHOUT_DAILY_CAP = ("cashout_daily_cap", 403)
     NOT_STREAM_OWNER = ("not_stream_owner", 403)
+    MESSAGE_NOT_ALLOWED = ("message_not_allowed", 403)
     INSUFFICIENT_FUNDS = ("insufficient_funds", 402)
     INSUFFICIENT_DIAMONDS = ("insufficient_diamonds", 402)
     NOT_FOUND = ("not_found", 404)
     UNKNOWN_GIFT = ("unknown_gift", 404)
     UNKNOWN_STREAM = ("unknown_stream", 404)
     UNKNOWN_PACKAGE = ("unknown_package", 404)
+    UNKNOWN_EVENT = ("unknown_event", 404)
     METHOD_NOT_ALLOWED = ("method_not_allowed", 405)
     STREAM_NOT_LIVE = ("stream_not_live", 409)
     STREAM_ID_TAKEN = ("stream_id_taken", 409)
@@ -121,6 +123,7 @@ class ScriptCode(IntEnum):
     WRONG_KEY_TYPE = 15
     INVALID_ARGUMENT = 16
     CORRUPT_VALUE = 17
+    UNKNOWN_EVENT = 18
 
 
 SCRIPT_ERRORS: dict[ScriptCode, tuple[ErrorCode, str]] = {
@@ -182,6 +185,10 @@ SCRIPT_ERRORS: dict[ScriptCode, tuple[ErrorCode, str]] = {
     ScriptCode.CORRUPT_VALUE: (
         ErrorCode.STORAGE_CORRUPT,
         "a stored number is not an integer; nothing was changed; run `gifting-server reconcile`",
+    ),
+    ScriptCode.UNKNOWN_EVENT: (
+        ErrorCode.UNKNOWN_EVENT,
+        "no gift with this event_id in the stream's history (it may be older than the history)",
     ),
 }
 

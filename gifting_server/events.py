@@ -29,6 +29,15 @@ KINDS: dict[str, tuple[str, ...]] = {
     "viewers": ("count",),
     "leaderboard": ("period", "entries"),
     "stream_ended": (),
+    "alerts": ("action", "paused"),
+    "goal": ("target", "progress", "title", "counted_from"),
+    "settings": ("messages",),
+}
+# Fields some events of a kind carry, after the fields above or (gift) among them:
+# a gift's `message` and `test` come after `gift`; `event` ends an alerts replay.
+OPTIONAL_FIELDS: dict[str, tuple[str, ...]] = {
+    "gift": ("message", "test"),
+    "alerts": ("event",),
 }
 
 _ID_START = b'{"event_id":'
@@ -86,3 +95,20 @@ def count_in(data: bytes, start: int, end: int) -> int:
     """How many events `data[start:end]` holds, in a frame of events as the builder
     writes them (each starts with its envelope): for clients that must not decode."""
     return data.count(_ID_START, start, end)
+
+
+def goal_state(stored: str | bytes | None, coins_total: int) -> dict[str, Any] | None:
+    """A stream's goal as a subscriber gets it: {target, title, counted_from, progress}
+    from the meta field "goal" (`ledger/lua/set_goal.lua` writes its JSON members
+    without braces) and the stream's coins_total; None when no goal is set."""
+    if not stored:
+        return None
+    text = stored if isinstance(stored, bytes) else stored.encode()
+    try:
+        goal = orjson.loads(b"{" + text + b"}")
+    except orjson.JSONDecodeError:
+        return None  # not what set_goal writes: as if no goal were set
+    if not (isinstance(goal, dict) and type(goal.get("counted_from")) is int):
+        return None
+    goal["progress"] = max(0, coins_total - goal["counted_from"])
+    return goal

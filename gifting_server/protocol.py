@@ -61,6 +61,7 @@ class SendGift:
     stream_id: str
     gift_id: str
     count: int
+    message: str | None = None  # as typed; the gift use case checks and moderates it
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ def decode_client_message(data: bytes | str, encoding: Encoding) -> ClientMessag
             stream_id=_id(raw, "stream_id", message_id),
             gift_id=_id(raw, "gift_id", message_id),
             count=_count(raw, message_id),
+            message=_message(raw, message_id),
         )
     if kind == "subscribe":
         since = raw.get("since")
@@ -128,6 +130,13 @@ def _count(raw: dict[str, Any], message_id: str) -> int:
     value = raw.get("count", 1)
     if type(value) is not int or not -MAX_EVENT_ID <= value <= MAX_EVENT_ID:
         raise ProtocolError(INVALID, "count must be an integer", message_id)
+    return value
+
+
+def _message(raw: dict[str, Any], message_id: str) -> str | None:
+    value = raw.get("message")
+    if value is not None and not isinstance(value, str):
+        raise ProtocolError(INVALID, "message must be a string", message_id)
     return value
 
 

@@ -186,8 +186,13 @@ async def _send_gift(request: Request) -> Response:
     # Any integer here: the count's range is the gift use case's rule.
     count = integer(body, "count", minimum=-MAX_INT, default=1)
     key = idempotency_key(request, body)
+    message = body.get("message")
+    if message is not None and not isinstance(message, str):
+        raise invalid("message must be a string")
     timed = metrics.GIFT_LATENCY.labels(path="http").time
-    receipt = await gifts.send_gift(store, who, stream_id, gift_id, count, key, timed=timed)
+    receipt = await gifts.send_gift(
+        store, who, stream_id, gift_id, count, key, message=message, timed=timed
+    )
     return json_response(
         {"event_id": receipt.event_id, "coins": receipt.coins, "combo": receipt.combo}
     )

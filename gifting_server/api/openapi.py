@@ -230,7 +230,8 @@ def operations(settings: Settings) -> list[Op]:
             ("viewer",),
             "GiftRequest",
             errors="insufficient_funds age_verification_required self_gift daily_limit_exceeded "
-            "unknown_gift unknown_stream stream_not_live idempotency_conflict rate_limited",
+            "message_not_allowed unknown_gift unknown_stream stream_not_live "
+            "idempotency_conflict rate_limited",
             params=(stream, idem),
         ),
         Op(
@@ -349,11 +350,21 @@ def schemas(settings: Settings) -> dict[str, Schema]:
                 "streamer_id": ID_SCHEMA,
                 "status": enum("live", "ended"),
                 "coins_total": INT,
+                "alerts_paused": {"type": "boolean"},
+                "goal": ref("StreamGoal"),
             }
         ),
         "GiftRequest": obj(
             {"gift_id": ID_SCHEMA},
-            {"count": integer(1, limits.max_gift_count, default=1), "idempotency_key": key},
+            {
+                "count": integer(1, limits.max_gift_count, default=1),
+                "idempotency_key": key,
+                "message": described(
+                    STR,
+                    "shown with the gift once moderated (controls out, trimmed, blocked "
+                    "words masked); at most the stream's max_length characters",
+                ),
+            },
         ),
         "GiftReceipt": obj(
             {
@@ -388,8 +399,13 @@ def schemas(settings: Settings) -> dict[str, Schema]:
 
 
 def openapi_document(settings: Settings) -> dict[str, Any]:
+    # The streamer's endpoints are described in their own module, which builds on the
+    # helpers above (imported here: it imports this module).
+    from gifting_server.api.openapi_studio import studio_operations, studio_schemas
+
+    stream = param("stream_id", "path", ID_SCHEMA, "the stream")
     paths: dict[str, dict[str, Any]] = defaultdict(dict)
-    for op in operations(settings):
+    for op in [*operations(settings), *studio_operations(settings, stream)]:
         paths[op.path][op.method] = op.document()
     return {
         "openapi": "3.1.0",
@@ -401,7 +417,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         },
         "paths": dict(paths),
         "components": {
-            "schemas": schemas(settings),
+            "schemas": {**schemas(settings), **studio_schemas(settings)},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

@@ -195,6 +195,7 @@ class ClientSession:
                     message.gift_id,
                     message.count,
                     message.id,
+                    message=message.message,
                     timed=metrics.GIFT_LATENCY.labels(path="ws").time,
                 )
             except GiftingError as e:

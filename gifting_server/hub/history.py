@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
+
+from gifting_server.hub.stream_state import StreamState
 
 
 @dataclass(frozen=True)
@@ -14,10 +16,17 @@ class Replay:
     last_event_id: int  # the newest event id known to the history (or `since`)
 
 
+class Head(NamedTuple):
+    last_event_id: int
+    viewers: int
+    state: StreamState
+
+
 class History(Protocol):
-    async def head(self, stream_id: str) -> tuple[int, int]:
-        """The stream's newest event id and its last published viewer count, read
-        together: a room that starts from that id starts with that count."""
+    async def head(self, stream_id: str) -> Head:
+        """The stream's newest event id, its last published viewer count and its state
+        (`StreamState`), read together: a room that starts from that id starts with
+        that count and state."""
         ...
 
     async def replay(self, stream_id: str, since: int) -> Replay:

@@ -25,6 +25,7 @@ from gifting_server.config import Settings
 from gifting_server.events import event_id_of
 from gifting_server.hub.broker import Broker
 from gifting_server.hub.history import History, Replay
+from gifting_server.hub.stream_state import StreamState
 from gifting_server.protocol import Encoding, encode, events_payload, websocket_frame
 
 log = logging.getLogger("gifting_server.hub")
@@ -77,6 +78,7 @@ class Room:
     fill_again: bool = False  # pub/sub dropped again while filling: read once more after
     held: list[tuple[int, bytes]] = field(default_factory=list)
     viewers: int = 0  # across all workers: the newest `viewers` event taken
+    state: StreamState = field(default_factory=StreamState)  # as of `last_seen`
     rewinds: int = 0  # times the stream's history went back (`Hub._rewind`)
 
     def local_count(self) -> int:
@@ -129,13 +131,7 @@ class Hub:
                 raise asyncio.CancelledError
             if member.closed:
                 return
-            subscribed = {
-                "type": "subscribed",
-                "stream_id": stream_id,
-                "recovered": recovered,
-                "viewers": room.viewers,
-                "last_event_id": max(upto, room.last_seen),
-            }
+            subscribed = _subscribed(room, recovered, max(upto, room.last_seen))
             member.send(websocket_frame(encode(subscribed, member.encoding), member.encoding))
             for start in range(0, len(catch_up), REPLAY_FRAME_EVENTS):
                 chunk = catch_up[start : start + REPLAY_FRAME_EVENTS]
@@ -209,7 +205,7 @@ class Hub:
         change = self._changing[stream_id] = asyncio.get_running_loop().create_future()
         try:
             await self.broker.subscribe(stream_id)
-            last_seen, viewers = await self.history.head(stream_id)
+            head = await self.history.head(stream_id)
         except BaseException as e:
             try:
                 await self.broker.unsubscribe(stream_id)
@@ -221,7 +217,9 @@ class Hub:
                 else:
                     change.set_result(None)  # our own cancellation: others try again
             raise
-        room = self.rooms[stream_id] = Room(stream_id, last_seen=last_seen, viewers=viewers)
+        room = self.rooms[stream_id] = Room(
+            stream_id, last_seen=head.last_event_id, viewers=head.viewers, state=head.state
+        )
         del self._changing[stream_id]
         change.set_result(None)
         return room
@@ -408,13 +406,7 @@ class Hub:
                 payload = events_payload(room.stream_id, owed, batch.encoding)
                 frames[owed_key] = websocket_frame(payload, batch.encoding)
             if subscribed_key not in frames:
-                subscribed = {
-                    "type": "subscribed",
-                    "stream_id": room.stream_id,
-                    "recovered": False,
-                    "viewers": room.viewers,
-                    "last_event_id": start,
-                }
+                subscribed = _subscribed(room, False, start)
                 payload = encode(subscribed, batch.encoding)
                 frames[subscribed_key] = websocket_frame(payload, batch.encoding)
             for member in list(batch.members):
@@ -434,10 +426,13 @@ class Hub:
     def _accept(self, room: Room, event_id: int, raw: bytes) -> None:
         room.last_seen = event_id
         room.recent.append((event_id, raw))
-        if events.envelope_of(raw).kind == "viewers":
+        kind = events.envelope_of(raw).kind
+        if kind == "viewers":
             # `subscribed` tells a newcomer the count its later `viewers` events
             # correct, so that what each viewer shows converges to what is published.
             room.viewers = int(events.parse(raw).get("count", room.viewers))
+        else:
+            room.state.take(kind, raw)
         if room.flush_at is None:
             self._schedule_pass(room)
 
@@ -548,6 +543,20 @@ class Served(Mapping[str, int]):
 
     def __len__(self) -> int:
         return len(self.rooms)
+
+
+def _subscribed(room: Room, recovered: bool, last_event_id: int) -> dict[str, Any]:
+    """The `subscribed` message: where the subscriber starts, and the stream's state
+    there (its viewers, whether the alerts are paused, its goal); the events after
+    `last_event_id` change it from there."""
+    return {
+        "type": "subscribed",
+        "stream_id": room.stream_id,
+        "recovered": recovered,
+        "viewers": room.viewers,
+        "last_event_id": last_event_id,
+        **room.state.subscribed_fields(),
+    }
 
 
 def _cancel_requested() -> bool:

@@ -11,8 +11,10 @@ from collections import defaultdict, deque
 
 import orjson
 
+from gifting_server.events import envelope_of
 from gifting_server.hub.broker import OnEvent, OnResubscribed
-from gifting_server.hub.history import Replay
+from gifting_server.hub.history import Head, Replay
+from gifting_server.hub.stream_state import StreamState
 
 
 class MemoryHistory:
@@ -23,6 +25,7 @@ class MemoryHistory:
         self.events: defaultdict[str, deque[tuple[int, bytes]]] = defaultdict(deque)
         self.seq: defaultdict[str, int] = defaultdict(int)
         self.viewers: defaultdict[str, int] = defaultdict(int)
+        self.state: defaultdict[str, StreamState] = defaultdict(StreamState)
 
     def append(self, stream_id: str, event: dict[str, object]) -> bytes:
         """Store the event as the stream's next one; returns it as published."""
@@ -34,10 +37,16 @@ class MemoryHistory:
             kept.popleft()
         if event.get("kind") == "viewers":
             self.viewers[stream_id] = int(event.get("count", 0))  # type: ignore[call-overload]
+        self.state[stream_id].take(envelope_of(raw).kind, raw)
         return raw
 
-    async def head(self, stream_id: str) -> tuple[int, int]:
-        head = self.seq[stream_id], self.viewers[stream_id]
+    async def head(self, stream_id: str) -> Head:
+        state = self.state[stream_id]
+        head = Head(
+            self.seq[stream_id],
+            self.viewers[stream_id],
+            StreamState(state.alerts_paused, state.goal, state.coins_total),
+        )
         await _answer_travels()
         return head
 

@@ -10,7 +10,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from gifting_server.events import event_id_of
-from gifting_server.hub.history import Replay
+from gifting_server.hub.history import Head, Replay
+from gifting_server.hub.stream_state import StreamState
 from gifting_server.ledger import keys
 
 REPLAY_CHUNK = 500
@@ -23,11 +24,12 @@ class RedisHistory:
     def __init__(self, redis: Redis | RedisCluster) -> None:
         self.redis = redis  # a client with decode_responses=False
 
-    async def head(self, stream_id: str) -> tuple[int, int]:
-        head: list[Any] = await self.redis.hmget(keys.stream(stream_id), ["seq", "last_viewers"])
-        seq, viewers = head
+    async def head(self, stream_id: str) -> Head:
+        fields = ["seq", "last_viewers", "alerts_paused", "goal", "coins"]
+        head: list[Any] = await self.redis.hmget(keys.stream(stream_id), fields)
+        seq, viewers, paused, goal, coins = head
         count = orjson.loads(b"{" + viewers + b"}").get("count", 0) if viewers else 0
-        return int(seq or 0), int(count)
+        return Head(int(seq or 0), int(count), StreamState.stored(paused, goal, coins))
 
     async def replay(self, stream_id: str, since: int) -> Replay:
         key = keys.stream_history(stream_id)

@@ -19,9 +19,9 @@ from gifting_server.auth import Identity, Role
 from gifting_server.config import Gift, Settings
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.fields import checked_key
-from gifting_server.ledger import keys, streaks, transfers
+from gifting_server.ledger import keys, messages, streaks, stream_settings, transfers
 from gifting_server.ledger.clock import DAY_MS, day_number, held_until
-from gifting_server.ledger.store import Store
+from gifting_server.ledger.store import Store, guarded
 from gifting_server.ledger.streams import streamer_of
 
 
@@ -33,13 +33,64 @@ class GiftReceipt:
     replayed: bool
 
 
-def event_fragment(sender: Identity, gift: Gift) -> str:
-    """The sender and gift part of a gift event's JSON, spliced in by the script."""
-    data = {
+def event_fragment(
+    sender: Identity, gift: Gift, *, message: str | None = None, test: bool = False
+) -> str:
+    """The sender and gift part of a gift event's JSON, spliced in by the script:
+    with the gift's message (already moderated: `checked_message`) when it has one,
+    and `test: true` for a test alert (ledger/alerts.py)."""
+    data: dict[str, Any] = {
         "sender": {"id": sender.user_id, "name": sender.name},
         "gift": {"id": gift.id, "name": gift.name, "coins": gift.coins, "tier": gift.tier},
     }
+    if message is not None:
+        data["message"] = message
+    if test:
+        data["test"] = True
     return orjson.dumps(data).decode()[1:-1] + ","
+
+
+def fingerprint(stream_id: str, gift_id: str, count: int, message: str | None = None) -> str:
+    """What the idempotency record keeps of a request: the same key with another
+    stream, gift, count or message is `idempotency_conflict`. The message counts as
+    sent (controls out, trimmed), before the stream's settings mask any of it."""
+    base = f"{stream_id}|{gift_id}|{count}"
+    return base if message is None else f"{base}|m:{messages.digest(message)}"
+
+
+@dataclass(frozen=True)
+class Note:
+    """A gift's message: as it counts for idempotency (`sent`) and as stored and shown."""
+
+    sent: str
+    shown: str
+
+
+async def checked_message(
+    store: Store, stream_id: str, gift: Gift, count: int, text: str | None
+) -> Note | None:
+    """The gift's message made fit to store, or None for none (absent, or empty once
+    trimmed). Refused: `message_not_allowed` when the stream's messages are off or the
+    send (count x coins) is below their minimum, `invalid_request` when it is longer
+    than their maximum (in characters, after trimming)."""
+    if text is None:
+        return None
+    sent = messages.cleaned(text)
+    if not sent:
+        return None
+    rules = await stream_settings.settings_for(store, stream_id)
+    if not rules.enabled:
+        raise GiftingError(ErrorCode.MESSAGE_NOT_ALLOWED, "this stream does not take messages")
+    if gift.coins * count < rules.min_coins:
+        raise GiftingError(
+            ErrorCode.MESSAGE_NOT_ALLOWED,
+            f"a message needs a send of at least {rules.min_coins} coins on this stream",
+        )
+    if len(sent) > rules.max_length:
+        raise GiftingError(
+            ErrorCode.INVALID_REQUEST, f"message must be at most {rules.max_length} characters"
+        )
+    return Note(sent, messages.masked(sent, rules.blocked_words))
 
 
 @dataclass(frozen=True)
@@ -60,6 +111,7 @@ def gift_call(
     idempotency_key: str,
     now: int,
     channel: str | None = None,
+    note: Note | None = None,
 ) -> GiftCall:
     """`channel`: the script's publish argument, `Store.event_channel` (marked for
     SPUBLISH on a cluster); the stream's plain channel when not given."""
@@ -86,7 +138,7 @@ def gift_call(
             gift.id,
             count,
             gift.coins * count,
-            f"{stream_id}|{gift.id}|{count}",
+            fingerprint(stream_id, gift.id, count, note.sent if note else None),
             now,
             int(sender.adult),
             int(limits.require_age_verification),
@@ -96,7 +148,7 @@ def gift_call(
             limits.gift_burst,
             limits.idempotency_ttl_s * 1000,
             settings.history.max_events,
-            event_fragment(sender, gift),
+            event_fragment(sender, gift, message=note.shown if note else None),
             channel or keys.stream_channel(stream_id),
             idempotency_key,
             stream_id,
@@ -113,17 +165,31 @@ async def send_gift(
     count: int,
     idempotency_key: str,
     *,
+    message: str | None = None,
     timed: Callable[[], AbstractContextManager[object]] = nullcontext,
 ) -> GiftReceipt:
     """Send `count` of the catalog's `gift_id` to the stream's streamer, once per key.
 
     Refused before anything is written: `forbidden` for any token but a viewer's,
     `unknown_gift`, `invalid_request` for a count or key out of the rules; then
-    every refusal of the script (see `errors.SCRIPT_ERRORS`). `timed` wraps the
-    script call alone: an edge's latency metric, which the rules' refusals skip."""
+    `checked_message`'s refusals; then every refusal of the script (see
+    `errors.SCRIPT_ERRORS`). `timed` wraps the script call alone: an edge's latency
+    metric, which the rules' refusals skip."""
     gift = checked_gift(store.settings, sender, gift_id, count, idempotency_key)
+    try:
+        note = await checked_message(store, stream_id, gift, count, message)
+    except GiftingError:
+        # The stream's settings may have changed since this key's gift was applied:
+        # its retry still answers the first result (or a conflict), as any retry does.
+        record = keys.idempotency(sender.user_id, idempotency_key)
+        if message is None or not await guarded(store.scripts.command(record, "EXISTS", record)):
+            raise
+        sent = messages.cleaned(message)
+        note = Note(sent, sent)  # the script answers from the record: never stored
     with timed():
-        return await run_send_gift(store, sender, stream_id, gift, count, idempotency_key)
+        return await run_send_gift(
+            store, sender, stream_id, gift, count, idempotency_key, note=note
+        )
 
 
 def checked_gift(
@@ -147,12 +213,14 @@ async def run_send_gift(
     gift: Gift,
     count: int,
     idempotency_key: str,
+    *,
+    note: Note | None = None,
 ) -> GiftReceipt:
     """The script call alone, without the rules of `send_gift`: what the script's own
     tests and benchmarks drive (a count past the limit, say)."""
     streamer = await streamer_of(store, stream_id)
     run = _gift_across_slots if store.gifts_across_slots else _gift_in_one_script
-    receipt = await run(store, sender, stream_id, streamer, gift, count, idempotency_key)
+    receipt = await run(store, sender, stream_id, streamer, gift, count, idempotency_key, note)
     streaks.note_gift(store, stream_id)  # this worker closes the streak, viewers or not
     return receipt
 
@@ -165,6 +233,7 @@ async def _gift_in_one_script(
     gift: Gift,
     count: int,
     idempotency_key: str,
+    note: Note | None,
 ) -> GiftReceipt:
     call = gift_call(
         store.settings,
@@ -176,6 +245,7 @@ async def _gift_in_one_script(
         idempotency_key,
         store.clock(),
         store.event_channel(stream_id),
+        note,
     )
     result = await store.run_script("send_gift", call.keys, call.args)
     return GiftReceipt(int(result[1]), int(result[2]), int(result[3]), bool(result[4]))
@@ -189,9 +259,18 @@ async def _gift_across_slots(
     gift: Gift,
     count: int,
     idempotency_key: str,
+    note: Note | None,
 ) -> GiftReceipt:
-    fragment = event_fragment(sender, gift)
+    fragment = event_fragment(sender, gift, message=note.shown if note else None)
     debited, credited = await transfers.send_across_slots(
-        store, sender, stream_id, streamer, gift, count, idempotency_key, fragment
+        store,
+        sender,
+        stream_id,
+        streamer,
+        gift,
+        count,
+        idempotency_key,
+        fragment,
+        fingerprint(stream_id, gift.id, count, note.sent if note else None),
     )
     return GiftReceipt(credited.event_id, debited.coins_left, credited.combo, debited.replayed)

@@ -36,6 +36,9 @@ SCRIPT_NAMES = (
     "end_stream",
     "close_streaks",
     "publish_state",
+    "control_alerts",
+    "set_goal",
+    "set_stream_settings",
 )
 # Never held for the replicas (`[redis] replicas_acked`): background upkeep no client
 # waits on, redone by the next sweep if a failover loses it, and a gift's gate, which

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -22,6 +22,9 @@ from gifting_server.ledger.scripts import Scripts
 from gifting_server.ledger.slot_map import SlotMapReader
 from gifting_server.ledger.streaks import RecentGifts
 from gifting_server.redis_topology import RedisUnreachable, Topology, detect_async
+
+if TYPE_CHECKING:
+    from gifting_server.ledger.stream_settings import MessageSettings
 
 T = TypeVar("T")
 RedisClient = Redis | RedisCluster
@@ -150,6 +153,10 @@ class Store:
     # stream → its streamer. Owners never change, so each worker remembers them.
     streamers: dict[str, str] = field(init=False, default_factory=dict)
     recent_gifts: RecentGifts = field(init=False, default_factory=RecentGifts)
+    # stream → (when read, unix ms; its message settings): ledger/stream_settings.py.
+    stream_settings: dict[str, tuple[int, MessageSettings]] = field(
+        init=False, default_factory=dict
+    )
     gifts_across_slots: bool = field(init=False)
 
     def __post_init__(self) -> None:

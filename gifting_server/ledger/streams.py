@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gifting_server import events
+from gifting_server.auth import Identity, Role
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import keys
 from gifting_server.ledger.clock import day_number, week_number
@@ -31,6 +33,14 @@ async def streamer_of(store: Store, stream_id: str) -> str:
     return streamer
 
 
+async def require_owner(store: Store, who: Identity, stream_id: str) -> None:
+    """Only the stream's streamer may run it: `forbidden` for any other token (a
+    viewer's, an overlay's, another streamer's), `unknown_stream` for no stream."""
+    who.require(Role.STREAMER)
+    if await streamer_of(store, stream_id) != who.user_id:
+        raise GiftingError(ErrorCode.FORBIDDEN, "this stream belongs to another streamer")
+
+
 async def start_stream(store: Store, streamer_id: str, stream_id: str) -> bool:
     """Go live. True when the stream was created or reopened, False when it was live already."""
     result = await store.run_script(
@@ -56,8 +66,10 @@ async def end_stream(store: Store, streamer_id: str, stream_id: str) -> int:
 
 
 async def stream_status(store: Store, stream_id: str) -> dict[str, Any]:
-    streamer, status, coins = await guarded(
-        store.redis.hmget(keys.stream(stream_id), "streamer", "status", "coins")
+    streamer, status, coins, paused, goal = await guarded(
+        store.redis.hmget(
+            keys.stream(stream_id), "streamer", "status", "coins", "alerts_paused", "goal"
+        )
     )
     if streamer is None:
         raise GiftingError(ErrorCode.UNKNOWN_STREAM, "no such stream")
@@ -66,6 +78,8 @@ async def stream_status(store: Store, stream_id: str) -> dict[str, Any]:
         "streamer_id": str(streamer),
         "status": str(status) if status else "ended",
         "coins_total": int(coins or 0),
+        "alerts_paused": paused == "1",
+        "goal": events.goal_state(goal, int(coins or 0)),
     }
 
 

@@ -108,10 +108,11 @@ async def send_across_slots(
     count: int,
     idempotency_key: str,
     fragment: str,
+    fingerprint: str | None = None,
 ) -> tuple[Debited, Credited]:
     """Steps 1 to 5 for one gift."""
     debited = await debit(
-        store, sender, stream_id, streamer, gift, count, idempotency_key, fragment
+        store, sender, stream_id, streamer, gift, count, idempotency_key, fragment, fingerprint
     )
     if debited.transfer is None:
         assert debited.complete is not None
@@ -128,8 +129,10 @@ async def debit(
     count: int,
     idempotency_key: str,
     fragment: str,
+    fingerprint: str | None = None,
 ) -> Debited:
-    """Steps 1 and 2: refused with nothing changed, or committed."""
+    """Steps 1 and 2: refused with nothing changed, or committed. `fingerprint`: the
+    request's (gifts.fingerprint), "stream|gift|count" when not given."""
     settings = store.settings
     now = store.clock()
     verdict = await guarded(
@@ -161,7 +164,7 @@ async def debit(
         [
             sender.user_id,
             sender.name,
-            f"{stream_id}|{gift.id}|{count}",
+            fingerprint or f"{stream_id}|{gift.id}|{count}",
             transfer.coins,
             now,
             int(sender.adult),

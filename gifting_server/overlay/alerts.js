@@ -1,6 +1,11 @@
 // /overlay/alerts: one alert at a time from a queue, never overlapping. A streak
 // (the same sender tapping the same gift) is ONE alert whose counter climbs in
 // place; it leaves once the server says the streak ended (or it went quiet).
+// The streamer controls the queue of every open alerts overlay at once with
+// `alerts` events (pause, resume, skip, clear, replay); `subscribed` says whether
+// the alerts are paused when the page (re)loads. A test alert (a gift event marked
+// `test`) is shown marked as one, apart from any streak. A gift's message is shown
+// under its alert. (Reading messages aloud, `tts=on`, is not done by this page yet.)
 
 import {
   applyLook,
@@ -39,12 +44,24 @@ const open = new Map(); // `${sender}|${gift}` → the alert of a running streak
 let current = null;
 let exitTimer = null;
 let catalog = new Map();
+let paused = false;
 
-// Test and debugging hook: every alert put on screen, in order; `count` climbs with its streak.
+// Test and debugging hooks: every alert put on screen, in order (`count` climbs with
+// its streak); whether the queue is paused.
 window.__alertsShown = [];
+window.__alertsPaused = paused;
 
 function onEvent(event) {
+  if (event.kind === "alerts") {
+    control(event);
+    return;
+  }
   if (event.kind !== "gift") return;
+  if (event.test) {
+    // Apart from any streak, and never counted: it only shows what an alert looks like.
+    enqueue(event, `test|${event.event_id}`, { test: true, ended: true });
+    return;
+  }
   const key = `${event.sender.id}|${event.gift.id}`;
   const alert = open.get(key);
   if (event.streak_end) {
@@ -55,27 +72,73 @@ function onEvent(event) {
     return;
   }
   if (alert) {
+    if (event.message) setMessage(alert, event.message);
     update(alert, event.combo);
     return;
   }
   const gift = { ...catalog.get(event.gift.id), ...event.gift };
   if (gift.coins * event.combo < MIN_COINS) return;
-  const fresh = {
+  open.set(key, enqueue(event, key, {}));
+}
+
+// A new alert for a gift event at the end of the queue.
+function enqueue(event, key, { test = false, replay = false, ended = false }) {
+  const gift = { ...catalog.get(event.gift.id), ...event.gift };
+  const alert = {
     key,
     eventId: event.event_id,
     sender: event.sender,
     gift,
     tier: Math.min(4, Math.max(1, gift.tier || 1)),
     combo: event.combo,
-    ended: false,
+    message: event.message || "",
+    test,
+    replay,
+    ended,
     changedAt: performance.now(),
   };
-  open.set(key, fresh);
-  queue.push(fresh);
+  queue.push(alert);
+  next();
+  return alert;
+}
+
+// The streamer's control of the queue, on every open alerts overlay at once.
+function control(event) {
+  if (event.action === "skip") {
+    if (current) leave(current);
+  } else if (event.action === "clear") {
+    for (const alert of queue) {
+      if (open.get(alert.key) === alert) open.delete(alert.key); // later taps: a new alert
+    }
+    queue.length = 0;
+  } else if (event.action === "replay" && event.event?.kind === "gift") {
+    const shown = event.event;
+    // The streak's final count: a streak's end event carries it with count 0.
+    enqueue(shown, `replay|${event.event_id}`, { replay: true, ended: true });
+  }
+  // Every alerts event says whether the queue is paused after it.
+  if (typeof event.paused === "boolean") setPaused(event.paused);
+}
+
+function setPaused(value) {
+  paused = value;
+  window.__alertsPaused = paused;
+  document.body.dataset.paused = String(paused);
   next();
 }
 
+function setMessage(alert, message) {
+  alert.message = message;
+  if (alert.record) alert.record.message = message;
+  const node = alert.node?.querySelector(".alert-message");
+  if (node) {
+    node.textContent = message;
+    node.hidden = false;
+  }
+}
+
 function update(alert, combo) {
+  if (alert.leaving) return;
   if (combo !== alert.combo) {
     alert.combo = combo;
     alert.changedAt = performance.now();
@@ -98,7 +161,8 @@ function update(alert, combo) {
 }
 
 function next() {
-  if (current || queue.length === 0) return;
+  // Paused: the alert on screen plays to its end, the rest wait for resume.
+  if (paused || current || queue.length === 0) return;
   current = queue.shift();
   show(current);
 }
@@ -117,6 +181,9 @@ function show(alert) {
     tier: alert.tier,
     count: alert.combo,
     ended: alert.ended,
+    message: alert.message,
+    test: alert.test,
+    replay: alert.replay,
   };
   window.__alertsShown.push(alert.record);
   beep(alert.tier);
@@ -136,6 +203,10 @@ function scheduleExit() {
 }
 
 function leave(alert) {
+  // Once: a skip and the alert's own exit timer may both ask.
+  if (alert.leaving) return;
+  alert.leaving = true;
+  clearTimeout(exitTimer);
   if (!alert.ended) {
     // Its end never came (say, a lost event): stop waiting; later taps start a new alert.
     alert.ended = true;
@@ -152,7 +223,7 @@ function leave(alert) {
 }
 
 function build(alert) {
-  const root = el("div", `alert tier-${alert.tier}`);
+  const root = el("div", `alert tier-${alert.tier}${alert.test ? " is-test" : ""}`);
   root.dataset.phase = "enter";
   root.dataset.sender = alert.sender.id;
   root.dataset.gift = alert.gift.id;
@@ -165,7 +236,11 @@ function build(alert) {
   const art = el("div", "alert-art");
   art.append(giftArt(alert.gift));
   const card = el("div", "alert-card");
-  card.append(line(alert), el("div", "alert-sub", subLine(alert)));
+  if (alert.test) card.append(el("div", "alert-badge", "TEST"));
+  // The message as the server moderated it, as text (never HTML: viewers wrote it).
+  const message = el("div", "alert-message", alert.message);
+  message.hidden = !alert.message;
+  card.append(line(alert), el("div", "alert-sub", subLine(alert)), message);
   root.append(burst, art, card);
   return root;
 }
@@ -265,7 +340,10 @@ async function main() {
   applyLook(32);
   stage.className = `pos-${POSITION}`;
   catalog = await loadCatalog();
-  followStream(streamId, token, { onEvent, onResync });
+  const onSubscribed = (message) => {
+    if (typeof message.alerts_paused === "boolean") setPaused(message.alerts_paused);
+  };
+  followStream(streamId, token, { onEvent, onResync, onSubscribed });
 }
 
 main();

@@ -190,8 +190,42 @@ function setEnded() {
   badge.classList.add("off");
 }
 
+// -- the streamer's goal, held by the server ----------------------------------------
+
+let goal = null; // {target, title, counted_from}
+let coinsTotal = 0;
+
+function takeGoal(held) {
+  if (!held || !(held.target > 0)) return;
+  goal = { target: held.target, title: held.title, counted_from: held.counted_from };
+  coinsTotal = held.counted_from + held.progress;
+  renderGoal();
+}
+
+function renderGoal() {
+  const strip = document.getElementById("goal-strip");
+  strip.hidden = goal === null;
+  if (goal === null) return;
+  const progress = Math.max(0, coinsTotal - goal.counted_from);
+  document.getElementById("goal-title").textContent = goal.title || "Goal";
+  document.getElementById("goal-fill").style.width = `${Math.min(100, (progress * 100) / goal.target)}%`;
+  document.getElementById("goal-numbers").textContent =
+    `${formatCoins(progress)} / ${formatCoins(goal.target)}`;
+  // Test and debugging hook: what the goal bar shows.
+  window.__clientGoal = { progress, target: goal.target, title: goal.title };
+}
+
 function onEvent(event) {
-  if (event.kind === "gift") {
+  if (event.kind === "gift" && event.test) {
+    return; // a test alert is for the streamer's overlays: no banner, no counter, no goal
+  }
+  if (event.kind === "goal") {
+    takeGoal(event);
+  } else if (event.kind === "gift") {
+    if (Number.isFinite(event.coins_total) && event.coins_total > coinsTotal) {
+      coinsTotal = event.coins_total;
+      renderGoal();
+    }
     stage.gift(event);
     // Sent from another device or tab of ours: the balance changed there.
     if (event.sender.id === me.id && !event.streak_end) syncWalletSoon();
@@ -319,6 +353,10 @@ async function main() {
   document.getElementById("host-avatar").replaceWith(avatar({ id: host, name: host }));
   document.title = `${host} · Live`;
   if (!status.ok || status.data.status !== "live") setEnded();
+  if (status.ok) {
+    coinsTotal = status.data.coins_total || 0;
+    takeGoal(status.data.goal);
+  }
   if (board.ok) stage.topGifters(board.data.entries || []);
   const wallet = await syncWallet();
   if (!wallet.ok) {
@@ -330,6 +368,7 @@ async function main() {
     token,
     onMessage,
     onEvent,
+    onSubscribed: (message) => takeGoal(message.goal),
     onState: (state) => {
       document.body.dataset.state = state;
       document.getElementById("conn").hidden = state === "live";

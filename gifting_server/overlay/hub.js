@@ -27,10 +27,13 @@ const CLOSE_RULES = Object.freeze({
 });
 
 export class StreamHub {
-  constructor({ streamId, token, onEvent, onMessage, onState, onResync }) {
+  constructor({ streamId, token, onEvent, onMessage, onState, onResync, onSubscribed }) {
     this.streamId = streamId;
     this.token = token;
     this.onEvent = onEvent || (() => {});
+    // Every `subscribed` of this stream: it carries the stream's state where the page
+    // starts (alerts_paused, goal; docs/websocket.md), which the events after it change.
+    this.onSubscribed = onSubscribed || (() => {});
     this.onMessage = onMessage || (() => {});
     this.onState = onState || (() => {});
     this.onResync = onResync || (() => {});
@@ -117,6 +120,11 @@ export class StreamHub {
         this.onResync();
       }
       this.attempts = 0;
+      try {
+        this.onSubscribed(message);
+      } catch (error) {
+        console.error("subscribed handler failed", message, error);
+      }
       this.setState("live");
     } else if (message.type === "events" && message.stream_id === this.streamId) {
       for (const event of message.events) {
@@ -189,12 +197,13 @@ export class StreamHub {
 
 // An overlay's link to its stream. Offline it just shows nothing new (no error
 // text on the stream); a refused token shows how to get a working link.
-export function followStream(streamId, token, { onEvent, onResync }) {
+export function followStream(streamId, token, { onEvent, onResync, onSubscribed }) {
   const hub = new StreamHub({
     streamId,
     token,
     onEvent,
     onResync,
+    onSubscribed,
     onState: (state, detail) => {
       document.body.dataset.state = state;
       if (state === "refused") showRefused(detail);

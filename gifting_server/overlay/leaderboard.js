@@ -116,7 +116,7 @@ function onEvent(event) {
   const fromEvents = PERIOD === "stream" && LIMIT <= EVENTS_CARRY;
   if (event.kind === "leaderboard" && event.period === "stream" && fromEvents) {
     render(event.entries);
-  } else if (event.kind === "gift" && !event.streak_end && !fromEvents) {
+  } else if (event.kind === "gift" && !event.streak_end && !event.test && !fromEvents) {
     refetchSoon();
   }
 }

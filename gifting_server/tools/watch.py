@@ -26,11 +26,14 @@ def describe(event: dict[str, Any]) -> str:
     kind = event.get("kind")
     if kind == "gift":
         sender, gift = event["sender"]["name"], event["gift"]
+        if event.get("test"):
+            return f"test alert: {gift['name']} x{event['count']} (no coins moved)"
+        said = f': "{event["message"]}"' if event.get("message") else ""
         if event.get("streak_end"):
             return f"{sender}'s streak of {gift['name']} ended at x{event['combo']}"
         return (
             f"{sender} sent {gift['name']} x{event['count']} "
-            f"(combo x{event['combo']}, stream total {event['coins_total']} coins)"
+            f"(combo x{event['combo']}, stream total {event['coins_total']} coins){said}"
         )
     if kind == "viewers":
         return f"{event['count']} watching"
@@ -39,6 +42,10 @@ def describe(event: dict[str, Any]) -> str:
         return f"top gifters: {top or 'none yet'}"
     if kind == "stream_ended":
         return "the stream ended"
+    if kind == "alerts":
+        return f"alerts: {event['action']} ({'paused' if event.get('paused') else 'playing'})"
+    if kind == "goal":
+        return f"goal: {event['title'] or 'untitled'} {event['progress']}/{event['target']} coins"
     return orjson.dumps(event).decode()
 
 

@@ -13,6 +13,7 @@ import pytest
 from starlette.routing import Route
 
 from gifting_server.api import http as http_api
+from gifting_server.api import studio as studio_api
 from gifting_server.auth import Role
 from gifting_server.config import Settings
 from gifting_server.ids import ID_PATTERN, KEY_PATTERN, is_id, schema_pattern
@@ -71,6 +72,8 @@ async def test_create_stream_is_201_then_200_while_live(http: httpx.AsyncClient)
         "streamer_id": "streamer1",
         "status": "live",
         "coins_total": 0,
+        "alerts_paused": False,
+        "goal": None,
     }
 
 
@@ -298,7 +301,7 @@ async def test_metrics_are_prometheus_text(http: httpx.AsyncClient) -> None:
 
 def routes_of_the_app() -> list[tuple[str, str]]:
     found = [("/openapi.json", "get"), ("/metrics", "get")]
-    for route in http_api.routes:
+    for route in [*http_api.routes, *studio_api.routes]:
         assert isinstance(route, Route)
         found += [(route.path, m.lower()) for m in route.methods or () if m != "HEAD"]
     return found

@@ -56,8 +56,8 @@ async def fill(request: pytest.FixtureRequest, settings: Settings) -> AsyncItera
 
 async def test_head_is_the_newest_id_and_the_last_viewer_count(fill: Fill) -> None:
     filled = await fill(7, 7, viewers=3)
-    assert await filled.history.head("s") == (7, 3)
-    assert await filled.history.head("other") == (0, 0)
+    assert (await filled.history.head("s"))[:2] == (7, 3)
+    assert (await filled.history.head("other"))[:2] == (0, 0)
 
 
 async def test_replay_answers_every_case_alike(fill: Fill) -> None:

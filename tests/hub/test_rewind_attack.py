@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from gifting_server.config import Settings
-from gifting_server.hub.history import Replay
+from gifting_server.hub.history import Head, Replay
 from gifting_server.hub.hub import STEP_WRITES, Hub
 from gifting_server.hub.memory import MemoryBroker, MemoryHistory
 from gifting_server.protocol import Encoding
@@ -131,7 +131,7 @@ class HeldHistory:
         self.held = asyncio.Event()
         self.released = asyncio.Event()
 
-    async def head(self, stream_id: str) -> tuple[int, int]:
+    async def head(self, stream_id: str) -> Head:
         return await self.history.head(stream_id)
 
     async def replay(self, stream_id: str, since: int) -> Replay:

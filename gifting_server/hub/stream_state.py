@@ -1,0 +1,47 @@
+"""What a subscriber is told of its stream's state in `subscribed`, besides the
+viewer count: whether the streamer paused the alerts, and the stream's goal with its
+progress. Sans I/O: a room starts from what `History.head` read (the stream meta's
+"alerts_paused", "goal" and "coins" fields, with its newest event id) and follows
+the events it takes, so that it is the state as of the room's newest event."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gifting_server import events
+
+
+@dataclass
+class StreamState:
+    alerts_paused: bool = False
+    goal: dict[str, Any] | None = None  # {target, title, counted_from}
+    coins_total: int = 0  # followed only while a goal is set (it costs a parse per gift)
+
+    @classmethod
+    def stored(cls, paused: Any, goal: Any, coins: Any) -> StreamState:
+        """From the meta fields as read (bytes or str, None when absent)."""
+        held = events.goal_state(goal, 0)
+        if held is not None:
+            del held["progress"]
+        flag = paused.decode() if isinstance(paused, bytes) else paused
+        return cls(flag == "1", held, int(coins or 0))
+
+    def take(self, kind: str, raw: bytes) -> None:
+        if kind == "alerts":
+            self.alerts_paused = events.parse(raw).get("paused") is True
+        elif kind == "goal":
+            event = events.parse(raw)
+            self.goal = {k: event[k] for k in ("target", "title", "counted_from")}
+            self.coins_total = event["counted_from"] + event["progress"]
+        elif kind == "gift" and self.goal is not None:
+            event = events.parse(raw)
+            if not event.get("test"):  # a test alert moves no coins
+                self.coins_total = max(self.coins_total, int(event.get("coins_total", 0)))
+
+    def subscribed_fields(self) -> dict[str, Any]:
+        goal = None
+        if self.goal is not None:
+            progress = max(0, self.coins_total - self.goal["counted_from"])
+            goal = {**self.goal, "progress": progress}
+        return {"alerts_paused": self.alerts_paused, "goal": goal}

@@ -1,0 +1,58 @@
+"""Gift messages made fit to store and show (sans I/O): controls out, trimmed,
+blocked words masked whatever their case, accents or compatibility forms."""
+
+from __future__ import annotations
+
+import pytest
+
+from gifting_server.ledger import messages
+
+
+@pytest.mark.parametrize(
+    ("typed", "kept"),
+    [
+        ("  hello  ", "hello"),
+        ("line\nbreak\ttab", "line break tab"),
+        ("no\x00nul\x07bell", "nonulbell"),
+        ("bidi\u202eflip\u2066", "bidiflip"),
+        ("zero\u200bwidth", "zerowidth"),
+        ("family 👨\u200d👩\u200d👧", "family 👨\u200d👩\u200d👧"),
+        ("para\u2029graph", "para graph"),
+        (" \n\t\u200b ", ""),
+    ],
+)
+def test_cleaned_drops_controls_and_trims(typed: str, kept: str) -> None:
+    assert messages.cleaned(typed) == kept
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("darn it", "**** it"),
+        ("DARN it", "**** it"),
+        ("Därn it", "**** it"),
+        ("da\u0308rn it", "***** it"),  # the combining mark goes with its letter
+        ("\uff44\uff41\uff52\uff4e it", "**** it"),  # full-width
+        ("d\u200darn", "*****"),  # a joiner inside the word
+        ("undarnable", "un****able"),  # inside a longer word too
+        ("darndarn", "********"),
+        ("fine words", "fine words"),
+    ],
+)
+def test_masked_hides_every_spelling_of_a_blocked_word(text: str, shown: str) -> None:
+    assert messages.masked(text, ("Darn",)) == shown
+
+
+def test_a_word_that_folds_to_more_letters_is_masked_whole() -> None:
+    assert messages.masked("Straße!", ("strasse",)) == "******!"
+    assert messages.masked("the ﬁne print", ("fine",)) == "the *** print"
+
+
+def test_no_blocked_words_or_only_empty_ones_change_nothing() -> None:
+    assert messages.masked("darn", ()) == "darn"
+    assert messages.masked("darn", ("\u0301",)) == "darn"
+
+
+def test_the_digest_is_fixed_in_size_and_tells_messages_apart() -> None:
+    assert len(messages.digest("x" * 1000)) == len(messages.digest("")) == 32
+    assert messages.digest("hello") != messages.digest("hello ")
