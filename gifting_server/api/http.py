@@ -24,7 +24,7 @@ from gifting_server.fields import (
     invalid,
     optional_integer,
 )
-from gifting_server.ledger import gifts, payments, streams, wallet
+from gifting_server.ledger import gifts, overlay_tokens, payments, streams, wallet
 from gifting_server.ledger.store import Store, guarded
 
 
@@ -180,6 +180,7 @@ async def send_gift(request: Request) -> Response:
 async def _send_gift(request: Request) -> Response:
     who = authenticated(request)
     store = store_of(request)
+    await overlay_tokens.check(store, who)  # a revoked one is told so, not `forbidden`
     stream_id = stream_id_of(request)
     body = await json_object(request)
     gift_id = identifier(body, "gift_id")
