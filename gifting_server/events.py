@@ -29,6 +29,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "viewers": ("count",),
     "leaderboard": ("period", "entries"),
     "stream_ended": (),
+    "overlay_revoked": ("generation",),
 }
 
 _ID_START = b'{"event_id":'

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from gifting_server import events
-from gifting_server.ledger import gifts, keys, streams
+from gifting_server.ledger import gifts, keys, overlay_tokens, streams
 from gifting_server.ledger.scripts import INCLUDE, SCRIPT_NAMES, script_source
 from gifting_server.ledger.store import Store
 from tests.factories import fund, live_stream, viewer
@@ -40,7 +40,8 @@ EXPECTED = [
     '{"event_id":9,"kind":"leaderboard","ts":1704283211000,"period":"stream","entries":['
     '{"rank":1,"user_id":"alice","name":"Alice","coins":25},'
     '{"rank":2,"user_id":"bob","name":"Böb \\"the\\" \\\\ <b>","coins":2}]}',
-    '{"event_id":10,"kind":"stream_ended","ts":1704283211000}',
+    '{"event_id":10,"kind":"overlay_revoked","ts":1704283211000,"generation":1}',
+    '{"event_id":11,"kind":"stream_ended","ts":1704283211000}',
 ]  # fmt: skip
 
 
@@ -55,7 +56,8 @@ async def publish_state(store: Store, field: str, state: str, kind: str) -> None
 
 async def emit_every_kind(store: Store, clock: FakeClock) -> None:
     """Gifts, a streak ended by the next gift (send_gift) and by the sweep
-    (close_streaks), viewers and leaderboard (publish_state), stream_ended."""
+    (close_streaks), viewers and leaderboard (publish_state), overlay_revoked
+    (rotate_overlay_tokens), stream_ended."""
     await fund(store, "alice")
     await fund(store, "bob")
     await live_stream(store)
@@ -81,6 +83,7 @@ async def emit_every_kind(store: Store, clock: FakeClock) -> None:
     entries = await streams.leaderboard(store, "s1", "stream", 10)
     body = '"period":"stream","entries":' + orjson.dumps(entries).decode()
     await publish_state(store, "last_top", body, "leaderboard")
+    await overlay_tokens.mint(store, "streamer1", "s1", rotate=True)
     await streams.end_stream(store, "streamer1", "s1")
 
 
