@@ -30,6 +30,30 @@ def new_cashout_id(streamer_id: str) -> str:
 
 def public(record: dict[str, Any], currency: str) -> dict[str, Any]:
     """A stored cash-out as the API shows it (times in unix ms)."""
+    try:
+        return _public(record, currency)
+    except (KeyError, TypeError):
+        raise _corrupt() from None
+
+
+def _corrupt() -> GiftingError:
+    return GiftingError(
+        ErrorCode.STORAGE_CORRUPT,
+        "a stored cash-out is unreadable; nothing was changed; run `gifting-server reconcile`",
+    )
+
+
+def _parsed(raw: str | bytes) -> dict[str, Any]:
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise _corrupt() from None
+    if not isinstance(record, dict):
+        raise _corrupt()
+    return record
+
+
+def _public(record: dict[str, Any], currency: str) -> dict[str, Any]:
     shown = {
         "cashout_id": record["cashout_id"],
         "diamonds": record["diamonds"],
@@ -46,10 +70,10 @@ async def list_cashouts(
     store: Store, streamer_id: str, limit: int = LISTED
 ) -> list[dict[str, Any]]:
     stored = await guarded(store.redis.hvals(keys.cashouts(streamer_id)))
-    records = [orjson.loads(raw) for raw in stored]
-    records.sort(key=lambda r: (r["created_ms"], r["cashout_id"]), reverse=True)
     currency = store.settings.economy.currency
-    return [public(r, currency) for r in records[:limit]]
+    shown = [public(_parsed(raw), currency) for raw in stored]
+    shown.sort(key=lambda c: (c["created_at"], c["cashout_id"]), reverse=True)
+    return shown[:limit]
 
 
 async def complete(store: Store, cashout_id: str, status: str) -> dict[str, Any]:
@@ -63,7 +87,7 @@ async def complete(store: Store, cashout_id: str, status: str) -> dict[str, Any]
         [keys.cashouts(streamer_id), keys.wallet(streamer_id), keys.journal(streamer_id)],
         [streamer_id, cashout_id, status, store.clock()],
     )
-    return public(orjson.loads(result[1]), store.settings.economy.currency)
+    return public(_parsed(result[1]), store.settings.economy.currency)
 
 
 async def streamer_of(store: Store, cashout_id: str) -> str:

@@ -227,3 +227,16 @@ async def test_the_cli_completes_a_cashout(
     assert refused.returncode == 1 and "cashout_conflict" in refused.stderr
     assert cli("co_nope", "--status", "paid").returncode == 1
     assert cli(made["cashout_id"], "--status", "maybe").returncode == 2
+
+
+async def test_an_unreadable_record_is_storage_corrupt_not_a_crash(
+    http: httpx.AsyncClient, cashout_settings: Settings
+) -> None:
+    [made] = await earn_and_cash_out(http, 20)
+    assert cashout_settings.redis_url
+    client = await async_client(cashout_settings.redis_url, decode_responses=True)
+    await client.hset(keys.cashouts("streamer1"), made["cashout_id"], "{not json")
+    await client.aclose()
+    assert_error(await http.get("/v1/cashouts", headers=STREAMER), 503, "storage_corrupt")
+    assert_error(await complete(http, made["cashout_id"], "failed"), 503, "storage_corrupt")
+    assert (await wallet_of(http, STREAMER))["diamonds"] == 30
