@@ -50,6 +50,17 @@ def identity(request: Request, *roles: Role) -> Identity:
     return who
 
 
+async def checked_identity(request: Request, *roles: Role) -> Identity:
+    """`identity` (any role when none is named), and for an overlay token also that no
+    rotation revoked it (401 `token_revoked`, one read of its stream's overlay
+    generation): for every endpoint an overlay token may reach."""
+    who = authenticated(request)
+    await overlay_tokens.check(store_of(request), who)
+    if roles:
+        who.require(*roles)
+    return who
+
+
 def stream_id_of(request: Request) -> str:
     return checked_id(request.path_params["stream_id"], "stream id")
 
@@ -178,9 +189,8 @@ async def send_gift(request: Request) -> Response:
 
 
 async def _send_gift(request: Request) -> Response:
-    who = authenticated(request)
+    who = await checked_identity(request)  # a revoked overlay token is told so
     store = store_of(request)
-    await overlay_tokens.check(store, who)  # a revoked one is told so, not `forbidden`
     stream_id = stream_id_of(request)
     body = await json_object(request)
     gift_id = identifier(body, "gift_id")
