@@ -183,3 +183,34 @@ async def test_an_empty_body_mints_without_rotating(http: httpx.AsyncClient) -> 
     response = await http.post("/v1/streams/s1/overlay-tokens", headers=STREAMER)
     assert response.status_code == 201, response.text
     assert verify_token(SECRET, response.json()["token"]).generation == 0
+
+
+async def test_links_of_an_ended_stream_can_be_rotated(
+    http: httpx.AsyncClient, two_workers: tuple[ServerThread, ServerThread]
+) -> None:
+    """Overlay links outlive a stream: a rotation between streams still revokes them."""
+    await go_live(http, "s1")
+    old = str((await mint(http))["token"])
+    assert (await http.post("/v1/streams/s1/end", headers=STREAMER)).is_success
+    async with await WsClient.open(two_workers[1].url, old) as overlay:
+        await overlay.subscribe("s1")
+        await mint(http, rotate=True)
+        assert await overlay.closed() == (4001, "token_revoked")
+
+
+async def test_the_openapi_document_names_the_new_error_codes(http: httpx.AsyncClient) -> None:
+    paths = (await http.get("/openapi.json")).json()["paths"]
+
+    def codes(path: str, method: str, status: str) -> list[str]:
+        schema = paths[path][method]["responses"][status]["content"]["application/json"]
+        enum: list[str] = schema["schema"]["properties"]["error"]["properties"]["code"]["enum"]
+        return enum
+
+    assert "token_revoked" in codes("/v1/streams/{stream_id}/gifts", "post", "401")
+    minting = "/v1/streams/{stream_id}/overlay-tokens"
+    assert "unknown_stream" in codes(minting, "post", "404")
+    assert "forbidden" in codes(minting, "post", "403")
+    completing = "/v1/cashouts/{cashout_id}/complete"
+    assert codes(completing, "post", "409") == ["cashout_conflict"]
+    assert codes(completing, "post", "404") == ["unknown_cashout"]
+    assert "get" in paths["/v1/cashouts"] and "post" in paths["/v1/cashouts"]
