@@ -29,6 +29,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "viewers": ("count",),
     "leaderboard": ("period", "entries"),
     "stream_ended": (),
+    "overlay_revoked": ("generation",),
     "alerts": ("action", "paused"),
     "goal": ("target", "progress", "title", "counted_from"),
     "settings": ("messages",),
