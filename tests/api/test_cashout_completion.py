@@ -15,6 +15,7 @@ import pytest
 from gifting_server.auth import Role
 from gifting_server.config import Settings
 from gifting_server.ledger import keys
+from gifting_server.ledger.journal import fields as journal_fields
 from gifting_server.ledger.reconcile import reconcile
 from tests.api import assert_error, snapshot
 from tests.api.test_http_flow import ALICE, STREAMER, buy, gift, go_live, wallet_of
@@ -114,7 +115,9 @@ async def test_a_failed_cashout_returns_its_diamonds_and_the_ledger_reconciles(
     assert await snapshot(client) == before  # type: ignore[arg-type]
     journal = await client.xrange(keys.journal("streamer1"))
     await client.aclose()
-    returns = [f for _, f in journal if f["type"] == "cashout_failed"]
+    returns = [
+        f for f in map(journal_fields, (f for _, f in journal)) if f["type"] == "cashout_failed"
+    ]
     assert returns == [
         {
             "type": "cashout_failed", "user": "streamer1", "cashout": made["cashout_id"],
