@@ -30,6 +30,13 @@ GIFT_LATENCY = Histogram(
     ["path"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+GIFTS_REFUSED_OVERLOADED = Counter(
+    "gifting_gifts_refused_overloaded_total",
+    "Gifts refused with service_unavailable before reaching Redis because the worker was"
+    " past its ceiling ([overload]): reason queue_delay (a standing queue longer than"
+    " queue_target_ms) or in_flight (max_in_flight reached)",
+    ["reason"],
+)
 PAYMENTS = Counter("gifting_payments_total", "Payment webhook events", ["kind", "replayed"])
 REPLICA_SHORTFALLS = Counter(
     "gifting_replica_ack_shortfalls_total",
