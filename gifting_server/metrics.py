@@ -4,6 +4,7 @@ so that /metrics sums every worker's figures, whichever worker answers."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -71,9 +72,17 @@ def count_request(method: str, status: int) -> None:
     REQUESTS.labels(method=method if method in METHODS else "other", status=str(status)).inc()
 
 
+# Each gift and each refusal counts: `labels()` costs more than the count itself (a
+# lock and a dict built per call), so each pair's child is looked up once.
+_GIFT_COUNTERS: dict[tuple[str, str], Any] = {}
+
+
 def count_gift(path: str, outcome: str) -> None:
     """`outcome` is "ok" or an ErrorCode's code: a closed set of label values."""
-    GIFTS.labels(path=path, outcome=outcome).inc()
+    counter = _GIFT_COUNTERS.get((path, outcome))
+    if counter is None:
+        counter = _GIFT_COUNTERS[path, outcome] = GIFTS.labels(path=path, outcome=outcome)
+    counter.inc()
 
 
 def observe_delivery(events: list[bytes], now_ms: float) -> None:

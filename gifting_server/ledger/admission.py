@@ -9,8 +9,9 @@ nothing changed and the same idempotency key is taken later) when
 
 - the queue stands: the oldest gift in flight has waited longer than
   `queue_target_ms`, and more gifts are in flight than the worker finished in that
-  long at its measured pace (one slow gift, or a burst on an idle worker, is not a
-  standing queue; a paused Redis is: its pace falls to nothing), or
+  long at its measured pace, and more than `min_in_flight` (one slow gift, or a
+  burst on an idle worker, is not a standing queue; a paused Redis is: its pace
+  falls to nothing), or
 - `max_in_flight` gifts are in flight, whatever their age.
 
 The gifts taken keep the pipeline full, so the worker still acknowledges as many
@@ -79,6 +80,10 @@ class Admission:
         now = clock()
         self.finished = Pace(now)
         self.refused = Pace(now)
+        self.counters = {
+            reason: metrics.GIFTS_REFUSED_OVERLOADED.labels(reason=reason)
+            for reason in ("in_flight", "queue_delay")
+        }
 
     @contextmanager
     def admit(self) -> Iterator[None]:
@@ -88,7 +93,7 @@ class Admission:
         reason = self.overloaded(now)
         if reason is not None:
             self.refused.add(now)
-            metrics.GIFTS_REFUSED_OVERLOADED.labels(reason=reason).inc()
+            self.counters[reason].inc()
             retry_after_ms = self.retry_after_ms(now)
             raise GiftingError(
                 ErrorCode.SERVICE_UNAVAILABLE,
@@ -114,7 +119,11 @@ class Admission:
         oldest = next(iter(self.in_flight.values()))
         if now - oldest <= self.target_s:
             return None
-        if waiting > self.finished.per_s(now) * self.target_s:
+        # Never fewer than min_in_flight: when this worker's own CPU is the limit, each
+        # gift also waits for the event loop, and a bound of pace x target alone would
+        # shrink with the pace it causes, down to nothing.
+        allowed = max(self.finished.per_s(now) * self.target_s, self.limits.min_in_flight)
+        if waiting > allowed:
             return "queue_delay"
         return None
 

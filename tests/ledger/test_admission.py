@@ -13,7 +13,11 @@ from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger.admission import WINDOW_S, Admission
 
 LIMITS = Overload(
-    queue_target_ms=50, max_in_flight=100, retry_after_min_ms=250, retry_after_max_ms=10_000
+    queue_target_ms=50,
+    min_in_flight=10,
+    max_in_flight=100,
+    retry_after_min_ms=250,
+    retry_after_max_ms=10_000,
 )
 
 
@@ -110,13 +114,26 @@ def test_a_stalled_redis_refuses_and_says_the_longest_retry(clock: Clock) -> Non
     admission = Admission(LIMITS, clock)
     finish(admission, clock, 100, 0.001)
     with ExitStack() as stack:
-        hold(admission, 1, stack)
+        hold(admission, 11, stack)
         clock.now += 2 * WINDOW_S  # nothing finished for two windows: the pace is 0
         assert admission.overloaded(clock.now) == "queue_delay"
         assert refused(admission).retry_after_ms == LIMITS.retry_after_max_ms
     # the stalled gift came back (an answer or a timeout): nothing waits, all is taken
     with admission.admit():
         pass
+
+
+def test_min_in_flight_are_never_refused_for_their_delay(clock: Clock) -> None:
+    """A worker whose own CPU is the limit: every gift waits for its event loop, past
+    the target, and its pace is low. The bound stays at min_in_flight."""
+    admission = Admission(LIMITS, clock)
+    finish(admission, clock, 10, 0.1)  # 10 gifts/s, each 100 ms
+    with ExitStack() as stack:
+        hold(admission, 10, stack)
+        clock.now += 0.1
+        assert admission.overloaded(clock.now) is None
+        hold(admission, 1, stack)
+        assert admission.overloaded(clock.now) == "queue_delay"
 
 
 def test_a_refused_gift_never_runs_its_block(clock: Clock) -> None:
