@@ -106,7 +106,7 @@ def markdown(sweep: dict[str, Any], command: str) -> list[str]:
     lines = [
         "## Overload: goodput past the ceiling",
         "",
-        f"Produced by `{command}` (`load/bench/sweep.py`), in the same run: one worker "
+        f"Produced by `{command}` (`load/bench/sweep.py`): one worker "
         f"(core 0, with every Redis node) offered an open-loop load from {load['gifters']} "
         f"gifter connections (core 1), each gift to one of {load['streams']} live streams, "
         f"{load['duration']:.0f} s per rate; refused gifts are not retried. Past its ceiling "
@@ -115,15 +115,16 @@ def markdown(sweep: dict[str, Any], command: str) -> list[str]:
         "within about `queue_target_ms`. p50 / p99 are of the acknowledged gifts.",
         "",
         "| topology | offered/s | acked/s | refused/s | other errors | unanswered "
-        "| ack p50 ms | ack p99 ms |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| ack p50 ms | ack p99 ms | worker CPU, cores | worker µs per answer |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, label in (("single", "one Redis"), ("cluster", "cluster (3+3)")):
         for row in sweep.get(name, []):
             lines.append(
                 f"| {label} | {row['offered_per_s']:.0f} | {row['acked_per_s']} | "
                 f"{row['refused_per_s']} | {row['other_errors'] or 'none'} | "
-                f"{row['unanswered']} | {row['ack_p50_ms']} | {row['ack_p99_ms']} |"
+                f"{row['unanswered']} | {row['ack_p50_ms']} | {row['ack_p99_ms']} | "
+                f"{row['server_cpu_share']} | {row['server_us_per_answer']} |"
             )
     return [*lines, ""]
 
