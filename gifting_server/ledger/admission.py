@@ -40,6 +40,7 @@ class Pace:
     """How many events per second happened over the last one to two windows."""
 
     def __init__(self, now: float) -> None:
+        self.born = now  # no window before it: the first one's pace is not diluted
         self.started = now  # the current window's start
         self.current = 0
         self.previous = 0
@@ -55,7 +56,8 @@ class Pace:
 
     def per_s(self, now: float) -> float:
         self._roll(now)
-        return (self.current + self.previous) / (WINDOW_S + now - self.started)
+        span = now - max(self.started - WINDOW_S, self.born)
+        return (self.current + self.previous) / span if span > 0 else 0.0
 
     def _roll(self, now: float) -> None:
         elapsed = now - self.started

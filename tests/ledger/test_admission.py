@@ -10,7 +10,7 @@ import pytest
 
 from gifting_server.config import Overload
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger.admission import WINDOW_S, Admission
+from gifting_server.ledger.admission import WINDOW_S, Admission, Pace
 
 LIMITS = Overload(
     queue_target_ms=50,
@@ -143,3 +143,17 @@ def test_a_refused_gift_never_runs_its_block(clock: Clock) -> None:
         ran.append("refused gift")
     assert ran == []
     assert admission.in_flight == {}
+
+
+def test_the_pace_is_the_recent_rate_from_the_first_gift_on(clock: Clock) -> None:
+    pace = Pace(clock.now)
+    for _ in range(100):  # 1,000/s for 0.1 s, on a worker that just started
+        clock.now += 0.001
+        pace.add(clock.now)
+    assert pace.per_s(clock.now) == pytest.approx(1000)
+    for _ in range(1000):  # 1,000/s on
+        clock.now += 0.001
+        pace.add(clock.now)
+    assert pace.per_s(clock.now) == pytest.approx(1000, rel=0.01)
+    clock.now += 2 * WINDOW_S  # then nothing for two windows
+    assert pace.per_s(clock.now) == 0
