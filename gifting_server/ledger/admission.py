@@ -7,10 +7,11 @@ worker acknowledges fewer gifts than at its ceiling, and late. Here a gift is
 refused before it reaches Redis (`service_unavailable` with `retry_after_ms`, so
 nothing changed and the same idempotency key is taken later) when
 
-- the queue stands: the oldest gift in flight has waited longer than
-  `queue_target_ms`, and more gifts are in flight than the worker finished in that
-  long at its measured pace, and more than `min_in_flight` (one slow gift, or a
-  burst on an idle worker, is not a standing queue; a paused Redis is: its pace
+- the queue stands: the oldest gift in flight has waited longer than the base
+  latency (the least a gift took lately with fewer than `min_in_flight` in flight)
+  plus `queue_target_ms`, and more gifts are in flight than the worker finished in
+  that long at its measured pace, and more than `min_in_flight` (one slow gift, or
+  a burst on an idle worker, is not a standing queue; a paused Redis is: its pace
   falls to nothing), or
 - `max_in_flight` gifts are in flight, whatever their age.
 
@@ -34,6 +35,8 @@ from gifting_server.errors import ErrorCode, GiftingError
 
 # The pace is measured over the last one to two windows of this length.
 WINDOW_S = 0.5
+# The base latency: over the last one to two windows of this length.
+BASE_WINDOW_S = 5.0
 
 
 class Pace:
@@ -69,6 +72,31 @@ class Pace:
         self.started = now - elapsed % WINDOW_S
 
 
+class BaseLatency:
+    """How long a gift takes with no queue in front of it (a round trip to Redis and
+    its fsync): the least latency of the gifts taken while few were in flight, over
+    the last one to two `BASE_WINDOW_S`; the last one known when none was taken so."""
+
+    def __init__(self, now: float) -> None:
+        self.started = now
+        self.current = math.inf
+        self.previous = math.inf
+        self.known = 0.0
+
+    def add(self, latency_s: float, now: float) -> None:
+        self._roll(now)
+        self.current = min(self.current, latency_s)
+        self.known = min(self.current, self.previous)
+
+    def _roll(self, now: float) -> None:
+        elapsed = now - self.started
+        if elapsed < BASE_WINDOW_S:
+            return
+        self.previous = self.current if elapsed < 2 * BASE_WINDOW_S else math.inf
+        self.current = math.inf
+        self.started = now - elapsed % BASE_WINDOW_S
+
+
 class Admission:
     """One per worker (`Store.admission`): the gifts it has in flight to Redis."""
 
@@ -82,6 +110,7 @@ class Admission:
         now = clock()
         self.finished = Pace(now)
         self.refused = Pace(now)
+        self.base = BaseLatency(now)
         self.counters = {
             reason: metrics.GIFTS_REFUSED_OVERLOADED.labels(reason=reason)
             for reason in ("in_flight", "queue_delay")
@@ -104,12 +133,16 @@ class Admission:
                 retry_after_ms=retry_after_ms,
             )
         ticket = next(self.tickets)
+        unqueued = len(self.in_flight) < self.limits.min_in_flight
         self.in_flight[ticket] = now
         try:
             yield
         finally:
             del self.in_flight[ticket]
-            self.finished.add(self.clock())
+            done = self.clock()
+            self.finished.add(done)
+            if unqueued:
+                self.base.add(done - now, done)
 
     def overloaded(self, now: float) -> str | None:
         """Why a gift arriving now is refused ("in_flight", "queue_delay"), or None."""
@@ -118,13 +151,17 @@ class Admission:
             return "in_flight"
         if not waiting:
             return None
+        # The target is the queue's delay on top of the base latency: when every gift
+        # takes longer than the target even alone (a slow disk under the AOF's fsync),
+        # the worker must still keep enough in flight to fill the pipe.
+        limit_s = self.base.known + self.target_s
         oldest = next(iter(self.in_flight.values()))
-        if now - oldest <= self.target_s:
+        if now - oldest <= limit_s:
             return None
         # Never fewer than min_in_flight: when this worker's own CPU is the limit, each
-        # gift also waits for the event loop, and a bound of pace x target alone would
+        # gift also waits for the event loop, and a bound of pace x limit alone would
         # shrink with the pace it causes, down to nothing.
-        allowed = max(self.finished.per_s(now) * self.target_s, self.limits.min_in_flight)
+        allowed = max(self.finished.per_s(now) * limit_s, self.limits.min_in_flight)
         if waiting > allowed:
             return "queue_delay"
         return None

@@ -4,6 +4,7 @@ and real sockets: tests/faults/test_overload.py."""
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import ExitStack
 
 import pytest
@@ -88,7 +89,9 @@ def test_a_standing_queue_past_the_target_refuses_new_gifts(clock: Clock) -> Non
     with ExitStack() as stack:
         hold(admission, 60, stack)
         assert admission.overloaded(clock.now) is None  # none has waited yet
-        clock.now += 0.051
+        clock.now += 0.045  # the target and the base latency (1 ms) not yet passed
+        assert admission.overloaded(clock.now) is None
+        clock.now += 0.01
         assert admission.overloaded(clock.now) == "queue_delay"
         error = refused(admission)
     # 60 in flight and 1 refused, at about 1,000 gifts/s: about 61 ms, raised to the floor
@@ -100,7 +103,7 @@ def test_retry_after_grows_with_what_was_refused(clock: Clock) -> None:
     finish(admission, clock, 400, 0.001)
     with ExitStack() as stack:
         hold(admission, 60, stack)
-        clock.now += 0.051
+        clock.now += 0.055
         answers = [refused(admission).retry_after_ms for _ in range(2000)]
         pace = admission.finished.per_s(clock.now)  # about 1,000 gifts/s
     assert answers == sorted(answers)
@@ -130,9 +133,28 @@ def test_min_in_flight_are_never_refused_for_their_delay(clock: Clock) -> None:
     finish(admission, clock, 10, 0.1)  # 10 gifts/s, each 100 ms
     with ExitStack() as stack:
         hold(admission, 10, stack)
-        clock.now += 0.1
+        clock.now += 0.2  # past the base latency and the target
         assert admission.overloaded(clock.now) is None
         hold(admission, 1, stack)
+        assert admission.overloaded(clock.now) == "queue_delay"
+
+
+def test_a_slow_redis_raises_the_bar_by_its_own_latency(clock: Clock) -> None:
+    """Each write takes 500 ms (a slow fsync) however many gifts it carries: the
+    gifts wait far past the target with no queue at all, and the worker keeps about
+    pace x (base + target) in flight, not pace x target (9, or min_in_flight's 10)."""
+    admission = Admission(dataclasses.replace(LIMITS, max_in_flight=1000), clock)
+    for _ in range(3):  # 100 gifts a write, one write every 500 ms
+        with ExitStack() as write:
+            hold(admission, 100, write)
+            clock.now += 0.5
+    assert admission.base.known == 0.5
+    with ExitStack() as stack:
+        hold(admission, 90, stack)
+        clock.now += 0.56  # past the base latency and the target: 178 gifts/s lately
+        assert admission.overloaded(clock.now) is None  # 90 of 178/s x 550 ms
+        with pytest.raises(GiftingError):
+            hold(admission, 20, stack)
         assert admission.overloaded(clock.now) == "queue_delay"
 
 
