@@ -121,17 +121,9 @@ class Admission:
         """Hold a place in flight for the block (a gift's calls to Redis), or raise
         `service_unavailable` at once, before anything reaches Redis."""
         now = self.clock()
-        reason = self.overloaded(now)
-        if reason is not None:
-            self.refused.add(now)
-            self.counters[reason].inc()
-            retry_after_ms = self.retry_after_ms(now)
-            raise GiftingError(
-                ErrorCode.SERVICE_UNAVAILABLE,
-                "the server is overloaded; nothing was changed; retry with the same key "
-                f"in {retry_after_ms} ms",
-                retry_after_ms=retry_after_ms,
-            )
+        refusal = self.refusal(now)
+        if refusal is not None:
+            raise refusal
         ticket = next(self.tickets)
         unqueued = len(self.in_flight) < self.limits.min_in_flight
         self.in_flight[ticket] = now
@@ -143,6 +135,23 @@ class Admission:
             self.finished.add(done)
             if unqueued:
                 self.base.add(done - now, done)
+
+    def refusal(self, now: float | None = None) -> GiftingError | None:
+        """The refusal of a gift arriving now, counted, or None when one may go. The
+        WebSocket edge asks before it starts a gift's task: a refusal is then cheap."""
+        now = self.clock() if now is None else now
+        reason = self.overloaded(now)
+        if reason is None:
+            return None
+        self.refused.add(now)
+        self.counters[reason].inc()
+        retry_after_ms = self.retry_after_ms(now)
+        return GiftingError(
+            ErrorCode.SERVICE_UNAVAILABLE,
+            f"the server is overloaded; nothing was changed; retry with the same key in "
+            f"{retry_after_ms} ms",
+            retry_after_ms=retry_after_ms,
+        )
 
     def overloaded(self, now: float) -> str | None:
         """Why a gift arriving now is refused ("in_flight", "queue_delay"), or None."""
