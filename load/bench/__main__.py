@@ -1,7 +1,7 @@
 """`make bench`: every figure of the benchmark in one run on this machine.
 
-    python -m load.bench            # ~5 minutes
-    BENCH_QUICK=1 python -m load.bench   # about a minute and a half, smaller sizes
+    python -m load.bench            # ~9 minutes
+    BENCH_QUICK=1 python -m load.bench   # about three minutes, smaller sizes
 
 Writes load/results/bench.json and BENCHMARKS.md. Servers are pinned to core 0,
 clients to core 1; the client's own CPU is reported next to the server's.

@@ -112,7 +112,10 @@ def markdown(sweep: dict[str, Any], command: str) -> list[str]:
         f"{load['duration']:.0f} s per rate; refused gifts are not retried. Past its ceiling "
         "the worker refuses the excess at once (`service_unavailable` with `retry_after_ms`, "
         "`[overload]`, docs/overload.md) and keeps acknowledging about its ceiling, each "
-        "within about `queue_target_ms`. p50 / p99 are of the acknowledged gifts.",
+        "within about `queue_target_ms` over its base latency. p50 / p99 are of the "
+        'acknowledged gifts; "refused" counts every `service_unavailable`, storage '
+        "timeouts included. On this shared 2-core machine the figures move with whatever "
+        "else runs: say how busy it was (load average, `/proc/pressure/cpu`).",
         "",
         "| topology | offered/s | acked/s | refused/s | other errors | unanswered "
         "| ack p50 ms | ack p99 ms | worker CPU, cores | worker µs per answer |",
