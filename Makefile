@@ -49,7 +49,7 @@ typecheck: $(BIN)/gifting-server
 check: lint typecheck test test-faults test-cluster
 
 # Opt-in benchmarks (not part of the tests). `make bench` writes BENCHMARKS.md and
-# load/results/bench.json; BENCH_QUICK=1 for a shorter run (about a minute and a half).
+# load/results/bench.json; BENCH_QUICK=1 for a shorter run (about three minutes).
 bench: $(BIN)/gifting-server
 	$(BIN)/python -m load.bench
 

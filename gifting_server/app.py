@@ -53,7 +53,7 @@ log = logging.getLogger("gifting_server")
 
 async def on_gifting_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GiftingError)
-    return http.json_response(exc.to_dict(), status=exc.code.http_status)
+    return http.json_response(exc.to_dict(), status=exc.code.http_status, headers=exc.headers())
 
 
 async def on_http_error(request: Request, exc: Exception) -> Response:

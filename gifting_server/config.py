@@ -84,6 +84,13 @@ RANGES: dict[str, dict[str, tuple[int | float, int | float]]] = {
         "max_blocked_word_length": (1, 200),
         "settings_cache_ms": (0, 3_600_000),
     },
+    "overload": {
+        "queue_target_ms": (1, 60_000),
+        "min_in_flight": (0, 1_000_000),
+        "max_in_flight": (1, 1_000_000),
+        "retry_after_min_ms": (1, 3_600_000),
+        "retry_after_max_ms": (1, 3_600_000),
+    },
     "redis": {
         "replicas_acked": (0, 1000),
         # WAIT's timeout; 0 would mean "wait forever" to Redis.
@@ -211,6 +218,17 @@ class Messages:
 
 
 @dataclass(frozen=True)
+class Overload:
+    """Admission of gifts past the worker's ceiling (ledger/admission.py)."""
+
+    queue_target_ms: int = 50  # a standing queue longer than this: new gifts are refused
+    min_in_flight: int = 100  # gifts in flight never refused for their queue's delay
+    max_in_flight: int = 2000  # gifts in flight to Redis per worker, whatever their age
+    retry_after_min_ms: int = 250  # bounds of the retry_after_ms a refusal carries
+    retry_after_max_ms: int = 10_000
+
+
+@dataclass(frozen=True)
 class Server:
     metrics_public: bool = True
     demo_payments: bool = False  # POST /v1/demo/payments: buy coins without a provider
@@ -232,6 +250,7 @@ class Settings:
     transfers: Transfers = field(default_factory=Transfers)
     redis: RedisOptions = field(default_factory=RedisOptions)
     messages: Messages = field(default_factory=Messages)
+    overload: Overload = field(default_factory=Overload)
     metrics_public: bool = True
     demo_payments: bool = False
     # `serve --workers N` sets PROMETHEUS_MULTIPROC_DIR: /metrics then sums every worker.
@@ -299,6 +318,7 @@ def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = N
         transfers=_parse_section(Transfers, tree.get("transfers", {}), "transfers", sources),
         redis=_parse_section(RedisOptions, tree.get("redis", {}), "redis", sources),
         messages=_parse_section(Messages, tree.get("messages", {}), "messages", sources),
+        overload=_parse_section(Overload, tree.get("overload", {}), "overload", sources),
         metrics_public=server.metrics_public,
         # `serve --demo` turns demo payments on for every worker through the environment.
         demo_payments=server.demo_payments or env.get("GIFTING_DEMO_PAYMENTS") == "1",
@@ -382,6 +402,8 @@ def _check_section(value: Any, section: str) -> None:
         raise ConfigError("[economy] cashout_min_diamonds must be a multiple of diamonds_per_unit")
     if isinstance(value, Messages) and value.max_length > value.max_length_limit:
         raise ConfigError("[messages] max_length must be at most max_length_limit")
+    if isinstance(value, Overload) and value.retry_after_min_ms > value.retry_after_max_ms:
+        raise ConfigError("[overload] retry_after_min_ms must be at most retry_after_max_ms")
 
 
 def _ident(value: Any, where: str) -> str:

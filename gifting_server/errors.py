@@ -7,7 +7,9 @@ A Lua script answers `{0, ...}` on success or `{code}` with one of `ScriptCode`;
 
 from __future__ import annotations
 
+import math
 from enum import Enum, IntEnum
+from typing import Any
 
 
 class ErrorCode(Enum):
@@ -98,15 +100,34 @@ class CloseCode(IntEnum):
 
 
 class GiftingError(Exception):
-    """A refusal the client can act on. Nothing was changed when it is raised."""
+    """A refusal the client can act on. Nothing was changed when it is raised.
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    `retry_after_ms`: when the client should try again (an overloaded worker's
+    `service_unavailable`); the WebSocket error frame and the HTTP error body carry
+    it as `retry_after_ms`, and HTTP adds `Retry-After` (`retry_after_header`)."""
+
+    def __init__(self, code: ErrorCode, message: str, *, retry_after_ms: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after_ms = retry_after_ms
 
-    def to_dict(self) -> dict[str, dict[str, str]]:
-        return {"error": {"code": self.code.code, "message": self.message}}
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        error: dict[str, Any] = {"code": self.code.code, "message": self.message}
+        if self.retry_after_ms is not None:
+            error["retry_after_ms"] = self.retry_after_ms
+        return {"error": error}
+
+    def headers(self) -> dict[str, str] | None:
+        """The HTTP headers of this refusal's answer."""
+        if self.retry_after_ms is None:
+            return None
+        return {"Retry-After": retry_after_header(self.retry_after_ms)}
+
+
+def retry_after_header(retry_after_ms: int) -> str:
+    """HTTP's Retry-After counts whole seconds: rounded up, at least 1."""
+    return str(max(1, math.ceil(retry_after_ms / 1000)))
 
 
 class ScriptCode(IntEnum):

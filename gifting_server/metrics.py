@@ -4,6 +4,7 @@ so that /metrics sums every worker's figures, whichever worker answers."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -29,6 +30,13 @@ GIFT_LATENCY = Histogram(
     "Time from receiving a gift to acknowledging it",
     ["path"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+GIFTS_REFUSED_OVERLOADED = Counter(
+    "gifting_gifts_refused_overloaded_total",
+    "Gifts refused with service_unavailable before reaching Redis because the worker was"
+    " past its ceiling ([overload]): reason queue_delay (a standing queue longer than"
+    " queue_target_ms) or in_flight (max_in_flight reached)",
+    ["reason"],
 )
 PAYMENTS = Counter("gifting_payments_total", "Payment webhook events", ["kind", "replayed"])
 REPLICA_SHORTFALLS = Counter(
@@ -64,9 +72,17 @@ def count_request(method: str, status: int) -> None:
     REQUESTS.labels(method=method if method in METHODS else "other", status=str(status)).inc()
 
 
+# Each gift and each refusal counts: `labels()` costs more than the count itself (a
+# lock and a dict built per call), so each pair's child is looked up once.
+_GIFT_COUNTERS: dict[tuple[str, str], Any] = {}
+
+
 def count_gift(path: str, outcome: str) -> None:
     """`outcome` is "ok" or an ErrorCode's code: a closed set of label values."""
-    GIFTS.labels(path=path, outcome=outcome).inc()
+    counter = _GIFT_COUNTERS.get((path, outcome))
+    if counter is None:
+        counter = _GIFT_COUNTERS[path, outcome] = GIFTS.labels(path=path, outcome=outcome)
+    counter.inc()
 
 
 def observe_delivery(events: list[bytes], now_ms: float) -> None:

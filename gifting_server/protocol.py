@@ -147,10 +147,17 @@ def encode(message: dict[str, Any], encoding: Encoding) -> bytes:
     return packed
 
 
-def error_message(code: ErrorCode, message: str, message_id: str | None = None) -> dict[str, Any]:
+def error_message(
+    code: ErrorCode,
+    message: str,
+    message_id: str | None = None,
+    retry_after_ms: int | None = None,
+) -> dict[str, Any]:
     body: dict[str, Any] = {"type": "error", "code": code.code, "message": message}
     if message_id is not None:
         body["id"] = message_id
+    if retry_after_ms is not None:
+        body["retry_after_ms"] = retry_after_ms
     return body
 
 

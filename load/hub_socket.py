@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +21,26 @@ from locust import User
 # How an `events` frame starts (the server writes "type" first): gifters skip those unread.
 EVENTS_JSON = b'{"type":"events"'
 EVENTS_MSGPACK = b"\x83\xa4type\xa6events"
+
+
+# Requests named "<name>: REFUSED_OVERLOADED": a server past its ceiling refused the
+# gift at once, changing nothing, and said when to send it again; it was retried.
+REFUSED_OVERLOADED = "refused overloaded, retried"
+
+
+def is_overloaded(answer: dict[str, Any]) -> bool:
+    return (
+        answer.get("type") == "error"
+        and answer.get("code") == "service_unavailable"
+        and isinstance(answer.get("retry_after_ms"), int)
+    )
+
+
+def overload_retry(retry_after_ms: float) -> float:
+    """Seconds to wait before sending a refused gift again: what the server asked,
+    plus up to half as much again, so that the refused crowd does not come back in
+    the same instant."""
+    return retry_after_ms / 1000 * random.uniform(1.0, 1.5)
 
 
 class GiftRefused(Exception):
@@ -98,6 +119,9 @@ class HubSocket:
         return self._ask(f"subscribe:{stream_id}", message, "subscribe")
 
     def send_gift(self, stream_id: str, gift_id: str, count: int) -> dict[str, Any] | None:
+        """The gift's ack, or None (a failure, reported). A gift refused by an overloaded
+        server (`service_unavailable` with `retry_after_ms`) is sent again with the
+        same id after that long, as a client would (`overload_retry`)."""
         message_id = uuid.uuid4().hex  # also the gift's idempotency key
         message = {
             "type": "gift",
@@ -106,10 +130,20 @@ class HubSocket:
             "gift_id": gift_id,
             "count": count,
         }
-        return self._ask(message_id, message, "gift")
+        retries = self.options.overload_retries
+        for attempt in range(retries + 1):
+            answer = self._ask(message_id, message, "gift", retry_later=attempt < retries)
+            if answer is None or answer["type"] == "ack":
+                return answer
+            gevent.sleep(overload_retry(answer["retry_after_ms"]))
+        return None
 
-    def _ask(self, key: str, message: dict[str, Any], name: str) -> dict[str, Any] | None:
-        """Send and wait for the answer filed under `key`; report it as request `name`."""
+    def _ask(
+        self, key: str, message: dict[str, Any], name: str, *, retry_later: bool = False
+    ) -> dict[str, Any] | None:
+        """Send and wait for the answer filed under `key`; report it as request `name`.
+        With `retry_later`, an overloaded server's refusal is answered (to be sent again)
+        and reported apart as `REFUSED_OVERLOADED`, not as a failure."""
         waiter: AsyncResult[tuple[dict[str, Any], int]] = AsyncResult()
         self.waiting[key] = waiter
         started = time.perf_counter()
@@ -131,6 +165,9 @@ class HubSocket:
             return None
         finally:
             self.waiting.pop(key, None)
+        if retry_later and is_overloaded(answer):
+            self.report(f"{name}: {REFUSED_OVERLOADED}", started, size)
+            return answer
         if answer["type"] == "error":
             error = GiftRefused(f"{answer['code']}: {answer['message']}")
             self.report(name, started, size, error)

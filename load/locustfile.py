@@ -9,11 +9,17 @@ streams). WebSocket traffic is reported as requests of type "WS":
     connect            the handshake
     subscribe          `subscribe` until `subscribed`
     gift               a gift sent until its `ack`; a refusal fails with its error code
+    gift: refused overloaded, retried
+                       an overloaded server refused the gift at once (service_unavailable
+                       with retry_after_ms); it is sent again with the same id after
+                       that long (plus jitter), as a client would: not a failure
     deliver <kind>     a viewer's delivery latency: arrival time minus the event's `ts`
     event order        a viewer saw a gap or a repeat in the stream's event ids
     connection         the server closed a connection (with the close code)
 
-HTTP gifters report `POST /v1/streams/[id]/gifts` like any locust HTTP request.
+HTTP gifters report `POST /v1/streams/[id]/gifts` like any locust HTTP request; a 503
+with `Retry-After` is retried with the same idempotency key after that long and
+reported as `/v1/streams/[id]/gifts: refused overloaded, retried`.
 """
 
 from __future__ import annotations
@@ -31,7 +37,12 @@ from pathlib import Path
 from typing import Any
 
 import gevent
-from hub_socket import EventsOutOfOrder, HubSocket  # locust puts load/ on sys.path
+from hub_socket import (  # locust puts load/ on sys.path
+    REFUSED_OVERLOADED,
+    EventsOutOfOrder,
+    HubSocket,
+    overload_retry,
+)
 from locust import FastHttpUser, User, constant, events, tag, task
 from locust.env import Environment
 
@@ -64,6 +75,14 @@ def add_options(parser: Any) -> None:
         "--http-gifters", type=int, default=0, help="exactly N HTTP gifters (0: by weight)"
     )
     group.add_argument("--ack-timeout", type=float, default=10.0, help="seconds to wait for acks")
+    group.add_argument(
+        "--overload-retries",
+        type=int,
+        default=5,
+        help="times a gift refused by an overloaded server (503 / service_unavailable with"
+        " a retry-after) is sent again with the same key after the time it names; the"
+        " refusals are reported apart, not as failures",
+    )
     group.add_argument("--msgpack", action="store_true", help="speak gifting.v1.msgpack")
 
 
@@ -282,6 +301,18 @@ class HttpGifter(Gifter, FastHttpUser):
             "count": streak.count,
             "idempotency_key": uuid.uuid4().hex,
         }
+        retries = self.environment.parsed_options.overload_retries
+        for attempt in range(retries + 1):
+            answer = self.post_gift(body, retry_later=attempt < retries)
+            if not isinstance(answer, float):
+                return answer
+            gevent.sleep(overload_retry(answer))
+        return None
+
+    def post_gift(self, body: dict[str, Any], *, retry_later: bool) -> int | float | None:
+        """The coins left after the gift; None when it failed (reported); with
+        `retry_later`, the milliseconds an overloaded server asked to wait before the
+        same request again (reported apart, not as a failure)."""
         with self.client.post(
             f"/v1/streams/{self.account.stream_id}/gifts",
             json=body,
@@ -289,6 +320,12 @@ class HttpGifter(Gifter, FastHttpUser):
             name="/v1/streams/[id]/gifts",
             catch_response=True,
         ) as response:
+            if retry_later and response.status_code == 503 and "retry-after" in response.headers:
+                response.request_meta["name"] += f": {REFUSED_OVERLOADED}"
+                response.success()
+                error = response.json().get("error", {})
+                seconds = float(response.headers["retry-after"])
+                return float(error.get("retry_after_ms", seconds * 1000))
             if response.status_code != 200:
                 try:
                     error = response.json()["error"]

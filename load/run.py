@@ -163,6 +163,9 @@ def bucket_quantile(before: dict[float, float], after: dict[float, float], q: fl
     return float("nan")
 
 
+REFUSED = ": refused overloaded, retried"  # hub_socket.REFUSED_OVERLOADED, as locust names it
+
+
 def summarize(stats_csv: Path) -> dict[str, Any]:
     """The figures worth a line, from locust's stats CSV."""
     with stats_csv.open() as stats:
@@ -178,6 +181,11 @@ def summarize(stats_csv: Path) -> dict[str, Any]:
                 "p50_ms": float(row["50%"]),
                 "p99_ms": float(row["99%"]),
             }
+    # Gifts an overloaded server refused at once and the gifter sent again (locustfile):
+    # their own figure, neither a failure nor an ack.
+    summary["refused_overloaded"] = sum(
+        int(row["Request Count"]) for name, row in rows.items() if name.endswith(REFUSED)
+    )
     total = rows["Aggregated"]
     summary["requests"] = int(total["Request Count"])
     summary["failures"] = int(total["Failure Count"])

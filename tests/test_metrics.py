@@ -153,6 +153,7 @@ def declared() -> list[str]:
 # Fed only by a fault the ordinary traffic has no way to cause, in the named test.
 FED_ELSEWHERE = {
     "gifting_replica_ack_shortfalls": "tests/ledger/test_replica_ack.py",
+    "gifting_gifts_refused_overloaded": "tests/faults/test_overload.py",
 }
 
 

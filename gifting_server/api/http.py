@@ -28,8 +28,10 @@ from gifting_server.ledger import gifts, overlay_tokens, payments, streams, wall
 from gifting_server.ledger.store import Store, guarded
 
 
-def json_response(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(data), status_code=status, headers=headers, media_type="application/json"
+    )
 
 
 def store_of(request: Request) -> Store:

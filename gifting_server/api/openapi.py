@@ -96,12 +96,22 @@ def error_responses(*codes: ErrorCode) -> dict[str, Any]:
     for code in codes:
         if code.code not in by_status[code.http_status]:
             by_status[code.http_status].append(code.code)
-    return {
-        str(status): answer(
-            " | ".join(names), obj({"error": obj({"code": enum(*names), "message": STR})})
-        )
-        for status, names in sorted(by_status.items())
-    }
+    responses = {}
+    for status, names in sorted(by_status.items()):
+        # An overloaded worker says when to come back (docs/overload.md).
+        retry = ErrorCode.SERVICE_UNAVAILABLE.code in names
+        optional = {"retry_after_ms": integer(1)} if retry else None
+        error = obj({"error": obj({"code": enum(*names), "message": STR}, optional)})
+        responses[str(status)] = answer(" | ".join(names), error)
+        if retry:
+            responses[str(status)]["headers"] = {
+                "Retry-After": {
+                    "description": "seconds (at least 1) before the same request again, when"
+                    " the worker was overloaded; then also `retry_after_ms` in the body",
+                    "schema": integer(1),
+                }
+            }
+    return responses
 
 
 @dataclass(frozen=True)

@@ -229,6 +229,14 @@ class ClientSession:
         task.add_done_callback(done)
 
     def _gift(self, message: SendGift) -> None:
+        # Past the worker's ceiling the gift is refused here, before its task: every
+        # refusal costs the worker CPU that the gifts it takes need. (send_gift asks
+        # again, after the gift's own rules, for those that pass.)
+        refusal = self.store.admission.refusal()
+        if refusal is not None:
+            self._gift_refused(refusal.code, refusal.message, message.id, refusal.retry_after_ms)
+            return
+
         async def send() -> None:
             try:
                 receipt = await gifts.send_gift(
@@ -242,7 +250,7 @@ class ClientSession:
                     timed=metrics.GIFT_LATENCY.labels(path="ws").time,
                 )
             except GiftingError as e:
-                self._gift_refused(e.code, e.message, message.id)
+                self._gift_refused(e.code, e.message, message.id, e.retry_after_ms)
                 return
             except Exception:
                 log.exception("gift %s from %s failed", message.id, self.identity.user_id)
@@ -269,12 +277,20 @@ class ClientSession:
         task.add_done_callback(self.tasks.discard)
         return task
 
-    def _gift_refused(self, code: ErrorCode, message: str, message_id: str) -> None:
+    def _gift_refused(
+        self, code: ErrorCode, message: str, message_id: str, retry_after_ms: int | None = None
+    ) -> None:
         metrics.count_gift("ws", code.code)
-        self._error(code, message, message_id)
+        self._error(code, message, message_id, retry_after_ms)
 
-    def _error(self, code: ErrorCode, message: str, message_id: str | None = None) -> None:
-        self.connection.send_message(error_message(code, message, message_id))
+    def _error(
+        self,
+        code: ErrorCode,
+        message: str,
+        message_id: str | None = None,
+        retry_after_ms: int | None = None,
+    ) -> None:
+        self.connection.send_message(error_message(code, message, message_id, retry_after_ms))
 
 
 def session_opener(hub: Hub, store: Store) -> OpenSession:

@@ -173,8 +173,10 @@ async def send_gift(
     Refused before anything is written: `forbidden` for any token but a viewer's,
     `unknown_gift`, `invalid_request` for a count or key out of the rules; then
     `checked_message`'s refusals; then every refusal of the script (see
-    `errors.SCRIPT_ERRORS`). `timed` wraps the script call alone: an edge's latency
-    metric, which the rules' refusals skip."""
+    `errors.SCRIPT_ERRORS`). Past the worker's ceiling, `service_unavailable` with
+    `retry_after_ms` before anything reaches Redis (`admission.py`). `timed` wraps the
+    script call alone: an edge's latency metric, which the rules' and the overload's
+    refusals skip."""
     gift = checked_gift(store.settings, sender, gift_id, count, idempotency_key)
     try:
         note = await checked_message(store, stream_id, gift, count, message)
@@ -186,7 +188,7 @@ async def send_gift(
             raise
         sent = messages.cleaned(message)
         note = Note(sent, sent)  # the script answers from the record: never stored
-    with timed():
+    with store.admission.admit(), timed():
         return await run_send_gift(
             store, sender, stream_id, gift, count, idempotency_key, note=note
         )

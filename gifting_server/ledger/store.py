@@ -16,6 +16,7 @@ from gifting_server import metrics
 from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode, GiftingError, script_error
 from gifting_server.ledger import keys
+from gifting_server.ledger.admission import Admission
 from gifting_server.ledger.clock import wall_clock_ms
 from gifting_server.ledger.pipeline import DEFAULT_TIMEOUT_S, ReplicaAck, ReplicasNotAcked
 from gifting_server.ledger.scripts import Scripts
@@ -158,8 +159,11 @@ class Store:
         init=False, default_factory=dict
     )
     gifts_across_slots: bool = field(init=False)
+    # This worker's gifts in flight to Redis: what refuses the excess past its ceiling.
+    admission: Admission = field(init=False)
 
     def __post_init__(self) -> None:
+        self.admission = Admission(self.settings.overload)
         redis = self.settings.redis
         self.scripts = Scripts.of(
             self.redis, ReplicaAck(redis.replicas_acked, redis.replicas_timeout_ms)

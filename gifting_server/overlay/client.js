@@ -96,12 +96,25 @@ function onMessage(message) {
     setBalance(message.coins, message.event_id);
     showCombo(gift, message.combo);
     syncWalletSoon();
+  } else if (message.type === "error" && overloaded(message) && pending.has(message.id)) {
+    // The server was too busy and changed nothing: the same gift (same id, so it is
+    // charged once) goes out again when it said, with some jitter.
+    const gift = pending.get(message.id);
+    const delay = message.retry_after_ms * (1 + Math.random() * 0.5);
+    setTimeout(() => {
+      if (pending.has(message.id)) hub?.send(giftMessage(message.id, gift));
+    }, delay);
+    toast("Busy right now: your gift goes out in a moment.");
   } else if (message.type === "error") {
     const gift = pending.get(message.id);
     pending.delete(message.id);
     window.__errors.push(message);
     explain(message, gift);
   }
+}
+
+function overloaded(message) {
+  return message.code === "service_unavailable" && Number.isInteger(message.retry_after_ms);
 }
 
 function showCombo(gift, combo) {

@@ -7,6 +7,8 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
+from gifting_server.errors import retry_after_header
+
 
 async def snapshot(redis: Redis) -> dict[str, tuple[str, Any]]:
     """Every key of the database with its type and full content, to prove nothing changed."""
@@ -38,6 +40,11 @@ def assert_error(response: httpx.Response, status: int, code: str) -> None:
     body = response.json()
     assert isinstance(body, dict) and set(body) == {"error"}, body
     error = body["error"]
-    assert isinstance(error, dict) and set(error) == {"code", "message"}, body
+    # an overloaded worker says when to retry (ledger/admission.py)
+    extra = {"retry_after_ms"} if code == "service_unavailable" else set()
+    assert isinstance(error, dict) and {"code", "message"} <= set(error), body
+    assert set(error) <= {"code", "message"} | extra, body
+    if "retry_after_ms" in error:
+        assert response.headers["retry-after"] == retry_after_header(error["retry_after_ms"])
     assert error["code"] == code, body
     assert isinstance(error["message"], str) and error["message"], body
