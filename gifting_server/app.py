@@ -23,6 +23,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gifting_server import metrics
+from gifting_server.access_log import AccessLog
 from gifting_server.api import demo, http, pages, streamer_http, studio, ws
 from gifting_server.api.http_protocol import PendingRequests
 from gifting_server.api.openapi import openapi_document
@@ -214,7 +215,10 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(CountRequests)],
+        middleware=[
+            Middleware(AccessLog, enabled=settings.logging.access),
+            Middleware(CountRequests),
+        ],
         exception_handlers={
             GiftingError: on_gifting_error,
             HTTPException: on_http_error,

@@ -4,26 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 
-from gifting_server import load_setup
+from gifting_server import load_setup, logs
 from gifting_server.auth import Role, issue_token
 from gifting_server.config import ConfigError, Settings, load_settings
 from gifting_server.embedded_redis import EmbeddedRedis, EmbeddedRedisError, Supervisor
 
 log = logging.getLogger("gifting_server")
 MAX_TOKEN_TTL_S = 10 * 365 * 86_400  # ten years
-
-
-def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)-5s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--demo", action="store_true", help="seed demo data and print URLs")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="seed demo data and print URLs that carry bearer tokens (local demos only)",
+    )
     serve.add_argument("--log-level", default="info")
 
     token = sub.add_parser("token", help="print a signed token")
@@ -61,12 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging()
     try:
         settings = load_settings()
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    logs.configure(settings.logging.format)
     try:
         if args.command == "serve":
             return serve(settings, args)
@@ -155,9 +155,33 @@ def complete_cashout(settings: Settings, redis_url: str, cashout_id: str, status
     return 0
 
 
+def listen_error(host: str, port: int) -> str | None:
+    """Why `serve` could not listen on host:port, or None. Asked before anything starts,
+    so that a busy port is one clear line and not uvicorn's errno after the banner
+    (another process can still take the port in between: uvicorn then says so)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # as uvicorn binds: a port left in TIME_WAIT by a stopped server is free
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return (
+                    f"port {port} is in use; stop the other server or pass --port "
+                    "(make run PORT=...)"
+                )
+            return f"cannot listen on {host}:{port}: {e.strerror or e}"
+    return None
+
+
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    problem = listen_error(args.host, args.port)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     embedded: EmbeddedRedis | None = None
     supervisor: Supervisor | None = None
     if args.demo:
@@ -199,6 +223,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
             http="gifting_server.api.http_protocol:HttpProtocol",
             ws="gifting_server.hub.connection:HubConnection",
             log_level=args.log_level,
+            # our format in every process, workers included; our own access lines
+            log_config=logs.dict_config(settings.logging.format, args.log_level),
             access_log=False,
         )
     finally:

@@ -228,6 +228,17 @@ class Overload:
     retry_after_max_ms: int = 10_000
 
 
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class Logging:
+    """One line per record on stderr (gifting_server/logs.py)."""
+
+    format: str = "text"  # "text" for people, "json" (one object per line) for shipping
+    access: bool = True  # a line per HTTP request and per WebSocket connection
+
+
 @dataclass(frozen=True)
 class Server:
     metrics_public: bool = True
@@ -251,6 +262,7 @@ class Settings:
     redis: RedisOptions = field(default_factory=RedisOptions)
     messages: Messages = field(default_factory=Messages)
     overload: Overload = field(default_factory=Overload)
+    logging: Logging = field(default_factory=Logging)
     metrics_public: bool = True
     demo_payments: bool = False
     # `serve --workers N` sets PROMETHEUS_MULTIPROC_DIR: /metrics then sums every worker.
@@ -319,6 +331,7 @@ def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = N
         redis=_parse_section(RedisOptions, tree.get("redis", {}), "redis", sources),
         messages=_parse_section(Messages, tree.get("messages", {}), "messages", sources),
         overload=_parse_section(Overload, tree.get("overload", {}), "overload", sources),
+        logging=_parse_section(Logging, tree.get("logging", {}), "logging", sources),
         metrics_public=server.metrics_public,
         # `serve --demo` turns demo payments on for every worker through the environment.
         demo_payments=server.demo_payments or env.get("GIFTING_DEMO_PAYMENTS") == "1",
@@ -404,6 +417,8 @@ def _check_section(value: Any, section: str) -> None:
         raise ConfigError("[messages] max_length must be at most max_length_limit")
     if isinstance(value, Overload) and value.retry_after_min_ms > value.retry_after_max_ms:
         raise ConfigError("[overload] retry_after_min_ms must be at most retry_after_max_ms")
+    if isinstance(value, Logging) and value.format not in LOG_FORMATS:
+        raise ConfigError(f"[logging] format must be one of {', '.join(LOG_FORMATS)}")
 
 
 def _ident(value: Any, where: str) -> str:

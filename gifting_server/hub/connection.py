@@ -26,7 +26,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-from gifting_server import metrics
+from gifting_server import access_log, metrics
 from gifting_server.auth import TOKEN_EXPIRED, Identity, TokenExpired, verify_token
 from gifting_server.errors import CloseCode, GiftingError
 from gifting_server.protocol import SUBPROTOCOLS, Encoding, encode, websocket_frame
@@ -84,6 +84,11 @@ class HubConnection(asyncio.Protocol):
         self.fragments_dropped = False  # over the rate: the rest of this message is dropped
         self.expires_at: float | None = None  # when the token stops counting
         self.expiry: asyncio.TimerHandle | None = None
+        # for the access line at close: set when the upgrade is accepted
+        self.opened_at: float | None = None
+        self.path = ""
+        self.request_id = ""
+        self.user_id: str | None = None
 
     @property
     def closed(self) -> bool:
@@ -125,6 +130,16 @@ class HubConnection(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.opened_at is not None and self.ws is not None:
+            close = self.ws.close_sent or self.ws.close_rcvd
+            access_log.ws_line(
+                self.path,
+                close.code if close else None,
+                self.opened_at,
+                self.request_id,
+                self.user_id,
+            )
+            self.opened_at = None
         self._closed = True
         self.server_state.connections.discard(self)
         self._choose_send()
@@ -193,9 +208,15 @@ class HubConnection(asyncio.Protocol):
             self.transport.close()
             return
         response = self.ws.accept(request)
+        given = request.headers.get("X-Request-Id")
+        self.request_id = access_log.request_id(given.encode("latin-1") if given else None)
+        response.headers["X-Request-Id"] = self.request_id
         self.ws.send_response(response)
         if response.status_code != 101:
             return
+        # the query string stays out of the log: it may carry the token
+        self.path = request.path.partition("?")[0]
+        self.opened_at = time.perf_counter()
         self._limit_write_buffers(hub.settings.websocket.write_buffer_bytes)
         chosen = response.headers.get("Sec-WebSocket-Protocol")
         self.encoding = Encoding(chosen) if chosen else Encoding.JSON
@@ -211,6 +232,7 @@ class HubConnection(asyncio.Protocol):
             metrics.DROPS.labels(reason="unauthorized").inc()
             self.close(CloseCode.UNAUTHORIZED, e.message)
             return
+        self.user_id = identity.user_id
         open_session: OpenSession = self.app_state["open_session"]
         self.session = open_session(self, identity)
         if identity.expires_at is not None:

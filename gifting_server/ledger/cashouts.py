@@ -18,6 +18,7 @@ from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ids import is_id
 from gifting_server.ledger import keys
 from gifting_server.ledger.store import Store, guarded
+from gifting_server.logs import audit
 
 STATUSES = ("paid", "failed")
 LISTED = 100  # the most a list shows, newest first
@@ -87,7 +88,15 @@ async def complete(store: Store, cashout_id: str, status: str) -> dict[str, Any]
         [keys.cashouts(streamer_id), keys.wallet(streamer_id), keys.journal(streamer_id)],
         [streamer_id, cashout_id, status, store.clock()],
     )
-    return public(_parsed(result[1]), store.settings.economy.currency)
+    shown = public(_parsed(result[1]), store.settings.economy.currency)
+    audit(
+        f"cashout_{status}",
+        cashout_id=cashout_id,
+        streamer_id=streamer_id,
+        diamonds=shown.get("diamonds"),
+        cents=shown.get("cents"),
+    )
+    return shown
 
 
 async def streamer_of(store: Store, cashout_id: str) -> str:

@@ -13,6 +13,7 @@ from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.fields import identifier, invalid, parse_object
 from gifting_server.ledger import keys
 from gifting_server.ledger.store import Store
+from gifting_server.logs import audit
 
 PAYMENT_KINDS = ("payment.succeeded", "payment.refunded")
 
@@ -39,7 +40,13 @@ class WebhookPayment:
 async def apply_signed_webhook(store: Store, body: bytes, signature: str | None) -> WebhookPayment:
     """Verify a payment provider's signed event and apply it exactly once."""
     settings = store.settings
-    verify_webhook(settings.webhook_secret, body, signature, settings.limits.webhook_tolerance_s)
+    try:
+        verify_webhook(
+            settings.webhook_secret, body, signature, settings.limits.webhook_tolerance_s
+        )
+    except GiftingError as e:
+        audit("webhook_signature_rejected", reason=e.message, body_bytes=len(body))
+        raise
     data = parse_object(body)
     event_id = identifier(data, "event_id", key=True)
     user_id = identifier(data, "user_id")
@@ -49,6 +56,17 @@ async def apply_signed_webhook(store: Store, body: bytes, signature: str | None)
     if kind not in PAYMENT_KINDS:
         raise invalid(f"type must be one of {', '.join(PAYMENT_KINDS)}")
     result = await apply_payment(store, user_id, event_id, kind, package_id, payer_id)
+    audit(
+        "payment_duplicate"
+        if result.replayed
+        else ("payment_applied" if kind == "payment.succeeded" else "payment_refunded"),
+        event_id=event_id,
+        user_id=user_id,
+        package_id=package_id,
+        coins_credited=result.credited,
+        coins_clawed_back=result.clawed_back,
+        coins_owed=result.owed,
+    )
     return WebhookPayment(event_id, user_id, kind, result)
 
 

@@ -10,6 +10,7 @@ from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import keys
 from gifting_server.ledger.clock import day_number, week_number
 from gifting_server.ledger.store import Store, guarded
+from gifting_server.logs import audit
 
 # The leaderboard periods, for the API, its schema and the leaderboard overlay.
 PERIODS = ("stream", "day", "week", "all")
@@ -48,7 +49,10 @@ async def start_stream(store: Store, streamer_id: str, stream_id: str) -> bool:
         [keys.stream(stream_id), keys.stream_history(stream_id)],
         [streamer_id, store.clock()],
     )
-    return int(result[1]) != 0
+    started = int(result[1]) != 0
+    if started:
+        audit("stream_started", stream_id=stream_id, streamer_id=streamer_id)
+    return started
 
 
 async def end_stream(store: Store, streamer_id: str, stream_id: str) -> int:
@@ -62,7 +66,10 @@ async def end_stream(store: Store, streamer_id: str, stream_id: str) -> int:
             store.event_channel(stream_id),
         ],
     )
-    return int(result[1])
+    event_id = int(result[1])
+    if event_id:  # 0: it had ended already
+        audit("stream_ended", stream_id=stream_id, streamer_id=streamer_id, event_id=event_id)
+    return event_id
 
 
 async def stream_status(store: Store, stream_id: str) -> dict[str, Any]:

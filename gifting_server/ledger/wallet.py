@@ -11,6 +11,7 @@ from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import cashouts, keys
 from gifting_server.ledger.clock import DAY_MS, day_number
 from gifting_server.ledger.store import Store, guarded
+from gifting_server.logs import audit
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ async def cashout(store: Store, streamer_id: str, diamonds: int, idempotency_key
             idempotency_key,
         ],
     )
-    return Cashout(
+    created = Cashout(
         cashout_id=str(result[1]),
         diamonds=int(result[2]),
         cents=int(result[3]),
@@ -122,3 +123,12 @@ async def cashout(store: Store, streamer_id: str, diamonds: int, idempotency_key
         diamonds_left=int(result[4]),
         replayed=bool(result[5]),
     )
+    audit(
+        "cashout_replayed" if created.replayed else "cashout_created",
+        cashout_id=created.cashout_id,
+        streamer_id=streamer_id,
+        diamonds=created.diamonds,
+        cents=created.cents,
+        currency=created.currency,
+    )
+    return created

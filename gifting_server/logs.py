@@ -1,0 +1,107 @@
+"""One log format for the whole process, uvicorn's loggers included.
+
+Every record is one line on stderr stamped with the date, time and time zone (ISO 8601
+with offset). `text`: `<time> <LEVEL> <logger>: <message> key=value ...`; `json`: one
+object per line with `time`, `level`, `logger`, `message` and the record's fields.
+Fields travel as `extra={"fields": {...}}` (see `audit`): structured in JSON, appended
+as key=value in text. Configured once per process through `dict_config`, which uvicorn
+also applies in each worker it starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+AUDIT = logging.getLogger("gifting_server.audit")
+ACCESS = logging.getLogger("gifting_server.access")
+CORE_KEYS = ("time", "level", "logger", "message")
+
+
+def iso_time(created: float) -> str:
+    """2026-11-29T21:40:00.123+00:00, in the machine's time zone."""
+    return datetime.fromtimestamp(created).astimezone().isoformat(timespec="milliseconds")
+
+
+def fields_of(record: logging.LogRecord) -> dict[str, Any]:
+    fields = getattr(record, "fields", None)
+    return fields if isinstance(fields, dict) else {}
+
+
+def _text_value(value: Any) -> str:
+    text = str(value)
+    if not text or any(c in text for c in ' "=\n'):
+        return orjson.dumps(text).decode()
+    return text
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = (
+            f"{iso_time(record.created)} {record.levelname:<5} {record.name}: {record.getMessage()}"
+        )
+        fields = fields_of(record)
+        if fields:
+            line += " " + " ".join(f"{k}={_text_value(v)}" for k, v in fields.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": iso_time(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in fields_of(record).items():
+            line[key if key not in CORE_KEYS else f"field_{key}"] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
+
+
+FORMATTERS = {"text": TextFormatter, "json": JsonFormatter}
+
+
+def dict_config(log_format: str = "text", level: str = "INFO") -> dict[str, Any]:
+    """For `logging.config.dictConfig` and uvicorn's `log_config`: one stderr handler on
+    the root logger; uvicorn's loggers lose their own handlers and propagate to it."""
+    formatter = FORMATTERS[log_format]
+    uvicorn_logger = {"handlers": [], "propagate": True}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"line": {"()": f"{formatter.__module__}.{formatter.__qualname__}"}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "line",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "uvicorn": uvicorn_logger,
+            "uvicorn.error": uvicorn_logger,
+            "uvicorn.access": uvicorn_logger,
+            "uvicorn.asgi": uvicorn_logger,
+        },
+        "root": {"handlers": ["stderr"], "level": level.upper()},
+    }
+
+
+def configure(log_format: str = "text", level: str = "INFO") -> None:
+    logging.config.dictConfig(dict_config(log_format, level))
+
+
+def audit(action: str, **fields: Any) -> None:
+    """One business event (a payment, a cash-out, a stream's start or end, a refused
+    signature) on `gifting_server.audit`. Never pass a token or a secret."""
+    if AUDIT.isEnabledFor(logging.INFO):
+        AUDIT.info(action, extra={"fields": fields})
