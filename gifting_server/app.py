@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gifting_server import metrics
+from gifting_server import logs, metrics
 from gifting_server.access_log import AccessLog
 from gifting_server.api import demo, http, pages, streamer_http, studio, ws
 from gifting_server.api.http_protocol import PendingRequests
@@ -249,4 +249,5 @@ def _stop_when_orphaned(serve_pid: int) -> asyncio.Task[None] | None:
 
 def create_app_from_env() -> Starlette:
     """Factory for `uvicorn --factory` and for each worker of `serve --workers N`."""
+    logs.skip_unused_record_attributes()  # uvicorn configured this process's logging
     return create_app(load_settings())
