@@ -24,6 +24,7 @@ PAGES = {
     "/overlay/leaderboard": "leaderboard.html",
     "/overlay/goal": "goal.html",
     "/client": "client.html",
+    "/docs": "docs.html",  # the OpenAPI document, rendered by docs.js
 }
 STATIC_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*\.(js|css)$")
 MEDIA_TYPES = {"js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
