@@ -10,7 +10,9 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
 from gifting_server.errors import ErrorCode, GiftingError
@@ -167,11 +169,14 @@ async def test_events_a_failover_lost_are_taken_back_from_the_viewers_before_new
     tmp_path: Path,
     killed: list[NodeInfo],  # noqa: F811
 ) -> None:
-    """Events 2..4 reach the viewer live from a master whose replica is stopped;
-    the master dies, the replica (with event 1 only) takes over, and the stream's
-    next events take ids 2, 3, ... again. The viewer is told it restarts
+    """Counts 2..4 reach the viewer live from a master whose replica is stopped;
+    the master dies, the replica (with what came before its link was cut only)
+    takes over, and the stream's next events take the lost ids again. The viewer is
+    told it restarts where the promoted history parts from what it got
     (`subscribed {recovered: false}`) and gets every new event, whether they were
-    published before the worker read the history again or after."""
+    published before the worker read the history again or after. The worker
+    publishes state events of its own (its viewer count, the first top gifters):
+    where the history parts is read from the promoted replica, not assumed."""
     plain = Store(await connect(cluster_url, 1.0), make_settings(cluster_url, tmp_path))
     stream_id = one_stream_per_master(redis_cluster)[0]
     await streams.start_stream(plain, "streamer1", stream_id)
@@ -192,23 +197,50 @@ async def test_events_a_failover_lost_are_taken_back_from_the_viewers_before_new
                     await publish_viewers(plain, stream_id, count)
                 head = await plain.redis.hget(keys.stream(stream_id), "seq")
                 await received(viewer, stream_id, int(head))
+                delivered = {event["event_id"]: event for event in viewer_events(viewer, stream_id)}
                 redis_cluster.kill(master)
                 killed.append(master)
             finally:
                 redis_cluster.processes[replica.port].send_signal(signal.SIGCONT)
-            await asyncio.to_thread(redis_cluster.wait_for_failover, master)
+            promoted = await asyncio.to_thread(redis_cluster.wait_for_failover, master)
+            parted = kept_of(promoted, stream_id, delivered)
+            assert parted < int(head) - 2, (parted, head)  # counts 2..4 at least are lost
             new_counts = list(range(100, 106))
             published = [await publish_until_served(plain, stream_id, n) for n in new_counts]
             assert published[0] <= int(head)  # lost ids are taken again
             await received_count(viewer, stream_id, new_counts[-1])
             history = seen(viewer, stream_id)
-            assert ("subscribed", (False, 1)) in history, history
+            assert ("subscribed", (False, parted)) in history, (parted, history)
             assert_no_silent_gap(history)
             counts = viewer_counts(viewer, stream_id)
-            assert counts[counts.index(1) :][:4] == [1, 2, 3, 4]
+            first_new = counts.index(new_counts[0])
+            assert [c for c in counts[:first_new] if c > 1] == [2, 3, 4], counts
             assert [c for c in counts if c >= 100] == new_counts, counts
             viewer.assert_no_traceback()
     await plain.close()
+
+
+def viewer_events(client: WsClient, stream_id: str) -> list[dict[str, Any]]:
+    return [
+        event
+        for message in client.received
+        if message.get("stream_id") == stream_id and message["type"] == "events"
+        for event in message["events"]
+    ]
+
+
+def kept_of(promoted: NodeInfo, stream_id: str, delivered: dict[int, dict[str, Any]]) -> int:
+    """The newest event id up to which the promoted node's history is what the viewer
+    got: each stored event equal to the delivered one with its id."""
+    with node_client(promoted) as client:
+        rows: list[tuple[str, dict[str, str]]] = client.xrange(keys.stream_history(stream_id))
+    kept = 0
+    for _, fields in rows:
+        stored = orjson.loads(fields["e"])
+        if delivered.get(stored["event_id"]) != stored:
+            break
+        kept = stored["event_id"]
+    return kept
 
 
 def viewer_counts(client: WsClient, stream_id: str) -> list[int]:
