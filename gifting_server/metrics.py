@@ -30,6 +30,14 @@ GIFT_LATENCY = Histogram(
     ["path"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+GIFT_BATCHES = Counter(
+    "gifting_gift_batches_total",
+    "Script calls that carried gifts on a single Redis (ledger/gift_batch.py)",
+)
+GIFTS_BATCHED = Counter(
+    "gifting_gifts_batched_total",
+    "Gifts those calls carried: over gifting_gift_batches_total, the mean batch size",
+)
 PAYMENTS = Counter("gifting_payments_total", "Payment webhook events", ["kind", "replayed"])
 REPLICA_SHORTFALLS = Counter(
     "gifting_replica_ack_shortfalls_total",
