@@ -198,3 +198,51 @@ async def test_a_failed_call_fails_every_gift_of_its_batch(ledger: Store) -> Non
     b.add(viewer("alice"), "rose", 1, "f1", ErrorCode.SERVICE_UNAVAILABLE)
     b.add(viewer("carol"), "rose", 1, "f2", ErrorCode.SERVICE_UNAVAILABLE)
     await b.check()
+
+
+async def test_a_history_ahead_of_its_meta_refuses_its_gifts_alone(ledger: Store) -> None:
+    """The meta of s3 restored behind its history: its gifts in the batch are refused
+    with nothing of them written, the gifts to s1 before and after them are whole."""
+    await live_stream(ledger, "s3")
+    rose = ledger.settings.gift("rose")
+    assert rose is not None
+    await gifts.run_send_gift(ledger, viewer("carol"), "s3", rose, 1, "pre3")
+    await ledger.redis.hset(keys.stream("s3"), "seq", "0")
+    s3_before = await ledger.redis.xrange(keys.stream_history("s3"))
+    seq = int(await ledger.redis.hget(keys.stream("s1"), "seq"))
+    alice, carol = viewer("alice"), viewer("carol")
+    b = Batch(ledger)
+    b.add(alice, "rose", 1, "x1", (seq + 1, 998, 2, False))
+    b.add(carol, "rose", 1, "x2", ErrorCode.STORAGE_CORRUPT, stream="s3")
+    b.add(carol, "rose", 2, "x3", (seq + 2, 97, 2, False))
+    b.add(alice, "rose", 1, "x4", ErrorCode.STORAGE_CORRUPT, stream="s3")
+    await b.check()
+    assert await ledger.redis.xrange(keys.stream_history("s3")) == s3_before
+    assert await ledger.redis.hget(keys.stream("s3"), "seq") == "0"
+    assert int(await ledger.redis.hget(keys.stream("s1"), "seq")) == seq + 2
+    assert await ledger.redis.get(keys.idempotency("carol", "x2")) is None
+    gift_keys = [e["key"] for e in await journal_entries(ledger.redis) if e["type"] == "gift"]
+    assert gift_keys == ["before", "pre3", "x1", "x3"]
+    # The s1 gifts' credits went in whole: the streamer's diamonds and the platform's
+    # share add up (reconcile), and so does s1's coin total.
+    await assert_reconciled(ledger)
+
+
+async def test_a_planted_key_ends_the_call_with_the_gifts_before_it_whole(ledger: Store) -> None:
+    """A key of another type (only someone with Redis access can plant one) fails a gift
+    after its first write and ends the call; the gifts before it in the call are
+    written whole, stream meta and streamer credit included, and answer their retry."""
+    await live_stream(ledger, "s4", "streamer2")
+    await streams.streamer_of(ledger, "s4")
+    await ledger.redis.set(keys.journal("streamer2"), "planted")
+    seq = int(await ledger.redis.hget(keys.stream("s1"), "seq"))
+    received = (await ledger.redis.hget(keys.wallet("streamer1"), "received")) or "0"
+    b = Batch(ledger)
+    b.add(viewer("alice"), "rose", 1, "y1", ErrorCode.STORAGE_CORRUPT)
+    b.add(viewer("carol"), "rose", 1, "y2", ErrorCode.STORAGE_CORRUPT, stream="s4")
+    await b.check()
+    assert int(await ledger.redis.hget(keys.stream("s1"), "seq")) == seq + 1
+    assert int(await ledger.redis.hget(keys.wallet("streamer1"), "received")) == int(received) + 1
+    retry = Batch(ledger)
+    retry.add(viewer("alice"), "rose", 1, "y1", (seq + 1, 998, 2, True))
+    await retry.check()

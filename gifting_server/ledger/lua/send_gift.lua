@@ -22,9 +22,9 @@
   diamonds and the share are computed (from `received`): no key is written by
   every gift (docs/scaling.md, "The ledger across slots").
 
-  The gift itself is include "gift", shared with send_gifts (the gifts of one
-  flush in one call). The sender's side (include "spend"), the stream's (include
-  "combo") and the streamer's (include "earn") are shared with the steps of a gift across slots
+  send_gifts (include "gift") runs the same gift for the gifts of one flush in one
+  call: change the two together. The sender's side (include "spend"), the stream's
+  (include "combo") and the streamer's (include "earn") are shared with the steps of a gift across slots
   (debit_gift, credit_stream, credit_streamer), which a Redis Cluster runs.
   There is no week leaderboard to bump: a week's board is the sum of its seven day
   boards (streams.leaderboard), so day boards outlive their week.
@@ -72,21 +72,92 @@
 --- @include "spend"
 --- @include "combo"
 --- @include "earn"
---- @include "gift"
 
--- 0. The configuration. A value Redis would refuse at a later write (SET PX, XADD
--- MAXLEN) or arithmetic on a missing number must stop the gift here, before any write.
-local shareArg, idemTtl, historyMax = ARGV[11], ARGV[15], ARGV[16]
+local idemKey, walletKey, streamKey, streamerKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local heldKey, platformKey, streamBoardKey = KEYS[5], KEYS[6], KEYS[7]
+local dayBoardKey, allBoardKey = KEYS[8], KEYS[9]
+local streaksKey, journalKey, historyKey = KEYS[10], KEYS[11], KEYS[12]
+
+local sender, senderName, expectedStreamer = ARGV[1], ARGV[2], ARGV[3]
+-- Numbers that go back to Redis as they came are passed on as the strings they
+-- are: Redis formats a Lua number with %.17g, which costs more than the call.
+local giftId, countArg, costArg = ARGV[4], ARGV[5], ARGV[6]
+local fingerprint, nowArg = ARGV[7], ARGV[8]
+local isAdult, needAdult = ARGV[9] == '1', ARGV[10] == '1'
+local shareArg, idemTtl, historyMax, heldUntilArg = ARGV[11], ARGV[15], ARGV[16], ARGV[21]
+local eventFragment, channel, idemName, streamId = ARGV[17], ARGV[18], ARGV[19], ARGV[20]
+
+
+-- 0. Arguments. A value Redis would refuse at a later write (SET PX, XADD MAXLEN,
+-- ZINCRBY of the coins)
+-- or arithmetic on a missing number must stop the gift here, before any write; so
+-- must a time or a bucket that would be stored as no integer. (tonumber gives nil
+-- for a missing or non-numeric argument; n % 1 is NaN for inf and NaN.)
+local count, cost, now = tonumber(countArg), tonumber(costArg), tonumber(nowArg)
 local shareBps, comboWindow = tonumber(shareArg), tonumber(ARGV[12])
 local ratePerS, burst = tonumber(ARGV[13]), tonumber(ARGV[14])
-if not (shareBps and comboWindow and ratePerS and burst and shareBps >= 0 and shareBps <= 10000
-    and digits(idemTtl) and idemTtl ~= '0' and digits(historyMax)) then
+local heldUntil = tonumber(heldUntilArg)
+if not (count and cost and now and shareBps and comboWindow and ratePerS and burst and heldUntil
+    and digits(costArg) and shareBps >= 0 and shareBps <= 10000
+    and digits(idemTtl) and idemTtl ~= '0'
+    and digits(historyMax) and now % 1 == 0 and now >= 0 and now <= 9007199254740991
+    and heldUntil % 1 == 0 and heldUntil >= 0 and heldUntil <= 9007199254740991) then
   return {16}
 end
 
--- Numbers that go back to Redis as they came are passed on as the strings they
--- are: Redis formats a Lua number with %.17g, which costs more than the call.
-return giftOne(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8],
-  KEYS[9], KEYS[10], KEYS[11], KEYS[12], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
-  ARGV[6], ARGV[7], ARGV[8], ARGV[9] == '1', ARGV[17], ARGV[18], ARGV[19], ARGV[20], ARGV[21],
-  ARGV[10] == '1', shareArg, shareBps, comboWindow, ratePerS, burst, idemTtl, historyMax)
+-- 1. Idempotency: the same key answers the first result again.
+local seen = redis.call('GET', idemKey)
+if seen then
+  local fp, eventId, coinsLeft, combo = string.match(seen, '^(.*)|(%d+)|(%d+)|(%d+)$')
+  if fp ~= fingerprint then return {1} end
+  return {0, tonumber(eventId), tonumber(coinsLeft), tonumber(combo), 1, 0}
+end
+
+-- 2. The stream, and the sender's combo of this gift on it. A stored number that
+-- does not parse (nil) is refused here, not left to fail after the first write.
+local comboField = 'c:' .. sender .. ':' .. giftId
+local meta = redis.call('HMGET', streamKey, 'streamer', 'status', 'seq', 'coins', comboField)
+if not meta[1] or meta[1] ~= expectedStreamer then return {2} end
+if meta[2] ~= 'live' then return {3} end
+if meta[1] == sender then return {4} end
+if needAdult and not isAdult then return {5} end
+local seq, streamCoins = tonumber(meta[3] or '0'), tonumber(meta[4] or '0')
+local last = parseCombo(meta[5])
+if not (seq and streamCoins) or last == nil then return {17} end
+
+-- 3. The sender's wallet: rate limit, balance, own daily budget.
+local w = redis.call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
+  'rl_at', 'rl_tokens', 'spent_before')
+local coinsLeft, spent, refilledAt, tokens, budgetDays, spentDay, spentBefore =
+  checkSpend(w, now, cost, ratePerS, burst)
+if not coinsLeft then return {spent} end
+
+-- 4. The streamer's side: diamonds, the hold, the platform's share.
+local diamonds, platformShare, received, totalDiamonds = checkEarn(streamerKey, cost, shareBps)
+if not diamonds then return {platformShare} end
+
+-- All checks passed: write. The history comes first: its entry ids must grow, so
+-- a stream meta restored behind its history makes that XADD fail; as the first
+-- write, it fails with nothing changed. No later call can fail on anything a client
+-- sends (a key planted with another type or value can: see the header).
+local coinsTotal = streamCoins + cost
+local eventId, id, combo, comboText, tapText, coinsTotalText = emitGift(historyKey, historyMax,
+  channel, streaksKey, sender .. ':' .. giftId, seq, streamCoins, coinsTotal, count, countArg,
+  last, now, nowArg, comboWindow, eventFragment)
+
+writeEarn(streamerKey, heldKey, platformKey, heldUntil, heldUntilArg, now, diamonds,
+  platformShare, received, totalDiamonds)
+local coinsLeftText = writeSpend(walletKey, senderName, coinsLeft, spent, refilledAt,
+  tokens, budgetDays, spentDay, spentBefore)
+
+redis.call('ZINCRBY', streamBoardKey, costArg, sender)
+bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
+journalGift(journalKey, sender, meta[1], streamId, giftId, countArg, costArg, diamonds,
+  platformShare, shareArg, id, idemName, nowArg, w[2], isAdult)
+
+-- The combo outlives its window so that close_streaks can still announce its end.
+redis.call('HSET', streamKey, 'seq', id, 'coins', coinsTotalText,
+  comboField, comboText .. '|' .. tapText .. '|' .. eventFragment)
+redis.call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText,
+  'PX', idemTtl)
+return {0, eventId, coinsLeft, combo, 0, diamonds}

@@ -7,11 +7,14 @@
   Redis whatever its size (the script's start, its functions, the configuration)
   is paid once for the batch, and the keys and arguments of a stream (the stream's
   and its streamer's ten keys, its owner, id and channel) once for all its gifts:
-  every key and argument costs Redis ~1,000 instructions (docs/performance.md,
-  "Batching"). Every key is still declared, so the call is legal on a cluster too.
-  A script error (only a key planted with another type by someone with Redis
-  access can raise one after the checks) ends the call: the gifts before it stay
-  whole and are answered from their records when retried.
+  and a stream's meta and its streamer's credit are read once and written once, at
+  the call's end (include "gift": `writeShared`; the platform's share and the held
+  diamonds summed); docs/performance.md, "Batching". Every key is still declared,
+  so the call is legal on a cluster too. A history ahead of its meta refuses that
+  stream's gifts alone (CORRUPT_VALUE, nothing of them written). A script error
+  (only a key planted with another type by someone with Redis access can raise one
+  after the checks) ends the call with the gifts before it partly written, as it
+  leaves a lone send_gift: `reconcile` names such a key.
 
   Input (G streams, N gifts):
     ARGV[1]  age verification required (1/0)
@@ -59,6 +62,7 @@ if not (streams and gifts and gifts % 1 == 0 and #ARGV == 8 + 3 * streams + 12 *
 end
 
 local giftKeys, giftArgs = 10 * streams, 8 + 3 * streams
+local shared = newShared()
 for i = 1, gifts do
   local a, k = giftArgs + 12 * (i - 1), giftKeys + 2 * (i - 1)
   local g = tonumber(ARGV[a + 1])
@@ -66,12 +70,21 @@ for i = 1, gifts do
     replies[i] = {16}
   else
     local s, sa = 10 * (g - 1), 8 + 3 * (g - 1)
-    replies[i] = giftOne(KEYS[k + 1], KEYS[k + 2], KEYS[s + 1], KEYS[s + 2], KEYS[s + 3],
+    local ok, reply = pcall(giftOne, KEYS[k + 1], KEYS[k + 2], KEYS[s + 1], KEYS[s + 2], KEYS[s + 3],
       KEYS[s + 4], KEYS[s + 5], KEYS[s + 6], KEYS[s + 7], KEYS[s + 8], KEYS[s + 9],
       KEYS[s + 10], ARGV[a + 2], ARGV[a + 3], ARGV[sa + 1], ARGV[a + 4], ARGV[a + 5],
       ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9] == '1', ARGV[a + 10],
       ARGV[sa + 3], ARGV[a + 11], ARGV[sa + 2], ARGV[a + 12],
-      needAdult, shareArg, shareBps, comboWindow, ratePerS, burst, idemTtl, historyMax)
+      needAdult, shareArg, shareBps, comboWindow, ratePerS, burst, idemTtl, historyMax, shared)
+    if ok then
+      replies[i] = reply
+    elseif historyAhead(reply) then
+      replies[i] = {17}
+    else
+      writeShared(shared) -- the gifts before this one, whole; then the call's error
+      error(reply)
+    end
   end
 end
+writeShared(shared)
 return replies
