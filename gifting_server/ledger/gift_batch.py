@@ -5,10 +5,11 @@ frames and requests of many connections arriving together) is queued here; at th
 end of the pass they go to Redis as one `send_gifts` call (lua/send_gifts.lua), at
 most `MAX_BATCH` gifts a call, instead of one `send_gift` each. Redis runs them one
 after the other, each with its own checks before its own writes, so each caller gets
-exactly the reply its own `send_gift` would have given; what a script call costs
-Redis whatever it carries (its start, its functions, the configuration) is paid
-once a batch (docs/performance.md, "Batching"). A gift alone in its pass still
-goes as one `send_gift`.
+exactly the reply its own `send_gift` would have given, sent after the gifts before
+it. What a script call costs Redis whatever it carries (its start, its functions,
+the configuration) is paid once a batch, and a stream's meta and its streamer's
+credit are read and written once a call (docs/performance.md, "Batching"). A gift
+alone in its pass still goes as one `send_gift`.
 
 A failure of the call (Redis gone, a timeout, replicas short) reaches every gift of
 the batch as the same exception, as it would have reached each of their calls.
