@@ -38,6 +38,14 @@ GIFTS_REFUSED_OVERLOADED = Counter(
     " queue_target_ms) or in_flight (max_in_flight reached)",
     ["reason"],
 )
+GIFT_BATCHES = Counter(
+    "gifting_gift_batches_total",
+    "Script calls that carried gifts on a single Redis (ledger/gift_batch.py)",
+)
+GIFTS_BATCHED = Counter(
+    "gifting_gifts_batched_total",
+    "Gifts those calls carried: over gifting_gift_batches_total, the mean batch size",
+)
 PAYMENTS = Counter("gifting_payments_total", "Payment webhook events", ["kind", "replayed"])
 REPLICA_SHORTFALLS = Counter(
     "gifting_replica_ack_shortfalls_total",

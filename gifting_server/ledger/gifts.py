@@ -2,7 +2,8 @@
 
 `send_gift` applies the rules an edge cannot get wrong on its own (who may gift,
 which gifts exist, how many at once, what a key looks like), then makes the one
-script call that checks and moves the money (`lua/send_gift.lua`). Each edge only
+script call that checks and moves the money (`lua/send_gift.lua`; on one Redis, with
+the other gifts of the same pass of the loop: `gift_batch.py`). Each edge only
 parses its request and encodes the receipt.
 """
 
@@ -17,10 +18,11 @@ import orjson
 
 from gifting_server.auth import Identity, Role
 from gifting_server.config import Gift, Settings
-from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.errors import ErrorCode, GiftingError, script_error
 from gifting_server.fields import checked_key
 from gifting_server.ledger import keys, messages, streaks, stream_settings, transfers
 from gifting_server.ledger.clock import DAY_MS, day_number, held_until
+from gifting_server.ledger.gift_batch import GiftBatch
 from gifting_server.ledger.store import Store, guarded
 from gifting_server.ledger.streams import streamer_of
 
@@ -249,7 +251,10 @@ async def _gift_in_one_script(
         store.event_channel(stream_id),
         note,
     )
-    result = await store.run_script("send_gift", call.keys, call.args)
+    # With the other gifts of this pass of the loop, in one script call (gift_batch.py).
+    result = await guarded(GiftBatch.of(store.scripts).send_gift(call.keys, call.args))
+    if result[0] != 0:
+        raise script_error(int(result[0]))
     return GiftReceipt(int(result[1]), int(result[2]), int(result[3]), bool(result[4]))
 
 

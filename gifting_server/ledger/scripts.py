@@ -22,6 +22,7 @@ from gifting_server.ledger.pipeline import NO_REPLICA_ACK, ReplicaAck, ScriptPip
 
 SCRIPT_NAMES = (
     "send_gift",
+    "send_gifts",
     "gift_gate",
     "debit_gift",
     "credit_stream",

@@ -56,6 +56,17 @@ def redis_cpu_seconds(client: redis.Redis) -> float:
     return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
+def gift_batches(server: BenchServer) -> tuple[float, float]:
+    """(script calls that carried gifts, gifts they carried), from the server's /metrics
+    (ledger/gift_batch.py; 0, 0 for a server without batching, or on a cluster)."""
+    found = {"gifting_gift_batches_total": 0.0, "gifting_gifts_batched_total": 0.0}
+    for line in httpx.get(f"{server.url}/metrics", timeout=5).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in found:
+            found[name] = float(value)
+    return found["gifting_gift_batches_total"], found["gifting_gifts_batched_total"]
+
+
 def redis_raw(server: BenchServer, users: list[str], gifts: int) -> dict[str, Any]:
     """Pre-encoded EVALSHA batches written straight to Redis: no server, little client."""
     settings = bench_settings(server)
@@ -148,6 +159,7 @@ def end_to_end(
     client = redis.Redis.from_url(server.redis_url)
     tokens = [server.token(user) for user in users]
     calls_before, usec_before = evalsha_stats(client)
+    batches_before, batched_before = gift_batches(server)
     cpu_before = cpu_seconds(server.process.pid)
     redis_cpu_before = redis_cpu_seconds(client)
     client_cpu_before = time.process_time()
@@ -156,6 +168,7 @@ def end_to_end(
     cpu = cpu_seconds(server.process.pid) - cpu_before
     redis_cpu = redis_cpu_seconds(client) - redis_cpu_before
     calls, usec = evalsha_stats(client)
+    batches, batched = gift_batches(server)
     client.close()
     acked = len(outcome["latencies"])
     return {
@@ -169,6 +182,10 @@ def end_to_end(
         # every script call in the window (gifts, streak closing, state publishing) per gift
         "redis_us_per_gift": round((usec - usec_before) / max(acked, 1), 2),
         "redis_script_calls": calls - calls_before,
+        # the mean size of a send_gifts batch (one Redis): gifts over the calls that carried them
+        "gifts_per_gift_call": round(
+            (batched - batched_before) / max(batches - batches_before, 1), 2
+        ),
         "redis_process_us_per_gift": round(redis_cpu * 1e6 / max(acked, 1), 1),
         "server_us_per_gift": round(cpu * 1e6 / max(acked, 1), 1),
         "gift_client_us_per_gift": round(client_cpu * 1e6 / max(acked, 1), 1),

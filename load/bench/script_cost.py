@@ -23,6 +23,7 @@ scripts' arguments may change, and the baseline's scripts need their own callers
     python -m load.bench.script_cost [--gifts 2000] [--script path/to/send_gift.lua]
     python -m load.bench.script_cost --path single   # or: --path cluster
     python -m load.bench.script_cost --path sides    # the stream's and the streamer's slot
+    python -m load.bench.script_cost --path batch [--batch-sizes 1,8,32]  # send_gifts
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from gifting_server.auth import Identity, Role
 from gifting_server.config import Settings, load_settings
 from gifting_server.ledger import keys, payments, streams, transfers
 from gifting_server.ledger.clock import DAY_MS, held_until
+from gifting_server.ledger.gift_batch import CONFIG_ARGS, batch_call
 from gifting_server.ledger.gifts import event_fragment, gift_call
 from gifting_server.ledger.scripts import script_source, with_includes
 from gifting_server.ledger.store import Store, connect_single
@@ -161,6 +163,47 @@ def one_script(script: str) -> Sender:
     return send
 
 
+def batched(size: int) -> Sender:
+    """The single-Redis path as a worker sends it under load: the gifts of one flush in
+    send_gifts calls of `size` gifts (ledger/gift_batch.py; size 1 is one send_gift),
+    pipelined about 200 gifts at a time."""
+
+    def send(client: redis.Redis, url: str, settings: Settings, gifts: int) -> None:
+        name = "send_gift" if size == 1 else "send_gifts"
+        sha = client.script_load(script_source(name))
+        rose = settings.gift("rose")
+        assert rose is not None
+        now = time.time_ns() // 1_000_000
+
+        def at(i: int) -> int:  # the clock one_script's gifts see
+            return now + i // 50
+
+        connection = client.connection_pool.get_connection()
+        per_write = max(1, 200 // size) * size
+        for start in range(0, gifts, per_write):
+            commands = []
+            for first in range(start, min(start + per_write, gifts), size):
+                calls = [
+                    gift_call(settings, sender(i), STREAM, STREAMER, rose, 1, f"c{i}", at(i))
+                    for i in range(first, min(first + size, gifts))
+                ]
+                if size == 1:
+                    keys_, args = calls[0].keys, calls[0].args
+                else:
+                    queued = [(c.keys, c.args, None) for c in calls]
+                    config = tuple(calls[0].args[i] for i in CONFIG_ARGS)
+                    keys_, args = batch_call(config, queued)  # type: ignore[arg-type]
+                commands.append(("EVALSHA", sha, len(keys_), *keys_, *args))
+            connection.send_packed_command(connection.pack_commands(commands))
+            for _ in commands:
+                reply = connection.read_response()
+                replies = [reply] if size == 1 else reply
+                assert all(r[0] == 0 for r in replies), reply
+        client.connection_pool.release(connection)
+
+    return send
+
+
 def across_slots(client: redis.Redis, url: str, settings: Settings, gifts: int) -> None:
     """The cluster path: every step of each gift (ledger/transfers.py), as a worker
     runs them, many gifts at once over the server's own pipelined script calls."""
@@ -249,8 +292,12 @@ def main() -> None:
     parser.add_argument("--gifts", type=int, default=2000)
     parser.add_argument("--script", type=Path, help="a send_gift.lua to measure instead")
     parser.add_argument(
-        "--path", choices=["both", "single", "cluster", "sides"], default="both",
+        "--path", choices=["both", "single", "cluster", "sides", "batch"], default="both",
         help="sides: the steps across slots split by the slot that runs them",
+    )  # fmt: skip
+    parser.add_argument(
+        "--batch-sizes", default="1,8,32",
+        help="--path batch: the send_gifts sizes to measure (gifts a call)",
     )  # fmt: skip
     options = parser.parse_args()
     if not shutil.which("valgrind"):
@@ -274,6 +321,14 @@ def main() -> None:
         print(verdict(cluster, int(BUDGET * CLUSTER_FACTOR), BASELINE["cluster"]))
     if single and cluster:
         print(f"across slots / send_gift: {cluster / single:.2f}")
+    if options.path == "batch":
+        for size in (int(n) for n in options.batch_sizes.split(",")):
+            cost = per_gift(options.gifts, batched(size))
+            print(
+                f"send_gifts, {size} a call: {cost:,} instructions of Redis per gift "
+                f"(callgrind, EVALSHA, {runs})"
+            )
+            print(verdict(cost, BUDGET, BASELINE["single"]))
     if options.path == "sides":
         stream = per_gift(options.gifts, one_side("stream"))
         print(f"the stream's slot: {stream:,} instructions per gift (gift_gate, credit_stream)")

@@ -224,13 +224,28 @@ class LedgerMachine(RuleBasedStateMachine):
         runs, as when the worker dies right after it; the gift is committed."""
         gift = self.settings.gift(gift_id)
         assert gift is not None
-        fingerprint = f"{stream}|{gift_id}|{count}"
         if dies:
             self.debit_and_die(sender, stream, gift_id, count, key)
             return
         receipt, error = self.attempt(
             gifts.run_send_gift(self.store, viewer(sender), stream, gift, count, key)
         )
+        self.check_gift(sender, stream, gift_id, count, key, receipt, error)
+
+    def check_gift(
+        self,
+        sender: str,
+        stream: str,
+        gift_id: str,
+        count: int,
+        key: str,
+        receipt: gifts.GiftReceipt | None,
+        error: ErrorCode | None,
+    ) -> None:
+        """A gift's answer against the model, which it then joins when committed."""
+        gift = self.settings.gift(gift_id)
+        assert gift is not None
+        fingerprint = f"{stream}|{gift_id}|{count}"
         if stream not in STREAMS:
             assert error is ErrorCode.UNKNOWN_STREAM, (error, receipt)
             return
@@ -370,6 +385,46 @@ class LedgerMachine(RuleBasedStateMachine):
         """A viewer taps cheap gifts in a row, each with its own idempotency key."""
         for gift_id, count in taps:
             self.gift(sender, stream, gift_id, count, self.fresh("tap"))
+
+    @rule(
+        burst=st.lists(
+            st.tuples(users, st.sampled_from(list(STREAMS)), st.sampled_from(GIFTS), counts,
+                      st.booleans()),
+            min_size=2, max_size=10,
+        ),
+    )  # fmt: skip
+    def gifts_at_once(self, burst: list[tuple[str, str, str, int, bool]]) -> None:
+        """Gifts that reach the ledger in the same pass of the loop: on one Redis one
+        send_gifts call (ledger/gift_batch.py). Each answer is the one it would get
+        sent after the gifts before it; a gift may reuse the key of the one before."""
+        calls, sent = [], []
+        for i, (sender, stream, gift_id, count, reuse) in enumerate(burst):
+            key = sent[-1][4] if reuse and i and sent[-1][0] == sender else self.fresh("burst")
+            gift = self.settings.gift(gift_id)
+            assert gift is not None
+            sent.append((sender, stream, gift_id, count, key))
+            calls.append(gifts.run_send_gift(self.store, viewer(sender), stream, gift, count, key))
+
+        async def at_once() -> list[Any]:
+            for stream in STREAMS:  # owners known: no gift waits for a lookup
+                await streams.streamer_of(self.store, stream)
+            if self.across_slots:  # the steps of concurrent gifts may interleave
+                return [await self._answer(call) for call in calls]
+            return list(await asyncio.gather(*(self._answer(call) for call in calls)))
+
+        for (sender, stream, gift_id, count, key), (receipt, error) in zip(
+            sent, self.run(at_once()), strict=True
+        ):
+            self.check_gift(sender, stream, gift_id, count, key, receipt, error)
+
+    @staticmethod
+    async def _answer(
+        call: Awaitable[gifts.GiftReceipt],
+    ) -> tuple[gifts.GiftReceipt | None, ErrorCode | None]:
+        try:
+            return await call, None
+        except GiftingError as e:
+            return None, e.code
 
     @rule(stream=st.sampled_from(list(STREAMS)))
     def toggle_stream(self, stream: str) -> None:

@@ -22,8 +22,9 @@
   diamonds and the share are computed (from `received`): no key is written by
   every gift (docs/scaling.md, "The ledger across slots").
 
-  The sender's side (include "spend"), the stream's (include "combo") and the
-  streamer's (include "earn") are shared with the steps of a gift across slots
+  send_gifts (include "gift") runs the same gift for the gifts of one flush in one
+  call: change the two together. The sender's side (include "spend"), the stream's
+  (include "combo") and the streamer's (include "earn") are shared with the steps of a gift across slots
   (debit_gift, credit_stream, credit_streamer), which a Redis Cluster runs.
   There is no week leaderboard to bump: a week's board is the sum of its seven day
   boards (streams.leaderboard), so day boards outlive their week.

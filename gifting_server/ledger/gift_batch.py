@@ -1,0 +1,121 @@
+"""The gifts of one flush in one script call: how a single Redis gets its gifts.
+
+Every gift that reaches the ledger in the same pass of the event loop (the gift
+frames and requests of many connections arriving together) is queued here; at the
+end of the pass they go to Redis as one `send_gifts` call (lua/send_gifts.lua), at
+most `MAX_BATCH` gifts a call, instead of one `send_gift` each. Redis runs them one
+after the other, each with its own checks before its own writes, so each caller gets
+exactly the reply its own `send_gift` would have given, sent after the gifts before
+it. What a script call costs Redis whatever it carries (its start, its functions,
+the configuration) is paid once a batch, and a stream's meta and its streamer's
+credit are read and written once a call (docs/performance.md, "Batching"). A gift
+alone in its pass still goes as one `send_gift`.
+
+A failure of the call (Redis gone, a timeout, replicas short) reaches every gift of
+the batch as the same exception, as it would have reached each of their calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Any, ClassVar
+
+from gifting_server import metrics
+from gifting_server.ledger.scripts import Scripts
+
+# The most gifts in one call: Redis runs a call without a break, so this bounds how
+# long one batch holds up every other client (~64 gifts ≈ a few ms of Redis).
+MAX_BATCH = 64
+# send_gift's arguments (lua/send_gift.lua) as send_gifts takes them: the configuration
+# (the same for every gift of one store) once a call, the stream's once for its gifts,
+# the rest once a gift. Age rule, share, combo window, rate, burst, ttl, history cap:
+CONFIG_ARGS = tuple(range(9, 16))
+STREAM_ARGS = (2, 19, 17)  # the streamer the caller expects, the stream id, its channel
+GIFT_ARGS = (0, 1, 3, 4, 5, 6, 7, 8, 16, 18, 20)
+# send_gift's keys: the idempotency record and the sender's wallet are the gift's own,
+# the other ten the stream's and its streamer's.
+GIFT_KEYS = 2
+
+Reply = list[Any]
+Queued = tuple[list[str], list[Any], "asyncio.Future[Reply]"]
+
+
+class GiftBatch:
+    """The gifts queued for one Redis (one `Scripts`) during this pass of the loop."""
+
+    _of: ClassVar[weakref.WeakKeyDictionary[Scripts, GiftBatch]] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, scripts: Scripts) -> GiftBatch:
+        batch = cls._of.get(scripts)
+        if batch is None:
+            batch = cls._of[scripts] = cls(scripts)
+        return batch
+
+    def __init__(self, scripts: Scripts) -> None:
+        self.scripts = scripts
+        self.queued: list[Queued] = []
+        self.running: set[asyncio.Task[None]] = set()
+
+    def send_gift(self, keys: list[str], args: list[Any]) -> asyncio.Future[Reply]:
+        """send_gift's reply to this call (its keys and arguments, lua/send_gift.lua),
+        sent with the other gifts of this pass."""
+        loop = asyncio.get_running_loop()
+        if not self.queued:
+            loop.call_soon(self._flush)
+        reply: asyncio.Future[Reply] = loop.create_future()
+        self.queued.append((keys, args, reply))
+        return reply
+
+    def _flush(self) -> None:
+        queued, self.queued = self.queued, []
+        # Stores over one Redis may differ in their configuration: one call per configuration.
+        by_config: dict[tuple[Any, ...], list[Queued]] = {}
+        for gift in queued:
+            by_config.setdefault(tuple(gift[1][i] for i in CONFIG_ARGS), []).append(gift)
+        for config, gifts in by_config.items():
+            for start in range(0, len(gifts), MAX_BATCH):
+                task = asyncio.ensure_future(self._run(config, gifts[start : start + MAX_BATCH]))
+                self.running.add(task)
+                task.add_done_callback(self.running.discard)
+
+    async def _run(self, config: tuple[Any, ...], gifts: list[Queued]) -> None:
+        metrics.GIFT_BATCHES.inc()
+        metrics.GIFTS_BATCHED.inc(len(gifts))
+        try:
+            if len(gifts) == 1:
+                keys, args, _ = gifts[0]
+                replies = [await self.scripts.run("send_gift", keys, args)]
+            else:
+                replies = await self.scripts.run("send_gifts", *batch_call(config, gifts))
+        except Exception as e:  # the call failed: so did each gift's
+            for _, _, reply in gifts:
+                if not reply.done():
+                    reply.set_exception(e)
+            return
+        for (_, _, reply), answer in zip(gifts, replies, strict=True):
+            if not reply.done():  # its caller was cancelled
+                reply.set_result(answer)
+
+
+def batch_call(config: tuple[Any, ...], gifts: list[Queued]) -> tuple[list[str], list[Any]]:
+    """send_gifts' keys and arguments for these send_gift calls (its header has the layout)."""
+    streams: dict[tuple[Any, ...], int] = {}
+    stream_keys: list[str] = []
+    stream_args: list[Any] = []
+    gift_keys: list[str] = []
+    gift_args: list[Any] = []
+    for keys, args, _ in gifts:
+        # The day leaderboard is among the stream's keys: gifts of one stream on both
+        # sides of midnight are two streams here.
+        stream = (*keys[GIFT_KEYS:], *(args[i] for i in STREAM_ARGS))
+        g = streams.get(stream)
+        if g is None:
+            g = streams[stream] = len(streams) + 1
+            stream_keys += keys[GIFT_KEYS:]
+            stream_args += [args[i] for i in STREAM_ARGS]
+        gift_keys += keys[:GIFT_KEYS]
+        gift_args.append(g)
+        gift_args += [args[i] for i in GIFT_ARGS]
+    return stream_keys + gift_keys, [*config, len(streams), *stream_args, *gift_args]

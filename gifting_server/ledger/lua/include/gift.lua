@@ -1,0 +1,185 @@
+--[[
+  gift: one gift of a send_gifts call (the gifts of one flush, one after the other
+  in one call): the same checks, in the same order, and the same writes as
+  send_gift.lua, which a gift alone in its flush takes; change the two together
+  (tests/ledger/test_gift_batch.py holds a batch to send_gift's answers). Not a
+  script: `--- @include "gift"` is replaced by this file when scripts.py loads a
+  script. Needs "numbers", "event", "spend", "combo", "earn".
+
+  The gift's keys (send_gift's KEYS, in its order) and its own arguments come as
+  values, the configuration (validated once by the caller) as numbers and the
+  strings Redis is given back. The reply is send_gift's.
+
+  What the gifts of one call share is read once and written once, at the call's
+  end (`writeShared`): a stream's meta (its owner, status, sequence, coins and the
+  combos the call advanced) and a streamer's credit (coins received, diamonds),
+  read by the call's first gift that needs them; the platform's share and the
+  held diamonds are summed and added once. A gift still sees every gift before it
+  in the call: it reads them from `shared`. The history append stays each gift's
+  first write: a history ahead of its meta refuses that gift alone, with nothing of
+  it written (the caller's `historyAhead`: CORRUPT_VALUE), and the call goes on.
+  Any other error (a full Redis at the call's first write, a key planted with
+  another type) ends the call after `writeShared`, so the gifts before it are whole. send_gift does not share this: a call's tables cost
+  Redis's Lua heap (its garbage collector) ~40,000 instructions, which a batch of
+  several gifts pays back and a lone gift does not (docs/performance.md, "Batching").
+]]
+
+local function newShared()
+  return {streams = {}, streamOrder = {}, streamers = {}, streamerOrder = {},
+    held = {}, heldOrder = {}, platform = {}, platformOrder = {}}
+end
+
+-- An error of a gift's first write, its history XADD, that says the history is ahead
+-- of the stream's meta: nothing of that gift was written.
+local function historyAhead(e)
+  if type(e) == 'table' then e = e.err end -- Redis 7 raises a table, older Redis a string
+  return type(e) == 'string'
+    and string.find(e, 'equal or smaller than the target stream top', 1, true) ~= nil
+end
+
+-- The writes the call's gifts left in `shared`, once each.
+local function writeShared(shared)
+  for _, key in ipairs(shared.streamOrder) do
+    local st = shared.streams[key]
+    if st.seqText then
+      local fields = {'seq', st.seqText, 'coins', st.coinsText}
+      for _, field in ipairs(st.fields) do
+        fields[#fields + 1] = field
+        fields[#fields + 1] = st.combos[field]
+      end
+      redis.call('HSET', key, unpack(fields))
+    end
+  end
+  for _, key in ipairs(shared.streamerOrder) do
+    local sr = shared.streamers[key]
+    if sr.changed then
+      redis.call('HSET', key, 'received', fmt(sr.received), 'diamonds', fmt(sr.diamonds))
+    end
+  end
+  -- A held bucket the call starts (an hour's first) drops the buckets released by
+  -- the time of the gift that started it, as that gift alone would have.
+  for _, bucket in ipairs(shared.heldOrder) do
+    local heldKey, field, now, diamonds = bucket[1], bucket[2], bucket[3], bucket[4]
+    if redis.call('HINCRBY', heldKey, field, fmt(diamonds)) == diamonds then
+      local released = {}
+      for _, at in ipairs(redis.call('HKEYS', heldKey)) do
+        local t = tonumber(at)
+        if t and t <= now and at ~= field then released[#released + 1] = at end
+      end
+      if #released > 0 then redis.call('HDEL', heldKey, unpack(released)) end
+    end
+  end
+  for _, key in ipairs(shared.platformOrder) do
+    redis.call('HINCRBY', key, 'coins', fmt(shared.platform[key]))
+  end
+end
+
+local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, platformKey,
+    streamBoardKey, dayBoardKey, allBoardKey, streaksKey, journalKey, historyKey,
+    sender, senderName, expectedStreamer, giftId, countArg, costArg,
+    fingerprint, nowArg, isAdult, eventFragment, channel, idemName, streamId, heldUntilArg,
+    needAdult, shareArg, shareBps, comboWindow, ratePerS, burst, idemTtl, historyMax, shared)
+
+  -- 0. This gift's own numbers (the configuration's were checked by the caller).
+  -- tonumber gives nil for a missing or non-numeric argument; n % 1 is NaN for inf and NaN.
+  local count, cost, now = tonumber(countArg), tonumber(costArg), tonumber(nowArg)
+  local heldUntil = tonumber(heldUntilArg)
+  if not (count and cost and now and heldUntil and digits(costArg)
+      and now % 1 == 0 and now >= 0 and now <= 9007199254740991
+      and heldUntil % 1 == 0 and heldUntil >= 0 and heldUntil <= 9007199254740991) then
+    return {16}
+  end
+
+  -- 1. Idempotency: the same key answers the first result again.
+  local seen = redis.call('GET', idemKey)
+  if seen then
+    local fp, eventId, coinsLeft, combo = string.match(seen, '^(.*)|(%d+)|(%d+)|(%d+)$')
+    if fp ~= fingerprint then return {1} end
+    return {0, tonumber(eventId), tonumber(coinsLeft), tonumber(combo), 1, 0}
+  end
+
+  -- 2. The stream, and the sender's combo of this gift on it: read by the call's first
+  -- gift to the stream, then from `shared`. A stored number that does not parse (nil)
+  -- is refused here, not left to fail after the first write.
+  local comboField = 'c:' .. sender .. ':' .. giftId
+  local st, comboRaw = shared.streams[streamKey], nil
+  if st then
+    comboRaw = st.combos[comboField]
+    if comboRaw == nil then comboRaw = redis.call('HGET', streamKey, comboField) end
+  else
+    local meta = redis.call('HMGET', streamKey, 'streamer', 'status', 'seq', 'coins', comboField)
+    st = {owner = meta[1], status = meta[2], seq = tonumber(meta[3] or '0'),
+      coins = tonumber(meta[4] or '0'), combos = {}, fields = {}}
+    shared.streams[streamKey] = st
+    shared.streamOrder[#shared.streamOrder + 1] = streamKey
+    comboRaw = meta[5]
+  end
+  if not st.owner or st.owner ~= expectedStreamer then return {2} end
+  if st.status ~= 'live' then return {3} end
+  if st.owner == sender then return {4} end
+  if needAdult and not isAdult then return {5} end
+  local last = parseCombo(comboRaw)
+  if not (st.seq and st.coins) or last == nil then return {17} end
+
+  -- 3. The sender's wallet: rate limit, balance, own daily budget.
+  local w = redis.call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
+    'rl_at', 'rl_tokens', 'spent_before')
+  local coinsLeft, spent, refilledAt, tokens, budgetDays, spentDay, spentBefore =
+    checkSpend(w, now, cost, ratePerS, burst)
+  if not coinsLeft then return {spent} end
+
+  -- 4. The streamer's side: diamonds and the platform's share, from the lifetime coins
+  -- received (read by the call's first gift to the streamer, then from `shared`).
+  local sr = shared.streamers[streamerKey]
+  if not sr then
+    local s = redis.call('HMGET', streamerKey, 'received', 'diamonds')
+    sr = {received = tonumber(s[1] or '0'), diamonds = tonumber(s[2] or '0')}
+    shared.streamers[streamerKey] = sr
+    shared.streamerOrder[#shared.streamerOrder + 1] = streamerKey
+  end
+  if not (sr.received and sr.diamonds) then return {17} end
+  local diamonds = creatorShare(sr.received + cost, shareBps) - creatorShare(sr.received, shareBps)
+  local platformShare = cost - diamonds
+
+  -- All checks passed: write. The history comes first: its entry ids must grow, so a
+  -- stream meta restored behind its history makes that XADD fail; as this gift's
+  -- first write it fails with nothing of the gift written (`historyAhead`). No later
+  -- call can fail on anything a client sends (a key planted with another type or
+  -- value can: see send_gift's header).
+  local coinsTotal = st.coins + cost
+  local eventId, id, combo, comboText, tapText, coinsTotalText = emitGift(historyKey,
+    historyMax, channel, streaksKey, sender .. ':' .. giftId, st.seq, st.coins, coinsTotal,
+    count, countArg, last, now, nowArg, comboWindow, eventFragment)
+  st.seq, st.coins, st.seqText, st.coinsText = eventId, coinsTotal, id, coinsTotalText
+  if st.combos[comboField] == nil then st.fields[#st.fields + 1] = comboField end
+  -- The combo outlives its window so that close_streaks can still announce its end.
+  st.combos[comboField] = comboText .. '|' .. tapText .. '|' .. eventFragment
+
+  sr.received, sr.diamonds, sr.changed = sr.received + cost, sr.diamonds + diamonds, true
+  if diamonds > 0 and heldUntil > 0 then
+    local bucketKey = heldKey .. ' ' .. heldUntilArg
+    local bucket = shared.held[bucketKey]
+    if bucket then
+      bucket[4] = bucket[4] + diamonds
+    else
+      bucket = {heldKey, heldUntilArg, now, diamonds}
+      shared.held[bucketKey] = bucket
+      shared.heldOrder[#shared.heldOrder + 1] = bucket
+    end
+  end
+  if platformShare > 0 then
+    local owed = shared.platform[platformKey]
+    if not owed then shared.platformOrder[#shared.platformOrder + 1] = platformKey end
+    shared.platform[platformKey] = (owed or 0) + platformShare
+  end
+  local coinsLeftText = writeSpend(walletKey, senderName, coinsLeft, spent, refilledAt,
+    tokens, budgetDays, spentDay, spentBefore)
+
+  redis.call('ZINCRBY', streamBoardKey, costArg, sender)
+  bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
+  journalGift(journalKey, sender, st.owner, streamId, giftId, countArg, costArg, diamonds,
+    platformShare, shareArg, id, idemName, nowArg, w[2], isAdult)
+  redis.call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText,
+    'PX', idemTtl)
+  return {0, eventId, coinsLeft, combo, 0, diamonds}
+end

@@ -1,0 +1,248 @@
+"""The gifts of one pass of the loop go to a single Redis as one send_gifts call
+(ledger/gift_batch.py): each still gets exactly its own answer, in the order the
+gifts came, refused ones writing nothing, and the ledger adds up."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from gifting_server.auth import Identity
+from gifting_server.errors import ErrorCode, GiftingError, ScriptCode
+from gifting_server.ledger import gift_batch, gifts, keys, streams, wallet
+from gifting_server.ledger.gift_batch import MAX_BATCH
+from gifting_server.ledger.store import Store
+from tests.factories import fund, live_stream, viewer
+from tests.ledger.conftest import one_script_only
+from tests.ledger.support import T0, FakeClock, journal_entries, snapshot
+from tests.ledger.test_concurrency import assert_reconciled
+
+Expected = tuple[int, int, int, bool] | ErrorCode  # (event id, coins left, combo, replayed)
+
+
+def batches() -> tuple[float, float]:
+    """(script calls that carried gifts, gifts they carried) so far."""
+    calls = REGISTRY.get_sample_value("gifting_gift_batches_total") or 0.0
+    carried = REGISTRY.get_sample_value("gifting_gifts_batched_total") or 0.0
+    return calls, carried
+
+
+class Batch:
+    """Gifts sent at once, each with the answer it must get."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.calls: list[Awaitable[gifts.GiftReceipt]] = []
+        self.expected: list[Expected] = []
+
+    def add(
+        self,
+        who: Identity,
+        gift_id: str,
+        count: int,
+        key: str,
+        expected: Expected,
+        stream: str = "s1",
+    ) -> None:
+        gift = self.store.settings.gift(gift_id)
+        assert gift is not None
+        self.calls.append(gifts.run_send_gift(self.store, who, stream, gift, count, key))
+        self.expected.append(expected)
+
+    async def check(self) -> None:
+        answers = await asyncio.gather(*self.calls, return_exceptions=True)
+        got: list[Any] = []
+        for answer in answers:
+            if isinstance(answer, GiftingError):
+                got.append(answer.code)
+            elif isinstance(answer, gifts.GiftReceipt):
+                got.append((answer.event_id, answer.coins, answer.combo, answer.replayed))
+            else:
+                raise answer  # type: ignore[misc]
+        assert got == self.expected
+
+
+@pytest.fixture
+async def ledger(store: Store) -> Store:
+    why = "a batch is the single Redis's call: test_concurrency races the steps across slots"
+    one_script_only(store, why)
+    store.clock = FakeClock(T0)
+    await fund(store, "alice", "coins_1000")
+    await fund(store, "carol", "coins_100")
+    await fund(store, "dave", "coins_1000")
+    await fund(store, "erin", "coins_100")
+    await live_stream(store)
+    await live_stream(store, "s2")
+    await streams.end_stream(store, "streamer1", "s2")
+    # The owner of a stream is looked up once (streams.streamer_of): a gift that waits
+    # for that lookup reaches the ledger in a later pass of the loop than the others.
+    await streams.streamer_of(store, "s2")
+    rose = store.settings.gift("rose")
+    assert rose is not None
+    # Event 1 was the stream's start; event 2 this gift (s1's history: stream_started, gift).
+    await gifts.run_send_gift(store, viewer("alice"), "s1", rose, 1, "before")
+    return store
+
+
+async def test_each_gift_of_a_batch_gets_its_own_answer_in_order(ledger: Store) -> None:
+    before_history = await ledger.redis.xlen(keys.stream_history("s1"))
+    seq = int(await ledger.redis.hget(keys.stream("s1"), "seq"))
+    alice, carol, dave = viewer("alice"), viewer("carol"), viewer("dave")
+    b = Batch(ledger)
+    # alice: 1,000 coins less the rose before; her combo of roses goes on.
+    b.add(alice, "rose", 1, "a1", (seq + 1, 998, 2, False))
+    b.add(alice, "rose", 1, "before", (seq, 999, 1, True))  # replay of the earlier gift
+    b.add(alice, "rose", 2, "before", ErrorCode.IDEMPOTENCY_CONFLICT)
+    b.add(alice, "rose", 1, "a1", (seq + 1, 998, 2, True))  # the same key twice in a batch
+    b.add(alice, "rose", 3, "a1", ErrorCode.IDEMPOTENCY_CONFLICT)
+    b.add(viewer("bob"), "rose", 1, "b1", ErrorCode.INSUFFICIENT_FUNDS)
+    b.add(viewer("streamer1"), "rose", 1, "self", ErrorCode.SELF_GIFT)
+    b.add(alice, "rose", 1, "s2", ErrorCode.STREAM_NOT_LIVE, stream="s2")
+    b.add(viewer("erin", adult=False), "rose", 1, "e1", ErrorCode.AGE_VERIFICATION_REQUIRED)
+    # carol: 100 coins; the second gift sees what the first spent.
+    b.add(carol, "finger_heart", 15, "c1", (seq + 2, 25, 15, False))
+    b.add(carol, "finger_heart", 10, "c2", ErrorCode.INSUFFICIENT_FUNDS)
+    b.add(carol, "rose", 25, "c3", (seq + 3, 0, 25, False))
+    b.add(alice, "rose", 1, "a2", (seq + 4, 997, 3, False))
+    # dave: a burst of the rate limit's size goes through, the next gift is refused.
+    burst = ledger.settings.limits.gift_burst
+    for i in range(burst):
+        b.add(dave, "rose", 1, f"d{i}", (seq + 5 + i, 999 - i, i + 1, False))
+    b.add(dave, "rose", 1, "d-over", ErrorCode.RATE_LIMITED)
+    assert len(b.calls) <= MAX_BATCH  # one call: every gift of it sees those before it
+
+    calls, carried = batches()
+    await b.check()
+    assert batches() == (calls + 1, carried + len(b.calls))
+
+    accepted = 4 + burst
+    assert await ledger.redis.xlen(keys.stream_history("s1")) == before_history + accepted
+    assert int(await ledger.redis.hget(keys.stream("s1"), "seq")) == seq + accepted
+    entries = await journal_entries(ledger.redis)
+    gift_keys = [e["key"] for e in entries if e["type"] == "gift"]
+    assert gift_keys == ["before", "a1", "c1", "c3", "a2", *(f"d{i}" for i in range(burst))]
+    for user, coins in [("alice", 997), ("bob", 0), ("carol", 0), ("dave", 1000 - burst)]:
+        assert (await wallet.read_wallet(ledger, user))["coins"] == coins
+    await assert_reconciled(ledger)
+
+
+async def test_a_flush_past_the_cap_goes_as_several_calls(ledger: Store) -> None:
+    """More gifts than one call carries: the later calls see what the earlier wrote."""
+    senders = [viewer(f"v{i}") for i in range(2 * MAX_BATCH + 1)]
+    for who in senders:
+        await fund(ledger, who.user_id, "coins_100")
+    seq = int(await ledger.redis.hget(keys.stream("s1"), "seq"))
+    b = Batch(ledger)
+    for i, who in enumerate(senders):
+        b.add(who, "rose", 1, "k", (seq + 1 + i, 99, 1, False))
+    calls, carried = batches()
+    await b.check()
+    assert batches() == (calls + 3, carried + len(senders))
+    await assert_reconciled(ledger)
+
+
+async def test_a_gift_alone_in_its_pass_is_one_send_gift(ledger: Store) -> None:
+    seq = int(await ledger.redis.hget(keys.stream("s1"), "seq"))
+    calls, carried = batches()
+    b = Batch(ledger)
+    b.add(viewer("alice"), "rose", 1, "alone", (seq + 1, 998, 2, False))
+    await b.check()
+    assert batches() == (calls + 1, carried + 1)
+
+
+async def test_a_configuration_out_of_range_refuses_every_gift_and_writes_nothing(
+    ledger: Store,
+) -> None:
+    rose = ledger.settings.gift("rose")
+    assert rose is not None
+    calls = [
+        gifts.gift_call(ledger.settings, viewer(who), "s1", "streamer1", rose, 1, "x", T0)
+        for who in ("alice", "carol")
+    ]
+    queued: list[Any] = [(c.keys, c.args, None) for c in calls]
+    config = tuple(calls[0].args[i] for i in gift_batch.CONFIG_ARGS)
+    bad = (config[0], 10_001, *config[2:])  # a creator share past 100%
+    before = await snapshot(ledger.redis)
+    for cfg in (bad, (*config[:-1], "1e3")):
+        script_keys, args = gift_batch.batch_call(cfg, queued)
+        replies = await ledger.scripts.run("send_gifts", script_keys, args)
+        assert replies == [[ScriptCode.INVALID_ARGUMENT]] * 2
+    # A gift's own number out of range refuses that gift alone.
+    script_keys, args = gift_batch.batch_call(config, queued)
+    alice, carol = len(config) + 1 + 3, len(config) + 1 + 3 + 12  # after one stream's 3
+    assert args[alice : alice + 2] == [1, "alice"] and args[carol + 1] == "carol"
+    args[alice + 5] = "1e3"  # alice's coins
+    args[carol] = "2"  # carol's stream: there is one
+    assert (
+        await ledger.scripts.run("send_gifts", script_keys, args)
+        == [[ScriptCode.INVALID_ARGUMENT]] * 2
+    )
+    assert await snapshot(ledger.redis) == before
+    args[carol] = "1"
+    replies = await ledger.scripts.run("send_gifts", script_keys, args)
+    assert replies[0] == [ScriptCode.INVALID_ARGUMENT] and replies[1][0] == 0
+    assert await snapshot(ledger.redis) != before
+    await assert_reconciled(ledger)
+
+
+async def test_a_failed_call_fails_every_gift_of_its_batch(ledger: Store) -> None:
+    """Redis gone: each caller gets service_unavailable, as for its own call."""
+    await ledger.scripts.close()
+    b = Batch(ledger)
+    port_closed = ledger.scripts.pipeline
+    port_closed.options = {**port_closed.options, "port": 1}  # nothing listens there
+    b.add(viewer("alice"), "rose", 1, "f1", ErrorCode.SERVICE_UNAVAILABLE)
+    b.add(viewer("carol"), "rose", 1, "f2", ErrorCode.SERVICE_UNAVAILABLE)
+    await b.check()
+
+
+async def test_a_history_ahead_of_its_meta_refuses_its_gifts_alone(ledger: Store) -> None:
+    """The meta of s3 restored behind its history: its gifts in the batch are refused
+    with nothing of them written, the gifts to s1 before and after them are whole."""
+    await live_stream(ledger, "s3")
+    rose = ledger.settings.gift("rose")
+    assert rose is not None
+    await gifts.run_send_gift(ledger, viewer("carol"), "s3", rose, 1, "pre3")
+    await ledger.redis.hset(keys.stream("s3"), "seq", "0")
+    s3_before = await ledger.redis.xrange(keys.stream_history("s3"))
+    seq = int(await ledger.redis.hget(keys.stream("s1"), "seq"))
+    alice, carol = viewer("alice"), viewer("carol")
+    b = Batch(ledger)
+    b.add(alice, "rose", 1, "x1", (seq + 1, 998, 2, False))
+    b.add(carol, "rose", 1, "x2", ErrorCode.STORAGE_CORRUPT, stream="s3")
+    b.add(carol, "rose", 2, "x3", (seq + 2, 97, 2, False))
+    b.add(alice, "rose", 1, "x4", ErrorCode.STORAGE_CORRUPT, stream="s3")
+    await b.check()
+    assert await ledger.redis.xrange(keys.stream_history("s3")) == s3_before
+    assert await ledger.redis.hget(keys.stream("s3"), "seq") == "0"
+    assert int(await ledger.redis.hget(keys.stream("s1"), "seq")) == seq + 2
+    assert await ledger.redis.get(keys.idempotency("carol", "x2")) is None
+    gift_keys = [e["key"] for e in await journal_entries(ledger.redis) if e["type"] == "gift"]
+    assert gift_keys == ["before", "pre3", "x1", "x3"]
+    # The s1 gifts' credits went in whole: the streamer's diamonds and the platform's
+    # share add up (reconcile), and so does s1's coin total.
+    await assert_reconciled(ledger)
+
+
+async def test_a_planted_key_ends_the_call_with_the_gifts_before_it_whole(ledger: Store) -> None:
+    """A key of another type (only someone with Redis access can plant one) fails a gift
+    after its first write and ends the call; the gifts before it in the call are
+    written whole, stream meta and streamer credit included, and answer their retry."""
+    await live_stream(ledger, "s4", "streamer2")
+    await streams.streamer_of(ledger, "s4")
+    await ledger.redis.set(keys.journal("streamer2"), "planted")
+    seq = int(await ledger.redis.hget(keys.stream("s1"), "seq"))
+    received = (await ledger.redis.hget(keys.wallet("streamer1"), "received")) or "0"
+    b = Batch(ledger)
+    b.add(viewer("alice"), "rose", 1, "y1", ErrorCode.STORAGE_CORRUPT)
+    b.add(viewer("carol"), "rose", 1, "y2", ErrorCode.STORAGE_CORRUPT, stream="s4")
+    await b.check()
+    assert int(await ledger.redis.hget(keys.stream("s1"), "seq")) == seq + 1
+    assert int(await ledger.redis.hget(keys.wallet("streamer1"), "received")) == int(received) + 1
+    retry = Batch(ledger)
+    retry.add(viewer("alice"), "rose", 1, "y1", (seq + 1, 998, 2, True))
+    await retry.check()
