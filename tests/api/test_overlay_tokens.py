@@ -214,3 +214,18 @@ async def test_the_openapi_document_names_the_new_error_codes(http: httpx.AsyncC
     assert codes(completing, "post", "409") == ["cashout_conflict"]
     assert codes(completing, "post", "404") == ["unknown_cashout"]
     assert "get" in paths["/v1/cashouts"] and "post" in paths["/v1/cashouts"]
+
+
+@pytest.mark.parametrize("body", [{"rotat": True}, {"Rotate": True}, {"rotate": True, "x": 1}])
+async def test_a_misspelled_rotate_is_refused_not_a_mint_that_revokes_nothing(
+    http: httpx.AsyncClient, body: dict[str, object]
+) -> None:
+    """A streamer who rotates because a link leaked must not be answered 201 with a
+    new link while the leaked one still works: an unknown field is refused."""
+    await go_live(http, "s1")
+    leaked = token("streamer1", Role.OVERLAY, stream_id="s1")
+    response = await http.post("/v1/streams/s1/overlay-tokens", json=body, headers=STREAMER)
+    assert_error(response, 422, "invalid_request")
+    assert verify_token(SECRET, str((await mint(http))["token"])).generation == 0
+    async with await WsClient.open(str(http.base_url), leaked) as overlay:
+        await overlay.subscribe("s1")
