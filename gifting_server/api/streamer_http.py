@@ -29,6 +29,10 @@ async def create_overlay_token(request: Request) -> Response:
     who = identity(request, Role.STREAMER)
     stream_id = stream_id_of(request)
     body = await json_object(request, allow_empty=True)
+    # A misspelled "rotate" must not mint a link while the leaked one keeps working.
+    unknown = sorted(set(body) - {"rotate"})
+    if unknown:
+        raise invalid(f"unknown field {unknown[0]!r}; allowed: rotate")
     rotate = body.get("rotate", False)
     if type(rotate) is not bool:
         raise invalid("rotate must be true or false")

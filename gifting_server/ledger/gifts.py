@@ -189,7 +189,10 @@ async def send_gift(
         if message is None or not await guarded(store.scripts.command(record, "EXISTS", record)):
             raise
         sent = messages.cleaned(message)
-        note = Note(sent, sent)  # the script answers from the record: never stored
+        # The script answers from the record, unless it expired since the EXISTS: then
+        # this is a new gift, and its message must not show a word blocked by now.
+        rules = await stream_settings.settings_for(store, stream_id)
+        note = Note(sent, messages.masked(sent, rules.blocked_words))
     with store.admission.admit(), timed():
         return await run_send_gift(
             store, sender, stream_id, gift, count, idempotency_key, note=note

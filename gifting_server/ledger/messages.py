@@ -3,8 +3,8 @@
 `cleaned` removes control characters (line breaks and tabs become spaces) and
 trims; `masked` hides every blocked word with `*`, one per character it covers.
 Blocked words match anywhere in the text, whatever the case or accents: both
-sides are compared folded (`fold`: NFKD, combining marks and joiners dropped,
-casefolded), so "Bäd", "BAD", the full-width "\uff42\uff41\uff44" and "b\u200dad"
+sides are compared folded (`fold`: NFKD, combining marks, joiners and variation
+selectors dropped, casefolded), so "Bäd", "BAD", the full-width "\uff42\uff41\uff44" and "b\u200dad"
 all match "bad". A match inside a longer word is masked too: a blocked word never
 reaches a page in any spelling the fold recognizes.
 """
@@ -17,6 +17,18 @@ import unicodedata
 # Format characters kept: the joiner of emoji sequences (👨‍👩‍👧). Every other one (bidi
 # overrides, invisible separators) can disguise a text or hide a blocked word.
 _KEPT_FORMAT = frozenset({"\u200d"})
+# Default-ignorable characters (Unicode) that are not format characters: a renderer
+# shows them as nothing or a blank, so between two letters they hide a blocked word.
+# `cleaned` drops these (the grapheme joiner, fillers, Khmer's invisible vowels)...
+_INVISIBLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0")
+# ...and matching skips the variation selectors, which a text keeps: an emoji's
+# presentation needs them (❤️ is U+2764 U+FE0F). Their combining class is 0, so
+# `unicodedata.combining` does not catch them.
+_SELECTORS = frozenset(
+    [chr(c) for c in range(0xFE00, 0xFE10)]
+    + [chr(c) for c in range(0xE0100, 0xE01F0)]
+    + ["\u180b", "\u180c", "\u180d", "\u180f"]
+)
 MASK = "*"
 
 
@@ -29,7 +41,9 @@ def cleaned(text: str) -> str:
         if category in ("Cc", "Zl", "Zp"):
             if char.isspace():
                 out.append(" ")
-        elif category in ("Cf", "Cs", "Co", "Cn") and char not in _KEPT_FORMAT:
+        elif char in _INVISIBLE or (
+            category in ("Cf", "Cs", "Co", "Cn") and char not in _KEPT_FORMAT
+        ):
             continue
         else:
             out.append(char)
@@ -39,7 +53,14 @@ def cleaned(text: str) -> str:
 def fold(text: str) -> str:
     """What matching compares: no case, no accents, compatibility forms unified."""
     decomposed = unicodedata.normalize("NFKD", text)
-    kept = (c for c in decomposed if not unicodedata.combining(c) and c not in _KEPT_FORMAT)
+    kept = (
+        c
+        for c in decomposed
+        if not unicodedata.combining(c)
+        and c not in _KEPT_FORMAT
+        and c not in _SELECTORS
+        and c not in _INVISIBLE
+    )
     return "".join(kept).casefold()
 
 

@@ -26,7 +26,14 @@ TOKEN_TTL_S = 365 * 86_400
 async def generation(store: Store, stream_id: str) -> int:
     meta = keys.stream(stream_id)
     raw = await guarded(store.scripts.command(meta, "HGET", meta, GENERATION_FIELD))
-    return int(raw or 0)
+    try:
+        return int(raw or 0)
+    except ValueError:
+        raise GiftingError(
+            ErrorCode.STORAGE_CORRUPT,
+            f"stream {stream_id}: its overlay generation (meta field {GENERATION_FIELD}) "
+            "is no integer; nothing was changed",
+        ) from None
 
 
 async def check(store: Store, who: Identity) -> None:

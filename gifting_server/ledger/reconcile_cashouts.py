@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 
 import orjson
+from redis import exceptions as redis_errors
 
 from gifting_server.ledger import keys
 from gifting_server.ledger.store import RedisClient
@@ -40,10 +41,29 @@ class CashoutLegs:
 
     async def check_records(self, redis: RedisClient, problems: list[str]) -> None:
         for user, cashout_id in sorted(self.returns):
-            raw = await redis.hget(keys.cashouts(user), cashout_id)
-            status = orjson.loads(raw).get("status") if raw else None
+            try:
+                raw = await redis.hget(keys.cashouts(user), cashout_id)
+            except redis_errors.ResponseError as e:  # a key of another type
+                problems.append(
+                    f"storage: {keys.cashouts(user)} cannot be read ({e}): the record of "
+                    f"{cashout_id}, returned, is not checked"
+                )
+                continue
+            status = _status(raw)
             if status != "failed":
                 problems.append(
                     f"cash-out return: {cashout_id} of {user} was returned but its "
                     f"record says {status!r}"
                 )
+
+
+def _status(raw: str | bytes | None) -> object:
+    """A stored record's status; None for no record, one that is no JSON object, or
+    has no status (the problem then says so, as for any status but failed)."""
+    if not raw:
+        return None
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return record.get("status") if isinstance(record, dict) else None

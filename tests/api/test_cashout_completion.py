@@ -243,3 +243,28 @@ async def test_an_unreadable_record_is_storage_corrupt_not_a_crash(
     assert_error(await http.get("/v1/cashouts", headers=STREAMER), 503, "storage_corrupt")
     assert_error(await complete(http, made["cashout_id"], "failed"), 503, "storage_corrupt")
     assert (await wallet_of(http, STREAMER))["diamonds"] == 30
+
+
+@pytest.mark.parametrize(
+    "plant",
+    ["wrong type", "not json", "json list", "json number"],
+)
+async def test_an_unreadable_record_of_a_failed_cashout_is_reported_by_the_audit(
+    http: httpx.AsyncClient, cashout_settings: Settings, plant: str
+) -> None:
+    """The audit reads the record of each returned cash-out: one that is no hash, no
+    JSON or no object is a problem in its report, never a traceback instead of one."""
+    [made] = await earn_and_cash_out(http, 20)
+    assert (await complete(http, made["cashout_id"], "failed")).status_code == 200
+    assert cashout_settings.redis_url
+    client = await async_client(cashout_settings.redis_url, decode_responses=True)
+    record = keys.cashouts("streamer1")
+    if plant == "wrong type":
+        await client.delete(record)
+        await client.rpush(record, "x")
+    else:
+        raw = {"not json": "{nope", "json list": "[1]", "json number": "7"}[plant]
+        await client.hset(record, made["cashout_id"], raw)
+    await client.aclose()
+    problems = await audit(cashout_settings)
+    assert any(made["cashout_id"] in p for p in problems), problems

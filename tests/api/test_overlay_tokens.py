@@ -12,11 +12,13 @@ import httpx
 import pytest
 
 from gifting_server.auth import Role, issue_token, verify_token
+from gifting_server.ledger import keys
 from tests.api import assert_error
 from tests.api.test_http_flow import ALICE, STREAMER, buy, go_live
 from tests.conftest import SECRET, ServerThread, server_factory
 from tests.factories import auth, token
 from tests.hub.wsclient import WsClient
+from tests.topology import async_client
 
 OTHER_STREAMER = auth("streamer2", Role.STREAMER)
 
@@ -214,3 +216,37 @@ async def test_the_openapi_document_names_the_new_error_codes(http: httpx.AsyncC
     assert codes(completing, "post", "409") == ["cashout_conflict"]
     assert codes(completing, "post", "404") == ["unknown_cashout"]
     assert "get" in paths["/v1/cashouts"] and "post" in paths["/v1/cashouts"]
+
+
+@pytest.mark.parametrize("body", [{"rotat": True}, {"Rotate": True}, {"rotate": True, "x": 1}])
+async def test_a_misspelled_rotate_is_refused_not_a_mint_that_revokes_nothing(
+    http: httpx.AsyncClient, body: dict[str, object]
+) -> None:
+    """A streamer who rotates because a link leaked must not be answered 201 with a
+    new link while the leaked one still works: an unknown field is refused."""
+    await go_live(http, "s1")
+    leaked = token("streamer1", Role.OVERLAY, stream_id="s1")
+    response = await http.post("/v1/streams/s1/overlay-tokens", json=body, headers=STREAMER)
+    assert_error(response, 422, "invalid_request")
+    assert verify_token(SECRET, str((await mint(http))["token"])).generation == 0
+    async with await WsClient.open(str(http.base_url), leaked) as overlay:
+        await overlay.subscribe("s1")
+
+
+async def test_an_unreadable_stored_generation_is_storage_corrupt_not_a_crash(
+    http: httpx.AsyncClient, redis_url: str
+) -> None:
+    """The overlay generation read on the way in (a gift with an overlay token, a
+    mint) that is no integer is answered 503 `storage_corrupt`, never a 500."""
+    await go_live(http, "s1")
+    client = await async_client(redis_url, decode_responses=True)
+    await client.hset(keys.stream("s1"), "overlay_gen", "abc")
+    await client.aclose()
+    overlay = auth("streamer1", Role.OVERLAY, stream_id="s1")
+    body = {"gift_id": "rose", "idempotency_key": "k1"}
+    assert_error(
+        await http.post("/v1/streams/s1/gifts", json=body, headers=overlay), 503, "storage_corrupt"
+    )
+    async with httpx.AsyncClient(base_url=str(http.base_url), timeout=10) as fresh:
+        response = await fresh.post("/v1/streams/s1/overlay-tokens", json={}, headers=STREAMER)
+    assert_error(response, 503, "storage_corrupt")

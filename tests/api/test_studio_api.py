@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from gifting_server.auth import Role
@@ -195,6 +196,8 @@ async def test_the_goal_is_held_by_the_server_and_told_to_subscribers(
         {"target": 10, "title": 5},
         {"target": 10, "title": "x" * 81},
         {"target": 10, "title": "line\nbreak"},
+        {"target": 10, "title": "zero\u034fwidth"},  # a combining grapheme joiner
+        {"target": 10, "title": "blank\u3164filler"},  # a Hangul filler
         {"target": 10, "reset": "yes"},
         {"target": 10, "colour": "red"},
     ],
@@ -327,3 +330,30 @@ async def test_openapi_documents_the_studio_endpoints_and_their_errors(
     settings = "/v1/streams/{stream_id}/settings"
     assert {"get", "put"} <= set(doc["paths"][settings])
     assert "message" in doc["components"]["schemas"]["GiftRequest"]["properties"]
+
+
+async def test_an_invisible_character_inside_a_blocked_word_does_not_let_it_through(
+    live: httpx.AsyncClient, settings: Any
+) -> None:
+    """Characters that render as nothing between the letters of a blocked word (a
+    combining grapheme joiner, a variation selector, a Hangul filler) are skipped by
+    the matching: the word is masked, on the page it would read as the word."""
+    blocked = {"messages": {"blocked_words": ["darn"], "min_coins": 0}}
+    assert (await put_settings(live, blocked)).status_code == 200
+    for i, hidden in enumerate(("\u034f", "\ufe0f", "\U000e0100", "\u3164", "\uffa0")):
+        sent = await message_gift(live, f"inv{i}", f"d{hidden}a{hidden}r{hidden}n")
+        assert sent.status_code == 200, sent.text
+    redis = await async_client(settings.redis_url)
+    try:
+        rows = await redis.xrange(keys.stream_history("s1"))
+    finally:
+        await redis.aclose()
+    shown = [
+        orjson.loads(value)["message"]
+        for _, fields in rows
+        for value in fields.values()
+        if b'"message"' in value
+    ]
+    assert len(shown) == 5
+    for message in shown:
+        assert not any(letter in message for letter in "darn"), ascii(message)

@@ -56,3 +56,33 @@ def test_no_blocked_words_or_only_empty_ones_change_nothing() -> None:
 def test_the_digest_is_fixed_in_size_and_tells_messages_apart() -> None:
     assert len(messages.digest("x" * 1000)) == len(messages.digest("")) == 32
     assert messages.digest("hello") != messages.digest("hello ")
+
+
+@pytest.mark.parametrize(
+    "hidden",
+    [
+        "\u034f",  # combining grapheme joiner: a mark of combining class 0
+        "\ufe0f",  # variation selector 16
+        "\ufe00",  # variation selector 1
+        "\U000e0100",  # variation selector 17
+        "\u180b",  # Mongolian free variation selector
+        "\u17b4",  # Khmer inherent vowel, invisible
+        "\u3164",  # Hangul filler
+        "\u115f",  # Hangul choseong filler
+        "\uffa0",  # half-width Hangul filler
+    ],
+)
+def test_an_invisible_character_between_letters_does_not_hide_a_blocked_word(
+    hidden: str,
+) -> None:
+    text = messages.cleaned(f"oh d{hidden}a{hidden}rn")
+    shown = messages.masked(text, ("darn",))
+    assert shown.startswith("oh ") and set(shown[3:]) == {"*"}, repr(shown)
+
+
+@pytest.mark.parametrize("hidden", ["\u034f", "\u3164", "\u115f", "\uffa0", "\u17b4"])
+def test_cleaned_drops_characters_that_render_as_nothing(hidden: str) -> None:
+    """Default-ignorable characters a renderer shows as nothing (or a blank) go like the
+    zero-width ones; variation selectors stay (an emoji's presentation needs them)."""
+    assert messages.cleaned(f"a{hidden}b") == "ab"
+    assert messages.cleaned("love \u2764\ufe0f") == "love \u2764\ufe0f"
