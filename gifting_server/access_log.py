@@ -10,22 +10,24 @@ response echoes it. The WebSocket connection logs its own line when it closes
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gifting_server.ids import is_key
 from gifting_server.logs import ACCESS
 
 HEADER = b"x-request-id"
-SANE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
 
 
 def request_id(given: bytes | None) -> str:
-    """The client's id if it is sane, else a new one."""
-    if given is not None and SANE_ID.match(given):
-        return given.decode("ascii")
+    """The client's id if it is sane (what an idempotency key may be: ids.py), else a
+    new one."""
+    if given is not None:
+        text = given.decode("latin-1")
+        if is_key(text):
+            return text
     return secrets.token_hex(8)
 
 

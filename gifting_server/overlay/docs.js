@@ -95,7 +95,7 @@ function responsesView(responses) {
 }
 
 function operationId(method, path) {
-  return `op-${method}-${path.replace(/[^A-Za-z0-9]+/g, "-")}`;
+  return `op-${method}-${path.replace(/[^0-9A-Za-z]+/g, "-")}`;
 }
 
 function operationView(method, path, op) {
