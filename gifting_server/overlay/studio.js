@@ -160,9 +160,10 @@ function drawRow(row) {
   side.append(el("span", "feed-coins", `🪙 ${formatCoins(row.coins)}`));
   const time = new Date(row.ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   side.append(el("span", "muted small", time));
-  const replay = el("button", "small-button replay", "Replay");
+  const replay = el("button", "small-button replay", "↻");
   replay.type = "button";
-  replay.title = "Show this alert again on the alerts overlays";
+  replay.title = "Replay: show this alert again on the alerts overlays";
+  replay.setAttribute("aria-label", "Replay this alert");
   replay.onclick = () => control("replay", { event_id: replayEventId(row) });
   const body = el("div", "feed-body");
   body.append(line);
