@@ -3,7 +3,7 @@
 // form, previews it live in a frame and copies it. "Replace all links" mints with
 // `rotate`, which revokes every earlier overlay token of the stream.
 
-import { api } from "./common.js";
+import { api, el } from "./common.js";
 
 // Browser source sizes that fit each overlay (OBS pixels), as `make run` prints them.
 const SIZES = {
@@ -88,6 +88,7 @@ function render() {
   $("link-size").textContent = `${width} × ${height}`;
   const url = overlayUrl(kind);
   $("link-url").value = url;
+  renderAll();
   window.__overlayUrl = url; // test hook
   // The preview draws the overlay at its OBS size, scaled to the card.
   const box = $("preview-box");
@@ -107,15 +108,39 @@ function render() {
   }
 }
 
-async function copy() {
-  const url = $("link-url").value;
+const NAMES = { alerts: "Alerts", leaderboard: "Top gifters", goal: "Goal bar", feed: "Gift feed" };
+
+// Every overlay's link at once (each with the options that apply to it), to set up
+// all the browser sources in one go.
+function renderAll() {
+  const list = $("all-links");
+  list.replaceChildren(
+    ...(minted ? Object.keys(OPTIONS) : []).map((kind) => {
+      const item = el("li");
+      const [width, height] = SIZES[kind === "feed" && $("opt-mode").value === "ticker" ? "ticker" : kind];
+      const button = el("button", "small-button", "Copy");
+      button.type = "button";
+      button.dataset.kind = kind;
+      button.onclick = () => copy(overlayUrl(kind));
+      item.append(el("b", "", NAMES[kind]), el("span", "muted small", `${width} × ${height}`), button);
+      return item;
+    }),
+  );
+}
+
+async function copy(text) {
+  const url = typeof text === "string" ? text : $("link-url").value;
   if (!url) return;
   try {
     await navigator.clipboard.writeText(url);
   } catch {
     // No clipboard API (plain http on a LAN address): copy the selected text.
-    $("link-url").select();
+    const field = $("link-url");
+    const shown = field.value;
+    field.value = url;
+    field.select();
     document.execCommand("copy");
+    field.value = shown;
   }
   ctx.note("links-note", "Copied. Paste it into an OBS browser source.");
 }
