@@ -23,7 +23,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gifting_server import metrics
-from gifting_server.api import demo, http, pages, studio, ws
+from gifting_server.api import demo, http, pages, streamer_http, studio, ws
 from gifting_server.api.http_protocol import PendingRequests
 from gifting_server.api.openapi import openapi_document
 from gifting_server.config import Settings, load_settings
@@ -203,6 +203,7 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         *http.routes,
         *studio.routes,
+        *streamer_http.routes,
         *pages.routes,
         Route("/openapi.json", openapi_endpoint),
     ]

@@ -20,6 +20,11 @@ from gifting_server.ids import ID_RULE, is_id
 ISSUER = "gifting_server"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_NAME_LENGTH = 64
+MAX_GENERATION = 2**53 - 1  # exact in Lua and JavaScript
+# The WebSocket close reasons of a token that no longer counts (close code 4001): the
+# overlays tell a streamer which of the two happened.
+TOKEN_EXPIRED = "token_expired"
+TOKEN_REVOKED = "token_revoked"
 
 
 class Role(StrEnum):
@@ -36,6 +41,10 @@ class Identity:
     role: Role
     adult: bool = False
     stream_id: str | None = None  # overlay tokens are bound to one stream
+    # An overlay token's generation (claim `gen`; 0 when absent, as the CLI mints
+    # them): revoked once the stream's overlay generation is above it
+    # (`ledger/overlay_tokens.py`). Not part of who it is.
+    generation: int = field(default=0, compare=False)
     # unix seconds after which the token no longer counts (its `exp`); None: never.
     # Not part of who it is: two tokens of one user compare equal.
     expires_at: int | None = field(default=None, compare=False)
@@ -44,6 +53,20 @@ class Identity:
         if self.role not in roles:
             allowed = " or ".join(r.value for r in roles)
             raise GiftingError(ErrorCode.FORBIDDEN, f"this needs a {allowed} token")
+
+
+class TokenExpired(GiftingError):
+    """An expired token: `unauthorized` on HTTP, close reason `token_expired`."""
+
+    def __init__(self) -> None:
+        super().__init__(ErrorCode.UNAUTHORIZED, "token expired; get a new one")
+
+
+def revoked() -> GiftingError:
+    return GiftingError(
+        ErrorCode.TOKEN_REVOKED,
+        "this overlay link was replaced by a newer one; copy the new link from the studio",
+    )
 
 
 def issue_token(
@@ -56,6 +79,7 @@ def issue_token(
     stream_id: str | None = None,
     ttl_s: int = 86_400,
     now: float | None = None,
+    generation: int = 0,
 ) -> str:
     if not is_id(user_id):
         raise ValueError(f"user id: {ID_RULE}")
@@ -75,6 +99,8 @@ def issue_token(
     }
     if stream_id:
         claims["stream"] = stream_id
+    if generation:
+        claims["gen"] = generation
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -94,7 +120,7 @@ def verify_token(secret: str, token: str) -> Identity:
             options={"require": ["exp", "sub", "role", "iss"]},
         )
     except jwt.ExpiredSignatureError:
-        raise GiftingError(ErrorCode.UNAUTHORIZED, "token expired; get a new one") from None
+        raise TokenExpired() from None
     except jwt.PyJWTError:
         raise GiftingError(ErrorCode.UNAUTHORIZED, "invalid token") from None
     user_id, role, name = claims.get("sub"), claims.get("role"), claims.get("name")
@@ -107,6 +133,9 @@ def verify_token(secret: str, token: str) -> Identity:
         raise GiftingError(ErrorCode.UNAUTHORIZED, "invalid token role") from None
     if stream is not None and not is_id(stream):
         raise GiftingError(ErrorCode.UNAUTHORIZED, "invalid token stream")
+    generation = claims.get("gen", 0)
+    if type(generation) is not int or not 0 <= generation <= MAX_GENERATION:
+        raise GiftingError(ErrorCode.UNAUTHORIZED, "invalid token generation")
     return Identity(
         user_id=user_id,
         name=display_name(name) if isinstance(name, str) and name else user_id,
@@ -114,6 +143,7 @@ def verify_token(secret: str, token: str) -> Identity:
         adult=claims.get("adult") is True,
         stream_id=stream,
         expires_at=int(claims["exp"]),
+        generation=generation,
     )
 
 

@@ -1,4 +1,4 @@
-"""The command line: serve, token, demo, reconcile, load-setup."""
+"""The command line: serve, token, demo, reconcile, cashout-complete, load-setup."""
 
 from __future__ import annotations
 
@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--base-url", default="http://127.0.0.1:8000")
 
     sub.add_parser("reconcile", help="audit the ledger; exit 0 when every invariant holds")
+
+    complete = sub.add_parser(
+        "cashout-complete", help="mark a pending cash-out paid, or failed (returns its diamonds)"
+    )
+    complete.add_argument("cashout_id")
+    complete.add_argument("--status", choices=["paid", "failed"], required=True)
     load_setup.add_parser(sub)
     return parser
 
@@ -87,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             with redis_for(settings) as url:
                 return reconcile_main(settings, url)
+        if args.command == "cashout-complete":
+            with redis_for(settings) as url:
+                return complete_cashout(settings, url, args.cashout_id, args.status)
         if args.command == "load-setup":
             return load_setup.main(settings, args)
     except (EmbeddedRedisError, ValueError) as e:
@@ -120,6 +129,29 @@ def run_demo(settings: Settings, redis_url: str, base_url: str) -> int:
     from gifting_server.demo import seed_demo
 
     print(asyncio.run(seed_demo(settings, redis_url, base_url)))
+    return 0
+
+
+def complete_cashout(settings: Settings, redis_url: str, cashout_id: str, status: str) -> int:
+    """Print the cash-out as completed; 1 with the error when it is refused."""
+    import orjson
+
+    from gifting_server.errors import GiftingError
+    from gifting_server.ledger import cashouts
+    from gifting_server.ledger.store import Store, connect
+
+    async def run() -> dict[str, object]:
+        store = Store(await connect(redis_url, settings.limits.request_timeout_s), settings)
+        try:
+            return await cashouts.complete(store, cashout_id, status)
+        finally:
+            await store.close()
+
+    try:
+        print(orjson.dumps(asyncio.run(run())).decode())
+    except GiftingError as e:
+        print(f"error: {e.code.code}: {e.message}", file=sys.stderr)
+        return 1
     return 0
 
 

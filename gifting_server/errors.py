@@ -18,6 +18,8 @@ class ErrorCode(Enum):
         self.http_status = http_status
 
     UNAUTHORIZED = ("unauthorized", 401)
+    # an overlay token minted before the stream's overlay tokens were rotated
+    TOKEN_REVOKED = ("token_revoked", 401)
     INVALID_SIGNATURE = ("invalid_signature", 401)
     FORBIDDEN = ("forbidden", 403)
     AGE_VERIFICATION_REQUIRED = ("age_verification_required", 403)
@@ -33,11 +35,14 @@ class ErrorCode(Enum):
     UNKNOWN_STREAM = ("unknown_stream", 404)
     UNKNOWN_PACKAGE = ("unknown_package", 404)
     UNKNOWN_EVENT = ("unknown_event", 404)
+    UNKNOWN_CASHOUT = ("unknown_cashout", 404)
     METHOD_NOT_ALLOWED = ("method_not_allowed", 405)
     STREAM_NOT_LIVE = ("stream_not_live", 409)
     STREAM_ID_TAKEN = ("stream_id_taken", 409)
     IDEMPOTENCY_CONFLICT = ("idempotency_conflict", 409)
     NOTHING_TO_REFUND = ("nothing_to_refund", 409)
+    # a cash-out already completed with the other status
+    CASHOUT_CONFLICT = ("cashout_conflict", 409)
     PAYLOAD_TOO_LARGE = ("payload_too_large", 413)
     UNSUPPORTED_MEDIA_TYPE = ("unsupported_media_type", 415)
     INVALID_REQUEST = ("invalid_request", 422)
@@ -64,7 +69,9 @@ class CloseCode(IntEnum):
     | 1009 | a message over `max_message_bytes` (the websockets library)| since     |
     | 1011 | an unexpected error in the WebSocket protocol code         | since     |
     | 1012 | the server is restarting                                   | since     |
-    | 4001 | no token, a bad one, or an expired one (`token_expired`)   | new token |
+    | 4001 | no token, a bad one, an expired one (reason                | new token |
+    |      | `token_expired`) or a revoked overlay token (reason        |           |
+    |      | `token_revoked`: the stream's overlay tokens were rotated) |           |
     | 4003 | forbidden (reserved: this version answers a forbidden      | new token |
     |      | request with an `error` frame and keeps the connection)    |           |
     | 4008 | rate limited: too many messages in a row over the rate     | since     |
@@ -124,6 +131,8 @@ class ScriptCode(IntEnum):
     INVALID_ARGUMENT = 16
     CORRUPT_VALUE = 17
     UNKNOWN_EVENT = 18
+    UNKNOWN_CASHOUT = 19
+    CASHOUT_CONFLICT = 20
 
 
 SCRIPT_ERRORS: dict[ScriptCode, tuple[ErrorCode, str]] = {
@@ -170,6 +179,11 @@ SCRIPT_ERRORS: dict[ScriptCode, tuple[ErrorCode, str]] = {
     ScriptCode.STREAM_ID_TAKEN: (
         ErrorCode.STREAM_ID_TAKEN,
         "this stream id belongs to someone else",
+    ),
+    ScriptCode.UNKNOWN_CASHOUT: (ErrorCode.UNKNOWN_CASHOUT, "no such cash-out"),
+    ScriptCode.CASHOUT_CONFLICT: (
+        ErrorCode.CASHOUT_CONFLICT,
+        "this cash-out was already completed with the other status",
     ),
     ScriptCode.WRONG_KEY_TYPE: (
         ErrorCode.STORAGE_CORRUPT,

@@ -32,6 +32,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "alerts": ("action", "paused"),
     "goal": ("target", "progress", "title", "counted_from"),
     "settings": ("messages",),
+    "overlay_revoked": ("generation",),
 }
 # Fields some events of a kind carry, after the fields above or (gift) among them:
 # a gift's `message` and `test` come after `gift`; `event` ends an alerts replay.

@@ -24,7 +24,7 @@ from gifting_server.fields import (
     invalid,
     optional_integer,
 )
-from gifting_server.ledger import gifts, payments, streams, wallet
+from gifting_server.ledger import gifts, overlay_tokens, payments, streams, wallet
 from gifting_server.ledger.store import Store, guarded
 
 
@@ -47,6 +47,17 @@ def authenticated(request: Request) -> Identity:
 def identity(request: Request, *roles: Role) -> Identity:
     who = authenticated(request)
     who.require(*roles)
+    return who
+
+
+async def checked_identity(request: Request, *roles: Role) -> Identity:
+    """`identity` (any role when none is named), and for an overlay token also that no
+    rotation revoked it (401 `token_revoked`, one read of its stream's overlay
+    generation): for every endpoint an overlay token may reach."""
+    who = authenticated(request)
+    await overlay_tokens.check(store_of(request), who)
+    if roles:
+        who.require(*roles)
     return who
 
 
@@ -178,7 +189,7 @@ async def send_gift(request: Request) -> Response:
 
 
 async def _send_gift(request: Request) -> Response:
-    who = authenticated(request)
+    who = await checked_identity(request)  # a revoked overlay token is told so
     store = store_of(request)
     stream_id = stream_id_of(request)
     body = await json_object(request)

@@ -23,6 +23,7 @@ Schema = dict[str, Any]
 
 INT: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_INT}
 STR: Schema = {"type": "string"}
+URI: Schema = {"type": "string", "format": "uri"}
 ID_SCHEMA: Schema = {"type": "string", "pattern": schema_pattern(ID_PATTERN)}
 KEY_SCHEMA: Schema = {"type": "string", "pattern": schema_pattern(KEY_PATTERN)}
 AUTH_ERRORS = (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN)
@@ -231,7 +232,7 @@ def operations(settings: Settings) -> list[Op]:
             "GiftRequest",
             errors="insufficient_funds age_verification_required self_gift daily_limit_exceeded "
             "message_not_allowed unknown_gift unknown_stream stream_not_live "
-            "idempotency_conflict rate_limited",
+            "idempotency_conflict rate_limited token_revoked",
             params=(stream, idem),
         ),
         Op(
@@ -254,6 +255,43 @@ def operations(settings: Settings) -> list[Op]:
             errors="insufficient_diamonds cashout_daily_cap cashout_below_minimum "
             "idempotency_conflict",
             params=(idem,),
+        ),
+        Op(
+            "get",
+            "/v1/cashouts",
+            "Your cash-outs, newest first (at most 100).",
+            200,
+            obj({"cashouts": array(ref("CashoutRecord"))}),
+            ("streamer",),
+            errors="invalid_request",
+            params=(param("limit", "query", integer(1, 100, default=100), "at most this many"),),
+        ),
+        Op(
+            "post",
+            "/v1/cashouts/{cashout_id}/complete",
+            "Operator: mark a pending cash-out paid or failed (failed returns its diamonds, "
+            "journaled). The same status again answers 200 and changes nothing; the other "
+            "status after completion is cashout_conflict.",
+            200,
+            ref("CashoutRecord"),
+            ("admin",),
+            "CashoutCompletion",
+            errors="unknown_cashout cashout_conflict",
+            params=(param("cashout_id", "path", KEY_SCHEMA, "the cash-out"),),
+        ),
+        Op(
+            "post",
+            "/v1/streams/{stream_id}/overlay-tokens",
+            "Mint an overlay token for your stream and its overlay URLs; with rotate, every "
+            "earlier overlay token of the stream is revoked (open overlays are closed with "
+            "4001, reason token_revoked; the old token then gets 401 token_revoked).",
+            201,
+            ref("OverlayToken"),
+            ("streamer",),
+            "OverlayTokenRequest",
+            body_required=False,
+            errors="unknown_stream",
+            params=(stream,),
         ),
     ]
     if settings.demo_payments:
@@ -394,6 +432,32 @@ def schemas(settings: Settings) -> dict[str, Schema]:
                 "amount": ref("Money"),
                 "status": const("pending"),
                 "diamonds_left": INT,
+            }
+        ),
+        "CashoutRecord": obj(
+            {
+                "cashout_id": STR,
+                "diamonds": integer(1),
+                "amount": ref("Money"),
+                "status": enum("pending", "paid", "failed"),
+                "created_at": described(INT, "unix ms"),
+            },
+            {"completed_at": described(INT, "unix ms; once paid or failed")},
+        ),
+        "CashoutCompletion": obj({"status": enum("paid", "failed")}),
+        "OverlayTokenRequest": obj(
+            {},
+            {
+                "rotate": described(
+                    {"type": "boolean", "default": False},
+                    "revoke every earlier overlay token of the stream first",
+                )
+            },
+        ),
+        "OverlayToken": obj(
+            {
+                "token": described(STR, "an overlay token for this stream, valid for a year"),
+                "urls": obj({name: URI for name in ("alerts", "leaderboard", "goal", "feed")}),
             }
         ),
     }

@@ -17,9 +17,10 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from gifting_server import metrics
-from gifting_server.auth import Identity, Role
+from gifting_server.api.overlay_guard import OverlayGuard
+from gifting_server.auth import TOKEN_REVOKED, Identity, Role
 from gifting_server.errors import CloseCode, ErrorCode, GiftingError
-from gifting_server.ledger import gifts
+from gifting_server.ledger import gifts, overlay_tokens
 from gifting_server.ledger.store import Store
 from gifting_server.protocol import (
     Ping,
@@ -40,7 +41,12 @@ log = logging.getLogger("gifting_server.ws")
 
 class ClientSession:
     def __init__(
-        self, connection: HubConnection, identity: Identity, hub: Hub, store: Store
+        self,
+        connection: HubConnection,
+        identity: Identity,
+        hub: Hub,
+        store: Store,
+        guard: OverlayGuard | None = None,
     ) -> None:
         self.connection = connection
         self.identity = identity
@@ -58,6 +64,13 @@ class ClientSession:
         self.refused_in_row = 0
         self.tasks: set[asyncio.Task[None]] = set()
         self.open = True
+        # An overlay token can be revoked (a rotation): checked now, at each
+        # subscribe, and on the stream's `overlay_revoked` events (`OverlayGuard`).
+        self.guard = guard if identity.role is Role.OVERLAY and identity.stream_id else None
+        if self.guard is not None:
+            assert identity.stream_id is not None
+            self.guard.add(identity.stream_id, self, identity.generation)
+            self._spawn(self._check_token())
 
     def on_message(self, data: bytes) -> None:
         # Every message takes a token, unreadable ones too: a flood of garbage is
@@ -109,6 +122,9 @@ class ClientSession:
         if not self.open:
             return
         self.open = False
+        if self.guard is not None:
+            assert self.identity.stream_id is not None
+            self.guard.discard(self.identity.stream_id, self)
         for stream_id in list(self.streams):
             self.hub.leave(self.connection, stream_id)
         self.streams.clear()
@@ -144,10 +160,37 @@ class ClientSession:
         # connection out of the stream's delivery before it joins again.
         self._in_turn(message.stream_id, lambda: self._join(message))
 
+    def revoke(self) -> None:
+        metrics.DROPS.labels(reason=TOKEN_REVOKED).inc()
+        self.connection.close(CloseCode.UNAUTHORIZED, TOKEN_REVOKED)
+
+    async def _check_token(self) -> None:
+        """Close the connection if its overlay token was revoked. An unreadable Redis
+        lets it pass here: the check at subscribe decides."""
+        try:
+            await overlay_tokens.check(self.store, self.identity)
+        except GiftingError as e:
+            if e.code is ErrorCode.TOKEN_REVOKED:
+                self.revoke()
+
     async def _join(self, message: Subscribe) -> None:
         stream_id = message.stream_id
         try:
-            await self.hub.join(self.connection, stream_id, message.since)
+            if self.guard is not None:
+                # Before: a revoked token gets nothing. After: the subscription is
+                # live, so a rotation after this read arrives as an event.
+                await overlay_tokens.check(self.store, self.identity)
+                await self.hub.join(self.connection, stream_id, message.since)
+                await overlay_tokens.check(self.store, self.identity)
+            else:
+                await self.hub.join(self.connection, stream_id, message.since)
+        except GiftingError as e:
+            if self.pending.get(stream_id) is asyncio.current_task():
+                self.streams.discard(stream_id)
+            if e.code is ErrorCode.TOKEN_REVOKED:
+                self.revoke()
+            else:
+                self._error(e.code, e.message)
         except Exception:
             if self.pending.get(stream_id) is asyncio.current_task():
                 self.streams.discard(stream_id)  # unless a later frame decided otherwise
@@ -236,8 +279,10 @@ class ClientSession:
 
 def session_opener(hub: Hub, store: Store) -> OpenSession:
     """What `HubConnection` calls (as app_state["open_session"]) once a client is in."""
+    guard = OverlayGuard()
+    hub.listen(overlay_tokens.REVOKED_KIND, guard.on_revoked)
 
     def open_session(connection: HubConnection, identity: Identity) -> ClientSession:
-        return ClientSession(connection, identity, hub, store)
+        return ClientSession(connection, identity, hub, store, guard)
 
     return open_session

@@ -27,7 +27,7 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from gifting_server import metrics
-from gifting_server.auth import Identity, verify_token
+from gifting_server.auth import TOKEN_EXPIRED, Identity, TokenExpired, verify_token
 from gifting_server.errors import CloseCode, GiftingError
 from gifting_server.protocol import SUBPROTOCOLS, Encoding, encode, websocket_frame
 
@@ -203,6 +203,10 @@ class HubConnection(asyncio.Protocol):
         self.last_pong = loop.time()
         try:
             identity = verify_token(hub.settings.secret, _token_of(request))
+        except TokenExpired:
+            metrics.DROPS.labels(reason="unauthorized").inc()
+            self.close(CloseCode.UNAUTHORIZED, TOKEN_EXPIRED)
+            return
         except GiftingError as e:
             metrics.DROPS.labels(reason="unauthorized").inc()
             self.close(CloseCode.UNAUTHORIZED, e.message)
@@ -234,7 +238,7 @@ class HubConnection(asyncio.Protocol):
 
     def _token_expired(self) -> None:
         metrics.DROPS.labels(reason="token_expired").inc()
-        self.close(CloseCode.UNAUTHORIZED, "token_expired")
+        self.close(CloseCode.UNAUTHORIZED, TOKEN_EXPIRED)
 
     def _on_frame(self, frame: Frame) -> None:
         if self.closed:

@@ -96,9 +96,18 @@ class Hub:
         self._changing: dict[str, asyncio.Future[None]] = {}  # stream → its room opening/closing
         self.tasks: set[asyncio.Task[None]] = set()
         self.connections: set[Any] = set()  # every open connection, for the heartbeat
+        # event kind → what hears each event of that kind taken for a stream (e.g. the
+        # overlay tokens' rotation, which closes connections): `listen`
+        self.listeners: dict[str, Callable[[str, bytes], None]] = {}
 
     def start(self) -> None:
         self.broker.start(self._on_event, self._on_resubscribed)
+
+    def listen(self, kind: str, listener: Callable[[str, bytes], None]) -> None:
+        """Call `listener(stream_id, raw)` for every event of `kind` this worker takes
+        (streams with a local connection only), outside the fan-out: it may close
+        connections."""
+        self.listeners[kind] = listener
 
     async def stop(self) -> None:
         await self.broker.stop()
@@ -433,6 +442,8 @@ class Hub:
             room.viewers = int(events.parse(raw).get("count", room.viewers))
         else:
             room.state.take(kind, raw)
+            if (listener := self.listeners.get(kind)) is not None:
+                asyncio.get_running_loop().call_soon(listener, room.stream_id, raw)
         if room.flush_at is None:
             self._schedule_pass(room)
 

@@ -43,6 +43,7 @@ from redis import exceptions as redis_errors
 
 from gifting_server.config import Settings
 from gifting_server.ledger import keys, transfers
+from gifting_server.ledger.reconcile_cashouts import CashoutLegs  # failed cash-outs' returns
 from gifting_server.ledger.risk import RiskReport, RiskRules, RiskScan
 from gifting_server.ledger.store import RedisClient, connect
 from gifting_server.redis_topology import RedisUnreachable, detect
@@ -118,6 +119,7 @@ class _Replay:
     stream_boards: Ledger = field(default_factory=lambda: defaultdict(Counter))
     channel_boards: Ledger = field(default_factory=lambda: defaultdict(Counter))
     payments: defaultdict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    cashouts: CashoutLegs = field(default_factory=lambda: CashoutLegs())
 
     def apply(self, journal: str, entry_id: str, f: dict[str, str]) -> None:
         kind, user = f.get("type"), f.get("user", "")
@@ -173,6 +175,12 @@ class _Replay:
                 diamonds = int(f["diamonds"])
                 self.accounts[user]["diamonds"] -= diamonds
                 totals["diamonds"].burned += diamonds
+                self.cashouts.paid_out(user, f.get("cashout", ""), diamonds)
+            elif kind == "cashout_failed":
+                diamonds = int(f["diamonds"])
+                self.accounts[user]["diamonds"] += diamonds
+                totals["diamonds"].minted += diamonds
+                self.cashouts.returned(problems, entry_id, user, f["cashout"], diamonds)
             else:
                 problems.append(f"journal: entry {entry_id} has an unknown type {kind!r}")
         except (KeyError, ValueError):
@@ -232,6 +240,7 @@ async def reconcile(
             )
     await _check_leaderboards(redis, report, replay, users)
     await _check_payments(redis, report, replay)
+    await replay.cashouts.check_records(redis, report.problems)
     return report
 
 

@@ -31,6 +31,8 @@ SCRIPT_NAMES = (
     "mark_payment_applied",
     "release_payment_claim",
     "cashout",
+    "complete_cashout",
+    "rotate_overlay_tokens",
     "set_daily_limit",
     "start_stream",
     "end_stream",

@@ -4,12 +4,11 @@ Spending it on gifts is `ledger/gifts.py`."""
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import keys
+from gifting_server.ledger import cashouts, keys
 from gifting_server.ledger.clock import DAY_MS, day_number
 from gifting_server.ledger.store import Store, guarded
 
@@ -110,7 +109,7 @@ async def cashout(store: Store, streamer_id: str, diamonds: int, idempotency_key
             economy.cashout_daily_cap_cents,
             economy.holding_period_days * DAY_MS,
             limits.idempotency_ttl_s * 1000,
-            f"co_{uuid.uuid4().hex}",
+            cashouts.new_cashout_id(streamer_id),
             economy.currency,
             idempotency_key,
         ],

@@ -128,10 +128,22 @@ export function newId(prefix) {
   return `${prefix}-${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
 }
 
+// What a streamer reads when the server closes with one of the reasons that say
+// why a token stopped counting (gifting_server/auth.py: TOKEN_REVOKED, TOKEN_EXPIRED).
+const REFUSALS = Object.freeze({
+  token_revoked:
+    "This overlay link was replaced by a newer one (the overlay links were rotated). Copy the new link from your studio's overlay links into this browser source.",
+  token_expired:
+    "This overlay link has expired. Copy a fresh link from your studio's overlay links into this browser source.",
+});
+
 // Shown only when the server refuses the page's token: a setup mistake the
 // streamer must see in OBS's preview. Being offline is never shown.
 export function showRefused(detail) {
   const box = el("div", "refused");
-  box.textContent = `This overlay link was refused${detail ? ` (${detail})` : ""}. Mint a new overlay token with: gifting-server token <user> --role overlay --stream <stream id>`;
+  box.dataset.reason = REFUSALS[detail] ? detail : "refused";
+  box.textContent =
+    REFUSALS[detail] ||
+    `This overlay link was refused${detail ? ` (${detail})` : ""}. Get a new overlay link from your studio, or mint one with: gifting-server token <user> --role overlay --stream <stream id>`;
   document.body.append(box);
 }

@@ -228,6 +228,48 @@ below = (422, "cashout_below_minimum")
 add("cashout: below minimum", below, *CASHING, replaced(CASH, "diamonds", 2))
 add("cashout: no diamonds", (402, "insufficient_diamonds"), *CASHING, CASH)
 
+# POST /v1/streams/{id}/overlay-tokens (an empty body mints: no "empty" case)
+MINTING = ("POST", "/v1/streams/s1/overlay-tokens", "streamer")
+ROTATE = {"rotate": True}
+for role in WRONG_ROLES:
+    if role != "streamer":
+        add(f"overlay token: {role} token", FORBIDDEN, *MINTING[:2], role, ROTATE)
+for token in UNAUTHENTICATED:
+    add(f"overlay token: {token} token", UNAUTHORIZED, *MINTING[:2], token, ROTATE)
+for label, raw in BAD_BODIES.items():
+    if label != "empty":
+        add(f"overlay token: body {label}", INVALID, *MINTING, raw)
+add("overlay token: body over 16 KiB", TOO_LARGE, *MINTING, {"pad": "x" * (16 * 1024 + 1)})
+for label, value in {**NOT_INTEGERS, "int": 1, "yes": "yes"}.items():
+    if value is not True:
+        add(f"overlay token: rotate {label}", INVALID, *MINTING, {"rotate": value})
+add("overlay token: another's stream", FORBIDDEN, *MINTING[:2], "other_streamer", ROTATE)
+add("overlay token: unknown stream", (404, "unknown_stream"), "POST",
+    "/v1/streams/nope/overlay-tokens", "streamer", ROTATE)  # fmt: skip
+add("overlay token: bad stream id", INVALID, "POST", "/v1/streams/a.b/overlay-tokens",
+    "streamer", ROTATE)  # fmt: skip
+
+# GET /v1/cashouts
+for role in WRONG_ROLES:
+    if role != "streamer":
+        add(f"cashouts: {role} token", FORBIDDEN, "GET", CASHOUTS, role)
+for token in UNAUTHENTICATED:
+    add(f"cashouts: {token} token", UNAUTHORIZED, "GET", CASHOUTS, token)
+for query in ("limit=0", "limit=101", "limit=x", "limit=-1", "limit=1.5"):
+    add(f"cashouts: {query}", INVALID, "GET", f"{CASHOUTS}?{query}", "streamer")
+
+# POST /v1/cashouts/{id}/complete
+COMPLETING = ("POST", "/v1/cashouts/co_x.streamer1/complete", "admin")
+DONE = {"status": "paid"}
+add_common("complete", *COMPLETING, DONE)
+for label, value in {"refunded": "refunded", "upper": "PAID", "null": None, "int": 1}.items():
+    add(f"complete: status {label}", INVALID, *COMPLETING, {"status": value})
+add("complete: no status", INVALID, *COMPLETING, {})
+add("complete: unknown", (404, "unknown_cashout"), *COMPLETING, DONE)
+add("complete: old-form unknown", (404, "unknown_cashout"), "POST",
+    "/v1/cashouts/co_x/complete", "admin", DONE)  # fmt: skip
+add("complete: bad id", INVALID, "POST", "/v1/cashouts/co%20x/complete", "admin", DONE)
+
 # POST /v1/payments/webhook, correctly signed
 PAYMENT = {"event_id": "e1", "type": "payment.succeeded", "user_id": "a", "package_id": "coins_100"}
 PAYING = ("POST", WEBHOOK, "webhook")
@@ -274,7 +316,9 @@ for method, path in [
     ("DELETE", "/v1/streams/s1"),
     ("GET", "/v1/streams/s1/end"),
     ("POST", BOARD),
-    ("GET", CASHOUTS),
+    ("PUT", CASHOUTS),
+    ("GET", "/v1/cashouts/co_x.streamer1/complete"),
+    ("GET", "/v1/streams/s1/overlay-tokens"),
     ("POST", "/healthz"),
     ("POST", "/v1/gifts"),
     ("PATCH", "/v1/coin-packages"),

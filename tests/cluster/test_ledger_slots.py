@@ -10,7 +10,7 @@ import pytest
 import redis
 from redis.asyncio.cluster import RedisCluster
 
-from gifting_server.ledger import keys, wallet
+from gifting_server.ledger import cashouts, keys, wallet
 from gifting_server.ledger.reconcile import reconcile_main
 from gifting_server.ledger.store import Store, connect, connect_cluster
 from gifting_server.local_cluster import LocalCluster
@@ -82,3 +82,40 @@ def test_reconcile_audits_every_master_of_a_cluster(
     node.close()
     assert reconcile_main(settings, cluster_url) == 1
     assert "platform account {u:tina}:platform holds coins 6" in capsys.readouterr().out
+
+
+@pytest.mark.cluster
+async def test_a_failed_cashout_on_a_cluster_returns_in_its_streamers_slot(
+    redis_cluster: LocalCluster, cluster_url: str, tmp_path: Path
+) -> None:
+    """The operator's call has only the id: it finds the streamer's slot from it (or,
+    for an id of the older form, by a scan of every master), on every master."""
+    economy = {"holding_period_days": 0, "cashout_min_diamonds": 2}
+    settings = make_settings(cluster_url, tmp_path, economy=economy)
+    store = Store(await connect(cluster_url, 1.0), settings)
+    try:
+        for streamer in ("carol", "alice", "dave"):  # one per master
+            master = redis_cluster.master_for_key(keys.wallet(streamer))
+            node = redis.Redis(host=master.host, port=master.port, decode_responses=True)
+            node.hset(keys.wallet(streamer), "diamonds", 100)
+            made = await wallet.cashout(store, streamer, 40, "c1")
+            old_form = await wallet.cashout(store, streamer, 20, "c2")
+            record = node.hget(keys.cashouts(streamer), old_form.cashout_id)
+            assert record is not None
+            legacy_id = f"co_legacy{streamer}"
+            node.hdel(keys.cashouts(streamer), old_form.cashout_id)
+            node.hset(
+                keys.cashouts(streamer),
+                legacy_id,
+                record.replace(old_form.cashout_id, legacy_id),
+            )
+            failed = await cashouts.complete(store, made.cashout_id, "failed")
+            assert (failed["status"], failed["diamonds"]) == ("failed", 40)
+            paid = await cashouts.complete(store, legacy_id, "paid")
+            assert (paid["status"], paid["cashout_id"]) == ("paid", legacy_id)
+            assert node.hget(keys.wallet(streamer), "diamonds") == "80"
+            kinds = [entry["type"] for _, entry in node.xrange(keys.journal(streamer))]
+            assert kinds == ["cashout", "cashout", "cashout_failed"]
+            node.close()
+    finally:
+        await store.close()

@@ -9,7 +9,15 @@ import pytest
 
 from gifting_server import events
 from gifting_server.auth import Identity, Role
-from gifting_server.ledger import alerts, gifts, goal, keys, stream_settings, streams
+from gifting_server.ledger import (
+    alerts,
+    gifts,
+    goal,
+    keys,
+    overlay_tokens,
+    stream_settings,
+    streams,
+)
 from gifting_server.ledger.scripts import INCLUDE, SCRIPT_NAMES, script_source
 from gifting_server.ledger.store import Store
 from tests.factories import fund, live_stream, viewer
@@ -41,11 +49,12 @@ EXPECTED = [
     '{"event_id":9,"kind":"leaderboard","ts":1704283211000,"period":"stream","entries":['
     '{"rank":1,"user_id":"alice","name":"Alice","coins":25},'
     '{"rank":2,"user_id":"bob","name":"Böb \\"the\\" \\\\ <b>","coins":2}]}',
-    '{"event_id":10,"kind":"stream_ended","ts":1704283211000}',
-    '{"event_id":11,"kind":"alerts","ts":1704283211000,"action":"pause","paused":true}',
-    '{"event_id":12,"kind":"goal","ts":1704283211000,"target":100,"progress":0,"title":"Go",'
+    '{"event_id":10,"kind":"overlay_revoked","ts":1704283211000,"generation":1}',
+    '{"event_id":11,"kind":"stream_ended","ts":1704283211000}',
+    '{"event_id":12,"kind":"alerts","ts":1704283211000,"action":"pause","paused":true}',
+    '{"event_id":13,"kind":"goal","ts":1704283211000,"target":100,"progress":0,"title":"Go",'
     '"counted_from":27}',
-    '{"event_id":13,"kind":"settings","ts":1704283211000,"messages":{"enabled":true,'
+    '{"event_id":14,"kind":"settings","ts":1704283211000,"messages":{"enabled":true,'
     '"min_coins":1,"max_length":150,"tts":false,"tts_min_coins":100}}',
 ]  # fmt: skip
 
@@ -61,8 +70,9 @@ async def publish_state(store: Store, field: str, state: str, kind: str) -> None
 
 async def emit_every_kind(store: Store, clock: FakeClock) -> None:
     """Gifts, a streak ended by the next gift (send_gift) and by the sweep
-    (close_streaks), viewers and leaderboard (publish_state), stream_ended, then the
-    streamer's controls: alerts, goal, settings (on the ended stream: they are allowed)."""
+    (close_streaks), viewers and leaderboard (publish_state), overlay_revoked
+    (rotate_overlay_tokens), stream_ended, then the streamer's controls: alerts, goal,
+    settings (on the ended stream: they are allowed)."""
     await fund(store, "alice")
     await fund(store, "bob")
     await live_stream(store)
@@ -88,6 +98,7 @@ async def emit_every_kind(store: Store, clock: FakeClock) -> None:
     entries = await streams.leaderboard(store, "s1", "stream", 10)
     body = '"period":"stream","entries":' + orjson.dumps(entries).decode()
     await publish_state(store, "last_top", body, "leaderboard")
+    await overlay_tokens.mint(store, "streamer1", "s1", rotate=True)
     await streams.end_stream(store, "streamer1", "s1")
     streamer = Identity("streamer1", "Streamer One", Role.STREAMER)
     await alerts.control_alerts(store, streamer, "s1", "pause")

@@ -84,6 +84,16 @@ def cashout(store: Store, **replace: str) -> Call:
     return "cashout", keys_, values
 
 
+def complete_cashout(store: Store, **replace: str) -> Call:
+    """Over the cash-out `cashout` makes (run it first for a call that goes through)."""
+    names, values = ["user", "cashout", "status", "now"], ["streamer1", "co_1", "failed", "1"]
+    values[3] = str(store.clock())
+    for name, value in replace.items():
+        values[names.index(name)] = value
+    keys_ = [keys.cashouts("streamer1"), keys.wallet("streamer1"), keys.journal("streamer1")]
+    return "complete_cashout", keys_, values
+
+
 def recharge(store: Store, **replace: str) -> Call:
     names = ["user", "event", "kind", "package", "coins", "fingerprint", "now", "payer"]
     values = ["alice", "evt-x", "payment.succeeded", "coins_100", "100",
@@ -96,9 +106,9 @@ def recharge(store: Store, **replace: str) -> Call:
 
 
 def history_call(script: str, store: Store, **replace: str) -> Call:
-    """end_stream, publish_state or close_streaks on s1."""
+    """end_stream, rotate_overlay_tokens, publish_state or close_streaks on s1."""
     now, channel = str(store.clock()), store.event_channel("s1")
-    if script == "end_stream":
+    if script in ("end_stream", "rotate_overlay_tokens"):
         names, values = (
             ["streamer", "now", "history", "channel"],
             ["streamer1", now, "1000", channel],
@@ -123,7 +133,7 @@ for bad in BAD_TTLS:
     BAD_CALLS[f"cashout ttl {bad!r}"] = lambda s, bad=bad: cashout(s, ttl=bad)
 for bad in BAD_NUMBERS:
     BAD_CALLS[f"send_gift history cap {bad!r}"] = lambda s, bad=bad: gift(s, history=bad)
-    for script in ("end_stream", "publish_state", "close_streaks"):
+    for script in ("end_stream", "rotate_overlay_tokens", "publish_state", "close_streaks"):
         BAD_CALLS[f"{script} history cap {bad!r}"] = lambda s, bad=bad, script=script: history_call(
             script, s, history=bad
         )
@@ -139,6 +149,15 @@ for bad in BAD_TIMES:
     )
 for bad in (" 5", "0x10", "1e3", "-5", "5.5", str(10**30)):
     BAD_CALLS[f"send_gift coins {bad!r}"] = lambda s, bad=bad: gift(s, coins=bad)
+for bad in BAD_NUMBERS:
+    BAD_CALLS[f"rotate_overlay_tokens now {bad!r}"] = lambda s, bad=bad: history_call(
+        "rotate_overlay_tokens", s, now=bad
+    )
+    BAD_CALLS[f"complete_cashout now {bad!r}"] = lambda s, bad=bad: complete_cashout(s, now=bad)
+for bad in ("", "PAID", "pending", "refunded"):
+    BAD_CALLS[f"complete_cashout status {bad!r}"] = lambda s, bad=bad: complete_cashout(
+        s, status=bad
+    )
 BAD_CALLS["send_gift share 10001"] = lambda s: gift(s, share="10001")
 BAD_CALLS["send_gift share -1"] = lambda s: gift(s, share="-1")
 BAD_CALLS["recharge unknown kind"] = lambda s: recharge(s, kind="payment.bonus")
@@ -188,8 +207,10 @@ async def test_a_script_refuses_a_bad_argument_before_writing_anything(
 async def test_the_good_calls_of_this_module_go_through(ledger: Store) -> None:
     """The builders above call each script correctly: only the bad value refuses."""
     for name, script_keys, args in [
-        gift(ledger), cashout(ledger), recharge(ledger), mark_applied(ledger),
-        *(history_call(s, ledger) for s in ("close_streaks", "publish_state", "end_stream")),
+        gift(ledger), cashout(ledger), complete_cashout(ledger), recharge(ledger),
+        mark_applied(ledger),
+        *(history_call(s, ledger) for s in ("close_streaks", "publish_state",
+                                             "rotate_overlay_tokens", "end_stream")),
     ]:  # fmt: skip
         if on_cluster() and name in ONE_REDIS_SCRIPTS:
             continue
@@ -298,7 +319,7 @@ async def test_ending_a_stream_over_a_history_ahead_of_its_meta_changes_nothing(
     )
 
 
-@pytest.mark.parametrize("script", ["publish_state", "close_streaks"])
+@pytest.mark.parametrize("script", ["publish_state", "close_streaks", "rotate_overlay_tokens"])
 async def test_a_sweep_over_a_history_ahead_of_its_meta_changes_nothing(
     ledger: Store, script: str
 ) -> None:

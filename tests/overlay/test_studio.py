@@ -4,7 +4,9 @@ settings and the cash-out form's refusals, and the token leaving the address bar
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -12,7 +14,15 @@ from playwright.sync_api import Page, expect
 
 from gifting_server.auth import Role
 from tests.factories import token
-from tests.overlay.conftest import PHONE, Live, Pages, bearer, screenshot, wait_live
+from tests.overlay.conftest import (
+    PHONE,
+    Live,
+    Pages,
+    bearer,
+    overlay_settings,
+    screenshot,
+    wait_live,
+)
 
 SHOWN = "window.__alertsShown"
 _keys = itertools.count(1)
@@ -221,3 +231,79 @@ def test_screenshots_of_the_studio_on_a_laptop_and_a_phone(live: Live, pages: Pa
     phone = open_studio(live, pages, **PHONE)
     wait_event(phone, last)
     screenshot(phone, "studio-phone", scene=False)
+
+
+def test_replacing_the_links_from_the_studio_stops_every_earlier_one(
+    live: Live, pages: Pages
+) -> None:
+    studio = open_studio(live, pages)
+    studio.wait_for_function("() => window.__overlayUrl")
+    old_url = studio.evaluate("window.__overlayUrl")
+    assert f"stream_id={live.stream_id}" in old_url and "token=" in old_url
+    expect(studio.locator("#link-size")).to_have_text("800 \u00d7 600")
+    expect(studio.locator("#all-links li")).to_have_count(4)  # each overlay, to copy
+    old = pages.open(old_url)
+    wait_live(old)
+
+    studio.locator("#rotate").click()  # the confirmation is accepted
+    expect(studio.locator("#links-note")).to_contain_text("every earlier link stopped working")
+    refused = old.locator(".refused")
+    expect(refused).to_have_attribute("data-reason", "token_revoked")
+    expect(refused).to_contain_text("replaced by a newer one")
+    new_url = studio.evaluate("window.__overlayUrl")
+    assert new_url != old_url
+    new = pages.open(new_url)
+    wait_live(new)
+
+    # The form builds each overlay's URL with its options and OBS size.
+    studio.locator("#opt-kind").select_option("feed")
+    studio.locator("#opt-mode").select_option("ticker")
+    expect(studio.locator("#link-size")).to_have_text("1280 \u00d7 80")
+    assert "/overlay/feed?" in studio.evaluate("window.__overlayUrl")
+    assert "mode=ticker" in studio.evaluate("window.__overlayUrl")
+
+
+def test_a_cash_out_from_the_studio_and_its_status_in_the_history(
+    redis_url: str, tmp_path: Path, pages: Pages
+) -> None:
+    settings = overlay_settings(redis_url, tmp_path)
+    economy = dataclasses.replace(settings.economy, holding_period_days=0)  # none held
+    live = Live(dataclasses.replace(settings, economy=economy))
+    try:
+        live.start_stream()
+        live.fund("alice", "coins_5000")
+        live.gift("alice", "luxury_car")
+        live.gift("alice", "hand_hearts")
+        live.fund("alice", "coins_5000")
+        live.gift("alice", "luxury_car")  # 2,749 diamonds: half of 5,498 coins
+        studio = open_studio(live, pages)
+        expect(studio.locator("#diamonds-available")).to_have_text("💎 2,749")
+        expect(studio.locator("#cashout-history")).to_have_text("No cash-outs yet.")
+
+        studio.locator("#cashout-diamonds").fill("2000")
+        studio.locator("#cashout-form button[type=submit]").click()
+        expect(studio.locator("#cashout-note")).to_have_text(
+            "Asked for $10.00 (2,000 diamonds): pending until the platform pays it."
+        )
+        expect(studio.locator("#diamonds-available")).to_have_text("💎 749")
+        row = studio.locator("#cashout-history .cashout")
+        expect(row).to_have_attribute("data-status", "pending")
+        expect(row).to_contain_text("💎 2,000 → $10.00")
+
+        # The operator marks it failed: the diamonds come back, the history says so.
+        cashout_id = live.http.get(
+            "/v1/cashouts", headers=bearer(live.streamer, Role.STREAMER)
+        ).json()["cashouts"][0]["cashout_id"]
+        response = live.http.post(
+            f"/v1/cashouts/{cashout_id}/complete",
+            json={"status": "failed"},
+            headers=bearer("ops", Role.ADMIN),
+        )
+        assert response.status_code == 200, response.text
+        studio.reload()
+        expect(studio.locator("#cashout-history .cashout")).to_have_attribute(
+            "data-status", "failed"
+        )
+        expect(studio.locator("#diamonds-available")).to_have_text("💎 2,749")
+    finally:
+        live.close()
