@@ -17,6 +17,7 @@ OVERLAYS = (
     ("alerts", "800x600", ""),
     ("leaderboard", "400x500", ""),
     ("goal", "800x160", "&target=5000"),
+    ("feed", "400x600", ""),
 )
 
 
@@ -31,7 +32,7 @@ async def seed(settings: Settings, redis_url: str) -> None:
     redis = await connect(redis_url, settings.limits.request_timeout_s)
     store = Store(redis, settings)
     try:
-        await streams.start_stream(store, DEMO_STREAMER[0], DEMO_STREAM)
+        await streams.start_stream(store, DEMO_STREAMER[0], DEMO_STREAM, DEMO_STREAMER[1])
         for user_id, _ in DEMO_VIEWERS:
             await payments.apply_payment(
                 store, user_id, f"demo-{user_id}-1", "payment.succeeded", DEMO_PACKAGE
@@ -66,6 +67,13 @@ def demo_urls(settings: Settings, base_url: str) -> str:
     overlay = issue_token(
         settings.secret, DEMO_STREAMER[0], Role.OVERLAY, stream_id=DEMO_STREAM, ttl_s=week
     )
+    studio = f"{base_url}/studio?stream_id={DEMO_STREAM}&token={streamer}"
+    lines += [
+        "",
+        f"Streamer's studio ({DEMO_STREAMER[1]}: go live, alerts, goal, overlay links,"
+        " messages, earnings):",
+        f"  {studio}",
+    ]
     lines += ["", "OBS browser sources (Sources > + > Browser; paste the URL, set the size):"]
     for kind, size, options in OVERLAYS:
         url = f"{base_url}/overlay/{kind}?stream_id={DEMO_STREAM}{options}&token={overlay}"

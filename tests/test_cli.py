@@ -196,7 +196,10 @@ def test_serve_answers_the_full_flow_and_stops_with_its_redis_on_sigterm(
     served.append(server)
     server.start()
     assert "gifting_server demo" in server.output()
+    # The streamer's studio, ready to open (the token is that of the demo streamer).
+    assert f"{server.url}/studio?stream_id=demo&token=" in server.output()
     with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get("/v1/streams/demo").json()["streamer_name"] == "Demo Streamer"
         full_flow(client)
         assert client.get("/openapi.json").status_code == 200
 

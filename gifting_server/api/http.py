@@ -162,7 +162,7 @@ async def create_stream(request: Request) -> Response:
     stream_id = (
         identifier(body, "stream_id") if "stream_id" in body else f"st_{uuid.uuid4().hex[:16]}"
     )
-    changed = await streams.start_stream(store_of(request), who.user_id, stream_id)
+    changed = await streams.start_stream(store_of(request), who.user_id, stream_id, who.name)
     return json_response({"stream_id": stream_id, "status": "live"}, status=201 if changed else 200)
 
 

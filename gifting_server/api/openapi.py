@@ -396,6 +396,7 @@ def schemas(settings: Settings) -> dict[str, Schema]:
             {
                 "stream_id": ID_SCHEMA,
                 "streamer_id": ID_SCHEMA,
+                "streamer_name": described(STR, "the streamer's display name (or id)"),
                 "status": enum("live", "ended"),
                 "coins_total": INT,
                 "alerts_paused": {"type": "boolean"},

@@ -69,6 +69,14 @@ def studio_operations(settings: Settings, stream: Schema) -> list[Op]:
             errors="unknown_stream invalid_request",
             params=(stream,),
         ),
+        Op(
+            "get",
+            "/v1/cashouts/rules",
+            "The rules a cash-out is held to ([economy] of the server's config): the "
+            "minimum, the daily cap, the holding period and what diamonds are worth.",
+            200,
+            ref("CashoutRules"),
+        ),
     ]
 
 
@@ -138,6 +146,15 @@ def studio_schemas(settings: Settings) -> dict[str, Schema]:
                     },
                     {"blocked_words": array(STR)},
                 ),
+            }
+        ),
+        "CashoutRules": obj(
+            {
+                "min_diamonds": INT,
+                "daily_cap": described(ref("Money"), "per streamer per UTC day"),
+                "holding_period_days": described(INT, "diamonds are held this long once earned"),
+                "diamonds_per_unit": described(INT, "a cash-out is a multiple of this"),
+                "unit_value": described(ref("Money"), "what diamonds_per_unit diamonds are worth"),
             }
         ),
         "StreamGoal": {

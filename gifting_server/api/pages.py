@@ -1,4 +1,5 @@
-"""The browser pages: the OBS overlays and the viewer client, served from the package.
+"""The browser pages: the OBS overlays, the viewer client and the streamer's studio,
+served from the package.
 
 Plain HTML, CSS and JavaScript modules in `gifting_server/overlay/`, no build
 step. Read through `importlib.resources`, so they are found in an installed
@@ -23,23 +24,31 @@ PAGES = {
     "/overlay/alerts": "alerts.html",
     "/overlay/leaderboard": "leaderboard.html",
     "/overlay/goal": "goal.html",
+    "/overlay/feed": "feed.html",
     "/client": "client.html",
     "/docs": "docs.html",  # the OpenAPI document, rendered by docs.js
+    "/studio": "studio.html",
 }
+# The studio previews the overlays in frames of its own: they may be framed by this
+# origin only. Every other page (the studio, which holds a token that can cash out,
+# and the client) may not be framed at all.
+FRAMED_BY_SELF = frozenset(path for path in PAGES if path.startswith("/overlay/"))
 STATIC_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*\.(js|css)$")
 MEDIA_TYPES = {"js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
 
 # Tokens travel in the page's query string: no Referer may carry them away, and
 # nothing but this origin may be loaded or contacted.
+POLICY = (
+    "default-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors {ancestors}"
+)
 PAGE_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data:; connect-src 'self'; "
-        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
-    ),
+    "Content-Security-Policy": POLICY.format(ancestors="'none'"),
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
 }
+OVERLAY_HEADERS = PAGE_HEADERS | {"Content-Security-Policy": POLICY.format(ancestors="'self'")}
 DEMO_PAYMENTS_OFF = b'data-demo-payments="off"'
 
 
@@ -54,7 +63,8 @@ async def page(request: Request) -> Response:
     assert html is not None, "the overlay pages ship with the package"
     if store_of(request).settings.demo_payments:
         html = html.replace(DEMO_PAYMENTS_OFF, b'data-demo-payments="on"')
-    return Response(html, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+    headers = OVERLAY_HEADERS if request.url.path in FRAMED_BY_SELF else PAGE_HEADERS
+    return Response(html, media_type="text/html; charset=utf-8", headers=headers)
 
 
 async def static(request: Request) -> Response:

@@ -94,9 +94,24 @@ async def get_settings(request: Request) -> Response:
     return json_response({"stream_id": stream_id, "messages": shown})
 
 
+async def cashout_rules(request: Request) -> Response:
+    """The rules a cash-out is held to, from `[economy]`: for the studio's form (anyone)."""
+    economy = store_of(request).settings.economy
+    return json_response(
+        {
+            "min_diamonds": economy.cashout_min_diamonds,
+            "daily_cap": {"amount": economy.cashout_daily_cap_cents, "currency": economy.currency},
+            "holding_period_days": economy.holding_period_days,
+            "diamonds_per_unit": economy.diamonds_per_unit,
+            "unit_value": {"amount": economy.cents_per_unit, "currency": economy.currency},
+        }
+    )
+
+
 routes = [
     Route("/v1/streams/{stream_id}/alerts", control_alerts, methods=["POST"]),
     Route("/v1/streams/{stream_id}/goal", put_goal, methods=["PUT"]),
     Route("/v1/streams/{stream_id}/settings", put_settings, methods=["PUT"]),
     Route("/v1/streams/{stream_id}/settings", get_settings, methods=["GET"]),
+    Route("/v1/cashouts/rules", cashout_rules, methods=["GET"]),
 ]

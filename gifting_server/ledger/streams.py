@@ -42,12 +42,15 @@ async def require_owner(store: Store, who: Identity, stream_id: str) -> None:
         raise GiftingError(ErrorCode.FORBIDDEN, "this stream belongs to another streamer")
 
 
-async def start_stream(store: Store, streamer_id: str, stream_id: str) -> bool:
-    """Go live. True when the stream was created or reopened, False when it was live already."""
+async def start_stream(
+    store: Store, streamer_id: str, stream_id: str, streamer_name: str = ""
+) -> bool:
+    """Go live. True when the stream was created or reopened, False when it was live already.
+    `streamer_name` (the token's display name) is what viewers' pages show for the host."""
     result = await store.run_script(
         "start_stream",
         [keys.stream(stream_id), keys.stream_history(stream_id)],
-        [streamer_id, store.clock()],
+        [streamer_id, store.clock(), streamer_name],
     )
     started = int(result[1]) != 0
     if started:
@@ -73,9 +76,15 @@ async def end_stream(store: Store, streamer_id: str, stream_id: str) -> int:
 
 
 async def stream_status(store: Store, stream_id: str) -> dict[str, Any]:
-    streamer, status, coins, paused, goal = await guarded(
+    streamer, status, coins, paused, goal, name = await guarded(
         store.redis.hmget(
-            keys.stream(stream_id), "streamer", "status", "coins", "alerts_paused", "goal"
+            keys.stream(stream_id),
+            "streamer",
+            "status",
+            "coins",
+            "alerts_paused",
+            "goal",
+            "streamer_name",
         )
     )
     if streamer is None:
@@ -83,6 +92,7 @@ async def stream_status(store: Store, stream_id: str) -> dict[str, Any]:
     return {
         "stream_id": stream_id,
         "streamer_id": str(streamer),
+        "streamer_name": str(name) if name else str(streamer),
         "status": str(status) if status else "ended",
         "coins_total": int(coins or 0),
         "alerts_paused": paused == "1",

@@ -22,7 +22,9 @@ const COMBO_SHOWN_MS = 2_500;
 const TOAST_MS = 4_000;
 const demoPayments = document.body.dataset.demoPayments === "on";
 
-const pending = new Map(); // gift message id → gift, until its ack or error
+const pending = new Map(); // gift message id → {gift, message}, until its ack or error
+const CONFIRM_KEY = "gift-confirm-above"; // the viewer's own threshold, in coins
+const CONFIRM_DEFAULT = 1_000;
 let hub = null;
 let stage = null;
 let me = { id: "", name: "" };
@@ -77,20 +79,107 @@ function tap(gift, button) {
     toast("The stream has ended: gifts are closed.", { error: true });
     return;
   }
+  const input = document.getElementById("gift-message");
+  const message = messagesOn() ? input.value.trim() : "";
+  if (message && gift.coins < messages.min_coins) {
+    toast(
+      `A message goes with a gift of 🪙 ${formatCoins(messages.min_coins)} or more: pick a bigger gift, or clear the message.`,
+      { error: true },
+    );
+    return;
+  }
+  if (gift.coins > confirmAbove()) {
+    askToConfirm(gift, message, () => send(gift, message));
+    return;
+  }
+  send(gift, message);
+}
+
+function send(gift, message) {
   const id = newId("gift");
-  pending.set(id, gift);
-  if (!hub?.send(giftMessage(id, gift))) {
+  pending.set(id, { gift, message });
+  if (message) document.getElementById("gift-message").value = "";
+  if (!hub?.send(giftMessage(id, gift, message))) {
     toast("Reconnecting… your gift goes out as soon as the stream is back.");
   }
 }
 
-function giftMessage(id, gift) {
-  return { type: "gift", id, stream_id: streamId, gift_id: gift.id, count: 1 };
+function giftMessage(id, gift, message) {
+  const frame = { type: "gift", id, stream_id: streamId, gift_id: gift.id, count: 1 };
+  if (message) frame.message = message;
+  return frame;
+}
+
+// -- confirming big gifts ------------------------------------------------------------
+
+function confirmAbove() {
+  const kept = Number(localStorage.getItem(CONFIRM_KEY));
+  return localStorage.getItem(CONFIRM_KEY) !== null && Number.isFinite(kept) && kept >= 0
+    ? kept
+    : CONFIRM_DEFAULT;
+}
+
+function showConfirmAbove() {
+  document.getElementById("ask-above-coins").textContent = formatCoins(confirmAbove());
+}
+
+function changeConfirmAbove() {
+  const answer = prompt(
+    "Ask me to confirm gifts worth more than how many coins? (0: confirm every gift)",
+    String(confirmAbove()),
+  );
+  if (answer === null) return;
+  const value = Number(answer.replace(/[,\s]/g, ""));
+  if (!Number.isInteger(value) || value < 0) {
+    toast("That is not a number of coins.", { error: true });
+    return;
+  }
+  localStorage.setItem(CONFIRM_KEY, String(value));
+  showConfirmAbove();
+}
+
+function askToConfirm(gift, message, onYes) {
+  const sheet = document.getElementById("confirm");
+  document.getElementById("confirm-text").textContent =
+    `${gift.name} costs 🪙 ${formatCoins(gift.coins)} coins.` + (message ? ` With your message: “${message}”` : "");
+  const close = () => {
+    sheet.hidden = true;
+    document.getElementById("sheet-backdrop").hidden = true;
+  };
+  document.getElementById("confirm-send").onclick = () => {
+    close();
+    onYes();
+  };
+  document.getElementById("confirm-cancel").onclick = close;
+  document.getElementById("sheet-backdrop").onclick = close;
+  sheet.hidden = false;
+  document.getElementById("sheet-backdrop").hidden = false;
+  document.getElementById("confirm-send").focus();
+}
+
+// -- gift messages, as the stream's settings allow ------------------------------------------
+
+let messages = { enabled: false, min_coins: 0, max_length: 150 };
+
+function messagesOn() {
+  return messages.enabled && !ended;
+}
+
+function takeMessageSettings(settings) {
+  if (!settings) return;
+  messages = settings;
+  document.getElementById("message-box").hidden = !messagesOn();
+  const input = document.getElementById("gift-message");
+  input.maxLength = settings.max_length;
+  document.getElementById("message-hint").textContent =
+    settings.min_coins > 1
+      ? `Goes with your next gift of 🪙 ${formatCoins(settings.min_coins)} or more (up to ${settings.max_length} characters).`
+      : `Goes with your next gift (up to ${settings.max_length} characters).`;
 }
 
 function onMessage(message) {
   if (message.type === "ack" && pending.has(message.id)) {
-    const gift = pending.get(message.id);
+    const { gift } = pending.get(message.id);
     pending.delete(message.id);
     window.__acks.push(message);
     setBalance(message.coins, message.event_id);
@@ -106,10 +195,14 @@ function onMessage(message) {
     }, delay);
     toast("Busy right now: your gift goes out in a moment.");
   } else if (message.type === "error") {
-    const gift = pending.get(message.id);
+    const sent = pending.get(message.id);
     pending.delete(message.id);
     window.__errors.push(message);
-    explain(message, gift);
+    // A refused message stays in the box, to be changed or sent with another gift.
+    if (sent?.message && !document.getElementById("gift-message").value) {
+      document.getElementById("gift-message").value = sent.message;
+    }
+    explain(message, sent?.gift);
   }
 }
 
@@ -168,6 +261,12 @@ function explain(error, gift) {
     case "forbidden":
       toast("This link cannot send gifts: it needs a viewer token.", { error: true });
       break;
+    case "message_not_allowed":
+      toast(`The streamer does not take a message with this gift: ${error.message}`, { error: true });
+      break;
+    case "invalid_request":
+      toast(error.message || "The gift was refused.", { error: true });
+      break;
     default:
       toast(error.message || "Something went wrong; try again.", { error: true });
   }
@@ -196,6 +295,7 @@ function toast(text, { error = false, action = null } = {}) {
 
 function setEnded() {
   ended = true;
+  document.getElementById("message-box").hidden = true;
   document.getElementById("ended").hidden = false;
   document.getElementById("gifts").classList.add("closed");
   const badge = document.getElementById("live-badge");
@@ -246,6 +346,8 @@ function onEvent(event) {
     stage.topGifters(event.entries);
   } else if (event.kind === "viewers") {
     stage.viewers(event.count);
+  } else if (event.kind === "settings") {
+    takeMessageSettings(event.messages);
   } else if (event.kind === "stream_ended") {
     setEnded();
   }
@@ -356,16 +458,29 @@ async function main() {
   document.getElementById("sheet-close").onclick = closeRecharge;
   document.getElementById("sheet-backdrop").onclick = closeRecharge;
 
+  document.getElementById("ask-above").onclick = changeConfirmAbove;
+  showConfirmAbove();
+
   const path = `/v1/streams/${encodeURIComponent(streamId)}`;
-  const [status, board] = await Promise.all([
+  const [status, board, settings] = await Promise.all([
     fetchRetrying(path),
     fetchRetrying(`${path}/leaderboard?period=stream&limit=3`),
+    fetchRetrying(`${path}/settings`),
   ]);
-  const host = status.ok ? status.data.streamer_id : streamId || "unknown stream";
+  const unknown = status.status === 404;
+  // The streamer's display name, as they went live with it (the id when they had none).
+  const host = status.ok ? status.data.streamer_name || status.data.streamer_id : "No such stream";
   document.getElementById("host-name").textContent = host;
-  document.getElementById("host-avatar").replaceWith(avatar({ id: host, name: host }));
+  const hostId = status.ok ? status.data.streamer_id : streamId;
+  document.getElementById("host-avatar").replaceWith(avatar({ id: hostId, name: host }));
   document.title = `${host} · Live`;
+  if (unknown) {
+    document.getElementById("ended-title").textContent = "No such stream";
+    document.getElementById("ended-text").textContent = "Check the link: this stream does not exist.";
+    document.body.dataset.stream = "unknown";
+  }
   if (!status.ok || status.data.status !== "live") setEnded();
+  if (settings.ok) takeMessageSettings(settings.data.messages);
   if (status.ok) {
     coinsTotal = status.data.coins_total || 0;
     takeGoal(status.data.goal);
@@ -375,6 +490,8 @@ async function main() {
   if (!wallet.ok) {
     toast("Your link has no valid viewer token: you can watch but not send gifts.", { error: true });
   }
+
+  if (unknown) return; // nothing to follow
 
   hub = new StreamHub({
     streamId,
@@ -390,7 +507,7 @@ async function main() {
       if (state === "live") {
         stage.viewers(hub.viewers);
         // Gifts that never got an answer go again with the same id: charged once.
-        for (const [id, gift] of pending) hub.send(giftMessage(id, gift));
+        for (const [id, sent] of pending) hub.send(giftMessage(id, sent.gift, sent.message));
       }
     },
     onResync: async () => {

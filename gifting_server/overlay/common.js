@@ -36,9 +36,10 @@ export function applyLook(defaultFontSize) {
 }
 
 // GET/POST JSON on this origin. Never throws: offline answers {ok: false, status: 0}.
+// `auth` sends the page's token, or the token given (the studio keeps its own).
 export async function api(path, { method = "GET", body, auth = false } = {}) {
   const headers = { Accept: "application/json" };
-  if (auth) headers.Authorization = `Bearer ${token}`;
+  if (auth) headers.Authorization = `Bearer ${typeof auth === "string" ? auth : token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   try {
     const response = await fetch(path, {

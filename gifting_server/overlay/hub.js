@@ -27,7 +27,11 @@ const CLOSE_RULES = Object.freeze({
 });
 
 export class StreamHub {
-  constructor({ streamId, token, onEvent, onMessage, onState, onResync, onSubscribed }) {
+  // `backfill`: on the first subscribe, also hand on up to this many of the stream's
+  // latest events from its history (a page that lists what happened before it opened).
+  constructor({ streamId, token, onEvent, onMessage, onState, onResync, onSubscribed, backfill = 0 }) {
+    this.backfill = backfill;
+    this.backfilling = false;
     this.streamId = streamId;
     this.token = token;
     this.onEvent = onEvent || (() => {});
@@ -82,6 +86,7 @@ export class StreamHub {
     this.socket = socket;
     this.lastFrameAt = Date.now();
     socket.onopen = () => {
+      this.backfilling = false;
       const subscribe = { type: "subscribe", stream_id: this.streamId };
       if (this.lastEventId !== null) subscribe.since = this.lastEventId;
       socket.send(JSON.stringify(subscribe));
@@ -110,7 +115,20 @@ export class StreamHub {
   receive(message) {
     if (message.type === "subscribed" && message.stream_id === this.streamId) {
       this.viewers = message.viewers;
-      if (this.lastEventId === null) {
+      if (this.lastEventId === null && this.backfill > 0 && message.last_event_id > 0) {
+        // Subscribe again from a little before where the stream is: the history
+        // replays those events, then live ones follow. Events of the first subscription
+        // that arrive meanwhile are dropped: the second one replays them in order.
+        this.lastEventId = Math.max(0, message.last_event_id - this.backfill);
+        this.backfilling = true;
+        this.send({ type: "subscribe", stream_id: this.streamId, since: this.lastEventId });
+        return;
+      }
+      if (this.backfilling) {
+        this.backfilling = false;
+        // Older than the history: no backfill, only what comes from now on.
+        if (!message.recovered) this.lastEventId = message.last_event_id;
+      } else if (this.lastEventId === null) {
         this.lastEventId = message.last_event_id;
       } else if (!message.recovered) {
         // The gap is older than the server's history: after a reconnect, or sent
@@ -127,6 +145,7 @@ export class StreamHub {
       }
       this.setState("live");
     } else if (message.type === "events" && message.stream_id === this.streamId) {
+      if (this.backfilling) return;
       for (const event of message.events) {
         if (this.lastEventId !== null && event.event_id <= this.lastEventId) continue;
         this.lastEventId = event.event_id;
@@ -197,13 +216,14 @@ export class StreamHub {
 
 // An overlay's link to its stream. Offline it just shows nothing new (no error
 // text on the stream); a refused token shows how to get a working link.
-export function followStream(streamId, token, { onEvent, onResync, onSubscribed }) {
+export function followStream(streamId, token, { onEvent, onResync, onSubscribed, backfill }) {
   const hub = new StreamHub({
     streamId,
     token,
     onEvent,
     onResync,
     onSubscribed,
+    backfill,
     onState: (state, detail) => {
       document.body.dataset.state = state;
       if (state === "refused") showRefused(detail);

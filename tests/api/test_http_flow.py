@@ -71,6 +71,7 @@ async def test_create_stream_is_201_then_200_while_live(http: httpx.AsyncClient)
     assert status.json() == {
         "stream_id": "s1",
         "streamer_id": "streamer1",
+        "streamer_name": "Streamer One",
         "status": "live",
         "coins_total": 0,
         "alerts_paused": False,

@@ -115,10 +115,11 @@ def test_demo_payments_are_off_unless_configured_or_served_with_demo(tmp_path: P
 def test_serve_demo_prints_working_urls_and_turns_demo_payments_on(tmp_path: Path) -> None:
     server = Served(tmp_path / "data").start()
     try:
-        urls = re.findall(r"(http://\S+/(?:client|overlay/\w+)\?\S+)", server.output())
+        urls = re.findall(r"(http://\S+/(?:client|studio|overlay/\w+)\?\S+)", server.output())
         clients = [u for u in urls if "/client?" in u]
         overlays = [u for u in urls if "/overlay/" in u]
-        assert len(clients) == 4 and len(overlays) == 3, server.output()
+        studios = [u for u in urls if "/studio?" in u]
+        assert (len(clients), len(overlays), len(studios)) == (4, 4, 1), server.output()
         with httpx.Client(timeout=10) as client:
             for url in urls:
                 page = client.get(url)
@@ -129,6 +130,8 @@ def test_serve_demo_prints_working_urls_and_turns_demo_payments_on(tmp_path: Pat
             who = verify_token(SECRET, query["token"][0])
             assert (who.role, who.stream_id, query["stream_id"]) == (Role.OVERLAY, "demo", ["demo"])
             assert 'data-demo-payments="on"' in client.get(clients[-1]).text
+            streamer = verify_token(SECRET, parse_qs(urlsplit(studios[0]).query)["token"][0])
+            assert (streamer.role, streamer.user_id) == (Role.STREAMER, "demo_streamer")
             newcomer = parse_qs(urlsplit(clients[-1]).query)["token"][0]
             bought = client.post(
                 f"{server.url}{PAY}",

@@ -9,9 +9,29 @@ import pytest
 
 import gifting_server
 
-PAGES = ["/overlay/alerts", "/overlay/leaderboard", "/overlay/goal", "/client"]
+PAGES = [
+    "/overlay/alerts",
+    "/overlay/leaderboard",
+    "/overlay/goal",
+    "/overlay/feed",
+    "/client",
+    "/studio",
+]
 OVERLAY_DIR = Path(gifting_server.__file__).parent / "overlay"
-STATIC = ["hub.js", "common.js", "alerts.js", "client.js", "overlay.css", "client.css"]
+STATIC = [
+    "hub.js",
+    "common.js",
+    "alerts.js",
+    "client.js",
+    "overlay.css",
+    "client.css",
+    "feed.js",
+    "feed-model.js",
+    "studio.js",
+    "studio-links.js",
+    "studio-earnings.js",
+    "studio.css",
+]
 
 
 @pytest.mark.parametrize("path", PAGES)
@@ -26,6 +46,16 @@ async def test_each_page_is_html_that_keeps_its_token_to_itself(
     assert response.headers["cache-control"] == "no-store"
     assert '<script type="module" src="/overlay/static/' in response.text
     assert "http://" not in response.text and "https://" not in response.text  # no outside assets
+
+
+@pytest.mark.parametrize("path", PAGES)
+async def test_only_overlays_may_be_framed_and_only_by_this_server(
+    http: httpx.AsyncClient, path: str
+) -> None:
+    # The studio previews overlays in frames; the studio and the client are never framed.
+    policy = (await http.get(path)).headers["content-security-policy"]
+    expected = "'self'" if path.startswith("/overlay/") else "'none'"
+    assert f"frame-ancestors {expected}" in policy
 
 
 @pytest.mark.parametrize("name", STATIC)

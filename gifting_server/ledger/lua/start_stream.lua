@@ -7,6 +7,7 @@
     KEYS[1] stream meta     {s:S}:meta
     KEYS[2] stream history  {s:S}:history
     ARGV[1] streamer id     ARGV[2] now, unix ms
+    ARGV[3] streamer's display name (optional; shown to viewers, kept as `streamer_name`)
 
   Output:
     {0, created(1) | reopened(2) | already live(0)}
@@ -15,6 +16,9 @@
     {16} INVALID_ARGUMENT now is not an integer
 ]]
 local streamKey, historyKey, streamer, now = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+-- The name is written only when given (a stream started without one keeps its meta as it was).
+local named = {}
+if ARGV[3] and ARGV[3] ~= '' then named = {'streamer_name', ARGV[3]} end
 if type(streamer) ~= 'string' or type(now) ~= 'string' or #now > 15
     or not string.find(now, '^%d+$') then
   return {16}
@@ -23,7 +27,7 @@ local meta = redis.call('HMGET', streamKey, 'streamer', 'status')
 if meta[1] and meta[1] ~= streamer then return {14} end
 if meta[2] == 'live' then return {0, 0} end
 if meta[1] then
-  redis.call('HSET', streamKey, 'status', 'live', 'started_at', now)
+  redis.call('HSET', streamKey, 'status', 'live', 'started_at', now, unpack(named))
   return {0, 2}
 end
 -- A new stream. Should a history outlive its meta (restored from a partial
@@ -37,5 +41,5 @@ elseif t ~= 'none' then
   return {15}
 end
 redis.call('HSET', streamKey, 'streamer', streamer, 'status', 'live', 'started_at', now,
-  'seq', string.format('%.0f', seq))
+  'seq', string.format('%.0f', seq), unpack(named))
 return {0, 1}
