@@ -5,7 +5,7 @@ FROM python:3.11-slim
 
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends redis-server \
+    && apt-get install -y --no-install-recommends redis-server espeak-ng \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gifting_server import logs, metrics
 from gifting_server.access_log import AccessLog
-from gifting_server.api import demo, http, pages, streamer_http, studio, ws
+from gifting_server.api import demo, http, pages, speech, streamer_http, studio, ws
 from gifting_server.api.http_protocol import PendingRequests
 from gifting_server.api.openapi import openapi_document
 from gifting_server.config import Settings, load_settings
@@ -47,6 +47,7 @@ from gifting_server.ledger.store import (
     masters_short_of_replicas,
 )
 from gifting_server.scheduler import Scheduler
+from gifting_server.speech import Speech
 from gifting_server.tasks import for_each_stream
 
 log = logging.getLogger("gifting_server")
@@ -184,6 +185,9 @@ def create_app(settings: Settings) -> Starlette:
         hub.start()
         scheduler.start()
         app.state.hub = hub
+        app.state.speech = Speech.installed()
+        if app.state.speech.engine is None:
+            log.warning("espeak-ng is not installed: gift messages are not read aloud (503)")
         orphaned = _stop_when_orphaned(settings.serve_pid)
         try:
             # uvicorn hands this state to HubConnection, which serves /v1/ws, and to
@@ -204,6 +208,7 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         *http.routes,
         *studio.routes,
+        *speech.routes,
         *streamer_http.routes,
         *pages.routes,
         Route("/openapi.json", openapi_endpoint),

@@ -30,6 +30,8 @@ class ErrorCode(Enum):
     CASHOUT_DAILY_CAP = ("cashout_daily_cap", 403)
     NOT_STREAM_OWNER = ("not_stream_owner", 403)
     MESSAGE_NOT_ALLOWED = ("message_not_allowed", 403)
+    # the stream's messages are not read aloud, or not this send's (`tts_min_coins`)
+    SPEECH_NOT_ALLOWED = ("speech_not_allowed", 403)
     INSUFFICIENT_FUNDS = ("insufficient_funds", 402)
     INSUFFICIENT_DIAMONDS = ("insufficient_diamonds", 402)
     NOT_FOUND = ("not_found", 404)

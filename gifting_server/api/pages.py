@@ -40,6 +40,8 @@ MEDIA_TYPES = {"js": "text/javascript; charset=utf-8", "css": "text/css; charset
 # nothing but this origin may be loaded or contacted.
 POLICY = (
     "default-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    # the alerts overlay plays a message's speech from a blob: of its fetched WAV
+    "media-src 'self' blob:; "
     "object-src 'none'; base-uri 'none'; frame-ancestors {ancestors}"
 )
 PAGE_HEADERS = {
