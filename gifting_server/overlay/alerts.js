@@ -5,7 +5,8 @@
 // `alerts` events (pause, resume, skip, clear, replay); `subscribed` says whether
 // the alerts are paused when the page (re)loads. A test alert (a gift event marked
 // `test`) is shown marked as one, apart from any streak. A gift's message is shown
-// under its alert. (Reading messages aloud, `tts=on`, is not done by this page yet.)
+// under its alert and, with `tts=on`, read aloud once the alert is in
+// (alerts-speech.js); skip and clear stop it.
 
 import {
   applyLook,
@@ -20,6 +21,7 @@ import {
   textOption,
   token,
 } from "./common.js";
+import { speak, stopSpeech } from "./alerts-speech.js";
 import { followStream } from "./hub.js";
 
 const TEMPLATE = textOption("template", "{name} sent {gift} x{count}");
@@ -72,7 +74,7 @@ function onEvent(event) {
     return;
   }
   if (alert) {
-    if (event.message) setMessage(alert, event.message);
+    if (event.message) setMessage(alert, event.message, event.event_id);
     update(alert, event.combo);
     return;
   }
@@ -92,6 +94,8 @@ function enqueue(event, key, { test = false, replay = false, ended = false }) {
     tier: Math.min(4, Math.max(1, gift.tier || 1)),
     combo: event.combo,
     message: event.message || "",
+    // The event that carries the message: its speech is asked for by this id.
+    messageEventId: event.message ? event.event_id : null,
     test,
     replay,
     ended,
@@ -105,8 +109,10 @@ function enqueue(event, key, { test = false, replay = false, ended = false }) {
 // The streamer's control of the queue, on every open alerts overlay at once.
 function control(event) {
   if (event.action === "skip") {
+    stopSpeech();
     if (current) leave(current);
   } else if (event.action === "clear") {
+    stopSpeech();
     for (const alert of queue) {
       if (open.get(alert.key) === alert) open.delete(alert.key); // later taps: a new alert
     }
@@ -127,14 +133,16 @@ function setPaused(value) {
   next();
 }
 
-function setMessage(alert, message) {
+function setMessage(alert, message, eventId) {
   alert.message = message;
+  alert.messageEventId = eventId;
   if (alert.record) alert.record.message = message;
   const node = alert.node?.querySelector(".alert-message");
   if (node) {
     node.textContent = message;
     node.hidden = false;
   }
+  if (alert === current && alert.node?.dataset.phase === "shown") speak(eventId);
 }
 
 function update(alert, combo) {
@@ -189,7 +197,9 @@ function show(alert) {
   beep(alert.tier);
   const node = alert.node;
   setTimeout(() => {
-    if (node.dataset.phase === "enter") node.dataset.phase = "shown";
+    if (node.dataset.phase !== "enter") return;
+    node.dataset.phase = "shown";
+    if (alert.message) speak(alert.messageEventId);
   }, TIER_ENTER_MS[alert.tier - 1]);
   scheduleExit();
 }

@@ -22,6 +22,7 @@ STATIC = [
     "hub.js",
     "common.js",
     "alerts.js",
+    "alerts-speech.js",
     "client.js",
     "overlay.css",
     "client.css",
