@@ -140,6 +140,8 @@ def exposition(extra: list[Metric] | None = None, *, all_workers: bool = False) 
         fixed.register(_Fixed(extra))
         text += generate_latest(fixed)
     return text
+
+
 SPEECH_RENDERS = Counter(
     "gifting_speech_renders_total",
     "Gift messages rendered to speech by espeak-ng (a cached answer is not counted)",

@@ -14,6 +14,7 @@ from gifting_server.api.openapi import (
     enum,
     integer,
     obj,
+    param,
     ref,
 )
 from gifting_server.config import Settings
@@ -68,6 +69,21 @@ def studio_operations(settings: Settings, stream: Schema) -> list[Op]:
             ref("StreamSettings"),
             errors="unknown_stream invalid_request",
             params=(stream,),
+        ),
+        Op(
+            "get",
+            "/v1/streams/{stream_id}/speech/{event_id}",
+            "A gift's message read aloud (WAV, rendered by the server's espeak-ng) for the "
+            "alerts overlay: when the stream's `tts` setting is on and the send (count x "
+            "gift coins) is worth `tts_min_coins`. 403 `speech_not_allowed` otherwise; 404 "
+            "`unknown_event` for no gift with a message under that id in the stream's "
+            "history; 503 `service_unavailable` when espeak-ng is not installed.",
+            200,
+            {"type": "string", "contentMediaType": "audio/wav"},
+            ("overlay", "streamer"),
+            errors="speech_not_allowed unknown_event unknown_stream token_revoked",
+            params=(stream, param("event_id", "path", integer(1), "the gift event")),
+            media_type="audio/wav",
         ),
         Op(
             "get",

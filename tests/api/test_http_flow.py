@@ -13,6 +13,7 @@ import pytest
 from starlette.routing import Route
 
 from gifting_server.api import http as http_api
+from gifting_server.api import speech as speech_api
 from gifting_server.api import streamer_http
 from gifting_server.api import studio as studio_api
 from gifting_server.auth import Role
@@ -303,7 +304,7 @@ async def test_metrics_are_prometheus_text(http: httpx.AsyncClient) -> None:
 
 def routes_of_the_app() -> list[tuple[str, str]]:
     found = [("/openapi.json", "get"), ("/metrics", "get")]
-    for route in [*http_api.routes, *studio_api.routes, *streamer_http.routes]:
+    for route in [*http_api.routes, *studio_api.routes, *speech_api.routes, *streamer_http.routes]:
         assert isinstance(route, Route)
         found += [(route.path, m.lower()) for m in route.methods or () if m != "HEAD"]
     return found
