@@ -150,10 +150,12 @@ def declared() -> list[str]:
     ]
 
 
-# Fed only by a fault the ordinary traffic has no way to cause, in the named test.
+# Fed only in the named test: by a fault the ordinary traffic has no way to cause, or
+# (speech) by a stream setting and a local engine the ordinary traffic does not use.
 FED_ELSEWHERE = {
     "gifting_replica_ack_shortfalls": "tests/ledger/test_replica_ack.py",
     "gifting_gifts_refused_overloaded": "tests/faults/test_overload.py",
+    "gifting_speech_renders": "tests/api/test_speech.py",
 }
 
 
