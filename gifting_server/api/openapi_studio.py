@@ -81,7 +81,7 @@ def studio_operations(settings: Settings, stream: Schema) -> list[Op]:
             200,
             {"type": "string", "contentMediaType": "audio/wav"},
             ("overlay", "streamer"),
-            errors="speech_not_allowed unknown_event unknown_stream token_revoked",
+            errors="speech_not_allowed unknown_event unknown_stream token_revoked invalid_request",
             params=(stream, param("event_id", "path", integer(1), "the gift event")),
             media_type="audio/wav",
         ),
