@@ -18,6 +18,7 @@ MAX_CHARS = 500  # the most of a message spoken: `[messages] max_length_limit`'s
 MAX_WAV_BYTES = 8 * 1024 * 1024  # 500 characters take ~2 MB at espeak-ng's 22 kHz mono
 RENDER_TIMEOUT_S = 10.0
 CACHE_ENTRIES = 64  # ~64 x 200 kB for messages of typical length
+CONCURRENT_RENDERS = 2  # per worker: a burst of requests cannot start a process each
 READ_CHUNK = 64 * 1024
 
 
@@ -29,6 +30,7 @@ class Speech:
         self.engine = engine
         self.entries = entries
         self.cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self.rendering = asyncio.Semaphore(CONCURRENT_RENDERS)
 
     @classmethod
     def installed(cls) -> Speech:
@@ -40,7 +42,9 @@ class Speech:
         if cached is not None:
             self.cache.move_to_end(key)
             return cached
-        audio = await self.render(text)
+        async with self.rendering:
+            cached = self.cache.get(key)  # rendered while this request waited its turn
+            audio = cached if cached is not None else await self.render(text)
         self.cache[key] = audio
         while len(self.cache) > self.entries:
             self.cache.popitem(last=False)
