@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import logging.config
 import re
+import sys
 from datetime import datetime
 from typing import Any
 
@@ -74,6 +75,20 @@ class JsonFormatter(logging.Formatter):
 FORMATTERS = {"text": TextFormatter, "json": JsonFormatter}
 
 
+class CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to sys.stderr as it is when a line is written, not as it was when the
+    handler was made (as logging's own last-resort handler does): whoever swaps
+    stderr (a test runner capturing output, a supervisor) may close the old one."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
 def dict_config(log_format: str = "text", level: str = "INFO") -> dict[str, Any]:
     """For `logging.config.dictConfig` and uvicorn's `log_config`: one stderr handler on
     the root logger; uvicorn's loggers lose their own handlers and propagate to it."""
@@ -85,9 +100,8 @@ def dict_config(log_format: str = "text", level: str = "INFO") -> dict[str, Any]
         "formatters": {"line": {"()": f"{formatter.__module__}.{formatter.__qualname__}"}},
         "handlers": {
             "stderr": {
-                "class": "logging.StreamHandler",
+                "()": f"{__name__}.CurrentStderr",
                 "formatter": "line",
-                "stream": "ext://sys.stderr",
             }
         },
         "loggers": {

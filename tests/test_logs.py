@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,3 +185,21 @@ def test_a_field_cannot_overwrite_the_core_keys_of_a_json_line() -> None:
     line = orjson.loads(logs.JsonFormatter().format(record(message="forged", level="X")))
     assert (line["message"], line["level"]) == ("msg x", "INFO")
     assert (line["field_message"], line["field_level"]) == ("forged", "X")
+
+
+def test_lines_go_to_stderr_as_it_is_when_written_not_a_closed_old_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        logs.configure()
+        old, new = io.StringIO(), io.StringIO()
+        monkeypatch.setattr(sys, "stderr", old)
+        old.close()  # whoever swapped stderr closed the one before
+        monkeypatch.setattr(sys, "stderr", new)
+        logging.getLogger("gifting_server.test").warning("still written")
+        assert new.getvalue().endswith("WARNING gifting_server.test: still written\n")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
