@@ -10,10 +10,9 @@ from __future__ import annotations
 from gifting_server.auth import Identity
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.fields import invalid
-from gifting_server.ledger import keys
 from gifting_server.ledger.gifts import event_fragment
 from gifting_server.ledger.store import Store
-from gifting_server.ledger.streams import require_owner
+from gifting_server.ledger.streams import run_stream_control
 
 ACTIONS = ("pause", "resume", "skip", "clear", "replay", "test")
 
@@ -45,19 +44,7 @@ async def control_alerts(
         if gift is None:
             raise GiftingError(ErrorCode.UNKNOWN_GIFT, f"no gift {gift_id!r} in the catalog")
         fragment, test_count = event_fragment(who, gift, test=True), str(count)
-    await require_owner(store, who, stream_id)
-    result = await store.run_script(
-        "control_alerts",
-        [keys.stream(stream_id), keys.stream_history(stream_id)],
-        [
-            who.user_id,
-            store.clock(),
-            store.settings.history.max_events,
-            store.event_channel(stream_id),
-            action,
-            replay,
-            fragment,
-            test_count,
-        ],
+    result = await run_stream_control(
+        store, who, stream_id, "control_alerts", [action, replay, fragment, test_count]
     )
     return int(result[1])

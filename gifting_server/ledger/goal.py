@@ -9,9 +9,9 @@ import orjson
 from gifting_server.auth import Identity
 from gifting_server.config import MAX_INT
 from gifting_server.fields import invalid
-from gifting_server.ledger import keys, messages
+from gifting_server.ledger import messages
 from gifting_server.ledger.store import Store
-from gifting_server.ledger.streams import require_owner
+from gifting_server.ledger.streams import run_stream_control
 
 MAX_TITLE = 80  # characters
 
@@ -42,18 +42,7 @@ async def set_goal(
     if type(target) is not int or not 1 <= target <= MAX_INT:
         raise invalid(f"target must be an integer between 1 and {MAX_INT}")
     title = checked_title(title)
-    await require_owner(store, who, stream_id)
-    result = await store.run_script(
-        "set_goal",
-        [keys.stream(stream_id), keys.stream_history(stream_id)],
-        [
-            who.user_id,
-            store.clock(),
-            store.settings.history.max_events,
-            store.event_channel(stream_id),
-            target,
-            orjson.dumps(title).decode(),
-            int(reset),
-        ],
+    result = await run_stream_control(
+        store, who, stream_id, "set_goal", [target, orjson.dumps(title).decode(), int(reset)]
     )
     return Goal(target, int(result[2]), title, int(result[3]))

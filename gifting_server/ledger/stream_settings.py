@@ -23,7 +23,7 @@ from gifting_server.config import MAX_INT, Messages
 from gifting_server.fields import invalid
 from gifting_server.ledger import keys, messages
 from gifting_server.ledger.store import Store, guarded
-from gifting_server.ledger.streams import require_owner
+from gifting_server.ledger.streams import run_stream_control
 
 # In the order the script takes and answers them; blocked_words stays out of events.
 FIELDS = ("enabled", "min_coins", "max_length", "blocked_words", "tts", "tts_min_coins")
@@ -118,20 +118,12 @@ async def change_settings(
     store: Store, who: Identity, stream_id: str, change: dict[str, Any]
 ) -> MessageSettings:
     """Apply a checked change (`parse_change`) and answer every setting after it."""
-    await require_owner(store, who, stream_id)
     defaults = MessageSettings.defaults(store.settings.messages).as_dict()
-    args: list[Any] = [
-        who.user_id,
-        store.clock(),
-        store.settings.history.max_events,
-        store.event_channel(stream_id),
-    ]
+    args: list[Any] = []
     for name in FIELDS:
         value = orjson.dumps(change[name]).decode() if name in change else ""
         args += [f"-{name}" if name in PRIVATE else name, value, orjson.dumps(defaults[name])]
-    result = await store.run_script(
-        "set_stream_settings", [keys.stream(stream_id), keys.stream_history(stream_id)], args
-    )
+    result = await run_stream_control(store, who, stream_id, "set_stream_settings", args)
     settings = _from_stored(store.settings.messages, result[2:])
     store.stream_settings[stream_id] = (store.clock(), settings)
     return settings

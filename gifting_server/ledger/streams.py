@@ -42,6 +42,23 @@ async def require_owner(store: Store, who: Identity, stream_id: str) -> None:
         raise GiftingError(ErrorCode.FORBIDDEN, "this stream belongs to another streamer")
 
 
+async def run_stream_control(
+    store: Store, who: Identity, stream_id: str, script: str, args: list[Any]
+) -> list[Any]:
+    """A streamer's control of their stream (alerts, goal, settings): the owner checked,
+    then `script` run on the stream's meta and history with what every such script takes
+    first (streamer, now, history cap, channel), then `args`."""
+    await require_owner(store, who, stream_id)
+    common = [
+        who.user_id,
+        store.clock(),
+        store.settings.history.max_events,
+        store.event_channel(stream_id),
+    ]
+    stream_keys = [keys.stream(stream_id), keys.stream_history(stream_id)]
+    return await store.run_script(script, stream_keys, [*common, *args])
+
+
 async def start_stream(
     store: Store, streamer_id: str, stream_id: str, streamer_name: str = ""
 ) -> bool:
