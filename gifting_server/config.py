@@ -88,6 +88,7 @@ RANGES: dict[str, dict[str, tuple[int | float, int | float]]] = {
         "queue_target_ms": (1, 60_000),
         "min_in_flight": (0, 1_000_000),
         "max_in_flight": (1, 1_000_000),
+        "max_in_flight_per_user": (1, 1_000_000),
         "retry_after_min_ms": (1, 3_600_000),
         "retry_after_max_ms": (1, 3_600_000),
     },
@@ -224,6 +225,9 @@ class Overload:
     queue_target_ms: int = 50  # a standing queue longer than this: new gifts are refused
     min_in_flight: int = 100  # gifts in flight never refused for their queue's delay
     max_in_flight: int = 2000  # gifts in flight to Redis per worker, whatever their age
+    # One user's gifts under way in this worker: past it they are refused rate_limited,
+    # so that one token cannot fill the places everyone's gifts need.
+    max_in_flight_per_user: int = 8
     retry_after_min_ms: int = 250  # bounds of the retry_after_ms a refusal carries
     retry_after_max_ms: int = 10_000
 

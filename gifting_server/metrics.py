@@ -33,9 +33,11 @@ GIFT_LATENCY = Histogram(
 )
 GIFTS_REFUSED_OVERLOADED = Counter(
     "gifting_gifts_refused_overloaded_total",
-    "Gifts refused with service_unavailable before reaching Redis because the worker was"
-    " past its ceiling ([overload]): reason queue_delay (a standing queue longer than"
-    " queue_target_ms) or in_flight (max_in_flight reached)",
+    "Gifts refused before reaching Redis ([overload]): with service_unavailable when the"
+    " worker (on a cluster, a master the gift has a step on) was past its ceiling, reason"
+    " queue_delay (a standing queue longer than queue_target_ms) or in_flight"
+    " (max_in_flight reached); with rate_limited, reason user_in_flight, when the sender"
+    " had max_in_flight_per_user gifts under way in the worker",
     ["reason"],
 )
 GIFT_BATCHES = Counter(

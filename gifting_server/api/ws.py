@@ -229,10 +229,11 @@ class ClientSession:
         task.add_done_callback(done)
 
     def _gift(self, message: SendGift) -> None:
-        # Past the worker's ceiling the gift is refused here, before its task: every
-        # refusal costs the worker CPU that the gifts it takes need. (send_gift asks
-        # again, after the gift's own rules, for those that pass.)
-        refusal = self.store.admission.refusal()
+        # Past the worker's ceiling (or the sender's bound on gifts under way) the gift
+        # is refused here, before its task: every refusal costs the worker CPU that the
+        # gifts it takes need. (send_gift asks again, after the gift's own rules, for
+        # those that pass.)
+        refusal = gifts.admission_refusal(self.store, self.identity, message.stream_id)
         if refusal is not None:
             self._gift_refused(refusal.code, refusal.message, message.id, refusal.retry_after_ms)
             return

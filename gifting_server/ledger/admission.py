@@ -27,6 +27,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from itertools import count
 
 from gifting_server import metrics
@@ -97,8 +98,19 @@ class BaseLatency:
         self.started = now - elapsed % BASE_WINDOW_S
 
 
+@dataclass(frozen=True)
+class Place:
+    """A gift's place in flight: when it took it, and whether few were in flight then
+    (its latency is then the base latency's to learn from)."""
+
+    ticket: int
+    since: float
+    unqueued: bool
+
+
 class Admission:
-    """One per worker (`Store.admission`): the gifts it has in flight to Redis."""
+    """The gifts a worker has in flight to one Redis (on a cluster, to one master:
+    `gift_admission.py` keeps one per master), and the rule that refuses more."""
 
     def __init__(self, limits: Overload, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
@@ -120,21 +132,29 @@ class Admission:
     def admit(self) -> Iterator[None]:
         """Hold a place in flight for the block (a gift's calls to Redis), or raise
         `service_unavailable` at once, before anything reaches Redis."""
-        now = self.clock()
-        refusal = self.refusal(now)
+        refusal = self.refusal()
         if refusal is not None:
             raise refusal
-        ticket = next(self.tickets)
-        unqueued = len(self.in_flight) < self.limits.min_in_flight
-        self.in_flight[ticket] = now
+        place = self.enter()
         try:
             yield
         finally:
-            del self.in_flight[ticket]
-            done = self.clock()
-            self.finished.add(done)
-            if unqueued:
-                self.base.add(done - now, done)
+            self.leave(place)
+
+    def enter(self) -> Place:
+        """Take a place in flight, unasked: for a gift admitted already (`admit`, or
+        `gift_admission.GiftInFlight` when its next call goes to this master)."""
+        now = self.clock()
+        place = Place(next(self.tickets), now, len(self.in_flight) < self.limits.min_in_flight)
+        self.in_flight[place.ticket] = now
+        return place
+
+    def leave(self, place: Place) -> None:
+        del self.in_flight[place.ticket]
+        done = self.clock()
+        self.finished.add(done)
+        if place.unqueued:
+            self.base.add(done - place.since, done)
 
     def refusal(self, now: float | None = None) -> GiftingError | None:
         """The refusal of a gift arriving now, counted, or None when one may go. The

@@ -91,6 +91,12 @@ class ClusterScriptPipeline:
         self._connecting: dict[Address, asyncio.Future[RedisProtocol]] = {}
         self.slot_map = SlotMapReader(client.nodes_manager.initialize, self.timeout_s)
 
+    def master_of(self, key: str) -> Address | None:
+        """The master `key`'s calls go to now, by the slot map as last read; None
+        before it is read or when no master serves the slot."""
+        nodes = self.client.nodes_manager.slots_cache.get(key_slot(key.encode()))
+        return (nodes[0].host, int(nodes[0].port)) if nodes else None
+
     def connected_nodes(self) -> list[Address]:
         """The nodes this pipeline has a live connection to (masters, or former ones)."""
         return [address for address, protocol in self._connections.items() if not protocol.lost]

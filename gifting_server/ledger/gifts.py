@@ -22,6 +22,7 @@ from gifting_server.errors import ErrorCode, GiftingError, script_error
 from gifting_server.fields import checked_key
 from gifting_server.ledger import keys, messages, streaks, stream_settings, transfers
 from gifting_server.ledger.clock import DAY_MS, day_number, held_until
+from gifting_server.ledger.gift_admission import GiftInFlight, StepAt, anywhere
 from gifting_server.ledger.gift_batch import GiftBatch
 from gifting_server.ledger.store import Store, guarded
 from gifting_server.ledger.streams import streamer_of
@@ -175,13 +176,40 @@ async def send_gift(
     Refused before anything is written: `forbidden` for any token but a viewer's,
     `unknown_gift`, `invalid_request` for a count or key out of the rules; then
     `checked_message`'s refusals; then every refusal of the script (see
-    `errors.SCRIPT_ERRORS`). Past the worker's ceiling, `service_unavailable` with
-    `retry_after_ms` before anything reaches Redis (`admission.py`). `timed` wraps the
-    script call alone: an edge's latency metric, which the rules' and the overload's
-    refusals skip."""
+    `errors.SCRIPT_ERRORS`). Before anything reaches Redis: `rate_limited` with
+    `retry_after_ms` when the sender has `max_in_flight_per_user` gifts under way in
+    this worker, `service_unavailable` with `retry_after_ms` past the ceiling of the
+    worker (of a master the gift has a step on, on a cluster): `gift_admission.py`.
+    `timed` wraps the script call alone: an edge's latency metric, which the rules'
+    and the overload's refusals skip."""
     gift = checked_gift(store.settings, sender, gift_id, count, idempotency_key)
+    with store.admission.user_turn(sender.user_id):
+        note = await gift_note(store, sender, stream_id, gift, count, idempotency_key, message)
+        gift_keys = admitted_keys(sender, stream_id)
+        with store.admission.admit(gift_keys) as in_flight, timed():
+            return await run_send_gift(
+                store,
+                sender,
+                stream_id,
+                gift,
+                count,
+                idempotency_key,
+                note=note,
+                in_flight=in_flight,
+            )
+
+
+async def gift_note(
+    store: Store,
+    sender: Identity,
+    stream_id: str,
+    gift: Gift,
+    count: int,
+    idempotency_key: str,
+    message: str | None,
+) -> Note | None:
     try:
-        note = await checked_message(store, stream_id, gift, count, message)
+        return await checked_message(store, stream_id, gift, count, message)
     except GiftingError:
         # The stream's settings may have changed since this key's gift was applied:
         # its retry still answers the first result (or a conflict), as any retry does.
@@ -192,11 +220,20 @@ async def send_gift(
         # The script answers from the record, unless it expired since the EXISTS: then
         # this is a new gift, and its message must not show a word blocked by now.
         rules = await stream_settings.settings_for(store, stream_id)
-        note = Note(sent, messages.masked(sent, rules.blocked_words))
-    with store.admission.admit(), timed():
-        return await run_send_gift(
-            store, sender, stream_id, gift, count, idempotency_key, note=note
-        )
+        return Note(sent, messages.masked(sent, rules.blocked_words))
+
+
+def admitted_keys(sender: Identity, stream_id: str) -> list[str]:
+    """The keys whose masters admit a gift before it starts: its first step reads the
+    stream; on a cluster the sender's wallet is debited on its own master (the
+    streamer's is asked once the stream's owner is known: `GiftInFlight.also`)."""
+    return [keys.stream(stream_id), keys.wallet(sender.user_id)]
+
+
+def admission_refusal(store: Store, sender: Identity, stream_id: str) -> GiftingError | None:
+    """How `send_gift` would refuse this gift now for load, asked ahead (counted): the
+    WebSocket edge asks before it starts a gift's task, so that a refusal is cheap."""
+    return store.admission.refusal(sender.user_id, admitted_keys(sender, stream_id))
 
 
 def checked_gift(
@@ -222,12 +259,26 @@ async def run_send_gift(
     idempotency_key: str,
     *,
     note: Note | None = None,
+    in_flight: GiftInFlight | None = None,
 ) -> GiftReceipt:
     """The script call alone, without the rules of `send_gift`: what the script's own
-    tests and benchmarks drive (a count past the limit, say)."""
+    tests and benchmarks drive (a count past the limit, say). `in_flight`: the gift's
+    place in flight (`send_gift`), asked of the streamer's master too, moved with the
+    gift's steps across slots."""
     streamer = await streamer_of(store, stream_id)
-    run = _gift_across_slots if store.gifts_across_slots else _gift_in_one_script
-    receipt = await run(store, sender, stream_id, streamer, gift, count, idempotency_key, note)
+    if in_flight is None:
+        at = anywhere
+    else:
+        in_flight.also(keys.wallet(streamer))
+        at = in_flight.at
+    if store.gifts_across_slots:
+        receipt = await _gift_across_slots(
+            store, sender, stream_id, streamer, gift, count, idempotency_key, note, at
+        )
+    else:
+        receipt = await _gift_in_one_script(
+            store, sender, stream_id, streamer, gift, count, idempotency_key, note
+        )
     streaks.note_gift(store, stream_id)  # this worker closes the streak, viewers or not
     return receipt
 
@@ -270,6 +321,7 @@ async def _gift_across_slots(
     count: int,
     idempotency_key: str,
     note: Note | None,
+    at: StepAt,
 ) -> GiftReceipt:
     fragment = event_fragment(sender, gift, message=note.shown if note else None)
     debited, credited = await transfers.send_across_slots(
@@ -282,5 +334,6 @@ async def _gift_across_slots(
         idempotency_key,
         fragment,
         fingerprint(stream_id, gift.id, count, note.sent if note else None),
+        at=at,
     )
     return GiftReceipt(credited.event_id, debited.coins_left, credited.combo, debited.replayed)

@@ -16,8 +16,9 @@ from gifting_server import metrics
 from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode, GiftingError, script_error
 from gifting_server.ledger import keys
-from gifting_server.ledger.admission import Admission
 from gifting_server.ledger.clock import wall_clock_ms
+from gifting_server.ledger.cluster_pipeline import ClusterScriptPipeline
+from gifting_server.ledger.gift_admission import GiftAdmission, one_redis
 from gifting_server.ledger.pipeline import DEFAULT_TIMEOUT_S, ReplicaAck, ReplicasNotAcked
 from gifting_server.ledger.scripts import Scripts
 from gifting_server.ledger.slot_map import SlotMapReader
@@ -159,15 +160,18 @@ class Store:
         init=False, default_factory=dict
     )
     gifts_across_slots: bool = field(init=False)
-    # This worker's gifts in flight to Redis: what refuses the excess past its ceiling.
-    admission: Admission = field(init=False)
+    # This worker's gifts in flight to Redis (per master on a cluster) and per user:
+    # what refuses the excess past its ceiling.
+    admission: GiftAdmission = field(init=False)
 
     def __post_init__(self) -> None:
-        self.admission = Admission(self.settings.overload)
         redis = self.settings.redis
         self.scripts = Scripts.of(
             self.redis, ReplicaAck(redis.replicas_acked, redis.replicas_timeout_ms)
         )
+        pipeline = self.scripts.pipeline
+        master_of = pipeline.master_of if isinstance(pipeline, ClusterScriptPipeline) else one_redis
+        self.admission = GiftAdmission(self.settings.overload, master_of)
         self.sharded_events = isinstance(self.redis, RedisCluster)
         # A gift in steps, one per slot (ledger/transfers.py), instead of one script.
         self.gifts_across_slots = self.sharded_events or self.settings.gifts_across_slots

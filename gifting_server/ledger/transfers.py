@@ -37,6 +37,7 @@ from gifting_server.config import Gift
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import keys
 from gifting_server.ledger.clock import DAY_MS, day_number, held_until
+from gifting_server.ledger.gift_admission import StepAt, anywhere
 from gifting_server.ledger.store import Store, guarded
 
 log = logging.getLogger("gifting_server.transfers")
@@ -109,15 +110,27 @@ async def send_across_slots(
     idempotency_key: str,
     fragment: str,
     fingerprint: str | None = None,
+    *,
+    at: StepAt = anywhere,
 ) -> tuple[Debited, Credited]:
-    """Steps 1 to 5 for one gift."""
+    """Steps 1 to 5 for one gift. `at` is told each step's key before its call (the
+    gift's place in flight follows it from master to master: `gift_admission.py`)."""
     debited = await debit(
-        store, sender, stream_id, streamer, gift, count, idempotency_key, fragment, fingerprint
+        store,
+        sender,
+        stream_id,
+        streamer,
+        gift,
+        count,
+        idempotency_key,
+        fragment,
+        fingerprint,
+        at=at,
     )
     if debited.transfer is None:
         assert debited.complete is not None
         return debited, debited.complete
-    return debited, await finish(store, debited.transfer, debited.daily_limit)
+    return debited, await finish(store, debited.transfer, debited.daily_limit, at=at)
 
 
 async def debit(
@@ -130,11 +143,14 @@ async def debit(
     idempotency_key: str,
     fragment: str,
     fingerprint: str | None = None,
+    *,
+    at: StepAt = anywhere,
 ) -> Debited:
     """Steps 1 and 2: refused with nothing changed, or committed. `fingerprint`: the
     request's (gifts.fingerprint), "stream|gift|count" when not given."""
     settings = store.settings
     now = store.clock()
+    at(keys.stream(stream_id))
     verdict = await guarded(
         store.scripts.run("gift_gate", [keys.stream(stream_id)], [streamer, sender.user_id])
     )
@@ -154,6 +170,7 @@ async def debit(
         nonce=secrets.token_hex(8),
     )
     limits = settings.limits
+    at(keys.wallet(sender.user_id))
     result = await store.run_script(
         "debit_gift",
         [
@@ -187,11 +204,16 @@ async def debit(
     return Debited(int(result[1]), replayed, str(result[3]), transfer)
 
 
-async def finish(store: Store, transfer: Transfer, daily_limit: str) -> Credited:
+async def finish(
+    store: Store, transfer: Transfer, daily_limit: str, *, at: StepAt = anywhere
+) -> Credited:
     """Steps 3 to 5 of a debited transfer; safe to repeat, in whole or in part."""
+    at(keys.stream(transfer.stream))
     credited = await credit_stream(store, transfer)
+    at(keys.wallet(transfer.streamer))
     await credit_streamer(store, transfer, credited.event_id, daily_limit)
     outbox = keys.outbox(transfer.sender)
+    at(outbox)
     await guarded(store.scripts.command(outbox, "ZREM", outbox, transfer.id))
     return credited
 

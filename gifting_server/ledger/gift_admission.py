@@ -1,0 +1,169 @@
+"""Which gifts a worker takes: one bound per user, one `Admission` per master.
+
+Two rules come before a gift reaches Redis, each so that no one's trouble refuses
+everyone's gifts:
+
+- **Per user.** At most `[overload] max_in_flight_per_user` gifts of one user are
+  under way in this worker; the next is refused `rate_limited` with
+  `retry_after_ms`. The user's own limits (rate, funds, budget) are checked by the
+  script, after the gift took a place in flight: without this bound one token with
+  no coins could fill every place with gifts the script then refuses.
+- **Per master.** On a Redis Cluster each master has its own queue (its pipelined
+  connection, `cluster_pipeline.py`), so each has its own account (`Admission`):
+  a master that hangs (failing over, paused) refuses only the gifts that have a
+  step on it, and the other masters keep taking theirs. A gift in flight holds a
+  place in the account of the master its current step runs on (`GiftInFlight.at`),
+  so a gift stuck on one master is in no other's queue. On one Redis there is one
+  account, and a gift holds its place there from admission to its answer.
+
+See docs/overload.md.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from contextlib import contextmanager
+
+from gifting_server import metrics
+from gifting_server.config import Overload
+from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.ledger.admission import Admission
+
+# The master a key's calls go to (an address), or None when it is not known yet.
+MasterOf = Callable[[str], Hashable | None]
+# A gift's next call goes to this key's master (`GiftInFlight.at`, or `anywhere`).
+StepAt = Callable[[str], None]
+
+
+def one_redis(key: str) -> None:
+    return None
+
+
+class GiftAdmission:
+    """One per worker (`Store.admission`)."""
+
+    def __init__(
+        self,
+        limits: Overload,
+        master_of: MasterOf = one_redis,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limits = limits
+        self.master_of = master_of
+        self.clock = clock
+        # master → its account; a master not known yet (no slot map read) shares None's
+        self.accounts: dict[Hashable | None, Admission] = {}
+        self.users: dict[str, int] = {}  # user → their gifts under way in this worker
+        self.refused_per_user = metrics.GIFTS_REFUSED_OVERLOADED.labels(reason="user_in_flight")
+
+    def account(self, key: str) -> Admission:
+        """The account of the master `key`'s calls go to."""
+        master = self.master_of(key)
+        account = self.accounts.get(master)
+        if account is None:
+            account = self.accounts[master] = Admission(self.limits, self.clock)
+        return account
+
+    def refusal(self, user_id: str, keys: Iterable[str]) -> GiftingError | None:
+        """The refusal of a gift of `user_id` with steps on `keys`' masters arriving
+        now, counted, or None when it may go. The WebSocket edge asks before it
+        starts a gift's task: a refusal is then cheap."""
+        if self.users.get(user_id, 0) >= self.limits.max_in_flight_per_user:
+            return self._user_refusal()
+        return self.master_refusal(keys)
+
+    @contextmanager
+    def user_turn(self, user_id: str) -> Iterator[None]:
+        """Count the block as one of the user's gifts under way, or raise
+        `rate_limited` at once when they have `max_in_flight_per_user` already."""
+        held = self.users.get(user_id, 0)
+        if held >= self.limits.max_in_flight_per_user:
+            raise self._user_refusal()
+        self.users[user_id] = held + 1
+        try:
+            yield
+        finally:
+            left = self.users[user_id] - 1
+            if left:
+                self.users[user_id] = left
+            else:
+                del self.users[user_id]
+
+    @contextmanager
+    def admit(self, keys: list[str]) -> Iterator[GiftInFlight]:
+        """Hold a place in flight for the block (a gift's calls to Redis), at the
+        master of `keys[0]` (its first step), or raise `service_unavailable` at once,
+        before anything reaches Redis, when the master of any of `keys` is past its
+        ceiling."""
+        refusal = self.master_refusal(keys)
+        if refusal is not None:
+            raise refusal
+        gift = GiftInFlight(self, keys)
+        try:
+            yield gift
+        finally:
+            gift.close()
+
+    def master_refusal(
+        self, keys: Iterable[str], asked: Iterable[Admission] = ()
+    ) -> GiftingError | None:
+        """The first refusal of the masters of `keys` not among `asked`, counted."""
+        seen = set(asked)
+        for key in keys:
+            account = self.account(key)
+            if account in seen:
+                continue
+            seen.add(account)
+            refusal = account.refusal()
+            if refusal is not None:
+                return refusal
+        return None
+
+    def _user_refusal(self) -> GiftingError:
+        self.refused_per_user.inc()
+        # The user's own gifts under way end within about a round trip to Redis:
+        # the soonest retry any refusal asks for is time enough.
+        retry_after_ms = self.limits.retry_after_min_ms
+        return GiftingError(
+            ErrorCode.RATE_LIMITED,
+            f"too many of your gifts are under way at once; nothing was changed; retry "
+            f"with the same key in {retry_after_ms} ms",
+            retry_after_ms=retry_after_ms,
+        )
+
+
+class GiftInFlight:
+    """An admitted gift's place in flight: in the account of the master of its
+    current step."""
+
+    def __init__(self, admission: GiftAdmission, keys: list[str]) -> None:
+        self.admission = admission
+        self.asked = {admission.account(key) for key in keys}
+        self.account = admission.account(keys[0])
+        self.place = self.account.enter()
+
+    def also(self, key: str) -> None:
+        """The gift has a step on `key`'s master too (known once the stream's owner
+        is read): refused now, before anything is written, if that master is past
+        its ceiling."""
+        refusal = self.admission.master_refusal([key], self.asked)
+        if refusal is not None:
+            raise refusal
+        self.asked.add(self.admission.account(key))
+
+    def at(self, key: str) -> None:
+        """The gift's next call goes to `key`'s master: its place moves there."""
+        account = self.admission.account(key)
+        if account is self.account:
+            return
+        self.account.leave(self.place)
+        self.account = account
+        self.place = account.enter()
+
+    def close(self) -> None:
+        self.account.leave(self.place)
+
+
+def anywhere(key: str) -> None:
+    """`GiftInFlight.at` for calls no admitted gift makes (the relay's)."""
