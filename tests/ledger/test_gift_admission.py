@@ -1,0 +1,94 @@
+"""Which gifts a worker takes, on a clock the test moves: one user's gifts under way
+are bounded, and on a cluster each master keeps its own account, so that neither one
+user nor one master refuses everyone's gifts. End to end: tests/faults/
+test_user_flood.py (one user floods) and tests/cluster/test_cluster_admission.py
+(one master paused)."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+import pytest
+
+from gifting_server.config import Overload
+from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.ledger.gift_admission import GiftAdmission, GiftInFlight
+from tests.ledger.test_admission import Clock
+
+LIMITS = Overload(
+    queue_target_ms=50,
+    min_in_flight=0,
+    max_in_flight=3,
+    max_in_flight_per_user=2,
+    retry_after_min_ms=250,
+    retry_after_max_ms=10_000,
+)
+
+
+def on_masters(key: str) -> str:
+    """A key's master in these tests: the letter after its "@" ("x@b" is on b)."""
+    return key.rpartition("@")[2]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def test_one_users_gifts_under_way_are_bounded_and_anothers_still_go(clock: Clock) -> None:
+    admission = GiftAdmission(LIMITS, clock=clock)
+    with ExitStack() as flood:
+        for _ in range(2):
+            flood.enter_context(admission.user_turn("mallory"))
+        with pytest.raises(GiftingError) as refused, admission.user_turn("mallory"):
+            raise AssertionError("admitted")
+        assert refused.value.code is ErrorCode.RATE_LIMITED
+        assert refused.value.retry_after_ms == LIMITS.retry_after_min_ms
+        refusal = admission.refusal("mallory", ["s@a"])  # the WebSocket's early question
+        assert refusal is not None and refusal.code is ErrorCode.RATE_LIMITED
+        assert admission.refusal("alice", ["s@a"]) is None
+        with admission.user_turn("alice"):
+            pass
+    with admission.user_turn("mallory"):  # her gifts ended: her turns are free again
+        pass
+    assert admission.users == {}
+
+
+def test_a_master_past_its_ceiling_refuses_only_gifts_with_a_step_on_it(clock: Clock) -> None:
+    admission = GiftAdmission(LIMITS, on_masters, clock)
+    with ExitStack() as stuck:
+        for _ in range(3):  # max_in_flight on master a
+            stuck.enter_context(admission.admit(["w@a"]))
+        with pytest.raises(GiftingError) as refused, admission.admit(["s@b", "w@a"]):
+            raise AssertionError("admitted with its debit on a full master")
+        assert refused.value.code is ErrorCode.SERVICE_UNAVAILABLE
+        with admission.admit(["s@b", "w@c"]) as gift:  # b and c take theirs
+            with pytest.raises(GiftingError):
+                gift.also("streamer@a")  # its credit would go to a: refused before it
+            gift.also("streamer@c")
+            assert admission.account("x@b").in_flight
+    assert all(not account.in_flight for account in admission.accounts.values())
+
+
+def test_a_gift_holds_its_place_at_the_master_of_its_current_step_only(clock: Clock) -> None:
+    admission = GiftAdmission(LIMITS, on_masters, clock)
+    a, b = admission.account("x@a"), admission.account("x@b")
+    with admission.admit(["s@a", "w@b"]) as gift:
+        assert (len(a.in_flight), len(b.in_flight)) == (1, 0)
+        clock.now += 0.002
+        gift.at("w@b")
+        assert (len(a.in_flight), len(b.in_flight)) == (0, 1)
+        assert a.finished.total(clock.now) == 1  # its step on a counts in a's pace
+        gift.at("w2@b")  # the same master: nothing moves
+        assert len(b.in_flight) == 1
+    assert (len(a.in_flight), len(b.in_flight)) == (0, 0)
+
+
+def test_one_redis_keeps_one_account_for_the_whole_gift(clock: Clock) -> None:
+    admission = GiftAdmission(LIMITS, clock=clock)
+    with admission.admit(["s", "w"]) as gift:
+        gift.at("w")
+        gift.at("streamer")
+        assert isinstance(gift, GiftInFlight)
+        assert list(admission.accounts) == [None]
+        assert len(admission.accounts[None].in_flight) == 1
