@@ -29,9 +29,14 @@ ROSE = next(g.coins for g in load_settings({}).gifts if g.id == "rose")
 
 async def answered(requests: list[asyncio.Task[httpx.Response]], count: int) -> None:
     """Until `count` of `requests` have their answer."""
-    async with asyncio.timeout(30):
-        while sum(r.done() for r in requests) < count:
-            await asyncio.wait([r for r in requests if not r.done()], return_when="FIRST_COMPLETED")
+    try:
+        async with asyncio.timeout(10):
+            while sum(r.done() for r in requests) < count:
+                pending = [r for r in requests if not r.done()]
+                await asyncio.wait(pending, return_when="FIRST_COMPLETED")
+    except TimeoutError:
+        done = sum(r.done() for r in requests)
+        raise AssertionError(f"{done} of {len(requests)} answered, not {count}") from None
 
 
 async def test_one_viewer_flooding_gifts_leaves_places_for_the_others(
