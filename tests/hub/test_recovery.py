@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from gifting_server.config import Overload
 from gifting_server.ledger import keys
 from gifting_server.ledger.store import Store
 from tests.factories import fund, live_stream, token
@@ -13,8 +14,9 @@ from tests.hub.wsclient import MSGPACK, Event, Message, WsClient
 from tests.topology import async_client
 
 # Gifts in flight at once: a burst of hundreds would test overload (every gift in it
-# answered within the Redis timeout), not recovery.
-IN_FLIGHT = 25
+# answered within the Redis timeout), not recovery; and one user's gifts under way
+# past [overload] max_in_flight_per_user are refused.
+IN_FLIGHT = Overload().max_in_flight_per_user
 
 
 async def send_gifts(sender: WsClient, stream_id: str, n: int, prefix: str) -> list[Message]:
