@@ -22,6 +22,8 @@ MAX_BATCHES = 60
 LIMITS = {"outbox_frames": 8, "outbox_bytes": 16_384, "write_buffer_bytes": 8_192}
 # Long ids and names make each gift event ~600 bytes, so little data fills the buffers.
 SENDER = "g" * 64
+# Every gift is the one sender's, a batch under way at once.
+ONE_SENDER = {"max_in_flight_per_user": BATCH}
 
 
 @dataclass
@@ -80,7 +82,7 @@ async def test_slow_consumer_is_closed_with_4009_and_others_get_every_event(
 ) -> None:
     await fund(store, SENDER, "coins_10000")
     await live_stream(store)
-    server = start_server(websocket=LIMITS)
+    server = start_server(websocket=LIMITS, overload=ONE_SENDER)
     peak = Peak()
     viewers = list(
         await asyncio.gather(
@@ -144,7 +146,7 @@ async def test_a_viewer_cut_with_4009_resumes_with_since_and_misses_nothing(
     event it read. It gets every event after it, once, in order, then live ones."""
     await fund(store, SENDER, "coins_10000")
     await live_stream(store)
-    server = start_server(websocket=LIMITS)
+    server = start_server(websocket=LIMITS, overload=ONE_SENDER)
     slow = RawClient(server.port, token("slow"), rcvbuf=4096)
     try:
         await slow.open()
