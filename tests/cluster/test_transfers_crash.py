@@ -28,6 +28,9 @@ from tests.hub.conftest import running_workers
 from tests.ledger.support import journal_entries
 
 SENDERS = 12
+# The senders are all carol's gifts at once: past [overload] max_in_flight_per_user
+# some would be refused rate_limited before the debit this test holds them at.
+ONE_SENDER = f"[overload]\nmax_in_flight_per_user = {SENDERS}\n"
 GIFTS_BEFORE_KILL = 120
 # The relay reads every slot's outbox within 16 passes of a second each, and takes a
 # transfer once it is `[transfers] relay_after_ms` old.
@@ -90,7 +93,7 @@ async def test_a_worker_killed_mid_transfer_leaves_every_gift_credited_exactly_o
     redis_cluster: LocalCluster, cluster_url: str, tmp_path: Path
 ) -> None:
     cluster = await connect_cluster(cluster_url, 5.0)
-    with running_workers(cluster_url, tmp_path) as (doomed, survivor):
+    with running_workers(cluster_url, tmp_path, 2, ONE_SENDER) as (doomed, survivor):
         async with (
             httpx.AsyncClient(base_url=survivor.url, timeout=10) as http,
             httpx.AsyncClient(base_url=doomed.url, timeout=10) as via_doomed,
