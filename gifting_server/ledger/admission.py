@@ -16,7 +16,9 @@ nothing changed and the same idempotency key is taken later) when
 - `max_in_flight` gifts are in flight, whatever their age.
 
 The gifts taken keep the pipeline full, so the worker still acknowledges as many
-as it can, each within about the target. Payments and cash-outs do not come here:
+as it can, each within about the target. On a cluster each master has its own
+`Admission`, and one user's gifts under way are bounded before any of this
+(`gift_admission.py`). Payments and cash-outs do not come here:
 they are rare, never refused for load, and wait behind at most the target's worth
 of gifts. See docs/overload.md.
 """
