@@ -185,9 +185,10 @@ function onMessage(message) {
     setBalance(message.coins, message.event_id);
     showCombo(gift, message.combo);
     syncWalletSoon();
-  } else if (message.type === "error" && overloaded(message) && pending.has(message.id)) {
-    // The server was too busy and changed nothing: the same gift (same id, so it is
-    // charged once) goes out again when it said, with some jitter.
+  } else if (message.type === "error" && retryLater(message) && pending.has(message.id)) {
+    // The server was too busy (or held too many of this viewer's gifts at once) and
+    // changed nothing: the same gift (same id, so it is charged once) goes out again
+    // when it said, with some jitter.
     const gift = pending.get(message.id);
     const delay = message.retry_after_ms * (1 + Math.random() * 0.5);
     setTimeout(() => {
@@ -206,8 +207,10 @@ function onMessage(message) {
   }
 }
 
-function overloaded(message) {
-  return message.code === "service_unavailable" && Number.isInteger(message.retry_after_ms);
+function retryLater(message) {
+  // The script's own rate_limited carries no retry_after_ms: that one is explained.
+  const codes = ["service_unavailable", "rate_limited"];
+  return codes.includes(message.code) && Number.isInteger(message.retry_after_ms);
 }
 
 function showCombo(gift, combo) {

@@ -40,8 +40,9 @@ def assert_error(response: httpx.Response, status: int, code: str) -> None:
     body = response.json()
     assert isinstance(body, dict) and set(body) == {"error"}, body
     error = body["error"]
-    # an overloaded worker says when to retry (ledger/admission.py)
-    extra = {"retry_after_ms"} if code == "service_unavailable" else set()
+    # an overloaded worker, or one holding too many of a user's gifts, says when to
+    # retry (ledger/gift_admission.py)
+    extra = {"retry_after_ms"} if code in ("service_unavailable", "rate_limited") else set()
     assert isinstance(error, dict) and {"code", "message"} <= set(error), body
     assert set(error) <= {"code", "message"} | extra, body
     if "retry_after_ms" in error:
