@@ -2,7 +2,8 @@
 ledger/gift_admission.py). Redis is paused (SIGSTOP) so that every gift the worker
 takes stays in flight: a viewer with no coins floods concurrent HTTP gifts, each
 with its own key; only `max_in_flight_per_user` of them take a place, the rest are
-refused `rate_limited` at once (429 with Retry-After), while Redis is still paused.
+refused `rate_limited` at once (429 with Retry-After; over the WebSocket, an error
+with `retry_after_ms`), while Redis is still paused.
 Another viewer's gift then still gets the place left (the worker's next gift is
 refused `in_flight`: every place is taken, by the flood's few and that gift). Once
 Redis is back that gift is acknowledged, and the flood's refused keys, sent again
@@ -50,6 +51,7 @@ async def test_one_viewer_flooding_gifts_leaves_places_for_the_others(
     async with (
         httpx.AsyncClient(base_url=server.url, timeout=90) as http,
         await WsClient.open(server.url, token("bob")) as bob,
+        await WsClient.open(server.url, token("mallory")) as mallory,
     ):
         await go_live(http, "s1")
         await buy(http, "bob")
@@ -71,6 +73,10 @@ async def test_one_viewer_flooding_gifts_leaves_places_for_the_others(
                 assert int(response.headers["retry-after"]) == 1  # 250 ms, rounded up
                 assert error["retry_after_ms"] == load_settings({}).overload.retry_after_min_ms
             assert await refused_count(http, "user_in_flight") == counted + len(refused)
+            # Her gifts over the WebSocket meet the same bound, across edges.
+            over_ws = await mallory.gift("s1", id="flood-ws")
+            assert (over_ws["type"], over_ws["code"]) == ("error", "rate_limited"), over_ws
+            assert over_ws["retry_after_ms"] == load_settings({}).overload.retry_after_min_ms
             # Bob's gift takes the place the flood left; the next one finds none.
             taken = await bob.send_gift("s1", id="bob-1")
             await bob.send_gift("s1", id="bob-2")
@@ -91,5 +97,6 @@ async def test_one_viewer_flooding_gifts_leaves_places_for_the_others(
             assert response.status_code == 200, response.text
             again = await send_gift(http, "mallory", key)
             assert again.json() == response.json()
-        coins = 100 - ROSE * len(refused)
+        assert (await mallory.gift("s1", id="flood-ws"))["type"] == "ack"
+        coins = 100 - ROSE * (len(refused) + 1)
         assert int((await balances(own_client, "mallory"))["mallory"]["coins"]) == coins

@@ -6,13 +6,17 @@ test_user_flood.py (one user floods) and tests/cluster/test_cluster_admission.py
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import ExitStack
 
 import pytest
 
 from gifting_server.config import Overload
 from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.ledger import gifts, wallet
 from gifting_server.ledger.gift_admission import GiftAdmission, GiftInFlight
+from gifting_server.ledger.store import Store
+from tests.factories import fund, live_stream, viewer
 from tests.ledger.test_admission import Clock
 
 LIMITS = Overload(
@@ -92,3 +96,34 @@ def test_one_redis_keeps_one_account_for_the_whole_gift(clock: Clock) -> None:
         assert isinstance(gift, GiftInFlight)
         assert list(admission.accounts) == [None]
         assert len(admission.accounts[None].in_flight) == 1
+
+
+async def test_one_users_gifts_sent_at_once_reach_redis_at_most_the_bound(store: Store) -> None:
+    """20 gifts of one viewer in one pass of the loop (on one Redis, one send_gifts
+    batch; or each in its steps across slots) and one of another: the bound of the
+    first reach the script, the rest are refused at once having written nothing, and
+    go through later with their keys."""
+    bound = store.settings.overload.max_in_flight_per_user
+    await live_stream(store)
+    for user in ("alice", "bob"):
+        await fund(store, user)
+
+    def send(user: str, key: str) -> asyncio.Future[gifts.GiftReceipt]:
+        return asyncio.ensure_future(gifts.send_gift(store, viewer(user), "s1", "rose", 1, key))
+
+    flood = [send("alice", f"k{n}") for n in range(20)]
+    other = send("bob", "b1")
+    answers = await asyncio.gather(*flood, return_exceptions=True)
+    taken = [n for n, a in enumerate(answers) if isinstance(a, gifts.GiftReceipt)]
+    refused = [a for a in answers if isinstance(a, GiftingError)]
+    assert taken == list(range(bound))  # the first ones: in the order they came
+    assert len(refused) == 20 - bound
+    assert {e.code for e in refused} == {ErrorCode.RATE_LIMITED}
+    assert {e.retry_after_ms for e in refused} == {store.settings.overload.retry_after_min_ms}
+    assert (await other).coins == 99
+    assert (await wallet.read_wallet(store, "alice"))["coins"] == 100 - bound
+    assert store.admission.users == {}
+    for n in range(bound, 20):
+        receipt = await gifts.send_gift(store, viewer("alice"), "s1", "rose", 1, f"k{n}")
+        assert not receipt.replayed
+    assert (await wallet.read_wallet(store, "alice"))["coins"] == 80
