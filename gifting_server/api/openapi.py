@@ -98,8 +98,9 @@ def error_responses(*codes: ErrorCode) -> dict[str, Any]:
             by_status[code.http_status].append(code.code)
     responses = {}
     for status, names in sorted(by_status.items()):
-        # An overloaded worker says when to come back (docs/overload.md).
-        retry = ErrorCode.SERVICE_UNAVAILABLE.code in names
+        # An overloaded worker, or one holding too many of the user's gifts, says when
+        # to come back (docs/overload.md).
+        retry = bool({ErrorCode.SERVICE_UNAVAILABLE.code, ErrorCode.RATE_LIMITED.code} & set(names))
         optional = {"retry_after_ms": integer(1)} if retry else None
         error = obj({"error": obj({"code": enum(*names), "message": STR}, optional)})
         responses[str(status)] = answer(" | ".join(names), error)
@@ -107,7 +108,8 @@ def error_responses(*codes: ErrorCode) -> dict[str, Any]:
             responses[str(status)]["headers"] = {
                 "Retry-After": {
                     "description": "seconds (at least 1) before the same request again, when"
-                    " the worker was overloaded; then also `retry_after_ms` in the body",
+                    " the worker was overloaded or had too many of the user's gifts under"
+                    " way; then also `retry_after_ms` in the body",
                     "schema": integer(1),
                 }
             }
