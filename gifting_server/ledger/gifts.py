@@ -185,18 +185,21 @@ async def send_gift(
     gift = checked_gift(store.settings, sender, gift_id, count, idempotency_key)
     with store.admission.user_turn(sender.user_id):
         note = await gift_note(store, sender, stream_id, gift, count, idempotency_key, message)
-        gift_keys = admitted_keys(sender, stream_id)
-        with store.admission.admit(gift_keys) as in_flight, timed():
-            return await run_send_gift(
-                store,
-                sender,
-                stream_id,
-                gift,
-                count,
-                idempotency_key,
-                note=note,
-                in_flight=in_flight,
-            )
+        with store.admission.admit(admitted_keys(sender, stream_id)) as in_flight:
+            # The streamer's master, known once the stream's owner is read (a read):
+            # asked before anything is written.
+            in_flight.also(keys.wallet(await streamer_of(store, stream_id)))
+            with timed():
+                return await run_send_gift(
+                    store,
+                    sender,
+                    stream_id,
+                    gift,
+                    count,
+                    idempotency_key,
+                    note=note,
+                    in_flight=in_flight,
+                )
 
 
 async def gift_note(
@@ -263,14 +266,9 @@ async def run_send_gift(
 ) -> GiftReceipt:
     """The script call alone, without the rules of `send_gift`: what the script's own
     tests and benchmarks drive (a count past the limit, say). `in_flight`: the gift's
-    place in flight (`send_gift`), asked of the streamer's master too, moved with the
-    gift's steps across slots."""
+    place in flight (`send_gift`), moved with the gift's steps across slots."""
     streamer = await streamer_of(store, stream_id)
-    if in_flight is None:
-        at = anywhere
-    else:
-        in_flight.also(keys.wallet(streamer))
-        at = in_flight.at
+    at = anywhere if in_flight is None else in_flight.at
     if store.gifts_across_slots:
         receipt = await _gift_across_slots(
             store, sender, stream_id, streamer, gift, count, idempotency_key, note, at
