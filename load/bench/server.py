@@ -25,6 +25,9 @@ gift_burst = 100000
 [websocket]
 rate_per_s = 100000
 burst = 100000
+[overload]
+# A gifter here stands for many users: its gifts under way are not one person's.
+max_in_flight_per_user = 1000000
 """
 
 

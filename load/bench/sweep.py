@@ -33,8 +33,8 @@ from load.bench.server import BenchServer, cpu_seconds
 
 REFUSED = "service_unavailable"
 # Admission as good as off: for a comparison with the worker as it was without it.
+# More of the [overload] table that the server's LIMITS (bench/server.py) end with.
 NO_ADMISSION = """
-[overload]
 queue_target_ms = 60000
 max_in_flight = 1000000
 """
