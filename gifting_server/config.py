@@ -227,7 +227,7 @@ class Overload:
     max_in_flight: int = 2000  # gifts in flight to Redis per worker, whatever their age
     # One user's gifts under way in this worker: past it they are refused rate_limited,
     # so that one token cannot fill the places everyone's gifts need.
-    max_in_flight_per_user: int = 8
+    max_in_flight_per_user: int = 40
     retry_after_min_ms: int = 250  # bounds of the retry_after_ms a refusal carries
     retry_after_max_ms: int = 10_000
 
