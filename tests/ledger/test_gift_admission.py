@@ -108,8 +108,8 @@ def test_one_redis_keeps_one_account_for_the_whole_gift(clock: Clock) -> None:
 
 
 async def test_one_users_gifts_sent_at_once_reach_redis_at_most_the_bound(store: Store) -> None:
-    """More gifts of one viewer than the bound, in one pass of the loop (on one Redis, one send_gifts
-    batch; or each in its steps across slots) and one of another: the bound of the
+    """More gifts of one viewer than the bound, in one pass of the loop (on one Redis,
+    one send_gifts batch; or each in its steps across slots) and one of another: the bound of the
     first reach the script, the rest are refused at once having written nothing, and
     go through later with their keys."""
     bound = store.settings.overload.max_in_flight_per_user
