@@ -37,14 +37,21 @@ local function streakEndEvent(id, ts, fragment, combo, coinsTotal)
 end
 
 -- Append the event to the history (entry id "<event_id>-0", field "e") and publish
--- it. Entry ids must grow, so only a script's first append can fail (a meta restored
+-- it; and, when the stream has webhook endpoints, to its delivery log too.
+-- `deliveryLog` is the stream meta's field "webhook_log" as the caller read it with
+-- the rest of the meta: nil when the stream has no endpoints (nothing more is done,
+-- so such a stream's events cost what they did before webhooks), else the name of
+-- the delivery log, a Redis Stream in the stream's slot (keys.webhook_log), given
+-- the same entry id and field. The webhook deliverer reads it (webhooks/deliver.py);
+-- it is never trimmed here but by the deliverer, up to what every endpoint has. Entry ids must grow, so only a script's first append can fail (a meta restored
 -- behind its history); scripts call this before any other write.
 -- `channel` is the stream's channel, {s:<stream>}:events, published with PUBLISH (a
 -- single Redis, which may be older than 7), or "sharded:" and the channel on a
 -- cluster: SPUBLISH, which keeps the event on the shard of the stream's slot (the
 -- channel hashes to it, so the script may publish there). keys.SHARDED is the prefix.
-local function emitEvent(historyKey, historyMax, channel, id, json)
+local function emitEvent(historyKey, historyMax, channel, id, json, deliveryLog)
   redis.call('XADD', historyKey, 'MAXLEN', '~', historyMax, id .. '-0', 'e', json)
+  if deliveryLog then redis.call('XADD', deliveryLog, id .. '-0', 'e', json) end
   -- A plain channel starts with "{", a marked one with "s", which sorts below it: a
   -- comparison, not a call of string.byte, which costs every gift (make bench-script).
   if channel > "{" then
