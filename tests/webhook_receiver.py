@@ -38,6 +38,12 @@ class Receiver:
         self.deliveries: list[Delivery] = []
         self.fail_next = 0  # answer this many deliveries with 500 before any 200
         self.always_fail = False
+        # While set: each delivery waits for `release` before it is answered (counted
+        # in `arrived` meanwhile), so that a test can act while a delivery is in flight.
+        self.hold = False
+        self.release = asyncio.Event()
+        self.arrived = 0
+        self.arrivals: list[str] = []  # message ids as they arrive, answered or not
         self.changed = asyncio.Condition()
 
     @property
@@ -46,6 +52,12 @@ class Receiver:
 
     async def hook(self, request: Request) -> Response:
         raw = await request.body()
+        async with self.changed:
+            self.arrived += 1
+            self.arrivals.append(request.headers.get("gifting-message-id", ""))
+            self.changed.notify_all()
+        if self.hold:
+            await self.release.wait()
         signed_with = None
         for secret in self.secrets:
             with contextlib.suppress(GiftingError):
@@ -84,6 +96,10 @@ class Receiver:
                 self.changed.wait_for(lambda: len(self.events()) >= count), timeout
             )
         return self.events()
+
+    async def wait_for_arrivals(self, count: int, timeout: float = 15.0) -> None:
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: self.arrived >= count), timeout)
 
     async def wait_for_attempts(self, count: int, timeout: float = 15.0) -> None:
         async with self.changed:

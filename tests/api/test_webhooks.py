@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from gifting_server.auth import Role
 from gifting_server.ledger import keys
@@ -105,6 +106,11 @@ async def history(redis: AsyncClient, stream_id: str = "s1") -> dict[int, dict[s
     return {int(entry_id.split("-")[0]): json.loads(f["e"]) for entry_id, f in entries}
 
 
+def metric(name: str, **labels: str) -> float:
+    """A metric of the servers of this process (the test's)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 async def live_and_funded(http: httpx.AsyncClient) -> None:
     await go_live(http, "s1")
     await buy(http, "alice", "coins_1000")
@@ -155,6 +161,8 @@ async def test_a_receiver_failing_for_a_while_gets_everything_in_order(
     await live_and_funded(http)
     await register(http, receiver)
     receiver.fail_next = 4
+    failed = metric("gifting_webhook_deliveries_total", outcome="failed")
+    delivered = metric("gifting_webhook_deliveries_total", outcome="ok")
     sent = await gifts(http, 10)
     events = await receiver.wait_for(10)
     assert [e["event_id"] for e in events] == sent
@@ -167,6 +175,8 @@ async def test_a_receiver_failing_for_a_while_gets_everything_in_order(
     errors = [a for a in webhook["attempts"] if not a["ok"]]
     assert len(errors) == 4 and all(a["status"] == 500 for a in errors)
     assert all(a["error"] == "answered 500" and a["at"] > 0 for a in errors)
+    assert metric("gifting_webhook_deliveries_total", outcome="failed") - failed == 4
+    assert metric("gifting_webhook_deliveries_total", outcome="ok") - delivered == 10
 
 
 async def test_an_endpoint_behind_by_max_age_is_disabled_with_the_reason(
@@ -177,7 +187,11 @@ async def test_an_endpoint_behind_by_max_age_is_disabled_with_the_reason(
         await live_and_funded(http)
         created = await register(http, receiver)
         receiver.always_fail = True
+        disabled_before = metric("gifting_webhooks_disabled_total")
         await gifts(http, 1)
+        await wait_until(
+            lambda: metric("gifting_webhook_backlog") >= 1, 10, "the message in the backlog"
+        )
 
         async def disabled() -> dict[str, Any] | None:
             webhook = (await listed(http))[0]
@@ -186,6 +200,7 @@ async def test_an_endpoint_behind_by_max_age_is_disabled_with_the_reason(
         webhook = await wait_until(disabled, 10, "the endpoint disabled")
         assert webhook["webhook_id"] == created["webhook_id"]
         assert "max_age_s = 1" in webhook["disabled_reason"]
+        assert metric("gifting_webhooks_disabled_total") - disabled_before == 1
         assert webhook["attempts"] and not webhook["attempts"][0]["ok"]
         # Its stream's events no longer go to a delivery log.
         assert await redis.hget(keys.stream("s1"), keys.WEBHOOK_LOG_FIELD) is None
