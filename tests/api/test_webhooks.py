@@ -6,6 +6,7 @@ failures; and a streamer's requests about their endpoints, good and bad."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -180,8 +181,9 @@ async def test_a_receiver_failing_for_a_while_gets_everything_in_order(
 
 
 async def test_an_endpoint_behind_by_max_age_is_disabled_with_the_reason(
-    start: Any, receiver: Receiver, redis: AsyncClient
+    start: Any, receiver: Receiver, redis: AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="gifting_server.audit")
     server = start(webhooks={**FAST_WEBHOOKS, "max_age_s": 1})
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         await live_and_funded(http)
@@ -201,6 +203,10 @@ async def test_an_endpoint_behind_by_max_age_is_disabled_with_the_reason(
         assert webhook["webhook_id"] == created["webhook_id"]
         assert "max_age_s = 1" in webhook["disabled_reason"]
         assert metric("gifting_webhooks_disabled_total") - disabled_before == 1
+        [line] = [r for r in caplog.records if r.getMessage() == "webhook_disabled"]
+        fields = line.__dict__["fields"]
+        assert fields["webhook_id"] == created["webhook_id"] and fields["stream_id"] == "s1"
+        assert fields["reason"] == webhook["disabled_reason"]
         assert webhook["attempts"] and not webhook["attempts"][0]["ok"]
         # Its stream's events no longer go to a delivery log.
         assert await redis.hget(keys.stream("s1"), keys.WEBHOOK_LOG_FIELD) is None
