@@ -12,9 +12,10 @@ from gifting_server.api.http import identity, json_response, store_of
 from gifting_server.api.validation import json_object
 from gifting_server.auth import Role
 from gifting_server.fields import checked_id, checked_key, invalid
+from gifting_server.ledger import streams
 from gifting_server.webhooks import endpoints
 from gifting_server.webhooks.deliver import Deliverer, send_test
-from gifting_server.webhooks.egress import checked_target
+from gifting_server.webhooks.egress import checked_target, parse_target
 
 FIELDS = ("url", "kinds", "stream_id", "idempotency_key")
 MAX_KINDS = len(endpoints.KINDS)
@@ -48,7 +49,10 @@ async def register(request: Request) -> Response:
     key = body.get("idempotency_key", request.headers.get("idempotency-key"))
     idempotency_key = None if key is None else checked_key(key, "idempotency_key")
     store = store_of(request)
-    target = await checked_target(body.get("url"), store.settings.webhooks.allow_private)
+    target = parse_target(body.get("url"))
+    # Whose stream first: no one makes the server resolve names for a stream not theirs.
+    await streams.require_owner(store, who, stream_id)
+    target = await checked_target(target, store.settings.webhooks.allow_private)
     created = await endpoints.register(store, who, stream_id, target, kinds, idempotency_key)
     return json_response(created, status=201)
 

@@ -102,9 +102,8 @@ async def resolve(target: Target, allow_private: bool) -> str:
     return str(addresses[0])
 
 
-async def checked_target(url: object, allow_private: bool) -> Target:
-    """A URL an endpoint may be registered with: `invalid_request` otherwise."""
-    target = parse_target(url)
+async def checked_target(target: Target, allow_private: bool) -> Target:
+    """A target an endpoint may be registered with: `invalid_request` otherwise."""
     try:
         await resolve(target, allow_private)
     except Refused as e:
