@@ -157,6 +157,7 @@ GIFT_WRITTEN_TYPES = (
     ("{u:*}:lb:all", "zset"),
     ("{s:*}:streaks", "zset"),
     ("{s:*}:history", "stream"),
+    ("{s:*}:webhooks:log", "stream"),
     (JOURNAL_PATTERN, "stream"),
     (OUTBOX_PATTERN, "zset"),
     (PLATFORM_PATTERN, "hash"),

@@ -73,11 +73,17 @@ class Deliverer:
         await self.http.aclose()
 
     async def _run(self) -> None:
+        failing = False  # one line when Redis goes away and one when it is back, not one a pass
         while True:
             try:
                 await self.pass_once()
+                if failing:
+                    log.info("webhook deliveries resumed")
+                failing = False
             except (GiftingError, RedisError, OSError) as e:
-                log.warning("webhook deliveries skipped a pass: %s", e)
+                if not failing:
+                    log.warning("webhook deliveries wait for Redis: %s", e)
+                failing = True
             except Exception:
                 log.exception("webhook deliveries failed a pass")
             await asyncio.sleep(self.config.poll_ms / 1000)

@@ -37,18 +37,21 @@ local function streakEndEvent(id, ts, fragment, combo, coinsTotal)
 end
 
 -- Append the event to the history (entry id "<event_id>-0", field "e") and publish
--- it; and, when the stream has webhook endpoints, to its delivery log too.
--- `deliveryLog` is the stream meta's field "webhook_log" as the caller read it with
--- the rest of the meta: nil when the stream has no endpoints (nothing more is done,
--- so such a stream's events cost what they did before webhooks), else the name of
--- the delivery log, a Redis Stream in the stream's slot (keys.webhook_log), given
--- the same entry id and field. The webhook deliverer reads it (webhooks/deliver.py);
--- it is never trimmed here but by the deliverer, up to what every endpoint has. Entry ids must grow, so only a script's first append can fail (a meta restored
+-- it. Entry ids must grow, so only a script's first append can fail (a meta restored
 -- behind its history); scripts call this before any other write.
 -- `channel` is the stream's channel, {s:<stream>}:events, published with PUBLISH (a
 -- single Redis, which may be older than 7), or "sharded:" and the channel on a
 -- cluster: SPUBLISH, which keeps the event on the shard of the stream's slot (the
 -- channel hashes to it, so the script may publish there). keys.SHARDED is the prefix.
+-- `deliveryLog`: the stream meta's field "webhook_log", read by the caller with the
+-- rest of the meta. nil (false) when the stream has no webhook endpoints: nothing more
+-- is done, so such a stream's events cost what they did before webhooks (make
+-- bench-script). Else the name of the stream's delivery log (keys.webhook_log), a
+-- Redis Stream the event is appended to as well, same entry id and field, in the same
+-- step; the webhook deliverer reads it and trims it (webhooks/deliver.py). The log is
+-- not among the script's KEYS: it carries the hash tag of the stream's keys the
+-- script was given, so it is in their slot, which is what Redis Cluster checks of a
+-- script without flags; declaring it would add an argument to every gift's call.
 local function emitEvent(historyKey, historyMax, channel, id, json, deliveryLog)
   redis.call('XADD', historyKey, 'MAXLEN', '~', historyMax, id .. '-0', 'e', json)
   if deliveryLog then redis.call('XADD', deliveryLog, id .. '-0', 'e', json) end
