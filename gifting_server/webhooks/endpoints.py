@@ -20,6 +20,7 @@ from gifting_server.auth import Identity, Role
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import keys, streams
 from gifting_server.ledger.store import Store, guarded
+from gifting_server.logs import audit
 from gifting_server.webhooks.egress import Target
 
 # The event kinds an endpoint may ask for: every kind the WebSocket protocol carries.
@@ -89,6 +90,8 @@ async def register(
     # After the endpoint: a deliverer that found the stream with nothing to deliver
     # may have just taken it off the set (deliver.py, `_forget_if_idle`).
     await guarded(store.redis.sadd(keys.WEBHOOK_STREAMS, stream_id))
+    if not int(result[2]):  # not a replay
+        audit("webhook_registered", webhook_id=webhook_id, stream_id=stream_id, streamer_id=user)
     return {
         "webhook_id": webhook_id,
         "secret": str(result[1]),
@@ -122,6 +125,12 @@ async def rotate_secret(store: Store, who: Identity, webhook_id: str) -> str:
     stream_id = await stream_of(store, who, webhook_id)
     secret = new_secret()
     await store.run_script("rotate_webhook_secret", [keys.webhook(stream_id, webhook_id)], [secret])
+    audit(
+        "webhook_secret_rotated",
+        webhook_id=webhook_id,
+        stream_id=stream_id,
+        streamer_id=who.user_id,
+    )
     return secret
 
 
@@ -140,6 +149,7 @@ async def remove(store: Store, who: Identity, webhook_id: str) -> None:
         [webhook_id],
     )
     await guarded(store.redis.hdel(keys.streamer_webhooks(who.user_id), webhook_id))
+    audit("webhook_deleted", webhook_id=webhook_id, stream_id=stream_id, streamer_id=who.user_id)
 
 
 async def list_for(store: Store, who: Identity) -> list[dict[str, Any]]:
