@@ -362,3 +362,42 @@ async def test_a_gift_to_a_stream_without_endpoints_feeds_no_log(
     await gifts(http, 3)
     assert await redis.hget(keys.stream("s1"), keys.WEBHOOK_LOG_FIELD) is None
     assert not await redis.exists(keys.webhook_log("s1"))
+
+
+async def test_the_address_is_checked_again_at_each_delivery(
+    start: Any, receiver: Receiver
+) -> None:
+    """An endpoint registered where private addresses were allowed, delivered by a
+    worker where they are not: each attempt is refused before it connects."""
+    allowing: ServerThread = start()
+    async with httpx.AsyncClient(base_url=allowing.url, timeout=10) as http:
+        await live_and_funded(http)
+        await register(http, receiver)
+    allowing.__exit__(None, None, None)  # its deliverer stops with it
+    refusing = start(webhooks={**FAST_WEBHOOKS, "allow_private": False})
+    async with httpx.AsyncClient(base_url=refusing.url, timeout=10) as http:
+        await gifts(http, 1)
+
+        async def refused_attempt() -> dict[str, Any] | None:
+            attempts = (await listed(http))[0]["attempts"]
+            return attempts[0] if attempts else None
+
+        attempt = await wait_until(refused_attempt, 10, "a delivery attempt")
+        assert attempt["ok"] is False and attempt["status"] is None
+        assert attempt["error"].startswith("refused: 127.0.0.1 resolves to 127.0.0.1, a loopback")
+    assert receiver.arrived == 0
+
+
+async def test_an_endpoint_gets_only_its_own_streams_events(
+    http: httpx.AsyncClient, receiver: Receiver, redis: AsyncClient
+) -> None:
+    await live_and_funded(http)
+    await go_live(http, "s2")
+    await register(http, receiver)
+    other = await gift(http, ALICE, "to-s2", stream_id="s2")
+    assert other.status_code == 200, other.text
+    sent = await gifts(http, 2)
+    events = await receiver.wait_for(2)
+    assert [e["event_id"] for e in events] == sent
+    assert {d.body["stream_id"] for d in receiver.deliveries} == {"s1"}
+    assert not await redis.exists(keys.webhook_log("s2"))
