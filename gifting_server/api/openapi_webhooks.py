@@ -24,6 +24,16 @@ from gifting_server.webhooks.endpoints import KINDS
 BOOL: Schema = {"type": "boolean"}
 NULLABLE_INT: Schema = {"type": ["integer", "null"]}
 NULLABLE_STR: Schema = {"type": ["string", "null"]}
+NULLABLE_ID: Schema = {"anyOf": [ID_SCHEMA, {"type": "null"}]}
+# Where an endpoint's deliveries to one stream stand (webhooks/records.py).
+DELIVERY_STATE: dict[str, Schema] = {
+    "delivered_through": described(
+        INT, "the last event id delivered to it or passed over (a kind not asked for)"
+    ),
+    "failures": described(INT, "failed attempts in a row"),
+    "disabled_reason": STR,
+    "disabled_at": described(INT, "unix ms"),
+}
 
 
 def webhook_operations(settings: Settings) -> list[Op]:
@@ -35,8 +45,9 @@ def webhook_operations(settings: Settings) -> list[Op]:
             "post",
             "/v1/webhooks",
             "Register an endpoint for the events of one of your streams (the kinds asked "
-            "for, every event after this call). Each delivery is a POST signed with the "
-            "endpoint's secret, which is shown only in this answer (docs/webhooks.md). "
+            "for, every event after this call), or without stream_id for all your streams "
+            "(those live now and each that goes live later). Each delivery is a POST signed "
+            "with the endpoint's secret, which is shown only in this answer (docs/webhooks.md). "
             f"Targets on loopback, link-local or private addresses: {private}. The same "
             "idempotency key answers the same endpoint again.",
             201,
@@ -97,14 +108,17 @@ def webhook_schemas(settings: Settings) -> dict[str, Schema]:
     url: Schema = {**URI, "maxLength": MAX_URL_LENGTH, "pattern": "^https?://"}
     return {
         "WebhookRequest": obj(
-            {"url": url, "kinds": kinds, "stream_id": ID_SCHEMA},
-            {"idempotency_key": KEY_SCHEMA},
+            {"url": url, "kinds": kinds},
+            {
+                "stream_id": described(ID_SCHEMA, "one of your streams; none: all of them"),
+                "idempotency_key": KEY_SCHEMA,
+            },
         ),
         "WebhookCreated": obj(
             {
                 "webhook_id": ID_SCHEMA,
                 "secret": described(STR, "signs every delivery; shown only here"),
-                "stream_id": ID_SCHEMA,
+                "stream_id": NULLABLE_ID,
                 "url": URI,
                 "kinds": array(STR),
             }
@@ -122,20 +136,23 @@ def webhook_schemas(settings: Settings) -> dict[str, Schema]:
         "Webhook": obj(
             {
                 "webhook_id": ID_SCHEMA,
-                "stream_id": ID_SCHEMA,
+                "stream_id": described(NULLABLE_ID, "null: all your streams (see `streams`)"),
                 "url": URI,
                 "kinds": array(STR),
                 "status": enum("active", "disabled"),
                 "created_at": described(INT, "unix ms"),
-                "delivered_through": described(
-                    INT, "the last event id delivered to it or passed over (a kind not asked for)"
-                ),
-                "failures": described(INT, "failed attempts in a row"),
                 "attempts": array(ref("WebhookAttempt")),
             },
             {
-                "disabled_reason": STR,
-                "disabled_at": described(INT, "unix ms"),
+                **DELIVERY_STATE,
+                "streams": described(
+                    array(ref("WebhookStream")),
+                    "an endpoint for all your streams: where it stands on each it follows",
+                ),
             },
+        ),
+        "WebhookStream": obj(
+            {"stream_id": ID_SCHEMA, "status": enum("active", "disabled")},
+            DELIVERY_STATE,
         ),
     }

@@ -42,16 +42,18 @@ async def register(request: Request) -> Response:
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
         raise invalid(f"unknown field {unknown[0]!r}; allowed: {', '.join(FIELDS)}")
-    if "stream_id" not in body:
-        raise invalid("stream_id is required: an endpoint receives the events of one stream")
-    stream_id = checked_id(body["stream_id"], "stream_id")
+    # No stream_id: all the caller's streams (webhooks/following.py).
+    stream_id = (
+        None if body.get("stream_id") is None else checked_id(body["stream_id"], "stream_id")
+    )
     kinds = checked_kinds(body.get("kinds"))
     key = body.get("idempotency_key", request.headers.get("idempotency-key"))
     idempotency_key = None if key is None else checked_key(key, "idempotency_key")
     store = store_of(request)
     target = parse_target(body.get("url"))
     # Whose stream first: no one makes the server resolve names for a stream not theirs.
-    await streams.require_owner(store, who, stream_id)
+    if stream_id is not None:
+        await streams.require_owner(store, who, stream_id)
     target = await checked_target(target, store.settings.webhooks.allow_private)
     created = await endpoints.register(store, who, stream_id, target, kinds, idempotency_key)
     return json_response(created, status=201)
@@ -80,10 +82,10 @@ async def test_delivery(request: Request) -> Response:
     who = identity(request, Role.STREAMER)
     webhook_id = webhook_id_of(request)
     store = store_of(request)
-    stream_id = await endpoints.stream_of(store, who, webhook_id)
-    record = await endpoints.endpoint(store, stream_id, webhook_id)
+    stream_id, record = await endpoints.endpoint(store, who, webhook_id)
     deliverer: Deliverer = request.app.state.deliverer
-    attempt = await send_test(store, deliverer.http, stream_id, webhook_id, record)
+    attempts = endpoints.attempts_key(who, stream_id, webhook_id)
+    attempt = await send_test(store, deliverer.http, stream_id, record, attempts)
     return json_response({"webhook_id": webhook_id, "attempt": attempt})
 
 

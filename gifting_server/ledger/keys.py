@@ -241,6 +241,28 @@ def streamer_webhooks(user_id: str) -> str:
     return f"{{u:{user_id}}}:webhooks"
 
 
+def streamer_webhook(user_id: str, webhook_id: str) -> str:
+    """An endpoint for all the streamer's streams (a hash): url, kinds, secret,
+    created_at. Each stream it follows has its own record (`webhook`, scope "all")."""
+    return f"{{u:{user_id}}}:webhook:{webhook_id}"
+
+
+def streamer_webhook_streams(user_id: str, webhook_id: str) -> str:
+    """The streams such an endpoint was added to (a set)."""
+    return f"{{u:{user_id}}}:webhook:{webhook_id}:streams"
+
+
+def streamer_webhook_attempts(user_id: str, webhook_id: str) -> str:
+    """Its test deliveries, newest first (a list of JSON objects)."""
+    return f"{{u:{user_id}}}:webhook:{webhook_id}:attempts"
+
+
+def streamer_live_streams(user_id: str) -> str:
+    """The streamer's streams gone live through the API and not ended since (a set):
+    what an endpoint for all their streams is added to when it is registered."""
+    return f"{{u:{user_id}}}:streams:live"
+
+
 def webhook_registration(user_id: str, idempotency_key: str) -> str:
     """A registration's idempotency record: "<fingerprint>|<webhook id>"."""
     return f"{{u:{user_id}}}:webhooks:idem:{idempotency_key}"

@@ -31,7 +31,8 @@ from gifting_server.ledger import keys
 from gifting_server.ledger.store import Store, guarded
 from gifting_server.logs import audit
 from gifting_server.tasks import cancel_and_wait
-from gifting_server.webhooks.endpoints import hash_of
+from gifting_server.webhooks import records
+from gifting_server.webhooks.records import hash_of
 from gifting_server.webhooks.send import Attempt, delivery_body, new_client, post
 
 log = logging.getLogger("gifting_server.webhooks")
@@ -152,6 +153,14 @@ class Deliverer:
         record = await hash_of(self.store, keys.webhook(stream_id, webhook_id))
         if not record or record.get("status") != "active":
             return
+        if record.get("scope") == records.SCOPE_ALL:
+            # Signed with the secret of the streamer's endpoint for all their streams.
+            owner = keys.streamer_webhook(record.get("streamer", ""), webhook_id)
+            secret = await guarded(redis.hget(owner, "secret"))
+            if secret is None:  # that endpoint was deleted after this stream's record was added
+                await records.remove(self.store, stream_id, webhook_id)
+                return
+            record["secret"] = str(secret)
         kinds = set(record.get("kinds", "").split(","))
         cursor = int(record.get("cursor") or 0)
         failures = int(record.get("failures") or 0)
@@ -295,7 +304,11 @@ class Deliverer:
 
 
 async def send_test(
-    store: Store, client: httpx.AsyncClient, stream_id: str, webhook_id: str, record: dict[str, str]
+    store: Store,
+    client: httpx.AsyncClient,
+    stream_id: str | None,
+    record: dict[str, str],
+    attempts_key: str,
 ) -> dict[str, Any]:
     """A test delivery, now, outside the log: a `test` event the endpoint can tell
     apart, signed with its current secret. The answer says how it went."""
@@ -316,9 +329,8 @@ async def send_test(
     )
     metrics.WEBHOOK_DELIVERIES.labels(outcome="test_ok" if attempt.ok else "test_failed").inc()
     public = attempt.public(mid)
-    await store.run_script(
-        "record_webhook_attempt",
-        [keys.webhook(stream_id, webhook_id), keys.webhook_attempts(stream_id, webhook_id)],
-        ["", "", "", json.dumps(public), config.attempts_kept],
-    )
+    async with store.redis.pipeline(transaction=False) as pipe:
+        pipe.lpush(attempts_key, json.dumps(public))
+        pipe.ltrim(attempts_key, 0, config.attempts_kept - 1)
+        await guarded(pipe.execute())
     return public

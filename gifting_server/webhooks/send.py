@@ -50,12 +50,12 @@ def new_client() -> httpx.AsyncClient:
     )
 
 
-def delivery_body(message_id: str, stream_id: str, event_json: str) -> bytes:
+def delivery_body(message_id: str, stream_id: str | None, event_json: str) -> bytes:
     """The body of a delivery: the event exactly as the stream's history holds it (as
-    the WebSocket sends it), in the envelope the contract names."""
-    return (
-        f'{{"message_id":"{message_id}","stream_id":"{stream_id}","event":{event_json}}}'
-    ).encode()
+    the WebSocket sends it), in the envelope the contract names. (No stream: a test
+    delivery to an endpoint for all the streamer's streams.)"""
+    stream = "null" if stream_id is None else f'"{stream_id}"'
+    return f'{{"message_id":"{message_id}","stream_id":{stream},"event":{event_json}}}'.encode()
 
 
 async def post(

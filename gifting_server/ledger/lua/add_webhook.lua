@@ -5,7 +5,9 @@
   appends it to the history: the endpoint gets every event after its registration.
   The endpoint's cursor starts at the stream's last event id. Registering an id that
   exists with the same url and kinds answers it again (a retried registration); with
-  others, IDEMPOTENCY_CONFLICT. Checks first, then writes.
+  others, IDEMPOTENCY_CONFLICT. Checks first, then writes. An endpoint for all the
+  streamer's streams (scope "all") is added to each of them with this script; its
+  secret is kept once, with the streamer (keys.streamer_webhook), and is "" here.
 
   Input:
     KEYS[1] stream meta               {s:S}:meta
@@ -15,6 +17,7 @@
     KEYS[5] the stream's delivery log {s:S}:webhooks:log     (stream)
     ARGV[1] streamer id    ARGV[2] webhook id    ARGV[3] url
     ARGV[4] kinds, comma-separated    ARGV[5] secret    ARGV[6] now, unix ms
+    ARGV[7] scope: "" (this stream) or "all" (all the streamer's streams)
 
   Output:
     {0, secret, replayed(0/1)}
@@ -26,10 +29,11 @@
 --- @include "numbers"
 
 local metaKey, allKey, activeKey, endpointKey, logKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local streamer, webhookId, url, kinds, secret, now =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local streamer, webhookId, url, kinds, secret, now, scope =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 if not (type(webhookId) == 'string' and webhookId ~= '' and type(url) == 'string' and url ~= ''
-    and type(kinds) == 'string' and kinds ~= '' and type(secret) == 'string' and secret ~= ''
+    and type(kinds) == 'string' and kinds ~= '' and type(secret) == 'string'
+    and (scope == '' or scope == 'all') and (secret ~= '' or scope == 'all')
     and digits(now)) then
   return {16}
 end
@@ -49,7 +53,7 @@ end
 
 redis.call('HSET', endpointKey, 'url', url, 'kinds', kinds, 'secret', secret,
   'streamer', streamer, 'created_at', now, 'status', 'active', 'cursor', meta[2] or '0',
-  'failures', '0', 'next_at', '0')
+  'failures', '0', 'next_at', '0', 'scope', scope)
 redis.call('SADD', allKey, webhookId)
 redis.call('SADD', activeKey, webhookId)
 redis.call('HSET', metaKey, 'webhook_log', logKey)
