@@ -54,7 +54,8 @@ async def register(request: Request) -> Response:
     # Whose stream first: no one makes the server resolve names for a stream not theirs.
     if stream_id is not None:
         await streams.require_owner(store, who, stream_id)
-    target = await checked_target(target, store.settings.webhooks.allow_private)
+    config = store.settings.webhooks
+    target = await checked_target(target, config.allow_private, config.timeout_s)
     created = await endpoints.register(store, who, stream_id, target, kinds, idempotency_key)
     return json_response(created, status=201)
 

@@ -124,9 +124,15 @@ class Deliverer:
             if not active:
                 await self._forget_if_idle(stream_id)
                 return
-            await asyncio.gather(
-                *(self._deliver_endpoint(stream_id, w, deadline) for w in sorted(active))
+            # Every endpoint's round ends before the lease is given up (an error of one
+            # must not leave another delivering unleased).
+            outcomes = await asyncio.gather(
+                *(self._deliver_endpoint(stream_id, w, deadline) for w in sorted(active)),
+                return_exceptions=True,
             )
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
             await self._trim(stream_id)
         except (GiftingError, RedisError, OSError) as e:
             log.warning("webhook deliveries of stream %s stopped: %s", stream_id, e)

@@ -102,12 +102,18 @@ async def resolve(target: Target, allow_private: bool) -> str:
     return str(addresses[0])
 
 
-async def checked_target(target: Target, allow_private: bool) -> Target:
-    """A target an endpoint may be registered with: `invalid_request` otherwise."""
+async def checked_target(target: Target, allow_private: bool, timeout_s: float) -> Target:
+    """A target an endpoint may be registered with: `invalid_request` otherwise (also
+    when its name does not resolve within `timeout_s`)."""
     try:
-        await resolve(target, allow_private)
+        async with asyncio.timeout(timeout_s):
+            await resolve(target, allow_private)
     except Refused as e:
         raise _invalid(f"url refused: {e}") from None
+    except TimeoutError:
+        raise _invalid(
+            f"url refused: {target.host} does not resolve within {timeout_s:g}s"
+        ) from None
     return target
 
 
