@@ -43,6 +43,7 @@ SCRIPT_NAMES = (
     "set_goal",
     "set_stream_settings",
     "add_webhook",
+    "add_streamer_webhook",
     "remove_webhook",
     "disable_webhook",
     "record_webhook_attempt",

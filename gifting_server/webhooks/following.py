@@ -28,19 +28,12 @@ async def create(
 ) -> tuple[str, bool]:
     """The endpoint with the streamer: its secret, and whether it existed (a retried
     registration). The same id with another url or kinds: `idempotency_conflict`."""
-    key = keys.streamer_webhook(user, webhook_id)
-    created = await guarded(store.redis.hsetnx(key, "secret", records.new_secret()))
-    if created:
-        await guarded(
-            store.redis.hset(key, mapping={"url": url, "kinds": kinds, "created_at": store.clock()})
-        )
-    record = await records.hash_of(store, key)
-    if record.get("url") != url or record.get("kinds") != kinds:
-        raise GiftingError(
-            ErrorCode.IDEMPOTENCY_CONFLICT,
-            "this idempotency key was already used for a different request; use a new key",
-        )
-    return record["secret"], not created
+    result = await store.run_script(
+        "add_streamer_webhook",
+        [keys.streamer_webhook(user, webhook_id)],
+        [url, kinds, records.new_secret(), store.clock()],
+    )
+    return str(result[1]), bool(int(result[2]))
 
 
 async def follow_live_streams(store: Store, user: str, webhook_id: str) -> None:

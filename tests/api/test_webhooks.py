@@ -460,3 +460,17 @@ async def test_an_endpoint_for_all_streams_follows_those_live_and_those_after(
     await go_live(http, "s3")
     await gift(http, ALICE, "c0", stream_id="s3")
     assert not await redis.exists(keys.webhook_log("s3"))
+
+
+async def test_a_repeated_key_answers_the_same_endpoint_for_all_streams(
+    http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    await live_and_funded(http)
+    body = {"url": receiver.url, "kinds": ["gift"], "idempotency_key": "all-1"}
+    first, again = [await http.post("/v1/webhooks", json=body, headers=STREAMER) for _ in "12"]
+    assert first.status_code == again.status_code == 201, again.text
+    assert again.json() == first.json()
+    [webhook] = await listed(http)
+    assert [s["stream_id"] for s in webhook["streams"]] == ["s1"]
+    one_stream = await http.post("/v1/webhooks", json={**body, "stream_id": "s1"}, headers=STREAMER)
+    assert_error(one_stream, 409, "idempotency_conflict")
