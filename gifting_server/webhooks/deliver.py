@@ -159,14 +159,6 @@ class Deliverer:
         record = await hash_of(self.store, keys.webhook(stream_id, webhook_id))
         if not record or record.get("status") != "active":
             return
-        if record.get("scope") == records.SCOPE_ALL:
-            # Signed with the secret of the streamer's endpoint for all their streams.
-            owner = keys.streamer_webhook(record.get("streamer", ""), webhook_id)
-            secret = await guarded(redis.hget(owner, "secret"))
-            if secret is None:  # that endpoint was deleted after this stream's record was added
-                await records.remove(self.store, stream_id, webhook_id)
-                return
-            record["secret"] = str(secret)
         kinds = set(record.get("kinds", "").split(","))
         cursor = int(record.get("cursor") or 0)
         failures = int(record.get("failures") or 0)
@@ -199,8 +191,11 @@ class Deliverer:
                 if now < next_at or time.monotonic() >= deadline:
                     await self._record(stream_id, webhook_id, passed, cursor, failures, next_at)
                     return
+                secret = await self._secret(stream_id, webhook_id, record)
+                if secret is None:
+                    return  # deleted or disabled meanwhile
                 mid = message_id(stream_id, event_id)
-                attempt = await self._attempt(stream_id, record, mid, event_json)
+                attempt = await self._attempt(stream_id, record["url"], secret, mid, event_json)
                 if attempt.ok:
                     passed, failures, next_at = event_id, 0, 0
                     await self._record(stream_id, webhook_id, passed, -1, 0, 0, attempt, mid)
@@ -214,13 +209,32 @@ class Deliverer:
                     return
         await self._record(stream_id, webhook_id, passed, cursor, failures, next_at)
 
+    async def _secret(self, stream_id: str, webhook_id: str, record: dict[str, str]) -> str | None:
+        """The secret in force, read before each attempt (a rotation signs the next
+        delivery); None when the endpoint was deleted or disabled meanwhile."""
+        redis = self.store.redis
+        secret, status = await guarded(
+            redis.hmget(keys.webhook(stream_id, webhook_id), "secret", "status")
+        )
+        if status != "active":
+            return None
+        if record.get("scope") != records.SCOPE_ALL:
+            return str(secret)
+        # The secret of the streamer's endpoint for all their streams.
+        owner = keys.streamer_webhook(record.get("streamer", ""), webhook_id)
+        secret = await guarded(redis.hget(owner, "secret"))
+        if secret is None:  # deleted after this stream's record was added: remove it too
+            await records.remove(self.store, stream_id, webhook_id)
+            return None
+        return str(secret)
+
     async def _attempt(
-        self, stream_id: str, record: dict[str, str], mid: str, event_json: str
+        self, stream_id: str, url: str, secret: str, mid: str, event_json: str
     ) -> Attempt:
         attempt = await post(
             self.http,
-            record.get("url", ""),
-            record.get("secret", ""),
+            url,
+            secret,
             mid,
             delivery_body(mid, stream_id, event_json),
             timeout_s=self.config.timeout_s,
