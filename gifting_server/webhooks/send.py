@@ -4,6 +4,7 @@ was checked (egress.py), time-boxed, its answer read up to a cap."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from dataclasses import dataclass
 
@@ -39,7 +40,7 @@ class Attempt:
         }
 
 
-def new_client() -> httpx.AsyncClient:
+def new_client(verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
     """No connection is kept alive: each attempt connects to the address checked for
     it (a pooled connection, keyed by address, could carry another host's request
     over a TLS session made for the first), and no proxy from the environment."""
@@ -47,6 +48,7 @@ def new_client() -> httpx.AsyncClient:
         follow_redirects=False,
         trust_env=False,
         limits=httpx.Limits(max_keepalive_connections=0),
+        verify=verify,  # the system's certificate authorities (a test passes its own)
     )
 
 
