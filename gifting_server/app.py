@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gifting_server import logs, metrics
 from gifting_server.access_log import AccessLog
-from gifting_server.api import demo, http, pages, speech, streamer_http, studio, ws
+from gifting_server.api import demo, http, pages, speech, streamer_http, studio, webhooks_http, ws
 from gifting_server.api.http_protocol import PendingRequests
 from gifting_server.api.openapi import openapi_document
 from gifting_server.config import Settings, load_settings
@@ -49,6 +49,7 @@ from gifting_server.ledger.store import (
 from gifting_server.scheduler import Scheduler
 from gifting_server.speech import Speech
 from gifting_server.tasks import for_each_stream
+from gifting_server.webhooks.deliver import Deliverer
 
 log = logging.getLogger("gifting_server")
 
@@ -182,9 +183,13 @@ def create_app(settings: Settings) -> Starlette:
             broker = RedisBroker(hub_redis)
         hub = Hub(settings, broker, RedisHistory(hub_redis))
         scheduler = periodic_work(hub, app.state.store)
+        # Its own task, not a scheduler job: an endpoint slow to answer delays nothing else.
+        deliverer = Deliverer(app.state.store)
         hub.start()
         scheduler.start()
+        deliverer.start()
         app.state.hub = hub
+        app.state.deliverer = deliverer
         app.state.speech = Speech.installed()
         if app.state.speech.engine is None:
             log.warning("espeak-ng is not installed: gift messages are not read aloud (503)")
@@ -200,6 +205,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             if orphaned is not None:
                 orphaned.cancel()
+            await deliverer.stop()
             await scheduler.stop()
             await hub.stop()
             await hub_redis.aclose()
@@ -210,6 +216,7 @@ def create_app(settings: Settings) -> Starlette:
         *studio.routes,
         *speech.routes,
         *streamer_http.routes,
+        *webhooks_http.routes,
         *pages.routes,
         Route("/openapi.json", openapi_endpoint),
     ]

@@ -92,6 +92,19 @@ RANGES: dict[str, dict[str, tuple[int | float, int | float]]] = {
         "retry_after_min_ms": (1, 3_600_000),
         "retry_after_max_ms": (1, 3_600_000),
     },
+    "webhooks": {
+        "max_age_s": (1, TEN_YEARS_S),
+        "timeout_s": (0.05, 60.0),
+        "retry_base_ms": (1, 3_600_000),
+        "retry_max_ms": (1, 86_400_000),
+        "poll_ms": (10, 60_000),
+        "lease_ms": (100, 3_600_000),
+        "max_per_streamer": (1, 1000),
+        "max_body_bytes": (1024, 16 * 1024 * 1024),
+        "max_response_bytes": (0, 16 * 1024 * 1024),
+        "attempts_kept": (1, 1000),
+        "batch": (1, 10_000),
+    },
     "redis": {
         "replicas_acked": (0, 1000),
         # WAIT's timeout; 0 would mean "wait forever" to Redis.
@@ -232,6 +245,27 @@ class Overload:
     retry_after_max_ms: int = 10_000
 
 
+@dataclass(frozen=True)
+class Webhooks:
+    """Outgoing webhooks: a streamer's endpoints for their streams' events
+    (gifting_server/webhooks/, docs/webhooks.md)."""
+
+    # An endpoint whose oldest undelivered message is older than this is disabled.
+    max_age_s: int = 86_400
+    # Endpoints may resolve to loopback, link-local or private addresses (tests, a LAN).
+    allow_private: bool = False
+    timeout_s: float = 10.0  # one attempt: connect, send, read the answer
+    retry_base_ms: int = 1000  # the first retry's delay; doubled each failure after
+    retry_max_ms: int = 600_000  # the longest delay between two attempts
+    poll_ms: int = 500  # how often a worker looks for streams with messages to deliver
+    lease_ms: int = 30_000  # a worker delivering a stream holds it this long at most unrenewed
+    max_per_streamer: int = 20  # endpoints one streamer may register
+    max_body_bytes: int = 65_536  # a larger message is not sent (its attempt says so)
+    max_response_bytes: int = 4096  # of the receiver's answer, read at most this much
+    attempts_kept: int = 20  # recent attempts shown per endpoint
+    batch: int = 100  # messages of one endpoint read from its log at a time
+
+
 LOG_FORMATS = ("text", "json")
 
 
@@ -267,6 +301,7 @@ class Settings:
     messages: Messages = field(default_factory=Messages)
     overload: Overload = field(default_factory=Overload)
     logging: Logging = field(default_factory=Logging)
+    webhooks: Webhooks = field(default_factory=Webhooks)
     metrics_public: bool = True
     demo_payments: bool = False
     # `serve --workers N` sets PROMETHEUS_MULTIPROC_DIR: /metrics then sums every worker.
@@ -336,6 +371,7 @@ def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = N
         messages=_parse_section(Messages, tree.get("messages", {}), "messages", sources),
         overload=_parse_section(Overload, tree.get("overload", {}), "overload", sources),
         logging=_parse_section(Logging, tree.get("logging", {}), "logging", sources),
+        webhooks=_parse_section(Webhooks, tree.get("webhooks", {}), "webhooks", sources),
         metrics_public=server.metrics_public,
         # `serve --demo` turns demo payments on for every worker through the environment.
         demo_payments=server.demo_payments or env.get("GIFTING_DEMO_PAYMENTS") == "1",
@@ -421,6 +457,10 @@ def _check_section(value: Any, section: str) -> None:
         raise ConfigError("[messages] max_length must be at most max_length_limit")
     if isinstance(value, Overload) and value.retry_after_min_ms > value.retry_after_max_ms:
         raise ConfigError("[overload] retry_after_min_ms must be at most retry_after_max_ms")
+    if isinstance(value, Webhooks) and value.retry_base_ms > value.retry_max_ms:
+        raise ConfigError("[webhooks] retry_base_ms must be at most retry_max_ms")
+    if isinstance(value, Webhooks) and value.lease_ms <= value.timeout_s * 1000:
+        raise ConfigError("[webhooks] lease_ms must be longer than timeout_s")
     if isinstance(value, Logging) and value.format not in LOG_FORMATS:
         raise ConfigError(f"[logging] format must be one of {', '.join(LOG_FORMATS)}")
 

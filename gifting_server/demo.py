@@ -6,6 +6,7 @@ from gifting_server.auth import Role, issue_token
 from gifting_server.config import Settings
 from gifting_server.ledger import payments, streams
 from gifting_server.ledger.store import Store, connect
+from gifting_server.webhooks import following
 
 DEMO_STREAM = "demo"
 DEMO_STREAMER = ("demo_streamer", "Demo Streamer")
@@ -33,6 +34,8 @@ async def seed(settings: Settings, redis_url: str) -> None:
     store = Store(redis, settings)
     try:
         await streams.start_stream(store, DEMO_STREAMER[0], DEMO_STREAM, DEMO_STREAMER[1])
+        # As POST /v1/streams does: the streamer's webhooks for all streams follow it.
+        await following.on_stream_started(store, DEMO_STREAMER[0], DEMO_STREAM)
         for user_id, _ in DEMO_VIEWERS:
             await payments.apply_payment(
                 store, user_id, f"demo-{user_id}-1", "payment.succeeded", DEMO_PACKAGE

@@ -40,6 +40,7 @@ class ErrorCode(Enum):
     UNKNOWN_PACKAGE = ("unknown_package", 404)
     UNKNOWN_EVENT = ("unknown_event", 404)
     UNKNOWN_CASHOUT = ("unknown_cashout", 404)
+    UNKNOWN_WEBHOOK = ("unknown_webhook", 404)
     METHOD_NOT_ALLOWED = ("method_not_allowed", 405)
     STREAM_NOT_LIVE = ("stream_not_live", 409)
     STREAM_ID_TAKEN = ("stream_id_taken", 409)
@@ -156,6 +157,7 @@ class ScriptCode(IntEnum):
     UNKNOWN_EVENT = 18
     UNKNOWN_CASHOUT = 19
     CASHOUT_CONFLICT = 20
+    UNKNOWN_WEBHOOK = 21
 
 
 SCRIPT_ERRORS: dict[ScriptCode, tuple[ErrorCode, str]] = {
@@ -204,6 +206,7 @@ SCRIPT_ERRORS: dict[ScriptCode, tuple[ErrorCode, str]] = {
         "this stream id belongs to someone else",
     ),
     ScriptCode.UNKNOWN_CASHOUT: (ErrorCode.UNKNOWN_CASHOUT, "no such cash-out"),
+    ScriptCode.UNKNOWN_WEBHOOK: (ErrorCode.UNKNOWN_WEBHOOK, "no such webhook"),
     ScriptCode.CASHOUT_CONFLICT: (
         ErrorCode.CASHOUT_CONFLICT,
         "this cash-out was already completed with the other status",

@@ -109,6 +109,10 @@ def dict_config(log_format: str = "text", level: str = "INFO") -> dict[str, Any]
             "uvicorn.error": uvicorn_logger,
             "uvicorn.access": uvicorn_logger,
             "uvicorn.asgi": uvicorn_logger,
+            # A line per outgoing webhook request is noise: the endpoint's attempts
+            # (GET /v1/webhooks) and the deliveries counter say how each went.
+            "httpx": {"level": "WARNING"},
+            "httpcore": {"level": "WARNING"},
         },
         "root": {"handlers": ["stderr"], "level": level.upper()},
     }

@@ -149,3 +149,20 @@ SPEECH_RENDERS = Counter(
     "Gift messages rendered to speech by espeak-ng (a cached answer is not counted)",
     ["outcome"],
 )
+
+WEBHOOK_DELIVERIES = Counter(
+    "gifting_webhook_deliveries_total",
+    "Outgoing webhook delivery attempts by outcome: ok (a 2xx answer), failed (retried"
+    " later), test_ok / test_failed (POST /v1/webhooks/{id}/test)",
+    ["outcome"],
+)
+WEBHOOK_BACKLOG = Gauge(
+    "gifting_webhook_backlog",
+    "Messages in the delivery logs of the streams this worker delivers that some enabled"
+    " endpoint still waits for (summed over workers)",
+    multiprocess_mode="livesum",
+)
+WEBHOOKS_DISABLED = Counter(
+    "gifting_webhooks_disabled_total",
+    "Endpoints disabled because their oldest undelivered message passed [webhooks] max_age_s",
+)

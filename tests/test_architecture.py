@@ -69,6 +69,13 @@ def test_the_ledger_imports_neither_the_hub_nor_the_edges(path: Path) -> None:
     assert offending(path, "gifting_server.hub", "gifting_server.api", "starlette", "uvicorn") == []
 
 
+@pytest.mark.parametrize("path", module_files("webhooks"), ids=lambda p: p.name)
+def test_webhooks_import_neither_the_hub_nor_the_edges(path: Path) -> None:
+    # Deliveries run beside the hub, never through it; the edges call them.
+    banned = ("gifting_server.hub", "gifting_server.api", "starlette", "uvicorn")
+    assert offending(path, *banned) == []
+
+
 @pytest.mark.parametrize("name", ["protocol.py", "events.py", "ids.py", "errors.py", "fields.py"])
 def test_the_sans_io_modules_do_no_io(name: str) -> None:
     assert offending(PACKAGE / name, *IO_LIBRARIES) == []

@@ -26,6 +26,7 @@ from gifting_server.fields import (
 )
 from gifting_server.ledger import gifts, overlay_tokens, payments, streams, wallet
 from gifting_server.ledger.store import Store, guarded
+from gifting_server.webhooks import following
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -162,7 +163,10 @@ async def create_stream(request: Request) -> Response:
     stream_id = (
         identifier(body, "stream_id") if "stream_id" in body else f"st_{uuid.uuid4().hex[:16]}"
     )
-    changed = await streams.start_stream(store_of(request), who.user_id, stream_id, who.name)
+    store = store_of(request)
+    changed = await streams.start_stream(store, who.user_id, stream_id, who.name)
+    # Also when it was live already: a start cut short before this is finished.
+    await following.on_stream_started(store, who.user_id, stream_id)
     return json_response({"stream_id": stream_id, "status": "live"}, status=201 if changed else 200)
 
 
@@ -174,6 +178,7 @@ async def end_stream(request: Request) -> Response:
     who = identity(request, Role.STREAMER)
     stream_id = stream_id_of(request)
     await streams.end_stream(store_of(request), who.user_id, stream_id)
+    await following.on_stream_ended(store_of(request), who.user_id, stream_id)
     return json_response({"stream_id": stream_id, "status": "ended"})
 
 

@@ -479,10 +479,15 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
     # The streamer's endpoints are described in their own module, which builds on the
     # helpers above (imported here: it imports this module).
     from gifting_server.api.openapi_studio import studio_operations, studio_schemas
+    from gifting_server.api.openapi_webhooks import webhook_operations, webhook_schemas
 
     stream = param("stream_id", "path", ID_SCHEMA, "the stream")
     paths: dict[str, dict[str, Any]] = defaultdict(dict)
-    for op in [*operations(settings), *studio_operations(settings, stream)]:
+    for op in [
+        *operations(settings),
+        *studio_operations(settings, stream),
+        *webhook_operations(settings),
+    ]:
         paths[op.path][op.method] = op.document()
     return {
         "openapi": "3.1.0",
@@ -494,7 +499,11 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         },
         "paths": dict(paths),
         "components": {
-            "schemas": {**schemas(settings), **studio_schemas(settings)},
+            "schemas": {
+                **schemas(settings),
+                **studio_schemas(settings),
+                **webhook_schemas(settings),
+            },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

@@ -157,6 +157,7 @@ GIFT_WRITTEN_TYPES = (
     ("{u:*}:lb:all", "zset"),
     ("{s:*}:streaks", "zset"),
     ("{s:*}:history", "stream"),
+    ("{s:*}:webhooks:log", "stream"),
     (JOURNAL_PATTERN, "stream"),
     (OUTBOX_PATTERN, "zset"),
     (PLATFORM_PATTERN, "hash"),
@@ -193,3 +194,80 @@ def presence(stream_id: str) -> str:
 def combo_field(sender_id: str, gift_id: str) -> str:
     """A sender's running combo of one gift: a field of the stream meta."""
     return f"c:{sender_id}:{gift_id}"
+
+
+# Outgoing webhooks (gifting_server/webhooks/, docs/webhooks.md). A stream's endpoints,
+# their delivery state and its delivery log live in the stream's slot, so that the
+# scripts that append an event (lua/include/event.lua) feed the log in the same step.
+WEBHOOK_LOG_FIELD = "webhook_log"  # the stream meta's field: the log's name, while it has endpoints
+
+
+def webhook_log(stream_id: str) -> str:
+    """The stream's events not yet delivered to all its endpoints (a Redis Stream; entry
+    id "<event_id>-0", field "e" = the event), fed by `emitEvent` while the stream meta's
+    `WEBHOOK_LOG_FIELD` names it, trimmed by the deliverer up to every endpoint's cursor."""
+    return f"{{s:{stream_id}}}:webhooks:log"
+
+
+def stream_webhooks(stream_id: str) -> str:
+    """The ids of the stream's endpoints, enabled or disabled (a set)."""
+    return f"{{s:{stream_id}}}:webhooks"
+
+
+def stream_webhooks_active(stream_id: str) -> str:
+    """The ids of the stream's endpoints still being delivered to (a set): the log is
+    fed while it is not empty."""
+    return f"{{s:{stream_id}}}:webhooks:active"
+
+
+def webhook(stream_id: str, webhook_id: str) -> str:
+    """One endpoint (a hash): url, kinds, secret, streamer, created_at, status, reason,
+    cursor (the last event id delivered or passed over), failures, next_at."""
+    return f"{{s:{stream_id}}}:webhook:{webhook_id}"
+
+
+def webhook_attempts(stream_id: str, webhook_id: str) -> str:
+    """The endpoint's recent delivery attempts, newest first (a list of JSON objects)."""
+    return f"{{s:{stream_id}}}:webhook:{webhook_id}:attempts"
+
+
+def webhook_lease(stream_id: str) -> str:
+    """Which worker delivers the stream's messages now (one at a time keeps them in order)."""
+    return f"{{s:{stream_id}}}:webhooks:lease"
+
+
+def streamer_webhooks(user_id: str) -> str:
+    """A streamer's endpoints: field = webhook id, value = its stream id (a hash)."""
+    return f"{{u:{user_id}}}:webhooks"
+
+
+def streamer_webhook(user_id: str, webhook_id: str) -> str:
+    """An endpoint for all the streamer's streams (a hash): url, kinds, secret,
+    created_at. Each stream it follows has its own record (`webhook`, scope "all")."""
+    return f"{{u:{user_id}}}:webhook:{webhook_id}"
+
+
+def streamer_webhook_streams(user_id: str, webhook_id: str) -> str:
+    """The streams such an endpoint was added to (a set)."""
+    return f"{{u:{user_id}}}:webhook:{webhook_id}:streams"
+
+
+def streamer_webhook_attempts(user_id: str, webhook_id: str) -> str:
+    """Its test deliveries, newest first (a list of JSON objects)."""
+    return f"{{u:{user_id}}}:webhook:{webhook_id}:attempts"
+
+
+def streamer_live_streams(user_id: str) -> str:
+    """The streamer's streams gone live through the API and not ended since (a set):
+    what an endpoint for all their streams is added to when it is registered."""
+    return f"{{u:{user_id}}}:streams:live"
+
+
+def webhook_registration(user_id: str, idempotency_key: str) -> str:
+    """A registration's idempotency record: "<fingerprint>|<webhook id>"."""
+    return f"{{u:{user_id}}}:webhooks:idem:{idempotency_key}"
+
+
+# The streams that have endpoints, for every worker's deliverer to find (a set; one key,
+# written only when endpoints come and go, never on an event's path).
+WEBHOOK_STREAMS = "{webhooks}:streams"

@@ -42,11 +42,21 @@ SCRIPT_NAMES = (
     "control_alerts",
     "set_goal",
     "set_stream_settings",
+    "add_webhook",
+    "add_streamer_webhook",
+    "remove_webhook",
+    "disable_webhook",
+    "record_webhook_attempt",
+    "rotate_webhook_secret",
+    "webhook_lease",
 )
 # Never held for the replicas (`[redis] replicas_acked`): background upkeep no client
 # waits on, redone by the next sweep if a failover loses it, and a gift's gate, which
 # only reads.
-UNACKED_SCRIPTS = frozenset({"close_streaks", "publish_state", "gift_gate"})
+# The deliverer's bookkeeping (lease, attempts) is upkeep too: a lost write redelivers.
+UNACKED_SCRIPTS = frozenset(
+    {"close_streaks", "publish_state", "gift_gate", "webhook_lease", "record_webhook_attempt"}
+)
 _LUA = resources.files("gifting_server.ledger") / "lua"
 INCLUDE = re.compile(r'^--- @include "([a-z_]+)"$', re.MULTILINE)
 

@@ -24,6 +24,7 @@ scripts' arguments may change, and the baseline's scripts need their own callers
     python -m load.bench.script_cost --path single   # or: --path cluster
     python -m load.bench.script_cost --path sides    # the stream's and the streamer's slot
     python -m load.bench.script_cost --path batch [--batch-sizes 1,8,32]  # send_gifts
+    python -m load.bench.script_cost --with-webhook   # the stream has a webhook endpoint
 """
 
 from __future__ import annotations
@@ -121,10 +122,21 @@ def count_instructions(gifts: int, send: Sender) -> int:
     raise RuntimeError("callgrind_annotate printed no totals")
 
 
+# --with-webhook: the stream has an endpoint, so each event also goes to its delivery
+# log (nothing delivers it here: the log only grows, as it would with a dead receiver).
+WITH_WEBHOOK = False
+
+
 async def _setup(url: str, settings: Settings) -> None:
     store = Store(connect_single(url, 30.0), settings)
     try:
         await streams.start_stream(store, STREAMER, STREAM)
+        if WITH_WEBHOOK:
+            webhook_keys = [keys.stream(STREAM), keys.stream_webhooks(STREAM),
+                keys.stream_webhooks_active(STREAM), keys.webhook(STREAM, "wh_cost"),
+                keys.webhook_log(STREAM)]  # fmt: skip
+            await store.run_script("add_webhook", webhook_keys,
+                [STREAMER, "wh_cost", "https://example.com/hook", "gift", "s", 0])  # fmt: skip
         for i in range(SENDERS):
             await payments.apply_payment(
                 store, f"g{i}", f"cost-g{i}", "payment.succeeded", "coins_50000"
@@ -287,6 +299,9 @@ def verdict(measured: int, budget: int, baseline: int) -> str:
     )
 
 
+WITH_WEBHOOK_HELP = "the stream has a webhook endpoint: every event goes to its delivery log too"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--gifts", type=int, default=2000)
@@ -299,7 +314,10 @@ def main() -> None:
         "--batch-sizes", default="1,8,32",
         help="--path batch: the send_gifts sizes to measure (gifts a call)",
     )  # fmt: skip
+    parser.add_argument("--with-webhook", action="store_true", help=WITH_WEBHOOK_HELP)
     options = parser.parse_args()
+    global WITH_WEBHOOK
+    WITH_WEBHOOK = options.with_webhook
     if not shutil.which("valgrind"):
         sys.exit("valgrind is needed: apt-get install valgrind")
     if options.script:

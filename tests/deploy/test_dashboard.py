@@ -54,6 +54,7 @@ def test_the_dashboard_has_the_operator_panels() -> None:
         "Slow-client cut-offs and other drops",
         "Redis health",
         "Overload refusals",
+        "Webhook delivery backlog",
     } <= titles
     assert DASHBOARD["__inputs"][0]["pluginId"] == "prometheus"
 

@@ -37,8 +37,8 @@ local due = redis.call('ZRANGEBYSCORE', streaksKey, '-inf', now, 'LIMIT', 0, bat
 if #due == 0 then return {0, 0} end
 local t = redis.call('TYPE', historyKey).ok
 if t ~= 'none' and t ~= 'stream' then return {15} end
-local fields = {'seq', 'coins'}
-for i, member in ipairs(due) do fields[i + 2] = 'c:' .. member end
+local fields = {'seq', 'coins', 'webhook_log'}
+for i, member in ipairs(due) do fields[i + 3] = 'c:' .. member end
 local meta = redis.call('HMGET', streamKey, unpack(fields))
 if (meta[1] and not digits(meta[1])) or (meta[2] and not digits(meta[2])) then return {17} end
 local eventId, coinsTotal = tonumber(meta[1] or '0'), meta[2] or '0'
@@ -46,7 +46,7 @@ local eventId, coinsTotal = tonumber(meta[1] or '0'), meta[2] or '0'
 -- Decide first: which streaks go on (a later deadline), which end (an event).
 local pushed, events, ended, gone = {}, {}, {}, {}
 for i, member in ipairs(due) do
-  local combo = meta[i + 2]
+  local combo = meta[i + 3]
   local n, at, fragment
   if combo then n, at, fragment = string.match(combo, '^(%d+)|(%d+)|(.*)$') end
   if at and #at <= 15 and now - tonumber(at) <= window then
@@ -64,7 +64,7 @@ for i, member in ipairs(due) do
 end
 
 for _, ending in ipairs(events) do
-  emitEvent(historyKey, historyMax, channel, ending[1], ending[2])
+  emitEvent(historyKey, historyMax, channel, ending[1], ending[2], meta[3])
 end
 if #pushed > 0 then redis.call('ZADD', streaksKey, unpack(pushed)) end
 if #gone > 0 then redis.call('ZREM', streaksKey, unpack(gone)) end

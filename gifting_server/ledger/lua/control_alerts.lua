@@ -45,7 +45,8 @@ if action == 'test' and not (digits(testCount) and testCount ~= '0'
     and type(testFragment) == 'string' and testFragment ~= '') then
   return {16}
 end
-local meta = redis.call('HMGET', streamKey, 'streamer', 'seq', 'alerts_paused', 'coins')
+local meta = redis.call('HMGET', streamKey, 'streamer', 'seq', 'alerts_paused', 'coins',
+  'webhook_log')
 if not meta[1] then return {2} end
 if meta[1] ~= streamer then return {13} end
 if (meta[2] and not digits(meta[2])) or (meta[4] and not digits(meta[4])) then return {17} end
@@ -70,7 +71,7 @@ else
   json = event(id, 'alerts', now, fields)
 end
 
-emitEvent(historyKey, historyMax, channel, id, json)
+emitEvent(historyKey, historyMax, channel, id, json, meta[5])
 if action == 'pause' or action == 'resume' then
   redis.call('HSET', streamKey, 'seq', id, 'alerts_paused', paused and '1' or '0')
 else

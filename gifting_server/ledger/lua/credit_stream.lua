@@ -48,7 +48,7 @@ if seen then
 end
 
 local comboField = 'c:' .. sender .. ':' .. giftId
-local meta = redis.call('HMGET', streamKey, 'seq', 'coins', comboField)
+local meta = redis.call('HMGET', streamKey, 'seq', 'coins', comboField, 'webhook_log')
 local seq, streamCoins = tonumber(meta[1] or '0'), tonumber(meta[2] or '0')
 local last = parseCombo(meta[3])
 if not (seq and streamCoins) or last == nil then return {17} end
@@ -57,7 +57,7 @@ if not (seq and streamCoins) or last == nil then return {17} end
 local coinsTotal = streamCoins + cost
 local eventId, id, combo, comboText, tapText, coinsTotalText = emitGift(historyKey, historyMax,
   channel, streaksKey, sender .. ':' .. giftId, seq, streamCoins, coinsTotal, count, countArg,
-  last, now, nowArg, comboWindow, fragment)
+  last, now, nowArg, comboWindow, fragment, meta[4])
 redis.call('ZINCRBY', streamBoardKey, costArg, sender)
 redis.call('HSET', streamKey, 'seq', id, 'coins', coinsTotalText,
   comboField, comboText .. '|' .. tapText .. '|' .. fragment)

@@ -22,7 +22,7 @@
 local streamKey, historyKey = KEYS[1], KEYS[2]
 local streamer, now, historyMax, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if not (digits(now) and digits(historyMax) and type(channel) == 'string') then return {16} end
-local meta = redis.call('HMGET', streamKey, 'streamer', 'status', 'seq')
+local meta = redis.call('HMGET', streamKey, 'streamer', 'status', 'seq', 'webhook_log')
 if not meta[1] then return {2} end
 if meta[1] ~= streamer then return {13} end
 if meta[2] ~= 'live' then return {0, 0} end
@@ -32,6 +32,6 @@ if t ~= 'none' and t ~= 'stream' then return {15} end
 
 local eventId = tonumber(meta[3] or '0') + 1
 local id = string.format('%.0f', eventId)
-emitEvent(historyKey, historyMax, channel, id, event(id, 'stream_ended', now))
+emitEvent(historyKey, historyMax, channel, id, event(id, 'stream_ended', now), meta[4])
 redis.call('HSET', streamKey, 'status', 'ended', 'seq', id, 'ended_at', now)
 return {0, eventId}

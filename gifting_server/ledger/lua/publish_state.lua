@@ -28,12 +28,12 @@ if not (type(field) == 'string' and type(state) == 'string' and type(kind) == 's
     and digits(now) and digits(historyMax) and type(channel) == 'string') then
   return {16}
 end
-local meta = redis.call('HMGET', streamKey, 'status', 'seq', field)
+local meta = redis.call('HMGET', streamKey, 'status', 'seq', field, 'webhook_log')
 if meta[1] ~= 'live' or meta[3] == state then return {0, 0} end
 if meta[2] and not digits(meta[2]) then return {17} end
 local t = redis.call('TYPE', historyKey).ok
 if t ~= 'none' and t ~= 'stream' then return {15} end
 local id = string.format('%.0f', tonumber(meta[2] or '0') + 1)
-emitEvent(historyKey, historyMax, channel, id, event(id, kind, now, state))
+emitEvent(historyKey, historyMax, channel, id, event(id, kind, now, state), meta[4])
 redis.call('HSET', streamKey, 'seq', id, field, state)
 return {0, tonumber(id)}

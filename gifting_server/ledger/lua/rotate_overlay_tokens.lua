@@ -29,7 +29,7 @@ if not (type(streamer) == 'string' and digits(now) and digits(historyMax)
     and type(channel) == 'string') then
   return {16}
 end
-local meta = redis.call('HMGET', streamKey, 'streamer', 'seq', 'overlay_gen')
+local meta = redis.call('HMGET', streamKey, 'streamer', 'seq', 'overlay_gen', 'webhook_log')
 if not meta[1] then return {2} end
 if meta[1] ~= streamer then return {13} end
 if meta[2] and not digits(meta[2]) then return {17} end
@@ -41,6 +41,6 @@ if t ~= 'none' and t ~= 'stream' then return {15} end
 generation = generation + 1
 local id = string.format('%.0f', tonumber(meta[2] or '0') + 1)
 emitEvent(historyKey, historyMax, channel, id,
-  event(id, 'overlay_revoked', now, '"generation":' .. fmt(generation)))
+  event(id, 'overlay_revoked', now, '"generation":' .. fmt(generation)), meta[4])
 redis.call('HSET', streamKey, 'seq', id, 'overlay_gen', fmt(generation))
 return {0, generation, tonumber(id)}

@@ -32,7 +32,7 @@
   Input:
     KEYS[1]  idempotency record        {u:V}:idem:<key>
     KEYS[2]  viewer wallet             {u:V}:wallet
-    KEYS[3]  stream meta               {s:S}:meta
+    KEYS[3]  stream meta               {s:S}:meta  (field webhook_log: see emitEvent)
     KEYS[4]  streamer wallet           {u:T}:wallet
     KEYS[5]  streamer's held diamonds  {u:T}:held   (release unix ms -> diamonds)
     KEYS[6]  platform account          {u:T}:platform  (its share of gifts to T)
@@ -116,7 +116,8 @@ end
 -- 2. The stream, and the sender's combo of this gift on it. A stored number that
 -- does not parse (nil) is refused here, not left to fail after the first write.
 local comboField = 'c:' .. sender .. ':' .. giftId
-local meta = redis.call('HMGET', streamKey, 'streamer', 'status', 'seq', 'coins', comboField)
+local meta = redis.call('HMGET', streamKey, 'streamer', 'status', 'seq', 'coins', comboField,
+  'webhook_log')
 if not meta[1] or meta[1] ~= expectedStreamer then return {2} end
 if meta[2] ~= 'live' then return {3} end
 if meta[1] == sender then return {4} end
@@ -143,7 +144,7 @@ if not diamonds then return {platformShare} end
 local coinsTotal = streamCoins + cost
 local eventId, id, combo, comboText, tapText, coinsTotalText = emitGift(historyKey, historyMax,
   channel, streaksKey, sender .. ':' .. giftId, seq, streamCoins, coinsTotal, count, countArg,
-  last, now, nowArg, comboWindow, eventFragment)
+  last, now, nowArg, comboWindow, eventFragment, meta[6])
 
 writeEarn(streamerKey, heldKey, platformKey, heldUntil, heldUntilArg, now, diamonds,
   platformShare, received, totalDiamonds)

@@ -35,7 +35,7 @@ if not (digits(now) and digits(historyMax) and type(channel) == 'string'
     and string.find(title, '^".*"$') and (reset == '1' or reset == '0')) then
   return {16}
 end
-local meta = redis.call('HMGET', streamKey, 'streamer', 'seq', 'coins', 'goal_from')
+local meta = redis.call('HMGET', streamKey, 'streamer', 'seq', 'coins', 'goal_from', 'webhook_log')
 if not meta[1] then return {2} end
 if meta[1] ~= streamer then return {13} end
 for i = 2, 4 do
@@ -52,6 +52,6 @@ local goal = '"target":' .. target .. ',"title":' .. title .. ',"counted_from":'
 local id = fmt(tonumber(meta[2] or '0') + 1)
 emitEvent(historyKey, historyMax, channel, id, event(id, 'goal', now,
   '"target":' .. target .. ',"progress":' .. progress .. ',"title":' .. title
-  .. ',"counted_from":' .. from))
+  .. ',"counted_from":' .. from), meta[5])
 redis.call('HSET', streamKey, 'seq', id, 'goal', goal, 'goal_from', from)
 return {0, tonumber(id), tonumber(progress), tonumber(from)}

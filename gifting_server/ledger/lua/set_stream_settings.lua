@@ -59,7 +59,8 @@ for i = 5, #ARGV, 3 do
 end
 local id = fmt(tonumber(meta[2] or '0') + 1)
 emitEvent(historyKey, historyMax, channel, id,
-  event(id, 'settings', now, '"messages":{' .. table.concat(public, ',') .. '}'))
+  event(id, 'settings', now, '"messages":{' .. table.concat(public, ',') .. '}'),
+  redis.call('HGET', streamKey, 'webhook_log') or nil)
 changes[#changes + 1] = 'seq'
 changes[#changes + 1] = id
 redis.call('HSET', streamKey, unpack(changes))

@@ -43,8 +43,18 @@ end
 -- single Redis, which may be older than 7), or "sharded:" and the channel on a
 -- cluster: SPUBLISH, which keeps the event on the shard of the stream's slot (the
 -- channel hashes to it, so the script may publish there). keys.SHARDED is the prefix.
-local function emitEvent(historyKey, historyMax, channel, id, json)
+-- `deliveryLog`: the stream meta's field "webhook_log", read by the caller with the
+-- rest of the meta. nil (false) when the stream has no webhook endpoints: nothing more
+-- is done, so such a stream's events cost what they did before webhooks (make
+-- bench-script). Else the name of the stream's delivery log (keys.webhook_log), a
+-- Redis Stream the event is appended to as well, same entry id and field, in the same
+-- step; the webhook deliverer reads it and trims it (webhooks/deliver.py). The log is
+-- not among the script's KEYS: it carries the hash tag of the stream's keys the
+-- script was given, so it is in their slot, which is what Redis Cluster checks of a
+-- script without flags; declaring it would add an argument to every gift's call.
+local function emitEvent(historyKey, historyMax, channel, id, json, deliveryLog)
   redis.call('XADD', historyKey, 'MAXLEN', '~', historyMax, id .. '-0', 'e', json)
+  if deliveryLog then redis.call('XADD', deliveryLog, id .. '-0', 'e', json) end
   -- A plain channel starts with "{", a marked one with "s", which sorts below it: a
   -- comparison, not a call of string.byte, which costs every gift (make bench-script).
   if channel > "{" then

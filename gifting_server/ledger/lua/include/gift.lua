@@ -107,9 +107,10 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
     comboRaw = st.combos[comboField]
     if comboRaw == nil then comboRaw = redis.call('HGET', streamKey, comboField) end
   else
-    local meta = redis.call('HMGET', streamKey, 'streamer', 'status', 'seq', 'coins', comboField)
+    local meta = redis.call('HMGET', streamKey, 'streamer', 'status', 'seq', 'coins', comboField,
+      'webhook_log')
     st = {owner = meta[1], status = meta[2], seq = tonumber(meta[3] or '0'),
-      coins = tonumber(meta[4] or '0'), combos = {}, fields = {}}
+      coins = tonumber(meta[4] or '0'), combos = {}, fields = {}, deliveryLog = meta[6]}
     shared.streams[streamKey] = st
     shared.streamOrder[#shared.streamOrder + 1] = streamKey
     comboRaw = meta[5]
@@ -149,7 +150,7 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   local coinsTotal = st.coins + cost
   local eventId, id, combo, comboText, tapText, coinsTotalText = emitGift(historyKey,
     historyMax, channel, streaksKey, sender .. ':' .. giftId, st.seq, st.coins, coinsTotal,
-    count, countArg, last, now, nowArg, comboWindow, eventFragment)
+    count, countArg, last, now, nowArg, comboWindow, eventFragment, st.deliveryLog)
   st.seq, st.coins, st.seqText, st.coinsText = eventId, coinsTotal, id, coinsTotalText
   if st.combos[comboField] == nil then st.fields[#st.fields + 1] = comboField end
   -- The combo outlives its window so that close_streaks can still announce its end.
