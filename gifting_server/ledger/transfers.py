@@ -88,6 +88,10 @@ class Transfer:
 class Credited:
     event_id: int
     combo: int
+    # The battle credit_stream counted the gift for, and when (that slot's TIME, unix
+    # ms): what credit_streamer records in the journal entry ("" when none).
+    battle: str = ""
+    battle_at: str = ""
 
 
 @dataclass(frozen=True)
@@ -190,7 +194,7 @@ async def debit(
 async def finish(store: Store, transfer: Transfer, daily_limit: str) -> Credited:
     """Steps 3 to 5 of a debited transfer; safe to repeat, in whole or in part."""
     credited = await credit_stream(store, transfer)
-    await credit_streamer(store, transfer, credited.event_id, daily_limit)
+    await credit_streamer(store, transfer, credited, daily_limit)
     outbox = keys.outbox(transfer.sender)
     await guarded(store.scripts.command(outbox, "ZREM", outbox, transfer.id))
     return credited
@@ -208,6 +212,8 @@ async def credit_stream(store: Store, transfer: Transfer) -> Credited:
             keys.open_streaks(stream),
             keys.stream_history(stream),
             keys.credited(keys.stream(stream), transfer.credit_id),
+            keys.battle_side(stream),
+            keys.battle_top(stream),
         ],
         [
             transfer.sender,
@@ -222,11 +228,11 @@ async def credit_stream(store: Store, transfer: Transfer) -> Credited:
             settings.limits.idempotency_ttl_s * 1000,
         ],
     )
-    return Credited(int(result[1]), int(result[2]))
+    return Credited(int(result[1]), int(result[2]), str(result[4]), str(result[5]))
 
 
 async def credit_streamer(
-    store: Store, transfer: Transfer, event_id: int, daily_limit: str
+    store: Store, transfer: Transfer, credited: Credited, daily_limit: str
 ) -> None:
     """Step 4: the streamer's earnings and the journal entry, once per transfer."""
     streamer = transfer.streamer
@@ -251,11 +257,13 @@ async def credit_streamer(
             transfer.share_bps,
             transfer.held_until,
             transfer.at,
-            event_id,
+            credited.event_id,
             transfer.key,
             daily_limit,
             int(transfer.adult),
             store.settings.limits.idempotency_ttl_s * 1000,
+            credited.battle,
+            credited.battle_at,
         ],
     )
 

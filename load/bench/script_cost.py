@@ -264,7 +264,7 @@ async def _side(url: str, settings: Settings, gifts: int, side: str) -> None:
                 )
                 await transfers.credit_stream(store, transfer)
             else:
-                await transfers.credit_streamer(store, transfer, i + 1, "")
+                await transfers.credit_streamer(store, transfer, transfers.Credited(i + 1, 1), "")
 
     try:
         await asyncio.gather(*(one(i) for i in range(gifts)))
