@@ -21,12 +21,13 @@ class BattleTicker:
         self.holder = uuid.uuid4().hex
 
     async def tick(self) -> None:
-        if not await self._leased():
-            return
         store, due = self.store, keys.BATTLES_DUE
+        # Read first: with no battle open, a tick writes nothing (not even the lease).
         entries = await guarded(
             store.scripts.command(due, "ZRANGE", due, 0, BATTLES_PER_TICK - 1, "WITHSCORES")
         )
+        if not entries or not await self._leased():
+            return
         now = store.clock()
         at_of = {str(entries[i]): float(entries[i + 1]) for i in range(0, len(entries), 2)}
 
