@@ -476,11 +476,17 @@ def schemas(settings: Settings) -> dict[str, Schema]:
 def openapi_document(settings: Settings) -> dict[str, Any]:
     # The streamer's endpoints are described in their own module, which builds on the
     # helpers above (imported here: it imports this module).
+    from gifting_server.api.openapi_battles import battle_operations, battle_schemas
     from gifting_server.api.openapi_studio import studio_operations, studio_schemas
 
     stream = param("stream_id", "path", ID_SCHEMA, "the stream")
     paths: dict[str, dict[str, Any]] = defaultdict(dict)
-    for op in [*operations(settings), *studio_operations(settings, stream)]:
+    ops = [
+        *operations(settings),
+        *studio_operations(settings, stream),
+        *battle_operations(settings),
+    ]
+    for op in ops:
         paths[op.path][op.method] = op.document()
     return {
         "openapi": "3.1.0",
@@ -492,7 +498,11 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         },
         "paths": dict(paths),
         "components": {
-            "schemas": {**schemas(settings), **studio_schemas(settings)},
+            "schemas": {
+                **schemas(settings),
+                **studio_schemas(settings),
+                **battle_schemas(settings),
+            },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

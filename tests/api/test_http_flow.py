@@ -12,6 +12,7 @@ import httpx
 import pytest
 from starlette.routing import Route
 
+from gifting_server.api import battles_http
 from gifting_server.api import http as http_api
 from gifting_server.api import speech as speech_api
 from gifting_server.api import streamer_http
@@ -304,7 +305,14 @@ async def test_metrics_are_prometheus_text(http: httpx.AsyncClient) -> None:
 
 def routes_of_the_app() -> list[tuple[str, str]]:
     found = [("/openapi.json", "get"), ("/metrics", "get")]
-    for route in [*http_api.routes, *studio_api.routes, *speech_api.routes, *streamer_http.routes]:
+    every = [
+        *http_api.routes,
+        *studio_api.routes,
+        *speech_api.routes,
+        *streamer_http.routes,
+        *battles_http.routes,
+    ]
+    for route in every:
         assert isinstance(route, Route)
         found += [(route.path, m.lower()) for m in route.methods or () if m != "HEAD"]
     return found
