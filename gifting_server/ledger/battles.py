@@ -75,6 +75,9 @@ async def invite(
         )
     if opponent == stream_id:
         raise invalid("a stream cannot battle itself")
+    invitation = keys.battle_invitation(stream_id, key)
+    if not await guarded(store.redis.exists(invitation)):  # a retry: its first answer
+        await _check_streams(store, who, stream_id, opponent)
     battle_id = f"{keys.BATTLE_ID_PREFIX}{uuid.uuid4().hex[:20]}.{stream_id}"
     await _recover_at(store, battle_id)
     result = await _invite_step(store, who, stream_id, battle_id, opponent, duration_s, key)
@@ -89,6 +92,33 @@ async def invite(
             code = ErrorCode.UNKNOWN_STREAM
         raise GiftingError(code, record.fields.get("refused_message", "the invite was refused"))
     return await battle_record.view(store, record), not replayed
+
+
+async def _check_streams(store: Store, who: Identity, stream_id: str, opponent: str) -> None:
+    """The refusals of an invite, read before anything is written (the steps check
+    them again, atomically, when they lock each stream)."""
+    owner = await guarded(store.redis.hget(keys.stream(stream_id), "streamer"))
+    if owner is None:
+        raise GiftingError(ErrorCode.UNKNOWN_STREAM, "no such stream")
+    if owner != who.user_id:
+        raise GiftingError(ErrorCode.FORBIDDEN, "this stream belongs to another streamer")
+    streamer, status, holder = await guarded(
+        store.redis.hmget(keys.stream(opponent), ["streamer", "status", "battle_lock"])
+    )
+    if streamer is None:
+        raise GiftingError(ErrorCode.UNKNOWN_STREAM, "no such stream to invite")
+    if streamer == who.user_id:
+        raise _conflict("a battle needs another streamer's stream")
+    if status != "live":
+        raise _conflict("the invited stream is not live")
+    if holder and await _lock_holds(store, str(holder)):
+        raise _conflict("the opponent is already in a battle")
+
+
+async def _lock_holds(store: Store, holder: str) -> bool:
+    """A stream's lock to `holder` stands while that battle is not over for good."""
+    record = await battle_record.read(store, holder) if "." in holder else None
+    return record is not None and record.status not in FINAL
 
 
 async def _invite_step(
@@ -446,10 +476,7 @@ async def _move(
 async def _released_stale(store: Store, stream_id: str, holder: str) -> bool:
     """The stream is locked to `holder`: when that battle is over for good (or has no
     record: a crash before it was written), let the stream go. True when it did."""
-    if not holder:
-        return False
-    record = await battle_record.read(store, holder) if "." in holder else None
-    if record is not None and record.status not in FINAL:
+    if not holder or await _lock_holds(store, holder):
         return False
     result = await _run(store, "battle_release", [keys.stream(stream_id)], [holder])
     return bool(int(result[1]))
