@@ -156,6 +156,7 @@ GIFT_WRITTEN_TYPES = (
     ("{u:*}:lb:day:*", "zset"),
     ("{u:*}:lb:all", "zset"),
     ("{s:*}:streaks", "zset"),
+    ("{s:*}:battle_top", "zset"),
     ("{s:*}:history", "stream"),
     (JOURNAL_PATTERN, "stream"),
     (OUTBOX_PATTERN, "zset"),
