@@ -124,7 +124,7 @@ def battle_lines(settings: Settings, base_url: str, streamer: str) -> list[str]:
         "  (or /decline; either streamer may /cancel before it starts)",
         f"  score:   curl {base_url}/v1/battles/BATTLE",
         "  Gifts to either stream count for its side until the end; the viewers of both"
-        " streams get `battle` events. The rival stream's viewer client:",
-        f"    {base_url}/client?stream_id={DEMO_RIVAL_STREAM}&token=<a viewer token above>",
+        " streams get `battle` events. To gift to the rival's side, open a viewer's"
+        f" client link above with stream_id={DEMO_RIVAL_STREAM}.",
         "",
     ]
