@@ -96,14 +96,17 @@ class Side:
 async def live_side(store: Store, record: Record, index: int) -> Side:
     """One side of a battle that is not over: its points and top as they stand."""
     stream_id = record.streams[index]
-    side, top = await asyncio.gather(
-        guarded(store.redis.hmget(keys.battle_side(stream_id), ["id", "points"])),
+    meta, top = await asyncio.gather(
+        guarded(
+            store.redis.hmget(keys.stream(stream_id), ["battle", "battle_closed", "battle_points"])
+        ),
         guarded(store.redis.zrevrange(keys.battle_top(stream_id), 0, TOP - 1, withscores=True)),
     )
-    if side[0] != record.battle_id:  # not started yet
-        return side_of(record, index, 0, [])
+    mine = f"{record.battle_id}|"
+    if not any(str(value).startswith(mine) for value in meta[:2] if value):
+        return side_of(record, index, 0, [])  # not started yet
     rows: list[tuple[str, float]] = top  # type: ignore[assignment]  # withscores: pairs
-    return side_of(record, index, int(side[1] or 0), [(str(u), int(c)) for u, c in rows])
+    return side_of(record, index, int(meta[2] or 0), [(str(u), int(c)) for u, c in rows])
 
 
 def side_of(record: Record, index: int, points: int, top: list[tuple[str, int]]) -> Side:

@@ -226,7 +226,7 @@ async def accept(store: Store, who: Identity, battle_id: str) -> dict[str, Any]:
     result = await _run(
         store,
         "battle_accept",
-        [keys.battle(battle_id), keys.stream(a), keys.battle_side(a), keys.battle_top(a)],
+        [keys.battle(battle_id), keys.stream(a), keys.battle_top(a)],
         [battle_id],
     )
     code = int(result[0])
@@ -340,7 +340,7 @@ async def _start_invited_side(store: Store, record: Record) -> Record:
     result = await _run(
         store,
         "battle_start_side",
-        [keys.stream(b), keys.battle_side(b), keys.battle_top(b)],
+        [keys.stream(b), keys.battle_top(b)],
         [battle_id, ends_at],
     )
     if int(result[0]) != ScriptCode.OK:
@@ -362,7 +362,7 @@ async def finish(store: Store, record: Record) -> None:
         result = await _run(
             store,
             "battle_close_side",
-            [keys.stream(stream_id), keys.battle_side(stream_id), keys.battle_top(stream_id)],
+            [keys.stream(stream_id), keys.battle_top(stream_id)],
             [record.battle_id, int(early), battle_record.TOP],
         )
         code = int(result[0])

@@ -186,15 +186,11 @@ def stream_of_meta_key(key: str) -> str:
     return key[len("{s:") : -len("}:meta")]
 
 
-def battle_side(stream_id: str) -> str:
-    """The stream's side of its current (or last) battle: fields `id`, `ends_at` (unix
-    ms), `points` and, once closed, `closed` (Redis TIME, unix ms). A gift of a stream
-    whose meta names a battle (`battle`) adds to `points` (lua/include/battle.lua)."""
-    return f"{{s:{stream_id}}}:battle_side"
-
-
 def battle_top(stream_id: str) -> str:
-    """The stream's contributors to its current (or last) battle: sender -> coins."""
+    """The stream's contributors to its current (or last) battle: sender -> coins. The
+    side's state is in the stream meta: `battle` ("<battle id>|<ends_at>", while it
+    counts), `battle_points`, `battle_closed` ("<battle id>|<TIME>", once closed);
+    lua/include/battle.lua."""
     return f"{{s:{stream_id}}}:battle_top"
 
 

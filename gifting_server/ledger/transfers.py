@@ -212,7 +212,6 @@ async def credit_stream(store: Store, transfer: Transfer) -> Credited:
             keys.open_streaks(stream),
             keys.stream_history(stream),
             keys.credited(keys.stream(stream), transfer.credit_id),
-            keys.battle_side(stream),
             keys.battle_top(stream),
         ],
         [

@@ -9,8 +9,7 @@
   Input:
     KEYS[1] battle record          {s:A}:battle:<id>
     KEYS[2] inviting stream meta   {s:A}:meta
-    KEYS[3] its battle side        {s:A}:battle_side
-    KEYS[4] its battle top         {s:A}:battle_top
+    KEYS[3] its battle top         {s:A}:battle_top
     ARGV[1] battle id
 
   Output:
@@ -23,7 +22,7 @@
 --- @include "numbers"
 --- @include "battle_side"
 
-local recordKey, metaKey, sideKey, topKey, battleId = KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1]
+local recordKey, metaKey, topKey, battleId = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
 local record = redis.call('HMGET', recordKey, 'status', 'expires_at', 'duration_s', 'ends_at')
 if not record[1] then return {22} end
 if record[1] ~= 'invited' then return {0, 0, record[1], record[4] or ''} end
@@ -37,5 +36,5 @@ if meta[1] ~= 'live' or meta[2] ~= battleId then return {3} end
 
 local endsAt = fmt(now + duration * 1000)
 redis.call('HSET', recordKey, 'status', 'accepting', 'started_at', fmt(now), 'ends_at', endsAt)
-startSide(metaKey, sideKey, topKey, battleId, endsAt)
+startSide(metaKey, topKey, battleId, endsAt)
 return {0, 1, 'accepting', endsAt}

@@ -17,8 +17,7 @@
     KEYS[3] open streaks        {s:S}:streaks
     KEYS[4] stream history      {s:S}:history
     KEYS[5] transfer record     {s:S}:credited:<transfer id>:<debit nonce>
-    KEYS[6] battle side         {s:S}:battle_side
-    KEYS[7] battle top          {s:S}:battle_top
+    KEYS[6] battle top          {s:S}:battle_top
     ARGV[1] sender id     ARGV[2] gift id      ARGV[3] count    ARGV[4] coins
     ARGV[5] the debit's time, unix ms          ARGV[6] combo quiet window, ms
     ARGV[7] history length cap                 ARGV[8] event JSON fragment
@@ -37,7 +36,7 @@
 
 local streamKey, streamBoardKey, streaksKey, historyKey, recordKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local battleSideKey, battleTopKey = KEYS[6], KEYS[7]
+local battleTopKey = KEYS[6]
 local sender, giftId, countArg, costArg, nowArg = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local historyMax, fragment, channel, recordTtl = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 
@@ -60,7 +59,7 @@ local meta = redis.call('HMGET', streamKey, 'seq', 'coins', comboField, 'battle'
 local seq, streamCoins = tonumber(meta[1] or '0'), tonumber(meta[2] or '0')
 local last = parseCombo(meta[3])
 if not (seq and streamCoins) or last == nil then return {17} end
-local battle = battleOf(battleSideKey, meta[4])
+local battle = meta[4] and battleOf(meta[4])
 
 -- The history first: the only write that can fail (see emitEvent), with nothing changed.
 local coinsTotal = streamCoins + cost
@@ -71,7 +70,7 @@ redis.call('ZINCRBY', streamBoardKey, costArg, sender)
 redis.call('HSET', streamKey, 'seq', id, 'coins', coinsTotalText,
   comboField, comboText .. '|' .. tapText .. '|' .. fragment)
 if battle then
-  countBattle(battleSideKey, battleTopKey, costArg, sender)
+  countBattle(streamKey, battleTopKey, costArg, sender)
   redis.call('SET', recordKey, id .. '|' .. comboText .. '|' .. battle[1] .. '|' .. battle[2],
     'PX', recordTtl)
   return {0, eventId, combo, 0, battle[1], battle[2]}

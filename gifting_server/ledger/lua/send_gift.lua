@@ -45,8 +45,7 @@
     KEYS[10] open streaks              {s:S}:streaks
     KEYS[11] journal                   {u:T}:journal   (T's, in the order T received)
     KEYS[12] stream history            {s:S}:history
-    KEYS[13] the stream's battle side  {s:S}:battle_side  (include "battle")
-    KEYS[14] its top contributors      {s:S}:battle_top
+    KEYS[13] the stream's battle top   {s:S}:battle_top  (include "battle")
     ARGV[1]  sender id          ARGV[2]  sender display name
     ARGV[3]  streamer id the caller expects to own the stream
     ARGV[4]  gift id            ARGV[5]  count        ARGV[6]  coins: count x price
@@ -83,7 +82,7 @@ local idemKey, walletKey, streamKey, streamerKey = KEYS[1], KEYS[2], KEYS[3], KE
 local heldKey, platformKey, streamBoardKey = KEYS[5], KEYS[6], KEYS[7]
 local dayBoardKey, allBoardKey = KEYS[8], KEYS[9]
 local streaksKey, journalKey, historyKey = KEYS[10], KEYS[11], KEYS[12]
-local battleSideKey, battleTopKey = KEYS[13], KEYS[14]
+local battleTopKey = KEYS[13]
 
 local sender, senderName, expectedStreamer = ARGV[1], ARGV[2], ARGV[3]
 -- Numbers that go back to Redis as they came are passed on as the strings they
@@ -145,7 +144,7 @@ local diamonds, platformShare, received, totalDiamonds = checkEarn(streamerKey, 
 if not diamonds then return {platformShare} end
 
 -- 5. The stream's battle, when it is in one (reads only).
-local battle = battleOf(battleSideKey, meta[6])
+local battle = meta[6] and battleOf(meta[6])
 
 -- All checks passed: write. The history comes first: its entry ids must grow, so
 -- a stream meta restored behind its history makes that XADD fail; as the first
@@ -165,7 +164,7 @@ redis.call('ZINCRBY', streamBoardKey, costArg, sender)
 bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
 journalGift(journalKey, sender, meta[1], streamId, giftId, countArg, costArg, diamonds,
   platformShare, shareArg, id, idemName, nowArg, w[2], isAdult, battle)
-if battle then countBattle(battleSideKey, battleTopKey, costArg, sender) end
+if battle then countBattle(streamKey, battleTopKey, costArg, sender) end
 
 -- The combo outlives its window so that close_streaks can still announce its end.
 redis.call('HSET', streamKey, 'seq', id, 'coins', coinsTotalText,

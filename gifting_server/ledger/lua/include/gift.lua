@@ -76,7 +76,7 @@ end
 
 local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, platformKey,
     streamBoardKey, dayBoardKey, allBoardKey, streaksKey, journalKey, historyKey,
-    battleSideKey, battleTopKey, sender, senderName, expectedStreamer, giftId, countArg, costArg,
+    battleTopKey, sender, senderName, expectedStreamer, giftId, countArg, costArg,
     fingerprint, nowArg, isAdult, eventFragment, channel, idemName, streamId, heldUntilArg,
     needAdult, shareArg, shareBps, comboWindow, ratePerS, burst, idemTtl, historyMax, shared)
 
@@ -143,7 +143,7 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   local platformShare = cost - diamonds
 
   -- 5. The stream's battle, when it is in one (reads only; include "battle").
-  local battle = battleOf(battleSideKey, st.battle)
+  local battle = st.battle and battleOf(st.battle)
 
   -- All checks passed: write. The history comes first: its entry ids must grow, so a
   -- stream meta restored behind its history makes that XADD fail; as this gift's
@@ -183,7 +183,7 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
   journalGift(journalKey, sender, st.owner, streamId, giftId, countArg, costArg, diamonds,
     platformShare, shareArg, id, idemName, nowArg, w[2], isAdult, battle)
-  if battle then countBattle(battleSideKey, battleTopKey, costArg, sender) end
+  if battle then countBattle(streamKey, battleTopKey, costArg, sender) end
   redis.call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText,
     'PX', idemTtl)
   return {0, eventId, coinsLeft, combo, 0, diamonds}
