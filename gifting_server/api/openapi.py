@@ -401,6 +401,11 @@ def schemas(settings: Settings) -> dict[str, Schema]:
                 "coins_total": INT,
                 "alerts_paused": {"type": "boolean"},
                 "goal": ref("StreamGoal"),
+                "battle_id": described(
+                    {"type": ["string", "null"]},
+                    "the battle the stream has a pending invite to or is live in (GET "
+                    "/v1/battles/{id}), else null",
+                ),
             }
         ),
         "GiftRequest": obj(

@@ -98,7 +98,7 @@ async def end_stream(store: Store, streamer_id: str, stream_id: str) -> int:
 
 
 async def stream_status(store: Store, stream_id: str) -> dict[str, Any]:
-    streamer, status, coins, paused, goal, name = await guarded(
+    streamer, status, coins, paused, goal, name, battle = await guarded(
         store.redis.hmget(
             keys.stream(stream_id),
             "streamer",
@@ -107,6 +107,7 @@ async def stream_status(store: Store, stream_id: str) -> dict[str, Any]:
             "alerts_paused",
             "goal",
             "streamer_name",
+            "battle_lock",
         )
     )
     if streamer is None:
@@ -119,6 +120,7 @@ async def stream_status(store: Store, stream_id: str) -> dict[str, Any]:
         "coins_total": int(coins or 0),
         "alerts_paused": paused == "1",
         "goal": events.goal_state(goal, int(coins or 0)),
+        "battle_id": str(battle) if battle else None,
     }
 
 

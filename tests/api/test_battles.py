@@ -83,6 +83,8 @@ async def test_a_whole_battle_counts_each_sides_gifts_and_names_the_winner(
     assert [s["stream_id"] for s in battle["sides"]] == ["s1", "s2"]
     assert battle["sides"][1]["streamer"] == {"id": "streamer2", "name": "Streamer Two"}
 
+    for stream_id in ("s1", "s2"):  # a studio finds the battle from its stream
+        assert (await live.get(f"/v1/streams/{stream_id}")).json()["battle_id"] == battle_id
     accepted = await live.post(f"/v1/battles/{battle_id}/accept", headers=OTHER)
     assert accepted.status_code == 200, accepted.text
     assert accepted.json()["status"] == "live"

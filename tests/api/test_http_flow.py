@@ -77,6 +77,7 @@ async def test_create_stream_is_201_then_200_while_live(http: httpx.AsyncClient)
         "coins_total": 0,
         "alerts_paused": False,
         "goal": None,
+        "battle_id": None,
     }
 
 
