@@ -81,7 +81,10 @@ async def invite(
     battle_id = f"{keys.BATTLE_ID_PREFIX}{uuid.uuid4().hex[:20]}.{stream_id}"
     await _recover_at(store, battle_id)
     result = await _invite_step(store, who, stream_id, battle_id, opponent, duration_s, key)
-    battle_id, replayed = str(result[1]), bool(result[2])
+    first, replayed = str(result[1]), bool(result[2])
+    if first != battle_id:  # a retry: the id drawn for it was never used
+        await guarded(store.scripts.command(keys.BATTLES_DUE, "ZREM", keys.BATTLES_DUE, battle_id))
+    battle_id = first
     record = await battle_record.read_known(store, battle_id)
     if record.status == "inviting":  # new, or a retry after a crash between the steps
         record = await _lock_opponent(store, record)
@@ -138,6 +141,7 @@ async def _invite_step(
         duration_s,
         store.clock(),
         store.settings.limits.idempotency_ttl_s * 1000,
+        stream_id,
     ]
     stream_keys = [
         keys.stream(stream_id),

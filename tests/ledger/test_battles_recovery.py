@@ -61,7 +61,7 @@ async def test_an_invite_whose_worker_died_after_its_first_step_is_cancelled_and
     await ledger.run_script(
         "battle_invite",
         [keys.stream("s1"), keys.battle(battle_id), keys.battle_invitation("s1", "k")],
-        ["streamer1", battle_id, "s2|60", "s2", 60, ledger.clock(), 60_000],
+        ["streamer1", battle_id, "s2|60", "s2", 60, ledger.clock(), 60_000, "s1"],
     )
     await ledger.run_script("battle_lock", [keys.stream("s2")], [battle_id, "streamer1"])
     record = await battle_record.read_known(ledger, battle_id)
@@ -85,7 +85,7 @@ async def test_a_lock_left_by_a_crash_does_not_keep_a_stream_out_of_battles(
     await ledger.run_script(
         "battle_invite",
         [keys.stream("s3"), keys.battle(stale), keys.battle_invitation("s3", "k")],
-        ["streamer3", stale, "s2|60", "s2", 60, ledger.clock(), 60_000],
+        ["streamer3", stale, "s2|60", "s2", 60, ledger.clock(), 60_000, "s3"],
     )
     await ledger.run_script("battle_lock", [keys.stream("s2")], [stale, "streamer3"])
     await ledger.run_script(

@@ -13,7 +13,7 @@
     ARGV[1] streamer id (the token's)   ARGV[2] battle id (new, bt_<hex>.<A>)
     ARGV[3] request fingerprint         ARGV[4] opponent stream id
     ARGV[5] duration, s                 ARGV[6] now, unix ms
-    ARGV[7] invitation record ttl, ms
+    ARGV[7] invitation record ttl, ms   ARGV[8] inviting stream id
 
   Output:
     {0, battle id, replayed(0/1)}: on a replay the first request's battle
@@ -25,9 +25,10 @@
 
 local metaKey, recordKey, inviteKey = KEYS[1], KEYS[2], KEYS[3]
 local streamer, battleId, fingerprint, opponent = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local durationArg, nowArg, ttl = ARGV[5], ARGV[6], ARGV[7]
+local durationArg, nowArg, ttl, inviting = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 if not (int(durationArg, 1, 86400) and digits(nowArg) and digits(ttl) and ttl ~= '0'
-    and type(battleId) == 'string' and type(opponent) == 'string') then
+    and type(battleId) == 'string' and type(opponent) == 'string'
+    and type(inviting) == 'string') then
   return {16}
 end
 
@@ -44,8 +45,7 @@ if meta[1] ~= streamer then return {13} end
 if meta[2] ~= 'live' then return {3} end
 if meta[3] then return {21, meta[3]} end
 
-redis.call('HSET', recordKey, 'status', 'inviting', 'a', string.match(recordKey, '^{s:([^}]*)}'),
-  'b', opponent, 'a_streamer', streamer, 'a_name', meta[4] or streamer,
+redis.call('HSET', recordKey, 'status', 'inviting', 'a', inviting, 'b', opponent, 'a_streamer', streamer, 'a_name', meta[4] or streamer,
   'duration_s', durationArg, 'created_at', nowArg)
 redis.call('HSET', metaKey, 'battle_lock', battleId)
 redis.call('SET', inviteKey, fingerprint .. '\n' .. battleId, 'PX', ttl)
