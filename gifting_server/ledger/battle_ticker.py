@@ -2,14 +2,14 @@
 over when its holder stops renewing it): every `[battles] tick_ms`, each live
 battle's state is published to both streams when it changed (coalesced: at most one
 `battle` event per tick), and every battle that is due (an invite's expiry, a
-battle's end, a step a crash left behind) is advanced (`battles.advance`)."""
+battle's end, a step a crash left behind) is advanced (`battle_steps.advance`)."""
 
 from __future__ import annotations
 
 import os
 import uuid
 
-from gifting_server.ledger import battle_record, battles, keys
+from gifting_server.ledger import battle_record, battle_steps, keys
 from gifting_server.ledger.store import Store, guarded
 from gifting_server.tasks import for_each_stream
 
@@ -40,9 +40,9 @@ class BattleTicker:
                     await guarded(store.scripts.command(due, "ZREM", due, battle_id))
                 return
             if now >= at_of[battle_id]:
-                await battles.advance(store, record)
+                await battle_steps.advance(store, record)
             elif record.status == "live":
-                await battles.publish(store, record)
+                await battle_steps.publish(store, record)
 
         await for_each_stream(list(at_of), one)
 

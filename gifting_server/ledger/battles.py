@@ -10,10 +10,11 @@ them and what each crash leaves):
 
 Every battle not closed for good is in `keys.BATTLES_DUE` with the time a worker
 should look at it: the invite's expiry, the battle's end, or, before a step that a
-crash may cut short, `recover_after_ms` ahead. `advance` drives a battle from
-whatever state it is in to the next, idempotently: the requests call it, and the
-battle ticker of whichever worker holds the lease (battle_ticker.py) calls it for
-every battle that is due, so a battle whose worker died still ends, once.
+crash may cut short, `recover_after_ms` ahead. `battle_steps.advance` drives a
+battle from whatever state it is in to the next, idempotently: the requests here
+call it, and the battle ticker of whichever worker holds the lease
+(battle_ticker.py) calls it for every battle that is due, so a battle whose worker
+died still ends, once.
 """
 
 from __future__ import annotations
@@ -21,15 +22,24 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import orjson
-
 from gifting_server.auth import Identity, Role
 from gifting_server.errors import ErrorCode, GiftingError, ScriptCode, script_error
 from gifting_server.fields import invalid
 from gifting_server.ledger import battle_record, keys
 from gifting_server.ledger.battle_record import FINAL, Record
+from gifting_server.ledger.battle_steps import (
+    advance,
+    close_for_good,
+    close_unstarted,
+    due_at,
+    finish,
+    publish,
+    recover_at,
+    run,
+    start_invited_side,
+    step,
+)
 from gifting_server.ledger.store import Store, guarded
-from gifting_server.logs import audit
 
 # The reasons a battle closed, shown as `reason`: ended by time or by a forfeit;
 # declined; cancelled by a streamer, by expiry, because a stream ended, or because
@@ -39,24 +49,6 @@ REASONS = ("time", "forfeit", "declined", "cancelled", "expired", "stream_ended"
 
 def _conflict(message: str) -> GiftingError:
     return GiftingError(ErrorCode.BATTLE_CONFLICT, message)
-
-
-async def _run(store: Store, script: str, keys_: list[str], args: list[Any]) -> list[Any]:
-    """A battle script's reply, whatever its code (the callers decide what each means)."""
-    result: list[Any] = await guarded(store.scripts.run(script, keys_, args))
-    return result
-
-
-async def _due(store: Store, battle_id: str, at_ms: int, *, sooner_only: bool = False) -> None:
-    due = keys.BATTLES_DUE
-    flags = ("LT",) if sooner_only else ()
-    await guarded(store.scripts.command(due, "ZADD", due, *flags, at_ms, battle_id))
-
-
-async def _recover_at(store: Store, battle_id: str) -> None:
-    """Before a step a crash may cut short: any worker looks at the battle then."""
-    grace = store.settings.battles.recover_after_ms
-    await _due(store, battle_id, store.clock() + grace, sooner_only=True)
 
 
 # -- the requests --------------------------------------------------------------------
@@ -79,7 +71,7 @@ async def invite(
     if not await guarded(store.redis.exists(invitation)):  # a retry: its first answer
         await _check_streams(store, who, stream_id, opponent)
     battle_id = f"{keys.BATTLE_ID_PREFIX}{uuid.uuid4().hex[:20]}.{stream_id}"
-    await _recover_at(store, battle_id)
+    await recover_at(store, battle_id)
     result = await _invite_step(store, who, stream_id, battle_id, opponent, duration_s, key)
     first, replayed = str(result[1]), bool(result[2])
     if first != battle_id:  # a retry: the id drawn for it was never used
@@ -149,7 +141,7 @@ async def _invite_step(
         keys.battle_invitation(stream_id, key),
     ]
     for _ in range(2):
-        result = await _run(store, "battle_invite", stream_keys, args)
+        result = await run(store, "battle_invite", stream_keys, args)
         code = int(result[0])
         if code == ScriptCode.BATTLE_CONFLICT and await _released_stale(
             store, stream_id, str(result[1])
@@ -173,7 +165,7 @@ async def _lock_opponent(store: Store, record: Record) -> Record:
     battle_id, (_, opponent) = record.battle_id, record.streams
     inviter = record.streamers[0]
     for _ in range(2):
-        result = await _run(store, "battle_lock", [keys.stream(opponent)], [battle_id, inviter])
+        result = await run(store, "battle_lock", [keys.stream(opponent)], [battle_id, inviter])
         code = int(result[0])
         if code == ScriptCode.BATTLE_CONFLICT and await _released_stale(
             store, opponent, str(result[1])
@@ -182,7 +174,7 @@ async def _lock_opponent(store: Store, record: Record) -> Record:
         break
     if code == ScriptCode.OK:
         expires_at = store.clock() + store.settings.battles.invite_ttl_s * 1000
-        state = await _step(
+        state = await step(
             store,
             battle_id,
             "inviting",
@@ -195,7 +187,7 @@ async def _lock_opponent(store: Store, record: Record) -> Record:
         if state != "invited":  # taken for abandoned meanwhile (a very slow step)
             await close_for_good(store, record)
             return record
-        await _due(store, battle_id, expires_at)
+        await due_at(store, battle_id, expires_at)
         await publish(store, record)
         return record
     refusals = {
@@ -205,7 +197,7 @@ async def _lock_opponent(store: Store, record: Record) -> Record:
         ScriptCode.BATTLE_CONFLICT: ("battle_conflict", "the opponent is already in a battle"),
     }
     refused, message = refusals.get(ScriptCode(code), ("battle_conflict", "refused"))
-    await _step(
+    await step(
         store,
         battle_id,
         "inviting",
@@ -225,9 +217,9 @@ async def accept(store: Store, who: Identity, battle_id: str) -> dict[str, Any]:
         return await battle_record.view(store, await advance(store, record))
     if record.status != "invited":
         raise _conflict(f"the battle is {record.public_status}; it can no longer be accepted")
-    await _recover_at(store, battle_id)
+    await recover_at(store, battle_id)
     a = record.streams[0]
-    result = await _run(
+    result = await run(
         store,
         "battle_accept",
         [keys.battle(battle_id), keys.stream(a), keys.battle_top(a)],
@@ -235,7 +227,7 @@ async def accept(store: Store, who: Identity, battle_id: str) -> dict[str, Any]:
     )
     code = int(result[0])
     if code == ScriptCode.BATTLE_EXPIRED:
-        await _close_unstarted(store, battle_id, "expired")
+        await close_unstarted(store, battle_id, "expired")
         raise script_error(code)
     if code == ScriptCode.STREAM_NOT_LIVE:
         raise _conflict("the inviting stream is no longer live")
@@ -282,18 +274,13 @@ async def _close_by_request(
         return await battle_record.view(store, await advance(store, record))
     if record.status not in ("inviting", "invited"):
         raise _conflict(f"the battle is {record.public_status}; it can no longer be {status}")
-    await _recover_at(store, record.battle_id)
-    state = await _step(store, record.battle_id, "inviting,invited", status, reason=reason)
+    await recover_at(store, record.battle_id)
+    state = await step(store, record.battle_id, "inviting,invited", status, reason=reason)
     record = await battle_record.read_known(store, record.battle_id)
     if state != status:
         raise _conflict(f"the battle is {record.public_status}; it can no longer be {status}")
     await close_for_good(store, record)
     return await battle_record.view(store, record)
-
-
-async def _close_unstarted(store: Store, battle_id: str, reason: str) -> None:
-    await _step(store, battle_id, "inviting,invited", "cancelled", reason=reason)
-    await close_for_good(store, await battle_record.read_known(store, battle_id))
 
 
 async def stream_ended(store: Store, stream_id: str, battle_id: str) -> None:
@@ -303,178 +290,16 @@ async def stream_ended(store: Store, stream_id: str, battle_id: str) -> None:
     if record is None or stream_id not in record.streams:
         return
     if record.status in ("inviting", "invited"):
-        await _close_unstarted(store, battle_id, "stream_ended")
+        await close_unstarted(store, battle_id, "stream_ended")
         return
     if record.status == "accepting":
-        record = await _start_invited_side(store, record)
+        record = await start_invited_side(store, record)
     if record.status == "live":
         if not record.fields.get("forfeit"):
-            await _step(store, battle_id, "live", "live", forfeit=stream_id)
+            await step(store, battle_id, "live", "live", forfeit=stream_id)
         await finish(store, await battle_record.read_known(store, battle_id))
     else:
         await advance(store, record)
-
-
-# -- the steps after the requests ----------------------------------------------------
-
-
-async def advance(store: Store, record: Record) -> Record:
-    """Take the battle as far as it can go now; the record as it is then. Safe to run
-    from any worker at any time, as often as wanted."""
-    status, now = record.status, store.clock()
-    if status == "inviting":
-        if now >= record.number("created_at") + store.settings.battles.recover_after_ms:
-            await _close_unstarted(store, record.battle_id, "failed")
-    elif status == "invited":
-        if now >= record.number("expires_at"):
-            await _close_unstarted(store, record.battle_id, "expired")
-    elif status == "accepting":
-        await _start_invited_side(store, record)
-    elif status == "live":
-        await finish(store, record)
-    elif status in FINAL:
-        await close_for_good(store, record)
-    return await battle_record.read_known(store, record.battle_id)
-
-
-async def _start_invited_side(store: Store, record: Record) -> Record:
-    """The invited stream's side, then the record `live` (steps 2 and 3 of an accept)."""
-    battle_id, b = record.battle_id, record.streams[1]
-    ends_at = record.number("ends_at")
-    result = await _run(
-        store,
-        "battle_start_side",
-        [keys.stream(b), keys.battle_top(b)],
-        [battle_id, ends_at],
-    )
-    if int(result[0]) != ScriptCode.OK:
-        raise script_error(int(result[0]))
-    await _step(store, battle_id, "accepting", "live")
-    await _due(store, battle_id, ends_at)
-    record = await battle_record.read_known(store, battle_id)
-    await publish(store, record)
-    return record
-
-
-async def finish(store: Store, record: Record) -> None:
-    """End a live battle once both sides are closed: each side closes when its own
-    slot's clock reached `ends_at` (at once after a forfeit). Not over yet on a side:
-    the battle is due again when that side says its time is up."""
-    early = bool(record.fields.get("forfeit"))
-    closed = []
-    for stream_id in record.streams:
-        result = await _run(
-            store,
-            "battle_close_side",
-            [keys.stream(stream_id), keys.battle_top(stream_id)],
-            [record.battle_id, int(early), battle_record.TOP],
-        )
-        code = int(result[0])
-        if code == ScriptCode.BATTLE_NOT_OVER:
-            await _due(store, record.battle_id, store.clock() + int(result[1]))
-            return
-        if code != ScriptCode.OK:
-            raise script_error(code)
-        closed.append(result)
-    ends_at = record.number("ends_at")
-    sides = []
-    for index, reply in enumerate(closed):
-        top = reply[5]
-        pairs = [(str(top[i]), int(float(top[i + 1]))) for i in range(0, len(top), 2)]
-        sides.append(battle_record.side_of(record, index, int(reply[1]), pairs))
-    winner, reason = decide(record, closed, ends_at)
-    final = await battle_record.sides_json(store, sides)
-    ended_at = max(int(reply[2]) for reply in closed)
-    moved, _ = await _move(
-        store,
-        record.battle_id,
-        "live",
-        "ended",
-        winner=winner or "",
-        reason=reason,
-        final=orjson.dumps(final).decode(),
-        ended_at=ended_at,
-    )
-    record = await battle_record.read_known(store, record.battle_id)
-    if moved:  # once per battle: the one call that ended it
-        audit(
-            "battle_ended",
-            battle_id=record.battle_id,
-            streams=list(record.streams),
-            points=[side.points for side in sides],
-            winner=winner,
-            reason=reason,
-        )
-    await close_for_good(store, record)
-
-
-def decide(record: Record, closed: list[list[Any]], ends_at: int) -> tuple[str | None, str]:
-    """The winner (None: a draw) and why. A stream that ended before `ends_at` forfeits
-    (of two, the one that ended first); otherwise the side with more points wins."""
-    forfeits = []
-    for index, reply in enumerate(closed):
-        status, ended_at = str(reply[3]), str(reply[4])
-        if status == "ended" and ended_at.isdigit() and int(ended_at) < ends_at:
-            forfeits.append((int(ended_at), index))
-    a, b = record.streams
-    if forfeits:
-        loser = min(forfeits)[1]
-        return (b if loser == 0 else a), "forfeit"
-    points_a, points_b = int(closed[0][1]), int(closed[1][1])
-    if points_a == points_b:
-        return None, "time"
-    return (a if points_a > points_b else b), "time"
-
-
-async def close_for_good(store: Store, record: Record) -> None:
-    """A battle in a final state: its end published once to both streams, both streams
-    let go, and the battle off the due list. Every part is safe to repeat."""
-    await publish(store, record)
-    for stream_id in record.streams:
-        if stream_id:
-            await _run(store, "battle_release", [keys.stream(stream_id)], [record.battle_id])
-    due = keys.BATTLES_DUE
-    await guarded(store.scripts.command(due, "ZREM", due, record.battle_id))
-
-
-async def publish(store: Store, record: Record, body: dict[str, Any] | None = None) -> None:
-    """The battle's state as a `battle` event on both streams, when it changed there."""
-    if body is None:
-        body = await battle_record.view(store, record)
-    final = int(record.status in FINAL)
-    state = battle_record.fragment(body)
-    for stream_id in record.streams:
-        if not stream_id:
-            continue
-        await _run(
-            store,
-            "publish_battle",
-            [keys.stream(stream_id), keys.stream_history(stream_id)],
-            [
-                record.battle_id,
-                state,
-                final,
-                store.clock(),
-                store.settings.history.max_events,
-                store.event_channel(stream_id),
-            ],
-        )
-
-
-async def _step(store: Store, battle_id: str, from_states: str, to: str, **fields: Any) -> str:
-    """Move the record (battle_step); the state it is in afterwards."""
-    return (await _move(store, battle_id, from_states, to, **fields))[1]
-
-
-async def _move(
-    store: Store, battle_id: str, from_states: str, to: str, **fields: Any
-) -> tuple[bool, str]:
-    """Move the record (battle_step): whether this call moved it, and its state after."""
-    pairs = [part for name, value in fields.items() for part in (name, value)]
-    result = await _run(store, "battle_step", [keys.battle(battle_id)], [from_states, to, *pairs])
-    if int(result[0]) != ScriptCode.OK:
-        raise script_error(int(result[0]))
-    return bool(int(result[1])), str(result[2])
 
 
 async def _released_stale(store: Store, stream_id: str, holder: str) -> bool:
@@ -482,5 +307,5 @@ async def _released_stale(store: Store, stream_id: str, holder: str) -> bool:
     record: a crash before it was written), let the stream go. True when it did."""
     if not holder or await _lock_holds(store, holder):
         return False
-    result = await _run(store, "battle_release", [keys.stream(stream_id)], [holder])
+    result = await run(store, "battle_release", [keys.stream(stream_id)], [holder])
     return bool(int(result[1]))

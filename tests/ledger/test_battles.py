@@ -15,7 +15,7 @@ import pytest
 from gifting_server.auth import Identity, Role
 from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import alerts, battle_record, battles, gifts, keys
+from gifting_server.ledger import alerts, battle_record, battle_steps, battles, gifts, keys
 from gifting_server.ledger.reconcile import reconcile
 from gifting_server.ledger.store import Store, connect
 from tests.factories import fund, live_stream, viewer
@@ -55,7 +55,7 @@ async def end_of(store: Store, battle_id: str, within_s: float = 10) -> dict[str
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         record = await battle_record.read_known(store, battle_id)
-        record = await battles.advance(store, record)
+        record = await battle_steps.advance(store, record)
         if record.status == "ended":
             return await battles.get(store, battle_id)
         await asyncio.sleep(0.02)
@@ -154,9 +154,9 @@ async def test_the_end_is_published_once_to_each_stream_however_often_it_is_driv
     ended = await end_of(ledger, battle["battle_id"])
     record = await battle_record.read_known(ledger, battle["battle_id"])
     for _ in range(3):
-        await battles.advance(ledger, record)
-        await battles.finish(ledger, record)
-        await battles.close_for_good(ledger, record)
+        await battle_steps.advance(ledger, record)
+        await battle_steps.finish(ledger, record)
+        await battle_steps.close_for_good(ledger, record)
     for stream_id in ("s1", "s2"):
         rows = await ledger.redis.xrange(keys.stream_history(stream_id))
         finals = [

@@ -14,7 +14,7 @@ import pytest
 from gifting_server.auth import Identity, Role
 from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import battle_record, battles, gifts, keys
+from gifting_server.ledger import battle_record, battle_steps, battles, gifts, keys
 from gifting_server.ledger.reconcile import reconcile
 from gifting_server.ledger.store import Store, connect
 from tests.factories import fund, live_stream, viewer
@@ -68,10 +68,10 @@ async def test_an_invite_whose_worker_died_after_its_first_step_is_cancelled_and
     assert record.status == "inviting"
     assert (await battles.get(ledger, battle_id))["status"] == "invited"  # as it will be
     # not yet abandoned: left alone
-    assert (await battles.advance(ledger, record)).status == "inviting"
+    assert (await battle_steps.advance(ledger, record)).status == "inviting"
     clock = ledger.clock = MovableClock(ledger)
     clock.ahead = ledger.settings.battles.recover_after_ms
-    after = await battles.advance(ledger, record)
+    after = await battle_steps.advance(ledger, record)
     assert (after.status, after.fields["reason"]) == ("cancelled", "failed")
     assert await meta(ledger, "s1", "battle_lock") is None
     assert await meta(ledger, "s2", "battle_lock") is None
@@ -143,7 +143,9 @@ async def test_equal_points_are_a_draw_and_reconcile_catches_points_not_in_the_j
     battle_id = live["battle_id"]
     ended = None
     for _ in range(400):  # until Redis's clock passed ends_at (each step says what is left)
-        record = await battles.advance(ledger, await battle_record.read_known(ledger, battle_id))
+        record = await battle_steps.advance(
+            ledger, await battle_record.read_known(ledger, battle_id)
+        )
         if record.status == "ended":
             ended = await battles.get(ledger, battle_id)
             break
