@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import random
 import time
 from collections.abc import AsyncIterator
@@ -147,9 +148,10 @@ async def test_a_gift_outside_a_battle_and_a_test_alert_count_for_no_battle(ledg
     assert [e.get("battle") for e in entries] == [None, battle["battle_id"]]
 
 
-async def test_the_end_is_published_once_to_each_stream_however_often_it_is_driven(
-    ledger: Store,
+async def test_the_end_is_published_and_audited_once_however_often_it_is_driven(
+    ledger: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="gifting_server.audit")
     battle = await start_battle(ledger)
     ended = await end_of(ledger, battle["battle_id"])
     record = await battle_record.read_known(ledger, battle["battle_id"])
@@ -164,3 +166,17 @@ async def test_the_end_is_published_once_to_each_stream_however_often_it_is_driv
         ]
         assert len(finals) == 1, finals
     assert ended["status"] == "ended"
+    lines = [
+        getattr(r, "fields", {})
+        for r in caplog.records
+        if r.name == "gifting_server.audit" and r.getMessage() == "battle_ended"
+    ]
+    assert lines == [
+        {
+            "battle_id": battle["battle_id"],
+            "streams": ["s1", "s2"],
+            "points": [0, 0],
+            "winner": None,
+            "reason": "time",
+        }
+    ]
