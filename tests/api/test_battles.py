@@ -253,7 +253,7 @@ async def test_the_same_idempotency_key_answers_the_same_battle(live: httpx.Asyn
 
 
 async def test_an_unanswered_invite_expires_and_frees_both_streams(
-    http: httpx.AsyncClient, redis_url: str, tmp_path: Path
+    redis_url: str, tmp_path: Path
 ) -> None:
     settings = make_settings(redis_url, tmp_path, battles={**BATTLES, "invite_ttl_s": 1})
     with ServerThread(settings) as running:
