@@ -161,3 +161,51 @@ async def test_equal_points_are_a_draw_and_reconcile_catches_points_not_in_the_j
     await ledger.redis.hset(keys.battle(battle_id), "final", orjson.dumps(sides).decode())  # type: ignore[misc]
     report = await reconcile(ledger.redis, share)
     assert any(battle_id in problem and "6 points" in problem for problem in report.problems)
+
+
+async def test_two_invites_racing_for_one_opponent_make_one_battle(ledger: Store) -> None:
+    results = await asyncio.gather(
+        battles.invite(ledger, ONE, "s1", "s2", 60, "a"),
+        battles.invite(ledger, THREE, "s3", "s2", 60, "b"),
+        return_exceptions=True,
+    )
+    won = [r for r in results if not isinstance(r, BaseException)]
+    lost = [r for r in results if isinstance(r, GiftingError)]
+    assert len(won) == 1 and len(lost) == 1, results
+    assert lost[0].code is ErrorCode.BATTLE_CONFLICT
+    battle_id = won[0][0]["battle_id"]
+    assert await meta(ledger, "s2", "battle_lock") == battle_id
+    loser = "s3" if battle_id.endswith(".s1") else "s1"
+    assert await meta(ledger, loser, "battle_lock") is None  # the loser is free again
+
+
+async def test_an_accept_racing_a_cancel_leaves_one_outcome(ledger: Store) -> None:
+    for round_ in range(6):
+        invited, _ = await battles.invite(ledger, ONE, "s1", "s2", 60, f"r{round_}")
+        battle_id = invited["battle_id"]
+        results = await asyncio.gather(
+            battles.accept(ledger, TWO, battle_id),
+            battles.cancel(ledger, ONE, battle_id),
+            return_exceptions=True,
+        )
+        final = await battles.get(ledger, battle_id)
+        accepted, cancelled = results
+        if final["status"] == "live":
+            assert isinstance(cancelled, GiftingError), results
+            assert cancelled.code is ErrorCode.BATTLE_CONFLICT
+            assert not isinstance(accepted, BaseException) and accepted["status"] == "live"
+            # end it (a forfeit) so that the next round can start
+            await ledger.run_script(
+                "end_stream",
+                [keys.stream("s2"), keys.stream_history("s2")],
+                ["streamer2", ledger.clock(), 100, keys.stream_channel("s2")],
+            )
+            await battles.stream_ended(ledger, "s2", battle_id)
+            await live_stream(ledger, "s2", "streamer2")
+        else:
+            assert final["status"] == "cancelled", final
+            assert isinstance(accepted, GiftingError), results
+            assert accepted.code is ErrorCode.BATTLE_CONFLICT
+            assert not isinstance(cancelled, BaseException)
+        assert await meta(ledger, "s1", "battle_lock") is None
+        assert await meta(ledger, "s2", "battle_lock") is None
