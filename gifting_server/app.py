@@ -24,7 +24,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gifting_server import logs, metrics
 from gifting_server.access_log import AccessLog
-from gifting_server.api import demo, http, pages, speech, streamer_http, studio, webhooks_http, ws
+from gifting_server.api import (
+    battles_http,
+    demo,
+    http,
+    pages,
+    speech,
+    streamer_http,
+    studio,
+    webhooks_http,
+    ws,
+)
 from gifting_server.api.http_protocol import PendingRequests
 from gifting_server.api.openapi import openapi_document
 from gifting_server.config import Settings, load_settings
@@ -37,6 +47,7 @@ from gifting_server.hub.hub import Hub
 from gifting_server.hub.redis_broker import RedisBroker
 from gifting_server.hub.redis_history import RedisHistory
 from gifting_server.ledger import keys, streaks, stream_state, transfers
+from gifting_server.ledger.battle_ticker import BattleTicker
 from gifting_server.ledger.presence import Presence
 from gifting_server.ledger.store import (
     RedisClient,
@@ -133,6 +144,8 @@ def periodic_work(hub: Hub, store: Store) -> Scheduler:
     scheduler.every(streaks.SWEEP_EVERY_S, "viewer counts", lambda: presence.report(hub.served()))
     scheduler.every(stream_state.PUBLISH_EVERY_S, "top gifters", publish_top_gifters)
     scheduler.every(hub.settings.websocket.ping_interval_s, "heartbeat", ping)
+    ticker = BattleTicker(store)
+    scheduler.every(store.settings.battles.tick_ms / 1000, "battles", ticker.tick)
     if store.gifts_across_slots:
         relay = transfers.TransferRelay(store, start=secrets.randbelow(keys.SLOTS))
         every_s = store.settings.transfers.relay_every_s
@@ -217,6 +230,7 @@ def create_app(settings: Settings) -> Starlette:
         *speech.routes,
         *streamer_http.routes,
         *webhooks_http.routes,
+        *battles_http.routes,
         *pages.routes,
         Route("/openapi.json", openapi_endpoint),
     ]

@@ -46,6 +46,13 @@ RANGES: dict[str, dict[str, tuple[int | float, int | float]]] = {
         "relay_every_s": (0.05, 3600.0),
         "relay_slots_per_pass": (1, 16_384),
     },
+    "battles": {
+        "invite_ttl_s": (1, 86_400),
+        "min_duration_s": (1, 86_400),
+        "max_duration_s": (1, 86_400),
+        "tick_ms": (50, 60_000),
+        "recover_after_ms": (100, 3_600_000),
+    },
     "limits": {
         "max_gift_count": (1, 1_000_000),
         "combo_window_ms": (1, 3_600_000),
@@ -184,6 +191,18 @@ class Transfers:
 
 
 @dataclass(frozen=True)
+class Battles:
+    """Live battles between two streams (ledger/battles.py, docs/battles.md)."""
+
+    invite_ttl_s: int = 60  # an invite not answered in this time expires
+    min_duration_s: int = 60  # a battle's length, both ends included
+    max_duration_s: int = 600
+    tick_ms: int = 500  # how often a live battle's state is published when it changed
+    # a battle left by a step this long ago is taken over by any worker (a crash)
+    recover_after_ms: int = 5000
+
+
+@dataclass(frozen=True)
 class WebSocket:
     max_message_bytes: int = 4096  # a bigger client message closes the connection with 1009
     tick_ms: int = 30  # events of one stream arriving within a tick share one frame
@@ -297,6 +316,7 @@ class Settings:
     websocket: WebSocket = field(default_factory=WebSocket)
     http: Http = field(default_factory=Http)
     transfers: Transfers = field(default_factory=Transfers)
+    battles: Battles = field(default_factory=Battles)
     redis: RedisOptions = field(default_factory=RedisOptions)
     messages: Messages = field(default_factory=Messages)
     overload: Overload = field(default_factory=Overload)
@@ -367,6 +387,7 @@ def load_settings(env: dict[str, str] | None = None, config_dir: Path | None = N
         websocket=_parse_section(WebSocket, tree.get("websocket", {}), "websocket", sources),
         http=_parse_section(Http, tree.get("http", {}), "http", sources),
         transfers=_parse_section(Transfers, tree.get("transfers", {}), "transfers", sources),
+        battles=_parse_section(Battles, tree.get("battles", {}), "battles", sources),
         redis=_parse_section(RedisOptions, tree.get("redis", {}), "redis", sources),
         messages=_parse_section(Messages, tree.get("messages", {}), "messages", sources),
         overload=_parse_section(Overload, tree.get("overload", {}), "overload", sources),
@@ -461,6 +482,8 @@ def _check_section(value: Any, section: str) -> None:
         raise ConfigError("[webhooks] retry_base_ms must be at most retry_max_ms")
     if isinstance(value, Webhooks) and value.lease_ms <= value.timeout_s * 1000:
         raise ConfigError("[webhooks] lease_ms must be longer than timeout_s")
+    if isinstance(value, Battles) and value.min_duration_s > value.max_duration_s:
+        raise ConfigError("[battles] min_duration_s must be at most max_duration_s")
     if isinstance(value, Logging) and value.format not in LOG_FORMATS:
         raise ConfigError(f"[logging] format must be one of {', '.join(LOG_FORMATS)}")
 

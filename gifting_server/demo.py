@@ -1,6 +1,9 @@
-"""Demo data: a live stream, its streamer and three funded viewers, plus ready URLs."""
+"""Demo data: a live stream, its streamer and three funded viewers, a rival live stream
+to battle, plus ready URLs."""
 
 from __future__ import annotations
+
+import orjson
 
 from gifting_server.auth import Role, issue_token
 from gifting_server.config import Settings
@@ -10,6 +13,9 @@ from gifting_server.webhooks import following
 
 DEMO_STREAM = "demo"
 DEMO_STREAMER = ("demo_streamer", "Demo Streamer")
+# A second live stream of another streamer: the demo stream's opponent in a battle.
+DEMO_RIVAL_STREAM = "demo_rival"
+DEMO_RIVAL = ("demo_rival_streamer", "Demo Rival")
 DEMO_VIEWERS = (("alice", "Alice"), ("bob", "Bob"), ("carol", "Carol"))
 DEMO_NEWCOMER = ("dana", "Dana")  # starts with no coins: the way to the recharge sheet
 DEMO_PACKAGE = "coins_10000"
@@ -34,8 +40,10 @@ async def seed(settings: Settings, redis_url: str) -> None:
     store = Store(redis, settings)
     try:
         await streams.start_stream(store, DEMO_STREAMER[0], DEMO_STREAM, DEMO_STREAMER[1])
-        # As POST /v1/streams does: the streamer's webhooks for all streams follow it.
+        await streams.start_stream(store, DEMO_RIVAL[0], DEMO_RIVAL_STREAM, DEMO_RIVAL[1])
+        # As POST /v1/streams does: the streamers' webhooks for all streams follow them.
         await following.on_stream_started(store, DEMO_STREAMER[0], DEMO_STREAM)
+        await following.on_stream_started(store, DEMO_RIVAL[0], DEMO_RIVAL_STREAM)
         for user_id, _ in DEMO_VIEWERS:
             await payments.apply_payment(
                 store, user_id, f"demo-{user_id}-1", "payment.succeeded", DEMO_PACKAGE
@@ -91,5 +99,36 @@ def demo_urls(settings: Settings, base_url: str) -> str:
         f"  leaderboard:    {base_url}/v1/streams/{DEMO_STREAM}/leaderboard",
         f"  API spec:       {base_url}/openapi.json",
         "",
+        *battle_lines(settings, base_url, streamer),
     ]
     return "\n".join(lines)
+
+
+def battle_lines(settings: Settings, base_url: str, streamer: str) -> list[str]:
+    """How the demo stream battles the rival's (docs/battles.md): invite, accept, watch."""
+    rival = issue_token(
+        settings.secret, DEMO_RIVAL[0], Role.STREAMER, name=DEMO_RIVAL[1], ttl_s=7 * 86_400
+    )
+    invite = {
+        "stream_id": DEMO_STREAM,
+        "opponent_stream_id": DEMO_RIVAL_STREAM,
+        "duration_s": 120,
+        "idempotency_key": "demo-battle-1",
+    }
+    return [
+        f"A battle: {DEMO_STREAMER[1]} ({DEMO_STREAM!r}) against {DEMO_RIVAL[1]}"
+        f" ({DEMO_RIVAL_STREAM!r}, also live), 2 minutes:",
+        f"  invite:  curl -X POST {base_url}/v1/battles \\",
+        f"             -H 'Authorization: Bearer {streamer}' \\",
+        f"             -d '{orjson.dumps(invite).decode()}'",
+        "           (answers the battle: its battle_id is BATTLE below; a new"
+        " idempotency_key for each new battle)",
+        f"  accept:  curl -X POST {base_url}/v1/battles/BATTLE/accept \\",
+        f"             -H 'Authorization: Bearer {rival}'",
+        "  (or /decline; either streamer may /cancel before it starts)",
+        f"  score:   curl {base_url}/v1/battles/BATTLE",
+        "  Gifts to either stream count for its side until the end; the viewers of both"
+        " streams get `battle` events. To gift to the rival's side, open a viewer's"
+        f" client link above with stream_id={DEMO_RIVAL_STREAM}.",
+        "",
+    ]

@@ -41,6 +41,7 @@ class ErrorCode(Enum):
     UNKNOWN_EVENT = ("unknown_event", 404)
     UNKNOWN_CASHOUT = ("unknown_cashout", 404)
     UNKNOWN_WEBHOOK = ("unknown_webhook", 404)
+    UNKNOWN_BATTLE = ("unknown_battle", 404)
     METHOD_NOT_ALLOWED = ("method_not_allowed", 405)
     STREAM_NOT_LIVE = ("stream_not_live", 409)
     STREAM_ID_TAKEN = ("stream_id_taken", 409)
@@ -48,6 +49,8 @@ class ErrorCode(Enum):
     NOTHING_TO_REFUND = ("nothing_to_refund", 409)
     # a cash-out already completed with the other status
     CASHOUT_CONFLICT = ("cashout_conflict", 409)
+    # a battle step in the wrong state, or a stream already in a battle, or not live
+    BATTLE_CONFLICT = ("battle_conflict", 409)
     PAYLOAD_TOO_LARGE = ("payload_too_large", 413)
     UNSUPPORTED_MEDIA_TYPE = ("unsupported_media_type", 415)
     INVALID_REQUEST = ("invalid_request", 422)
@@ -157,7 +160,11 @@ class ScriptCode(IntEnum):
     UNKNOWN_EVENT = 18
     UNKNOWN_CASHOUT = 19
     CASHOUT_CONFLICT = 20
-    UNKNOWN_WEBHOOK = 21
+    BATTLE_CONFLICT = 21
+    UNKNOWN_BATTLE = 22
+    BATTLE_NOT_OVER = 23
+    BATTLE_EXPIRED = 24
+    UNKNOWN_WEBHOOK = 25
 
 
 SCRIPT_ERRORS: dict[ScriptCode, tuple[ErrorCode, str]] = {
@@ -210,6 +217,17 @@ SCRIPT_ERRORS: dict[ScriptCode, tuple[ErrorCode, str]] = {
     ScriptCode.CASHOUT_CONFLICT: (
         ErrorCode.CASHOUT_CONFLICT,
         "this cash-out was already completed with the other status",
+    ),
+    ScriptCode.BATTLE_CONFLICT: (
+        ErrorCode.BATTLE_CONFLICT,
+        "the stream is already in a battle (a pending invite or a live battle)",
+    ),
+    ScriptCode.UNKNOWN_BATTLE: (ErrorCode.UNKNOWN_BATTLE, "no such battle"),
+    # Only between the server's own steps (ledger/battles.py waits and tries again).
+    ScriptCode.BATTLE_NOT_OVER: (ErrorCode.BATTLE_CONFLICT, "the battle is not over yet"),
+    ScriptCode.BATTLE_EXPIRED: (
+        ErrorCode.BATTLE_CONFLICT,
+        "the invite expired before it was accepted",
     ),
     ScriptCode.WRONG_KEY_TYPE: (
         ErrorCode.STORAGE_CORRUPT,

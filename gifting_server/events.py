@@ -33,12 +33,17 @@ KINDS: dict[str, tuple[str, ...]] = {
     "alerts": ("action", "paused"),
     "goal": ("target", "progress", "title", "counted_from"),
     "settings": ("messages",),
+    # the public body of a battle (ledger/battle_record.py, docs/battles.md)
+    "battle": ("battle_id", "status", "duration_s", "created_at", "sides"),
 }
 # Fields some events of a kind carry, after the fields above or (gift) among them:
-# a gift's `message` and `test` come after `gift`; `event` ends an alerts replay.
+# a gift's `message` and `test` come after `gift`; `event` ends an alerts replay; a
+# battle's `expires_at` (invited) and `ends_at` (from the accept on) come before
+# `sides`, its `winner` (ended) and `reason` (closed) after them.
 OPTIONAL_FIELDS: dict[str, tuple[str, ...]] = {
     "gift": ("message", "test"),
     "alerts": ("event",),
+    "battle": ("expires_at", "ends_at", "winner", "reason"),
 }
 
 _ID_START = b'{"event_id":'

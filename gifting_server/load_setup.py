@@ -148,6 +148,8 @@ async def set_up_load(
     return {
         "host": host,
         "streams": streams,
+        # Each stream's streamer token, for the locust users that run battles between them.
+        "streamers": {s: streamer_token(settings, s, ttl_s) for s in streams},
         "coins": coins,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "users": [asdict(users[i]) for i in range(len(user_ids))],
@@ -205,9 +207,13 @@ async def largest_package(client: httpx.AsyncClient) -> tuple[str, int]:
     return str(biggest["id"]), int(biggest["coins"])
 
 
+def streamer_token(settings: Settings, stream_id: str, ttl_s: int) -> str:
+    """The token of the streamer a load stream belongs to (`<stream>-streamer`)."""
+    return issue_token(settings.secret, f"{stream_id}-streamer"[:64], Role.STREAMER, ttl_s=ttl_s)
+
+
 async def go_live(client: httpx.AsyncClient, settings: Settings, stream_id: str) -> None:
-    streamer = f"{stream_id}-streamer"[:64]
-    token = issue_token(settings.secret, streamer, Role.STREAMER, ttl_s=600)
+    token = streamer_token(settings, stream_id, 600)
     await request(
         client, "POST", "/v1/streams", json={"stream_id": stream_id}, headers=bearer(token)
     )

@@ -20,6 +20,12 @@ streams). WebSocket traffic is reported as requests of type "WS":
 HTTP gifters report `POST /v1/streams/[id]/gifts` like any locust HTTP request; a 503
 with `Retry-After` is retried with the same idempotency key after that long and
 reported as `/v1/streams/[id]/gifts: refused overloaded, retried`.
+
+With `--battles N` (and `load-setup --streams 2N` or more), N battle hosts each make
+two of the streams battle again and again (docs/battles.md): `POST /v1/battles`,
+`POST /v1/battles/[id]/accept`, then `battle ended`, the time from the battle's
+`ends_at` until `GET /v1/battles/[id]` showed it ended. The viewers of those streams
+report the `battle` events as `deliver battle`, and any gap as `event order`.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from hub_socket import (  # locust puts load/ on sys.path
 )
 from locust import FastHttpUser, User, constant, events, tag, task
 from locust.env import Environment
+from locust.exception import StopUser
 
 log = logging.getLogger("gifting.load")
 
@@ -84,6 +91,15 @@ def add_options(parser: Any) -> None:
         " refusals are reported apart, not as failures",
     )
     group.add_argument("--msgpack", action="store_true", help="speak gifting.v1.msgpack")
+    group.add_argument(
+        "--battles", type=int, default=0, help="N battle hosts, each battling two streams"
+    )
+    group.add_argument(
+        "--battle-duration",
+        type=int,
+        default=60,
+        help="seconds a battle lasts (within the server's [battles] min/max_duration_s)",
+    )
 
 
 @dataclass(frozen=True)
@@ -99,6 +115,7 @@ class Crowd:
 
     def __init__(self) -> None:
         self.accounts: list[Account] = []
+        self.streamers: dict[str, str] = {}  # stream id -> its streamer's token
         self.catalog: list[dict[str, Any]] = []
         self.order: itertools.count[int] = itertools.count()
         self.offset, self.stride = 0, 1
@@ -110,6 +127,7 @@ class Crowd:
             Account(u["user_id"], u["token"], options.stream or u["stream_id"], u["coins"])
             for u in document["users"]
         ]
+        self.streamers = dict(document.get("streamers", {}))
         host = (environment.host or "").rstrip("/")
         with urllib.request.urlopen(f"{host}/v1/gifts", timeout=10) as answer:
             self.catalog = json.loads(answer.read())["gifts"]
@@ -137,6 +155,8 @@ def fix_user_counts(environment: Environment, **kwargs: Any) -> None:
         WebSocketViewer.fixed_count = options.viewers
     if options and options.http_gifters:
         HttpGifter.fixed_count = options.http_gifters
+    if options and options.battles:
+        BattleHost.fixed_count = options.battles
 
 
 @events.test_start.add_listener
@@ -153,6 +173,8 @@ def load_crowd(environment: Environment, **kwargs: Any) -> None:
         return
     # --tags may leave a user class without a task: do not start users that would idle.
     environment.user_classes[:] = [c for c in environment.user_classes if c.tasks]
+    if not environment.parsed_options.battles:  # battle hosts only when asked for
+        environment.user_classes[:] = [c for c in environment.user_classes if c is not BattleHost]
 
 
 @dataclass(frozen=True)
@@ -388,3 +410,78 @@ class WebSocketViewer(User):
 
     def on_stop(self) -> None:
         self.hub.close()
+
+
+class BattleHost(FastHttpUser):
+    """Two streams' streamers (`--battles`): one invites the other to a battle of
+    `--battle-duration` seconds, the other accepts, and once it is over (by the
+    server's clock) they battle again. The n-th host takes streams 2n and 2n+1 of the
+    users file's `streamers`."""
+
+    weight = 1  # as many as --battles says (fixed_count); none without it
+    wait_time = constant(0)
+    hosts: itertools.count[int] = itertools.count()
+
+    def on_start(self) -> None:
+        streams = sorted(crowd.streamers)
+        n = next(BattleHost.hosts)
+        if len(streams) < 2 * n + 2:
+            log.error("--battles %d needs load-setup --streams %d or more", n + 1, 2 * n + 2)
+            raise StopUser
+        self.pair = streams[2 * n], streams[2 * n + 1]
+        self.rounds = itertools.count()
+
+    @tag("battle")
+    @task
+    def battle(self) -> None:
+        inviter, invited = self.pair
+        body = {
+            "stream_id": inviter,
+            "opponent_stream_id": invited,
+            "duration_s": self.environment.parsed_options.battle_duration,
+            "idempotency_key": uuid.uuid4().hex,
+        }
+        battle = self.call("POST", "/v1/battles", "/v1/battles", inviter, body, (201,))
+        if battle is None:
+            gevent.sleep(1)
+            return
+        url = f"/v1/battles/{battle['battle_id']}"
+        live = self.call("POST", f"{url}/accept", "/v1/battles/[id]/accept", invited)
+        if live is None:
+            gevent.sleep(1)
+            return
+        ends_at = live["ends_at"] / 1000
+        gevent.sleep(max(0.0, ends_at - time.time()))
+        while True:  # the ticker ends it within a tick or so of ends_at
+            shown = self.call("GET", url, "/v1/battles/[id]", None)
+            if shown is None or shown["status"] == "ended":
+                break
+            gevent.sleep(0.1)
+        if shown is not None:
+            self.environment.events.request.fire(
+                request_type="BATTLE",
+                name="battle ended",
+                response_time=max(0.0, time.time() - ends_at) * 1000,
+                response_length=0,
+                exception=None,
+                context={},
+            )
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        name: str,
+        stream_id: str | None,
+        body: dict[str, Any] | None = None,
+        ok: tuple[int, ...] = (200,),
+    ) -> dict[str, Any] | None:
+        headers = {"Authorization": f"Bearer {crowd.streamers[stream_id]}"} if stream_id else {}
+        with self.client.request(
+            method, path, json=body, headers=headers, name=name, catch_response=True
+        ) as response:
+            if response.status_code not in ok:
+                response.failure(f"{response.status_code} {response.text[:100]}")
+                return None
+            answer: dict[str, Any] = response.json()
+            return answer

@@ -403,6 +403,11 @@ def schemas(settings: Settings) -> dict[str, Schema]:
                 "coins_total": INT,
                 "alerts_paused": {"type": "boolean"},
                 "goal": ref("StreamGoal"),
+                "battle_id": described(
+                    {"type": ["string", "null"]},
+                    "the battle the stream has a pending invite to or is live in (GET "
+                    "/v1/battles/{id}), else null",
+                ),
             }
         ),
         "GiftRequest": obj(
@@ -478,16 +483,19 @@ def schemas(settings: Settings) -> dict[str, Schema]:
 def openapi_document(settings: Settings) -> dict[str, Any]:
     # The streamer's endpoints are described in their own module, which builds on the
     # helpers above (imported here: it imports this module).
+    from gifting_server.api.openapi_battles import battle_operations, battle_schemas
     from gifting_server.api.openapi_studio import studio_operations, studio_schemas
     from gifting_server.api.openapi_webhooks import webhook_operations, webhook_schemas
 
     stream = param("stream_id", "path", ID_SCHEMA, "the stream")
     paths: dict[str, dict[str, Any]] = defaultdict(dict)
-    for op in [
+    ops = [
         *operations(settings),
         *studio_operations(settings, stream),
         *webhook_operations(settings),
-    ]:
+        *battle_operations(settings),
+    ]
+    for op in ops:
         paths[op.path][op.method] = op.document()
     return {
         "openapi": "3.1.0",
@@ -503,6 +511,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 **schemas(settings),
                 **studio_schemas(settings),
                 **webhook_schemas(settings),
+                **battle_schemas(settings),
             },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },

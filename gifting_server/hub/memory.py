@@ -45,7 +45,7 @@ class MemoryHistory:
         head = Head(
             self.seq[stream_id],
             self.viewers[stream_id],
-            StreamState(state.alerts_paused, state.goal, state.coins_total),
+            StreamState(state.alerts_paused, state.goal, state.coins_total, state.battle),
         )
         await _answer_travels()
         return head

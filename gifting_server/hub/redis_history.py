@@ -25,11 +25,12 @@ class RedisHistory:
         self.redis = redis  # a client with decode_responses=False
 
     async def head(self, stream_id: str) -> Head:
-        fields = ["seq", "last_viewers", "alerts_paused", "goal", "coins"]
+        fields = ["seq", "last_viewers", "alerts_paused", "goal", "coins", "battle_pub"]
         head: list[Any] = await self.redis.hmget(keys.stream(stream_id), fields)
-        seq, viewers, paused, goal, coins = head
+        seq, viewers, paused, goal, coins, battle = head
         count = orjson.loads(b"{" + viewers + b"}").get("count", 0) if viewers else 0
-        return Head(int(seq or 0), int(count), StreamState.stored(paused, goal, coins))
+        state = StreamState.stored(paused, goal, coins, battle)
+        return Head(int(seq or 0), int(count), state)
 
     async def replay(self, stream_id: str, since: int) -> Replay:
         key = keys.stream_history(stream_id)

@@ -34,7 +34,7 @@ CONFIG_ARGS = tuple(range(9, 16))
 STREAM_ARGS = (2, 19, 17)  # the streamer the caller expects, the stream id, its channel
 GIFT_ARGS = (0, 1, 3, 4, 5, 6, 7, 8, 16, 18, 20)
 # send_gift's keys: the idempotency record and the sender's wallet are the gift's own,
-# the other ten the stream's and its streamer's.
+# the other eleven the stream's and its streamer's.
 GIFT_KEYS = 2
 
 Reply = list[Any]

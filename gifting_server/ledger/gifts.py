@@ -133,6 +133,7 @@ def gift_call(
             keys.open_streaks(stream_id),
             keys.journal(streamer),
             keys.stream_history(stream_id),
+            keys.battle_top(stream_id),
         ],
         args=[
             sender.user_id,

@@ -6,6 +6,9 @@ order, separated by "|" (ids, keys and numbers never hold one): one field costs 
 ~13,000 instructions less per gift than fourteen (docs/performance.md). `fields` turns
 it back into the named fields every reader uses; entries written before, with named
 fields, are read as they are. lua/include/earn.lua (`journalGift`) writes it.
+
+A gift counted in a live battle has a second field `b`, "<battle id>|<time>": named
+`battle` and `battle_at` (Redis's TIME in unix ms when the gift's side counted it).
 """
 
 from __future__ import annotations
@@ -44,4 +47,7 @@ def fields(entry: dict[str, str]) -> dict[str, str]:
     for name, value in zip(GIFT_FIELDS, values, strict=True):
         if value or name not in OPTIONAL:
             named[name] = value
+    battle = entry.get("b")
+    if battle is not None:
+        named["battle"], _, named["battle_at"] = battle.partition("|")
     return named

@@ -156,6 +156,7 @@ GIFT_WRITTEN_TYPES = (
     ("{u:*}:lb:day:*", "zset"),
     ("{u:*}:lb:all", "zset"),
     ("{s:*}:streaks", "zset"),
+    ("{s:*}:battle_top", "zset"),
     ("{s:*}:history", "stream"),
     ("{s:*}:webhooks:log", "stream"),
     (JOURNAL_PATTERN, "stream"),
@@ -184,6 +185,42 @@ def user_and_event_of_user_payment(key: str) -> tuple[str, str]:
 
 def stream_of_meta_key(key: str) -> str:
     return key[len("{s:") : -len("}:meta")]
+
+
+def battle_top(stream_id: str) -> str:
+    """The stream's contributors to its current (or last) battle: sender -> coins. The
+    side's state is in the stream meta: `battle` ("<battle id>|<ends_at>", while it
+    counts), `battle_points`, `battle_closed` ("<battle id>|<TIME>", once closed);
+    lua/include/battle.lua."""
+    return f"{{s:{stream_id}}}:battle_top"
+
+
+BATTLE_ID_PREFIX = "bt_"
+
+
+def inviter_of_battle(battle_id: str) -> str:
+    """A battle id is `bt_<hex>.<inviting stream>`: its record is in that stream's slot."""
+    return battle_id.partition(".")[2]
+
+
+def battle(battle_id: str) -> str:
+    """A battle's record (ledger/battles.py): its state, both sides' streams and
+    streamers, its times, and once it ended the final points and winner."""
+    return f"{{s:{inviter_of_battle(battle_id)}}}:battle:{battle_id}"
+
+
+def battle_invitation(stream_id: str, idempotency_key: str) -> str:
+    """The battle an invite from this stream with this idempotency key made."""
+    return f"{{s:{stream_id}}}:battle_idem:{idempotency_key}"
+
+
+# Every battle not yet closed for good: battle id -> when a worker should look at it
+# (an invite's expiry, a battle's end, or soon after a step a crash may have left).
+# Written at each step of a battle, never by a gift.
+BATTLES_DUE = "{battles}:due"
+# The lease of the worker that ticks and finishes battles (`battle_ticker.py`).
+BATTLES_LEASE = "{battles}:lease"
+BATTLE_PATTERN = "{s:*}:battle:bt_*"
 
 
 def presence(stream_id: str) -> str:

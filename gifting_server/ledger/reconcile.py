@@ -45,6 +45,7 @@ from redis import exceptions as redis_errors
 from gifting_server.config import Settings
 from gifting_server.ledger import keys, transfers
 from gifting_server.ledger.journal import fields as journal_fields
+from gifting_server.ledger.reconcile_battles import BattlePoints  # ended battles' points
 from gifting_server.ledger.reconcile_cashouts import CashoutLegs  # failed cash-outs' returns
 from gifting_server.ledger.risk import RiskReport, RiskRules, RiskScan
 from gifting_server.ledger.store import RedisClient, connect
@@ -122,6 +123,7 @@ class _Replay:
     channel_boards: Ledger = field(default_factory=lambda: defaultdict(Counter))
     payments: defaultdict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     cashouts: CashoutLegs = field(default_factory=lambda: CashoutLegs())
+    battles: BattlePoints = field(default_factory=lambda: BattlePoints())
 
     def apply(self, journal: str, entry_id: str, f: dict[str, str]) -> None:
         kind, user = f.get("type"), f.get("user", "")
@@ -171,6 +173,7 @@ class _Replay:
                 self.platform[keys.platform_of_journal(journal)] += share
                 self.stream_boards[stream][user] += coins
                 self.channel_boards[streamer][user] += coins
+                self.battles.gift(f, coins)
                 totals["coins"].burned += diamonds
                 totals["diamonds"].minted += diamonds
             elif kind == "cashout":
@@ -244,6 +247,7 @@ async def reconcile(
     await _check_payments(redis, report, replay)
     await _check_key_types(redis, report)
     await replay.cashouts.check_records(redis, report.problems)
+    await replay.battles.check_records(redis, report.problems)
     return report
 
 

@@ -49,6 +49,14 @@ SCRIPT_NAMES = (
     "record_webhook_attempt",
     "rotate_webhook_secret",
     "webhook_lease",
+    "battle_invite",
+    "battle_lock",
+    "battle_step",
+    "battle_accept",
+    "battle_start_side",
+    "battle_close_side",
+    "battle_release",
+    "publish_battle",
 )
 # Never held for the replicas (`[redis] replicas_acked`): background upkeep no client
 # waits on, redone by the next sweep if a failover loses it, and a gift's gate, which

@@ -7,7 +7,7 @@ from typing import Any
 from gifting_server import events
 from gifting_server.auth import Identity, Role
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import keys
+from gifting_server.ledger import battles, keys
 from gifting_server.ledger.clock import day_number, week_number
 from gifting_server.ledger.store import Store, guarded
 from gifting_server.logs import audit
@@ -76,6 +76,9 @@ async def start_stream(
 
 
 async def end_stream(store: Store, streamer_id: str, stream_id: str) -> int:
+    """End a live stream; its event id (0: it had ended already). A stream in a battle
+    forfeits it (an invite is cancelled): also when ending it is repeated, so that a
+    crash between the two steps is mended by the streamer's retry."""
     result = await store.run_script(
         "end_stream",
         [keys.stream(stream_id), keys.stream_history(stream_id)],
@@ -87,13 +90,15 @@ async def end_stream(store: Store, streamer_id: str, stream_id: str) -> int:
         ],
     )
     event_id = int(result[1])
+    if len(result) > 2 and result[2]:
+        await battles.stream_ended(store, stream_id, str(result[2]))
     if event_id:  # 0: it had ended already
         audit("stream_ended", stream_id=stream_id, streamer_id=streamer_id, event_id=event_id)
     return event_id
 
 
 async def stream_status(store: Store, stream_id: str) -> dict[str, Any]:
-    streamer, status, coins, paused, goal, name = await guarded(
+    streamer, status, coins, paused, goal, name, battle = await guarded(
         store.redis.hmget(
             keys.stream(stream_id),
             "streamer",
@@ -102,6 +107,7 @@ async def stream_status(store: Store, stream_id: str) -> dict[str, Any]:
             "alerts_paused",
             "goal",
             "streamer_name",
+            "battle_lock",
         )
     )
     if streamer is None:
@@ -114,6 +120,7 @@ async def stream_status(store: Store, stream_id: str) -> dict[str, Any]:
         "coins_total": int(coins or 0),
         "alerts_paused": paused == "1",
         "goal": events.goal_state(goal, int(coins or 0)),
+        "battle_id": str(battle) if battle else None,
     }
 
 

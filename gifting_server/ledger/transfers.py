@@ -89,6 +89,10 @@ class Transfer:
 class Credited:
     event_id: int
     combo: int
+    # The battle credit_stream counted the gift for, and when (that slot's TIME, unix
+    # ms): what credit_streamer records in the journal entry ("" when none).
+    battle: str = ""
+    battle_at: str = ""
 
 
 @dataclass(frozen=True)
@@ -211,7 +215,7 @@ async def finish(
     at(keys.stream(transfer.stream))
     credited = await credit_stream(store, transfer)
     at(keys.wallet(transfer.streamer))
-    await credit_streamer(store, transfer, credited.event_id, daily_limit)
+    await credit_streamer(store, transfer, credited, daily_limit)
     outbox = keys.outbox(transfer.sender)
     at(outbox)
     await guarded(store.scripts.command(outbox, "ZREM", outbox, transfer.id))
@@ -230,6 +234,7 @@ async def credit_stream(store: Store, transfer: Transfer) -> Credited:
             keys.open_streaks(stream),
             keys.stream_history(stream),
             keys.credited(keys.stream(stream), transfer.credit_id),
+            keys.battle_top(stream),
         ],
         [
             transfer.sender,
@@ -244,11 +249,11 @@ async def credit_stream(store: Store, transfer: Transfer) -> Credited:
             settings.limits.idempotency_ttl_s * 1000,
         ],
     )
-    return Credited(int(result[1]), int(result[2]))
+    return Credited(int(result[1]), int(result[2]), str(result[4]), str(result[5]))
 
 
 async def credit_streamer(
-    store: Store, transfer: Transfer, event_id: int, daily_limit: str
+    store: Store, transfer: Transfer, credited: Credited, daily_limit: str
 ) -> None:
     """Step 4: the streamer's earnings and the journal entry, once per transfer."""
     streamer = transfer.streamer
@@ -273,11 +278,13 @@ async def credit_streamer(
             transfer.share_bps,
             transfer.held_until,
             transfer.at,
-            event_id,
+            credited.event_id,
             transfer.key,
             daily_limit,
             int(transfer.adult),
             store.settings.limits.idempotency_ttl_s * 1000,
+            credited.battle,
+            credited.battle_at,
         ],
     )
 

@@ -25,6 +25,7 @@ scripts' arguments may change, and the baseline's scripts need their own callers
     python -m load.bench.script_cost --path sides    # the stream's and the streamer's slot
     python -m load.bench.script_cost --path batch [--batch-sizes 1,8,32]  # send_gifts
     python -m load.bench.script_cost --with-webhook   # the stream has a webhook endpoint
+    python -m load.bench.script_cost --battle  # every gift during a live battle of the stream
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ import redis
 
 from gifting_server.auth import Identity, Role
 from gifting_server.config import Settings, load_settings
-from gifting_server.ledger import keys, payments, streams, transfers
+from gifting_server.ledger import battles, keys, payments, streams, transfers
 from gifting_server.ledger.clock import DAY_MS, held_until
 from gifting_server.ledger.gift_batch import CONFIG_ARGS, batch_call
 from gifting_server.ledger.gifts import event_fragment, gift_call
@@ -56,6 +57,7 @@ from load.bench.server import LIMITS, SECRET, WEBHOOK_SECRET
 
 SENDERS = 200
 STREAM, STREAMER = "cost", "cost_streamer"
+OPPONENT = "cost_opponent"  # its stream's id and its streamer's (--battle)
 # Gifts across slots in flight at once: enough to keep the slow (valgrind) Redis busy.
 CONCURRENT_TRANSFERS = 200
 # Counted: every script call, and the ZREM that clears a transfer from the outbox
@@ -79,7 +81,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def count_instructions(gifts: int, send: Sender) -> int:
+def count_instructions(gifts: int, send: Sender, battle: bool = False) -> int:
     """Instructions inside EVALSHA and ZREM for `gifts` gifts, setup included."""
     work = Path(tempfile.mkdtemp(prefix="gifting-cost-"))
     port = free_port()
@@ -104,7 +106,7 @@ def count_instructions(gifts: int, send: Sender) -> int:
              "GIFTING_SECRET": SECRET, "GIFTING_WEBHOOK_SECRET": WEBHOOK_SECRET,
              "GIFTING_CONFIG": str(work / "limits.toml")}
         )  # fmt: skip
-        asyncio.run(_setup(url, settings))
+        asyncio.run(_setup(url, settings, battle))
         send(client, url, settings, gifts)
         client.shutdown(nosave=True)
     except redis.ConnectionError:
@@ -127,7 +129,7 @@ def count_instructions(gifts: int, send: Sender) -> int:
 WITH_WEBHOOK = False
 
 
-async def _setup(url: str, settings: Settings) -> None:
+async def _setup(url: str, settings: Settings, battle: bool) -> None:
     store = Store(connect_single(url, 30.0), settings)
     try:
         await streams.start_stream(store, STREAMER, STREAM)
@@ -140,6 +142,15 @@ async def _setup(url: str, settings: Settings) -> None:
         for i in range(SENDERS):
             await payments.apply_payment(
                 store, f"g{i}", f"cost-g{i}", "payment.succeeded", "coins_50000"
+            )
+        if battle:  # the stream in a live battle (10 minutes) with another
+            await streams.start_stream(store, OPPONENT, OPPONENT)
+            inviter = Identity(STREAMER, STREAMER, Role.STREAMER)
+            invited, _ = await battles.invite(
+                store, inviter, STREAM, OPPONENT, settings.battles.max_duration_s, "cost"
+            )
+            await battles.accept(
+                store, Identity(OPPONENT, OPPONENT, Role.STREAMER), invited["battle_id"]
             )
     finally:
         await store.close()
@@ -276,7 +287,7 @@ async def _side(url: str, settings: Settings, gifts: int, side: str) -> None:
                 )
                 await transfers.credit_stream(store, transfer)
             else:
-                await transfers.credit_streamer(store, transfer, i + 1, "")
+                await transfers.credit_streamer(store, transfer, transfers.Credited(i + 1, 1), "")
 
     try:
         await asyncio.gather(*(one(i) for i in range(gifts)))
@@ -284,10 +295,11 @@ async def _side(url: str, settings: Settings, gifts: int, side: str) -> None:
         await store.close()
 
 
-def per_gift(gifts: int, send: Sender) -> int:
+def per_gift(gifts: int, send: Sender, battle: bool = False) -> int:
     """N gifts and then 2N, each on a fresh server: the difference is N gifts' cost
     alone, without the start, the setup and the shutdown."""
-    return (count_instructions(2 * gifts, send) - count_instructions(gifts, send)) // gifts
+    more = count_instructions(2 * gifts, send, battle)
+    return (more - count_instructions(gifts, send, battle)) // gifts
 
 
 def verdict(measured: int, budget: int, baseline: int) -> str:
@@ -315,9 +327,14 @@ def main() -> None:
         help="--path batch: the send_gifts sizes to measure (gifts a call)",
     )  # fmt: skip
     parser.add_argument("--with-webhook", action="store_true", help=WITH_WEBHOOK_HELP)
+    parser.add_argument(
+        "--battle", action="store_true",
+        help="every gift during a live battle of its stream (its side's points counted)",
+    )  # fmt: skip
     options = parser.parse_args()
     global WITH_WEBHOOK
     WITH_WEBHOOK = options.with_webhook
+    battle = options.battle
     if not shutil.which("valgrind"):
         sys.exit("valgrind is needed: apt-get install valgrind")
     if options.script:
@@ -327,11 +344,11 @@ def main() -> None:
     runs = f"{options.gifts:,} and {2 * options.gifts:,} gifts"
     single = cluster = 0
     if options.path in ("both", "single"):
-        single = per_gift(options.gifts, one_script(script))
+        single = per_gift(options.gifts, one_script(script), battle)
         print(f"send_gift: {single:,} instructions of Redis per gift (callgrind, EVALSHA, {runs})")
         print(verdict(single, BUDGET, BASELINE["single"]))
     if options.path in ("both", "cluster"):
-        cluster = per_gift(options.gifts, across_slots)
+        cluster = per_gift(options.gifts, across_slots, battle)
         print(
             f"across slots: {cluster:,} instructions of Redis per gift (callgrind, the four "
             f"scripts and the ZREM of one gift's transfer, {runs})"
@@ -341,16 +358,16 @@ def main() -> None:
         print(f"across slots / send_gift: {cluster / single:.2f}")
     if options.path == "batch":
         for size in (int(n) for n in options.batch_sizes.split(",")):
-            cost = per_gift(options.gifts, batched(size))
+            cost = per_gift(options.gifts, batched(size), battle)
             print(
                 f"send_gifts, {size} a call: {cost:,} instructions of Redis per gift "
                 f"(callgrind, EVALSHA, {runs})"
             )
             print(verdict(cost, BUDGET, BASELINE["single"]))
     if options.path == "sides":
-        stream = per_gift(options.gifts, one_side("stream"))
+        stream = per_gift(options.gifts, one_side("stream"), battle)
         print(f"the stream's slot: {stream:,} instructions per gift (gift_gate, credit_stream)")
-        streamer = per_gift(options.gifts, one_side("streamer"))
+        streamer = per_gift(options.gifts, one_side("streamer"), battle)
         print(f"the streamer's slot: {streamer:,} instructions per gift (credit_streamer)")
 
 

@@ -12,9 +12,10 @@ import httpx
 import pytest
 from starlette.routing import Route
 
+from gifting_server.api import battles_http, streamer_http
 from gifting_server.api import http as http_api
 from gifting_server.api import speech as speech_api
-from gifting_server.api import streamer_http, webhooks_http
+from gifting_server.api import webhooks_http
 from gifting_server.api import studio as studio_api
 from gifting_server.auth import Role
 from gifting_server.config import Settings
@@ -77,6 +78,7 @@ async def test_create_stream_is_201_then_200_while_live(http: httpx.AsyncClient)
         "coins_total": 0,
         "alerts_paused": False,
         "goal": None,
+        "battle_id": None,
     }
 
 
@@ -304,14 +306,15 @@ async def test_metrics_are_prometheus_text(http: httpx.AsyncClient) -> None:
 
 def routes_of_the_app() -> list[tuple[str, str]]:
     found = [("/openapi.json", "get"), ("/metrics", "get")]
-    routes = [
+    every = [
         *http_api.routes,
         *studio_api.routes,
         *speech_api.routes,
         *streamer_http.routes,
         *webhooks_http.routes,
+        *battles_http.routes,
     ]
-    for route in routes:
+    for route in every:
         assert isinstance(route, Route)
         found += [(route.path, m.lower()) for m in route.methods or () if m != "HEAD"]
     return found

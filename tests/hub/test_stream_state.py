@@ -19,7 +19,11 @@ def gift(event_id: int, coins_total: int, **more: Any) -> bytes:
 
 
 def test_a_stream_with_nothing_set_is_playing_with_no_goal() -> None:
-    assert StreamState().subscribed_fields() == {"alerts_paused": False, "goal": None}
+    assert StreamState().subscribed_fields() == {
+        "alerts_paused": False,
+        "goal": None,
+        "battle": None,
+    }
     assert StreamState.stored(None, None, None) == StreamState()
 
 
@@ -28,6 +32,7 @@ def test_the_stored_state_is_where_a_room_starts() -> None:
     assert state.subscribed_fields() == {
         "alerts_paused": True,
         "goal": {"target": 50, "title": "Mic", "counted_from": 10, "progress": 15},
+        "battle": None,
     }
 
 
@@ -42,6 +47,7 @@ def test_the_state_follows_alerts_goal_and_gift_events_but_not_test_gifts() -> N
     assert state.subscribed_fields() == {
         "alerts_paused": True,
         "goal": {"target": 100, "title": "", "counted_from": 7, "progress": 5},
+        "battle": None,
     }
     state.take("alerts", raw(7, "alerts", action="resume", paused=False))
     assert state.subscribed_fields()["alerts_paused"] is False
@@ -50,3 +56,12 @@ def test_the_state_follows_alerts_goal_and_gift_events_but_not_test_gifts() -> N
 def test_a_stored_goal_that_does_not_parse_is_no_goal() -> None:
     for stored in (b"{", b'"target":5', b'"counted_from":"7"'):
         assert StreamState.stored(None, stored, b"3").goal is None
+
+
+def test_the_state_keeps_the_last_battle_event_and_starts_from_the_stored_one() -> None:
+    body = {"battle_id": "bt_1.s1", "status": "live", "sides": []}
+    stored = orjson.dumps(body).decode()[1:-1].encode()
+    assert StreamState.stored(None, None, None, stored).battle == body
+    state = StreamState()
+    state.take("battle", raw(1, "battle", **{**body, "status": "ended", "winner": None}))
+    assert state.subscribed_fields()["battle"] == {**body, "status": "ended", "winner": None}

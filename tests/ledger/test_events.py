@@ -11,6 +11,7 @@ from gifting_server import events
 from gifting_server.auth import Identity, Role
 from gifting_server.ledger import (
     alerts,
+    battle_record,
     gifts,
     goal,
     keys,
@@ -56,6 +57,10 @@ EXPECTED = [
     '"counted_from":27}',
     '{"event_id":14,"kind":"settings","ts":1704283211000,"messages":{"enabled":true,'
     '"min_coins":1,"max_length":150,"tts":false,"tts_min_coins":100}}',
+    '{"event_id":15,"kind":"battle","ts":1704283211000,"battle_id":"bt_1.s1",'
+    '"status":"declined","duration_s":60,"created_at":1704283200000,"sides":['
+    '{"stream_id":"s1","streamer":{"id":"streamer1","name":"streamer1"},"points":0,"top":[]},'
+    '{"stream_id":"s2","streamer":{"id":"streamer2","name":"streamer2"},"points":0,"top":[]}]}',
 ]  # fmt: skip
 
 
@@ -104,6 +109,17 @@ async def emit_every_kind(store: Store, clock: FakeClock) -> None:
     await alerts.control_alerts(store, streamer, "s1", "pause")
     await goal.set_goal(store, streamer, "s1", 100, "Go", reset=False)
     await stream_settings.change_settings(store, streamer, "s1", {})
+    # a battle's state, as battle_steps.publish publishes it (a declined invite)
+    fields = {"status": "declined", "a": "s1", "b": "s2", "a_streamer": "streamer1",
+              "b_streamer": "streamer2", "duration_s": "60", "created_at": str(T0)}  # fmt: skip
+    battle = battle_record.Record("bt_1.s1", fields)
+    state = battle_record.fragment(await battle_record.view(store, battle))
+    await store.run_script(
+        "publish_battle",
+        [keys.stream("s1"), keys.stream_history("s1")],
+        ["bt_1.s1", state, 1, clock(), store.settings.history.max_events,
+         store.event_channel("s1")],
+    )  # fmt: skip
 
 
 async def published(channel: Subscription, count: int) -> list[str]:

@@ -64,6 +64,7 @@ async def test_start_stream_creates_a_live_stream_owned_by_the_streamer(
     assert await streams.stream_status(store, "s1") == {
         "stream_id": "s1", "streamer_id": "streamer1", "streamer_name": "streamer1",
         "status": "live", "coins_total": 0, "alerts_paused": False, "goal": None,
+        "battle_id": None,
     }  # fmt: skip
 
 

@@ -172,7 +172,7 @@ async def test_reconcile_counts_a_transfer_credited_but_still_in_the_outbox_once
     holds the gift, so its coins are with the streamer, not in transit as well."""
     debited = await debit_only(ledger)
     credited = await transfers.credit_stream(ledger, debited.transfer)
-    await transfers.credit_streamer(ledger, debited.transfer, credited.event_id, "")
+    await transfers.credit_streamer(ledger, debited.transfer, credited, "")
     report = await report_of(ledger)
     assert report.in_transit == 0, report.format()
     assert all("alice:k1" in problem for problem in report.problems), report.format()

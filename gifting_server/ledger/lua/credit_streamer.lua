@@ -20,6 +20,8 @@
     ARGV[9] the debit's time, unix ms               ARGV[10] the gift's event id
     ARGV[11] idempotency key                        ARGV[12] sender's daily limit or ''
     ARGV[13] sender is age-verified (1/0)           ARGV[14] record ttl, ms
+    ARGV[15] the battle credit_stream counted the gift for, or '' (none)
+    ARGV[16] when it counted it (that slot's TIME, unix ms), or ''
 
   Output:
     {0, diamonds, replayed(0/1)}
@@ -44,6 +46,12 @@ if not (cost and shareBps and heldUntil and now and digits(costArg) and int(coun
   return {16}
 end
 
+local battle = false
+if ARGV[15] and ARGV[15] ~= '' then
+  if not digits(ARGV[16]) then return {16} end
+  battle = {ARGV[15], ARGV[16]}
+end
+
 local seen = redis.call('GET', recordKey)
 if seen then return {0, tonumber(seen), 1} end
 
@@ -54,6 +62,7 @@ writeEarn(streamerKey, heldKey, platformKey, heldUntil, heldUntilArg, now, diamo
   platformShare, received, totalDiamonds)
 bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
 journalGift(journalKey, sender, streamer, streamId, giftId, countArg, costArg, diamonds,
-  platformShare, shareArg, eventId, idemName, nowArg, limit ~= '' and limit, ARGV[13] == '1')
+  platformShare, shareArg, eventId, idemName, nowArg, limit ~= '' and limit, ARGV[13] == '1',
+  battle)
 redis.call('SET', recordKey, fmt(diamonds), 'PX', recordTtl)
 return {0, diamonds, 0}

@@ -8,10 +8,10 @@
 
   Output:
     {0}
-    {21} UNKNOWN_WEBHOOK    {16} INVALID_ARGUMENT
+    {25} UNKNOWN_WEBHOOK    {16} INVALID_ARGUMENT
 ]]
 local endpointKey, secret = KEYS[1], ARGV[1]
 if type(secret) ~= 'string' or secret == '' then return {16} end
-if redis.call('EXISTS', endpointKey) == 0 then return {21} end
+if redis.call('EXISTS', endpointKey) == 0 then return {25} end
 redis.call('HSET', endpointKey, 'secret', secret)
 return {0}

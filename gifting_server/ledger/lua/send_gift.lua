@@ -15,6 +15,9 @@
   the risk report, the sender's own daily limit when one is set (`limit`) and
   `unverified` when the sender has no age verification (only possible where the
   age rule is off).
+  During a live battle of the stream (meta field `battle`, include "battle") the
+  coins also count for the stream's side when Redis's TIME is before the battle's
+  end; the journal entry then records the battle and that time (field `b`).
   Diamonds are held until ARGV[21], a release time the caller rounds up to a whole
   hour (never sooner than the holding period): one bucket per release hour in
   KEYS[5], whose released buckets are dropped when a new one starts.
@@ -42,6 +45,7 @@
     KEYS[10] open streaks              {s:S}:streaks
     KEYS[11] journal                   {u:T}:journal   (T's, in the order T received)
     KEYS[12] stream history            {s:S}:history
+    KEYS[13] the stream's battle top   {s:S}:battle_top  (include "battle")
     ARGV[1]  sender id          ARGV[2]  sender display name
     ARGV[3]  streamer id the caller expects to own the stream
     ARGV[4]  gift id            ARGV[5]  count        ARGV[6]  coins: count x price
@@ -72,11 +76,13 @@
 --- @include "spend"
 --- @include "combo"
 --- @include "earn"
+--- @include "battle"
 
 local idemKey, walletKey, streamKey, streamerKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local heldKey, platformKey, streamBoardKey = KEYS[5], KEYS[6], KEYS[7]
 local dayBoardKey, allBoardKey = KEYS[8], KEYS[9]
 local streaksKey, journalKey, historyKey = KEYS[10], KEYS[11], KEYS[12]
+local battleTopKey = KEYS[13]
 
 local sender, senderName, expectedStreamer = ARGV[1], ARGV[2], ARGV[3]
 -- Numbers that go back to Redis as they came are passed on as the strings they
@@ -117,7 +123,7 @@ end
 -- does not parse (nil) is refused here, not left to fail after the first write.
 local comboField = 'c:' .. sender .. ':' .. giftId
 local meta = redis.call('HMGET', streamKey, 'streamer', 'status', 'seq', 'coins', comboField,
-  'webhook_log')
+  'webhook_log', 'battle')
 if not meta[1] or meta[1] ~= expectedStreamer then return {2} end
 if meta[2] ~= 'live' then return {3} end
 if meta[1] == sender then return {4} end
@@ -137,6 +143,9 @@ if not coinsLeft then return {spent} end
 local diamonds, platformShare, received, totalDiamonds = checkEarn(streamerKey, cost, shareBps)
 if not diamonds then return {platformShare} end
 
+-- 5. The stream's battle, when it is in one (reads only).
+local battle = meta[7] and battleOf(meta[7])
+
 -- All checks passed: write. The history comes first: its entry ids must grow, so
 -- a stream meta restored behind its history makes that XADD fail; as the first
 -- write, it fails with nothing changed. No later call can fail on anything a client
@@ -154,7 +163,8 @@ local coinsLeftText = writeSpend(walletKey, senderName, coinsLeft, spent, refill
 redis.call('ZINCRBY', streamBoardKey, costArg, sender)
 bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
 journalGift(journalKey, sender, meta[1], streamId, giftId, countArg, costArg, diamonds,
-  platformShare, shareArg, id, idemName, nowArg, w[2], isAdult)
+  platformShare, shareArg, id, idemName, nowArg, w[2], isAdult, battle)
+if battle then countBattle(streamKey, battleTopKey, costArg, sender) end
 
 -- The combo outlives its window so that close_streaks can still announce its end.
 redis.call('HSET', streamKey, 'seq', id, 'coins', coinsTotalText,

@@ -6,7 +6,7 @@
   key twice: the second is answered from the first's record). What one call costs
   Redis whatever its size (the script's start, its functions, the configuration)
   is paid once for the batch, and the keys and arguments of a stream (the stream's
-  and its streamer's ten keys, its owner, id and channel) once for all its gifts:
+  and its streamer's eleven keys, its owner, id and channel) once for all its gifts:
   and a stream's meta and its streamer's credit are read once and written once, at
   the call's end (include "gift": `writeShared`; the platform's share and the held
   diamonds summed); docs/performance.md, "Batching". Every key is still declared,
@@ -24,13 +24,13 @@
     ARGV[6]  idempotency ttl, ms     ARGV[7]  history length cap
     ARGV[8]  G
     stream g (1..G), as send_gift names them:
-      KEYS[10(g-1) + 1 .. 10g]  stream meta, streamer wallet, streamer's held
+      KEYS[11(g-1) + 1 .. 11g]  stream meta, streamer wallet, streamer's held
         diamonds, platform account, stream leaderboard, channel leaderboard day and
-        all, open streaks, journal, stream history (send_gift's KEYS[3..12])
+        all, open streaks, journal, stream history, battle top (send_gift's KEYS[3..13])
       ARGV[8 + 3(g-1) + 1 .. 3g]  streamer id the caller expects to own the stream,
         stream id, pub/sub channel
     gift i (1..N):
-      KEYS[10G + 2(i-1) + 1], [+ 2]  idempotency record, viewer wallet
+      KEYS[11G + 2(i-1) + 1], [+ 2]  idempotency record, viewer wallet
       ARGV[8 + 3G + 12(i-1) + 1 .. 12i]  its stream g, sender id, sender display
         name, gift id, count, coins (count x price), request fingerprint, now (unix
         ms), sender is age-verified (1/0), event JSON fragment, idempotency key,
@@ -46,13 +46,14 @@
 --- @include "spend"
 --- @include "combo"
 --- @include "earn"
+--- @include "battle"
 --- @include "gift"
 
 local needAdult, shareArg, idemTtl, historyMax = ARGV[1] == '1', ARGV[2], ARGV[6], ARGV[7]
 local shareBps, comboWindow = tonumber(shareArg), tonumber(ARGV[3])
 local ratePerS, burst = tonumber(ARGV[4]), tonumber(ARGV[5])
 local streams = tonumber(ARGV[8])
-local gifts = streams and (#KEYS - 10 * streams) / 2
+local gifts = streams and (#KEYS - 11 * streams) / 2
 local replies = {}
 if not (streams and gifts and gifts % 1 == 0 and #ARGV == 8 + 3 * streams + 12 * gifts
     and shareBps and comboWindow and ratePerS and burst and shareBps >= 0 and shareBps <= 10000
@@ -61,7 +62,7 @@ if not (streams and gifts and gifts % 1 == 0 and #ARGV == 8 + 3 * streams + 12 *
   return replies
 end
 
-local giftKeys, giftArgs = 10 * streams, 8 + 3 * streams
+local giftKeys, giftArgs = 11 * streams, 8 + 3 * streams
 local shared = newShared()
 for i = 1, gifts do
   local a, k = giftArgs + 12 * (i - 1), giftKeys + 2 * (i - 1)
@@ -69,11 +70,11 @@ for i = 1, gifts do
   if not (g and g >= 1 and g <= streams and g % 1 == 0) then
     replies[i] = {16}
   else
-    local s, sa = 10 * (g - 1), 8 + 3 * (g - 1)
+    local s, sa = 11 * (g - 1), 8 + 3 * (g - 1)
     local ok, reply = pcall(giftOne, KEYS[k + 1], KEYS[k + 2], KEYS[s + 1], KEYS[s + 2], KEYS[s + 3],
       KEYS[s + 4], KEYS[s + 5], KEYS[s + 6], KEYS[s + 7], KEYS[s + 8], KEYS[s + 9],
-      KEYS[s + 10], ARGV[a + 2], ARGV[a + 3], ARGV[sa + 1], ARGV[a + 4], ARGV[a + 5],
-      ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9] == '1', ARGV[a + 10],
+      KEYS[s + 10], KEYS[s + 11], ARGV[a + 2], ARGV[a + 3], ARGV[sa + 1], ARGV[a + 4],
+      ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9] == '1', ARGV[a + 10],
       ARGV[sa + 3], ARGV[a + 11], ARGV[sa + 2], ARGV[a + 12],
       needAdult, shareArg, shareBps, comboWindow, ratePerS, burst, idemTtl, historyMax, shared)
     if ok then

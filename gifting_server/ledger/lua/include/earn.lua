@@ -62,10 +62,17 @@ end
 -- or number holds one). `limit` is the sender's own daily limit when one is set
 -- (false otherwise), for the risk report, as is `unverified` for a sender without
 -- age verification. One field, not fourteen: ~13,000 instructions less per gift.
+-- A gift counted in a battle (`battle`: {battle id, Redis TIME in unix ms}, else
+-- false) has a second field `b`, "<battle id>|<time>": the audit of its points.
 local function journalGift(journalKey, sender, streamer, streamId, giftId, countArg, costArg,
-    diamonds, platformShare, shareArg, eventId, idemName, nowArg, limit, isAdult)
-  redis.call('XADD', journalKey, '*', 'g', sender .. '|' .. streamer .. '|' .. streamId
+    diamonds, platformShare, shareArg, eventId, idemName, nowArg, limit, isAdult, battle)
+  local packed = sender .. '|' .. streamer .. '|' .. streamId
     .. '|' .. giftId .. '|' .. countArg .. '|' .. costArg .. '|' .. fmt(diamonds)
     .. '|' .. fmt(platformShare) .. '|' .. shareArg .. '|' .. eventId .. '|' .. nowArg
-    .. '|' .. (limit or '') .. '|' .. (isAdult and '' or '1') .. '|' .. idemName)
+    .. '|' .. (limit or '') .. '|' .. (isAdult and '' or '1') .. '|' .. idemName
+  if battle then
+    redis.call('XADD', journalKey, '*', 'g', packed, 'b', battle[1] .. '|' .. battle[2])
+  else
+    redis.call('XADD', journalKey, '*', 'g', packed)
+  end
 end

@@ -4,7 +4,7 @@
   send_gift.lua, which a gift alone in its flush takes; change the two together
   (tests/ledger/test_gift_batch.py holds a batch to send_gift's answers). Not a
   script: `--- @include "gift"` is replaced by this file when scripts.py loads a
-  script. Needs "numbers", "event", "spend", "combo", "earn".
+  script. Needs "numbers", "event", "spend", "combo", "earn", "battle".
 
   The gift's keys (send_gift's KEYS, in its order) and its own arguments come as
   values, the configuration (validated once by the caller) as numbers and the
@@ -76,7 +76,7 @@ end
 
 local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, platformKey,
     streamBoardKey, dayBoardKey, allBoardKey, streaksKey, journalKey, historyKey,
-    sender, senderName, expectedStreamer, giftId, countArg, costArg,
+    battleTopKey, sender, senderName, expectedStreamer, giftId, countArg, costArg,
     fingerprint, nowArg, isAdult, eventFragment, channel, idemName, streamId, heldUntilArg,
     needAdult, shareArg, shareBps, comboWindow, ratePerS, burst, idemTtl, historyMax, shared)
 
@@ -108,9 +108,10 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
     if comboRaw == nil then comboRaw = redis.call('HGET', streamKey, comboField) end
   else
     local meta = redis.call('HMGET', streamKey, 'streamer', 'status', 'seq', 'coins', comboField,
-      'webhook_log')
+      'webhook_log', 'battle')
     st = {owner = meta[1], status = meta[2], seq = tonumber(meta[3] or '0'),
-      coins = tonumber(meta[4] or '0'), combos = {}, fields = {}, deliveryLog = meta[6]}
+      coins = tonumber(meta[4] or '0'), combos = {}, fields = {}, deliveryLog = meta[6],
+      battle = meta[7]}
     shared.streams[streamKey] = st
     shared.streamOrder[#shared.streamOrder + 1] = streamKey
     comboRaw = meta[5]
@@ -141,6 +142,9 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   if not (sr.received and sr.diamonds) then return {17} end
   local diamonds = creatorShare(sr.received + cost, shareBps) - creatorShare(sr.received, shareBps)
   local platformShare = cost - diamonds
+
+  -- 5. The stream's battle, when it is in one (reads only; include "battle").
+  local battle = st.battle and battleOf(st.battle)
 
   -- All checks passed: write. The history comes first: its entry ids must grow, so a
   -- stream meta restored behind its history makes that XADD fail; as this gift's
@@ -179,7 +183,8 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   redis.call('ZINCRBY', streamBoardKey, costArg, sender)
   bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
   journalGift(journalKey, sender, st.owner, streamId, giftId, countArg, costArg, diamonds,
-    platformShare, shareArg, id, idemName, nowArg, w[2], isAdult)
+    platformShare, shareArg, id, idemName, nowArg, w[2], isAdult, battle)
+  if battle then countBattle(streamKey, battleTopKey, costArg, sender) end
   redis.call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText,
     'PX', idemTtl)
   return {0, eventId, coinsLeft, combo, 0, diamonds}
