@@ -18,6 +18,7 @@ OVERLAYS = (
     ("leaderboard", "400x500", ""),
     ("goal", "800x160", "&target=5000"),
     ("feed", "400x600", ""),
+    ("battle", "800x220", ""),
 )
 
 
