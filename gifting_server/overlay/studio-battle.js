@@ -76,8 +76,10 @@ function render() {
   $("battle-form").hidden = Boolean(b) && !isFinal(b);
 }
 
-export function takeBattle(body, { fresh = true } = {}) {
+export function takeBattle(body, { fresh = true, keepNote = false } = {}) {
   if (!isNewer(battle, body)) return;
+  // A note about the last step is stale once the battle moved on.
+  if (ctx && !keepNote && battle && battle.status !== body.status) ctx.note("battle-note", "");
   battle = body;
   if (bar) {
     bar.take(body, { fresh });
@@ -89,6 +91,11 @@ async function act(path, body) {
   const answer = await api(path, { method: "POST", auth: ctx.token, body });
   if (!answer.ok) {
     ctx.note("battle-note", explain(answer), "error");
+    // The battle moved on unseen (a dropped connection): show where it stands now.
+    if (battle && answer.data.error?.code === "battle_conflict" && path.startsWith(battlePath())) {
+      const now = await api(battlePath());
+      if (now.ok) takeBattle(now.data, { keepNote: true });
+    }
     return null;
   }
   ctx.note("battle-note", "");
@@ -117,7 +124,8 @@ async function invite(event) {
   if (sent) ctx.note("battle-note", `Invite sent to ${sideName(other(sent))}.`);
 }
 
-const answerPath = (action) => `/v1/battles/${encodeURIComponent(battle.battle_id)}/${action}`;
+const battlePath = () => (battle ? `/v1/battles/${encodeURIComponent(battle.battle_id)}` : "");
+const answerPath = (action) => `${battlePath()}/${action}`;
 
 // The lengths this server allows, from its OpenAPI document (config [battles]).
 async function loadRange() {

@@ -12,10 +12,9 @@ import httpx
 import pytest
 from starlette.routing import Route
 
-from gifting_server.api import battles_http
+from gifting_server.api import battles_http, streamer_http
 from gifting_server.api import http as http_api
 from gifting_server.api import speech as speech_api
-from gifting_server.api import streamer_http
 from gifting_server.api import studio as studio_api
 from gifting_server.auth import Role
 from gifting_server.config import Settings

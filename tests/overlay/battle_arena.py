@@ -56,9 +56,7 @@ class Arena(Live):
         }
         deadline = time.monotonic() + 5
         while True:
-            response = self.http.post(
-                "/v1/battles", json=body, headers=self.as_streamer(stream_id)
-            )
+            response = self.http.post("/v1/battles", json=body, headers=self.as_streamer(stream_id))
             if response.status_code != 409 or time.monotonic() > deadline:
                 break
         assert response.status_code == 201, response.text
@@ -90,5 +88,3 @@ def arena(redis_url: str, tmp_path: Path) -> Iterator[Arena]:
     running.start("s2")
     yield running
     running.close()
-
-
