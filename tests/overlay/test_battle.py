@@ -82,7 +82,7 @@ def test_a_battle_without_a_gift_is_a_draw_and_a_late_overlay_sees_the_score_at_
     arena: Arena, pages: Pages
 ) -> None:
     arena.fund("alice", "coins_5000")
-    battle_id = arena.invite(4)
+    battle_id = arena.invite(8)
     arena.answer(battle_id, "accept")
     arena.gift_to("s2", "alice", "rose", count=3)
     # Opened mid-battle, on the invited stream: the state comes with `subscribed`.
@@ -96,7 +96,12 @@ def test_a_battle_without_a_gift_is_a_draw_and_a_late_overlay_sees_the_score_at_
     )
     assert colours == ["#00c853", "#ffab00"]
     expect(page.locator(".battle-tops")).to_be_hidden()  # compact: no contributors
-    # s2 got 3 points, s1 none: s2 wins; then a battle where nobody gifts is a draw.
+    # The connection drops; a gift lands meanwhile; back with `since`, the score has it.
+    page.evaluate("window.__hub.drop()")
+    arena.gift_to("s1", "alice", "rose", count=2)
+    page.evaluate("window.__hub.connect()")
+    wait_points(page, 3, 2)
+    # s2 got 3 points, s1 2: s2 wins; then a battle where nobody gifts is a draw.
     expect(page.locator(".battle-banner")).to_have_text("🏆 Streamer Two wins!", timeout=15_000)
     second = arena.invite(1, stream_id="s2", opponent="s1")
     arena.answer(second, "accept", stream_id="s1")
