@@ -72,7 +72,7 @@ def demo_urls(settings: Settings, base_url: str) -> str:
     lines += [
         "",
         f"Streamer's studio ({DEMO_STREAMER[1]}: go live, alerts, goal, overlay links,"
-        " messages, earnings):",
+        " battles, messages, earnings):",
         f"  {studio}",
     ]
     lines += ["", "OBS browser sources (Sources > + > Browser; paste the URL, set the size):"]
