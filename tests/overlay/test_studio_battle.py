@@ -131,3 +131,20 @@ def test_each_refusal_of_an_invite_is_said_in_words(arena: Arena, pages: Pages) 
     # …and then shows where the battle stands.
     expect(two.locator("#battle-answer")).to_be_hidden()
     expect(two.locator("#battle-text")).to_have_text("The battle with Streamer One was cancelled.")
+
+
+def test_a_studio_opened_after_the_invite_shows_it_and_accepts_it(
+    arena: Arena, pages: Pages
+) -> None:
+    battle_id = arena.invite(30)
+    two = open_studio(arena, pages, "s2")  # the invite comes with `subscribed`
+    expect(two.locator("#battle-text")).to_have_text(
+        "Streamer One invites you to a 30-second battle."
+    )
+    two.click("#battle-accept")
+    expect(two.locator("#battle-state")).to_have_text("LIVE")
+    assert battle_of(two) == {"battle_id": battle_id, "status": "live", "winner": None}
+    one = open_studio(arena, pages, "s1")  # mid-battle: the score at once
+    expect(one.locator("#battle-state")).to_have_text("LIVE")
+    expect(one.locator("#battle-bar .battle-name.left")).to_have_text("Streamer One")
+    expect(one.locator("#battle-form")).to_be_hidden()
