@@ -137,6 +137,7 @@ export class BattleBar {
     const [left, right] = orderedSides(battle, this.ownStreamId);
     const share = shareOf(left.points, right.points);
     this.fill.style.width = `${share}%`;
+    this.fill.classList.toggle("is-edge", share === 0 || share === 100); // no divider to show
     this.track.setAttribute("aria-valuenow", String(Math.round(share)));
     this.track.dataset.share = String(Math.round(share));
     for (const [node, side] of [[this.left, left], [this.right, right]]) {
