@@ -25,6 +25,7 @@ OVERLAYS = (
     ("leaderboard", "400x500", ""),
     ("goal", "800x160", "&target=5000"),
     ("feed", "400x600", ""),
+    ("battle", "800x220", ""),
 )
 
 
@@ -82,7 +83,7 @@ def demo_urls(settings: Settings, base_url: str) -> str:
     lines += [
         "",
         f"Streamer's studio ({DEMO_STREAMER[1]}: go live, alerts, goal, overlay links,"
-        " messages, earnings):",
+        " battles, messages, earnings):",
         f"  {studio}",
     ]
     lines += ["", "OBS browser sources (Sources > + > Browser; paste the URL, set the size):"]

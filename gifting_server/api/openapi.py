@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from gifting_server.api.streamer_http import OVERLAYS
 from gifting_server.api.validation import MAX_BODY_BYTES
 from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode
@@ -474,7 +475,7 @@ def schemas(settings: Settings) -> dict[str, Schema]:
         "OverlayToken": obj(
             {
                 "token": described(STR, "an overlay token for this stream, valid for a year"),
-                "urls": obj({name: URI for name in ("alerts", "leaderboard", "goal", "feed")}),
+                "urls": obj({name: URI for name in OVERLAYS}),
             }
         ),
     }

@@ -25,6 +25,7 @@ PAGES = {
     "/overlay/leaderboard": "leaderboard.html",
     "/overlay/goal": "goal.html",
     "/overlay/feed": "feed.html",
+    "/overlay/battle": "battle.html",
     "/client": "client.html",
     "/docs": "docs.html",  # the OpenAPI document, rendered by docs.js
     "/studio": "studio.html",

@@ -15,8 +15,9 @@ from gifting_server.auth import Role
 from gifting_server.fields import checked_key, invalid
 from gifting_server.ledger import cashouts, overlay_tokens
 
-# The overlay pages an overlay token opens (api/pages.py; `feed` is the event list).
-OVERLAYS = ("alerts", "leaderboard", "goal", "feed")
+# The overlay pages an overlay token opens (api/pages.py; `feed` is the event list,
+# `battle` the stream's live battle).
+OVERLAYS = ("alerts", "leaderboard", "goal", "feed", "battle")
 
 
 def overlay_urls(base_url: str, stream_id: str, token: str) -> dict[str, str]:

@@ -17,8 +17,10 @@ import {
 } from "./common.js";
 import { StreamHub } from "./hub.js";
 import { Stage } from "./client-stage.js";
+import { BattleBar } from "./battle-bar.js";
 
 const COMBO_SHOWN_MS = 2_500;
+const BATTLE_WINNER_MS = 8_000; // the winner of a battle stays this long over the video
 const TOAST_MS = 4_000;
 const demoPayments = document.body.dataset.demoPayments === "on";
 
@@ -35,6 +37,7 @@ let comboTimer = null;
 let toastTimer = null;
 let walletTimer = null;
 let packages = null;
+let battle = null;
 
 // Test and debugging hooks.
 window.__acks = [];
@@ -349,6 +352,8 @@ function onEvent(event) {
     stage.topGifters(event.entries);
   } else if (event.kind === "viewers") {
     stage.viewers(event.count);
+  } else if (event.kind === "battle") {
+    battle.take(event);
   } else if (event.kind === "settings") {
     takeMessageSettings(event.messages);
   } else if (event.kind === "stream_ended") {
@@ -456,6 +461,13 @@ async function main() {
   me = whoAmI();
   const catalog = await loadCatalog();
   stage = new Stage({ catalog, me });
+  battle = new BattleBar(document.getElementById("battle"), {
+    ownStreamId: streamId,
+    top: 0,
+    winnerMs: BATTLE_WINNER_MS,
+    onVisible: (visible) => document.getElementById("stage").classList.toggle("has-battle", visible),
+  });
+  window.__battle = () => battle.snapshot(); // test hook
   renderPanel(catalog);
   document.getElementById("balance-button").onclick = openRecharge;
   document.getElementById("sheet-close").onclick = closeRecharge;
@@ -501,7 +513,10 @@ async function main() {
     token,
     onMessage,
     onEvent,
-    onSubscribed: (message) => takeGoal(message.goal),
+    onSubscribed: (message) => {
+      takeGoal(message.goal);
+      if (message.battle) battle.take(message.battle, { fresh: false });
+    },
     onState: (state) => {
       document.body.dataset.state = state;
       document.getElementById("conn").hidden = state === "live";

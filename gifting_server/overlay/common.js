@@ -27,6 +27,12 @@ export function choiceOption(name, choices, fallback) {
   return choices.includes(value) ? value : fallback;
 }
 
+// A colour as `ff3d7f` or `#ff3d7f` (a `#` must be written %23 in a URL), or `fallback`.
+export function colourOption(name, fallback) {
+  const value = (params.get(name) || "").trim().replace(/^#/, "");
+  return /^([0-9a-f]{3}|[0-9a-f]{6})$/i.test(value) ? `#${value}` : fallback;
+}
+
 // Theme and font size shared by the overlays: `theme=dark|light|outline`, `font_size=28`.
 export function applyLook(defaultFontSize) {
   const theme = choiceOption("theme", ["dark", "light", "outline"], "dark");

@@ -12,6 +12,8 @@ const SIZES = {
   goal: [800, 160],
   feed: [400, 600],
   ticker: [1280, 80],
+  battle: [800, 220],
+  compact: [800, 110],
 };
 // Which options each overlay reads (the labels' data-for in studio.html say the same).
 const OPTIONS = {
@@ -19,6 +21,7 @@ const OPTIONS = {
   leaderboard: ["limit", "period", "theme"],
   goal: ["theme"],
   feed: ["limit", "min_coins", "mode", "theme"],
+  battle: ["compact", "theme"],
 };
 
 const PREVIEW_MAX_HEIGHT = 340; // px: the preview is a glance, not a second OBS
@@ -64,6 +67,7 @@ function options(kind) {
   add("limit", $("opt-limit").value, kind === "feed" ? "6" : "5");
   add("period", $("opt-period").value, "stream");
   add("mode", $("opt-mode").value, "list");
+  add("compact", $("opt-compact").checked ? "on" : "off", "off");
   add("theme", $("opt-theme").value, "dark");
   return query;
 }
@@ -84,7 +88,7 @@ function render() {
   for (const label of document.querySelectorAll("#links-form [data-for]")) {
     label.hidden = !label.dataset.for.split(" ").includes(kind);
   }
-  const [width, height] = SIZES[kind === "feed" && $("opt-mode").value === "ticker" ? "ticker" : kind];
+  const [width, height] = sizeOf(kind);
   $("link-size").textContent = `${width} × ${height}`;
   const url = overlayUrl(kind);
   $("link-url").value = url;
@@ -108,7 +112,20 @@ function render() {
   }
 }
 
-const NAMES = { alerts: "Alerts", leaderboard: "Top gifters", goal: "Goal bar", feed: "Gift feed" };
+const NAMES = {
+  alerts: "Alerts",
+  leaderboard: "Top gifters",
+  goal: "Goal bar",
+  feed: "Gift feed",
+  battle: "Battle bar",
+};
+
+// The OBS size of an overlay as its options shape it.
+function sizeOf(kind) {
+  if (kind === "feed" && $("opt-mode").value === "ticker") return SIZES.ticker;
+  if (kind === "battle" && $("opt-compact").checked) return SIZES.compact;
+  return SIZES[kind];
+}
 
 // Every overlay's link at once (each with the options that apply to it), to set up
 // all the browser sources in one go.
@@ -117,7 +134,7 @@ function renderAll() {
   list.replaceChildren(
     ...(minted ? Object.keys(OPTIONS) : []).map((kind) => {
       const item = el("li");
-      const [width, height] = SIZES[kind === "feed" && $("opt-mode").value === "ticker" ? "ticker" : kind];
+      const [width, height] = sizeOf(kind);
       const button = el("button", "small-button", "Copy");
       button.type = "button";
       button.dataset.kind = kind;

@@ -1,7 +1,7 @@
 // /studio: the streamer's page. Everything here goes through the public HTTP API and
 // the WebSocket, as any other tool could: go live and end, the activity feed, alert
 // control, the goal and the message settings (this module); the overlay links
-// (studio-links.js) and the earnings (studio-earnings.js).
+// (studio-links.js), the earnings (studio-earnings.js) and battles (studio-battle.js).
 //
 // The URL's token can cash out: it is taken out of the address bar at once and kept
 // in this tab's sessionStorage. The stream is the streamer's one stable stream id, so
@@ -13,6 +13,7 @@ import { StreamHub } from "./hub.js";
 import { StreakFeed, replayEventId } from "./feed-model.js";
 import { ensureLinks, startLinks } from "./studio-links.js";
 import { startEarnings, walletSoon } from "./studio-earnings.js";
+import { startBattle, takeBattle } from "./studio-battle.js";
 
 const BACKFILL = 300; // events read back from the history when the page opens
 const TOKEN_KEY = "studio-token";
@@ -326,6 +327,8 @@ function onEvent(event) {
     // Another tab changed them: show them, keeping the blocked words this page has.
     const words = document.getElementById("set-blocked").value.split("\n").filter(Boolean);
     showSettings({ ...event.messages, blocked_words: words });
+  } else if (event.kind === "battle") {
+    takeBattle(event);
   } else if (event.kind === "stream_ended") {
     setStatus("ended");
   }
@@ -342,6 +345,7 @@ function follow() {
       setViewers(message.viewers || 0);
       if (typeof message.alerts_paused === "boolean") setPaused(message.alerts_paused);
       takeGoal(message.goal);
+      if (message.battle) takeBattle(message.battle, { fresh: false });
     },
     onResync: async () => {
       feed.endAll();
@@ -408,6 +412,7 @@ async function main() {
   catalog = await loadCatalog();
   fillTestGifts();
   startEarnings(ctx);
+  startBattle(ctx);
   const known = await readStream();
   startLinks(ctx);
   if (known) {

@@ -56,7 +56,13 @@ async def test_a_minted_token_comes_with_a_url_for_each_overlay(
         Role.OVERLAY, "streamer1", "s1", 0,
     )  # fmt: skip
     urls = minted["urls"]
-    assert isinstance(urls, dict) and set(urls) == {"alerts", "leaderboard", "goal", "feed"}
+    assert isinstance(urls, dict) and set(urls) == {
+        "alerts",
+        "leaderboard",
+        "goal",
+        "feed",
+        "battle",
+    }
     for name, url in urls.items():
         parts = urlsplit(url)
         assert f"{parts.scheme}://{parts.netloc}" == two_workers[0].url

@@ -119,7 +119,7 @@ def test_serve_demo_prints_working_urls_and_turns_demo_payments_on(tmp_path: Pat
         clients = [u for u in urls if "/client?" in u]
         overlays = [u for u in urls if "/overlay/" in u]
         studios = [u for u in urls if "/studio?" in u]
-        assert (len(clients), len(overlays), len(studios)) == (4, 4, 1), server.output()
+        assert (len(clients), len(overlays), len(studios)) == (4, 5, 1), server.output()
         with httpx.Client(timeout=10) as client:
             for url in urls:
                 page = client.get(url)

@@ -14,6 +14,7 @@ PAGES = [
     "/overlay/leaderboard",
     "/overlay/goal",
     "/overlay/feed",
+    "/overlay/battle",
     "/client",
     "/studio",
 ]
@@ -32,6 +33,10 @@ STATIC = [
     "studio-links.js",
     "studio-earnings.js",
     "studio.css",
+    "battle.js",
+    "battle-bar.js",
+    "battle.css",
+    "studio-battle.js",
 ]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -241,7 +242,7 @@ def test_replacing_the_links_from_the_studio_stops_every_earlier_one(
     old_url = studio.evaluate("window.__overlayUrl")
     assert f"stream_id={live.stream_id}" in old_url and "token=" in old_url
     expect(studio.locator("#link-size")).to_have_text("800 \u00d7 600")
-    expect(studio.locator("#all-links li")).to_have_count(4)  # each overlay, to copy
+    expect(studio.locator("#all-links li")).to_have_count(5)  # each overlay, to copy
     old = pages.open(old_url)
     wait_live(old)
 
@@ -261,6 +262,13 @@ def test_replacing_the_links_from_the_studio_stops_every_earlier_one(
     expect(studio.locator("#link-size")).to_have_text("1280 \u00d7 80")
     assert "/overlay/feed?" in studio.evaluate("window.__overlayUrl")
     assert "mode=ticker" in studio.evaluate("window.__overlayUrl")
+    studio.locator("#opt-kind").select_option("battle")
+    expect(studio.locator("#link-size")).to_have_text("800 \u00d7 220")
+    studio.locator("#opt-compact").check()
+    expect(studio.locator("#link-size")).to_have_text("800 \u00d7 110")
+    battle_url = studio.evaluate("window.__overlayUrl")
+    assert "/overlay/battle?" in battle_url and "compact=on" in battle_url
+    expect(studio.locator("#preview")).to_have_attribute("src", re.compile(r"/overlay/battle\?"))
 
 
 def test_a_cash_out_from_the_studio_and_its_status_in_the_history(
