@@ -18,10 +18,16 @@ from gifting_server.fields import MAX_INT, checked_id, integer, invalid
 from gifting_server.ledger import alerts, goal, stream_settings, streams
 
 
-def _closed(body: dict[str, Any], *allowed: str) -> None:
+def _closed(body: dict[str, Any], *allowed: str, action: str = "") -> None:
     unknown = sorted(set(body) - set(allowed))
     if unknown:
-        raise invalid(f"unknown field {unknown[0]!r}; allowed: {', '.join(allowed)}")
+        where = f" with action {action!r}" if action else ""
+        raise invalid(f"unknown field {unknown[0]!r}{where}; allowed: {', '.join(allowed)}")
+
+
+# The fields each alert action takes besides `action`: a field another action takes
+# is refused too, so that a body that does not say what it means changes nothing.
+ALERT_FIELDS: dict[str, tuple[str, ...]] = {"replay": ("event_id",), "test": ("gift_id", "count")}
 
 
 async def control_alerts(request: Request) -> Response:
@@ -29,10 +35,10 @@ async def control_alerts(request: Request) -> Response:
     stream_id = stream_id_of(request)
     store = store_of(request)
     body = await json_object(request)
-    _closed(body, "action", "event_id", "gift_id", "count")
     action = body.get("action")
     if not isinstance(action, str) or action not in alerts.ACTIONS:
         raise invalid(f"action must be one of {', '.join(alerts.ACTIONS)}")
+    _closed(body, "action", *ALERT_FIELDS.get(action, ()), action=action)
     event_id = integer(body, "event_id", minimum=1) if "event_id" in body else None
     gift_id = checked_id(body["gift_id"], "gift_id") if "gift_id" in body else None
     limit = store.settings.limits.max_gift_count

@@ -116,10 +116,19 @@ async def test_alert_control_refuses_everyone_but_the_streamer(live: httpx.Async
         {"action": "test"},
         {"action": "test", "gift_id": "rose", "count": 0},
         {"action": "pause", "extra": True},
+        # a field of another action: the body does not say what it means
+        {"action": "pause", "event_id": 1},
+        {"action": "resume", "gift_id": "rose"},
+        {"action": "skip", "count": 2},
+        {"action": "clear", "event_id": 1},
+        {"action": "replay", "event_id": 1, "gift_id": "rose"},
+        {"action": "test", "gift_id": "rose", "event_id": 1},
     ],
 )
 async def test_bad_alert_bodies_are_refused(live: httpx.AsyncClient, body: dict[str, Any]) -> None:
+    before = (await live.get("/v1/streams/s1")).json()
     assert_error(await alert(live, body), 422, "invalid_request")
+    assert (await live.get("/v1/streams/s1")).json() == before  # nothing changed
 
 
 async def test_replay_and_test_refusals(live: httpx.AsyncClient) -> None:
