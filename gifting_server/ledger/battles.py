@@ -290,8 +290,9 @@ async def stream_ended(store: Store, stream_id: str, battle_id: str) -> None:
     if record is None or stream_id not in record.streams:
         return
     if record.status in ("inviting", "invited"):
-        await close_unstarted(store, battle_id, "stream_ended")
-        return
+        record = await close_unstarted(store, battle_id, "stream_ended")
+        if record.status in FINAL:
+            return  # else accepted meanwhile: forfeited below
     if record.status == "accepting":
         record = await start_invited_side(store, record)
     if record.status == "live":

@@ -1,0 +1,199 @@
+"""Battles attacked from the side: steps of two workers interleaved (one read the
+battle before the other moved it), a stream ending and going live again between a
+forfeit's steps, invites crossing, gifts racing the end on every gift path. Real
+Redis (single or cluster), the ledger's own steps, no fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from gifting_server.auth import Identity, Role
+from gifting_server.config import Settings
+from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.ledger import battle_record, battle_steps, battles, gifts, keys, streams
+from gifting_server.ledger.reconcile import reconcile
+from gifting_server.ledger.store import Store, connect
+from tests.factories import fund, live_stream, viewer
+from tests.ledger.support import journal_entries
+from tests.ledger.test_battles_recovery import MovableClock, meta
+
+ONE = Identity("streamer1", "Streamer One", Role.STREAMER)
+TWO = Identity("streamer2", "Streamer Two", Role.STREAMER)
+
+
+@pytest.fixture
+async def ledger(settings: Settings) -> AsyncIterator[Store]:
+    quick = dataclasses.replace(
+        settings,
+        battles=dataclasses.replace(settings.battles, min_duration_s=1, invite_ttl_s=1),
+        # gifts as fast as they go, to race the end
+        limits=dataclasses.replace(settings.limits, gift_rate_per_s=100_000, gift_burst=100_000),
+    )
+    assert quick.redis_url
+    store = Store(await connect(quick.redis_url, quick.limits.request_timeout_s), quick)
+    for n in (1, 2, 3):
+        await live_stream(store, f"s{n}", f"streamer{n}")
+    yield store
+    await store.close()
+
+
+async def until_ended(store: Store, battle_id: str) -> dict[str, Any]:
+    """Advance the battle as a ticker would until Redis's clock passed its end."""
+    for _ in range(600):
+        record = await battle_steps.advance(store, await battle_record.read_known(store, battle_id))
+        if record.status == "ended":
+            return await battles.get(store, battle_id)
+        await asyncio.sleep(0.01)
+    raise AssertionError("the battle did not end")
+
+
+async def end_stream_step(store: Store, stream_id: str, streamer: str) -> None:
+    """The end_stream script alone: the worker that ran it died before its next step."""
+    await store.run_script(
+        "end_stream",
+        [keys.stream(stream_id), keys.stream_history(stream_id)],
+        [streamer, store.clock(), 100, keys.stream_channel(stream_id)],
+    )
+
+
+async def test_an_expiry_that_read_the_invite_before_its_accept_leaves_the_battle_live(
+    ledger: Store,
+) -> None:
+    invited, _ = await battles.invite(ledger, ONE, "s1", "s2", 2, "inv")
+    battle_id = invited["battle_id"]
+    seen = await battle_record.read_known(ledger, battle_id)  # the ticker reads it...
+    await battles.accept(ledger, TWO, battle_id)  # ...the invited streamer accepts...
+    clock = ledger.clock = MovableClock(ledger)
+    clock.ahead = 2_000  # ...and the ticker, whose clock says the invite expired, goes on
+    await battle_steps.advance(ledger, seen)
+    clock.ahead = 0
+    assert (await battles.get(ledger, battle_id))["status"] == "live"
+    for stream_id in ("s1", "s2"):  # both sides still locked and counting
+        assert await meta(ledger, stream_id, "battle_lock") == battle_id
+        assert (await meta(ledger, stream_id, "battle") or "").startswith(battle_id + "|")
+    assert await ledger.redis.zscore(keys.BATTLES_DUE, battle_id) is not None
+    await fund(ledger, "alice", "coins_500")
+    await gifts.send_gift(ledger, viewer("alice"), "s1", "rose", 3, "a1")
+    ended = await until_ended(ledger, battle_id)
+    assert [s["points"] for s in ended["sides"]] == [3, 0] and ended["winner"] == "s1"
+
+
+async def test_cancelling_an_invite_that_was_accepted_meanwhile_leaves_the_battle_live(
+    ledger: Store,
+) -> None:
+    # A stream's end (or an expiry) read the battle as `invited`; the accept won the
+    # step: what it then does must not let the streams go of a battle that started.
+    invited, _ = await battles.invite(ledger, ONE, "s1", "s2", 2, "inv")
+    battle_id = invited["battle_id"]
+    await battles.accept(ledger, TWO, battle_id)
+    await battle_steps.close_unstarted(ledger, battle_id, "stream_ended")
+    assert (await battles.get(ledger, battle_id))["status"] == "live"
+    assert await meta(ledger, "s1", "battle_lock") == battle_id
+    assert (await meta(ledger, "s1", "battle") or "").startswith(battle_id + "|")
+    assert await ledger.redis.zscore(keys.BATTLES_DUE, battle_id) is not None
+    assert (await until_ended(ledger, battle_id))["reason"] == "time"
+
+
+async def test_a_stream_ending_as_its_invite_is_accepted_forfeits_the_battle(
+    ledger: Store,
+) -> None:
+    for round_ in range(8):
+        invited, _ = await battles.invite(ledger, ONE, "s1", "s2", 60, f"r{round_}")
+        battle_id = invited["battle_id"]
+        results = await asyncio.gather(
+            battles.accept(ledger, TWO, battle_id),
+            streams.end_stream(ledger, "streamer1", "s1"),
+            return_exceptions=True,
+        )
+        final = await battle_steps.advance(ledger, await battle_record.read_known(ledger, battle_id))
+        shown = await battles.get(ledger, battle_id)
+        assert final.status in ("ended", "cancelled"), (results, shown)
+        if final.status == "ended":
+            assert (shown["reason"], shown["winner"]) == ("forfeit", "s2"), shown
+        for stream_id in ("s1", "s2"):
+            assert await meta(ledger, stream_id, "battle_lock") is None, (results, shown)
+            assert await meta(ledger, stream_id, "battle") is None, (results, shown)
+        assert await ledger.redis.zscore(keys.BATTLES_DUE, battle_id) is None
+        await live_stream(ledger, "s1", "streamer1")
+
+
+async def test_a_forfeit_stands_when_the_stream_goes_live_again_before_the_sides_close(
+    ledger: Store,
+) -> None:
+    await fund(ledger, "alice", "coins_500")
+    invited, _ = await battles.invite(ledger, ONE, "s1", "s2", 60, "inv")
+    battle_id = invited["battle_id"]
+    await battles.accept(ledger, TWO, battle_id)
+    await gifts.send_gift(ledger, viewer("alice"), "s1", "rose", 5, "a1")  # s1 leads
+    # s1 ends: the forfeit is written, then its worker dies before the sides close
+    await end_stream_step(ledger, "s1", "streamer1")
+    await battle_steps.step(ledger, battle_id, "live", "live", forfeit="s1")
+    await live_stream(ledger, "s1", "streamer1")  # and s1 is back before any ticker
+    ended = await until_ended(ledger, battle_id)
+    assert (ended["reason"], ended["winner"]) == ("forfeit", "s2"), ended
+
+
+async def test_two_invites_crossing_leave_at_most_one_battle_and_no_stream_locked_for_nothing(
+    ledger: Store,
+) -> None:
+    for round_ in range(6):
+        results = await asyncio.gather(
+            battles.invite(ledger, ONE, "s1", "s2", 60, f"a{round_}"),
+            battles.invite(ledger, TWO, "s2", "s1", 60, f"b{round_}"),
+            return_exceptions=True,
+        )
+        won = [r[0] for r in results if not isinstance(r, BaseException)]
+        assert all(
+            isinstance(r, GiftingError) and r.code is ErrorCode.BATTLE_CONFLICT
+            for r in results
+            if isinstance(r, BaseException)
+        ), results
+        assert len(won) <= 1, results
+        locks = {await meta(ledger, s, "battle_lock") for s in ("s1", "s2")}
+        assert locks == ({won[0]["battle_id"]} if won else {None}), (results, locks)
+        for battle in won:
+            await battles.cancel(ledger, ONE, battle["battle_id"])
+
+
+async def test_gifts_racing_the_end_count_exactly_as_the_journal_says(ledger: Store) -> None:
+    await fund(ledger, "alice", "coins_500", times=2)
+    await fund(ledger, "bob", "coins_500", times=2)
+    invited, _ = await battles.invite(ledger, ONE, "s1", "s2", 1, "inv")
+    battle_id = invited["battle_id"]
+    await battles.accept(ledger, TWO, battle_id)
+    stop = asyncio.Event()
+
+    async def gifting(user: str, stream_id: str) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            await gifts.send_gift(ledger, viewer(user), stream_id, "rose", 1, f"{user}{n}")
+
+    senders = [
+        asyncio.create_task(gifting("alice", "s1")),
+        asyncio.create_task(gifting("bob", "s2")),
+    ]
+    try:
+        ended = await until_ended(ledger, battle_id)
+        await asyncio.sleep(0.05)  # a few more gifts after the end, which count for nobody
+    finally:
+        stop.set()
+        await asyncio.gather(*senders)
+    entries = await journal_entries(ledger.redis)
+    for side in ended["sides"]:
+        counted = [
+            int(e["coins"])
+            for e in entries
+            if e.get("battle") == battle_id and e.get("stream") == side["stream_id"]
+        ]
+        assert side["points"] == sum(counted) > 0
+        after = [e for e in entries if e.get("stream") == side["stream_id"] and not e.get("battle")]
+        assert after, "no gift ran past the end"
+    share = ledger.settings.economy.creator_share_bps
+    report = await reconcile(ledger.redis, share)
+    assert report.ok, report.problems
