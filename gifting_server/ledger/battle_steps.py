@@ -161,8 +161,12 @@ def decide(record: Record, closed: list[list[Any]], ends_at: int) -> tuple[str |
 
 async def close_for_good(store: Store, record: Record) -> None:
     """A battle in a final state: its end published once to both streams, both streams
-    let go, and the battle off the due list. Every part is safe to repeat."""
-    await publish(store, record)
+    let go, and the battle off the due list. Every part is safe to repeat. An invite
+    refused or abandoned before it was ever `invited` was never shown to anyone: its
+    end is not published either (it would replace what the streams show, such as
+    another pending invite)."""
+    if record.fields.get("expires_at"):  # written with the move to `invited`
+        await publish(store, record)
     for stream_id in record.streams:
         if stream_id:
             await run(store, "battle_release", [keys.stream(stream_id)], [record.battle_id])

@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 
 from gifting_server.auth import Identity, Role
@@ -141,6 +142,7 @@ async def test_a_forfeit_stands_when_the_stream_goes_live_again_before_the_sides
 async def test_two_invites_crossing_leave_at_most_one_battle_and_no_stream_locked_for_nothing(
     ledger: Store,
 ) -> None:
+    shown = set()
     for round_ in range(6):
         results = await asyncio.gather(
             battles.invite(ledger, ONE, "s1", "s2", 60, f"a{round_}"),
@@ -148,6 +150,7 @@ async def test_two_invites_crossing_leave_at_most_one_battle_and_no_stream_locke
             return_exceptions=True,
         )
         won = [r[0] for r in results if not isinstance(r, BaseException)]
+        shown |= {battle["battle_id"] for battle in won}
         assert all(
             isinstance(r, GiftingError) and r.code is ErrorCode.BATTLE_CONFLICT
             for r in results
@@ -158,6 +161,14 @@ async def test_two_invites_crossing_leave_at_most_one_battle_and_no_stream_locke
         assert locks == ({won[0]["battle_id"]} if won else {None}), (results, locks)
         for battle in won:
             await battles.cancel(ledger, ONE, battle["battle_id"])
+    # a refused invite was never shown: no stream gets a `battle` event of it
+    for stream_id in ("s1", "s2"):
+        rows = await ledger.redis.xrange(keys.stream_history(stream_id))
+        events = [orjson.loads(fields["e"]) for _, fields in rows]
+        published = {e["battle_id"] for e in events if e["kind"] == "battle"}
+        assert published <= shown, (stream_id, published - shown)
+        last = await meta(ledger, stream_id, "battle_pub")
+        assert last is None or any(battle_id in last for battle_id in shown), last
 
 
 async def test_gifts_racing_the_end_count_exactly_as_the_journal_says(ledger: Store) -> None:
