@@ -16,7 +16,16 @@ import pytest
 from gifting_server.auth import Identity, Role
 from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import battle_record, battle_steps, battles, gifts, keys, streams
+from gifting_server.ledger import (
+    battle_record,
+    battle_steps,
+    battles,
+    gifts,
+    keys,
+    streams,
+    transfers,
+)
+from gifting_server.ledger.battle_ticker import BattleTicker
 from gifting_server.ledger.reconcile import reconcile
 from gifting_server.ledger.store import Store, connect
 from tests.factories import fund, live_stream, viewer
@@ -208,3 +217,100 @@ async def test_gifts_racing_the_end_count_exactly_as_the_journal_says(ledger: St
     share = ledger.settings.economy.creator_share_bps
     report = await reconcile(ledger.redis, share)
     assert report.ok, report.problems
+
+
+def across_slots_only(store: Store) -> None:
+    if not store.gifts_across_slots:
+        pytest.skip("a transfer's steps: only a gift across slots has them")
+
+
+async def relay_all(store: Store) -> int:
+    slot = keys.slot_of_tag("u:alice")
+    return await transfers.relay_transfers(store, [slot], store.clock() + 1)
+
+
+async def test_a_gift_debited_before_the_end_but_credited_after_it_counts_for_nobody(
+    ledger: Store,
+) -> None:
+    across_slots_only(ledger)
+    await fund(ledger, "alice", "coins_500")
+    invited, _ = await battles.invite(ledger, ONE, "s1", "s2", 1, "inv")
+    battle_id = invited["battle_id"]
+    await battles.accept(ledger, TWO, battle_id)
+    await gifts.send_gift(ledger, viewer("alice"), "s1", "rose", 2, "a1")
+    rose = ledger.settings.gift("rose")
+    assert rose is not None
+    sender = viewer("alice")
+    # debited during the battle; the worker died before the stream's step
+    await transfers.debit(
+        ledger, sender, "s1", "streamer1", rose, 3, "late", gifts.event_fragment(sender, rose)
+    )
+    ended = await until_ended(ledger, battle_id)
+    assert await relay_all(ledger) == 1  # the relay finishes it after the end
+    assert [s["points"] for s in ended["sides"]] == [2, 0]
+    assert (await battles.get(ledger, battle_id)) == ended
+    late = [e for e in await journal_entries(ledger.redis) if e.get("coins") == "3"]
+    assert len(late) == 1 and not late[0].get("battle")
+    report = await reconcile(ledger.redis, ledger.settings.economy.creator_share_bps)
+    assert report.ok, report.problems
+
+
+async def test_a_gift_credited_to_its_stream_before_the_end_is_journaled_for_it_when_finished_late(
+    ledger: Store,
+) -> None:
+    across_slots_only(ledger)
+    await fund(ledger, "alice", "coins_500")
+    invited, _ = await battles.invite(ledger, ONE, "s1", "s2", 1, "inv")
+    battle_id = invited["battle_id"]
+    await battles.accept(ledger, TWO, battle_id)
+    rose = ledger.settings.gift("rose")
+    assert rose is not None
+    sender = viewer("alice")
+    debited = await transfers.debit(
+        ledger, sender, "s1", "streamer1", rose, 4, "late", gifts.event_fragment(sender, rose)
+    )
+    assert debited.transfer is not None
+    credited = await transfers.credit_stream(ledger, debited.transfer)  # counted...
+    assert credited.battle == battle_id
+    ended = await until_ended(ledger, battle_id)  # ...then the worker died; the end came
+    assert [s["points"] for s in ended["sides"]] == [4, 0]
+    assert await relay_all(ledger) == 1
+    late = [e for e in await journal_entries(ledger.redis) if e.get("coins") == "4"]
+    assert len(late) == 1 and late[0].get("battle") == battle_id
+    assert int(late[0]["battle_at"]) < ended["ends_at"]
+    # a retry of the same gift after the end answers the first result, counts nothing more
+    await gifts.send_gift(ledger, sender, "s1", "rose", 4, "late")
+    assert (await battles.get(ledger, battle_id)) == ended
+    report = await reconcile(ledger.redis, ledger.settings.economy.creator_share_bps)
+    assert report.ok, report.problems
+
+
+async def test_two_tickers_that_lose_the_lease_mid_battle_publish_the_end_once(
+    ledger: Store,
+) -> None:
+    await fund(ledger, "alice", "coins_500")
+    invited, _ = await battles.invite(ledger, ONE, "s1", "s2", 1, "inv")
+    battle_id = invited["battle_id"]
+    await battles.accept(ledger, TWO, battle_id)
+    first, second = BattleTicker(ledger), BattleTicker(ledger)
+    for n in range(400):
+        if n % 3 == 0:
+            await gifts.send_gift(ledger, viewer("alice"), "s1", "rose", 1, f"a{n}")
+        # the lease lost each round: both tick at once, each believing it holds it
+        await ledger.redis.delete(keys.BATTLES_LEASE)
+        await asyncio.gather(first.tick(), ledger.redis.delete(keys.BATTLES_LEASE), second.tick())
+        if (await battle_record.read_known(ledger, battle_id)).status == "ended":
+            break
+        await asyncio.sleep(0.005)
+    ended = await battles.get(ledger, battle_id)
+    assert ended["status"] == "ended"
+    for _ in range(3):  # and ticks after the end publish nothing more
+        await ledger.redis.delete(keys.BATTLES_LEASE)
+        await asyncio.gather(first.tick(), second.tick())
+    for stream_id in ("s1", "s2"):
+        rows = await ledger.redis.xrange(keys.stream_history(stream_id))
+        events = [orjson.loads(fields["e"]) for _, fields in rows]
+        finals = [e for e in events if e["kind"] == "battle" and e["status"] == "ended"]
+        assert len(finals) == 1, finals
+        assert finals[0]["sides"] == ended["sides"]
+    assert await ledger.redis.zscore(keys.BATTLES_DUE, battle_id) is None
