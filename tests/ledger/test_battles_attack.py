@@ -314,3 +314,88 @@ async def test_two_tickers_that_lose_the_lease_mid_battle_publish_the_end_once(
         assert len(finals) == 1, finals
         assert finals[0]["sides"] == ended["sides"]
     assert await ledger.redis.zscore(keys.BATTLES_DUE, battle_id) is None
+
+
+async def invite_step_one(store: Store, battle_id: str, key: str) -> None:
+    """Step 1 of an invite of s2 by s1 for 60 s, as `battles.invite` runs it."""
+    await store.run_script(
+        "battle_invite",
+        [keys.stream("s1"), keys.battle(battle_id), keys.battle_invitation("s1", key)],
+        ["streamer1", battle_id, "s2|60", "s2", 60, store.clock(), 60_000, "s1"],
+    )
+
+
+@pytest.mark.parametrize("steps_done", [1, 2])
+async def test_an_invite_retried_with_its_key_after_its_worker_died_goes_on_from_where_it_was(
+    ledger: Store, steps_done: int
+) -> None:
+    battle_id = "bt_0123456789abcdef0123.s1"
+    await invite_step_one(ledger, battle_id, "k")
+    if steps_done == 2:
+        await ledger.run_script("battle_lock", [keys.stream("s2")], [battle_id, "streamer1"])
+    again, _ = await battles.invite(ledger, ONE, "s1", "s2", 60, "k")
+    assert (again["battle_id"], again["status"]) == (battle_id, "invited")
+    assert again["expires_at"] > 0
+    assert await meta(ledger, "s2", "battle_lock") == battle_id
+    due = await ledger.redis.zrange(keys.BATTLES_DUE, 0, -1)
+    assert due == [battle_id]  # the id drawn for the retry is not left on the due list
+    accepted = await battles.accept(ledger, TWO, battle_id)
+    assert accepted["status"] == "live"
+
+
+@pytest.mark.parametrize("crash_after", ["due entry", "step 4", "step 5", "step 7, one side"])
+async def test_a_ticker_takes_a_battle_whose_worker_died_at_each_crash_point_to_its_end(
+    ledger: Store, crash_after: str
+) -> None:
+    await fund(ledger, "alice", "coins_500")
+    clock = ledger.clock = MovableClock(ledger)
+    ticker = BattleTicker(ledger)
+    if crash_after == "due entry":
+        await battle_steps.recover_at(ledger, "bt_00000000000000000000.s1")
+        clock.ahead = ledger.settings.battles.recover_after_ms
+        await ticker.tick()
+        assert not await ledger.redis.exists(keys.BATTLES_DUE)
+        return
+    invited, _ = await battles.invite(ledger, ONE, "s1", "s2", 1, "inv")
+    battle_id = invited["battle_id"]
+    await battle_steps.recover_at(ledger, battle_id)
+    await ledger.run_script(
+        "battle_accept",
+        [keys.battle(battle_id), keys.stream("s1"), keys.battle_top("s1")],
+        [battle_id],
+    )
+    record = await battle_record.read_known(ledger, battle_id)
+    if crash_after != "step 4":
+        await ledger.run_script(
+            "battle_start_side",
+            [keys.stream("s2"), keys.battle_top("s2")],
+            [battle_id, record.number("ends_at")],
+        )
+    await gifts.send_gift(ledger, viewer("alice"), "s1", "rose", 2, "a1")
+    if crash_after == "step 7, one side":
+        await battle_steps.step(ledger, battle_id, "accepting", "live")
+        while True:  # s1's side closes once its clock passed the end; then the worker dies
+            closed = await battle_steps.run(
+                ledger,
+                "battle_close_side",
+                [keys.stream("s1"), keys.battle_top("s1")],
+                [battle_id, 0, 3],
+            )
+            if int(closed[0]) == 0:
+                break
+            await asyncio.sleep(int(closed[1]) / 1000)
+    clock.ahead = ledger.settings.battles.recover_after_ms
+    for _ in range(600):
+        await ticker.tick()
+        if (await battle_record.read_known(ledger, battle_id)).status == "ended":
+            break
+        await asyncio.sleep(0.01)
+    ended = await battles.get(ledger, battle_id)
+    assert (ended["status"], ended["winner"]) == ("ended", "s1"), ended
+    assert [s["points"] for s in ended["sides"]] == [2, 0]
+    for stream_id in ("s1", "s2"):
+        assert await meta(ledger, stream_id, "battle_lock") is None
+        assert await meta(ledger, stream_id, "battle_done") == battle_id
+    assert not await ledger.redis.exists(keys.BATTLES_DUE)
+    report = await reconcile(ledger.redis, ledger.settings.economy.creator_share_bps)
+    assert report.ok, report.problems
