@@ -5,6 +5,8 @@ viewer who arrives late is shown, a test alert during a battle."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,21 +15,29 @@ import pytest
 from gifting_server.auth import Role
 from gifting_server.ledger import keys
 from tests.api import assert_error, snapshot
-from tests.api.test_battles import (  # noqa: F401  (fixtures)
-    OTHER,
-    THIRD,
-    invite,
-    live,
-    server,
-    until_ended,
-)
-from tests.api.test_http_flow import ALICE, STREAMER, gift, go_live
-from tests.conftest import ServerThread
+from tests.api.test_battles import BATTLES, OTHER, THIRD, invite, until_ended
+from tests.api.test_http_flow import ALICE, STREAMER, buy, gift, go_live
+from tests.conftest import ServerThread, make_settings
 from tests.factories import auth, token
 from tests.hub.wsclient import WsClient
 from tests.topology import async_client
 
 OVERLAY = auth("streamer1", Role.OVERLAY, stream_id="s1")
+
+
+@pytest.fixture
+def server(redis_url: str, tmp_path: Path) -> Iterator[ServerThread]:
+    with ServerThread(make_settings(redis_url, tmp_path, battles=BATTLES)) as running:
+        yield running
+
+
+@pytest.fixture
+async def live(http: httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
+    await go_live(http, "s1")
+    await go_live(http, "s2", OTHER)
+    await buy(http, "alice", "coins_500")
+    await buy(http, "bob", "coins_500")
+    yield http
 
 
 def body_of(stream_id: str, opponent: str, key: str, duration_s: Any = 60) -> dict[str, Any]:
@@ -123,9 +133,11 @@ async def test_hostile_invite_bodies_are_refused_and_change_nothing(
             hostile = {**body_of("s1", "s2", "k"), field: value}
             answer = await live.post("/v1/battles", json=hostile, headers=STREAMER)
             assert_error(answer, 422, "invalid_request")
-        huge = '{"stream_id":"s1","opponent_stream_id":"s2","duration_s":60,"x":"' + "a" * (
-            4 << 20
-        ) + '"}'
+        huge = (
+            '{"stream_id":"s1","opponent_stream_id":"s2","duration_s":60,"x":"'
+            + "a" * (4 << 20)
+            + '"}'
+        )
         answer = await live.post(
             "/v1/battles", content=huge, headers={**STREAMER, "content-type": "application/json"}
         )
@@ -142,10 +154,8 @@ async def test_hostile_invite_bodies_are_refused_and_change_nothing(
 
 
 async def test_the_bounds_of_a_duration_are_taken_and_one_past_them_refused(
-    redis_url: str, tmp_path: Any
+    redis_url: str, tmp_path: Path
 ) -> None:
-    from tests.conftest import make_settings
-
     settings = make_settings(redis_url, tmp_path, battles={"tick_ms": 100})
     with ServerThread(settings) as running:
         async with httpx.AsyncClient(base_url=running.url, timeout=10) as http:

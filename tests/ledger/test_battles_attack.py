@@ -120,7 +120,9 @@ async def test_a_stream_ending_as_its_invite_is_accepted_forfeits_the_battle(
             streams.end_stream(ledger, "streamer1", "s1"),
             return_exceptions=True,
         )
-        final = await battle_steps.advance(ledger, await battle_record.read_known(ledger, battle_id))
+        final = await battle_steps.advance(
+            ledger, await battle_record.read_known(ledger, battle_id)
+        )
         shown = await battles.get(ledger, battle_id)
         assert final.status in ("ended", "cancelled"), (results, shown)
         if final.status == "ended":
