@@ -270,6 +270,9 @@ def _require_side(who: Identity, record: Record, *, invited_only: bool) -> None:
 async def _close_by_request(
     store: Store, record: Record, status: str, reason: str
 ) -> dict[str, Any]:
+    if record.status == "invited" and store.clock() >= record.number("expires_at"):
+        # expired, the ticker has not closed it yet: answered as after it did
+        record = await advance(store, record)
     if record.status == status:  # repeated: answered as it stands
         return await battle_record.view(store, await advance(store, record))
     if record.status not in ("inviting", "invited"):

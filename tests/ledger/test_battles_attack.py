@@ -401,3 +401,23 @@ async def test_a_ticker_takes_a_battle_whose_worker_died_at_each_crash_point_to_
     assert not await ledger.redis.exists(keys.BATTLES_DUE)
     report = await reconcile(ledger.redis, ledger.settings.economy.creator_share_bps)
     assert report.ok, report.problems
+
+
+@pytest.mark.parametrize("answer", ["decline", "cancel"])
+async def test_an_invite_past_its_expiry_is_expired_for_an_answer_even_before_the_ticker_ran(
+    ledger: Store, answer: str
+) -> None:
+    invited, _ = await battles.invite(ledger, ONE, "s1", "s2", 60, "inv")
+    battle_id = invited["battle_id"]
+    clock = ledger.clock = MovableClock(ledger)
+    clock.ahead = ledger.settings.battles.invite_ttl_s * 1000  # no ticker has run yet
+    if answer == "decline":  # a closed invite cannot be declined (as after the ticker)
+        with pytest.raises(GiftingError) as refused:
+            await battles.decline(ledger, TWO, battle_id)
+        assert refused.value.code is ErrorCode.BATTLE_CONFLICT
+        shown = await battles.get(ledger, battle_id)
+    else:  # a cancel answers the battle as it stands: cancelled by its expiry
+        shown = await battles.cancel(ledger, ONE, battle_id)
+    assert (shown["status"], shown["reason"]) == ("cancelled", "expired")
+    for stream_id in ("s1", "s2"):
+        assert await meta(ledger, stream_id, "battle_lock") is None
