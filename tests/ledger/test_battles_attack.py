@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from gifting_server.auth import Identity, Role
 from gifting_server.config import Settings
@@ -60,6 +61,11 @@ async def until_ended(store: Store, battle_id: str) -> dict[str, Any]:
             return await battles.get(store, battle_id)
         await asyncio.sleep(0.01)
     raise AssertionError("the battle did not end")
+
+
+def gifts_batched() -> float:
+    """Gifts sent in a send_gifts call with others so far (gift_batch.py)."""
+    return REGISTRY.get_sample_value("gifting_gifts_batched_total") or 0.0
 
 
 async def end_stream_step(store: Store, stream_id: str, streamer: str) -> None:
@@ -183,8 +189,10 @@ async def test_two_invites_crossing_leave_at_most_one_battle_and_no_stream_locke
 
 
 async def test_gifts_racing_the_end_count_exactly_as_the_journal_says(ledger: Store) -> None:
-    await fund(ledger, "alice", "coins_500", times=2)
-    await fund(ledger, "bob", "coins_500", times=2)
+    users = [("alice", "s1"), ("bob", "s2"), ("carol", "s1"), ("dave", "s2")]
+    for user, _ in users:
+        await fund(ledger, user, "coins_500", times=2)
+    batched = gifts_batched()
     invited, _ = await battles.invite(ledger, ONE, "s1", "s2", 1, "inv")
     battle_id = invited["battle_id"]
     await battles.accept(ledger, TWO, battle_id)
@@ -196,10 +204,8 @@ async def test_gifts_racing_the_end_count_exactly_as_the_journal_says(ledger: St
             n += 1
             await gifts.send_gift(ledger, viewer(user), stream_id, "rose", 1, f"{user}{n}")
 
-    senders = [
-        asyncio.create_task(gifting("alice", "s1")),
-        asyncio.create_task(gifting("bob", "s2")),
-    ]
+    # several senders at once: on one Redis their gifts go together in one send_gifts
+    senders = [asyncio.create_task(gifting(user, stream_id)) for user, stream_id in users]
     try:
         ended = await until_ended(ledger, battle_id)
         await asyncio.sleep(0.05)  # a few more gifts after the end, which count for nobody
@@ -219,6 +225,8 @@ async def test_gifts_racing_the_end_count_exactly_as_the_journal_says(ledger: St
     share = ledger.settings.economy.creator_share_bps
     report = await reconcile(ledger.redis, share)
     assert report.ok, report.problems
+    if not ledger.gifts_across_slots:
+        assert gifts_batched() > batched  # the batched path raced too
 
 
 def across_slots_only(store: Store) -> None:
