@@ -191,7 +191,7 @@ async def test_two_invites_crossing_leave_at_most_one_battle_and_no_stream_locke
 async def test_gifts_racing_the_end_count_exactly_as_the_journal_says(ledger: Store) -> None:
     users = [("alice", "s1"), ("bob", "s2"), ("carol", "s1"), ("dave", "s2")]
     for user, _ in users:
-        await fund(ledger, user, "coins_500", times=2)
+        await fund(ledger, user, "coins_500", times=20)
     batched = gifts_batched()
     invited, _ = await battles.invite(ledger, ONE, "s1", "s2", 1, "inv")
     battle_id = invited["battle_id"]
