@@ -5,11 +5,13 @@ viewer who arrives late is shown, a test alert during a battle."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from gifting_server.auth import Role
@@ -19,6 +21,7 @@ from tests.api.test_battles import BATTLES, OTHER, THIRD, invite, until_ended
 from tests.api.test_http_flow import ALICE, STREAMER, buy, gift, go_live
 from tests.conftest import ServerThread, make_settings
 from tests.factories import auth, token
+from tests.faults import assert_reconciled
 from tests.hub.wsclient import WsClient
 from tests.topology import async_client
 
@@ -238,3 +241,74 @@ async def test_a_late_viewer_sees_the_new_battle_not_the_last_one_and_a_test_ale
         0,
         0,
     ]
+
+
+async def test_every_answer_and_a_stream_ending_and_coming_back_at_the_expiry_end_each_battle_once(
+    redis_url: str, tmp_path: Path
+) -> None:
+    quick = {**BATTLES, "invite_ttl_s": 1}
+    settings = make_settings(redis_url, tmp_path, battles=quick)
+    redis = await async_client(redis_url, decode_responses=True)
+    with ServerThread(settings) as running:
+        async with httpx.AsyncClient(base_url=running.url, timeout=10) as http:
+            await go_live(http, "s1")
+            await go_live(http, "s2", OTHER)
+            await buy(http, "alice", "coins_500")
+            battle_ids = []
+            for round_ in range(6):
+                invited = await invite(http, 1, key=f"r{round_}")
+                assert invited.status_code == 201, invited.text
+                battle_id = invited.json()["battle_id"]
+                battle_ids.append(battle_id)
+                url = f"/v1/battles/{battle_id}"
+                # at the invite's expiry (a little before or after it, by round)
+                wait_ms = invited.json()["expires_at"] - time.time() * 1000 + (round_ - 3) * 15
+                await asyncio.sleep(max(wait_ms, 0) / 1000)
+                ending = ("s1", STREAMER) if round_ % 2 else ("s2", OTHER)
+
+                async def end_and_come_back(stream_id: str, who: dict[str, str]) -> None:
+                    await http.post(f"/v1/streams/{stream_id}/end", headers=who)
+                    await go_live(http, stream_id, who)
+
+                answers = await asyncio.gather(
+                    http.post(f"{url}/accept", headers=OTHER),
+                    gift(http, ALICE, f"g{round_}", "rose", 1, "s1"),
+                    http.post(f"{url}/{'decline' if round_ % 3 else 'cancel'}", headers=OTHER),
+                    end_and_come_back(*ending),
+                )
+                for answer in (answers[0], answers[2]):
+                    assert answer.status_code in (200, 409), answer.text
+                final = await until_final(http, battle_id)
+                if final["status"] == "ended":
+                    assert final["reason"] in ("forfeit", "time"), final
+                for stream_id in ("s1", "s2"):
+                    status = (await http.get(f"/v1/streams/{stream_id}")).json()
+                    assert status["battle_id"] is None, (final, status)
+            for stream_id in ("s1", "s2"):  # each battle's end shown once on each stream
+                rows = await redis.xrange(keys.stream_history(stream_id))
+                events = [orjson.loads(fields["e"]) for _, fields in rows]
+                for battle_id in battle_ids:
+                    finals = [
+                        e
+                        for e in events
+                        if e["kind"] == "battle"
+                        and e["battle_id"] == battle_id
+                        and e["status"] in ("ended", "declined", "cancelled")
+                    ]
+                    assert len(finals) == 1, (stream_id, battle_id, finals)
+            assert not await redis.exists(keys.BATTLES_DUE)
+            await assert_reconciled(redis)
+    await redis.aclose()
+
+
+async def until_final(http: httpx.AsyncClient, battle_id: str) -> Any:
+    """The battle once it is closed and both streams let go of it (polled, bounded)."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        body = (await http.get(f"/v1/battles/{battle_id}")).json()
+        if body["status"] in ("ended", "declined", "cancelled"):
+            streams = [(await http.get(f"/v1/streams/{s}")).json() for s in ("s1", "s2")]
+            if all(s["battle_id"] != battle_id for s in streams):
+                return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"battle {battle_id} was not closed for good: {body}")
