@@ -212,7 +212,7 @@ async def _lock_opponent(store: Store, record: Record) -> Record:
 
 async def accept(store: Store, who: Identity, battle_id: str) -> dict[str, Any]:
     record = await battle_record.read_known(store, battle_id)
-    _require_side(who, record, invited_only=True)
+    await _require_invited(store, who, record)
     if record.status in ("accepting", "live", "ended"):  # accepted before: as it stands
         return await battle_record.view(store, await advance(store, record))
     if record.status != "invited":
@@ -243,7 +243,7 @@ async def accept(store: Store, who: Identity, battle_id: str) -> dict[str, Any]:
 
 async def decline(store: Store, who: Identity, battle_id: str) -> dict[str, Any]:
     record = await battle_record.read_known(store, battle_id)
-    _require_side(who, record, invited_only=True)
+    await _require_invited(store, who, record)
     return await _close_by_request(store, record, "declined", "declined")
 
 
@@ -255,6 +255,17 @@ async def cancel(store: Store, who: Identity, battle_id: str) -> dict[str, Any]:
 
 async def get(store: Store, battle_id: str) -> dict[str, Any]:
     return await battle_record.view(store, await battle_record.read_known(store, battle_id))
+
+
+async def _require_invited(store: Store, who: Identity, record: Record) -> None:
+    """The invited streamer. Until an invite's third step ran, its record does not name
+    them yet: the invited stream's owner is told to wait, not that it is not theirs."""
+    who.require(Role.STREAMER)
+    if record.status == "inviting" and who.user_id != record.streamers[0]:
+        owner = await guarded(store.redis.hget(keys.stream(record.streams[1]), "streamer"))
+        if owner == who.user_id:
+            raise _conflict("the invite is still being set up; try again in a moment")
+    _require_side(who, record, invited_only=True)
 
 
 def _require_side(who: Identity, record: Record, *, invited_only: bool) -> None:

@@ -429,3 +429,21 @@ async def test_an_invite_past_its_expiry_is_expired_for_an_answer_even_before_th
     assert (shown["status"], shown["reason"]) == ("cancelled", "expired")
     for stream_id in ("s1", "s2"):
         assert await meta(ledger, stream_id, "battle_lock") is None
+
+
+async def test_the_invited_streamer_answering_an_invite_still_being_set_up_is_told_it_is_not_ready(
+    ledger: Store,
+) -> None:
+    battle_id = "bt_0123456789abcdef0123.s1"
+    await invite_step_one(ledger, battle_id, "k")  # the inviting worker died after step 2
+    await ledger.run_script("battle_lock", [keys.stream("s2")], [battle_id, "streamer1"])
+    assert (await streams.stream_status(ledger, "s2"))["battle_id"] == battle_id
+    for answer in (battles.accept, battles.decline):
+        with pytest.raises(GiftingError) as refused:
+            await answer(ledger, TWO, battle_id)  # s2's own streamer: not a stranger
+        assert refused.value.code is ErrorCode.BATTLE_CONFLICT, refused.value
+        three = Identity("streamer3", "Streamer Three", Role.STREAMER)
+        with pytest.raises(GiftingError) as stranger:
+            await answer(ledger, three, battle_id)
+        assert stranger.value.code is ErrorCode.FORBIDDEN
+    assert (await battle_record.read_known(ledger, battle_id)).status == "inviting"
