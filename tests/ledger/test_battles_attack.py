@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
 
 import orjson
 import pytest
@@ -29,9 +30,14 @@ from gifting_server.ledger import (
 from gifting_server.ledger.battle_ticker import BattleTicker
 from gifting_server.ledger.reconcile import reconcile
 from gifting_server.ledger.store import Store, connect
+from tests import topology
 from tests.factories import fund, live_stream, viewer
 from tests.ledger.support import journal_entries
 from tests.ledger.test_battles_recovery import MovableClock, meta
+from tests.redis_process import RedisProcess
+from tests.topology import RedisUnderFault
+
+T = TypeVar("T")
 
 ONE = Identity("streamer1", "Streamer One", Role.STREAMER)
 TWO = Identity("streamer2", "Streamer Two", Role.STREAMER)
@@ -447,3 +453,78 @@ async def test_the_invited_streamer_answering_an_invite_still_being_set_up_is_to
             await answer(ledger, three, battle_id)
         assert stranger.value.code is ErrorCode.FORBIDDEN
     assert (await battle_record.read_known(ledger, battle_id)).status == "inviting"
+
+
+@pytest.fixture
+def own_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisUnderFault]:
+    """A Redis to kill -9 and start again from its append-only file (as
+    tests/faults/conftest.py's): this test's own, or the session's whole cluster."""
+    if topology.on_cluster():
+        request.getfixturevalue("cluster_url")
+        cluster = topology.ClusterUnderFault(request.getfixturevalue("redis_cluster"))
+        yield cluster
+        if not cluster.cluster.running():
+            cluster.restart()
+        return
+    server = RedisProcess(tmp_path / "own-redis")
+    server.start()
+    yield topology.SingleUnderFault(server)
+    server.stop()
+
+
+async def until_answered(work: Callable[[], Awaitable[T]]) -> T:
+    """`work` once the restarted Redis answers it (bounded)."""
+    for _ in range(200):
+        try:
+            return await work()
+        except GiftingError as e:
+            if e.code is not ErrorCode.SERVICE_UNAVAILABLE:
+                raise
+        await asyncio.sleep(0.05)
+    raise AssertionError("Redis did not come back")
+
+
+async def test_a_redis_restarted_between_the_steps_of_an_accept_still_ends_the_battle_once(
+    settings: Settings, own_redis: RedisUnderFault
+) -> None:
+    quick = dataclasses.replace(
+        settings,
+        redis_url=own_redis.url,
+        battles=dataclasses.replace(settings.battles, min_duration_s=1),
+    )
+    store = Store(await connect(own_redis.url, quick.limits.request_timeout_s), quick)
+    try:
+        for n in (1, 2):
+            await live_stream(store, f"s{n}", f"streamer{n}")
+        await fund(store, "alice", "coins_500")
+        invited, _ = await battles.invite(store, ONE, "s1", "s2", 1, "inv")
+        battle_id = invited["battle_id"]
+        await battle_steps.recover_at(store, battle_id)
+        await store.run_script(  # step 4, then the worker and Redis die
+            "battle_accept",
+            [keys.battle(battle_id), keys.stream("s1"), keys.battle_top("s1")],
+            [battle_id],
+        )
+        await gifts.send_gift(store, viewer("alice"), "s1", "rose", 3, "a1")
+        await asyncio.to_thread(own_redis.kill)
+        await asyncio.to_thread(own_redis.restart)
+        clock = store.clock = MovableClock(store)
+        clock.ahead = quick.battles.recover_after_ms
+        ticker = BattleTicker(store)
+        for _ in range(600):
+            await until_answered(ticker.tick)
+            if (await battle_record.read_known(store, battle_id)).status == "ended":
+                break
+            await asyncio.sleep(0.01)
+        ended = await battles.get(store, battle_id)
+        assert (ended["status"], ended["winner"]) == ("ended", "s1"), ended
+        assert [s["points"] for s in ended["sides"]] == [3, 0]
+        for stream_id in ("s1", "s2"):
+            rows = await store.redis.xrange(keys.stream_history(stream_id))
+            events = [orjson.loads(fields["e"]) for _, fields in rows]
+            finals = [e for e in events if e["kind"] == "battle" and e["status"] == "ended"]
+            assert len(finals) == 1, finals
+        report = await reconcile(store.redis, quick.economy.creator_share_bps)
+        assert report.ok, report.problems
+    finally:
+        await store.close()
