@@ -319,8 +319,16 @@ async def stream_ended(store: Store, stream_id: str, battle_id: str) -> None:
 
 async def _released_stale(store: Store, stream_id: str, holder: str) -> bool:
     """The stream is locked to `holder`: when that battle is over for good (or has no
-    record: a crash before it was written), let the stream go. True when it did."""
-    if not holder or await _lock_holds(store, holder):
+    record: a crash before it was written), let the stream go. True when it did.
+    A final battle whose step 9 a crash cut short is finished here, its end published
+    first: published later, it would replace what the stream shows of its next battle."""
+    if not holder:
         return False
+    record = await battle_record.read(store, holder) if "." in holder else None
+    if record is not None:
+        if record.status not in FINAL:
+            return False
+        await close_for_good(store, record)  # lets go of both its streams
+        return True
     result = await run(store, "battle_release", [keys.stream(stream_id)], [holder])
     return bool(int(result[1]))

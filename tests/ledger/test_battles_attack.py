@@ -528,3 +528,27 @@ async def test_a_redis_restarted_between_the_steps_of_an_accept_still_ends_the_b
         assert report.ok, report.problems
     finally:
         await store.close()
+
+
+async def test_a_battle_closed_by_a_worker_that_died_before_publishing_does_not_hide_the_next_invite(
+    ledger: Store,
+) -> None:
+    old, _ = await battles.invite(ledger, ONE, "s1", "s2", 60, "old")
+    old_id = old["battle_id"]
+    # s2 declines; the worker dies after the record moved, before step 9
+    await battle_steps.recover_at(ledger, old_id)
+    await battle_steps.step(ledger, old_id, "inviting,invited", "declined", reason="declined")
+    three = Identity("streamer3", "Streamer Three", Role.STREAMER)
+    new, created = await battles.invite(ledger, three, "s3", "s2", 60, "new")
+    assert created and new["status"] == "invited"
+    # once it is due, any worker's ticker finishes the old battle's step 9
+    await battle_steps.advance(ledger, await battle_record.read_known(ledger, old_id))
+    assert not await ledger.redis.zscore(keys.BATTLES_DUE, old_id)
+    for stream_id in ("s2", "s3"):  # what a viewer arriving now is shown: the new invite
+        shown = orjson.loads("{" + (await meta(ledger, stream_id, "battle_pub") or "") + "}")
+        assert (shown["battle_id"], shown["status"]) == (new["battle_id"], "invited")
+    rows = await ledger.redis.xrange(keys.stream_history("s2"))
+    events = [orjson.loads(fields["e"]) for _, fields in rows]
+    declined = [e for e in events if e["kind"] == "battle" and e["battle_id"] == old_id]
+    assert [e["status"] for e in declined] == ["invited", "declined"]  # its end, once
+    assert await meta(ledger, "s1", "battle_lock") is None
