@@ -530,7 +530,7 @@ async def test_a_redis_restarted_between_the_steps_of_an_accept_still_ends_the_b
         await store.close()
 
 
-async def test_a_battle_closed_by_a_worker_that_died_before_publishing_does_not_hide_the_next_invite(
+async def test_a_battle_whose_end_a_crash_left_unpublished_does_not_hide_the_next_invite(
     ledger: Store,
 ) -> None:
     old, _ = await battles.invite(ledger, ONE, "s1", "s2", 60, "old")
