@@ -312,3 +312,14 @@ async def until_final(http: httpx.AsyncClient, battle_id: str) -> Any:
                 return body
         await asyncio.sleep(0.05)
     raise AssertionError(f"battle {battle_id} was not closed for good: {body}")
+
+
+async def test_a_duration_out_of_range_is_refused_naming_the_configured_bounds(
+    live: httpx.AsyncClient,
+) -> None:
+    low, high = BATTLES["min_duration_s"], 600
+    for duration in (0, -1, high + 1, 86_401):
+        answer = await invite(live, duration)
+        assert_error(answer, 422, "invalid_request")
+        message = answer.json()["error"]["message"]
+        assert f"between {low} and {high}" in message, message
