@@ -323,3 +323,16 @@ async def test_a_duration_out_of_range_is_refused_naming_the_configured_bounds(
         assert_error(answer, 422, "invalid_request")
         message = answer.json()["error"]["message"]
         assert f"between {low} and {high}" in message, message
+
+
+async def test_one_invite_sent_four_times_at_once_makes_one_battle(
+    live: httpx.AsyncClient,
+) -> None:
+    answers = await asyncio.gather(*(invite(live, 60, key="same") for _ in range(4)))
+    assert sorted(a.status_code for a in answers) == [200, 200, 200, 201], [a.text for a in answers]
+    ids = {a.json()["battle_id"] for a in answers}
+    assert len(ids) == 1
+    for stream_id in ("s1", "s2"):
+        assert (await live.get(f"/v1/streams/{stream_id}")).json()["battle_id"] in ids
+    other_body = await invite(live, 61, key="same")
+    assert_error(other_body, 409, "idempotency_conflict")
