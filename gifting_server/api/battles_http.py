@@ -23,9 +23,12 @@ async def create_battle(request: Request) -> Response:
         raise invalid(f"unknown field {unknown[0]!r}")
     stream_id = identifier(body, "stream_id")
     opponent = identifier(body, "opponent_stream_id")
-    duration_s = integer(body, "duration_s", minimum=1, maximum=86_400)
-    key = idempotency_key(request, body)
     store = store_of(request)
+    rules = store.settings.battles
+    duration_s = integer(
+        body, "duration_s", minimum=rules.min_duration_s, maximum=rules.max_duration_s
+    )
+    key = idempotency_key(request, body)
     battle, created = await battles.invite(store, who, stream_id, opponent, duration_s, key)
     return json_response(battle, status=201 if created else 200)
 

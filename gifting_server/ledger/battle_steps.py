@@ -36,9 +36,15 @@ async def recover_at(store: Store, battle_id: str) -> None:
     await due_at(store, battle_id, store.clock() + grace, sooner_only=True)
 
 
-async def close_unstarted(store: Store, battle_id: str, reason: str) -> None:
+async def close_unstarted(store: Store, battle_id: str, reason: str) -> Record:
+    """Cancel a battle that has not started; the record as it is then. One that moved
+    on meanwhile (an accept won the step) is left to go on: only a final battle's
+    streams are let go."""
     await step(store, battle_id, "inviting,invited", "cancelled", reason=reason)
-    await close_for_good(store, await battle_record.read_known(store, battle_id))
+    record = await battle_record.read_known(store, battle_id)
+    if record.status in FINAL:
+        await close_for_good(store, record)
+    return record
 
 
 async def advance(store: Store, record: Record) -> Record:
@@ -133,11 +139,15 @@ async def finish(store: Store, record: Record) -> None:
 
 def decide(record: Record, closed: list[list[Any]], ends_at: int) -> tuple[str | None, str]:
     """The winner (None: a draw) and why. A stream that ended before `ends_at` forfeits
-    (of two, the one that ended first); otherwise the side with more points wins."""
+    (of two, the one that ended first), also when it went live again after its
+    forfeit was recorded; otherwise the side with more points wins."""
     forfeits = []
     for index, reply in enumerate(closed):
         status, ended_at = str(reply[3]), str(reply[4])
-        if status == "ended" and ended_at.isdigit() and int(ended_at) < ends_at:
+        # A stream that went live again before the sides closed keeps its `ended_at`
+        # and the record its forfeit: the forfeit stands.
+        gone = status == "ended" or record.fields.get("forfeit") == record.streams[index]
+        if gone and ended_at.isdigit() and int(ended_at) < ends_at:
             forfeits.append((int(ended_at), index))
     a, b = record.streams
     if forfeits:
@@ -151,8 +161,12 @@ def decide(record: Record, closed: list[list[Any]], ends_at: int) -> tuple[str |
 
 async def close_for_good(store: Store, record: Record) -> None:
     """A battle in a final state: its end published once to both streams, both streams
-    let go, and the battle off the due list. Every part is safe to repeat."""
-    await publish(store, record)
+    let go, and the battle off the due list. Every part is safe to repeat. An invite
+    refused or abandoned before it was ever `invited` was never shown to anyone: its
+    end is not published either (it would replace what the streams show, such as
+    another pending invite)."""
+    if record.fields.get("expires_at"):  # written with the move to `invited`
+        await publish(store, record)
     for stream_id in record.streams:
         if stream_id:
             await run(store, "battle_release", [keys.stream(stream_id)], [record.battle_id])

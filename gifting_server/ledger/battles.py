@@ -212,7 +212,7 @@ async def _lock_opponent(store: Store, record: Record) -> Record:
 
 async def accept(store: Store, who: Identity, battle_id: str) -> dict[str, Any]:
     record = await battle_record.read_known(store, battle_id)
-    _require_side(who, record, invited_only=True)
+    await _require_invited(store, who, record)
     if record.status in ("accepting", "live", "ended"):  # accepted before: as it stands
         return await battle_record.view(store, await advance(store, record))
     if record.status != "invited":
@@ -243,7 +243,7 @@ async def accept(store: Store, who: Identity, battle_id: str) -> dict[str, Any]:
 
 async def decline(store: Store, who: Identity, battle_id: str) -> dict[str, Any]:
     record = await battle_record.read_known(store, battle_id)
-    _require_side(who, record, invited_only=True)
+    await _require_invited(store, who, record)
     return await _close_by_request(store, record, "declined", "declined")
 
 
@@ -255,6 +255,17 @@ async def cancel(store: Store, who: Identity, battle_id: str) -> dict[str, Any]:
 
 async def get(store: Store, battle_id: str) -> dict[str, Any]:
     return await battle_record.view(store, await battle_record.read_known(store, battle_id))
+
+
+async def _require_invited(store: Store, who: Identity, record: Record) -> None:
+    """The invited streamer. Until an invite's third step ran, its record does not name
+    them yet: the invited stream's owner is told to wait, not that it is not theirs."""
+    who.require(Role.STREAMER)
+    if record.status == "inviting" and who.user_id != record.streamers[0]:
+        owner = await guarded(store.redis.hget(keys.stream(record.streams[1]), "streamer"))
+        if owner == who.user_id:
+            raise _conflict("the invite is still being set up; try again in a moment")
+    _require_side(who, record, invited_only=True)
 
 
 def _require_side(who: Identity, record: Record, *, invited_only: bool) -> None:
@@ -270,6 +281,9 @@ def _require_side(who: Identity, record: Record, *, invited_only: bool) -> None:
 async def _close_by_request(
     store: Store, record: Record, status: str, reason: str
 ) -> dict[str, Any]:
+    if record.status == "invited" and store.clock() >= record.number("expires_at"):
+        # expired, the ticker has not closed it yet: answered as after it did
+        record = await advance(store, record)
     if record.status == status:  # repeated: answered as it stands
         return await battle_record.view(store, await advance(store, record))
     if record.status not in ("inviting", "invited"):
@@ -290,8 +304,9 @@ async def stream_ended(store: Store, stream_id: str, battle_id: str) -> None:
     if record is None or stream_id not in record.streams:
         return
     if record.status in ("inviting", "invited"):
-        await close_unstarted(store, battle_id, "stream_ended")
-        return
+        record = await close_unstarted(store, battle_id, "stream_ended")
+        if record.status in FINAL:
+            return  # else accepted meanwhile: forfeited below
     if record.status == "accepting":
         record = await start_invited_side(store, record)
     if record.status == "live":
@@ -304,8 +319,16 @@ async def stream_ended(store: Store, stream_id: str, battle_id: str) -> None:
 
 async def _released_stale(store: Store, stream_id: str, holder: str) -> bool:
     """The stream is locked to `holder`: when that battle is over for good (or has no
-    record: a crash before it was written), let the stream go. True when it did."""
-    if not holder or await _lock_holds(store, holder):
+    record: a crash before it was written), let the stream go. True when it did.
+    A final battle whose step 9 a crash cut short is finished here, its end published
+    first: published later, it would replace what the stream shows of its next battle."""
+    if not holder:
         return False
+    record = await battle_record.read(store, holder) if "." in holder else None
+    if record is not None:
+        if record.status not in FINAL:
+            return False
+        await close_for_good(store, record)  # lets go of both its streams
+        return True
     result = await run(store, "battle_release", [keys.stream(stream_id)], [holder])
     return bool(int(result[1]))

@@ -4,7 +4,8 @@
   `battle_lock` of its meta: a pending invite or a live battle). Writes the battle's
   record in state `inviting` and locks the stream to it. The opponent's side is
   locked by the next step (battle_lock), then the record moves on (battle_step).
-  The same idempotency key answers the battle it made again.
+  The same idempotency key answers the battle it made again (to the stream's owner
+  only: the owner is checked first).
 
   Input:
     KEYS[1] inviting stream meta   {s:A}:meta
@@ -32,6 +33,11 @@ if not (int(durationArg, 1, 86400) and digits(nowArg) and digits(ttl) and ttl ~=
   return {16}
 end
 
+-- The owner first: a replay is answered only to the stream's own streamer.
+local meta = redis.call('HMGET', metaKey, 'streamer', 'status', 'battle_lock', 'streamer_name')
+if not meta[1] then return {2} end
+if meta[1] ~= streamer then return {13} end
+
 local seen = redis.call('GET', inviteKey)
 if seen then
   local fp, first = string.match(seen, '^(.*)\n(.*)$')
@@ -39,9 +45,6 @@ if seen then
   return {0, first, 1}
 end
 
-local meta = redis.call('HMGET', metaKey, 'streamer', 'status', 'battle_lock', 'streamer_name')
-if not meta[1] then return {2} end
-if meta[1] ~= streamer then return {13} end
 if meta[2] ~= 'live' then return {3} end
 if meta[3] then return {21, meta[3]} end
 
