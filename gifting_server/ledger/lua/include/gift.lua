@@ -26,7 +26,8 @@
 
 local function newShared()
   return {streams = {}, streamOrder = {}, streamers = {}, streamerOrder = {},
-    held = {}, heldOrder = {}, platform = {}, platformOrder = {}}
+    held = {}, heldOrder = {}, platform = {}, platformOrder = {},
+    journals = {}, journalOrder = {}, outboxes = {}, channelOrder = {}}
 end
 
 -- An error of a gift's first write, its history XADD, that says the history is ahead
@@ -71,6 +72,22 @@ local function writeShared(shared)
   end
   for _, key in ipairs(shared.platformOrder) do
     redis.call('HINCRBY', key, 'coins', fmt(shared.platform[key]))
+  end
+  -- A channel's events of the call in one message, one a line (include "event"): one
+  -- PUBLISH a stream a call, not one an event.
+  for _, channel in ipairs(shared.channelOrder) do
+    publish(channel, table.concat(shared.outboxes[channel], '\n'))
+  end
+  -- A journal's gifts of the call in one entry (include "earn", `journalGift`): one XADD
+  -- a call, not one a gift.
+  for _, key in ipairs(shared.journalOrder) do
+    local journal = shared.journals[key]
+    if journal.counted then
+      redis.call('XADD', key, '*', 'g', table.concat(journal.gifts, '\n'),
+        'b', table.concat(journal.battles, '\n'))
+    else
+      redis.call('XADD', key, '*', 'g', table.concat(journal.gifts, '\n'))
+    end
   end
 end
 
@@ -152,9 +169,15 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   -- call can fail on anything a client sends (a key planted with another type or
   -- value can: see send_gift's header).
   local coinsTotal = st.coins + cost
+  local outbox = shared.outboxes[channel]
+  if not outbox then
+    outbox = {}
+    shared.outboxes[channel] = outbox
+    shared.channelOrder[#shared.channelOrder + 1] = channel
+  end
   local eventId, id, combo, comboText, tapText, coinsTotalText = emitGift(historyKey,
     historyMax, channel, streaksKey, sender .. ':' .. giftId, st.seq, st.coins, coinsTotal,
-    count, countArg, last, now, nowArg, comboWindow, eventFragment, st.deliveryLog)
+    count, countArg, last, now, nowArg, comboWindow, eventFragment, st.deliveryLog, outbox)
   st.seq, st.coins, st.seqText, st.coinsText = eventId, coinsTotal, id, coinsTotalText
   if st.combos[comboField] == nil then st.fields[#st.fields + 1] = comboField end
   -- The combo outlives its window so that close_streaks can still announce its end.
@@ -182,8 +205,17 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
 
   redis.call('ZINCRBY', streamBoardKey, costArg, sender)
   bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
-  journalGift(journalKey, sender, st.owner, streamId, giftId, countArg, costArg, diamonds,
-    platformShare, shareArg, id, idemName, nowArg, w[2], isAdult, battle)
+  local journal = shared.journals[journalKey]
+  if not journal then
+    journal = {gifts = {}, battles = {}, counted = false}
+    shared.journals[journalKey] = journal
+    shared.journalOrder[#shared.journalOrder + 1] = journalKey
+  end
+  local n = #journal.gifts + 1
+  journal.gifts[n] = giftEntry(sender, st.owner, streamId, giftId, countArg, costArg, diamonds,
+    platformShare, shareArg, id, idemName, nowArg, w[2], isAdult)
+  journal.battles[n] = battle and (battle[1] .. '|' .. battle[2]) or ''
+  if battle then journal.counted = true end
   if battle then countBattle(streamKey, battleTopKey, costArg, sender) end
   redis.call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText,
     'PX', idemTtl)
