@@ -25,6 +25,7 @@ scripts' arguments may change, and the baseline's scripts need their own callers
     python -m load.bench.script_cost --path sides    # the stream's and the streamer's slot
     python -m load.bench.script_cost --path batch [--batch-sizes 1,8,32]  # send_gifts
     python -m load.bench.script_cost --with-webhook   # the stream has a webhook endpoint
+    python -m load.bench.script_cost --subscribers 4  # 4 workers follow the stream's channel
     python -m load.bench.script_cost --battle  # every gift during a live battle of the stream
 """
 
@@ -107,8 +108,11 @@ def count_instructions(gifts: int, send: Sender, battle: bool = False) -> int:
              "GIFTING_CONFIG": str(work / "limits.toml")}
         )  # fmt: skip
         asyncio.run(_setup(url, settings, battle))
+        listeners = [subscribed(port) for _ in range(SUBSCRIBERS)]
         send(client, url, settings, gifts)
         client.shutdown(nosave=True)
+        for listener in listeners:
+            listener.close()
     except redis.ConnectionError:
         pass  # SHUTDOWN closes the connection it came on
     finally:
@@ -122,6 +126,23 @@ def count_instructions(gifts: int, send: Sender, battle: bool = False) -> int:
         if "PROGRAM TOTALS" in line:
             return int(line.split()[0].replace(",", ""))
     raise RuntimeError("callgrind_annotate printed no totals")
+
+
+# --subscribers N: N connections follow the stream's channel, as the workers with
+# viewers of it do; a PUBLISH then also writes each message to each of them (they never
+# read it: what Redis does with the bytes after the script is not counted).
+SUBSCRIBERS = 0
+
+
+def subscribed(port: int) -> socket.socket:
+    """A connection subscribed to the bench stream's channel, its confirmation read."""
+    listener = socket.create_connection(("127.0.0.1", port))
+    channel = keys.stream_channel(STREAM).encode()
+    listener.sendall(b"*2\r\n$9\r\nSUBSCRIBE\r\n$%d\r\n%s\r\n" % (len(channel), channel))
+    confirmation = b""
+    while not confirmation.endswith(b":1\r\n"):
+        confirmation += listener.recv(4096)
+    return listener
 
 
 # --with-webhook: the stream has an endpoint, so each event also goes to its delivery
@@ -328,12 +349,16 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--with-webhook", action="store_true", help=WITH_WEBHOOK_HELP)
     parser.add_argument(
+        "--subscribers", type=int, default=0,
+        help="connections following the stream's channel (a worker each with viewers of it)",
+    )  # fmt: skip
+    parser.add_argument(
         "--battle", action="store_true",
         help="every gift during a live battle of its stream (its side's points counted)",
     )  # fmt: skip
     options = parser.parse_args()
-    global WITH_WEBHOOK
-    WITH_WEBHOOK = options.with_webhook
+    global WITH_WEBHOOK, SUBSCRIBERS
+    WITH_WEBHOOK, SUBSCRIBERS = options.with_webhook, options.subscribers
     battle = options.battle
     if not shutil.which("valgrind"):
         sys.exit("valgrind is needed: apt-get install valgrind")
