@@ -230,9 +230,10 @@ async def test_a_history_ahead_of_its_meta_refuses_its_gifts_alone(ledger: Store
 
 
 async def test_a_planted_key_ends_the_call_with_the_gifts_before_it_whole(ledger: Store) -> None:
-    """A key of another type (only someone with Redis access can plant one) fails a gift
-    after its first write and ends the call; the gifts before it in the call are
-    written whole, stream meta and streamer credit included, and answer their retry."""
+    """A key of another type (only someone with Redis access can plant one) fails the
+    call after its gifts' first writes: here a journal, the call's last write (one entry
+    a streamer, at its end). The gifts to other streamers are written whole, stream
+    meta, streamer credit and journal entry included, and answer their retry."""
     await live_stream(ledger, "s4", "streamer2")
     await streams.streamer_of(ledger, "s4")
     await ledger.redis.set(keys.journal("streamer2"), "planted")
@@ -244,6 +245,8 @@ async def test_a_planted_key_ends_the_call_with_the_gifts_before_it_whole(ledger
     await b.check()
     assert int(await ledger.redis.hget(keys.stream("s1"), "seq")) == seq + 1
     assert int(await ledger.redis.hget(keys.wallet("streamer1"), "received")) == int(received) + 1
+    one = await ledger.redis.xrange(keys.journal("streamer1"))
+    assert [g["key"] for _, e in one for g in journal.records(e)] == ["before", "y1"]
     retry = Batch(ledger)
     retry.add(viewer("alice"), "rose", 1, "y1", (seq + 1, 998, 2, True))
     await retry.check()

@@ -9,7 +9,9 @@
   and its streamer's eleven keys, its owner, id and channel) once for all its gifts:
   and a stream's meta and its streamer's credit are read once and written once, at
   the call's end (include "gift": `writeShared`; the platform's share and the held
-  diamonds summed); docs/performance.md, "Batching". Every key is still declared,
+  diamonds summed); a streamer's gifts are one journal entry (a gift a line) and a
+  stream's events one published message (an event a line), both at the call's end;
+  docs/performance.md, "Batching". Every key is still declared,
   so the call is legal on a cluster too. A history ahead of its meta refuses that
   stream's gifts alone (CORRUPT_VALUE, nothing of them written). A script error
   (only a key planted with another type by someone with Redis access can raise one

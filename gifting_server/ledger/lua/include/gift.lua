@@ -14,7 +14,10 @@
   end (`writeShared`): a stream's meta (its owner, status, sequence, coins and the
   combos the call advanced) and a streamer's credit (coins received, diamonds),
   read by the call's first gift that needs them; the platform's share and the
-  held diamonds are summed and added once. A gift still sees every gift before it
+  held diamonds are summed and added once; the gifts to one streamer are one journal
+  entry, a line a gift, and the events of one stream one published message, a line
+  an event (both written last: a journal planted with another type fails the call
+  there, the gifts otherwise written). A gift still sees every gift before it
   in the call: it reads them from `shared`. The history append stays each gift's
   first write: a history ahead of its meta refuses that gift alone, with nothing of
   it written (the caller's `historyAhead`: CORRUPT_VALUE), and the call goes on.
