@@ -241,7 +241,7 @@ def batched(size: int) -> Sender:
                     keys_, args = calls[0].keys, calls[0].args
                 else:
                     queued = [(c.keys, c.args, None) for c in calls]
-                    config = tuple(calls[0].args[i] for i in CONFIG_ARGS)
+                    config = (*(calls[0].args[i] for i in CONFIG_ARGS), 1)  # one message
                     keys_, args = batch_call(config, queued)  # type: ignore[arg-type]
                 commands.append(("EVALSHA", sha, len(keys_), *keys_, *args))
             connection.send_packed_command(connection.pack_commands(commands))

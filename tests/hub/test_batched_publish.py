@@ -6,12 +6,14 @@ during an upgrade) is still one event."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import RedisCluster
 
+from gifting_server.events import published
 from gifting_server.hub.cluster_broker import ClusterBroker
 from gifting_server.hub.pubsub_broker import PubSubBroker
 from gifting_server.hub.redis_broker import RedisBroker
@@ -121,3 +123,50 @@ async def test_a_calls_events_published_as_one_message_reach_every_viewer_in_ord
             assert {r.event_id for r in receipts} <= set(ids)
             senders_seen = [e["sender"]["id"] for e in got if e["event_id"] <= last]
             assert senders_seen == senders, senders_seen
+
+
+async def test_with_events_per_call_message_off_each_event_is_its_own_message(
+    store: Store, redis_url: str
+) -> None:
+    """[redis] events_per_call_message = false, for a rolling upgrade from workers that
+    read one event a message: a call's events go one a message, as before; on (the
+    default) the same call's events are one message."""
+    one_script_only(store, "send_gifts is the single Redis's call (a cluster sends each gift)")
+    for who in ("ann", "bob", "cy"):
+        await fund(store, who, "coins_100")
+    await live_stream(store)
+    await streams.streamer_of(store, "s1")
+    rose = store.settings.gift("rose")
+    assert rose is not None
+    off = dataclasses.replace(store.settings.redis, events_per_call_message=False)
+    old_style = Store(
+        connect_single(redis_url, 5.0), dataclasses.replace(store.settings, redis=off)
+    )
+    await streams.streamer_of(old_style, "s1")
+    listener = connect_single(redis_url, 5.0, decode_responses=False)
+    pubsub = listener.pubsub()
+    await pubsub.subscribe(keys.stream_channel("s1"))
+    try:
+        assert (await pubsub.get_message(timeout=5))["type"] == "subscribe"
+        messages = []
+        for sending, key in ((old_style, "off"), (store, "on")):
+            calls = REGISTRY.get_sample_value("gifting_gift_batches_total") or 0.0
+            await asyncio.gather(
+                *(
+                    gifts.run_send_gift(sending, viewer(w), "s1", rose, 1, f"{key}-{w}")
+                    for w in ("ann", "bob", "cy")
+                )
+            )
+            assert REGISTRY.get_sample_value("gifting_gift_batches_total") == calls + 1
+            sent = []
+            while sum(len(m.split(b"\n")) for m in sent) < 3:
+                message = await pubsub.get_message(timeout=5)
+                assert message is not None
+                sent.append(message["data"])
+            messages.append(sent)
+        assert [len(sent) for sent in messages] == [3, 1]
+        assert [len(published(m)) for m in messages[0]] == [1, 1, 1]
+    finally:
+        await pubsub.aclose()
+        await listener.aclose()
+        await old_style.close()

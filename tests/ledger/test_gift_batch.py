@@ -165,10 +165,11 @@ async def test_a_configuration_out_of_range_refuses_every_gift_and_writes_nothin
         for who in ("alice", "carol")
     ]
     queued: list[Any] = [(c.keys, c.args, None) for c in calls]
-    config = tuple(calls[0].args[i] for i in gift_batch.CONFIG_ARGS)
+    config = (*(calls[0].args[i] for i in gift_batch.CONFIG_ARGS), 1)  # one message a call
     bad = (config[0], 10_001, *config[2:])  # a creator share past 100%
     before = await snapshot(ledger.redis)
-    for cfg in (bad, (*config[:-1], "1e3")):
+    # ... a history cap Redis would refuse, a one-message flag neither 1 nor 0
+    for cfg in (bad, (*config[:-2], "1e3", 1), (*config[:-1], 2)):
         script_keys, args = gift_batch.batch_call(cfg, queued)
         replies = await ledger.scripts.run("send_gifts", script_keys, args)
         assert replies == [[ScriptCode.INVALID_ARGUMENT]] * 2

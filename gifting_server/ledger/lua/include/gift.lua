@@ -27,8 +27,10 @@
   several gifts pays back and a lone gift does not (docs/performance.md, "Batching").
 ]]
 
-local function newShared()
-  return {streams = {}, streamOrder = {}, streamers = {}, streamerOrder = {},
+-- `together`: a stream's events of the call published as one message at its end (else
+-- each as it is made, one message an event).
+local function newShared(together)
+  return {together = together, streams = {}, streamOrder = {}, streamers = {}, streamerOrder = {},
     held = {}, heldOrder = {}, platform = {}, platformOrder = {},
     journals = {}, journalOrder = {}, outboxes = {}, channelOrder = {}}
 end
@@ -172,8 +174,8 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   -- call can fail on anything a client sends (a key planted with another type or
   -- value can: see send_gift's header).
   local coinsTotal = st.coins + cost
-  local outbox = shared.outboxes[channel]
-  if not outbox then
+  local outbox = shared.together and shared.outboxes[channel]
+  if shared.together and not outbox then
     outbox = {}
     shared.outboxes[channel] = outbox
     shared.channelOrder[#shared.channelOrder + 1] = channel
