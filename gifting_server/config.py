@@ -229,6 +229,9 @@ class RedisOptions:
     # its write (one WAIT after each pipelined write); 0: as soon as the master has it.
     replicas_acked: int = 0
     replicas_timeout_ms: int = 1000  # fewer replicas by then: service_unavailable, retry
+    # The events of one send_gifts call to one stream published as one message (one
+    # event a line). Workers before it read one event a message: false while any runs.
+    events_per_call_message: bool = True
 
 
 @dataclass(frozen=True)

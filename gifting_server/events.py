@@ -8,6 +8,12 @@ Every event has `event_id` (the stream's sequence: 1, 2, 3, ...), `kind` and
 
 The builder writes the envelope first and in this order,
 `{"event_id":<digits>,"kind":"<kind>","ts":<digits>` then `,<fields>}` or `}`.
+A published message holds one event, or several, one a line: `send_gifts` publishes
+the events of one call to one stream as one message, the events in their order
+joined by "\n" (an event is JSON without a raw newline). `published` splits a
+message back into its events; a message of one event, as every other script and
+every older worker publishes, is that one event.
+
 The readers below take that framing when they find it, since the hub reads the
 id of every event it takes and a full parse costs several times more; anything
 else (keys in another order, spaces) is parsed as JSON. Sans I/O, for `ledger/`,
@@ -101,6 +107,11 @@ def count_in(data: bytes, start: int, end: int) -> int:
     """How many events `data[start:end]` holds, in a frame of events as the builder
     writes them (each starts with its envelope): for clients that must not decode."""
     return data.count(_ID_START, start, end)
+
+
+def published(message: bytes) -> list[bytes]:
+    """The events of one pub/sub message, in order (see above)."""
+    return message.split(b"\n")
 
 
 def goal_state(stored: str | bytes | None, coins_total: int) -> dict[str, Any] | None:

@@ -64,3 +64,11 @@ def test_count_in_counts_the_events_of_a_frame() -> None:
     frame = b'{"type":"events","stream_id":"s1","events":[' + GIFT + b"," + ENDED + b"]}"
     assert events.count_in(frame, 0, len(frame)) == 2
     assert len(orjson.loads(frame)["events"]) == 2
+
+
+def test_a_published_message_gives_its_events_in_order_and_one_event_is_itself() -> None:
+    one = b'{"event_id":1,"kind":"gift","ts":5,"sender":{"id":"a","name":"A\\nB"}}'
+    two = b'{"event_id":2,"kind":"stream_ended","ts":6}'
+    assert events.published(one) == [one]  # an escaped newline is not a line break
+    assert events.published(one + b"\n" + two) == [one, two]
+    assert [events.event_id_of(e) for e in events.published(two + b"\n" + one)] == [2, 1]

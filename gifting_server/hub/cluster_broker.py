@@ -130,7 +130,7 @@ class ClusterBroker(PubSubBroker):
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind, channel = message["type"], message["channel"]
         if kind == "smessage":
-            self.on_event(stream_of_channel(channel), message["data"])
+            self._published(channel, message["data"])
         elif kind == "sunsubscribe":
             if self.leaving[channel] > 0:  # asked for by `unsubscribe`
                 self.leaving[channel] -= 1

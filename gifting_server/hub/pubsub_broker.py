@@ -10,6 +10,7 @@ import contextlib
 import logging
 from typing import Any
 
+from gifting_server import events
 from gifting_server.hub.broker import OnEvent, OnResubscribed
 from gifting_server.ledger import keys
 from gifting_server.tasks import cancel_and_wait
@@ -87,6 +88,13 @@ class PubSubBroker:
             self._dispatch(message)
         except Exception:
             log.exception("pub/sub message %r could not be handled", message.get("type"))
+
+    def _published(self, channel: bytes, message: bytes) -> None:
+        """A message on a stream's channel: its events to the hub, one by one, in order
+        (a message may carry several: events.published)."""
+        stream_id = stream_of_channel(channel)
+        for raw in events.published(message):
+            self.on_event(stream_id, raw)
 
     def _confirmed(self, channel: bytes) -> None:
         """Redis confirmed a subscription: the first one lets `subscribe` return; a

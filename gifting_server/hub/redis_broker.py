@@ -11,7 +11,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from gifting_server.hub.pubsub_broker import PubSubBroker, stream_of_channel
+from gifting_server.hub.pubsub_broker import PubSubBroker
 from gifting_server.ledger import keys
 
 log = logging.getLogger("gifting_server.broker")
@@ -59,6 +59,6 @@ class RedisBroker(PubSubBroker):
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind, channel = message["type"], message["channel"]
         if kind == "message":
-            self.on_event(stream_of_channel(channel), message["data"])
+            self._published(channel, message["data"])
         elif kind == "subscribe":
             self._confirmed(channel)

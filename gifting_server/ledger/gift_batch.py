@@ -31,6 +31,9 @@ MAX_BATCH = 64
 # (the same for every gift of one store) once a call, the stream's once for its gifts,
 # the rest once a gift. Age rule, share, combo window, rate, burst, ttl, history cap:
 CONFIG_ARGS = tuple(range(9, 16))
+# send_gifts' configuration: those seven, then whether a stream's events of the call go
+# as one message ([redis] events_per_call_message).
+Config = tuple[Any, ...]
 STREAM_ARGS = (2, 19, 17)  # the streamer the caller expects, the stream id, its channel
 GIFT_ARGS = (0, 1, 3, 4, 5, 6, 7, 8, 16, 18, 20)
 # send_gift's keys: the idempotency record and the sender's wallet are the gift's own,
@@ -55,32 +58,37 @@ class GiftBatch:
 
     def __init__(self, scripts: Scripts) -> None:
         self.scripts = scripts
-        self.queued: list[Queued] = []
+        self.queued: list[tuple[Config, Queued]] = []
         self.running: set[asyncio.Task[None]] = set()
 
-    def send_gift(self, keys: list[str], args: list[Any]) -> asyncio.Future[Reply]:
+    def send_gift(
+        self, keys: list[str], args: list[Any], one_message: bool = True
+    ) -> asyncio.Future[Reply]:
         """send_gift's reply to this call (its keys and arguments, lua/send_gift.lua),
-        sent with the other gifts of this pass."""
+        sent with the other gifts of this pass; `one_message`: a stream's events of the
+        call published as one message ([redis] events_per_call_message)."""
         loop = asyncio.get_running_loop()
         if not self.queued:
             loop.call_soon(self._flush)
         reply: asyncio.Future[Reply] = loop.create_future()
-        self.queued.append((keys, args, reply))
+        self.queued.append(
+            ((*(args[i] for i in CONFIG_ARGS), int(one_message)), (keys, args, reply))
+        )
         return reply
 
     def _flush(self) -> None:
         queued, self.queued = self.queued, []
         # Stores over one Redis may differ in their configuration: one call per configuration.
-        by_config: dict[tuple[Any, ...], list[Queued]] = {}
-        for gift in queued:
-            by_config.setdefault(tuple(gift[1][i] for i in CONFIG_ARGS), []).append(gift)
+        by_config: dict[Config, list[Queued]] = {}
+        for config, gift in queued:
+            by_config.setdefault(config, []).append(gift)
         for config, gifts in by_config.items():
             for start in range(0, len(gifts), MAX_BATCH):
                 task = asyncio.ensure_future(self._run(config, gifts[start : start + MAX_BATCH]))
                 self.running.add(task)
                 task.add_done_callback(self.running.discard)
 
-    async def _run(self, config: tuple[Any, ...], gifts: list[Queued]) -> None:
+    async def _run(self, config: Config, gifts: list[Queued]) -> None:
         metrics.GIFT_BATCHES.inc()
         metrics.GIFTS_BATCHED.inc(len(gifts))
         try:
@@ -99,8 +107,9 @@ class GiftBatch:
                 reply.set_result(answer)
 
 
-def batch_call(config: tuple[Any, ...], gifts: list[Queued]) -> tuple[list[str], list[Any]]:
-    """send_gifts' keys and arguments for these send_gift calls (its header has the layout)."""
+def batch_call(config: Config, gifts: list[Queued]) -> tuple[list[str], list[Any]]:
+    """send_gifts' keys and arguments for these send_gift calls (its header has the layout);
+    `config`: send_gift's CONFIG_ARGS and the one-message flag (1/0)."""
     streams: dict[tuple[Any, ...], int] = {}
     stream_keys: list[str] = []
     stream_args: list[Any] = []

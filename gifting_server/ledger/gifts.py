@@ -305,7 +305,9 @@ async def _gift_in_one_script(
         note,
     )
     # With the other gifts of this pass of the loop, in one script call (gift_batch.py).
-    result = await guarded(GiftBatch.of(store.scripts).send_gift(call.keys, call.args))
+    one_message = store.settings.redis.events_per_call_message
+    batch = GiftBatch.of(store.scripts)
+    result = await guarded(batch.send_gift(call.keys, call.args, one_message))
     if result[0] != 0:
         raise script_error(int(result[0]))
     return GiftReceipt(int(result[1]), int(result[2]), int(result[3]), bool(result[4]))

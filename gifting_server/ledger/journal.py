@@ -9,6 +9,12 @@ fields, are read as they are. lua/include/earn.lua (`journalGift`) writes it.
 
 A gift counted in a live battle has a second field `b`, "<battle id>|<time>": named
 `battle` and `battle_at` (Redis's TIME in unix ms when the gift's side counted it).
+
+`send_gifts` journals the gifts of one call to one streamer as one entry (one XADD a
+call, not one a gift: docs/performance.md): `g` holds each gift's values, a line a
+gift ("\n" between them), and `b`, when one of them counted in a battle, each gift's
+battle value a line, empty for a gift outside it. `records` gives an entry's gifts one
+by one, in their order; every reader of the journal goes through it.
 """
 
 from __future__ import annotations
@@ -34,12 +40,31 @@ GIFT_FIELDS = (
 OPTIONAL = frozenset({"limit", "unverified"})
 
 
-def fields(entry: dict[str, str]) -> dict[str, str]:
-    """The entry's named fields. A compact gift entry that does not split into its
-    values gives {"type": "gift"} alone, which the audit reports as lacking fields."""
+def records(entry: dict[str, str]) -> list[dict[str, str]]:
+    """The named fields of each record the entry holds, in order: the entry itself for a
+    purchase, a refund or a cashout; one per gift for a gift entry. A gift that does
+    not split into its values gives {"type": "gift"} alone, which the audit reports
+    as lacking fields."""
     packed = entry.get("g")
     if packed is None:
-        return entry
+        return [entry]
+    gifts = packed.split("\n")
+    battles = entry.get("b")
+    marks = battles.split("\n") if battles is not None else [""] * len(gifts)
+    if len(marks) != len(gifts):
+        return [{"type": "gift"} for _ in gifts]
+    return [_gift(values, mark) for values, mark in zip(gifts, marks, strict=True)]
+
+
+def fields(entry: dict[str, str]) -> dict[str, str]:
+    """The named fields of an entry of one record (a lone gift's, a purchase's, ...)."""
+    held = records(entry)
+    if len(held) != 1:
+        raise ValueError(f"a journal entry of {len(held)} gifts: read it with `records`")
+    return held[0]
+
+
+def _gift(packed: str, battle: str) -> dict[str, str]:
     values = packed.split("|", len(GIFT_FIELDS) - 1)
     if len(values) != len(GIFT_FIELDS):
         return {"type": "gift"}
@@ -47,7 +72,6 @@ def fields(entry: dict[str, str]) -> dict[str, str]:
     for name, value in zip(GIFT_FIELDS, values, strict=True):
         if value or name not in OPTIONAL:
             named[name] = value
-    battle = entry.get("b")
-    if battle is not None:
+    if battle:
         named["battle"], _, named["battle_at"] = battle.partition("|")
     return named

@@ -44,7 +44,7 @@ from redis import exceptions as redis_errors
 
 from gifting_server.config import Settings
 from gifting_server.ledger import keys, transfers
-from gifting_server.ledger.journal import fields as journal_fields
+from gifting_server.ledger.journal import records as journal_records
 from gifting_server.ledger.reconcile_battles import BattlePoints  # ended battles' points
 from gifting_server.ledger.reconcile_cashouts import CashoutLegs  # failed cash-outs' returns
 from gifting_server.ledger.risk import RiskReport, RiskRules, RiskScan
@@ -72,7 +72,7 @@ class Totals:
 class Report:
     problems: list[str] = field(default_factory=list)
     totals: dict[str, Totals] = field(default_factory=lambda: {c: Totals() for c in CURRENCIES})
-    entries: int = 0
+    entries: int = 0  # records replayed: a send_gifts entry holds each gift of its call
     wallets: int = 0
     in_transit: int = 0  # coins of gifts debited and not yet credited (transfers.py)
     # Payment records claimed and not applied (a crash between the steps on a
@@ -338,13 +338,13 @@ async def _replay_journal(
     async for name, entry_id, fields in _merged(
         redis, report, sorted(journals | {keys.LEGACY_JOURNAL}), chunk
     ):
-        named = journal_fields(fields)
-        replay.apply(name, entry_id, named)
-        if on_entry is not None:
-            on_entry(entry_id, named)
-        report.entries += 1
-        if progress is not None and report.entries % chunk == 0:
-            progress(report.entries)
+        for named in journal_records(fields):  # a send_gifts call's gifts: one entry
+            replay.apply(name, entry_id, named)
+            if on_entry is not None:
+                on_entry(entry_id, named)
+            report.entries += 1
+            if progress is not None and report.entries % chunk == 0:
+                progress(report.entries)
     if progress is not None and (report.entries % chunk or not report.entries):
         progress(report.entries)
     return replay

@@ -2,9 +2,10 @@
 
 Runs a redis-server under valgrind's callgrind, counting only inside EVALSHA (and
 ZREM), sends N and then 2N gifts (200 senders, one stream) and reports the
-difference per gift, for both paths a gift takes:
+difference per gift, for every path a gift takes:
 
-- one Redis: the single send_gift script;
+- one Redis: the single send_gift script (a gift alone in its loop pass), and
+  send_gifts, the gifts of one pass in one call (8 and 32 a call by default);
 - a cluster: the steps of a gift across slots (gift_gate, debit_gift,
   credit_stream, credit_streamer, then a ZREM of the outbox; ledger/transfers.py),
   run on one redis-server with `gifts_across_slots` (every key on one node). What a
@@ -21,10 +22,12 @@ figures this same command gave at commit 0c3606b (recorded, not re-measured: the
 scripts' arguments may change, and the baseline's scripts need their own callers).
 
     python -m load.bench.script_cost [--gifts 2000] [--script path/to/send_gift.lua]
+    python -m load.bench.script_cost --path both     # single and cluster, no batch
     python -m load.bench.script_cost --path single   # or: --path cluster
     python -m load.bench.script_cost --path sides    # the stream's and the streamer's slot
     python -m load.bench.script_cost --path batch [--batch-sizes 1,8,32]  # send_gifts
     python -m load.bench.script_cost --with-webhook   # the stream has a webhook endpoint
+    python -m load.bench.script_cost --subscribers 4  # 4 workers follow the stream's channel
     python -m load.bench.script_cost --battle  # every gift during a live battle of the stream
 """
 
@@ -70,6 +73,10 @@ BUDGET = 170_000
 CLUSTER_FACTOR = 1.5
 BASELINE_COMMIT = "0c3606b"
 BASELINE = {"single": 377_660, "cluster": 572_013}
+# send_gifts per gift before one journal entry and one PUBLISH a call (commit 3d56905,
+# `--path batch --gifts 640`, recorded): what the batched path's levers are held against.
+BATCH_BEFORE_COMMIT = "3d56905"
+BATCH_BEFORE = {8: 243_940, 32: 230_011}
 
 # Sends `gifts` gifts to a Redis at `url` (a client to it given too).
 Sender = Callable[[redis.Redis, str, Settings, int], None]
@@ -107,8 +114,11 @@ def count_instructions(gifts: int, send: Sender, battle: bool = False) -> int:
              "GIFTING_CONFIG": str(work / "limits.toml")}
         )  # fmt: skip
         asyncio.run(_setup(url, settings, battle))
+        listeners = [subscribed(port) for _ in range(SUBSCRIBERS)]
         send(client, url, settings, gifts)
         client.shutdown(nosave=True)
+        for listener in listeners:
+            listener.close()
     except redis.ConnectionError:
         pass  # SHUTDOWN closes the connection it came on
     finally:
@@ -122,6 +132,23 @@ def count_instructions(gifts: int, send: Sender, battle: bool = False) -> int:
         if "PROGRAM TOTALS" in line:
             return int(line.split()[0].replace(",", ""))
     raise RuntimeError("callgrind_annotate printed no totals")
+
+
+# --subscribers N: N connections follow the stream's channel, as the workers with
+# viewers of it do; a PUBLISH then also writes each message to each of them (they never
+# read it: what Redis does with the bytes after the script is not counted).
+SUBSCRIBERS = 0
+
+
+def subscribed(port: int) -> socket.socket:
+    """A connection subscribed to the bench stream's channel, its confirmation read."""
+    listener = socket.create_connection(("127.0.0.1", port))
+    channel = keys.stream_channel(STREAM).encode()
+    listener.sendall(b"*2\r\n$9\r\nSUBSCRIBE\r\n$%d\r\n%s\r\n" % (len(channel), channel))
+    confirmation = b""
+    while not confirmation.endswith(b":1\r\n"):
+        confirmation += listener.recv(4096)
+    return listener
 
 
 # --with-webhook: the stream has an endpoint, so each event also goes to its delivery
@@ -214,7 +241,7 @@ def batched(size: int) -> Sender:
                     keys_, args = calls[0].keys, calls[0].args
                 else:
                     queued = [(c.keys, c.args, None) for c in calls]
-                    config = tuple(calls[0].args[i] for i in CONFIG_ARGS)
+                    config = (*(calls[0].args[i] for i in CONFIG_ARGS), 1)  # one message
                     keys_, args = batch_call(config, queued)  # type: ignore[arg-type]
                 commands.append(("EVALSHA", sha, len(keys_), *keys_, *args))
             connection.send_packed_command(connection.pack_commands(commands))
@@ -311,6 +338,15 @@ def verdict(measured: int, budget: int, baseline: int) -> str:
     )
 
 
+def batch_verdict(measured: int, size: int) -> str:
+    """A send_gifts figure against the budget and against send_gifts before its levers."""
+    line = verdict(measured, BUDGET, BASELINE["single"])
+    before = BATCH_BEFORE.get(size)
+    if before is not None:
+        line += f"; send_gifts at {BATCH_BEFORE_COMMIT} {before:,}: {measured / before - 1:+.1%}"
+    return line
+
+
 WITH_WEBHOOK_HELP = "the stream has a webhook endpoint: every event goes to its delivery log too"
 
 
@@ -319,8 +355,9 @@ def main() -> None:
     parser.add_argument("--gifts", type=int, default=2000)
     parser.add_argument("--script", type=Path, help="a send_gift.lua to measure instead")
     parser.add_argument(
-        "--path", choices=["both", "single", "cluster", "sides", "batch"], default="both",
-        help="sides: the steps across slots split by the slot that runs them",
+        "--path", choices=["all", "both", "single", "cluster", "sides", "batch"], default="all",
+        help="all: single, cluster and batch (8 and 32 a call); both: single and cluster; "
+        "sides: the steps across slots split by the slot that runs them",
     )  # fmt: skip
     parser.add_argument(
         "--batch-sizes", default="1,8,32",
@@ -328,12 +365,16 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--with-webhook", action="store_true", help=WITH_WEBHOOK_HELP)
     parser.add_argument(
+        "--subscribers", type=int, default=0,
+        help="connections following the stream's channel (a worker each with viewers of it)",
+    )  # fmt: skip
+    parser.add_argument(
         "--battle", action="store_true",
         help="every gift during a live battle of its stream (its side's points counted)",
     )  # fmt: skip
     options = parser.parse_args()
-    global WITH_WEBHOOK
-    WITH_WEBHOOK = options.with_webhook
+    global WITH_WEBHOOK, SUBSCRIBERS
+    WITH_WEBHOOK, SUBSCRIBERS = options.with_webhook, options.subscribers
     battle = options.battle
     if not shutil.which("valgrind"):
         sys.exit("valgrind is needed: apt-get install valgrind")
@@ -343,11 +384,11 @@ def main() -> None:
         script = script_source("send_gift")
     runs = f"{options.gifts:,} and {2 * options.gifts:,} gifts"
     single = cluster = 0
-    if options.path in ("both", "single"):
+    if options.path in ("all", "both", "single"):
         single = per_gift(options.gifts, one_script(script), battle)
         print(f"send_gift: {single:,} instructions of Redis per gift (callgrind, EVALSHA, {runs})")
         print(verdict(single, BUDGET, BASELINE["single"]))
-    if options.path in ("both", "cluster"):
+    if options.path in ("all", "both", "cluster"):
         cluster = per_gift(options.gifts, across_slots, battle)
         print(
             f"across slots: {cluster:,} instructions of Redis per gift (callgrind, the four "
@@ -356,14 +397,15 @@ def main() -> None:
         print(verdict(cluster, int(BUDGET * CLUSTER_FACTOR), BASELINE["cluster"]))
     if single and cluster:
         print(f"across slots / send_gift: {cluster / single:.2f}")
-    if options.path == "batch":
-        for size in (int(n) for n in options.batch_sizes.split(",")):
+    if options.path in ("all", "batch"):
+        sizes = options.batch_sizes if options.path == "batch" else "8,32"
+        for size in (int(n) for n in sizes.split(",")):
             cost = per_gift(options.gifts, batched(size), battle)
             print(
                 f"send_gifts, {size} a call: {cost:,} instructions of Redis per gift "
                 f"(callgrind, EVALSHA, {runs})"
             )
-            print(verdict(cost, BUDGET, BASELINE["single"]))
+            print(batch_verdict(cost, size))
     if options.path == "sides":
         stream = per_gift(options.gifts, one_side("stream"), battle)
         print(f"the stream's slot: {stream:,} instructions per gift (gift_gate, credit_stream)")

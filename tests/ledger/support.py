@@ -10,7 +10,7 @@ import pytest
 
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import keys
-from gifting_server.ledger.journal import fields as journal_fields
+from gifting_server.ledger.journal import records as journal_records
 from gifting_server.ledger.store import Store
 from tests.topology import AsyncClient, all_keys
 
@@ -73,9 +73,10 @@ async def journal_entries(redis: AsyncClient) -> list[dict[str, str]]:
     # key twice (the old master's view and the new one's).
     journals = {keys.LEGACY_JOURNAL}
     journals |= {key async for key in redis.scan_iter(match=keys.JOURNAL_PATTERN)}
-    rows: list[tuple[tuple[int, int], str, dict[str, str]]] = []
+    rows: list[tuple[tuple[int, int, int], str, dict[str, str]]] = []
     for journal in journals:
         for entry_id, fields in await redis.xrange(journal):
             ms, _, seq = entry_id.partition("-")
-            rows.append(((int(ms), int(seq)), journal, journal_fields(fields)))
+            for k, named in enumerate(journal_records(fields)):
+                rows.append(((int(ms), int(seq), k), journal, named))
     return [fields for *_, fields in sorted(rows, key=lambda row: row[:2])]

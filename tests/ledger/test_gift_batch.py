@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from gifting_server.auth import Identity
+from gifting_server.auth import Identity, Role
 from gifting_server.errors import ErrorCode, GiftingError, ScriptCode
-from gifting_server.ledger import gift_batch, gifts, keys, streams, wallet
+from gifting_server.ledger import battles, gift_batch, gifts, journal, keys, streams, wallet
+from gifting_server.ledger.clock import wall_clock_ms
 from gifting_server.ledger.gift_batch import MAX_BATCH
 from gifting_server.ledger.store import Store
 from tests.factories import fund, live_stream, viewer
@@ -164,10 +165,11 @@ async def test_a_configuration_out_of_range_refuses_every_gift_and_writes_nothin
         for who in ("alice", "carol")
     ]
     queued: list[Any] = [(c.keys, c.args, None) for c in calls]
-    config = tuple(calls[0].args[i] for i in gift_batch.CONFIG_ARGS)
+    config = (*(calls[0].args[i] for i in gift_batch.CONFIG_ARGS), 1)  # one message a call
     bad = (config[0], 10_001, *config[2:])  # a creator share past 100%
     before = await snapshot(ledger.redis)
-    for cfg in (bad, (*config[:-1], "1e3")):
+    # ... a history cap Redis would refuse, a one-message flag neither 1 nor 0
+    for cfg in (bad, (*config[:-2], "1e3", 1), (*config[:-1], 2)):
         script_keys, args = gift_batch.batch_call(cfg, queued)
         replies = await ledger.scripts.run("send_gifts", script_keys, args)
         assert replies == [[ScriptCode.INVALID_ARGUMENT]] * 2
@@ -229,9 +231,10 @@ async def test_a_history_ahead_of_its_meta_refuses_its_gifts_alone(ledger: Store
 
 
 async def test_a_planted_key_ends_the_call_with_the_gifts_before_it_whole(ledger: Store) -> None:
-    """A key of another type (only someone with Redis access can plant one) fails a gift
-    after its first write and ends the call; the gifts before it in the call are
-    written whole, stream meta and streamer credit included, and answer their retry."""
+    """A key of another type (only someone with Redis access can plant one) fails the
+    call after its gifts' first writes: here a journal, the call's last write (one entry
+    a streamer, at its end). The gifts to other streamers are written whole, stream
+    meta, streamer credit and journal entry included, and answer their retry."""
     await live_stream(ledger, "s4", "streamer2")
     await streams.streamer_of(ledger, "s4")
     await ledger.redis.set(keys.journal("streamer2"), "planted")
@@ -243,6 +246,62 @@ async def test_a_planted_key_ends_the_call_with_the_gifts_before_it_whole(ledger
     await b.check()
     assert int(await ledger.redis.hget(keys.stream("s1"), "seq")) == seq + 1
     assert int(await ledger.redis.hget(keys.wallet("streamer1"), "received")) == int(received) + 1
+    one = await ledger.redis.xrange(keys.journal("streamer1"))
+    assert [g["key"] for _, e in one for g in journal.records(e)] == ["before", "y1"]
     retry = Batch(ledger)
     retry.add(viewer("alice"), "rose", 1, "y1", (seq + 1, 998, 2, True))
     await retry.check()
+
+
+async def test_a_calls_gifts_to_one_streamer_are_one_journal_entry_with_each_gift_whole(
+    ledger: Store,
+) -> None:
+    """One XADD a journal a call (docs/performance.md): each gift keeps its own record,
+    in the call's order, with every field send_gift journals, its battle included; a
+    refused gift has none; the boards, the battle's points and the audit add up."""
+    await live_stream(ledger, "s6", "streamer2")
+    await streams.streamer_of(ledger, "s6")
+    one = Identity("streamer1", "Streamer One", Role.STREAMER)
+    two = Identity("streamer2", "Streamer Two", Role.STREAMER)
+    # The invite's expiry is the store's clock, its accept Redis's: the clock goes to now.
+    assert isinstance(ledger.clock, FakeClock)
+    ledger.clock.now = wall_clock_ms()
+    duration = ledger.settings.battles.min_duration_s
+    invited, _ = await battles.invite(ledger, one, "s1", "s6", duration, "inv-journal")
+    live = await battles.accept(ledger, two, invited["battle_id"])
+    assert live["status"] == "live"
+    before = {
+        s: len(await ledger.redis.xrange(keys.journal(s))) for s in ("streamer1", "streamer2")
+    }
+    seq = int(await ledger.redis.hget(keys.stream("s1"), "seq"))
+    seq6 = int(await ledger.redis.hget(keys.stream("s6"), "seq"))
+    erin = viewer("erin")
+    b = Batch(ledger)
+    b.add(viewer("carol"), "finger_heart", 2, "j1", (seq + 1, 90, 2, False))
+    b.add(viewer("dave"), "rose", 1, "j2", (seq6 + 1, 999, 1, False), stream="s6")
+    b.add(viewer("bob"), "rose", 1, "j3", ErrorCode.INSUFFICIENT_FUNDS)
+    b.add(erin, "rose", 1, "j4", (seq + 2, 99, 1, False))
+    b.add(erin, "rose", 2, "j5", (seq + 3, 97, 3, False))
+    calls, _ = batches()
+    await b.check()
+    assert batches()[0] == calls + 1
+
+    one_entry = (await ledger.redis.xrange(keys.journal("streamer1")))[before["streamer1"] :]
+    assert len(one_entry) == 1
+    gifts_of_one = journal.records(one_entry[0][1])
+    assert [(g["key"], g["user"], g["coins"], g["event_id"]) for g in gifts_of_one] == [
+        ("j1", "carol", "10", str(seq + 1)),
+        ("j4", "erin", "1", str(seq + 2)),
+        ("j5", "erin", "2", str(seq + 3)),
+    ]
+    for g in gifts_of_one:
+        assert g["type"] == "gift" and g["to"] == "streamer1" and g["stream"] == "s1"
+        assert g["battle"] == live["battle_id"] and g["battle_at"].isdigit()
+        assert set(g) >= {"gift", "count", "diamonds", "platform", "share", "at"}
+    two_entry = (await ledger.redis.xrange(keys.journal("streamer2")))[before["streamer2"] :]
+    assert [g["key"] for e in two_entry for g in journal.records(e[1])] == ["j2"]
+    # The battle's points and top gifters, and the boards, each gift counted once.
+    assert await ledger.redis.hget(keys.stream("s1"), "battle_points") == "13"
+    assert await ledger.redis.zscore(keys.battle_top("s1"), "erin") == 3
+    assert await ledger.redis.zscore(keys.stream_leaderboard("s1"), "carol") == 10
+    await assert_reconciled(ledger)

@@ -9,7 +9,9 @@
   and its streamer's eleven keys, its owner, id and channel) once for all its gifts:
   and a stream's meta and its streamer's credit are read once and written once, at
   the call's end (include "gift": `writeShared`; the platform's share and the held
-  diamonds summed); docs/performance.md, "Batching". Every key is still declared,
+  diamonds summed); a streamer's gifts are one journal entry (a gift a line) and a
+  stream's events one published message (an event a line), both at the call's end;
+  docs/performance.md, "Batching". Every key is still declared,
   so the call is legal on a cluster too. A history ahead of its meta refuses that
   stream's gifts alone (CORRUPT_VALUE, nothing of them written). A script error
   (only a key planted with another type by someone with Redis access can raise one
@@ -22,16 +24,18 @@
     ARGV[3]  combo quiet window, ms
     ARGV[4]  gift rate per second    ARGV[5]  gift burst
     ARGV[6]  idempotency ttl, ms     ARGV[7]  history length cap
-    ARGV[8]  G
+    ARGV[8]  1: a stream's events of the call published as one message, one event a
+             line; 0: one message an event (a worker older than that reads only those)
+    ARGV[9]  G
     stream g (1..G), as send_gift names them:
       KEYS[11(g-1) + 1 .. 11g]  stream meta, streamer wallet, streamer's held
         diamonds, platform account, stream leaderboard, channel leaderboard day and
         all, open streaks, journal, stream history, battle top (send_gift's KEYS[3..13])
-      ARGV[8 + 3(g-1) + 1 .. 3g]  streamer id the caller expects to own the stream,
+      ARGV[9 + 3(g-1) + 1 .. 3g]  streamer id the caller expects to own the stream,
         stream id, pub/sub channel
     gift i (1..N):
       KEYS[11G + 2(i-1) + 1], [+ 2]  idempotency record, viewer wallet
-      ARGV[8 + 3G + 12(i-1) + 1 .. 12i]  its stream g, sender id, sender display
+      ARGV[9 + 3G + 12(i-1) + 1 .. 12i]  its stream g, sender id, sender display
         name, gift id, count, coins (count x price), request fingerprint, now (unix
         ms), sender is age-verified (1/0), event JSON fragment, idempotency key,
         diamonds held until (unix ms, 0: not held)
@@ -52,25 +56,26 @@
 local needAdult, shareArg, idemTtl, historyMax = ARGV[1] == '1', ARGV[2], ARGV[6], ARGV[7]
 local shareBps, comboWindow = tonumber(shareArg), tonumber(ARGV[3])
 local ratePerS, burst = tonumber(ARGV[4]), tonumber(ARGV[5])
-local streams = tonumber(ARGV[8])
+local together, streams = ARGV[8], tonumber(ARGV[9])
 local gifts = streams and (#KEYS - 11 * streams) / 2
 local replies = {}
-if not (streams and gifts and gifts % 1 == 0 and #ARGV == 8 + 3 * streams + 12 * gifts
+if not (streams and gifts and gifts % 1 == 0 and #ARGV == 9 + 3 * streams + 12 * gifts
+    and (together == '1' or together == '0')
     and shareBps and comboWindow and ratePerS and burst and shareBps >= 0 and shareBps <= 10000
     and digits(idemTtl) and idemTtl ~= '0' and digits(historyMax)) then
   for i = 1, (gifts and gifts % 1 == 0 and gifts > 0) and gifts or 1 do replies[i] = {16} end
   return replies
 end
 
-local giftKeys, giftArgs = 11 * streams, 8 + 3 * streams
-local shared = newShared()
+local giftKeys, giftArgs = 11 * streams, 9 + 3 * streams
+local shared = newShared(together == '1')
 for i = 1, gifts do
   local a, k = giftArgs + 12 * (i - 1), giftKeys + 2 * (i - 1)
   local g = tonumber(ARGV[a + 1])
   if not (g and g >= 1 and g <= streams and g % 1 == 0) then
     replies[i] = {16}
   else
-    local s, sa = 11 * (g - 1), 8 + 3 * (g - 1)
+    local s, sa = 11 * (g - 1), 9 + 3 * (g - 1)
     local ok, reply = pcall(giftOne, KEYS[k + 1], KEYS[k + 2], KEYS[s + 1], KEYS[s + 2], KEYS[s + 3],
       KEYS[s + 4], KEYS[s + 5], KEYS[s + 6], KEYS[s + 7], KEYS[s + 8], KEYS[s + 9],
       KEYS[s + 10], KEYS[s + 11], ARGV[a + 2], ARGV[a + 3], ARGV[sa + 1], ARGV[a + 4],

@@ -27,10 +27,10 @@ end
 -- the streak's last tap to store and the stream's new coin total as text. A gift that
 -- reaches the stream after a later one (a transfer finished late, a worker's clock
 -- behind) joins the streak but never moves its last tap back, which would end the
--- streak before its window passed. `deliveryLog`: see emitEvent.
+-- streak before its window passed. `deliveryLog`, `outbox`: see emitEvent.
 local function emitGift(historyKey, historyMax, channel, streaksKey, streakMember, seq,
     streamCoins, coinsTotal, count, countArg, last, now, nowArg, comboWindow, fragment,
-    deliveryLog)
+    deliveryLog, outbox)
   local eventId = seq + 1
   local combo, tapText = count, nowArg
   if last then
@@ -40,13 +40,15 @@ local function emitGift(historyKey, historyMax, channel, streaksKey, streakMembe
     else
       local endId = fmt(eventId)
       emitEvent(historyKey, historyMax, channel, endId,
-        streakEndEvent(endId, nowArg, last[3], fmt(last[1]), fmt(streamCoins)), deliveryLog)
+        streakEndEvent(endId, nowArg, last[3], fmt(last[1]), fmt(streamCoins)), deliveryLog,
+        outbox)
       eventId = eventId + 1
     end
   end
   local id, comboText, coinsTotalText = fmt(eventId), fmt(combo), fmt(coinsTotal)
   emitEvent(historyKey, historyMax, channel, id,
-    giftEvent(id, nowArg, fragment, countArg, comboText, 'false', coinsTotalText), deliveryLog)
+    giftEvent(id, nowArg, fragment, countArg, comboText, 'false', coinsTotalText), deliveryLog,
+    outbox)
   if combo == count then
     redis.call('ZADD', streaksKey, fmt(now + comboWindow), streakMember)
   end

@@ -49,10 +49,13 @@ local function writeEarn(streamerKey, heldKey, platformKey, heldUntil, heldUntil
   if platformShare > 0 then redis.call('HINCRBY', platformKey, 'coins', fmt(platformShare)) end
 end
 
+-- A day board lives past the end of its week (a week is the sum of its day boards).
+local DAY_BOARD_TTL_MS = 9 * 86400000
+
 -- The streamer's day and all-time boards of top gifters.
 local function bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
   if tonumber(redis.call('ZINCRBY', dayBoardKey, costArg, sender)) == cost then
-    redis.call('PEXPIRE', dayBoardKey, 9 * 86400000)  -- past the end of its week
+    redis.call('PEXPIRE', dayBoardKey, DAY_BOARD_TTL_MS)
   end
   redis.call('ZINCRBY', allBoardKey, costArg, sender)
 end
@@ -64,12 +67,21 @@ end
 -- age verification. One field, not fourteen: ~13,000 instructions less per gift.
 -- A gift counted in a battle (`battle`: {battle id, Redis TIME in unix ms}, else
 -- false) has a second field `b`, "<battle id>|<time>": the audit of its points.
-local function journalGift(journalKey, sender, streamer, streamId, giftId, countArg, costArg,
-    diamonds, platformShare, shareArg, eventId, idemName, nowArg, limit, isAdult, battle)
-  local packed = sender .. '|' .. streamer .. '|' .. streamId
+-- send_gifts journals the gifts of a call to one streamer in one entry (include
+-- "gift"): `g` holds their `giftEntry`s one a line ("\n" between them), `b`, when one
+-- of them counted in a battle, their battle values one a line, empty for the others.
+local function giftEntry(sender, streamer, streamId, giftId, countArg, costArg, diamonds,
+    platformShare, shareArg, eventId, idemName, nowArg, limit, isAdult)
+  return sender .. '|' .. streamer .. '|' .. streamId
     .. '|' .. giftId .. '|' .. countArg .. '|' .. costArg .. '|' .. fmt(diamonds)
     .. '|' .. fmt(platformShare) .. '|' .. shareArg .. '|' .. eventId .. '|' .. nowArg
     .. '|' .. (limit or '') .. '|' .. (isAdult and '' or '1') .. '|' .. idemName
+end
+
+local function journalGift(journalKey, sender, streamer, streamId, giftId, countArg, costArg,
+    diamonds, platformShare, shareArg, eventId, idemName, nowArg, limit, isAdult, battle)
+  local packed = giftEntry(sender, streamer, streamId, giftId, countArg, costArg, diamonds,
+    platformShare, shareArg, eventId, idemName, nowArg, limit, isAdult)
   if battle then
     redis.call('XADD', journalKey, '*', 'g', packed, 'b', battle[1] .. '|' .. battle[2])
   else

@@ -52,14 +52,29 @@ end
 -- not among the script's KEYS: it carries the hash tag of the stream's keys the
 -- script was given, so it is in their slot, which is what Redis Cluster checks of a
 -- script without flags; declaring it would add an argument to every gift's call.
-local function emitEvent(historyKey, historyMax, channel, id, json, deliveryLog)
-  redis.call('XADD', historyKey, 'MAXLEN', '~', historyMax, id .. '-0', 'e', json)
-  if deliveryLog then redis.call('XADD', deliveryLog, id .. '-0', 'e', json) end
+-- Publish a message on the stream's channel (see emitEvent).
+local function publish(channel, message)
   -- A plain channel starts with "{", a marked one with "s", which sorts below it: a
   -- comparison, not a call of string.byte, which costs every gift (make bench-script).
   if channel > "{" then
-    redis.call('PUBLISH', channel, json)
+    redis.call('PUBLISH', channel, message)
   else
-    redis.call('SPUBLISH', string.sub(channel, 9), json)
+    redis.call('SPUBLISH', string.sub(channel, 9), message)
+  end
+end
+
+-- `outbox`: nil to publish the event now, as one message; or a list the caller
+-- publishes later with the other events of its call, one message for them all, the
+-- events one a line (`publish(channel, table.concat(outbox, '\n'))`: send_gifts,
+-- one PUBLISH a stream a call). An event is JSON without a raw newline, and the
+-- brokers split a message at "\n" (events.py `published`), so a message of one event
+-- is read as it always was.
+local function emitEvent(historyKey, historyMax, channel, id, json, deliveryLog, outbox)
+  redis.call('XADD', historyKey, 'MAXLEN', '~', historyMax, id .. '-0', 'e', json)
+  if deliveryLog then redis.call('XADD', deliveryLog, id .. '-0', 'e', json) end
+  if outbox then
+    outbox[#outbox + 1] = json
+  else
+    publish(channel, json)
   end
 end

@@ -14,7 +14,10 @@
   end (`writeShared`): a stream's meta (its owner, status, sequence, coins and the
   combos the call advanced) and a streamer's credit (coins received, diamonds),
   read by the call's first gift that needs them; the platform's share and the
-  held diamonds are summed and added once. A gift still sees every gift before it
+  held diamonds are summed and added once; the gifts to one streamer are one journal
+  entry, a line a gift, and the events of one stream one published message, a line
+  an event (both written last: a journal planted with another type fails the call
+  there, the gifts otherwise written). A gift still sees every gift before it
   in the call: it reads them from `shared`. The history append stays each gift's
   first write: a history ahead of its meta refuses that gift alone, with nothing of
   it written (the caller's `historyAhead`: CORRUPT_VALUE), and the call goes on.
@@ -24,9 +27,12 @@
   several gifts pays back and a lone gift does not (docs/performance.md, "Batching").
 ]]
 
-local function newShared()
-  return {streams = {}, streamOrder = {}, streamers = {}, streamerOrder = {},
-    held = {}, heldOrder = {}, platform = {}, platformOrder = {}}
+-- `together`: a stream's events of the call published as one message at its end (else
+-- each as it is made, one message an event).
+local function newShared(together)
+  return {together = together, streams = {}, streamOrder = {}, streamers = {}, streamerOrder = {},
+    held = {}, heldOrder = {}, platform = {}, platformOrder = {},
+    journals = {}, journalOrder = {}, outboxes = {}, channelOrder = {}}
 end
 
 -- An error of a gift's first write, its history XADD, that says the history is ahead
@@ -71,6 +77,22 @@ local function writeShared(shared)
   end
   for _, key in ipairs(shared.platformOrder) do
     redis.call('HINCRBY', key, 'coins', fmt(shared.platform[key]))
+  end
+  -- A channel's events of the call in one message, one a line (include "event"): one
+  -- PUBLISH a stream a call, not one an event.
+  for _, channel in ipairs(shared.channelOrder) do
+    publish(channel, table.concat(shared.outboxes[channel], '\n'))
+  end
+  -- A journal's gifts of the call in one entry (include "earn", `journalGift`): one XADD
+  -- a call, not one a gift.
+  for _, key in ipairs(shared.journalOrder) do
+    local journal = shared.journals[key]
+    if journal.counted then
+      redis.call('XADD', key, '*', 'g', table.concat(journal.gifts, '\n'),
+        'b', table.concat(journal.battles, '\n'))
+    else
+      redis.call('XADD', key, '*', 'g', table.concat(journal.gifts, '\n'))
+    end
   end
 end
 
@@ -152,9 +174,15 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   -- call can fail on anything a client sends (a key planted with another type or
   -- value can: see send_gift's header).
   local coinsTotal = st.coins + cost
+  local outbox = shared.together and shared.outboxes[channel]
+  if shared.together and not outbox then
+    outbox = {}
+    shared.outboxes[channel] = outbox
+    shared.channelOrder[#shared.channelOrder + 1] = channel
+  end
   local eventId, id, combo, comboText, tapText, coinsTotalText = emitGift(historyKey,
     historyMax, channel, streaksKey, sender .. ':' .. giftId, st.seq, st.coins, coinsTotal,
-    count, countArg, last, now, nowArg, comboWindow, eventFragment, st.deliveryLog)
+    count, countArg, last, now, nowArg, comboWindow, eventFragment, st.deliveryLog, outbox)
   st.seq, st.coins, st.seqText, st.coinsText = eventId, coinsTotal, id, coinsTotalText
   if st.combos[comboField] == nil then st.fields[#st.fields + 1] = comboField end
   -- The combo outlives its window so that close_streaks can still announce its end.
@@ -182,8 +210,17 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
 
   redis.call('ZINCRBY', streamBoardKey, costArg, sender)
   bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
-  journalGift(journalKey, sender, st.owner, streamId, giftId, countArg, costArg, diamonds,
-    platformShare, shareArg, id, idemName, nowArg, w[2], isAdult, battle)
+  local journal = shared.journals[journalKey]
+  if not journal then
+    journal = {gifts = {}, battles = {}, counted = false}
+    shared.journals[journalKey] = journal
+    shared.journalOrder[#shared.journalOrder + 1] = journalKey
+  end
+  local n = #journal.gifts + 1
+  journal.gifts[n] = giftEntry(sender, st.owner, streamId, giftId, countArg, costArg, diamonds,
+    platformShare, shareArg, id, idemName, nowArg, w[2], isAdult)
+  journal.battles[n] = battle and (battle[1] .. '|' .. battle[2]) or ''
+  if battle then journal.counted = true end
   if battle then countBattle(streamKey, battleTopKey, costArg, sender) end
   redis.call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText,
     'PX', idemTtl)
