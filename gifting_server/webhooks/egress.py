@@ -59,10 +59,35 @@ def parse_target(url: object) -> Target:
     return Target(url, parts.scheme, parts.hostname, port or SCHEMES[parts.scheme], path)
 
 
+# IPv6 ranges whose last 32 bits are an IPv4 address that a gateway (NAT64, 6to4) or
+# the host itself (IPv4-compatible, IPv4-translated) may reach: such an address is as
+# public as the IPv4 address it carries. `ipaddress` calls most of them global.
+CARRYING_IPV4 = tuple(
+    ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "::/96", "::ffff:0:0:0/96")
+)
+# Never public, whatever they carry: local-use NAT64 (RFC 8215) and site-local (RFC 3879).
+NOT_PUBLIC_IPV6 = tuple(ipaddress.IPv6Network(n) for n in ("64:ff9b:1::/48", "fec0::/10"))
+
+
+def carried_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for, if it stands for one."""
+    if address.ipv4_mapped:
+        return address.ipv4_mapped
+    if address.sixtofour:
+        return address.sixtofour
+    if int(address) > 1 and any(address in network for network in CARRYING_IPV4):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)  # not :: nor ::1
+    return None
+
+
 def refusal(address: IPAddress) -> str | None:
     """Why this address is no place to send to, or None for a public one."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if any(address in network for network in NOT_PUBLIC_IPV6):
+            return "not a public unicast address"
+        carried = carried_ipv4(address)
+        if carried is not None:
+            address = carried
     if address.is_loopback:
         return "a loopback address"
     if address.is_link_local:

@@ -1,0 +1,195 @@
+"""Outgoing webhooks as a hostile or unlucky client meets them: targets that hide a
+private address, registrations raced against each other, and what held."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gifting_server.auth import Identity, Role
+from gifting_server.config import Settings
+from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.ledger import keys
+from gifting_server.ledger.store import Store
+from gifting_server.webhooks import endpoints
+from gifting_server.webhooks.egress import parse_target, refusal
+from tests.api import assert_error
+from tests.api.test_http_flow import STREAMER, go_live
+from tests.api.test_webhooks import DEFAULTS, FAST_WEBHOOKS, listed, snapshot
+from tests.conftest import ServerThread, server_factory
+from tests.factories import live_stream
+from tests.topology import AsyncClient, async_client
+from tests.webhook_receiver import Receiver, receiving
+
+# IPv6 addresses that carry an IPv4 address a gateway or the host itself may reach:
+# NAT64 (well-known and local-use prefixes), 6to4, IPv4-compatible, IPv4-translated;
+# and the deprecated site-local range, private by another name.
+HIDDEN_PRIVATE = (
+    "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+    "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254 (cloud metadata)
+    "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+    "64:ff9b:1::a00:1",  # the local-use NAT64 prefix, never public
+    "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+    "2002:c0a8:1::1",  # 6to4 of 192.168.0.1
+    "::7f00:1",  # IPv4-compatible 127.0.0.1
+    "::a9fe:a9fe",  # IPv4-compatible 169.254.169.254
+    "::ffff:0:7f00:1",  # IPv4-translated 127.0.0.1
+    "fec0::1",  # site-local
+)
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The store's: at most 3 endpoints per streamer (test_concurrent_registrations_...)."""
+    bounded = dataclasses.replace(settings.webhooks, allow_private=True, max_per_streamer=3)
+    return dataclasses.replace(settings, webhooks=bounded)
+
+
+@pytest.fixture
+def start(tmp_path: Path, redis_url: str) -> Iterator[Any]:
+    with server_factory(tmp_path, DEFAULTS) as start_server:
+        yield lambda **sections: start_server(redis_url, **sections)
+
+
+@pytest.fixture
+async def http(start: Any) -> AsyncIterator[httpx.AsyncClient]:
+    server: ServerThread = start()
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with receiving() as running:
+        yield running
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[AsyncClient]:
+    client = await async_client(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.mark.parametrize("address", HIDDEN_PRIVATE)
+def test_an_ipv6_address_carrying_a_private_ipv4_is_no_public_address(address: str) -> None:
+    assert refusal(ipaddress.ip_address(address)) is not None
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::808:808", "2002:808:808::1", "2606:4700::1"])
+def test_an_ipv6_address_carrying_a_public_ipv4_is_public(address: str) -> None:
+    """DNS64 gives IPv6-only hosts such names for every public IPv4 host."""
+    assert refusal(ipaddress.ip_address(address)) is None
+
+
+async def test_urls_hiding_a_private_address_are_refused_and_change_nothing(
+    start: Any, redis: AsyncClient
+) -> None:
+    server = start(webhooks={**FAST_WEBHOOKS, "allow_private": False})
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        await go_live(http, "s1")
+        state = await snapshot(redis)
+        urls = [f"http://[{address}]/hook" for address in HIDDEN_PRIVATE]
+        urls += [
+            # Held already: the resolver reads these the way inet_aton does, and the
+            # address it answers is the one checked.
+            "http://2130706433/hook",  # decimal 127.0.0.1
+            "http://0177.0.0.1/hook",  # octal
+            "http://0x7f.1/hook",  # hex, short form
+            "http://127.1/hook",
+            "http://0/hook",  # 0.0.0.0
+            "http://localhost./hook",
+            "http://[fe80::1%25lo]/hook",  # link-local with a zone
+            "http://[::ffff:a9fe:a9fe]/hook",  # IPv4-mapped metadata address
+            "http://100.64.0.1/hook",  # shared (carrier-grade NAT)
+            "http://224.0.0.1/hook",  # multicast
+        ]
+        for url in urls:
+            body = {"url": url, "kinds": ["gift"], "stream_id": "s1"}
+            response = await http.post("/v1/webhooks", json=body, headers=STREAMER)
+            assert_error(response, 422, "invalid_request")
+            assert "refused" in response.json()["error"]["message"], url
+        assert await snapshot(redis) == state
+
+
+async def test_concurrent_registrations_cannot_pass_max_per_streamer(store: Store) -> None:
+    """Registrations arriving together each saw room for one more; the bound is one
+    step with the registration, or it is no bound."""
+    await live_stream(store, "s1", "streamer1")
+    who = Identity("streamer1", "Streamer One", Role.STREAMER)
+    target = parse_target("http://127.0.0.1:9/hook")
+
+    async def register(i: int) -> str:
+        try:
+            await endpoints.register(store, who, "s1", target, ("gift",), f"race-{i}")
+        except GiftingError as e:
+            assert e.code is ErrorCode.INVALID_REQUEST, e
+            return "refused"
+        return "created"
+
+    outcomes = await asyncio.gather(*(register(i) for i in range(12)))
+    assert outcomes.count("created") == 3
+    assert len(await endpoints.list_for(store, who)) == 3
+    assert await store.redis.hlen(keys.streamer_webhooks("streamer1")) == 3
+
+
+async def test_a_registration_refused_for_the_bound_leaves_its_key_unused(
+    start: Any, receiver: Receiver, redis: AsyncClient
+) -> None:
+    server = start(webhooks={**FAST_WEBHOOKS, "max_per_streamer": 1})
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        await go_live(http, "s1")
+        body = {"url": receiver.url, "kinds": ["gift"], "stream_id": "s1"}
+        first = await http.post("/v1/webhooks", json=body, headers=STREAMER)
+        assert first.status_code == 201, first.text
+        state = await snapshot(redis)
+        refused = await http.post(
+            "/v1/webhooks", json={**body, "idempotency_key": "k"}, headers=STREAMER
+        )
+        assert_error(refused, 422, "invalid_request")
+        assert await snapshot(redis) == state
+        deleted = await http.delete(f"/v1/webhooks/{first.json()['webhook_id']}", headers=STREAMER)
+        assert deleted.status_code == 200, deleted.text
+        other = {**body, "kinds": ["goal"], "idempotency_key": "k"}
+        again = await http.post("/v1/webhooks", json=other, headers=STREAMER)
+        assert again.status_code == 201, again.text  # not a conflict with the refused one
+
+
+async def test_concurrent_registrations_with_one_key_make_one_endpoint(
+    http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    await go_live(http, "s1")
+    body = {"url": receiver.url, "kinds": ["gift"], "stream_id": "s1", "idempotency_key": "k"}
+    answers = await asyncio.gather(
+        *(http.post("/v1/webhooks", json=body, headers=STREAMER) for _ in range(8))
+    )
+    assert {a.status_code for a in answers} == {201}
+    assert len({(a.json()["webhook_id"], a.json()["secret"]) for a in answers}) == 1
+    assert len(await listed(http)) == 1
+    other = {**body, "kinds": ["goal"]}
+    conflict = await http.post("/v1/webhooks", json=other, headers=STREAMER)
+    assert_error(conflict, 409, "idempotency_conflict")
+
+
+async def test_duplicate_kinds_are_one_and_too_many_are_refused(
+    http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    await go_live(http, "s1")
+    body = {"url": receiver.url, "kinds": ["gift", "gift", "goal"], "stream_id": "s1"}
+    response = await http.post("/v1/webhooks", json=body, headers=STREAMER)
+    assert response.status_code == 201, response.text
+    assert response.json()["kinds"] == ["gift", "goal"]
+    huge = await http.post(
+        "/v1/webhooks", json={**body, "kinds": ["gift"] * 10_000}, headers=STREAMER
+    )
+    assert_error(huge, 413, "payload_too_large")
+    for kinds in (["gift"] * 9, [["gift"]], [{"gift": 1}], [None], ["GIFT"], ["test"]):
+        refused = await http.post("/v1/webhooks", json={**body, "kinds": kinds}, headers=STREAMER)
+        assert_error(refused, 422, "invalid_request")
