@@ -25,7 +25,7 @@ import httpx
 from redis.exceptions import RedisError
 
 from gifting_server import events, metrics
-from gifting_server.config import Webhooks
+from gifting_server.config import WEBHOOK_LEASE_SPARE_MS, Webhooks
 from gifting_server.errors import GiftingError
 from gifting_server.ledger import keys
 from gifting_server.ledger.store import Store, guarded
@@ -118,7 +118,8 @@ class Deliverer:
 
     async def _deliver_stream(self, stream_id: str) -> None:
         # Stop in time for the last attempt to end while the lease still holds.
-        deadline = time.monotonic() + self.config.lease_ms / 1000 - self.config.timeout_s - 0.1
+        spare_s = WEBHOOK_LEASE_SPARE_MS / 1000
+        deadline = time.monotonic() + self.config.lease_ms / 1000 - self.config.timeout_s - spare_s
         try:
             active = await self._members(keys.stream_webhooks_active(stream_id))
             if not active:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from gifting_server.auth import Identity, Role
-from gifting_server.config import Settings
+from gifting_server.config import ConfigError, Settings
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import keys
 from gifting_server.ledger.store import Store
@@ -22,9 +22,18 @@ from gifting_server.webhooks import endpoints
 from gifting_server.webhooks.egress import parse_target, refusal
 from tests.api import assert_error
 from tests.api.test_http_flow import STREAMER, go_live
-from tests.api.test_webhooks import DEFAULTS, FAST_WEBHOOKS, listed, snapshot
+from tests.api.test_webhooks import (
+    DEFAULTS,
+    FAST_WEBHOOKS,
+    gifts,
+    listed,
+    live_and_funded,
+    register,
+    snapshot,
+)
 from tests.conftest import ServerThread, server_factory
 from tests.factories import live_stream
+from tests.test_config import load
 from tests.topology import AsyncClient, async_client
 from tests.webhook_receiver import Receiver, receiving
 
@@ -193,3 +202,28 @@ async def test_duplicate_kinds_are_one_and_too_many_are_refused(
     for kinds in (["gift"] * 9, [["gift"]], [{"gift": 1}], [None], ["GIFT"], ["test"]):
         refused = await http.post("/v1/webhooks", json={**body, "kinds": kinds}, headers=STREAMER)
         assert_error(refused, 422, "invalid_request")
+
+
+@pytest.mark.parametrize("lease_ms", [1001, 1100, 1199])
+def test_a_lease_that_leaves_no_time_to_start_an_attempt_is_refused_at_load(
+    tmp_path: Path, lease_ms: int
+) -> None:
+    """A round on a stream ends in time for its last attempt (timeout_s) and its
+    bookkeeping to end under the lease: a lease barely longer than timeout_s was
+    accepted, and its rounds ended before they began; nothing was ever sent."""
+    overlay = f"[webhooks]\ntimeout_s = 1.0\nlease_ms = {lease_ms}\n"
+    with pytest.raises(ConfigError, match=r"lease_ms must be at least timeout_s \+ 200 ms"):
+        load(tmp_path, overlay)
+    assert (
+        load(tmp_path, "[webhooks]\ntimeout_s = 1.0\nlease_ms = 1200\n").webhooks.lease_ms == 1200
+    )
+
+
+async def test_the_shortest_lease_allowed_still_delivers(start: Any, receiver: Receiver) -> None:
+    server = start(webhooks={**FAST_WEBHOOKS, "timeout_s": 1.0, "lease_ms": 1200})
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        await live_and_funded(http)
+        await register(http, receiver)
+        sent = await gifts(http, 3)
+        events = await receiver.wait_for(3)
+        assert [e["event_id"] for e in events] == sent
