@@ -26,13 +26,16 @@ from tests.api.test_webhooks import (
     DEFAULTS,
     FAST_WEBHOOKS,
     gifts,
+    history,
     listed,
     live_and_funded,
     register,
     snapshot,
 )
 from tests.conftest import ServerThread, server_factory
-from tests.factories import live_stream
+from tests.factories import live_stream, token
+from tests.faults import wait_until
+from tests.hub.wsclient import WsClient
 from tests.test_config import load
 from tests.topology import AsyncClient, async_client
 from tests.webhook_receiver import Receiver, receiving
@@ -227,3 +230,64 @@ async def test_the_shortest_lease_allowed_still_delivers(start: Any, receiver: R
         sent = await gifts(http, 3)
         events = await receiver.wait_for(3)
         assert [e["event_id"] for e in events] == sent
+
+
+async def test_every_kind_of_event_reaches_the_receiver_in_the_histories_order(
+    start: Any, receiver: Receiver, redis: AsyncClient
+) -> None:
+    """Each kind comes from another script (emitEvent's callers): every one of them
+    feeds the delivery log, and a stream ended and started again goes on delivering
+    (its event ids go on counting up, so no message id is used twice)."""
+    server = start(limits={"combo_window_ms": 100})
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        await live_and_funded(http)
+        await register(http, receiver, list(endpoints.KINDS))
+        async with await WsClient.open(server.url, token("bob")) as watcher:
+            await watcher.subscribe("s1")  # viewers and, after a gift, leaderboard
+            await gifts(http, 1, "first")  # its streak ends after combo_window_ms
+            controls: list[tuple[str, str, dict[str, Any]]] = [
+                ("POST", "/v1/streams/s1/alerts", {"action": "pause"}),
+                ("PUT", "/v1/streams/s1/goal", {"target": 50}),
+                ("PUT", "/v1/streams/s1/settings", {"messages": {"enabled": True}}),
+                ("POST", "/v1/streams/s1/overlay-tokens", {"rotate": True}),
+            ]
+            for method, path, body in controls:
+                answer = await http.request(method, path, json=body, headers=STREAMER)
+                assert answer.status_code in (200, 201), answer.text
+
+            def kinds_seen() -> set[str]:
+                return {e["kind"] for e in receiver.events()}
+
+            await wait_until(
+                lambda: kinds_seen() >= set(endpoints.KINDS) - {"stream_ended"},
+                15,
+                "an event of every kind",
+            )
+        ended = await http.post("/v1/streams/s1/end", headers=STREAMER)
+        assert ended.status_code == 200, ended.text
+        await go_live(http, "s1")
+        await gifts(http, 1, "again")
+        await wait_until(
+            lambda: (
+                any(
+                    e["kind"] == "gift" and e["event_id"] > ended_id(receiver)
+                    for e in receiver.events()
+                )
+                if ended_id(receiver)
+                else None
+            ),
+            15,
+            "a gift after the stream started again",
+        )
+        in_history = await history(redis)
+        events = receiver.events()
+        ids = [e["event_id"] for e in events]
+        assert ids == sorted(ids) and len(ids) == len(set(ids))
+        assert all(in_history[e["event_id"]] == e for e in events)
+        assert any(e["kind"] == "gift" and e["streak_end"] for e in events)
+        first = ids[0]
+        assert ids == [i for i in sorted(in_history) if i >= first]  # none missed
+
+
+def ended_id(receiver: Receiver) -> int | None:
+    return next((e["event_id"] for e in receiver.events() if e["kind"] == "stream_ended"), None)
