@@ -256,10 +256,13 @@ async def test_every_kind_of_event_reaches_the_receiver_in_the_histories_order(
                 assert answer.status_code in (200, 201), answer.text
 
             def kinds_seen() -> set[str]:
-                return {e["kind"] for e in receiver.events()}
+                seen = {e["kind"] for e in receiver.events()}
+                if any(e["kind"] == "gift" and e["streak_end"] for e in receiver.events()):
+                    seen.add("streak end")  # its own script: close_streaks
+                return seen
 
             await wait_until(
-                lambda: kinds_seen() >= set(endpoints.KINDS) - {"stream_ended"},
+                lambda: kinds_seen() >= {*endpoints.KINDS, "streak end"} - {"stream_ended"},
                 15,
                 "an event of every kind",
             )
@@ -291,3 +294,62 @@ async def test_every_kind_of_event_reaches_the_receiver_in_the_histories_order(
 
 def ended_id(receiver: Receiver) -> int | None:
     return next((e["event_id"] for e in receiver.events() if e["kind"] == "stream_ended"), None)
+
+
+async def test_a_hanging_receiver_does_not_hold_back_another_endpoint_of_the_stream(
+    start: Any, receiver: Receiver
+) -> None:
+    """Each endpoint of a stream is delivered on its own: one whose receiver takes
+    its whole `timeout_s` to (not) answer must not make another wait as long."""
+    server = start(webhooks={**FAST_WEBHOOKS, "timeout_s": 20.0, "lease_ms": 30_000})
+    async with (
+        receiving() as other,
+        httpx.AsyncClient(base_url=server.url, timeout=30) as http,
+    ):
+        await live_and_funded(http)
+        await register(http, receiver)
+        await register(http, other)
+        receiver.hold = True
+        try:
+            first = await gifts(http, 1, "a")
+            await receiver.wait_for_arrivals(1)
+            assert [e["event_id"] for e in await other.wait_for(1)] == first
+
+            async def delivered_to_the_other() -> bool:
+                states = {w["url"]: w["delivered_through"] for w in await listed(http)}
+                return states[other.url] == first[0]
+
+            # Its round then finds nothing more and ends, while the hanging one's goes on.
+            await wait_until(delivered_to_the_other, 10, "the first gift recorded as delivered")
+            second = await gifts(http, 2, "b")
+            events = await other.wait_for(3, timeout=10)  # not after the hanging attempt
+            assert [e["event_id"] for e in events] == first + second
+            assert receiver.deliveries == []  # its attempt still under way
+        finally:
+            receiver.release.set()
+        assert [e["event_id"] for e in await receiver.wait_for(3)] == first + second
+
+
+async def test_an_endpoint_deleted_during_its_delivery_is_not_brought_back(
+    http: httpx.AsyncClient, receiver: Receiver, redis: AsyncClient
+) -> None:
+    await live_and_funded(http)
+    created = await register(http, receiver)
+    receiver.hold = True
+    try:
+        await gifts(http, 1)
+        await receiver.wait_for_arrivals(1)
+        deleted = await http.delete(f"/v1/webhooks/{created['webhook_id']}", headers=STREAMER)
+        assert deleted.status_code == 200, deleted.text
+    finally:
+        receiver.release.set()
+    await receiver.wait_for_attempts(1)
+    await gifts(http, 2, "after")
+
+    async def nothing_left() -> bool:
+        found = [k async for k in redis.scan_iter(match="*webhook*")]
+        return found == [] or found == [keys.WEBHOOK_STREAMS]
+
+    await wait_until(nothing_left, 10, "every trace of the endpoint gone")
+    assert await listed(http) == []
+    assert receiver.arrived == 1
