@@ -53,6 +53,8 @@ def parse_target(url: object) -> Target:
         raise _invalid("url must not carry a user name or password")
     if parts.fragment:
         raise _invalid("url must not have a #fragment")
+    if port == 0:  # no port to send to (taken for the scheme's own, it would send elsewhere)
+        raise _invalid("url's port must be between 1 and 65535")
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query

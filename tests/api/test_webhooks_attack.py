@@ -21,7 +21,7 @@ from gifting_server.ledger.store import Store
 from gifting_server.webhooks import endpoints
 from gifting_server.webhooks.egress import parse_target, refusal
 from tests.api import assert_error
-from tests.api.test_http_flow import STREAMER, go_live
+from tests.api.test_http_flow import ALICE, STREAMER, gift, go_live
 from tests.api.test_webhooks import (
     DEFAULTS,
     FAST_WEBHOOKS,
@@ -129,6 +129,19 @@ async def test_urls_hiding_a_private_address_are_refused_and_change_nothing(
             assert_error(response, 422, "invalid_request")
             assert "refused" in response.json()["error"]["message"], url
         assert await snapshot(redis) == state
+
+
+async def test_a_url_with_port_zero_is_refused(http: httpx.AsyncClient, redis: AsyncClient) -> None:
+    """urlsplit reads ":0" as port 0, which was taken for the scheme's own port: the
+    endpoint listed one URL and was sent to another."""
+    await go_live(http, "s1")
+    state = await snapshot(redis)
+    for url in ("http://93.184.215.14:0/hook", "https://93.184.215.14:00/hook"):
+        body = {"url": url, "kinds": ["gift"], "stream_id": "s1"}
+        response = await http.post("/v1/webhooks", json=body, headers=STREAMER)
+        assert_error(response, 422, "invalid_request")
+        assert "port" in response.json()["error"]["message"]
+    assert await snapshot(redis) == state
 
 
 async def test_concurrent_registrations_cannot_pass_max_per_streamer(store: Store) -> None:
@@ -353,3 +366,73 @@ async def test_an_endpoint_deleted_during_its_delivery_is_not_brought_back(
     await wait_until(nothing_left, 10, "every trace of the endpoint gone")
     assert await listed(http) == []
     assert receiver.arrived == 1
+
+
+async def test_a_redirect_is_not_followed(http: httpx.AsyncClient, receiver: Receiver) -> None:
+    async with receiving() as elsewhere:
+        await live_and_funded(http)
+        await register(http, receiver)
+        receiver.redirect_to = elsewhere.url
+        await gifts(http, 1)
+        await receiver.wait_for_attempts(1)
+
+        async def failed_attempt() -> dict[str, Any] | None:
+            attempts = (await listed(http))[0]["attempts"]
+            return attempts[0] if attempts else None
+
+        attempt = await wait_until(failed_attempt, 10, "the attempt listed")
+        assert (attempt["ok"], attempt["status"]) == (False, 307)
+        assert elsewhere.arrived == 0
+
+
+async def test_a_2xx_after_the_attempts_timeout_is_a_failure_and_the_message_comes_again(
+    start: Any, receiver: Receiver
+) -> None:
+    server = start(webhooks={**FAST_WEBHOOKS, "timeout_s": 0.5, "lease_ms": 3000})
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        await live_and_funded(http)
+        await register(http, receiver)
+        receiver.hold = True
+        sent = await gifts(http, 1)
+
+        async def timed_out() -> bool:
+            attempts = (await listed(http))[0]["attempts"]
+            return bool(attempts) and attempts[0]["error"] == "no answer within 0.5s"
+
+        try:
+            await wait_until(timed_out, 10, "the attempt to time out")
+        finally:
+            receiver.release.set()  # its late 200 now goes to a closed connection
+        receiver.hold = False
+        await receiver.wait_for_arrivals(2)
+        mid = f"msg_s1_{sent[0]}"
+        assert receiver.arrivals[:2] == [mid, mid]  # the same message id again
+
+        async def delivered() -> bool:
+            [webhook] = await listed(http)
+            return bool(webhook["delivered_through"] == sent[0] and webhook["failures"] == 0)
+
+        await wait_until(delivered, 10, "the redelivery recorded")
+        assert [e["event_id"] for e in receiver.events()] == sent
+
+
+async def test_two_workers_deliver_each_message_once_in_order(
+    start: Any, receiver: Receiver
+) -> None:
+    """Both workers' deliverers race for the stream's lease every poll: with no
+    failure, no message is sent twice and none out of order."""
+    first, second = start(), start()
+    async with (
+        httpx.AsyncClient(base_url=first.url, timeout=10) as one,
+        httpx.AsyncClient(base_url=second.url, timeout=10) as other,
+    ):
+        await live_and_funded(one)
+        await register(one, receiver)
+        sent = []
+        for i in range(20):
+            response = await gift(one if i % 2 else other, ALICE, f"w{i}")
+            assert response.status_code == 200, response.text
+            sent.append(response.json()["event_id"])
+        events = await receiver.wait_for(20)
+        assert [e["event_id"] for e in events] == sent
+        assert receiver.arrivals == [f"msg_s1_{i}" for i in sent]
