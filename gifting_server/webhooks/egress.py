@@ -38,8 +38,12 @@ def parse_target(url: object) -> Target:
     """An http(s) URL with a host, no user or password, no fragment; else `invalid_request`."""
     if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
         raise _invalid(f"url must be an http or https URL of at most {MAX_URL_LENGTH} characters")
-    if not url.isascii() or any(c.isspace() or ord(c) < 32 for c in url):
-        raise _invalid("url must be ASCII without spaces (encode a name with IDNA)")
+    if not url.isascii() or any(c.isspace() or not c.isprintable() for c in url):
+        # (DEL too: the HTTP client refuses a URL with any control character.)
+        raise _invalid(
+            "url must be printable ASCII without spaces (encode a name with IDNA, "
+            "anything else with %-escapes)"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port

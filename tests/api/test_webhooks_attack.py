@@ -20,6 +20,7 @@ from gifting_server.ledger import keys
 from gifting_server.ledger.store import Store
 from gifting_server.webhooks import endpoints
 from gifting_server.webhooks.egress import parse_target, refusal
+from gifting_server.webhooks.send import new_client, post
 from tests.api import assert_error
 from tests.api.test_http_flow import ALICE, STREAMER, gift, go_live
 from tests.api.test_webhooks import (
@@ -436,3 +437,36 @@ async def test_two_workers_deliver_each_message_once_in_order(
         events = await receiver.wait_for(20)
         assert [e["event_id"] for e in events] == sent
         assert receiver.arrivals == [f"msg_s1_{i}" for i in sent]
+
+
+async def test_a_url_with_a_control_character_is_refused(
+    http: httpx.AsyncClient, receiver: Receiver, redis: AsyncClient
+) -> None:
+    """DEL (0x7f) passed the registration's check; the HTTP client then refused the
+    URL at every attempt with an error no one caught: a 500 for a test delivery,
+    and a stream whose deliveries failed with a traceback at every poll."""
+    await go_live(http, "s1")
+    state = await snapshot(redis)
+    for url in (f"{receiver.url}/a\x7fb", f"{receiver.url}?q=\x7f"):
+        body = {"url": url, "kinds": ["gift"], "stream_id": "s1"}
+        response = await http.post("/v1/webhooks", json=body, headers=STREAMER)
+        assert_error(response, 422, "invalid_request")
+    assert await snapshot(redis) == state
+
+
+async def test_an_attempt_to_a_url_the_http_client_refuses_is_a_failed_attempt() -> None:
+    """Whatever the URL an endpoint was stored with (an earlier version's checks),
+    an attempt to it ends as a failed attempt, never as an error escaping."""
+    async with new_client() as client:
+        attempt = await post(
+            client,
+            "http://127.0.0.1:9/a\x7fb",
+            "whsec_x",
+            "msg_s1_1",
+            b"{}",
+            timeout_s=1.0,
+            max_body_bytes=1000,
+            max_response_bytes=100,
+            allow_private=True,
+        )
+    assert attempt.ok is False and attempt.status is None and attempt.error
