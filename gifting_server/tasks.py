@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any, TypeVar
-
-T = TypeVar("T")
+from collections.abc import Awaitable, Callable, Iterable
 
 
 async def cancel_and_wait(task: asyncio.Task[None]) -> None:
@@ -21,22 +18,6 @@ async def cancel_and_wait(task: asyncio.Task[None]) -> None:
         await asyncio.wait([task], timeout=0.1)
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-async def to_its_end(work: Coroutine[Any, Any, T]) -> T:
-    """Run `work` to its end even when the caller is cancelled meanwhile (then the
-    cancellation is raised once it has ended): for work whose calls are in Redis's
-    queue already, whose end is what gives its resources back."""
-    task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        while not task.done():  # cancelled again meanwhile: still wait for it
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait([task])
-        if not task.cancelled():
-            task.exception()  # read: its caller is gone, its failure is no one's to see
-        raise
 
 
 STREAMS_AT_ONCE = 64  # well below the Redis pool's 256 connections

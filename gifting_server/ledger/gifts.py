@@ -26,7 +26,6 @@ from gifting_server.ledger.gift_admission import GiftInFlight, StepAt, anywhere
 from gifting_server.ledger.gift_batch import GiftBatch
 from gifting_server.ledger.store import Store, guarded
 from gifting_server.ledger.streams import streamer_of
-from gifting_server.tasks import to_its_end
 
 
 @dataclass(frozen=True)
@@ -184,49 +183,23 @@ async def send_gift(
     `timed` wraps the script call alone: an edge's latency metric, which the rules'
     and the overload's refusals skip."""
     gift = checked_gift(store.settings, sender, gift_id, count, idempotency_key)
-    # From here on, a caller that goes away (its WebSocket closed) does not end the
-    # gift: its calls are in Redis's queue, so it holds its places until Redis answered
-    # them (`to_its_end`); else a client closing and connecting again would start a
-    # fresh bound of gifts each time while the first are still under way.
     with store.admission.user_turn(sender.user_id):
-        note = None
-        if message is not None:  # else no call: the place is taken in this step
-            note = await to_its_end(
-                gift_note(store, sender, stream_id, gift, count, idempotency_key, message)
-            )
+        note = await gift_note(store, sender, stream_id, gift, count, idempotency_key, message)
         with store.admission.admit(admitted_keys(sender, stream_id)) as in_flight:
-            return await to_its_end(
-                _admitted_gift(
-                    store, sender, stream_id, gift, count, idempotency_key, note, in_flight, timed
+            # The streamer's master, known once the stream's owner is read (a read):
+            # asked before anything is written.
+            in_flight.also(keys.wallet(await streamer_of(store, stream_id)))
+            with timed():
+                return await run_send_gift(
+                    store,
+                    sender,
+                    stream_id,
+                    gift,
+                    count,
+                    idempotency_key,
+                    note=note,
+                    in_flight=in_flight,
                 )
-            )
-
-
-async def _admitted_gift(
-    store: Store,
-    sender: Identity,
-    stream_id: str,
-    gift: Gift,
-    count: int,
-    idempotency_key: str,
-    note: Note | None,
-    in_flight: GiftInFlight,
-    timed: Callable[[], AbstractContextManager[object]],
-) -> GiftReceipt:
-    # The streamer's master, known once the stream's owner is read (a read): asked
-    # before anything is written.
-    in_flight.also(keys.wallet(await streamer_of(store, stream_id)))
-    with timed():
-        return await run_send_gift(
-            store,
-            sender,
-            stream_id,
-            gift,
-            count,
-            idempotency_key,
-            note=note,
-            in_flight=in_flight,
-        )
 
 
 async def gift_note(
