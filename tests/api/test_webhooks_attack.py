@@ -470,3 +470,36 @@ async def test_an_attempt_to_a_url_the_http_client_refuses_is_a_failed_attempt()
             allow_private=True,
         )
     assert attempt.ok is False and attempt.status is None and attempt.error
+
+
+async def test_the_log_keeps_only_what_an_enabled_endpoint_still_waits_for(
+    start: Any, receiver: Receiver, redis: AsyncClient
+) -> None:
+    server = start(webhooks={**FAST_WEBHOOKS, "max_age_s": 2})
+    async with receiving() as broken, httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        await live_and_funded(http)
+        await register(http, receiver)
+        await register(http, broken)
+        broken.always_fail = True
+        sent = await gifts(http, 5)
+        await receiver.wait_for(5)
+
+        async def log_length() -> int:
+            return int(await redis.xlen(keys.webhook_log("s1")))
+
+        # The broken one still waits for all five; once it is disabled (max_age_s)
+        # the log keeps what the healthy one waits for: nothing.
+        assert await log_length() == len(sent)
+
+        async def emptied() -> bool:
+            return await log_length() == 0
+
+        await wait_until(emptied, 15, "the log trimmed")
+        [healthy, disabled] = sorted(await listed(http), key=lambda w: w["status"])
+        assert (healthy["status"], disabled["status"]) == ("active", "disabled")
+        assert healthy["delivered_through"] == sent[-1]
+        # Deleted too, the last enabled one takes the log with it.
+        deleted = await http.delete(f"/v1/webhooks/{healthy['webhook_id']}", headers=STREAMER)
+        assert deleted.status_code == 200, deleted.text
+        assert not await redis.exists(keys.webhook_log("s1"))
+        assert await redis.hget(keys.stream("s1"), keys.WEBHOOK_LOG_FIELD) is None
