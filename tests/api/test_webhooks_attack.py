@@ -1,11 +1,11 @@
-"""Outgoing webhooks as a hostile or unlucky client meets them: targets that hide a
-private address, registrations raced against each other, and what held."""
+"""Outgoing webhooks as a hostile or unlucky client meets them: registrations raced
+against each other, receivers that hang, answer late or go away, two workers, every
+kind of event, and what held. (Where a webhook may be sent: test_webhooks_egress_attack.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,7 @@ from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import keys
 from gifting_server.ledger.store import Store
 from gifting_server.webhooks import endpoints
-from gifting_server.webhooks.egress import parse_target, refusal
-from gifting_server.webhooks.send import new_client, post
+from gifting_server.webhooks.egress import parse_target
 from tests.api import assert_error
 from tests.api.test_http_flow import ALICE, STREAMER, gift, go_live
 from tests.api.test_webhooks import (
@@ -40,22 +39,6 @@ from tests.hub.wsclient import WsClient
 from tests.test_config import load
 from tests.topology import AsyncClient, async_client
 from tests.webhook_receiver import Receiver, receiving
-
-# IPv6 addresses that carry an IPv4 address a gateway or the host itself may reach:
-# NAT64 (well-known and local-use prefixes), 6to4, IPv4-compatible, IPv4-translated;
-# and the deprecated site-local range, private by another name.
-HIDDEN_PRIVATE = (
-    "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
-    "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254 (cloud metadata)
-    "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
-    "64:ff9b:1::a00:1",  # the local-use NAT64 prefix, never public
-    "2002:7f00:1::1",  # 6to4 of 127.0.0.1
-    "2002:c0a8:1::1",  # 6to4 of 192.168.0.1
-    "::7f00:1",  # IPv4-compatible 127.0.0.1
-    "::a9fe:a9fe",  # IPv4-compatible 169.254.169.254
-    "::ffff:0:7f00:1",  # IPv4-translated 127.0.0.1
-    "fec0::1",  # site-local
-)
 
 
 @pytest.fixture
@@ -89,60 +72,6 @@ async def redis(redis_url: str) -> AsyncIterator[AsyncClient]:
     client = await async_client(redis_url, decode_responses=True)
     yield client
     await client.aclose()
-
-
-@pytest.mark.parametrize("address", HIDDEN_PRIVATE)
-def test_an_ipv6_address_carrying_a_private_ipv4_is_no_public_address(address: str) -> None:
-    assert refusal(ipaddress.ip_address(address)) is not None
-
-
-@pytest.mark.parametrize("address", ["64:ff9b::808:808", "2002:808:808::1", "2606:4700::1"])
-def test_an_ipv6_address_carrying_a_public_ipv4_is_public(address: str) -> None:
-    """DNS64 gives IPv6-only hosts such names for every public IPv4 host."""
-    assert refusal(ipaddress.ip_address(address)) is None
-
-
-async def test_urls_hiding_a_private_address_are_refused_and_change_nothing(
-    start: Any, redis: AsyncClient
-) -> None:
-    server = start(webhooks={**FAST_WEBHOOKS, "allow_private": False})
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-        await go_live(http, "s1")
-        state = await snapshot(redis)
-        urls = [f"http://[{address}]/hook" for address in HIDDEN_PRIVATE]
-        urls += [
-            # Held already: the resolver reads these the way inet_aton does, and the
-            # address it answers is the one checked.
-            "http://2130706433/hook",  # decimal 127.0.0.1
-            "http://0177.0.0.1/hook",  # octal
-            "http://0x7f.1/hook",  # hex, short form
-            "http://127.1/hook",
-            "http://0/hook",  # 0.0.0.0
-            "http://localhost./hook",
-            "http://[fe80::1%25lo]/hook",  # link-local with a zone
-            "http://[::ffff:a9fe:a9fe]/hook",  # IPv4-mapped metadata address
-            "http://100.64.0.1/hook",  # shared (carrier-grade NAT)
-            "http://224.0.0.1/hook",  # multicast
-        ]
-        for url in urls:
-            body = {"url": url, "kinds": ["gift"], "stream_id": "s1"}
-            response = await http.post("/v1/webhooks", json=body, headers=STREAMER)
-            assert_error(response, 422, "invalid_request")
-            assert "refused" in response.json()["error"]["message"], url
-        assert await snapshot(redis) == state
-
-
-async def test_a_url_with_port_zero_is_refused(http: httpx.AsyncClient, redis: AsyncClient) -> None:
-    """urlsplit reads ":0" as port 0, which was taken for the scheme's own port: the
-    endpoint listed one URL and was sent to another."""
-    await go_live(http, "s1")
-    state = await snapshot(redis)
-    for url in ("http://93.184.215.14:0/hook", "https://93.184.215.14:00/hook"):
-        body = {"url": url, "kinds": ["gift"], "stream_id": "s1"}
-        response = await http.post("/v1/webhooks", json=body, headers=STREAMER)
-        assert_error(response, 422, "invalid_request")
-        assert "port" in response.json()["error"]["message"]
-    assert await snapshot(redis) == state
 
 
 async def test_concurrent_registrations_cannot_pass_max_per_streamer(store: Store) -> None:
@@ -369,23 +298,6 @@ async def test_an_endpoint_deleted_during_its_delivery_is_not_brought_back(
     assert receiver.arrived == 1
 
 
-async def test_a_redirect_is_not_followed(http: httpx.AsyncClient, receiver: Receiver) -> None:
-    async with receiving() as elsewhere:
-        await live_and_funded(http)
-        await register(http, receiver)
-        receiver.redirect_to = elsewhere.url
-        await gifts(http, 1)
-        await receiver.wait_for_attempts(1)
-
-        async def failed_attempt() -> dict[str, Any] | None:
-            attempts = (await listed(http))[0]["attempts"]
-            return attempts[0] if attempts else None
-
-        attempt = await wait_until(failed_attempt, 10, "the attempt listed")
-        assert (attempt["ok"], attempt["status"]) == (False, 307)
-        assert elsewhere.arrived == 0
-
-
 async def test_a_2xx_after_the_attempts_timeout_is_a_failure_and_the_message_comes_again(
     start: Any, receiver: Receiver
 ) -> None:
@@ -437,39 +349,6 @@ async def test_two_workers_deliver_each_message_once_in_order(
         events = await receiver.wait_for(20)
         assert [e["event_id"] for e in events] == sent
         assert receiver.arrivals == [f"msg_s1_{i}" for i in sent]
-
-
-async def test_a_url_with_a_control_character_is_refused(
-    http: httpx.AsyncClient, receiver: Receiver, redis: AsyncClient
-) -> None:
-    """DEL (0x7f) passed the registration's check; the HTTP client then refused the
-    URL at every attempt with an error no one caught: a 500 for a test delivery,
-    and a stream whose deliveries failed with a traceback at every poll."""
-    await go_live(http, "s1")
-    state = await snapshot(redis)
-    for url in (f"{receiver.url}/a\x7fb", f"{receiver.url}?q=\x7f"):
-        body = {"url": url, "kinds": ["gift"], "stream_id": "s1"}
-        response = await http.post("/v1/webhooks", json=body, headers=STREAMER)
-        assert_error(response, 422, "invalid_request")
-    assert await snapshot(redis) == state
-
-
-async def test_an_attempt_to_a_url_the_http_client_refuses_is_a_failed_attempt() -> None:
-    """Whatever the URL an endpoint was stored with (an earlier version's checks),
-    an attempt to it ends as a failed attempt, never as an error escaping."""
-    async with new_client() as client:
-        attempt = await post(
-            client,
-            "http://127.0.0.1:9/a\x7fb",
-            "whsec_x",
-            "msg_s1_1",
-            b"{}",
-            timeout_s=1.0,
-            max_body_bytes=1000,
-            max_response_bytes=100,
-            allow_private=True,
-        )
-    assert attempt.ok is False and attempt.status is None and attempt.error
 
 
 async def test_the_log_keeps_only_what_an_enabled_endpoint_still_waits_for(
