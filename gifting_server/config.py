@@ -267,6 +267,12 @@ class Overload:
     retry_after_max_ms: int = 10_000
 
 
+# A deliverer's round on a stream ends this long before its lease, beyond its last
+# attempt's `timeout_s` (its bookkeeping after the attempt: webhooks/deliver.py); and
+# a lease must leave a round at least this long to start attempts in.
+WEBHOOK_LEASE_SPARE_MS = 100
+
+
 @dataclass(frozen=True)
 class Webhooks:
     """Outgoing webhooks: a streamer's endpoints for their streams' events
@@ -483,8 +489,13 @@ def _check_section(value: Any, section: str) -> None:
         raise ConfigError("[overload] retry_after_min_ms must be at most retry_after_max_ms")
     if isinstance(value, Webhooks) and value.retry_base_ms > value.retry_max_ms:
         raise ConfigError("[webhooks] retry_base_ms must be at most retry_max_ms")
-    if isinstance(value, Webhooks) and value.lease_ms <= value.timeout_s * 1000:
-        raise ConfigError("[webhooks] lease_ms must be longer than timeout_s")
+    if isinstance(value, Webhooks) and (
+        value.lease_ms < value.timeout_s * 1000 + 2 * WEBHOOK_LEASE_SPARE_MS
+    ):
+        # Less, and a round would end before it could start an attempt: nothing is sent.
+        raise ConfigError(
+            f"[webhooks] lease_ms must be at least timeout_s + {2 * WEBHOOK_LEASE_SPARE_MS} ms"
+        )
     if isinstance(value, Battles) and value.min_duration_s > value.max_duration_s:
         raise ConfigError("[battles] min_duration_s must be at most max_duration_s")
     if isinstance(value, Logging) and value.format not in LOG_FORMATS:

@@ -38,6 +38,7 @@ class Receiver:
         self.deliveries: list[Delivery] = []
         self.fail_next = 0  # answer this many deliveries with 500 before any 200
         self.always_fail = False
+        self.redirect_to: str | None = None  # answer 307 to there instead of 200
         # While set: each delivery waits for `release` before it is answered (counted
         # in `arrived` meanwhile), so that a test can act while a delivery is in flight.
         self.hold = False
@@ -73,6 +74,8 @@ class Receiver:
         async with self.changed:
             self.deliveries.append(delivery)
             self.changed.notify_all()
+        if status == 200 and self.redirect_to is not None:
+            return Response(status_code=307, headers={"Location": self.redirect_to})
         return Response(b"ok" if status == 200 else b"broken", status_code=status)
 
     def delivered(self) -> list[Delivery]:

@@ -63,6 +63,7 @@ class ClientSession:
         self.refilled_at = time.monotonic()
         self.refused_in_row = 0
         self.tasks: set[asyncio.Task[None]] = set()
+        self.gifts: set[asyncio.Task[None]] = set()  # gifts under way: `close` lets them end
         self.open = True
         # An overlay token can be revoked (a rotation): checked now, at each
         # subscribe, and on the stream's `overlay_revoked` events (`OverlayGuard`).
@@ -131,6 +132,11 @@ class ClientSession:
         self.pending.clear()
         for task in self.tasks:
             task.cancel()  # a join cut short leaves no room behind (Hub.join)
+        # The gifts under way are not cancelled: their calls are in Redis's queue, and
+        # a gift holds its places in flight (gift_admission.py) until Redis answered
+        # it. Cancelled, it would give them back at once, and a client closing and
+        # connecting again would start a fresh bound of gifts each time while the
+        # first are still under way. Each runs on; its answer goes nowhere.
 
     def _take_token(self) -> bool:
         now = time.monotonic()
@@ -270,12 +276,16 @@ class ClientSession:
                 }
             )
 
-        self._spawn(send())
+        self._spawn(send(), self.gifts)
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def _spawn(
+        self, work: Coroutine[Any, Any, None], tasks: set[asyncio.Task[None]] | None = None
+    ) -> asyncio.Task[None]:
+        """Start `work` among `tasks` (the ones `close` cancels, unless given others)."""
+        kept = self.tasks if tasks is None else tasks
         task = asyncio.get_running_loop().create_task(work)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        kept.add(task)
+        task.add_done_callback(kept.discard)
         return task
 
     def _gift_refused(

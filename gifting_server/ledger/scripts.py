@@ -42,6 +42,7 @@ SCRIPT_NAMES = (
     "control_alerts",
     "set_goal",
     "set_stream_settings",
+    "index_webhook",
     "add_webhook",
     "add_streamer_webhook",
     "remove_webhook",

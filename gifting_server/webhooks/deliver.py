@@ -25,7 +25,7 @@ import httpx
 from redis.exceptions import RedisError
 
 from gifting_server import events, metrics
-from gifting_server.config import Webhooks
+from gifting_server.config import WEBHOOK_LEASE_SPARE_MS, Webhooks
 from gifting_server.errors import GiftingError
 from gifting_server.ledger import keys
 from gifting_server.ledger.store import Store, guarded
@@ -50,6 +50,16 @@ def message_id(stream_id: str, event_id: int) -> str:
 
 def retry_delay_ms(failures: int, config: Webhooks) -> int:
     return int(min(config.retry_max_ms, config.retry_base_ms * 2 ** min(failures - 1, 40)))
+
+
+class Round:
+    """The endpoints of a stream delivered together under one lease. The round ends
+    when every one of them is done; one whose receiver takes its whole `timeout_s`
+    must not make the others wait as long for their next messages: while some
+    endpoint's attempt is under way, the others keep reading the log."""
+
+    def __init__(self) -> None:
+        self.attempting = 0  # endpoints with an attempt under way
 
 
 class Deliverer:
@@ -118,7 +128,8 @@ class Deliverer:
 
     async def _deliver_stream(self, stream_id: str) -> None:
         # Stop in time for the last attempt to end while the lease still holds.
-        deadline = time.monotonic() + self.config.lease_ms / 1000 - self.config.timeout_s - 0.1
+        spare_s = WEBHOOK_LEASE_SPARE_MS / 1000
+        deadline = time.monotonic() + self.config.lease_ms / 1000 - self.config.timeout_s - spare_s
         try:
             active = await self._members(keys.stream_webhooks_active(stream_id))
             if not active:
@@ -126,8 +137,9 @@ class Deliverer:
                 return
             # Every endpoint's round ends before the lease is given up (an error of one
             # must not leave another delivering unleased).
+            round_ = Round()
             outcomes = await asyncio.gather(
-                *(self._deliver_endpoint(stream_id, w, deadline) for w in sorted(active)),
+                *(self._deliver_endpoint(stream_id, w, deadline, round_) for w in sorted(active)),
                 return_exceptions=True,
             )
             for outcome in outcomes:
@@ -152,9 +164,12 @@ class Deliverer:
             await guarded(redis.sadd(keys.WEBHOOK_STREAMS, stream_id))
         self.backlog.pop(stream_id, None)
 
-    async def _deliver_endpoint(self, stream_id: str, webhook_id: str, deadline: float) -> None:
-        """Deliver what the endpoint has waiting, in order, until it is all delivered,
-        an attempt fails or the lease runs short."""
+    async def _deliver_endpoint(
+        self, stream_id: str, webhook_id: str, deadline: float, round_: Round
+    ) -> None:
+        """Deliver what the endpoint has waiting, in order, until it is all delivered
+        (and no other endpoint of the round is in an attempt), an attempt fails or
+        the lease runs short."""
         redis = self.store.redis
         record = await hash_of(self.store, keys.webhook(stream_id, webhook_id))
         if not record or record.get("status") != "active":
@@ -171,7 +186,10 @@ class Deliverer:
                 )
             )
             if not entries:
-                break
+                if not round_.attempting:
+                    break
+                await asyncio.sleep(self.config.poll_ms / 1000)  # the round goes on
+                continue
             for entry_id, fields in entries:
                 event_json = str((fields or {}).get("e", ""))
                 event_id = int(str(entry_id).partition("-")[0])
@@ -195,7 +213,11 @@ class Deliverer:
                 if secret is None:
                     return  # deleted or disabled meanwhile
                 mid = message_id(stream_id, event_id)
-                attempt = await self._attempt(stream_id, record["url"], secret, mid, event_json)
+                round_.attempting += 1
+                try:
+                    attempt = await self._attempt(stream_id, record["url"], secret, mid, event_json)
+                finally:
+                    round_.attempting -= 1
                 if attempt.ok:
                     passed, failures, next_at = event_id, 0, 0
                     await self._record(stream_id, webhook_id, passed, -1, 0, 0, attempt, mid)

@@ -38,8 +38,12 @@ def parse_target(url: object) -> Target:
     """An http(s) URL with a host, no user or password, no fragment; else `invalid_request`."""
     if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
         raise _invalid(f"url must be an http or https URL of at most {MAX_URL_LENGTH} characters")
-    if not url.isascii() or any(c.isspace() or ord(c) < 32 for c in url):
-        raise _invalid("url must be ASCII without spaces (encode a name with IDNA)")
+    if not url.isascii() or any(c.isspace() or not c.isprintable() for c in url):
+        # (DEL too: the HTTP client refuses a URL with any control character.)
+        raise _invalid(
+            "url must be printable ASCII without spaces (encode a name with IDNA, "
+            "anything else with %-escapes)"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -53,16 +57,43 @@ def parse_target(url: object) -> Target:
         raise _invalid("url must not carry a user name or password")
     if parts.fragment:
         raise _invalid("url must not have a #fragment")
+    if port == 0:  # no port to send to (taken for the scheme's own, it would send elsewhere)
+        raise _invalid("url's port must be between 1 and 65535")
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
     return Target(url, parts.scheme, parts.hostname, port or SCHEMES[parts.scheme], path)
 
 
+# IPv6 ranges whose last 32 bits are an IPv4 address that a gateway (NAT64, 6to4) or
+# the host itself (IPv4-compatible, IPv4-translated) may reach: such an address is as
+# public as the IPv4 address it carries. `ipaddress` calls most of them global.
+CARRYING_IPV4 = tuple(
+    ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "::/96", "::ffff:0:0:0/96")
+)
+# Never public, whatever they carry: local-use NAT64 (RFC 8215) and site-local (RFC 3879).
+NOT_PUBLIC_IPV6 = tuple(ipaddress.IPv6Network(n) for n in ("64:ff9b:1::/48", "fec0::/10"))
+
+
+def carried_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for, if it stands for one."""
+    if address.ipv4_mapped:
+        return address.ipv4_mapped
+    if address.sixtofour:
+        return address.sixtofour
+    if int(address) > 1 and any(address in network for network in CARRYING_IPV4):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)  # not :: nor ::1
+    return None
+
+
 def refusal(address: IPAddress) -> str | None:
     """Why this address is no place to send to, or None for a public one."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if any(address in network for network in NOT_PUBLIC_IPV6):
+            return "not a public unicast address"
+        carried = carried_ipv4(address)
+        if carried is not None:
+            address = carried
     if address.is_loopback:
         return "a loopback address"
     if address.is_link_local:

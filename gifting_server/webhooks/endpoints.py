@@ -27,6 +27,8 @@ from gifting_server.webhooks.following import ALL_STREAMS
 
 # The event kinds an endpoint may ask for: every kind the WebSocket protocol carries.
 KINDS = tuple(events.KINDS)
+# index_webhook's answer when the streamer has `max_per_streamer` endpoints already.
+INDEX_FULL = 2
 
 
 def _webhook_id(user_id: str, idempotency_key: str | None) -> str:
@@ -56,25 +58,26 @@ async def register(
     scope = stream_id or ALL_STREAMS
     webhook_id = _webhook_id(user, idempotency_key)
     index = keys.streamer_webhooks(user)
-    if idempotency_key is not None:
-        record = keys.webhook_registration(user, idempotency_key)
+    record = None if idempotency_key is None else keys.webhook_registration(user, idempotency_key)
+    recorded_now = False
+    if record is not None:
         fingerprint = _fingerprint(scope, target.url, kinds)
         ttl_s = store.settings.limits.idempotency_ttl_s
-        await guarded(store.redis.set(record, fingerprint, ex=ttl_s, nx=True))
+        recorded_now = bool(await guarded(store.redis.set(record, fingerprint, ex=ttl_s, nx=True)))
         if await guarded(store.redis.get(record)) != fingerprint:
             raise GiftingError(
                 ErrorCode.IDEMPOTENCY_CONFLICT,
                 "this idempotency key was already used for a different request; use a new key",
             )
-    known = await guarded(store.redis.hget(index, webhook_id))
-    if known is None:
-        count = await guarded(store.redis.hlen(index))
-        limit = store.settings.webhooks.max_per_streamer
-        if count >= limit:
-            raise GiftingError(
-                ErrorCode.INVALID_REQUEST, f"at most {limit} webhooks per streamer; delete one"
-            )
-        await guarded(store.redis.hset(index, webhook_id, scope))
+    limit = store.settings.webhooks.max_per_streamer
+    # The count and the insert in one step (registrations arriving together).
+    indexed = await store.run_script("index_webhook", [index], [webhook_id, scope, limit])
+    if int(indexed[1]) == INDEX_FULL:
+        if record is not None and recorded_now:  # a refused request changes nothing
+            await guarded(store.redis.delete(record))
+        raise GiftingError(
+            ErrorCode.INVALID_REQUEST, f"at most {limit} webhooks per streamer; delete one"
+        )
     kinds_text = ",".join(kinds)
     if stream_id is None:
         secret, replayed = await following.create(store, user, webhook_id, target.url, kinds_text)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import httpx
 
 from gifting_server.auth import sign_webhook
+from gifting_server.errors import GiftingError
 from gifting_server.webhooks.egress import Refused, Target, parse_target, resolve
 
 SIGNATURE_HEADER = "Gifting-Signature"
@@ -82,8 +83,11 @@ async def post(
     if len(body) > max_body_bytes:
         return done(False, None, f"the message is {len(body)} bytes, over {max_body_bytes}")
     try:
+        target = parse_target(url)
+    except GiftingError as e:  # stored under an earlier version's rules
+        return done(False, None, f"refused: {e.message}")
+    try:
         async with asyncio.timeout(timeout_s):
-            target = parse_target(url)
             address = await resolve(target, allow_private)
             status = await _send(
                 client, target, address, secret, message_id, body, timeout_s, max_response_bytes
@@ -92,7 +96,7 @@ async def post(
         return done(False, None, f"refused: {e}")
     except TimeoutError:
         return done(False, None, f"no answer within {timeout_s:g}s")
-    except httpx.HTTPError as e:
+    except (httpx.HTTPError, httpx.InvalidURL) as e:  # InvalidURL is no HTTPError
         return done(False, None, f"{type(e).__name__}: {e}"[:300])
     except OSError as e:
         return done(False, None, f"{type(e).__name__}: {e}"[:300])
