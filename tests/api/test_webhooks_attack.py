@@ -33,7 +33,7 @@ from tests.api.test_webhooks import (
     snapshot,
 )
 from tests.conftest import ServerThread, server_factory
-from tests.factories import live_stream, token
+from tests.factories import auth, live_stream, token
 from tests.faults import wait_until
 from tests.hub.wsclient import WsClient
 from tests.test_config import load
@@ -145,9 +145,13 @@ async def test_duplicate_kinds_are_one_and_too_many_are_refused(
         "/v1/webhooks", json={**body, "kinds": ["gift"] * 10_000}, headers=STREAMER
     )
     assert_error(huge, 413, "payload_too_large")
-    for kinds in (["gift"] * 9, [["gift"]], [{"gift": 1}], [None], ["GIFT"], ["test"]):
+    too_many = ["gift"] * (len(endpoints.KINDS) + 1)  # more than every kind there is
+    for kinds in (too_many, [["gift"]], [{"gift": 1}], [None], ["GIFT"], ["test"]):
         refused = await http.post("/v1/webhooks", json={**body, "kinds": kinds}, headers=STREAMER)
         assert_error(refused, 422, "invalid_request")
+
+
+OPPONENT = auth("streamer2", Role.STREAMER)
 
 
 @pytest.mark.parametrize("lease_ms", [1001, 1100, 1199])
@@ -193,7 +197,19 @@ async def test_every_kind_of_event_reaches_the_receiver_in_the_histories_order(
                 ("PUT", "/v1/streams/s1/goal", {"target": 50}),
                 ("PUT", "/v1/streams/s1/settings", {"messages": {"enabled": True}}),
                 ("POST", "/v1/streams/s1/overlay-tokens", {"rotate": True}),
+                # an invite: a `battle` event on both streams (publish_battle)
+                (
+                    "POST",
+                    "/v1/battles",
+                    {
+                        "stream_id": "s1",
+                        "opponent_stream_id": "s2",
+                        "duration_s": 60,
+                        "idempotency_key": "battle-1",
+                    },
+                ),
             ]
+            await go_live(http, "s2", OPPONENT)
             for method, path, body in controls:
                 answer = await http.request(method, path, json=body, headers=STREAMER)
                 assert answer.status_code in (200, 201), answer.text
