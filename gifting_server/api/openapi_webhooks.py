@@ -93,11 +93,12 @@ def webhook_operations(settings: Settings) -> list[Op]:
             "post",
             "/v1/webhooks/{webhook_id}/test",
             "Send the endpoint a test delivery now (an event of kind `test`, event_id 0), "
-            "outside the order of the stream's messages; answers how the attempt went.",
+            "outside the order of the stream's messages; answers how the attempt went. "
+            "At most one a second per endpoint (429 `rate_limited` with `retry_after_ms`).",
             200,
             obj({"webhook_id": ID_SCHEMA, "attempt": ref("WebhookAttempt")}),
             ("streamer",),
-            errors="unknown_webhook invalid_request",
+            errors="unknown_webhook invalid_request rate_limited",
             params=(webhook,),
         ),
     ]

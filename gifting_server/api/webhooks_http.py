@@ -11,8 +11,10 @@ from starlette.routing import Route
 from gifting_server.api.http import identity, json_response, store_of
 from gifting_server.api.validation import json_object
 from gifting_server.auth import Role
+from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.fields import checked_id, checked_key, invalid
-from gifting_server.ledger import streams
+from gifting_server.ledger import keys, streams
+from gifting_server.ledger.store import guarded
 from gifting_server.webhooks import endpoints
 from gifting_server.webhooks.deliver import Deliverer, send_test
 from gifting_server.webhooks.egress import checked_target, parse_target
@@ -79,11 +81,24 @@ async def rotate_secret(request: Request) -> Response:
     return json_response({"webhook_id": webhook_id, "secret": secret})
 
 
+# At most one test delivery per endpoint in this long: each makes the server send a
+# request to a URL of the streamer's choosing, on demand.
+TEST_INTERVAL_MS = 1000
+
+
 async def test_delivery(request: Request) -> Response:
     who = identity(request, Role.STREAMER)
     webhook_id = webhook_id_of(request)
     store = store_of(request)
     stream_id, record = await endpoints.endpoint(store, who, webhook_id)
+    gate = keys.webhook_test_gate(who.user_id, webhook_id)
+    if not await guarded(store.redis.set(gate, "1", px=TEST_INTERVAL_MS, nx=True)):
+        wait_ms = await guarded(store.redis.pttl(gate))
+        raise GiftingError(
+            ErrorCode.RATE_LIMITED,
+            "one test delivery per endpoint a second; try again shortly",
+            retry_after_ms=max(1, int(wait_ms)) if int(wait_ms) > 0 else TEST_INTERVAL_MS,
+        )
     deliverer: Deliverer = request.app.state.deliverer
     attempts = endpoints.attempts_key(who, stream_id, webhook_id)
     attempt = await send_test(store, deliverer.http, stream_id, record, attempts)

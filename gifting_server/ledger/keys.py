@@ -284,6 +284,12 @@ def streamer_webhook(user_id: str, webhook_id: str) -> str:
     return f"{{u:{user_id}}}:webhook:{webhook_id}"
 
 
+def webhook_test_gate(user_id: str, webhook_id: str) -> str:
+    """Present (with a TTL) while the endpoint's last test delivery is too recent for
+    another: a test sends a request to a URL of the streamer's choosing on demand."""
+    return f"{{u:{user_id}}}:webhook:{webhook_id}:test_gate"
+
+
 def streamer_webhook_streams(user_id: str, webhook_id: str) -> str:
     """The streams such an endpoint was added to (a set)."""
     return f"{{u:{user_id}}}:webhook:{webhook_id}:streams"

@@ -105,9 +105,11 @@ class Deliverer:
         for stream_id in stream_ids:
             if stream_id in self.running or len(self.running) >= MAX_STREAMS_AT_ONCE:
                 continue
+            # Before the lease is asked for: its time runs from no sooner than this.
+            leased_at = time.monotonic()
             if not await self._lease(stream_id, self.config.lease_ms):
                 continue
-            task = asyncio.create_task(self._deliver_stream(stream_id))
+            task = asyncio.create_task(self._deliver_stream(stream_id, leased_at))
             self.running[stream_id] = task
             task.add_done_callback(self._forget_task)
         self._report_backlog()
@@ -126,10 +128,12 @@ class Deliverer:
         )
         return int(result[1]) == 1
 
-    async def _deliver_stream(self, stream_id: str) -> None:
-        # Stop in time for the last attempt to end while the lease still holds.
+    async def _deliver_stream(self, stream_id: str, leased_at: float) -> None:
+        # Stop in time for the last attempt to end while the lease still holds, counted
+        # from the lease's request, not from this task's start: a task that starts late
+        # (a busy loop) must not send an attempt another worker's lease may cover.
         spare_s = WEBHOOK_LEASE_SPARE_MS / 1000
-        deadline = time.monotonic() + self.config.lease_ms / 1000 - self.config.timeout_s - spare_s
+        deadline = leased_at + self.config.lease_ms / 1000 - self.config.timeout_s - spare_s
         try:
             active = await self._members(keys.stream_webhooks_active(stream_id))
             if not active:

@@ -260,6 +260,26 @@ async def test_a_test_delivery_is_signed_and_listed(
     assert (await listed(http))[0]["attempts"][0]["message_id"] == attempt["message_id"]
 
 
+async def test_test_deliveries_are_one_a_second_per_endpoint(
+    http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """A test makes the server send a request on demand: a second one at once is
+    refused 429 with when to try again, sends nothing, and another endpoint's goes."""
+    await live_and_funded(http)
+    first = await register(http, receiver)
+    other = await register(http, receiver, idempotency_key="other")
+    path = f"/v1/webhooks/{first['webhook_id']}/test"
+    assert (await http.post(path, headers=STREAMER)).status_code == 200
+    again = await http.post(path, headers=STREAMER)
+    assert_error(again, 429, "rate_limited")
+    assert 0 < again.json()["error"]["retry_after_ms"] <= 1000
+    assert again.headers["Retry-After"] == "1"
+    assert len(receiver.deliveries) == 1  # the refused one sent nothing
+    elsewhere = await http.post(f"/v1/webhooks/{other['webhook_id']}/test", headers=STREAMER)
+    assert elsewhere.status_code == 200, elsewhere.text
+    assert len(receiver.deliveries) == 2
+
+
 async def test_a_repeated_registration_key_answers_the_same_endpoint(
     http: httpx.AsyncClient, receiver: Receiver, redis: AsyncClient
 ) -> None:
