@@ -259,8 +259,11 @@ async def test_a_hanging_receiver_does_not_hold_back_another_endpoint_of_the_str
     start: Any, receiver: Receiver
 ) -> None:
     """Each endpoint of a stream is delivered on its own: one whose receiver takes
-    its whole `timeout_s` to (not) answer must not make another wait as long."""
-    server = start(webhooks={**FAST_WEBHOOKS, "timeout_s": 20.0, "lease_ms": 30_000})
+    its whole `timeout_s` to (not) answer must not make another wait as long. The
+    lease leaves the round 40 s (lease_ms - timeout_s): the other endpoint's messages
+    must come within 10 s, long before the hanging attempt's 20 s, on a slow machine
+    too."""
+    server = start(webhooks={**FAST_WEBHOOKS, "timeout_s": 20.0, "lease_ms": 60_000})
     async with (
         receiving() as other,
         httpx.AsyncClient(base_url=server.url, timeout=30) as http,
