@@ -62,6 +62,10 @@ class Round:
         self.attempting = 0  # endpoints with an attempt under way
 
 
+def _failed(task: asyncio.Task[None]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is not None
+
+
 class Deliverer:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -139,16 +143,7 @@ class Deliverer:
             if not active:
                 await self._forget_if_idle(stream_id)
                 return
-            # Every endpoint's round ends before the lease is given up (an error of one
-            # must not leave another delivering unleased).
-            round_ = Round()
-            outcomes = await asyncio.gather(
-                *(self._deliver_endpoint(stream_id, w, deadline, round_) for w in sorted(active)),
-                return_exceptions=True,
-            )
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
+            await self._deliver_round(stream_id, active, deadline)
             await self._trim(stream_id)
         except (GiftingError, RedisError, OSError) as e:
             log.warning("webhook deliveries of stream %s stopped: %s", stream_id, e)
@@ -157,6 +152,45 @@ class Deliverer:
         finally:
             with contextlib.suppress(GiftingError, RedisError, OSError):  # it ends by itself
                 await self._lease(stream_id, 0)
+
+    async def _deliver_round(self, stream_id: str, active: set[str], deadline: float) -> None:
+        """Deliver each endpoint of the stream, on its own, until none has anything
+        left. While one endpoint's attempt is under way, an endpoint that was done (or
+        that was registered after the round began) is started again each `poll_ms`:
+        its new messages must not wait for another's receiver to time out. Every
+        endpoint's delivery ends before the round does, and so before the lease is
+        given up: an error of one must not leave another delivering unleased."""
+        round_ = Round()
+        poll_s = self.config.poll_ms / 1000
+        running: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
+                for webhook_id in sorted(active):
+                    task = running.get(webhook_id)
+                    if task is None or (task.done() and not _failed(task)):
+                        running[webhook_id] = asyncio.create_task(
+                            self._deliver_endpoint(stream_id, webhook_id, deadline, round_)
+                        )
+                busy = [t for t in running.values() if not t.done()]
+                if busy:
+                    await asyncio.wait(busy, timeout=poll_s)
+                if any(_failed(t) for t in running.values()) or not round_.attempting:
+                    break
+                if time.monotonic() >= deadline:
+                    break
+                active = await self._members(keys.stream_webhooks_active(stream_id))
+        except asyncio.CancelledError:
+            for task in running.values():
+                task.cancel()
+            raise
+        finally:
+            busy = [t for t in running.values() if not t.done()]
+            if busy:
+                await asyncio.wait(busy)
+        for task in running.values():
+            error = task.exception() if _failed(task) else None
+            if error is not None:
+                raise error
 
     async def _forget_if_idle(self, stream_id: str) -> None:
         """No endpoint left to deliver to: take the stream off the set the deliverers

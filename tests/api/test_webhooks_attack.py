@@ -292,6 +292,32 @@ async def test_a_hanging_receiver_does_not_hold_back_another_endpoint_of_the_str
         assert [e["event_id"] for e in await receiver.wait_for(3)] == first + second
 
 
+async def test_an_endpoint_registered_while_another_hangs_is_delivered_at_once(
+    start: Any, receiver: Receiver
+) -> None:
+    """A round that began before an endpoint existed, held by a receiver that hangs,
+    must not keep the new endpoint's messages until that attempt's 20 s are over
+    (the same for an endpoint whose delivery ended before the other's attempt began)."""
+    server = start(webhooks={**FAST_WEBHOOKS, "timeout_s": 20.0, "lease_ms": 60_000})
+    async with (
+        receiving() as late,
+        httpx.AsyncClient(base_url=server.url, timeout=30) as http,
+    ):
+        await live_and_funded(http)
+        await register(http, receiver)
+        receiver.hold = True
+        try:
+            await gifts(http, 1, "a")
+            await receiver.wait_for_arrivals(1)  # the round is under way, and hangs
+            await register(http, late)
+            after = await gifts(http, 2, "b")
+            events = await late.wait_for(2, timeout=10)
+            assert [e["event_id"] for e in events] == after
+            assert receiver.deliveries == []  # its attempt still under way
+        finally:
+            receiver.release.set()
+
+
 async def test_an_endpoint_deleted_during_its_delivery_is_not_brought_back(
     http: httpx.AsyncClient, receiver: Receiver, redis: AsyncClient
 ) -> None:
