@@ -19,7 +19,8 @@ not applied (a crash between a cluster payment's steps) is listed, not failed; a
 that every key a gift writes without reading it first has the type the gift writes
 (the scripts leave that check to the audit: docs/performance.md). It never writes. Run it on a
 quiet ledger: a gift landing between reading the journals and reading the wallets
-shows as a difference. `reconcile_main` then prints the risk report (`risk.py`):
+shows as a difference (a gift across slots that a relay credits meanwhile is named
+as such: `MOVED_WHILE_READ`). `reconcile_main` then prints the risk report (`risk.py`):
 warnings only.
 
 The creator share is checked gift by gift, under the share each gift's entry records
@@ -52,6 +53,8 @@ from gifting_server.ledger.store import RedisClient, connect
 from gifting_server.redis_topology import RedisUnreachable, detect
 
 CURRENCIES = ("coins", "diamonds", "owed")
+# Said of a transfer credited while the audit read: its other lines are not final.
+MOVED_WHILE_READ = "credited while this audit read the ledger"
 WALLET_FIELDS = ("coins", "diamonds", "owed", "received")
 CHUNK = 1000
 # The end of a payment record claimed but not applied (lua/include/payment_record.lua):
@@ -209,6 +212,8 @@ async def reconcile(
     (the risk report reads them there).
     """
     report = Report()
+    # Before anything else: the transfers a relay may finish while the audit reads.
+    before = await _uncredited(redis, Report(), await _outbox_transfers(redis, Report()))
     replay = await _replay_journal(redis, report, share_bps, chunk, progress, on_entry)
     await _pending_transfers(redis, report, replay)
     users = sorted(
@@ -248,6 +253,7 @@ async def reconcile(
     await _check_key_types(redis, report)
     await replay.cashouts.check_records(redis, report.problems)
     await replay.battles.check_records(redis, report.problems)
+    await _moved_transfers(redis, report, before)
     return report
 
 
@@ -265,13 +271,10 @@ async def _check_key_types(redis: RedisClient, report: Report) -> None:
                 )
 
 
-async def _pending_transfers(redis: RedisClient, report: Report, replay: _Replay) -> None:
-    """Gifts across slots that were debited and not yet credited (their worker died, or
-    they are in flight): each is a problem until the relay finishes it, and its coins,
-    gone from the sender's wallet, count as in transit rather than missing. A worker
-    may die between the steps: one credited on its stream only has its stream board
-    bumped already, one credited on both sides is in the journal (only its outbox
-    entry is left) and in transit no more."""
+async def _outbox_transfers(
+    redis: RedisClient, report: Report
+) -> list[tuple[str, transfers.Transfer]]:
+    """Every transfer in an outbox, with its record (one gone or unreadable is a problem)."""
     outboxes = sorted([key async for key in redis.scan_iter(match=keys.OUTBOX_PATTERN, count=1000)])
     found = await _batched(redis, report, outboxes, lambda p, k: p.zrange(k, 0, -1))
     transfer_ids = [member for members in found if members for member in members]
@@ -290,6 +293,25 @@ async def _pending_transfers(redis: RedisClient, report: Report, replay: _Replay
                 f"gift transfer {transfer_id}: in an outbox, but its record is gone or "
                 "unreadable: its coins left the sender and were never credited"
             )
+    return pending
+
+
+async def _uncredited(
+    redis: RedisClient, report: Report, pending: list[tuple[str, transfers.Transfer]]
+) -> list[tuple[str, transfers.Transfer]]:
+    """Those of `pending` not yet credited on the streamer's side."""
+    done = await _credited(redis, report, pending, lambda t: keys.wallet(t.streamer))
+    return [transfer for transfer, credited in zip(pending, done, strict=True) if not credited]
+
+
+async def _pending_transfers(redis: RedisClient, report: Report, replay: _Replay) -> None:
+    """Gifts across slots that were debited and not yet credited (their worker died, or
+    they are in flight): each is a problem until the relay finishes it, and its coins,
+    gone from the sender's wallet, count as in transit rather than missing. A worker
+    may die between the steps: one credited on its stream only has its stream board
+    bumped already, one credited on both sides is in the journal (only its outbox
+    entry is left) and in transit no more."""
+    pending = await _outbox_transfers(redis, report)
     on_stream = await _credited(redis, report, pending, lambda t: keys.stream(t.stream))
     on_streamer = await _credited(redis, report, pending, lambda t: keys.wallet(t.streamer))
     for (transfer_id, transfer), stream_done, streamer_done in zip(
@@ -310,6 +332,22 @@ async def _pending_transfers(redis: RedisClient, report: Report, replay: _Replay
             f"gift transfer {transfer_id}: {coins} coins debited from {sender}, not yet "
             "credited (a running worker's relay finishes it within seconds; run again)"
         )
+
+
+async def _moved_transfers(
+    redis: RedisClient, report: Report, before: list[tuple[str, transfers.Transfer]]
+) -> None:
+    """The audit's reads are not one snapshot: a transfer in transit when the audit
+    began and credited before it ended (a relay finishing it) is counted in the
+    figures read after its credit and not in those read before. Each one is named,
+    so that the differences it makes are not taken for a defect."""
+    credited = await _credited(redis, report, before, lambda t: keys.wallet(t.streamer))
+    for (transfer_id, _), done in zip(before, credited, strict=True):
+        if done:
+            report.problems.append(
+                f"gift transfer {transfer_id}: {MOVED_WHILE_READ} (the figures read after "
+                "its credit count it, those read before do not; run again)"
+            )
 
 
 async def _credited(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import gifts, keys, reconcile, streams, transfers, wallet
 from gifting_server.ledger.clock import DAY_MS, day_number
-from gifting_server.ledger.store import Store
+from gifting_server.ledger.store import Store, connect
 from tests.conftest import make_settings
 from tests.factories import fund, live_stream, viewer
 from tests.ledger.support import FakeClock, assert_refused, journal_entries
@@ -215,6 +216,50 @@ async def test_a_transfer_whose_record_expired_is_left_for_reconcile_to_report(
     assert await relay(ledger) == 0
     report = await reconcile.reconcile(ledger.redis, ledger.settings.economy.creator_share_bps)
     assert any("record is gone" in problem for problem in report.problems), report.format()
+
+
+def relay_elsewhere(store: Store) -> int:
+    """The relay of another worker: its own connection and event loop, in a thread the
+    caller waits for (so it runs exactly between two of the caller's steps)."""
+
+    async def run() -> int:
+        assert store.settings.redis_url
+        client = await connect(store.settings.redis_url, store.settings.limits.request_timeout_s)
+        other = Store(client, store.settings)
+        other.clock = store.clock
+        try:
+            return await relay(other)
+        finally:
+            await other.close()
+
+    finished: list[int] = []
+    thread = threading.Thread(target=lambda: finished.append(asyncio.run(run())))
+    thread.start()
+    thread.join()
+    return finished[0]
+
+
+async def test_a_transfer_a_relay_finishes_while_reconcile_reads_is_named_not_taken_for_a_defect(
+    ledger: Store,
+) -> None:
+    """reconcile's reads are not one snapshot: a transfer credited after the journals
+    were read and before the wallets were shows as differences. The report names the
+    transfer that moved, so they are not taken for a defect, and the next run passes."""
+    await debit_only(ledger)
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
+    relayed: list[int] = []
+
+    def relay_once(journal: str, entry: dict[str, str]) -> None:
+        if not relayed:  # the journals are read: finish the transfer now
+            relayed.append(relay_elsewhere(ledger))
+
+    share = ledger.settings.economy.creator_share_bps
+    report = await reconcile.reconcile(ledger.redis, share, on_entry=relay_once)
+    assert relayed == [1]
+    assert not report.ok
+    moved = [p for p in report.problems if reconcile.MOVED_WHILE_READ in p]
+    assert moved and "alice:k1" in moved[0], report.format()
+    await assert_reconciled(ledger)
 
 
 async def test_the_relay_reads_every_slots_outbox_in_turn(store: Store) -> None:
