@@ -1,14 +1,11 @@
 """Races against the real Redis: many concurrent calls, one consistent ledger.
 
-Every test ends by running the ledger audit (`reconcile`) when it exists.
+Every test ends by running the ledger audit (`reconcile`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
-import inspect
 from collections.abc import Awaitable
 from typing import Any
 
@@ -19,6 +16,7 @@ from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import gifts, keys, payments, streams, wallet
 from gifting_server.ledger.clock import DAY_MS
 from gifting_server.ledger.gifts import GiftReceipt
+from gifting_server.ledger.reconcile import reconcile
 from gifting_server.ledger.store import Store, connect
 from gifting_server.ledger.wallet import Cashout
 from tests.conftest import make_settings
@@ -31,16 +29,8 @@ ALICE = viewer("alice")
 
 async def assert_reconciled(store: Store) -> None:
     """The ledger audit agrees with what the test did to the ledger."""
-    if importlib.util.find_spec("gifting_server.ledger.reconcile") is None:
-        # reconcile.py is being written in parallel; until it lands there is no audit
-        # to run, so only this final assertion is skipped (the test's own still hold).
-        return
-    reconcile = importlib.import_module("gifting_server.ledger.reconcile").reconcile
-    if "share_bps" in inspect.signature(reconcile).parameters:  # else it reads config/ itself
-        report = await reconcile(store.redis, share_bps=store.settings.economy.creator_share_bps)
-    else:
-        report = await reconcile(store.redis)
-    assert report.ok, report.format() if hasattr(report, "format") else report
+    report = await reconcile(store.redis, share_bps=store.settings.economy.creator_share_bps)
+    assert report.ok, report.format()
 
 
 def gift(store: Store, gift_id: str, count: int, key: str, stream: str = "s1") -> Any:
