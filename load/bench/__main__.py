@@ -4,7 +4,9 @@
     BENCH_QUICK=1 python -m load.bench   # about three minutes, smaller sizes
 
 Writes load/results/bench.json and BENCHMARKS.md. Servers are pinned to core 0,
-clients to core 1; the client's own CPU is reported next to the server's.
+clients to core 1; the client's own CPU is reported next to the server's. The last
+step measures Redis CPU per gift on the baseline tree and on this one, back to back
+(load/bench/baseline.py).
 """
 
 from __future__ import annotations
