@@ -50,6 +50,10 @@ from load.bench.sweep import NO_ADMISSION
 
 ROOT = Path(__file__).resolve().parents[2]
 BASELINE_COMMIT = "85d365d"
+BASELINE_WHY = (
+    " (the code of 2026-11-23, when `make bench-script` counted ~342,000 Redis "
+    "instructions per gift)"
+)
 TARGET_RATIO = 0.5  # the issue "Half the Redis cost per gift"
 HEADING = "## Redis CPU per gift against the baseline"
 PORT = 8721
@@ -213,9 +217,10 @@ def markdown(compared: dict[str, Any], command: str) -> list[str]:
         HEADING,
         "",
         f"Produced by `{command}` (`load/bench/baseline.py`) on {time.strftime('%Y-%m-%d')}: "
-        f"the baseline, commit {compared['baseline_commit']} (the code of 2026-11-23, when "
-        "`make bench-script` counted ~342,000 Redis instructions per gift), exported with "
-        "`git archive` and served from its own directory with this tree's packages, and this "
+        f"the baseline, commit {compared['baseline_commit']}"
+        + (BASELINE_WHY if compared["baseline_commit"] == BASELINE_COMMIT else "")
+        + ", exported with `git archive` and served from its own directory with this "
+        "tree's packages, and this "
         f"tree ({compared['current_commit']}), back to back. Each run is a fresh worker with "
         f"its embedded Redis pinned to core 0, {load['gifters']} gifter connections on core 1, "
         f"{load['rate']:.0f} gifts/s offered for {load['duration']:.0f} s to one stream"
