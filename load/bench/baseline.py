@@ -112,7 +112,7 @@ def measure(
         if calls > before.get(name, 0)
     }
     figures["redis_per_gift"] = {
-        name: round((totals_after[name] - totals_before[name]) / acked, 1) for name in totals_after
+        name: round((totals_after[name] - totals_before[name]) / acked, 2) for name in totals_after
     }
     return {**figures, "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
@@ -124,13 +124,16 @@ def command_calls(client: redis.Redis) -> dict[str, int]:
 
 
 def redis_totals(client: redis.Redis) -> dict[str, int]:
-    """What Redis read from its clients, wrote to them and holds in its AOF (bytes), and
-    its CPU in user and in kernel mode (µs)."""
+    """What Redis read from its clients, wrote to them and holds in its AOF (bytes), the
+    reads and writes of its clients' sockets, and its CPU in user and kernel mode (µs)."""
     info = client.info()
     return {
         "read": int(info["total_net_input_bytes"]),
         "written": int(info["total_net_output_bytes"]),
         "aof": int(info.get("aof_current_size", 0)),
+        # read and write events: about one event-loop pass, and AOF fsync, each
+        "reads_processed": int(info.get("total_reads_processed", 0)),
+        "writes_processed": int(info.get("total_writes_processed", 0)),
         "cpu_user_us": int(float(info["used_cpu_user"]) * 1e6),
         "cpu_sys_us": int(float(info["used_cpu_sys"]) * 1e6),
     }
