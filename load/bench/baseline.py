@@ -5,8 +5,9 @@ The baseline is commit 85d365d (2026-11-23), the last commit of the code whose
 `make bench-script` counted what the issue "Half the Redis cost per gift" starts from
 (341,574 Redis instructions per gift): its own `python -m load.bench.script_cost`
 gives 342,203 here, docs/performance.md recorded 343,000. Its `send_gift.lua` is that
-of 8c34d73 to 85d365d; the scripts changed next on 2026-11-29 (55841c5: 359,000, and
-more until 0c3606b, the baseline of `make bench-script`, 377,660).
+of 8c34d73 to 85d365d. The scripts changed next on 2026-11-29 (55841c5: 359,000) and
+counted between 351,000 and 386,532 until the levers of 8ec6832 (308,897); 0c3606b,
+the baseline of `make bench-script`, counted 377,660.
 
 That tree is exported with `git archive` into a temporary directory and served from
 there with this environment's packages (`BenchServer(tree=...)`: PYTHONPATH and the
