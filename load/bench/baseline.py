@@ -132,7 +132,7 @@ def redis_totals(client: redis.Redis) -> dict[str, int]:
         "read": int(info["total_net_input_bytes"]),
         "written": int(info["total_net_output_bytes"]),
         "aof": int(info.get("aof_current_size", 0)),
-        # read and write events: about one event-loop pass, and AOF fsync, each
+        # read and write events on its clients' sockets
         "reads_processed": int(info.get("total_reads_processed", 0)),
         "writes_processed": int(info.get("total_writes_processed", 0)),
         "cpu_user_us": int(float(info["used_cpu_user"]) * 1e6),
