@@ -4,7 +4,9 @@
     BENCH_QUICK=1 python -m load.bench   # about three minutes, smaller sizes
 
 Writes load/results/bench.json and BENCHMARKS.md. Servers are pinned to core 0,
-clients to core 1; the client's own CPU is reported next to the server's.
+clients to core 1; the client's own CPU is reported next to the server's. The last
+step measures Redis CPU per gift on the baseline tree and on this one, back to back
+(load/bench/baseline.py).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from load.bench import cluster, fanout, gifts, sweep
+from load.bench import baseline, cluster, fanout, gifts, sweep
 from load.bench.peer import PeerServer
 from load.bench.server import BenchServer
 
@@ -46,6 +48,12 @@ SIZES = {
     "sweep_duration": 4.0 if QUICK else 10.0,
     "sweep_gifters": 1_000,
     "sweep_streams": 100,
+    # Redis CPU per gift against the baseline tree (load/bench/baseline.py): the gift
+    # path's load above, each tree in turn (ABBA over the rounds).
+    "baseline_gifters": 1_000,
+    "baseline_rate": 2_000,
+    "baseline_duration": 4.0 if QUICK else 10.0,
+    "baseline_rounds": 1 if QUICK else 2,
 }
 
 
@@ -134,6 +142,12 @@ def run() -> dict[str, Any]:
     results["sweep"] = sweep.sweep(
         SIZES["sweep_rates"], SIZES["sweep_cluster_rates"], SIZES["sweep_duration"],
         SIZES["sweep_gifters"], SIZES["sweep_streams"],
+    )  # fmt: skip
+
+    step(f"Redis CPU per gift: the baseline tree ({baseline.BASELINE_COMMIT}) and this one")
+    results["baseline"] = baseline.compare(
+        baseline.BASELINE_COMMIT, SIZES["baseline_gifters"], SIZES["baseline_rate"],
+        SIZES["baseline_duration"], SIZES["baseline_rounds"],
     )  # fmt: skip
     return results
 
@@ -224,6 +238,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "",
         *cluster_markdown(results["cluster"], command),
         *sweep.markdown(results["sweep"], command),
+        *baseline.markdown(results["baseline"], command),
     ]
     return "\n".join(lines)
 

@@ -45,11 +45,18 @@ def rss_kib(pid: int) -> int:
 
 class BenchServer:
     def __init__(
-        self, port: int, cpu: int | None = 0, extra_config: str = "", redis_url: str = ""
+        self,
+        port: int,
+        cpu: int | None = 0,
+        extra_config: str = "",
+        redis_url: str = "",
+        tree: Path | None = None,
     ) -> None:
         """`redis_url`: a Redis (or any node of a Redis Cluster) to serve from instead
-        of the embedded one."""
+        of the embedded one. `tree`: a source tree (another version's checkout) whose
+        gifting_server to run, with this environment's packages, instead of this one's."""
         self.port = port
+        self.tree = tree
         self.external_redis_url = redis_url
         self.data_dir = Path(tempfile.mkdtemp(prefix="gifting-bench-"))
         (self.data_dir / "bench.toml").write_text(LIMITS + extra_config)
@@ -77,13 +84,17 @@ class BenchServer:
         env.pop("GIFTING_REDIS_URL", None)
         if self.external_redis_url:
             env["GIFTING_REDIS_URL"] = self.external_redis_url
+        if self.tree is not None:
+            env["PYTHONPATH"] = str(self.tree)
         command = [sys.executable, "-m", "gifting_server", "serve", "--port", str(self.port),
                    "--log-level", "warning"]  # fmt: skip
         if self.cpu is not None and shutil.which("taskset"):
             command = ["taskset", "-c", str(self.cpu), *command]
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+        self.process = subprocess.Popen(command, env=env, cwd=self.tree, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
+            if (code := self.process.poll()) is not None:
+                raise RuntimeError(f"the benchmark server exited with status {code}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
                     return
