@@ -69,33 +69,34 @@ if not (streams and gifts and gifts % 1 == 0 and #ARGV == 9 + 5 * streams + 10 *
   return replies
 end
 
--- A stream's clock, once for its gifts: false when out of range (its gifts refused,
--- nothing of them written). tonumber gives nil for a non-numeric argument; n % 1 is NaN
--- for inf and NaN.
+-- A stream's clock, once for its gifts: {g, now, held until}, by g as a gift names its
+-- stream (decimal digits, no sign or leading zero); false when out of range (its gifts
+-- refused, nothing of them written). tonumber gives nil for a non-numeric argument;
+-- n % 1 is NaN for inf and NaN. A gift finds its stream by its text: no tonumber a gift.
 local clocks = {}
 for g = 1, streams do
   local sa = 9 + 5 * (g - 1)
   local now, heldUntil = tonumber(ARGV[sa + 4]), tonumber(ARGV[sa + 5])
-  clocks[g] = (now and heldUntil and now % 1 == 0 and now >= 0 and now <= 9007199254740991
-    and heldUntil % 1 == 0 and heldUntil >= 0 and heldUntil <= 9007199254740991)
-    and {now, heldUntil} or false
+  clocks[fmt(g)] = (now and heldUntil and now % 1 == 0 and now >= 0
+    and now <= 9007199254740991 and heldUntil % 1 == 0 and heldUntil >= 0
+    and heldUntil <= 9007199254740991) and {g, now, heldUntil} or false
 end
 
 local giftKeys, giftArgs = 11 * streams, 9 + 5 * streams
 local shared = newShared(together == '1')
 for i = 1, gifts do
   local a, k = giftArgs + 10 * (i - 1), giftKeys + 2 * (i - 1)
-  local g = tonumber(ARGV[a + 1])
-  local clock = g and g >= 1 and g <= streams and g % 1 == 0 and clocks[g]
+  local clock = clocks[ARGV[a + 1]]
   if not clock then
     replies[i] = {16}
   else
+    local g = clock[1]
     local s, sa = 11 * (g - 1), 9 + 5 * (g - 1)
     local ok, reply = pcall(giftOne, KEYS[k + 1], KEYS[k + 2], KEYS[s + 1], KEYS[s + 2], KEYS[s + 3],
       KEYS[s + 4], KEYS[s + 5], KEYS[s + 6], KEYS[s + 7], KEYS[s + 8], KEYS[s + 9],
       KEYS[s + 10], KEYS[s + 11], ARGV[a + 2], ARGV[a + 3], ARGV[sa + 1], ARGV[a + 4],
-      ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], clock[1], ARGV[sa + 4], ARGV[a + 8] == '1',
-      ARGV[a + 9], ARGV[sa + 3], ARGV[a + 10], ARGV[sa + 2], clock[2], ARGV[sa + 5],
+      ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], clock[2], ARGV[sa + 4], ARGV[a + 8] == '1',
+      ARGV[a + 9], ARGV[sa + 3], ARGV[a + 10], ARGV[sa + 2], clock[3], ARGV[sa + 5],
       needAdult, shareArg, shareBps, comboWindow, ratePerS, burst, idemTtl, historyMax, shared)
     if ok then
       replies[i] = reply
