@@ -35,7 +35,11 @@ CONFIG_ARGS = tuple(range(9, 16))
 # as one message ([redis] events_per_call_message).
 Config = tuple[Any, ...]
 STREAM_ARGS = (2, 19, 17)  # the streamer the caller expects, the stream id, its channel
-GIFT_ARGS = (0, 1, 3, 4, 5, 6, 7, 8, 16, 18, 20)
+# The clock (now, and the hold's end computed from it): read once for a stream's gifts of
+# the call, its first gift's, and every gift of the stream in the call is stamped with
+# it (one tonumber and check a stream, not a gift: docs/performance.md, "Batching").
+CLOCK_ARGS = (7, 20)
+GIFT_ARGS = (0, 1, 3, 4, 5, 6, 8, 16, 18)
 # send_gift's keys: the idempotency record and the sender's wallet are the gift's own,
 # the other eleven the stream's and its streamer's.
 GIFT_KEYS = 2
@@ -117,13 +121,13 @@ def batch_call(config: Config, gifts: list[Queued]) -> tuple[list[str], list[Any
     gift_args: list[Any] = []
     for keys, args, _ in gifts:
         # The day leaderboard is among the stream's keys: gifts of one stream on both
-        # sides of midnight are two streams here.
+        # sides of midnight are two streams here, each with its own clock.
         stream = (*keys[GIFT_KEYS:], *(args[i] for i in STREAM_ARGS))
         g = streams.get(stream)
         if g is None:
             g = streams[stream] = len(streams) + 1
             stream_keys += keys[GIFT_KEYS:]
-            stream_args += [args[i] for i in STREAM_ARGS]
+            stream_args += [args[i] for i in (*STREAM_ARGS, *CLOCK_ARGS)]
         gift_keys += keys[:GIFT_KEYS]
         gift_args.append(g)
         gift_args += [args[i] for i in GIFT_ARGS]

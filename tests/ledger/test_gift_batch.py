@@ -175,7 +175,7 @@ async def test_a_configuration_out_of_range_refuses_every_gift_and_writes_nothin
         assert replies == [[ScriptCode.INVALID_ARGUMENT]] * 2
     # A gift's own number out of range refuses that gift alone.
     script_keys, args = gift_batch.batch_call(config, queued)
-    alice, carol = len(config) + 1 + 3, len(config) + 1 + 3 + 12  # after one stream's 3
+    alice, carol = len(config) + 1 + 5, len(config) + 1 + 5 + 10  # after one stream's 5
     assert args[alice : alice + 2] == [1, "alice"] and args[carol + 1] == "carol"
     args[alice + 5] = "1e3"  # alice's coins
     args[carol] = "2"  # carol's stream: there is one
@@ -183,6 +183,17 @@ async def test_a_configuration_out_of_range_refuses_every_gift_and_writes_nothin
         await ledger.scripts.run("send_gifts", script_keys, args)
         == [[ScriptCode.INVALID_ARGUMENT]] * 2
     )
+    assert await snapshot(ledger.redis) == before
+    # The stream's clock (read once for its gifts of the call) out of range refuses them all.
+    clock = len(config) + 1 + 3
+    assert args[clock : clock + 2] == calls[0].args[7:8] + calls[0].args[20:21]
+    for now, held in (("soon", 0), (T0, "-1")):
+        clocked = [*args[:clock], now, held, *args[clock + 2 :]]
+        clocked[carol] = "1"
+        assert (
+            await ledger.scripts.run("send_gifts", script_keys, clocked)
+            == [[ScriptCode.INVALID_ARGUMENT]] * 2
+        )
     assert await snapshot(ledger.redis) == before
     args[carol] = "1"
     replies = await ledger.scripts.run("send_gifts", script_keys, args)

@@ -31,14 +31,16 @@
       KEYS[11(g-1) + 1 .. 11g]  stream meta, streamer wallet, streamer's held
         diamonds, platform account, stream leaderboard, channel leaderboard day and
         all, open streaks, journal, stream history, battle top (send_gift's KEYS[3..13])
-      ARGV[9 + 3(g-1) + 1 .. 3g]  streamer id the caller expects to own the stream,
-        stream id, pub/sub channel
+      ARGV[9 + 5(g-1) + 1 .. 5g]  streamer id the caller expects to own the stream,
+        stream id, pub/sub channel, now (unix ms), diamonds held until (unix ms, 0:
+        not held): the clock is read once for the stream's gifts of the call, which
+        are all stamped with it (ledger/gift_batch.py; a stream's gifts on both sides
+        of midnight are two streams, their day boards differ)
     gift i (1..N):
       KEYS[11G + 2(i-1) + 1], [+ 2]  idempotency record, viewer wallet
-      ARGV[9 + 3G + 12(i-1) + 1 .. 12i]  its stream g, sender id, sender display
-        name, gift id, count, coins (count x price), request fingerprint, now (unix
-        ms), sender is age-verified (1/0), event JSON fragment, idempotency key,
-        diamonds held until (unix ms, 0: not held)
+      ARGV[9 + 5G + 10(i-1) + 1 .. 10i]  its stream g, sender id, sender display
+        name, gift id, count, coins (count x price), request fingerprint, sender is
+        age-verified (1/0), event JSON fragment, idempotency key
 
   Output:
     one reply a gift, in their order, each send_gift's: {0, event_id, coins_left,
@@ -59,7 +61,7 @@ local ratePerS, burst = tonumber(ARGV[4]), tonumber(ARGV[5])
 local together, streams = ARGV[8], tonumber(ARGV[9])
 local gifts = streams and (#KEYS - 11 * streams) / 2
 local replies = {}
-if not (streams and gifts and gifts % 1 == 0 and #ARGV == 9 + 3 * streams + 12 * gifts
+if not (streams and gifts and gifts % 1 == 0 and #ARGV == 9 + 5 * streams + 10 * gifts
     and (together == '1' or together == '0')
     and shareBps and comboWindow and ratePerS and burst and shareBps >= 0 and shareBps <= 10000
     and digits(idemTtl) and idemTtl ~= '0' and digits(historyMax)) then
@@ -67,20 +69,34 @@ if not (streams and gifts and gifts % 1 == 0 and #ARGV == 9 + 3 * streams + 12 *
   return replies
 end
 
-local giftKeys, giftArgs = 11 * streams, 9 + 3 * streams
+-- A stream's clock, once for its gifts: {g, now, held until}, by g as a gift names its
+-- stream (decimal digits, no sign or leading zero); false when out of range (its gifts
+-- refused, nothing of them written). tonumber gives nil for a non-numeric argument;
+-- n % 1 is NaN for inf and NaN. A gift finds its stream by its text: no tonumber a gift.
+local clocks = {}
+for g = 1, streams do
+  local sa = 9 + 5 * (g - 1)
+  local now, heldUntil = tonumber(ARGV[sa + 4]), tonumber(ARGV[sa + 5])
+  clocks[fmt(g)] = (now and heldUntil and now % 1 == 0 and now >= 0
+    and now <= 9007199254740991 and heldUntil % 1 == 0 and heldUntil >= 0
+    and heldUntil <= 9007199254740991) and {g, now, heldUntil} or false
+end
+
+local giftKeys, giftArgs = 11 * streams, 9 + 5 * streams
 local shared = newShared(together == '1')
 for i = 1, gifts do
-  local a, k = giftArgs + 12 * (i - 1), giftKeys + 2 * (i - 1)
-  local g = tonumber(ARGV[a + 1])
-  if not (g and g >= 1 and g <= streams and g % 1 == 0) then
+  local a, k = giftArgs + 10 * (i - 1), giftKeys + 2 * (i - 1)
+  local clock = clocks[ARGV[a + 1]]
+  if not clock then
     replies[i] = {16}
   else
-    local s, sa = 11 * (g - 1), 9 + 3 * (g - 1)
+    local g = clock[1]
+    local s, sa = 11 * (g - 1), 9 + 5 * (g - 1)
     local ok, reply = pcall(giftOne, KEYS[k + 1], KEYS[k + 2], KEYS[s + 1], KEYS[s + 2], KEYS[s + 3],
       KEYS[s + 4], KEYS[s + 5], KEYS[s + 6], KEYS[s + 7], KEYS[s + 8], KEYS[s + 9],
       KEYS[s + 10], KEYS[s + 11], ARGV[a + 2], ARGV[a + 3], ARGV[sa + 1], ARGV[a + 4],
-      ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9] == '1', ARGV[a + 10],
-      ARGV[sa + 3], ARGV[a + 11], ARGV[sa + 2], ARGV[a + 12],
+      ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], clock[2], ARGV[sa + 4], ARGV[a + 8] == '1',
+      ARGV[a + 9], ARGV[sa + 3], ARGV[a + 10], ARGV[sa + 2], clock[3], ARGV[sa + 5],
       needAdult, shareArg, shareBps, comboWindow, ratePerS, burst, idemTtl, historyMax, shared)
     if ok then
       replies[i] = reply

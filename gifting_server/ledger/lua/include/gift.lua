@@ -7,8 +7,9 @@
   script. Needs "numbers", "event", "spend", "combo", "earn", "battle".
 
   The gift's keys (send_gift's KEYS, in its order) and its own arguments come as
-  values, the configuration (validated once by the caller) as numbers and the
-  strings Redis is given back. The reply is send_gift's.
+  values, the configuration and the clock of the gift's stream in the call (now and
+  the hold's end, validated once by the caller) as numbers and the strings Redis is
+  given back. The reply is send_gift's.
 
   What the gifts of one call share is read once and written once, at the call's
   end (`writeShared`): a stream's meta (its owner, status, sequence, coins and the
@@ -99,18 +100,14 @@ end
 local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, platformKey,
     streamBoardKey, dayBoardKey, allBoardKey, streaksKey, journalKey, historyKey,
     battleTopKey, sender, senderName, expectedStreamer, giftId, countArg, costArg,
-    fingerprint, nowArg, isAdult, eventFragment, channel, idemName, streamId, heldUntilArg,
-    needAdult, shareArg, shareBps, comboWindow, ratePerS, burst, idemTtl, historyMax, shared)
+    fingerprint, now, nowArg, isAdult, eventFragment, channel, idemName, streamId, heldUntil,
+    heldUntilArg, needAdult, shareArg, shareBps, comboWindow, ratePerS, burst, idemTtl,
+    historyMax, shared)
 
-  -- 0. This gift's own numbers (the configuration's were checked by the caller).
-  -- tonumber gives nil for a missing or non-numeric argument; n % 1 is NaN for inf and NaN.
-  local count, cost, now = tonumber(countArg), tonumber(costArg), tonumber(nowArg)
-  local heldUntil = tonumber(heldUntilArg)
-  if not (count and cost and now and heldUntil and digits(costArg)
-      and now % 1 == 0 and now >= 0 and now <= 9007199254740991
-      and heldUntil % 1 == 0 and heldUntil >= 0 and heldUntil <= 9007199254740991) then
-    return {16}
-  end
+  -- 0. This gift's own numbers (the configuration's and the stream's clock were checked
+  -- by the caller). tonumber gives nil for a missing or non-numeric argument.
+  local count, cost = tonumber(countArg), tonumber(costArg)
+  if not (count and cost and digits(costArg)) then return {16} end
 
   -- 1. Idempotency: the same key answers the first result again.
   local seen = redis.call('GET', idemKey)
@@ -156,8 +153,8 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   -- received (read by the call's first gift to the streamer, then from `shared`).
   local sr = shared.streamers[streamerKey]
   if not sr then
-    local s = redis.call('HMGET', streamerKey, 'received', 'diamonds')
-    sr = {received = tonumber(s[1] or '0'), diamonds = tonumber(s[2] or '0')}
+    local s = redis.call('HMGET', streamerKey, 'received', 'diamonds', 'lb_open')
+    sr = {received = tonumber(s[1] or '0'), diamonds = tonumber(s[2] or '0'), open = s[3]}
     shared.streamers[streamerKey] = sr
     shared.streamerOrder[#shared.streamerOrder + 1] = streamerKey
   end
@@ -209,7 +206,8 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
     tokens, budgetDays, spentDay, spentBefore)
 
   redis.call('ZINCRBY', streamBoardKey, costArg, sender)
-  bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
+  sr.open = bumpChannelBoards(streamerKey, dayBoardKey, allBoardKey, costArg, cost, sender,
+    sr.open)
   local journal = shared.journals[journalKey]
   if not journal then
     journal = {gifts = {}, battles = {}, counted = false}
