@@ -189,6 +189,14 @@ def main() -> None:
     parser.add_argument(
         "--no-admission", action="store_true", help="[overload] as good as off, to compare"
     )
+    parser.add_argument(
+        "--overload",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an [overload] setting, e.g. max_in_flight=1 (with min_in_flight=1: nearly "
+        "every gift refused, what a refusal costs)",
+    )
     options = parser.parse_args()
     rates = [float(r) for r in options.rates.split(",")]
     cluster_rates = (
@@ -200,7 +208,8 @@ def main() -> None:
         options.duration,
         options.gifters,
         options.streams,
-        NO_ADMISSION if options.no_admission else "",
+        (NO_ADMISSION if options.no_admission else "")
+        + "".join(f"{setting.replace('=', ' = ', 1)}\n" for setting in options.overload),
     )
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
     print("\n".join(markdown(results, "python -m load.bench.sweep")))
