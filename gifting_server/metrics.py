@@ -55,6 +55,12 @@ REPLICA_SHORTFALLS = Counter(
     " [redis] replicas_acked confirmed their write within replicas_timeout_ms",
 )
 
+LOOP_LAG = Gauge(
+    "gifting_event_loop_lag_seconds",
+    "How late the worker's event loop last ran a timer that was due (gifting_server/"
+    "loop_lag.py): the wait of every gift before and after its calls to Redis",
+    multiprocess_mode="max",
+)
 CONNECTIONS = Gauge(
     "gifting_ws_connections", "Open WebSocket connections", multiprocess_mode="livesum"
 )

@@ -8,6 +8,7 @@ Two encodings share one message shape: `gifting.v1.json` (text frames) and
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -159,6 +160,40 @@ def error_message(
     if retry_after_ms is not None:
         body["retry_after_ms"] = retry_after_ms
     return body
+
+
+# (code, retry_after_ms) → the end of a JSON refusal frame's payload, after its id
+_REFUSAL_TAILS: dict[tuple[ErrorCode, int], bytes] = {}
+_REFUSAL_TAILS_KEPT = 1024
+
+
+def refusal_frame(
+    message_id: str,
+    code: ErrorCode,
+    retry_after_ms: int,
+    text: Callable[[ErrorCode, int], str],
+    encoding: Encoding,
+) -> bytes:
+    """The WebSocket frame of a gift refused for load: `error_message` with its
+    `retry_after_ms`, `text` its message. In JSON all but the id is encoded once per
+    (code, retry_after_ms): past its ceiling a worker answers thousands of these a
+    second, and each one's CPU is taken from the gifts it acknowledges."""
+    if encoding is not Encoding.JSON:
+        body = error_message(code, text(code, retry_after_ms), message_id, retry_after_ms)
+        return websocket_frame(encode(body, encoding), encoding)
+    tail = _REFUSAL_TAILS.get((code, retry_after_ms))
+    if tail is None:
+        if len(_REFUSAL_TAILS) >= _REFUSAL_TAILS_KEPT:
+            _REFUSAL_TAILS.clear()
+        tail = _REFUSAL_TAILS[code, retry_after_ms] = orjson.dumps(
+            {
+                "code": code.code,
+                "message": text(code, retry_after_ms),
+                "retry_after_ms": retry_after_ms,
+            }
+        )[1:]
+    payload = b'{"type":"error","id":' + orjson.dumps(message_id) + b"," + tail
+    return websocket_frame(payload, encoding)
 
 
 def events_payload(stream_id: str, raw_events: list[bytes], encoding: Encoding) -> bytes:

@@ -21,6 +21,7 @@ from gifting_server.api.overlay_guard import OverlayGuard
 from gifting_server.auth import TOKEN_REVOKED, Identity, Role
 from gifting_server.errors import CloseCode, ErrorCode, GiftingError
 from gifting_server.ledger import gifts, overlay_tokens
+from gifting_server.ledger.gift_admission import refusal_message
 from gifting_server.ledger.store import Store
 from gifting_server.protocol import (
     Ping,
@@ -30,6 +31,7 @@ from gifting_server.protocol import (
     Unsubscribe,
     decode_client_message,
     error_message,
+    refusal_frame,
 )
 
 if TYPE_CHECKING:
@@ -239,9 +241,15 @@ class ClientSession:
         # is refused here, before its task: every refusal costs the worker CPU that the
         # gifts it takes need. (send_gift asks again, after the gift's own rules, for
         # those that pass.)
-        refusal = gifts.admission_refusal(self.store, self.identity, message.stream_id)
-        if refusal is not None:
-            self._gift_refused(refusal.code, refusal.message, message.id, refusal.retry_after_ms)
+        refused = gifts.admission_refused(self.store, self.identity, message.stream_id)
+        if refused is not None:
+            code, retry_after_ms = refused
+            metrics.count_gift("ws", code.code)
+            self.connection.send(
+                refusal_frame(
+                    message.id, code, retry_after_ms, refusal_message, self.connection.encoding
+                )
+            )
             return
 
         async def send() -> None:

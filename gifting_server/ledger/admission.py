@@ -35,6 +35,7 @@ from itertools import count
 from gifting_server import metrics
 from gifting_server.config import Overload
 from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.loop_lag import LoopLag
 
 # The pace is measured over the last one to two windows of this length.
 WINDOW_S = 0.5
@@ -100,6 +101,21 @@ class BaseLatency:
         self.started = now - elapsed % BASE_WINDOW_S
 
 
+def overloaded_message(retry_after_ms: int) -> str:
+    return (
+        f"the server is overloaded; nothing was changed; retry with the same key in "
+        f"{retry_after_ms} ms"
+    )
+
+
+def overloaded_error(retry_after_ms: int) -> GiftingError:
+    return GiftingError(
+        ErrorCode.SERVICE_UNAVAILABLE,
+        overloaded_message(retry_after_ms),
+        retry_after_ms=retry_after_ms,
+    )
+
+
 @dataclass(frozen=True)
 class Place:
     """A gift's place in flight: when it took it, and whether few were in flight then
@@ -114,10 +130,17 @@ class Admission:
     """The gifts a worker has in flight to one Redis (on a cluster, to one master:
     `gift_admission.py` keeps one per master), and the rule that refuses more."""
 
-    def __init__(self, limits: Overload, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        limits: Overload,
+        clock: Callable[[], float] = time.monotonic,
+        loop_lag: LoopLag | None = None,
+    ) -> None:
         self.limits = limits
         self.clock = clock
+        self.loop_lag = loop_lag or LoopLag()
         self.target_s = limits.queue_target_ms / 1000
+        self.lag_target_s = limits.loop_lag_target_ms / 1000
         # ticket → when it was admitted; dicts keep insertion order: the first is oldest
         self.in_flight: dict[int, float] = {}
         self.tickets = count()
@@ -127,7 +150,7 @@ class Admission:
         self.base = BaseLatency(now)
         self.counters = {
             reason: metrics.GIFTS_REFUSED_OVERLOADED.labels(reason=reason)
-            for reason in ("in_flight", "queue_delay")
+            for reason in ("in_flight", "loop_lag", "queue_delay")
         }
 
     @contextmanager
@@ -159,27 +182,35 @@ class Admission:
             self.base.add(done - place.since, done)
 
     def refusal(self, now: float | None = None) -> GiftingError | None:
-        """The refusal of a gift arriving now, counted, or None when one may go. The
-        WebSocket edge asks before it starts a gift's task: a refusal is then cheap."""
+        """The refusal of a gift arriving now, counted, or None when one may go."""
+        retry_after_ms = self.refused_now(now)
+        if retry_after_ms is None:
+            return None
+        return overloaded_error(retry_after_ms)
+
+    def refused_now(self, now: float | None = None) -> int | None:
+        """The `retry_after_ms` of a gift arriving now, refused and counted, or None when
+        one may go: `refusal` without its exception. The WebSocket edge asks this
+        before it starts a gift's task, and answers with a frame built once per
+        `retry_after_ms` (`protocol.refusal_frame`): a refusal costs next to nothing
+        beyond reading the gift and writing the answer."""
         now = self.clock() if now is None else now
         reason = self.overloaded(now)
         if reason is None:
             return None
         self.refused.add(now)
         self.counters[reason].inc()
-        retry_after_ms = self.retry_after_ms(now)
-        return GiftingError(
-            ErrorCode.SERVICE_UNAVAILABLE,
-            f"the server is overloaded; nothing was changed; retry with the same key in "
-            f"{retry_after_ms} ms",
-            retry_after_ms=retry_after_ms,
-        )
+        return self.retry_after_ms(now)
 
     def overloaded(self, now: float) -> str | None:
         """Why a gift arriving now is refused ("in_flight", "queue_delay"), or None."""
         waiting = len(self.in_flight)
         if waiting >= self.limits.max_in_flight:
             return "in_flight"
+        # The loop itself is late: every gift taken now would wait for it before and
+        # after its call to Redis, however short the queue in front of Redis.
+        if self.loop_lag.lag() > self.lag_target_s:
+            return "loop_lag"
         if not waiting:
             return None
         # The target is the queue's delay on top of the base latency: when every gift

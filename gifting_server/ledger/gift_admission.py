@@ -28,12 +28,15 @@ from contextlib import contextmanager
 from gifting_server import metrics
 from gifting_server.config import Overload
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger.admission import Admission
+from gifting_server.ledger.admission import Admission, overloaded_error, overloaded_message
+from gifting_server.loop_lag import LoopLag
 
 # The master a key's calls go to (an address), or None when it is not known yet.
 MasterOf = Callable[[str], Hashable | None]
 # A gift's next call goes to this key's master (`GiftInFlight.at`, or `anywhere`).
 StepAt = Callable[[str], None]
+# A gift refused before its task (`GiftAdmission.refused_now`): the code, retry_after_ms.
+Refused = tuple[ErrorCode, int]
 
 
 def one_redis(key: str) -> None:
@@ -54,24 +57,42 @@ class GiftAdmission:
         self.clock = clock
         # master → its account; a master not known yet (no slot map read) shares None's
         self.accounts: dict[Hashable | None, Admission] = {}
+        self.loop_lag = LoopLag()  # one for every account: they share the loop
+        # On one Redis its only account, asked without looking up any key's master.
+        self.only: Admission | None = None
+        if master_of is one_redis:
+            self.only = self.accounts[None] = Admission(limits, clock, self.loop_lag)
         self.users: dict[str, int] = {}  # user → their gifts under way in this worker
         self.refused_per_user = metrics.GIFTS_REFUSED_OVERLOADED.labels(reason="user_in_flight")
 
     def account(self, key: str) -> Admission:
         """The account of the master `key`'s calls go to."""
+        if self.only is not None:
+            return self.only
         master = self.master_of(key)
         account = self.accounts.get(master)
         if account is None:
-            account = self.accounts[master] = Admission(self.limits, self.clock)
+            account = self.accounts[master] = Admission(self.limits, self.clock, self.loop_lag)
         return account
 
     def refusal(self, user_id: str, keys: Iterable[str]) -> GiftingError | None:
         """The refusal of a gift of `user_id` with steps on `keys`' masters arriving
-        now, counted, or None when it may go. The WebSocket edge asks before it
-        starts a gift's task: a refusal is then cheap."""
+        now, counted, or None when it may go."""
+        refused = self.refused_now(user_id, keys)
+        return None if refused is None else refusal_error(*refused)
+
+    def refused_now(self, user_id: str, keys: Iterable[str]) -> Refused | None:
+        """`refusal` without its exception: what the WebSocket edge asks before it
+        starts a gift's task, so that a refusal is cheap. On one Redis `keys` is not
+        read (there is one account)."""
         if self.users.get(user_id, 0) >= self.limits.max_in_flight_per_user:
-            return self._user_refusal()
-        return self.master_refusal(keys)
+            self.refused_per_user.inc()
+            return ErrorCode.RATE_LIMITED, self.limits.retry_after_min_ms
+        if self.only is not None:
+            retry_after_ms = self.only.refused_now()
+        else:
+            retry_after_ms = self._master_refused(keys, ())
+        return None if retry_after_ms is None else (ErrorCode.SERVICE_UNAVAILABLE, retry_after_ms)
 
     @contextmanager
     def user_turn(self, user_id: str) -> Iterator[None]:
@@ -109,28 +130,41 @@ class GiftAdmission:
         self, keys: Iterable[str], asked: Iterable[Admission] = ()
     ) -> GiftingError | None:
         """The first refusal of the masters of `keys` not among `asked`, counted."""
+        retry_after_ms = self._master_refused(keys, asked)
+        return None if retry_after_ms is None else overloaded_error(retry_after_ms)
+
+    def _master_refused(self, keys: Iterable[str], asked: Iterable[Admission]) -> int | None:
         seen = set(asked)
         for key in keys:
             account = self.account(key)
             if account in seen:
                 continue
             seen.add(account)
-            refusal = account.refusal()
-            if refusal is not None:
-                return refusal
+            retry_after_ms = account.refused_now()
+            if retry_after_ms is not None:
+                return retry_after_ms
         return None
 
     def _user_refusal(self) -> GiftingError:
         self.refused_per_user.inc()
+        return refusal_error(ErrorCode.RATE_LIMITED, self.limits.retry_after_min_ms)
+
+
+def refusal_message(code: ErrorCode, retry_after_ms: int) -> str:
+    """The text of a refusal for load: past the worker's ceiling, or past the user's
+    bound on gifts under way."""
+    if code is ErrorCode.RATE_LIMITED:
         # The user's own gifts under way end within about a round trip to Redis:
         # the soonest retry any refusal asks for is time enough.
-        retry_after_ms = self.limits.retry_after_min_ms
-        return GiftingError(
-            ErrorCode.RATE_LIMITED,
+        return (
             f"too many of your gifts are under way at once; nothing was changed; retry "
-            f"with the same key in {retry_after_ms} ms",
-            retry_after_ms=retry_after_ms,
+            f"with the same key in {retry_after_ms} ms"
         )
+    return overloaded_message(retry_after_ms)
+
+
+def refusal_error(code: ErrorCode, retry_after_ms: int) -> GiftingError:
+    return GiftingError(code, refusal_message(code, retry_after_ms), retry_after_ms=retry_after_ms)
 
 
 class GiftInFlight:

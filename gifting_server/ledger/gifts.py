@@ -22,7 +22,13 @@ from gifting_server.errors import ErrorCode, GiftingError, script_error
 from gifting_server.fields import checked_key
 from gifting_server.ledger import keys, messages, streaks, stream_settings, transfers
 from gifting_server.ledger.clock import DAY_MS, day_number, held_until
-from gifting_server.ledger.gift_admission import GiftInFlight, StepAt, anywhere
+from gifting_server.ledger.gift_admission import (
+    GiftInFlight,
+    Refused,
+    StepAt,
+    anywhere,
+    refusal_error,
+)
 from gifting_server.ledger.gift_batch import GiftBatch
 from gifting_server.ledger.store import Store, guarded
 from gifting_server.ledger.streams import streamer_of
@@ -235,9 +241,18 @@ def admitted_keys(sender: Identity, stream_id: str) -> list[str]:
 
 
 def admission_refusal(store: Store, sender: Identity, stream_id: str) -> GiftingError | None:
-    """How `send_gift` would refuse this gift now for load, asked ahead (counted): the
-    WebSocket edge asks before it starts a gift's task, so that a refusal is cheap."""
-    return store.admission.refusal(sender.user_id, admitted_keys(sender, stream_id))
+    """How `send_gift` would refuse this gift now for load, asked ahead (counted)."""
+    refused = admission_refused(store, sender, stream_id)
+    return None if refused is None else refusal_error(*refused)
+
+
+def admission_refused(store: Store, sender: Identity, stream_id: str) -> Refused | None:
+    """`admission_refusal` as its code and retry_after_ms: the WebSocket edge asks
+    before it starts a gift's task, so that a refusal is cheap."""
+    admission = store.admission
+    # On one Redis there is one account: no key's master to look up.
+    keys = () if admission.only is not None else admitted_keys(sender, stream_id)
+    return admission.refused_now(sender.user_id, keys)
 
 
 def checked_gift(

@@ -4,7 +4,9 @@ and real sockets: tests/faults/test_overload.py."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 from contextlib import ExitStack
 
 import pytest
@@ -179,3 +181,28 @@ def test_the_pace_is_the_recent_rate_from_the_first_gift_on(clock: Clock) -> Non
     assert pace.per_s(clock.now) == pytest.approx(1000, rel=0.01)
     clock.now += 2 * WINDOW_S  # then nothing for two windows
     assert pace.per_s(clock.now) == 0
+
+
+async def test_a_standing_loop_lag_refuses_new_gifts_with_none_in_flight() -> None:
+    """The worker's own loop is late pass after pass (its CPU is the limit): a gift
+    taken now would wait for it before and after Redis, however short Redis's queue.
+    The loop is really blocked here, twice in a row, past `loop_lag_target_ms`."""
+    admission = Admission(LIMITS)  # the real clock
+    assert admission.refusal() is None  # the first ask starts the loop's timer
+    block_s = 2 * LIMITS.loop_lag_target_ms / 1000
+    tick = admission.loop_lag.due
+    time.sleep(block_s)
+    while admission.loop_lag.due == tick:  # the timer ran, late
+        await asyncio.sleep(0)
+    assert admission.refusal() is None  # one pause is not a standing lag
+    time.sleep(block_s)  # late again
+    assert admission.overloaded(time.monotonic()) == "loop_lag"
+    error = refused(admission)
+    assert error.code is ErrorCode.SERVICE_UNAVAILABLE
+    assert error.retry_after_ms is not None
+    assert LIMITS.retry_after_min_ms <= error.retry_after_ms <= LIMITS.retry_after_max_ms
+    async with asyncio.timeout(10):  # the loop runs on time again: gifts are taken
+        while admission.loop_lag.lag() > LIMITS.loop_lag_target_ms / 1000:
+            await asyncio.sleep(0)
+    with admission.admit():
+        pass
