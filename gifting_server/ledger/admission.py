@@ -209,7 +209,7 @@ class Admission:
             return "in_flight"
         # The loop itself is late: every gift taken now would wait for it before and
         # after its call to Redis, however short the queue in front of Redis.
-        if self.loop_lag.lag() > self.lag_target_s:
+        if self.lag_target_s and self.loop_lag.lag() > self.lag_target_s:
             return "loop_lag"
         if not waiting:
             return None

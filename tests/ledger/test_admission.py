@@ -17,6 +17,7 @@ from gifting_server.ledger.admission import WINDOW_S, Admission, Pace
 
 LIMITS = Overload(
     queue_target_ms=50,
+    loop_lag_target_ms=25,
     min_in_flight=10,
     max_in_flight=100,
     retry_after_min_ms=250,
