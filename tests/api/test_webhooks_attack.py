@@ -17,8 +17,10 @@ from gifting_server.auth import Identity, Role
 from gifting_server.config import ConfigError, Settings
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import keys
+from gifting_server.ledger.gifts import send_gift
 from gifting_server.ledger.store import Store
 from gifting_server.webhooks import endpoints
+from gifting_server.webhooks.deliver import Deliverer
 from gifting_server.webhooks.egress import parse_target
 from tests.api import assert_error
 from tests.api.test_http_flow import ALICE, STREAMER, gift, go_live
@@ -33,7 +35,7 @@ from tests.api.test_webhooks import (
     snapshot,
 )
 from tests.conftest import ServerThread, server_factory
-from tests.factories import auth, live_stream, token
+from tests.factories import auth, fund, live_stream, token, viewer
 from tests.faults import wait_until
 from tests.hub.wsclient import WsClient
 from tests.test_config import load
@@ -427,3 +429,43 @@ async def test_the_log_keeps_only_what_an_enabled_endpoint_still_waits_for(
         assert deleted.status_code == 200, deleted.text
         assert not await redis.exists(keys.webhook_log("s1"))
         assert await redis.hget(keys.stream("s1"), keys.WEBHOOK_LOG_FIELD) is None
+
+
+async def test_a_deliverer_stopped_while_its_round_waits_out_an_attempt_leaves_nothing_running(
+    store: Store, receiver: Receiver
+) -> None:
+    """A round past its deadline no longer starts anything but waits for the attempt
+    under way (here a receiver that hangs) before it gives up the lease. A shutdown
+    then must end that attempt too: one left running would deliver, and record, with
+    no lease (another worker may hold it by then) and after its server stopped."""
+    webhooks = dataclasses.replace(
+        store.settings.webhooks, poll_ms=20, timeout_s=10.0, lease_ms=10_500
+    )
+    store = Store(store.redis, dataclasses.replace(store.settings, webhooks=webhooks))
+    await live_stream(store, "s1", "streamer1")
+    await fund(store, "alice")
+    who = Identity("streamer1", "Streamer One", Role.STREAMER)
+    await endpoints.register(store, who, "s1", parse_target(receiver.url), ("gift",), "k")
+    receiver.hold = True
+    deliverer = Deliverer(store)
+    deliverer.start()
+    try:
+        await send_gift(store, viewer("alice"), "s1", "rose", 1, "g1")
+        await receiver.wait_for_arrivals(1)
+
+        async def past_the_deadline() -> bool:
+            # The round's deadline is lease_ms - timeout_s - 0.1 s after the lease
+            # was taken: with 5 s of the lease left it has long passed (by 4.6 s, its
+            # 20 ms polls since), and the attempt has about 5 s to go.
+            return 0 < int(await store.redis.pttl(keys.webhook_lease("s1"))) < 5000
+
+        await wait_until(past_the_deadline, 15, "the round's deadline passed")
+    finally:
+        await deliverer.stop()
+        receiver.release.set()
+    running = [
+        task
+        for task in asyncio.all_tasks()
+        if getattr(task.get_coro(), "__qualname__", "").startswith("Deliverer.")
+    ]
+    assert running == []
