@@ -55,6 +55,20 @@ from gifting_server.redis_topology import RedisUnreachable, detect
 CURRENCIES = ("coins", "diamonds", "owed")
 # Said of a transfer credited while the audit read: its other lines are not final.
 MOVED_WHILE_READ = "credited while this audit read the ledger"
+# The audit's reads, in order: `on_step` hears each name before that read begins.
+READ_STEPS = (
+    "outboxes",
+    "journals",
+    "transfers",
+    "wallets",
+    "platform",
+    "leaderboards",
+    "payments",
+    "key types",
+    "cashouts",
+    "battles",
+    "moved",
+)
 WALLET_FIELDS = ("coins", "diamonds", "owed", "received")
 CHUNK = 1000
 # The end of a payment record claimed but not applied (lua/include/payment_record.lua):
@@ -202,6 +216,7 @@ async def reconcile(
     chunk: int = CHUNK,
     progress: Callable[[int], None] | None = None,
     on_entry: Callable[[str, dict[str, str]], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> Report:
     """Audit the ledger behind `redis` (a client with decode_responses=True): one Redis,
     or a Redis Cluster, whose every master the SCANs read (redis-py's `scan_iter`).
@@ -209,13 +224,20 @@ async def reconcile(
     `share_bps` is the creator share of gift entries that record none (written before
     the share was journaled): the configured `economy.creator_share_bps`.
     `progress` hears the entries read so far, `on_entry` each entry as it is replayed
-    (the risk report reads them there).
+    (the risk report reads them there), `on_step` the name of each of `READ_STEPS`
+    before it is read (what others do to the ledger between two reads is what the
+    audit must tell apart from a defect).
     """
+    step = on_step or (lambda name: None)
     report = Report()
     # Before anything else: the transfers a relay may finish while the audit reads.
+    step("outboxes")
     before = await _uncredited(redis, Report(), await _outbox_transfers(redis, Report()))
+    step("journals")
     replay = await _replay_journal(redis, report, share_bps, chunk, progress, on_entry)
+    step("transfers")
     await _pending_transfers(redis, report, replay)
+    step("wallets")
     users = sorted(
         {
             keys.user_of_wallet_key(key)
@@ -230,6 +252,7 @@ async def reconcile(
     for user, values in zip(users, wallets, strict=True):
         _check_wallet(report, replay, user, values or [None] * len(WALLET_FIELDS))
 
+    step("platform")
     accounts = sorted(
         {keys.LEGACY_PLATFORM_ACCOUNT}
         | {key async for key in redis.scan_iter(match=keys.PLATFORM_PATTERN, count=1000)}
@@ -248,11 +271,17 @@ async def reconcile(
                 f"conservation: {name} minted {t.minted} - burned {t.burned} = "
                 f"{t.minted - t.burned}, but {t.outstanding} are outstanding"
             )
+    step("leaderboards")
     await _check_leaderboards(redis, report, replay, users)
+    step("payments")
     await _check_payments(redis, report, replay)
+    step("key types")
     await _check_key_types(redis, report)
+    step("cashouts")
     await replay.cashouts.check_records(redis, report.problems)
+    step("battles")
     await replay.battles.check_records(redis, report.problems)
+    step("moved")
     await _moved_transfers(redis, report, before)
     return report
 
