@@ -19,8 +19,8 @@ not applied (a crash between a cluster payment's steps) is listed, not failed; a
 that every key a gift writes without reading it first has the type the gift writes
 (the scripts leave that check to the audit: docs/performance.md). It never writes. Run it on a
 quiet ledger: a gift landing between reading the journals and reading the wallets
-shows as a difference (a gift across slots that a relay credits meanwhile is named
-as such: `MOVED_WHILE_READ`). `reconcile_main` then prints the risk report (`risk.py`):
+shows as a difference (a gift across slots credited meanwhile, on its stream or its
+streamer's side, is named as such: `MOVED_WHILE_READ`). `reconcile_main` then prints the risk report (`risk.py`):
 warnings only.
 
 The creator share is checked gift by gift, under the share each gift's entry records
@@ -325,12 +325,24 @@ async def _outbox_transfers(
     return pending
 
 
+# Where a transfer is credited: on its stream (step 3), on its streamer's side (step 4).
+Sides = tuple[bool, bool]
+
+
+async def _sides(
+    redis: RedisClient, report: Report, pending: list[tuple[str, transfers.Transfer]]
+) -> list[Sides]:
+    on_stream = await _credited(redis, report, pending, lambda t: keys.stream(t.stream))
+    on_streamer = await _credited(redis, report, pending, lambda t: keys.wallet(t.streamer))
+    return list(zip(on_stream, on_streamer, strict=True))
+
+
 async def _uncredited(
     redis: RedisClient, report: Report, pending: list[tuple[str, transfers.Transfer]]
-) -> list[tuple[str, transfers.Transfer]]:
-    """Those of `pending` not yet credited on the streamer's side."""
-    done = await _credited(redis, report, pending, lambda t: keys.wallet(t.streamer))
-    return [transfer for transfer, credited in zip(pending, done, strict=True) if not credited]
+) -> list[tuple[str, transfers.Transfer, Sides]]:
+    """Those of `pending` not yet credited on the streamer's side, with where they are."""
+    sides = await _sides(redis, report, pending)
+    return [(i, t, s) for (i, t), s in zip(pending, sides, strict=True) if not s[1]]
 
 
 async def _pending_transfers(redis: RedisClient, report: Report, replay: _Replay) -> None:
@@ -364,15 +376,16 @@ async def _pending_transfers(redis: RedisClient, report: Report, replay: _Replay
 
 
 async def _moved_transfers(
-    redis: RedisClient, report: Report, before: list[tuple[str, transfers.Transfer]]
+    redis: RedisClient, report: Report, before: list[tuple[str, transfers.Transfer, Sides]]
 ) -> None:
     """The audit's reads are not one snapshot: a transfer in transit when the audit
-    began and credited before it ended (a relay finishing it) is counted in the
-    figures read after its credit and not in those read before. Each one is named,
-    so that the differences it makes are not taken for a defect."""
-    credited = await _credited(redis, report, before, lambda t: keys.wallet(t.streamer))
-    for (transfer_id, _), done in zip(before, credited, strict=True):
-        if done:
+    began and credited on either side before it ended (a relay finishing it, or a
+    worker between its steps: its stream credited, its streamer's side not yet) is
+    counted in the figures read after that credit and not in those read before. Each
+    one is named, so that the differences it makes are not taken for a defect."""
+    now = await _sides(redis, report, [(i, t) for i, t, _ in before])
+    for (transfer_id, _, then), sides in zip(before, now, strict=True):
+        if sides != then:
             report.problems.append(
                 f"gift transfer {transfer_id}: {MOVED_WHILE_READ} (the figures read after "
                 "its credit count it, those read before do not; run again)"
