@@ -469,3 +469,76 @@ async def test_a_deliverer_stopped_while_its_round_waits_out_an_attempt_leaves_n
         if getattr(task.get_coro(), "__qualname__", "").startswith("Deliverer.")
     ]
     assert running == []
+
+
+async def test_two_workers_with_a_hanging_endpoint_deliver_a_late_one_in_order_one_at_a_time(
+    start: Any, receiver: Receiver
+) -> None:
+    """A receiver that never answers holds each round until its attempt times out; the
+    rounds, and the lease, pass between two workers meanwhile, and an endpoint
+    registered after the first of them is started again within each round. Its
+    messages come in order, one attempt at a time (a round that outlived its lease
+    would overlap the next holder's), and none is lost."""
+    webhooks = {**FAST_WEBHOOKS, "timeout_s": 1.0, "lease_ms": 1300}
+    first, second = start(webhooks=webhooks), start(webhooks=webhooks)
+    async with (
+        receiving() as late,
+        httpx.AsyncClient(base_url=first.url, timeout=10) as one,
+        httpx.AsyncClient(base_url=second.url, timeout=10) as other,
+    ):
+        await live_and_funded(one)
+        await register(one, receiver)
+        receiver.hold = True  # every attempt times out, for the whole test
+        try:
+            await gifts(one, 1, "a")
+            await receiver.wait_for_arrivals(1)
+            await register(other, late)
+            sent = []
+            for round_ in range(4):
+                # A new round (the hanging attempt timed out; either worker may hold it).
+                await receiver.wait_for_arrivals(round_ + 2)
+                for i in range(3):
+                    sent += await gifts(one if i % 2 else other, 1, f"b{round_}-{i}")
+            events = await late.wait_for(len(sent), timeout=30)
+            assert [e["event_id"] for e in events] == sent
+            arrived = [int(mid.rsplit("_", 1)[1]) for mid in late.arrivals]
+            assert arrived == sorted(arrived)  # a message again only right after itself
+            assert late.most_in_flight == 1
+        finally:
+            receiver.release.set()
+
+
+async def test_an_endpoint_started_again_past_the_rounds_deadline_sends_nothing_more(
+    start: Any, receiver: Receiver, redis: AsyncClient
+) -> None:
+    """While a hanging receiver holds a round, the round's other endpoints are started
+    again each poll, but past the round's deadline (lease_ms - timeout_s - 0.1 s after
+    its lease) none may start an attempt: one could outlast the lease, and the next
+    holder (the other worker) would send the same message while it is still under way."""
+    webhooks = {**FAST_WEBHOOKS, "timeout_s": 3.0, "lease_ms": 3300}
+    first, second = start(webhooks=webhooks), start(webhooks=webhooks)
+    async with (
+        receiving() as late,
+        httpx.AsyncClient(base_url=first.url, timeout=10) as one,
+        httpx.AsyncClient(base_url=second.url, timeout=10) as other,
+    ):
+        await live_and_funded(one)
+        await register(one, receiver)
+        receiver.hold = late.hold = True  # every attempt to either one times out
+        try:
+            await gifts(one, 1, "a")
+            await receiver.wait_for_arrivals(1)
+            await register(other, late)
+
+            async def past_the_deadline() -> bool:
+                # The deadline is 0.2 s after the lease was taken: with 2.5 s left it
+                # has passed, and the hanging attempt has more than 2 s to go.
+                return 0 < int(await redis.pttl(keys.webhook_lease("s1"))) < 2500
+
+            await wait_until(past_the_deadline, 15, "the round's deadline passed")
+            await gifts(other, 1, "b")
+            await late.wait_for_arrivals(2, timeout=30)  # and its attempt timed out once
+            assert late.most_in_flight == 1
+        finally:
+            receiver.release.set()
+            late.release.set()
