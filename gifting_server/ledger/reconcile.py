@@ -20,8 +20,8 @@ that every key a gift writes without reading it first has the type the gift writ
 (the scripts leave that check to the audit: docs/performance.md). It never writes. Run it on a
 quiet ledger: a gift landing between reading the journals and reading the wallets
 shows as a difference (a gift across slots credited meanwhile, on its stream or its
-streamer's side, is named as such: `MOVED_WHILE_READ`). `reconcile_main` then prints the risk report (`risk.py`):
-warnings only.
+streamer's side, is named as such: `MOVED_WHILE_READ`). `reconcile_main` then prints
+the risk report (`risk.py`): warnings only.
 
 The creator share is checked gift by gift, under the share each gift's entry records
 (`share`; entries written before it was recorded are checked under the configured
