@@ -542,3 +542,30 @@ async def test_an_endpoint_started_again_past_the_rounds_deadline_sends_nothing_
         finally:
             receiver.release.set()
             late.release.set()
+
+
+async def test_an_endpoint_that_fails_does_not_let_another_be_sent_twice_at_once(
+    start: Any, receiver: Receiver, redis: AsyncClient
+) -> None:
+    """One endpoint's delivery raises (its record is broken) while another's attempt
+    hangs: the round must wait for that attempt before it gives up the lease, or the
+    other worker takes the lease and sends the same message while it is under way."""
+    webhooks = {**FAST_WEBHOOKS, "timeout_s": 2.0, "lease_ms": 2300}
+    first, second = start(webhooks=webhooks), start(webhooks=webhooks)
+    async with (
+        receiving() as broken,
+        httpx.AsyncClient(base_url=first.url, timeout=10) as one,
+        httpx.AsyncClient(base_url=second.url, timeout=10) as other,
+    ):
+        await live_and_funded(one)
+        await register(one, receiver)
+        created = await register(other, broken)
+        await redis.hset(keys.webhook("s1", created["webhook_id"]), "cursor", "not a number")
+        receiver.hold = True
+        try:
+            await gifts(one, 1, "a")
+            await receiver.wait_for_arrivals(2, timeout=30)  # the next round's attempt
+            assert receiver.most_in_flight == 1
+            assert broken.arrived == 0
+        finally:
+            receiver.release.set()
