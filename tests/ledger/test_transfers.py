@@ -18,6 +18,7 @@ from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import gifts, keys, reconcile, streams, transfers, wallet
 from gifting_server.ledger.clock import DAY_MS, day_number
 from gifting_server.ledger.store import Store, connect
+from tests import faults
 from tests.conftest import make_settings
 from tests.factories import fund, live_stream, viewer
 from tests.ledger.support import FakeClock, assert_refused, journal_entries
@@ -310,6 +311,27 @@ async def test_a_transfer_moved_between_any_two_of_reconciles_reads_is_named(
     assert named or all(TRANSIT_LINE.match(p) for p in report.problems), report.format()
     assert await relay(ledger) == (0 if moves != "stream credit" else 1)
     await assert_reconciled(ledger)
+
+
+async def test_a_moved_transfer_does_not_hide_a_real_difference_beside_it(ledger: Store) -> None:
+    """A report that names a moved transfer is waited out by the fault tests, as one
+    read on a moving ledger: a real difference reported beside it must still fail them
+    once the ledger is settled."""
+    await debit_only(ledger)
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
+    await ledger.redis.hincrby(keys.wallet("alice"), "coins", 7)  # from nowhere
+    ran: list[int] = []
+
+    def relay_at(name: str) -> None:
+        if name == "wallets":
+            ran.append(relay_elsewhere(ledger))
+
+    share = ledger.settings.economy.creator_share_bps
+    report = await reconcile.reconcile(ledger.redis, share, on_step=relay_at)
+    assert ran == [1]
+    assert any(reconcile.MOVED_WHILE_READ in p for p in report.problems), report.format()
+    with pytest.raises(AssertionError, match="wallet alice"):
+        await faults.assert_reconciled(ledger.redis, share)
 
 
 async def test_the_relay_reads_every_slots_outbox_in_turn(store: Store) -> None:
