@@ -45,6 +45,10 @@ class Receiver:
         self.release = asyncio.Event()
         self.arrived = 0
         self.arrivals: list[str] = []  # message ids as they arrive, answered or not
+        # Deliveries arrived and not yet answered whose sender still waits (a held one
+        # no more once its sender closed the connection), now and at most.
+        self.in_flight = 0
+        self.most_in_flight = 0
         self.changed = asyncio.Condition()
 
     @property
@@ -56,9 +60,29 @@ class Receiver:
         async with self.changed:
             self.arrived += 1
             self.arrivals.append(request.headers.get("gifting-message-id", ""))
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
             self.changed.notify_all()
+        waited = [True]  # by the sender
+        try:
+            return await self._answer(request, raw, waited)
+        finally:
+            if waited[0]:
+                self.in_flight -= 1
+
+    async def _answer(self, request: Request, raw: bytes, waited: list[bool]) -> Response:
         if self.hold:
-            await self.release.wait()
+            released = asyncio.ensure_future(self.release.wait())
+            gone = asyncio.ensure_future(request.receive())  # a disconnect, the body read
+            try:
+                await asyncio.wait({released, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if gone.done() and waited[0]:  # the sender gave up on it
+                    waited[0] = False
+                    self.in_flight -= 1
+                await released
+            finally:
+                gone.cancel()
+                released.cancel()
         signed_with = None
         for secret in self.secrets:
             with contextlib.suppress(GiftingError):

@@ -19,9 +19,9 @@ not applied (a crash between a cluster payment's steps) is listed, not failed; a
 that every key a gift writes without reading it first has the type the gift writes
 (the scripts leave that check to the audit: docs/performance.md). It never writes. Run it on a
 quiet ledger: a gift landing between reading the journals and reading the wallets
-shows as a difference (a gift across slots that a relay credits meanwhile is named
-as such: `MOVED_WHILE_READ`). `reconcile_main` then prints the risk report (`risk.py`):
-warnings only.
+shows as a difference (a gift across slots credited meanwhile, on its stream or its
+streamer's side, is named as such: `MOVED_WHILE_READ`). `reconcile_main` then prints
+the risk report (`risk.py`): warnings only.
 
 The creator share is checked gift by gift, under the share each gift's entry records
 (`share`; entries written before it was recorded are checked under the configured
@@ -56,6 +56,20 @@ from gifting_server.redis_topology import RedisUnreachable, detect
 CURRENCIES = ("coins", "diamonds", "owed")
 # Said of a transfer credited while the audit read: its other lines are not final.
 MOVED_WHILE_READ = "credited while this audit read the ledger"
+# The audit's reads, in order: `on_step` hears each name before that read begins.
+READ_STEPS = (
+    "outboxes",
+    "journals",
+    "transfers",
+    "wallets",
+    "platform",
+    "leaderboards",
+    "payments",
+    "key types",
+    "cashouts",
+    "battles",
+    "moved",
+)
 WALLET_FIELDS = ("coins", "diamonds", "owed", "received")
 CHUNK = 1000
 # The end of a payment record claimed but not applied (lua/include/payment_record.lua):
@@ -203,6 +217,7 @@ async def reconcile(
     chunk: int = CHUNK,
     progress: Callable[[int], None] | None = None,
     on_entry: Callable[[str, dict[str, str]], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> Report:
     """Audit the ledger behind `redis` (a client with decode_responses=True): one Redis,
     or a Redis Cluster, whose every master the SCANs read (redis-py's `scan_iter`).
@@ -210,13 +225,20 @@ async def reconcile(
     `share_bps` is the creator share of gift entries that record none (written before
     the share was journaled): the configured `economy.creator_share_bps`.
     `progress` hears the entries read so far, `on_entry` each entry as it is replayed
-    (the risk report reads them there).
+    (the risk report reads them there), `on_step` the name of each of `READ_STEPS`
+    before it is read (what others do to the ledger between two reads is what the
+    audit must tell apart from a defect).
     """
+    step = on_step or (lambda name: None)
     report = Report()
     # Before anything else: the transfers a relay may finish while the audit reads.
+    step("outboxes")
     before = await _uncredited(redis, Report(), await _outbox_transfers(redis, Report()))
+    step("journals")
     replay = await _replay_journal(redis, report, share_bps, chunk, progress, on_entry)
+    step("transfers")
     await _pending_transfers(redis, report, replay)
+    step("wallets")
     users = sorted(
         {
             keys.user_of_wallet_key(key)
@@ -231,6 +253,7 @@ async def reconcile(
     for user, values in zip(users, wallets, strict=True):
         _check_wallet(report, replay, user, values or [None] * len(WALLET_FIELDS))
 
+    step("platform")
     accounts = sorted(
         {keys.LEGACY_PLATFORM_ACCOUNT}
         | {key async for key in redis.scan_iter(match=keys.PLATFORM_PATTERN, count=1000)}
@@ -249,11 +272,17 @@ async def reconcile(
                 f"conservation: {name} minted {t.minted} - burned {t.burned} = "
                 f"{t.minted - t.burned}, but {t.outstanding} are outstanding"
             )
+    step("leaderboards")
     await _check_leaderboards(redis, report, replay, users)
+    step("payments")
     await _check_payments(redis, report, replay)
+    step("key types")
     await _check_key_types(redis, report)
+    step("cashouts")
     await replay.cashouts.check_records(redis, report.problems)
+    step("battles")
     await replay.battles.check_records(redis, report.problems)
+    step("moved")
     await _moved_transfers(redis, report, before)
     return report
 
@@ -297,12 +326,24 @@ async def _outbox_transfers(
     return pending
 
 
+# Where a transfer is credited: on its stream (step 3), on its streamer's side (step 4).
+Sides = tuple[bool, bool]
+
+
+async def _sides(
+    redis: RedisClient, report: Report, pending: list[tuple[str, transfers.Transfer]]
+) -> list[Sides]:
+    on_stream = await _credited(redis, report, pending, lambda t: keys.stream(t.stream))
+    on_streamer = await _credited(redis, report, pending, lambda t: keys.wallet(t.streamer))
+    return list(zip(on_stream, on_streamer, strict=True))
+
+
 async def _uncredited(
     redis: RedisClient, report: Report, pending: list[tuple[str, transfers.Transfer]]
-) -> list[tuple[str, transfers.Transfer]]:
-    """Those of `pending` not yet credited on the streamer's side."""
-    done = await _credited(redis, report, pending, lambda t: keys.wallet(t.streamer))
-    return [transfer for transfer, credited in zip(pending, done, strict=True) if not credited]
+) -> list[tuple[str, transfers.Transfer, Sides]]:
+    """Those of `pending` not yet credited on the streamer's side, with where they are."""
+    sides = await _sides(redis, report, pending)
+    return [(i, t, s) for (i, t), s in zip(pending, sides, strict=True) if not s[1]]
 
 
 async def _pending_transfers(redis: RedisClient, report: Report, replay: _Replay) -> None:
@@ -336,15 +377,16 @@ async def _pending_transfers(redis: RedisClient, report: Report, replay: _Replay
 
 
 async def _moved_transfers(
-    redis: RedisClient, report: Report, before: list[tuple[str, transfers.Transfer]]
+    redis: RedisClient, report: Report, before: list[tuple[str, transfers.Transfer, Sides]]
 ) -> None:
     """The audit's reads are not one snapshot: a transfer in transit when the audit
-    began and credited before it ended (a relay finishing it) is counted in the
-    figures read after its credit and not in those read before. Each one is named,
-    so that the differences it makes are not taken for a defect."""
-    credited = await _credited(redis, report, before, lambda t: keys.wallet(t.streamer))
-    for (transfer_id, _), done in zip(before, credited, strict=True):
-        if done:
+    began and credited on either side before it ended (a relay finishing it, or a
+    worker between its steps: its stream credited, its streamer's side not yet) is
+    counted in the figures read after that credit and not in those read before. Each
+    one is named, so that the differences it makes are not taken for a defect."""
+    now = await _sides(redis, report, [(i, t) for i, t, _ in before])
+    for (transfer_id, _, then), sides in zip(before, now, strict=True):
+        if sides != then:
             report.problems.append(
                 f"gift transfer {transfer_id}: {MOVED_WHILE_READ} (the figures read after "
                 "its credit count it, those read before do not; run again)"

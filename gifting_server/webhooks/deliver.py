@@ -66,6 +66,23 @@ def _failed(task: asyncio.Task[None]) -> bool:
     return task.done() and not task.cancelled() and task.exception() is not None
 
 
+async def _end_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel each task and wait until every one has ended, however often the caller is
+    cancelled meanwhile (a shutdown cancels again every 0.1 s: `cancel_and_wait`), and
+    cancel again those that swallowed a cancellation; then the caller's own
+    cancellation, if any, goes on."""
+    cancelled = False
+    while busy := [t for t in tasks if not t.done()]:
+        for task in busy:
+            task.cancel()
+        try:
+            await asyncio.wait(busy, timeout=0.1)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+
+
 class Deliverer:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -179,14 +196,16 @@ class Deliverer:
                 if time.monotonic() >= deadline:
                     break
                 active = await self._members(keys.stream_webhooks_active(stream_id))
-        except asyncio.CancelledError:
-            for task in running.values():
-                task.cancel()
-            raise
-        finally:
+            # Past the round's end (or an endpoint's error) the others end by themselves,
+            # by the deadline at the latest.
             busy = [t for t in running.values() if not t.done()]
             if busy:
                 await asyncio.wait(busy)
+        except BaseException:
+            # Cancelled (a shutdown), here or while waiting for the others, or the log
+            # unreadable: end every endpoint's delivery before the lease is given up.
+            await _end_all(list(running.values()))
+            raise
         for task in running.values():
             error = task.exception() if _failed(task) else None
             if error is not None:

@@ -17,8 +17,10 @@ from gifting_server.auth import Identity, Role
 from gifting_server.config import ConfigError, Settings
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import keys
+from gifting_server.ledger.gifts import send_gift
 from gifting_server.ledger.store import Store
 from gifting_server.webhooks import endpoints
+from gifting_server.webhooks.deliver import Deliverer
 from gifting_server.webhooks.egress import parse_target
 from tests.api import assert_error
 from tests.api.test_http_flow import ALICE, STREAMER, gift, go_live
@@ -33,7 +35,7 @@ from tests.api.test_webhooks import (
     snapshot,
 )
 from tests.conftest import ServerThread, server_factory
-from tests.factories import auth, live_stream, token
+from tests.factories import auth, fund, live_stream, token, viewer
 from tests.faults import wait_until
 from tests.hub.wsclient import WsClient
 from tests.test_config import load
@@ -427,3 +429,143 @@ async def test_the_log_keeps_only_what_an_enabled_endpoint_still_waits_for(
         assert deleted.status_code == 200, deleted.text
         assert not await redis.exists(keys.webhook_log("s1"))
         assert await redis.hget(keys.stream("s1"), keys.WEBHOOK_LOG_FIELD) is None
+
+
+async def test_a_deliverer_stopped_while_its_round_waits_out_an_attempt_leaves_nothing_running(
+    store: Store, receiver: Receiver
+) -> None:
+    """A round past its deadline no longer starts anything but waits for the attempt
+    under way (here a receiver that hangs) before it gives up the lease. A shutdown
+    then must end that attempt too: one left running would deliver, and record, with
+    no lease (another worker may hold it by then) and after its server stopped."""
+    webhooks = dataclasses.replace(
+        store.settings.webhooks, poll_ms=20, timeout_s=10.0, lease_ms=10_500
+    )
+    store = Store(store.redis, dataclasses.replace(store.settings, webhooks=webhooks))
+    await live_stream(store, "s1", "streamer1")
+    await fund(store, "alice")
+    who = Identity("streamer1", "Streamer One", Role.STREAMER)
+    await endpoints.register(store, who, "s1", parse_target(receiver.url), ("gift",), "k")
+    receiver.hold = True
+    deliverer = Deliverer(store)
+    deliverer.start()
+    try:
+        await send_gift(store, viewer("alice"), "s1", "rose", 1, "g1")
+        await receiver.wait_for_arrivals(1)
+
+        async def past_the_deadline() -> bool:
+            # The round's deadline is lease_ms - timeout_s - 0.1 s after the lease
+            # was taken: with 5 s of the lease left it has long passed (by 4.6 s, its
+            # 20 ms polls since), and the attempt has about 5 s to go.
+            return 0 < int(await store.redis.pttl(keys.webhook_lease("s1"))) < 5000
+
+        await wait_until(past_the_deadline, 15, "the round's deadline passed")
+    finally:
+        await deliverer.stop()
+        receiver.release.set()
+    running = [
+        task
+        for task in asyncio.all_tasks()
+        if getattr(task.get_coro(), "__qualname__", "").startswith("Deliverer.")
+    ]
+    assert running == []
+
+
+async def test_two_workers_with_a_hanging_endpoint_deliver_a_late_one_in_order_one_at_a_time(
+    start: Any, receiver: Receiver
+) -> None:
+    """A receiver that never answers holds each round until its attempt times out; the
+    rounds, and the lease, pass between two workers meanwhile, and an endpoint
+    registered after the first of them is started again within each round. Its
+    messages come in order, one attempt at a time (a round that outlived its lease
+    would overlap the next holder's), and none is lost."""
+    webhooks = {**FAST_WEBHOOKS, "timeout_s": 1.0, "lease_ms": 1300}
+    first, second = start(webhooks=webhooks), start(webhooks=webhooks)
+    async with (
+        receiving() as late,
+        httpx.AsyncClient(base_url=first.url, timeout=10) as one,
+        httpx.AsyncClient(base_url=second.url, timeout=10) as other,
+    ):
+        await live_and_funded(one)
+        await register(one, receiver)
+        receiver.hold = True  # every attempt times out, for the whole test
+        try:
+            await gifts(one, 1, "a")
+            await receiver.wait_for_arrivals(1)
+            await register(other, late)
+            sent = []
+            for round_ in range(4):
+                # A new round (the hanging attempt timed out; either worker may hold it).
+                await receiver.wait_for_arrivals(round_ + 2)
+                for i in range(3):
+                    sent += await gifts(one if i % 2 else other, 1, f"b{round_}-{i}")
+            events = await late.wait_for(len(sent), timeout=30)
+            assert [e["event_id"] for e in events] == sent
+            arrived = [int(mid.rsplit("_", 1)[1]) for mid in late.arrivals]
+            assert arrived == sorted(arrived)  # a message again only right after itself
+            assert late.most_in_flight == 1
+        finally:
+            receiver.release.set()
+
+
+async def test_an_endpoint_started_again_past_the_rounds_deadline_sends_nothing_more(
+    start: Any, receiver: Receiver, redis: AsyncClient
+) -> None:
+    """While a hanging receiver holds a round, the round's other endpoints are started
+    again each poll, but past the round's deadline (lease_ms - timeout_s - 0.1 s after
+    its lease) none may start an attempt: one could outlast the lease, and the next
+    holder (the other worker) would send the same message while it is still under way."""
+    webhooks = {**FAST_WEBHOOKS, "timeout_s": 3.0, "lease_ms": 3300}
+    first, second = start(webhooks=webhooks), start(webhooks=webhooks)
+    async with (
+        receiving() as late,
+        httpx.AsyncClient(base_url=first.url, timeout=10) as one,
+        httpx.AsyncClient(base_url=second.url, timeout=10) as other,
+    ):
+        await live_and_funded(one)
+        await register(one, receiver)
+        receiver.hold = late.hold = True  # every attempt to either one times out
+        try:
+            await gifts(one, 1, "a")
+            await receiver.wait_for_arrivals(1)
+            await register(other, late)
+
+            async def past_the_deadline() -> bool:
+                # The deadline is 0.2 s after the lease was taken: with 2.5 s left it
+                # has passed, and the hanging attempt has more than 2 s to go.
+                return 0 < int(await redis.pttl(keys.webhook_lease("s1"))) < 2500
+
+            await wait_until(past_the_deadline, 15, "the round's deadline passed")
+            await gifts(other, 1, "b")
+            await late.wait_for_arrivals(2, timeout=30)  # and its attempt timed out once
+            assert late.most_in_flight == 1
+        finally:
+            receiver.release.set()
+            late.release.set()
+
+
+async def test_an_endpoint_that_fails_does_not_let_another_be_sent_twice_at_once(
+    start: Any, receiver: Receiver, redis: AsyncClient
+) -> None:
+    """One endpoint's delivery raises (its record is broken) while another's attempt
+    hangs: the round must wait for that attempt before it gives up the lease, or the
+    other worker takes the lease and sends the same message while it is under way."""
+    webhooks = {**FAST_WEBHOOKS, "timeout_s": 2.0, "lease_ms": 2300}
+    first, second = start(webhooks=webhooks), start(webhooks=webhooks)
+    async with (
+        receiving() as broken,
+        httpx.AsyncClient(base_url=first.url, timeout=10) as one,
+        httpx.AsyncClient(base_url=second.url, timeout=10) as other,
+    ):
+        await live_and_funded(one)
+        await register(one, receiver)
+        created = await register(other, broken)
+        await redis.hset(keys.webhook("s1", created["webhook_id"]), "cursor", "not a number")
+        receiver.hold = True
+        try:
+            await gifts(one, 1, "a")
+            await receiver.wait_for_arrivals(2, timeout=30)  # the next round's attempt
+            assert receiver.most_in_flight == 1
+            assert broken.arrived == 0
+        finally:
+            receiver.release.set()

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import gifts, keys, reconcile, streams, transfers, wallet
 from gifting_server.ledger.clock import DAY_MS, day_number
 from gifting_server.ledger.store import Store, connect
+from tests import faults
 from tests.conftest import make_settings
 from tests.factories import fund, live_stream, viewer
 from tests.ledger.support import FakeClock, assert_refused, journal_entries
@@ -218,9 +221,9 @@ async def test_a_transfer_whose_record_expired_is_left_for_reconcile_to_report(
     assert any("record is gone" in problem for problem in report.problems), report.format()
 
 
-def relay_elsewhere(store: Store) -> int:
-    """The relay of another worker: its own connection and event loop, in a thread the
-    caller waits for (so it runs exactly between two of the caller's steps)."""
+def elsewhere(store: Store, work: Callable[[Store], Awaitable[int]]) -> int:
+    """`work` as another worker does it: its own connection and event loop, in a thread
+    the caller waits for (so it runs exactly between two of the caller's steps)."""
 
     async def run() -> int:
         assert store.settings.redis_url
@@ -228,7 +231,7 @@ def relay_elsewhere(store: Store) -> int:
         other = Store(client, store.settings)
         other.clock = store.clock
         try:
-            return await relay(other)
+            return await work(other)
         finally:
             await other.close()
 
@@ -237,6 +240,19 @@ def relay_elsewhere(store: Store) -> int:
     thread.start()
     thread.join()
     return finished[0]
+
+
+def relay_elsewhere(store: Store) -> int:
+    """The relay of another worker, run between two of the caller's steps."""
+    return elsewhere(store, relay)
+
+
+async def credit_stream_only(store: Store) -> int:
+    """Step 3 of alice's transfer k1, as a worker that then stalls (or dies) before
+    step 4 leaves it."""
+    record = await store.redis.get(keys.idempotency("alice", "k1"))
+    await transfers.credit_stream(store, transfers.Transfer.decoded(record.split("\n", 3)[3]))
+    return 1
 
 
 async def test_a_transfer_a_relay_finishes_while_reconcile_reads_is_named_not_taken_for_a_defect(
@@ -260,6 +276,62 @@ async def test_a_transfer_a_relay_finishes_while_reconcile_reads_is_named_not_ta
     moved = [p for p in report.problems if reconcile.MOVED_WHILE_READ in p]
     assert moved and "alice:k1" in moved[0], report.format()
     await assert_reconciled(ledger)
+
+
+TRANSIT_LINE = re.compile(
+    r"^gift transfer alice:k1: (credited, but still in its outbox|.* not yet credited) "
+)
+
+
+@pytest.mark.parametrize("step", reconcile.READ_STEPS)
+@pytest.mark.parametrize("moves", ["stream credit", "relay", "relay after the stream credit"])
+async def test_a_transfer_moved_between_any_two_of_reconciles_reads_is_named(
+    ledger: Store, step: str, moves: str
+) -> None:
+    """Whichever of reconcile's reads another worker's step of a transfer falls
+    between (its stream credited; the relay finishing it; the relay finishing one
+    whose stream was credited before), the report either agrees with the ledger but
+    for the transfer in transit, or names the transfer as moved: a difference it
+    makes is never left to pass for a defect. Settled, the ledger reconciles."""
+    await debit_only(ledger)
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
+    if moves == "relay after the stream credit":
+        await credit_stream_only(ledger)
+    work = credit_stream_only if moves == "stream credit" else relay
+    ran: list[int] = []
+
+    def move_at(name: str) -> None:
+        if name == step:
+            ran.append(elsewhere(ledger, work))
+
+    share = ledger.settings.economy.creator_share_bps
+    report = await reconcile.reconcile(ledger.redis, share, on_step=move_at)
+    assert ran == [1]
+    named = any(reconcile.MOVED_WHILE_READ in p and "alice:k1" in p for p in report.problems)
+    assert named or all(TRANSIT_LINE.match(p) for p in report.problems), report.format()
+    assert await relay(ledger) == (0 if moves != "stream credit" else 1)
+    await assert_reconciled(ledger)
+
+
+async def test_a_moved_transfer_does_not_hide_a_real_difference_beside_it(ledger: Store) -> None:
+    """A report that names a moved transfer is waited out by the fault tests, as one
+    read on a moving ledger: a real difference reported beside it must still fail them
+    once the ledger is settled."""
+    await debit_only(ledger)
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
+    await ledger.redis.hincrby(keys.wallet("alice"), "coins", 7)  # from nowhere
+    ran: list[int] = []
+
+    def relay_at(name: str) -> None:
+        if name == "wallets":
+            ran.append(relay_elsewhere(ledger))
+
+    share = ledger.settings.economy.creator_share_bps
+    report = await reconcile.reconcile(ledger.redis, share, on_step=relay_at)
+    assert ran == [1]
+    assert any(reconcile.MOVED_WHILE_READ in p for p in report.problems), report.format()
+    with pytest.raises(AssertionError, match="wallet alice"):
+        await faults.assert_reconciled(ledger.redis, share)
 
 
 async def test_the_relay_reads_every_slots_outbox_in_turn(store: Store) -> None:
