@@ -49,7 +49,6 @@ from gifting_server.ledger.journal import records as journal_records
 from gifting_server.ledger.reconcile_battles import BattlePoints  # ended battles' points
 from gifting_server.ledger.reconcile_cashouts import CashoutLegs  # failed cash-outs' returns
 from gifting_server.ledger.risk import RiskReport, RiskRules, RiskScan
-from gifting_server.ledger.scripts import script_source
 from gifting_server.ledger.store import RedisClient, connect
 from gifting_server.redis_topology import RedisUnreachable, detect
 
@@ -479,21 +478,10 @@ async def _check_leaderboards(
     streams = sorted({keys.stream_of_meta_key(k) for k in metas} | replay.stream_boards.keys())
     streamers = sorted(set(users) | replay.channel_boards.keys())
     boards = [keys.stream_leaderboard(s) for s in streams]
+    boards += [keys.channel_leaderboard(t, "all") for t in streamers]
     wanted = [replay.stream_boards[s] for s in streams]
-    stored = await _batched(redis, report, boards, lambda p, b: p.zrange(b, 0, -1, withscores=True))
-    # A streamer's all-time board as it is read: lb:all plus the open day's board, which
-    # the gifts bump alone until a later day folds it in (lua/channel_board.lua).
-    wallets = {keys.channel_leaderboard(t, "all"): keys.wallet(t) for t in streamers}
-    channel = list(wallets)
-    summed = script_source("channel_board")
-    stored += [
-        None if rows is None else list(zip(rows[::2], map(float, rows[1::2]), strict=True))
-        for rows in await _batched(
-            redis, report, channel, lambda p, b: p.eval(summed, 2, wallets[b], b, 0)
-        )
-    ]
-    boards += channel
     wanted += [replay.channel_boards[t] for t in streamers]
+    stored = await _batched(redis, report, boards, lambda p, b: p.zrange(b, 0, -1, withscores=True))
     for board, rows, want in zip(boards, stored, wanted, strict=True):
         if rows is None:
             continue  # a key of the wrong type, reported already

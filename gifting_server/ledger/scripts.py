@@ -58,21 +58,13 @@ SCRIPT_NAMES = (
     "battle_close_side",
     "battle_release",
     "publish_battle",
-    "channel_board",
 )
 # Never held for the replicas (`[redis] replicas_acked`): background upkeep no client
-# waits on, redone by the next sweep if a failover loses it, and a gift's gate and the
-# all-time board's read, which only read.
+# waits on, redone by the next sweep if a failover loses it, and a gift's gate, which
+# only reads.
 # The deliverer's bookkeeping (lease, attempts) is upkeep too: a lost write redelivers.
 UNACKED_SCRIPTS = frozenset(
-    {
-        "close_streaks",
-        "publish_state",
-        "gift_gate",
-        "webhook_lease",
-        "record_webhook_attempt",
-        "channel_board",
-    }
+    {"close_streaks", "publish_state", "gift_gate", "webhook_lease", "record_webhook_attempt"}
 )
 _LUA = resources.files("gifting_server.ledger") / "lua"
 INCLUDE = re.compile(r'^--- @include "([a-z_]+)"$', re.MULTILINE)

@@ -131,8 +131,6 @@ async def leaderboard(
     streamer = await streamer_of(store, stream_id)  # also: an unknown stream is refused
     if period == "week":
         rows = (await _week_board(store, streamer, now))[:limit]
-    elif period == "all":
-        rows = await all_time_board(store, streamer, limit)
     else:
         if period == "stream":
             board = keys.stream_leaderboard(stream_id)
@@ -143,19 +141,6 @@ async def leaderboard(
             store.redis.zrevrange(board, 0, limit - 1, withscores=True)  # type: ignore[arg-type]
         )
     return await _with_names(store, rows)
-
-
-async def all_time_board(store: Store, streamer: str, limit: int) -> list[tuple[str, float]]:
-    """The all-time board with the streamer's open day added, best first (a gift bumps
-    only its day's board; lua/channel_board.lua, include "earn" `bumpChannelBoards`)."""
-    reply = await guarded(
-        store.scripts.run(
-            "channel_board",
-            [keys.wallet(streamer), keys.channel_leaderboard(streamer, "all")],
-            [limit],
-        )
-    )
-    return [(str(reply[i]), float(reply[i + 1])) for i in range(0, len(reply), 2)]
 
 
 async def _week_board(store: Store, streamer: str, now: int) -> list[tuple[str, float]]:

@@ -17,7 +17,6 @@ from gifting_server.ledger.clock import DAY_MS
 from gifting_server.ledger.store import Store
 from tests.factories import fund, live_stream, viewer
 from tests.ledger.support import FakeClock, assert_refused, snapshot
-from tests.ledger.test_concurrency import assert_reconciled
 from tests.topology import Subscription
 
 T0 = 1_704_283_200_000  # 2024-01-03 12:00 UTC, a Wednesday
@@ -242,76 +241,13 @@ async def test_day_boards_expire_after_the_end_of_their_week(
     store: Store, clock: FakeClock
 ) -> None:
     """A week's board is the sum of its day boards, so each day board must outlive
-    the week it belongs to (a Monday's by 7 days), and then go. A streamer's open day
-    (the day its gifts bump alone, not yet folded into the all-time board) keeps its
-    board until a gift of a later day folds it and gives it that expiry."""
+    the week it belongs to (a Monday's by 7 days), and then go."""
     await fund(store, "alice")
     await live_stream(store)
     await gift(store, "alice", "rose")
     day_board = keys.channel_leaderboard("streamer1", "day", T0 // DAY_MS)
-    all_board = keys.channel_leaderboard("streamer1", "all")
-    assert await store.redis.pttl(day_board) == -1  # open
-    clock.advance(DAY_MS)
-    await gift(store, "alice", "rose")
     assert 7 * DAY_MS < await store.redis.pttl(day_board) <= 9 * DAY_MS
-    assert await store.redis.zscore(all_board, "alice") == 1  # the day before, folded
-    assert await store.redis.pttl(all_board) == -1
-    await assert_reconciled(store)
-
-
-async def coins_by_gifter(store: Store, period: str) -> dict[str, int]:
-    return {
-        row["user_id"]: row["coins"] for row in await streams.leaderboard(store, "s1", period, 10)
-    }
-
-
-async def test_the_all_time_board_sums_its_folded_days_the_open_one_and_late_gifts_once(
-    store: Store, clock: FakeClock
-) -> None:
-    """A gift bumps only its day's board; the all-time board as read adds the open day,
-    a later day folds it in, and a late gift (of a day already folded) counts on both
-    its day and the all-time board: every gift once, whatever the order of the days."""
-    for who in ("alice", "bob", "carol"):
-        await fund(store, who)
-    await live_stream(store)
-    await gift(store, "alice", "rose")
-    await gift(store, "bob", "finger_heart")
-    assert await coins_by_gifter(store, "all") == {"bob": 5, "alice": 1}
-    clock.advance(DAY_MS)
-    await gift(store, "alice", "finger_heart")  # folds the first day
-    await gift(store, "carol", "rose")
-    assert await coins_by_gifter(store, "all") == {"alice": 6, "bob": 5, "carol": 1}
-    assert await coins_by_gifter(store, "day") == {"alice": 5, "carol": 1}
-    clock.advance(-DAY_MS)  # a gift of the first day reaching Redis late
-    await gift(store, "carol", "finger_heart")
-    assert await coins_by_gifter(store, "day") == {"alice": 1, "bob": 5, "carol": 5}
-    clock.advance(DAY_MS)
-    assert await coins_by_gifter(store, "day") == {"alice": 5, "carol": 1}
-    assert await coins_by_gifter(store, "all") == {"alice": 6, "carol": 6, "bob": 5}
-    top = await streams.leaderboard(store, "s1", "all", 2)  # the best, ties as ZREVRANGE
-    assert [row["user_id"] for row in top] == ["carol", "alice"]
-    await assert_reconciled(store)
-
-
-async def test_a_day_board_from_before_the_fold_keeps_bumping_both_boards_that_day(
-    store: Store, clock: FakeClock
-) -> None:
-    """Boards written before the fold (every gift bumped its day and the all-time board):
-    a gift on such a day bumps both, so none of that day's gifts counts twice; the next
-    day opens."""
-    await fund(store, "alice")
-    await live_stream(store)
-    day_board = keys.channel_leaderboard("streamer1", "day", T0 // DAY_MS)
-    all_board = keys.channel_leaderboard("streamer1", "all")
-    await store.redis.zadd(day_board, {"zed": 7})  # an earlier version's gift of today
-    await store.redis.zadd(all_board, {"zed": 7, "old": 2})
-    await gift(store, "alice", "rose")
-    assert await coins_by_gifter(store, "all") == {"zed": 7, "old": 2, "alice": 1}
-    assert await store.redis.hget(keys.wallet("streamer1"), "lb_open") is None
-    clock.advance(DAY_MS)
-    await gift(store, "alice", "rose")
-    assert await store.redis.hget(keys.wallet("streamer1"), "lb_open") is not None
-    assert await coins_by_gifter(store, "all") == {"zed": 7, "old": 2, "alice": 2}
+    assert await store.redis.pttl(keys.channel_leaderboard("streamer1", "all")) == -1
 
 
 async def test_end_stream_after_meta_was_lost_and_recreated_never_half_applies(

@@ -6,7 +6,7 @@
   committed the gift. A transfer seen before answers its first result.
 
   Input:
-    KEYS[1] streamer wallet           {u:T}:wallet  (field lb_open: see bumpChannelBoards)
+    KEYS[1] streamer wallet           {u:T}:wallet
     KEYS[2] streamer's held diamonds  {u:T}:held
     KEYS[3] platform account          {u:T}:platform
     KEYS[4] channel leaderboard, day  {u:T}:lb:day:<n>  (n: the debit's day)
@@ -55,13 +55,12 @@ end
 local seen = redis.call('GET', recordKey)
 if seen then return {0, tonumber(seen), 1} end
 
-local diamonds, platformShare, received, totalDiamonds, openBoard =
-  checkEarn(streamerKey, cost, shareBps)
+local diamonds, platformShare, received, totalDiamonds = checkEarn(streamerKey, cost, shareBps)
 if not diamonds then return {platformShare} end
 
 writeEarn(streamerKey, heldKey, platformKey, heldUntil, heldUntilArg, now, diamonds,
   platformShare, received, totalDiamonds)
-bumpChannelBoards(streamerKey, dayBoardKey, allBoardKey, costArg, cost, sender, openBoard)
+bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
 journalGift(journalKey, sender, streamer, streamId, giftId, countArg, costArg, diamonds,
   platformShare, shareArg, eventId, idemName, nowArg, limit ~= '' and limit, ARGV[13] == '1',
   battle)

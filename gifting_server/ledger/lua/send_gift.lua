@@ -37,7 +37,7 @@
     KEYS[1]  idempotency record        {u:V}:idem:<key>
     KEYS[2]  viewer wallet             {u:V}:wallet
     KEYS[3]  stream meta               {s:S}:meta  (field webhook_log: see emitEvent)
-    KEYS[4]  streamer wallet           {u:T}:wallet  (field lb_open: see bumpChannelBoards)
+    KEYS[4]  streamer wallet           {u:T}:wallet
     KEYS[5]  streamer's held diamonds  {u:T}:held   (release unix ms -> diamonds)
     KEYS[6]  platform account          {u:T}:platform  (its share of gifts to T)
     KEYS[7]  stream leaderboard        {s:S}:lb
@@ -141,8 +141,7 @@ local coinsLeft, spent, refilledAt, tokens, budgetDays, spentDay, spentBefore =
 if not coinsLeft then return {spent} end
 
 -- 4. The streamer's side: diamonds, the hold, the platform's share.
-local diamonds, platformShare, received, totalDiamonds, openBoard =
-  checkEarn(streamerKey, cost, shareBps)
+local diamonds, platformShare, received, totalDiamonds = checkEarn(streamerKey, cost, shareBps)
 if not diamonds then return {platformShare} end
 
 -- 5. The stream's battle, when it is in one (reads only).
@@ -163,7 +162,7 @@ local coinsLeftText = writeSpend(walletKey, senderName, coinsLeft, spent, refill
   tokens, budgetDays, spentDay, spentBefore)
 
 redis.call('ZINCRBY', streamBoardKey, costArg, sender)
-bumpChannelBoards(streamerKey, dayBoardKey, allBoardKey, costArg, cost, sender, openBoard)
+bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
 journalGift(journalKey, sender, meta[1], streamId, giftId, countArg, costArg, diamonds,
   platformShare, shareArg, id, idemName, nowArg, w[2], isAdult, battle)
 if battle then countBattle(streamKey, battleTopKey, costArg, sender) end

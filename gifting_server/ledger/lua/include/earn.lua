@@ -18,19 +18,17 @@ local function creatorShare(n, shareBps)
 end
 
 -- What crediting `cost` coins does to the streamer: the diamonds earned, the
--- platform's share and the streamer's new totals, as values to pass to `writeEarn`,
--- and the streamer's open day board (`lb_open`, for `bumpChannelBoards`; false when
--- none); or false and 17 (CORRUPT_VALUE) when a stored number does not parse. Writes
--- nothing.
+-- platform's share and the streamer's new totals, as values to pass to `writeEarn`;
+-- or false and 17 (CORRUPT_VALUE) when a stored number does not parse. Writes nothing.
 -- The platform account and the held bucket are not read: HINCRBY adds to them, and
 -- only someone with Redis access can store a value it refuses (reconcile names a
 -- platform account that is no integer; a cashout refuses a held bucket that is none).
 local function checkEarn(streamerKey, cost, shareBps)
-  local s = redis.call('HMGET', streamerKey, 'received', 'diamonds', 'lb_open')
+  local s = redis.call('HMGET', streamerKey, 'received', 'diamonds')
   local received, streamerDiamonds = tonumber(s[1] or '0'), tonumber(s[2] or '0')
   if not (received and streamerDiamonds) then return false, 17 end
   local diamonds = creatorShare(received + cost, shareBps) - creatorShare(received, shareBps)
-  return diamonds, cost - diamonds, received + cost, streamerDiamonds + diamonds, s[3]
+  return diamonds, cost - diamonds, received + cost, streamerDiamonds + diamonds
 end
 
 -- Write what `checkEarn` returned. A held bucket the gift starts (an hour's first)
@@ -54,41 +52,12 @@ end
 -- A day board lives past the end of its week (a week is the sum of its day boards).
 local DAY_BOARD_TTL_MS = 9 * 86400000
 
--- The streamer's day and all-time boards of top gifters, folded: a gift bumps its day's
--- board alone, and the all-time board {u:T}:lb:all holds every day but the streamer's
--- open one, the day board named in the streamer wallet's field `lb_open` (`open`; false
--- when none). The all-time board as read is the two summed (lua/channel_board.lua;
--- reconcile checks the same sum). The first gift of a later day folds the open day
--- into the all-time board (ZUNIONSTORE, once a streamer and day), gives it the day
--- boards' expiry and opens its own day. A gift of a day before the open one (a late
--- gift: a transfer credited after midnight, a worker's clock behind) bumps both
--- boards, as does a gift on a day whose board existed before any day was opened (a
--- streamer's boards from before the fold: no gift of that day is counted twice).
--- One ZINCRBY a gift instead of two (docs/performance.md). `streamerKey` is the
--- streamer's wallet; the open day's board is not among the script's KEYS: its name
--- carries the hash tag of the boards the script was given, so it is in their slot.
--- Returns the open day board after the gift.
-local function bumpChannelBoards(streamerKey, dayBoardKey, allBoardKey, costArg, cost, sender,
-    open)
-  if open == dayBoardKey then
-    redis.call('ZINCRBY', dayBoardKey, costArg, sender)
-    return open
+-- The streamer's day and all-time boards of top gifters.
+local function bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
+  if tonumber(redis.call('ZINCRBY', dayBoardKey, costArg, sender)) == cost then
+    redis.call('PEXPIRE', dayBoardKey, DAY_BOARD_TTL_MS)
   end
-  local day = tonumber(string.match(dayBoardKey, ':(%d+)$'))
-  local openDay = open and tonumber(string.match(open, ':(%d+)$'))
-  if openDay and day > openDay then
-    redis.call('ZUNIONSTORE', allBoardKey, 2, allBoardKey, open)
-    redis.call('PEXPIRE', open, DAY_BOARD_TTL_MS)
-  elseif openDay or redis.call('EXISTS', dayBoardKey) == 1 then
-    if tonumber(redis.call('ZINCRBY', dayBoardKey, costArg, sender)) == cost then
-      redis.call('PEXPIRE', dayBoardKey, DAY_BOARD_TTL_MS)
-    end
-    redis.call('ZINCRBY', allBoardKey, costArg, sender)
-    return open
-  end
-  redis.call('ZINCRBY', dayBoardKey, costArg, sender)
-  redis.call('HSET', streamerKey, 'lb_open', dayBoardKey)
-  return dayBoardKey
+  redis.call('ZINCRBY', allBoardKey, costArg, sender)
 end
 
 -- The gift's journal entry, in the streamer's journal: one field `g`, its values in

@@ -153,8 +153,8 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   -- received (read by the call's first gift to the streamer, then from `shared`).
   local sr = shared.streamers[streamerKey]
   if not sr then
-    local s = redis.call('HMGET', streamerKey, 'received', 'diamonds', 'lb_open')
-    sr = {received = tonumber(s[1] or '0'), diamonds = tonumber(s[2] or '0'), open = s[3]}
+    local s = redis.call('HMGET', streamerKey, 'received', 'diamonds')
+    sr = {received = tonumber(s[1] or '0'), diamonds = tonumber(s[2] or '0')}
     shared.streamers[streamerKey] = sr
     shared.streamerOrder[#shared.streamerOrder + 1] = streamerKey
   end
@@ -206,8 +206,7 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
     tokens, budgetDays, spentDay, spentBefore)
 
   redis.call('ZINCRBY', streamBoardKey, costArg, sender)
-  sr.open = bumpChannelBoards(streamerKey, dayBoardKey, allBoardKey, costArg, cost, sender,
-    sr.open)
+  bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
   local journal = shared.journals[journalKey]
   if not journal then
     journal = {gifts = {}, battles = {}, counted = false}
