@@ -109,8 +109,7 @@ def cashouts(user_id: str) -> str:
 
 def channel_leaderboard(streamer_id: str, period: str, bucket: int | None = None) -> str:
     """Top gifters of a streamer across streams: period is day or all (a week is
-    the sum of its day boards; the all-time board lacks the streamer's open day,
-    read with it by lua/channel_board.lua)."""
+    the sum of its day boards)."""
     suffix = period if bucket is None else f"{period}:{bucket}"
     return f"{{u:{streamer_id}}}:lb:{suffix}"
 

@@ -80,7 +80,8 @@ BATCH_BEFORE = {8: 243_940, 32: 230_011}
 # Recorded, not compared: before the clock once a stream and call and the all-time board
 # folded (fb10b79), send_gift 312,069 (--path single), send_gifts 239,833 at 8 a call and
 # 220,821 at 32, across slots 504,261; after, 305,319, 224,365, 203,853 and 497,947
-# (BENCHMARKS.md, "the clock once a call, the all-time board folded").
+# (BENCHMARKS.md, "the clock once a call, the all-time board folded"); with the fold
+# undone, 313,309 (batch 1), 235,984, 215,927 and 505,069.
 
 # Sends `gifts` gifts to a Redis at `url` (a client to it given too).
 Sender = Callable[[redis.Redis, str, Settings, int], None]
