@@ -155,6 +155,8 @@ def declared() -> list[str]:
 FED_ELSEWHERE = {
     "gifting_replica_ack_shortfalls": "tests/ledger/test_replica_ack.py",
     "gifting_gifts_refused_overloaded": "tests/faults/test_overload.py",
+    # Measured only while the loop-lag rule is on (off by default).
+    "gifting_event_loop_lag_seconds": "tests/faults/test_overload.py",
     "gifting_speech_renders": "tests/api/test_speech.py",
     "gifting_webhook_deliveries": "tests/api/test_webhooks.py",
     "gifting_webhook_backlog": "tests/api/test_webhooks.py",

@@ -183,6 +183,9 @@ async def test_gifts_read_while_the_loop_is_late_are_refused_and_go_through_late
             assert response.status_code == 503, response.text
             assert int(response.headers["retry-after"]) >= 1
             assert await refused_count(http, "loop_lag") >= counted + len(refusals) + 1
+            text = (await http.get("/metrics")).text
+            lag = re.search(r"^gifting_event_loop_lag_seconds (\S+)$", text, re.M)
+            assert lag and float(lag[1]) > 0, "the loop's lateness is in its gauge"
         finally:
             await blocker.stop(target_ms / 1000)
 
