@@ -263,7 +263,7 @@ class ClientSession:
                     message.count,
                     message.id,
                     message=message.message,
-                    timed=metrics.GIFT_LATENCY.labels(path="ws").time,
+                    timed=metrics.gift_latency("ws").time,
                 )
             except GiftingError as e:
                 self._gift_refused(e.code, e.message, message.id, e.retry_after_ms)
