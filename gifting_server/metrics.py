@@ -91,6 +91,16 @@ def count_request(method: str, status: int) -> None:
 # Each gift and each refusal counts: `labels()` costs more than the count itself (a
 # lock and a dict built per call), so each pair's child is looked up once.
 _GIFT_COUNTERS: dict[tuple[str, str], Any] = {}
+_GIFT_LATENCIES: dict[str, Histogram] = {}
+
+
+def gift_latency(path: str) -> Histogram:
+    """GIFT_LATENCY's child for `path`, looked up once: `labels()` takes a lock and
+    builds its key on every call, and the WebSocket edge asks per gift."""
+    child = _GIFT_LATENCIES.get(path)
+    if child is None:
+        child = _GIFT_LATENCIES[path] = GIFT_LATENCY.labels(path=path)
+    return child
 
 
 def count_gift(path: str, outcome: str) -> None:

@@ -51,6 +51,7 @@ class ClientSession:
         guard: OverlayGuard | None = None,
     ) -> None:
         self.connection = connection
+        self.loop = connection.loop
         self.identity = identity
         self.hub = hub
         self.store = store
@@ -262,7 +263,7 @@ class ClientSession:
                     message.count,
                     message.id,
                     message=message.message,
-                    timed=metrics.GIFT_LATENCY.labels(path="ws").time,
+                    timed=metrics.gift_latency("ws").time,
                 )
             except GiftingError as e:
                 self._gift_refused(e.code, e.message, message.id, e.retry_after_ms)
@@ -291,7 +292,7 @@ class ClientSession:
     ) -> asyncio.Task[None]:
         """Start `work` among `tasks` (the ones `close` cancels, unless given others)."""
         kept = self.tasks if tasks is None else tasks
-        task = asyncio.get_running_loop().create_task(work)
+        task = self.loop.create_task(work)
         kept.add(task)
         task.add_done_callback(kept.discard)
         return task

@@ -64,6 +64,9 @@ OpenSession = Callable[["HubConnection", Identity], Session]
 class HubConnection(asyncio.Protocol):
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any]) -> None:
         self.config, self.server_state, self.app_state = config, server_state, app_state
+        # Kept: on Python 3.11 each asyncio.get_running_loop() is a getpid() system call,
+        # and every data frame reads the loop's clock.
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.ws: ServerProtocol | None = None
         self.session: Session | None = None
@@ -220,7 +223,7 @@ class HubConnection(asyncio.Protocol):
         self._limit_write_buffers(hub.settings.websocket.write_buffer_bytes)
         chosen = response.headers.get("Sec-WebSocket-Protocol")
         self.encoding = Encoding(chosen) if chosen else Encoding.JSON
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         self.last_pong = loop.time()
         try:
             identity = verify_token(hub.settings.secret, _token_of(request))
@@ -274,12 +277,12 @@ class HubConnection(asyncio.Protocol):
             # 6455 section 5.5.3), not for free.
             if self.awaiting_pong or (self.session is not None and self.session.allow_frame()):
                 self.awaiting_pong = False
-                self.last_pong = asyncio.get_running_loop().time()
+                self.last_pong = self.loop.time()
         elif frame.opcode is Opcode.PING:
             if self.session is not None and self.session.allow_frame():
                 self.send(Frame(Opcode.PONG, frame.data).serialize(mask=False))
         elif frame.opcode in DATA_OPCODES and self.session is not None:
-            self.last_pong = asyncio.get_running_loop().time()
+            self.last_pong = self.loop.time()
             if frame.opcode is Opcode.CONT and not self.session.allow_frame():
                 # A flood of tiny fragments is a flood all the same. The message it
                 # belongs to is dropped: what would follow has a hole in it.
@@ -339,7 +342,7 @@ class HubConnection(asyncio.Protocol):
             self.transport.close()
             return
         self.transport.write_eof()
-        asyncio.get_running_loop().call_later(CLOSE_GRACE_S, self.transport.abort)
+        self.loop.call_later(CLOSE_GRACE_S, self.transport.abort)
 
     # -- what the hub and the session call --------------------------------------
 
@@ -363,7 +366,7 @@ class HubConnection(asyncio.Protocol):
         if self.ws is None or self.closed or self.ws.state is not State.OPEN:
             return False  # a closing handshake is under way: no more pings
         limits = self.app_state["hub"].settings.websocket
-        if asyncio.get_running_loop().time() - self.last_pong > 2 * limits.ping_interval_s:
+        if self.loop.time() - self.last_pong > 2 * limits.ping_interval_s:
             metrics.DROPS.labels(reason="dead").inc()
             if self.transport:
                 self.transport.abort()
@@ -391,7 +394,7 @@ class HubConnection(asyncio.Protocol):
             self.ws.send_close(code, reason[:120])
         self._flush_protocol()
         transport = self.transport
-        asyncio.get_running_loop().call_later(CLOSE_GRACE_S, transport.abort)
+        self.loop.call_later(CLOSE_GRACE_S, transport.abort)
 
 
 class _HubProtocol(ServerProtocol):

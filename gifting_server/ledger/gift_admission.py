@@ -22,8 +22,7 @@ See docs/overload.md.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Hashable, Iterable
 
 from gifting_server import metrics
 from gifting_server.config import Overload
@@ -94,37 +93,17 @@ class GiftAdmission:
             retry_after_ms = self._master_refused(keys, ())
         return None if retry_after_ms is None else (ErrorCode.SERVICE_UNAVAILABLE, retry_after_ms)
 
-    @contextmanager
-    def user_turn(self, user_id: str) -> Iterator[None]:
+    def user_turn(self, user_id: str) -> UserTurn:
         """Count the block as one of the user's gifts under way, or raise
         `rate_limited` at once when they have `max_in_flight_per_user` already."""
-        held = self.users.get(user_id, 0)
-        if held >= self.limits.max_in_flight_per_user:
-            raise self._user_refusal()
-        self.users[user_id] = held + 1
-        try:
-            yield
-        finally:
-            left = self.users[user_id] - 1
-            if left:
-                self.users[user_id] = left
-            else:
-                del self.users[user_id]
+        return UserTurn(self, user_id)
 
-    @contextmanager
-    def admit(self, keys: list[str]) -> Iterator[GiftInFlight]:
+    def admit(self, keys: list[str]) -> GiftInFlight:
         """Hold a place in flight for the block (a gift's calls to Redis), at the
         master of `keys[0]` (its first step), or raise `service_unavailable` at once,
         before anything reaches Redis, when the master of any of `keys` is past its
         ceiling."""
-        refusal = self.master_refusal(keys)
-        if refusal is not None:
-            raise refusal
-        gift = GiftInFlight(self, keys)
-        try:
-            yield gift
-        finally:
-            gift.close()
+        return GiftInFlight(self, keys)
 
     def master_refusal(
         self, keys: Iterable[str], asked: Iterable[Admission] = ()
@@ -167,20 +146,65 @@ def refusal_error(code: ErrorCode, retry_after_ms: int) -> GiftingError:
     return GiftingError(code, refusal_message(code, retry_after_ms), retry_after_ms=retry_after_ms)
 
 
+class UserTurn:
+    """`GiftAdmission.user_turn`. A class, not a generator: it is entered once per gift,
+    and a generator's context manager costs several times as much."""
+
+    def __init__(self, admission: GiftAdmission, user_id: str) -> None:
+        self.users = admission.users
+        self.admission = admission
+        self.user_id = user_id
+
+    def __enter__(self) -> None:
+        held = self.users.get(self.user_id, 0)
+        if held >= self.admission.limits.max_in_flight_per_user:
+            raise self.admission._user_refusal()
+        self.users[self.user_id] = held + 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        left = self.users[self.user_id] - 1
+        if left:
+            self.users[self.user_id] = left
+        else:
+            del self.users[self.user_id]
+
+
 class GiftInFlight:
     """An admitted gift's place in flight: in the account of the master of its
-    current step."""
+    current step. Taken on entering the block (`GiftAdmission.admit`), given back on
+    leaving it."""
 
     def __init__(self, admission: GiftAdmission, keys: list[str]) -> None:
         self.admission = admission
+        self.keys = keys
+
+    def __enter__(self) -> GiftInFlight:
+        admission, keys = self.admission, self.keys
+        if admission.only is not None:  # one Redis: one account to ask, no master to look up
+            retry_after_ms = admission.only.refused_now()
+            if retry_after_ms is not None:
+                raise overloaded_error(retry_after_ms)
+            self.asked = {admission.only}
+            self.account = admission.only
+            self.place = self.account.enter()
+            return self
+        refusal = admission.master_refusal(keys)
+        if refusal is not None:
+            raise refusal
         self.asked = {admission.account(key) for key in keys}
         self.account = admission.account(keys[0])
         self.place = self.account.enter()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def also(self, key: str) -> None:
         """The gift has a step on `key`'s master too (known once the stream's owner
         is read): refused now, before anything is written, if that master is past
         its ceiling."""
+        if self.admission.only is not None:
+            return  # one Redis: its one account was asked on entering
         refusal = self.admission.master_refusal([key], self.asked)
         if refusal is not None:
             raise refusal

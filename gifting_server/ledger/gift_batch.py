@@ -63,6 +63,7 @@ class GiftBatch:
     def __init__(self, scripts: Scripts) -> None:
         self.scripts = scripts
         self.queued: list[tuple[Config, Queued]] = []
+        self.loop: asyncio.AbstractEventLoop  # set by the first send_gift of each pass
         self.running: set[asyncio.Task[None]] = set()
 
     def send_gift(
@@ -71,10 +72,12 @@ class GiftBatch:
         """send_gift's reply to this call (its keys and arguments, lua/send_gift.lua),
         sent with the other gifts of this pass; `one_message`: a stream's events of the
         call published as one message ([redis] events_per_call_message)."""
-        loop = asyncio.get_running_loop()
         if not self.queued:
-            loop.call_soon(self._flush)
-        reply: asyncio.Future[Reply] = loop.create_future()
+            # The loop of this pass, asked once: on Python 3.11 each asking is a
+            # getpid() system call.
+            self.loop = asyncio.get_running_loop()
+            self.loop.call_soon(self._flush)
+        reply: asyncio.Future[Reply] = self.loop.create_future()
         self.queued.append(
             ((*(args[i] for i in CONFIG_ARGS), int(one_message)), (keys, args, reply))
         )
@@ -88,7 +91,7 @@ class GiftBatch:
             by_config.setdefault(config, []).append(gift)
         for config, gifts in by_config.items():
             for start in range(0, len(gifts), MAX_BATCH):
-                task = asyncio.ensure_future(self._run(config, gifts[start : start + MAX_BATCH]))
+                task = self.loop.create_task(self._run(config, gifts[start : start + MAX_BATCH]))
                 self.running.add(task)
                 task.add_done_callback(self.running.discard)
 

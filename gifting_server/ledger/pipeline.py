@@ -179,6 +179,9 @@ class RedisProtocol(asyncio.Protocol):
     def __init__(self, timeout_s: float, replica_ack: ReplicaAck = NO_REPLICA_ACK) -> None:
         self.timeout_s = timeout_s
         self.replica_ack = replica_ack
+        # Made by the loop's protocol factory; kept, as each get_running_loop() is a
+        # getpid() system call on Python 3.11.
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.reader = hiredis.Reader(encoding="utf-8", replyError=BaseParser.parse_error)
         self.waiting: deque[Waiter] = deque()
@@ -195,10 +198,9 @@ class RedisProtocol(asyncio.Protocol):
         the WAIT that ends its write, when `replica_ack` asks for replicas."""
         if self.lost:
             raise NotSent("the Redis connection was lost")
-        loop = asyncio.get_running_loop()
-        reply: asyncio.Future[Any] = loop.create_future()
+        reply: asyncio.Future[Any] = self.loop.create_future()
         if not self.unsent and not self.replicas_pending:
-            loop.call_soon(self._flush)
+            self.loop.call_soon(self._flush)
         held = None
         if acked and self.replica_ack.replicas:
             held = self.held = self.held or HeldReplies(self.replica_ack.replicas)
@@ -225,7 +227,7 @@ class RedisProtocol(asyncio.Protocol):
         # This write's WAIT may hold its replies for its whole timeout: that is not
         # Redis failing to answer.
         timeout_s = self.timeout_s + self.replica_ack.timeout_s
-        asyncio.get_running_loop().call_later(timeout_s, self._check_answered, self.sent)
+        self.loop.call_later(timeout_s, self._check_answered, self.sent)
 
     def _check_answered(self, sent: int) -> None:
         if self.answered < sent and not self.lost:
@@ -250,7 +252,7 @@ class RedisProtocol(asyncio.Protocol):
                 held.release(reply)
                 self.replicas_pending = False
                 if self.unsent:
-                    asyncio.get_running_loop().call_soon(self._flush)
+                    self.loop.call_soon(self._flush)
             elif held is not None:
                 held.replies.append((waiter, reply))
             elif waiter.done():  # its caller was cancelled
