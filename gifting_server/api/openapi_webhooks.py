@@ -91,6 +91,19 @@ def webhook_operations(settings: Settings) -> list[Op]:
         ),
         Op(
             "post",
+            "/v1/webhooks/{webhook_id}/enable",
+            "Deliver to a disabled endpoint again (for all your streams: each stream where "
+            "it was disabled), with the same id and secret, failures and backoff cleared, "
+            "from the stream's next event on: events from before this call are not sent. "
+            "An active endpoint is left as it is. Answers the endpoint as listed.",
+            200,
+            ref("Webhook"),
+            ("streamer",),
+            errors="unknown_webhook invalid_request",
+            params=(webhook,),
+        ),
+        Op(
+            "post",
             "/v1/webhooks/{webhook_id}/test",
             "Send the endpoint a test delivery now (an event of kind `test`, event_id 0), "
             "outside the order of the stream's messages; answers how the attempt went. "

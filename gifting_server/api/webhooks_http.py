@@ -81,6 +81,12 @@ async def rotate_secret(request: Request) -> Response:
     return json_response({"webhook_id": webhook_id, "secret": secret})
 
 
+async def enable(request: Request) -> Response:
+    who = identity(request, Role.STREAMER)
+    webhook_id = webhook_id_of(request)
+    return json_response(await endpoints.enable(store_of(request), who, webhook_id))
+
+
 # At most one test delivery per endpoint in this long: each makes the server send a
 # request to a URL of the streamer's choosing, on demand.
 TEST_INTERVAL_MS = 1000
@@ -110,5 +116,6 @@ routes = [
     Route("/v1/webhooks", list_webhooks, methods=["GET"]),
     Route("/v1/webhooks/{webhook_id}", remove, methods=["DELETE"]),
     Route("/v1/webhooks/{webhook_id}/rotate-secret", rotate_secret, methods=["POST"]),
+    Route("/v1/webhooks/{webhook_id}/enable", enable, methods=["POST"]),
     Route("/v1/webhooks/{webhook_id}/test", test_delivery, methods=["POST"]),
 ]

@@ -47,6 +47,7 @@ SCRIPT_NAMES = (
     "add_streamer_webhook",
     "remove_webhook",
     "disable_webhook",
+    "enable_webhook",
     "record_webhook_attempt",
     "rotate_webhook_secret",
     "webhook_lease",

@@ -1,4 +1,5 @@
-"""A streamer's webhook endpoints: register, list, rotate the secret, remove.
+"""A streamer's webhook endpoints: register, list, rotate the secret, enable again,
+remove.
 
 An endpoint follows one stream, or all the streamer's streams (following.py). A
 stream's endpoint records, its delivery state and the stream's delivery log live
@@ -165,17 +166,39 @@ async def list_for(store: Store, who: Identity) -> list[dict[str, Any]]:
     index = await records.hash_of(store, keys.streamer_webhooks(who.user_id))
     listed = []
     for webhook_id, scope in index.items():
-        if scope == ALL_STREAMS:
-            found = await following.listed(store, who.user_id, webhook_id)
-            if found is not None:
-                listed.append(found)
-            continue
-        record = await records.hash_of(store, keys.webhook(scope, webhook_id))
-        if not record:
-            continue  # a registration cut short (see the module's docstring)
-        tried = await records.attempts(store, keys.webhook_attempts(scope, webhook_id))
-        listed.append(
-            {**records.public(webhook_id, scope, record, tried), **records.delivery_state(record)}
-        )
+        found = await _listed(store, who, webhook_id, scope)
+        if found is not None:
+            listed.append(found)
     listed.sort(key=lambda item: (item["created_at"], item["webhook_id"]))
     return listed
+
+
+async def _listed(
+    store: Store, who: Identity, webhook_id: str, scope: str
+) -> dict[str, Any] | None:
+    """One endpoint as `list_for` shows it; None when it is not (or no longer) there."""
+    if scope == ALL_STREAMS:
+        return await following.listed(store, who.user_id, webhook_id)
+    record = await records.hash_of(store, keys.webhook(scope, webhook_id))
+    if not record:
+        return None  # a registration cut short (see the module's docstring)
+    tried = await records.attempts(store, keys.webhook_attempts(scope, webhook_id))
+    return {**records.public(webhook_id, scope, record, tried), **records.delivery_state(record)}
+
+
+async def enable(store: Store, who: Identity, webhook_id: str) -> dict[str, Any]:
+    """A disabled endpoint (or, for all the streamer's streams, each stream's disabled
+    record of it) delivered to again, with its id and secret, from the stream's next
+    event on: what came before is not sent. An active one is left as it is. The
+    answer: the endpoint as `list_for` shows it."""
+    scope = await stream_of(store, who, webhook_id)
+    if scope == ALL_STREAMS:
+        enabled = await following.enable(store, who.user_id, webhook_id)
+    else:
+        enabled = await records.enable(store, scope, webhook_id)
+    if enabled:
+        audit("webhook_enabled", webhook_id=webhook_id, stream_id=scope, streamer_id=who.user_id)
+    found = await _listed(store, who, webhook_id, scope)
+    if found is None:  # deleted meanwhile
+        raise GiftingError(ErrorCode.UNKNOWN_WEBHOOK, "no such webhook")
+    return found

@@ -89,6 +89,23 @@ async def rotate_secret(store: Store, user: str, webhook_id: str, secret: str) -
         raise GiftingError(ErrorCode.UNKNOWN_WEBHOOK, "no such webhook")
 
 
+async def enable(store: Store, user: str, webhook_id: str) -> bool:
+    """Each stream's record of the endpoint enabled again (one removed meanwhile, or
+    whose stream is gone, is passed over): whether one was disabled. `unknown_webhook`
+    when the endpoint itself was deleted meanwhile (its deletion removes the records
+    it finds)."""
+    enabled = False
+    for stream_id in sorted(await _members(store, keys.streamer_webhook_streams(user, webhook_id))):
+        try:
+            enabled = await records.enable(store, stream_id, webhook_id) or enabled
+        except GiftingError as e:
+            if e.code not in (ErrorCode.UNKNOWN_WEBHOOK, ErrorCode.UNKNOWN_STREAM):
+                raise
+    if not await guarded(store.redis.exists(keys.streamer_webhook(user, webhook_id))):
+        raise GiftingError(ErrorCode.UNKNOWN_WEBHOOK, "no such webhook")
+    return enabled
+
+
 async def listed(store: Store, user: str, webhook_id: str) -> dict[str, Any] | None:
     record = await records.hash_of(store, keys.streamer_webhook(user, webhook_id))
     if not record:

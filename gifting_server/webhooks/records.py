@@ -67,6 +67,24 @@ async def remove(store: Store, stream_id: str, webhook_id: str) -> None:
     )
 
 
+async def enable(store: Store, stream_id: str, webhook_id: str) -> bool:
+    """`enable_webhook` (whether it was disabled), then the stream made known to the
+    deliverers again, after the endpoint, as `add` does."""
+    result = await store.run_script(
+        "enable_webhook",
+        [
+            keys.stream(stream_id),
+            keys.stream_webhooks(stream_id),
+            keys.stream_webhooks_active(stream_id),
+            keys.webhook(stream_id, webhook_id),
+            keys.webhook_log(stream_id),
+        ],
+        [webhook_id],
+    )
+    await guarded(store.redis.sadd(keys.WEBHOOK_STREAMS, stream_id))
+    return bool(int(result[1]))
+
+
 async def attempts(store: Store, key: str) -> list[dict[str, Any]]:
     kept = store.settings.webhooks.attempts_kept
     return [json.loads(a) for a in await guarded(store.redis.lrange(key, 0, kept - 1))]

@@ -52,6 +52,7 @@ STREAMER_OPERATIONS = {
     "GET /v1/webhooks",
     "DELETE /v1/webhooks/{webhook_id}",
     "POST /v1/webhooks/{webhook_id}/rotate-secret",
+    "POST /v1/webhooks/{webhook_id}/enable",
     "POST /v1/webhooks/{webhook_id}/test",
 }
 WEBHOOK = "POST /v1/payments/webhook"
