@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -20,33 +19,14 @@ from gifting_server.ledger import keys
 from tests.api import assert_error
 from tests.api import snapshot as full_snapshot
 from tests.api.test_http_flow import ALICE, STREAMER, buy, gift, go_live
-from tests.conftest import ServerThread, server_factory
+from tests.api.webhook_server import FAST_WEBHOOKS
+from tests.conftest import ServerThread
 from tests.factories import auth
 from tests.faults import wait_until
-from tests.topology import AsyncClient, async_client
-from tests.webhook_receiver import Receiver, receiving
+from tests.topology import AsyncClient
+from tests.webhook_receiver import Receiver
 
 OTHER_STREAMER = auth("streamer2", Role.STREAMER)
-
-# Deliveries within milliseconds, retries within tens of them.
-FAST_WEBHOOKS: dict[str, Any] = {
-    "allow_private": True,
-    "poll_ms": 20,
-    "retry_base_ms": 20,
-    "retry_max_ms": 200,
-    "timeout_s": 2.0,
-    "lease_ms": 3000,
-}
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "limits": {"gift_rate_per_s": 10_000, "gift_burst": 10_000, "combo_window_ms": 600_000},
-    "webhooks": FAST_WEBHOOKS,
-}
-
-
-@pytest.fixture
-def start(tmp_path: Path, redis_url: str) -> Iterator[Any]:
-    with server_factory(tmp_path, DEFAULTS) as start_server:
-        yield lambda **sections: start_server(redis_url, **sections)
 
 
 @pytest.fixture
@@ -54,19 +34,6 @@ async def http(start: Any) -> AsyncIterator[httpx.AsyncClient]:
     server: ServerThread = start()
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
         yield client
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with receiving() as running:
-        yield running
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[AsyncClient]:
-    client = await async_client(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
 
 
 async def snapshot(redis: AsyncClient) -> dict[str, Any]:

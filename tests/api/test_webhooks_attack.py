@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ from gifting_server.webhooks.egress import parse_target
 from tests.api import assert_error
 from tests.api.test_http_flow import ALICE, STREAMER, gift, go_live
 from tests.api.test_webhooks import (
-    DEFAULTS,
     FAST_WEBHOOKS,
     gifts,
     history,
@@ -34,12 +33,12 @@ from tests.api.test_webhooks import (
     register,
     snapshot,
 )
-from tests.conftest import ServerThread, server_factory
+from tests.conftest import ServerThread
 from tests.factories import auth, fund, live_stream, token, viewer
 from tests.faults import wait_until
 from tests.hub.wsclient import WsClient
 from tests.test_config import load
-from tests.topology import AsyncClient, async_client
+from tests.topology import AsyncClient
 from tests.webhook_receiver import Receiver, receiving
 
 
@@ -51,29 +50,10 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def start(tmp_path: Path, redis_url: str) -> Iterator[Any]:
-    with server_factory(tmp_path, DEFAULTS) as start_server:
-        yield lambda **sections: start_server(redis_url, **sections)
-
-
-@pytest.fixture
 async def http(start: Any) -> AsyncIterator[httpx.AsyncClient]:
     server: ServerThread = start()
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
         yield client
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with receiving() as running:
-        yield running
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[AsyncClient]:
-    client = await async_client(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
 
 
 async def test_concurrent_registrations_cannot_pass_max_per_streamer(store: Store) -> None:

@@ -22,7 +22,7 @@ from tests.api.test_webhooks import (
     register,
     snapshot,
 )
-from tests.api.test_webhooks_attack import http, receiver, redis, start  # noqa: F401
+from tests.api.test_webhooks_attack import http  # noqa: F401
 from tests.faults import wait_until
 from tests.topology import AsyncClient
 from tests.webhook_receiver import Receiver, receiving
@@ -56,8 +56,8 @@ def test_an_ipv6_address_carrying_a_public_ipv4_is_public(address: str) -> None:
 
 
 async def test_urls_hiding_a_private_address_are_refused_and_change_nothing(
-    start: Any,  # noqa: F811
-    redis: AsyncClient,  # noqa: F811
+    start: Any,
+    redis: AsyncClient,
 ) -> None:
     server = start(webhooks={**FAST_WEBHOOKS, "allow_private": False})
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as refusing:
@@ -88,7 +88,7 @@ async def test_urls_hiding_a_private_address_are_refused_and_change_nothing(
 
 async def test_a_url_with_port_zero_is_refused(
     http: httpx.AsyncClient,  # noqa: F811
-    redis: AsyncClient,  # noqa: F811
+    redis: AsyncClient,
 ) -> None:
     """urlsplit reads ":0" as port 0, which was taken for the scheme's own port: the
     endpoint listed one URL and was sent to another."""
@@ -104,7 +104,7 @@ async def test_a_url_with_port_zero_is_refused(
 
 async def test_a_redirect_is_not_followed(
     http: httpx.AsyncClient,  # noqa: F811
-    receiver: Receiver,  # noqa: F811
+    receiver: Receiver,
 ) -> None:
     async with receiving() as elsewhere:
         await live_and_funded(http)
@@ -124,8 +124,8 @@ async def test_a_redirect_is_not_followed(
 
 async def test_a_url_with_a_control_character_is_refused(
     http: httpx.AsyncClient,  # noqa: F811
-    receiver: Receiver,  # noqa: F811
-    redis: AsyncClient,  # noqa: F811
+    receiver: Receiver,
+    redis: AsyncClient,
 ) -> None:
     """DEL (0x7f) passed the registration's check; the HTTP client then refused the
     URL at every attempt with an error no one caught: a 500 for a test delivery,

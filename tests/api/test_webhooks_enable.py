@@ -11,8 +11,6 @@ not delivered is the enable's doing, not another disable's."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +23,6 @@ from gifting_server.webhooks import following, records
 from tests.api import assert_error
 from tests.api.test_http_flow import ALICE, STREAMER, gift, go_live
 from tests.api.test_webhooks import (
-    DEFAULTS,
     FAST_WEBHOOKS,
     OTHER_STREAMER,
     gifts,
@@ -34,31 +31,12 @@ from tests.api.test_webhooks import (
     register,
     snapshot,
 )
-from tests.conftest import ServerThread, server_factory
+from tests.conftest import ServerThread
 from tests.faults import wait_until
-from tests.topology import AsyncClient, async_client
-from tests.webhook_receiver import Receiver, receiving
+from tests.topology import AsyncClient
+from tests.webhook_receiver import Receiver
 
 SHORT_MAX_AGE = {**FAST_WEBHOOKS, "max_age_s": 1}
-
-
-@pytest.fixture
-def start(tmp_path: Path, redis_url: str) -> Iterator[Any]:
-    with server_factory(tmp_path, DEFAULTS) as start_server:
-        yield lambda **sections: start_server(redis_url, **sections)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with receiving() as running:
-        yield running
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[AsyncClient]:
-    client = await async_client(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
 
 
 def statuses(webhook: dict[str, Any]) -> list[str]:
