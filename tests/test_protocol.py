@@ -15,7 +15,9 @@ from gifting_server.protocol import (
     Subscribe,
     Unsubscribe,
     decode_client_message,
+    error_message,
     events_payload,
+    refusal_frame,
     websocket_frame,
 )
 
@@ -103,6 +105,31 @@ def test_events_payload_is_the_same_message_in_both_encodings() -> None:
             "events": [orjson.loads(e) for e in stored],
         }
     )
+
+
+def refusal_text(code: ErrorCode, retry_after_ms: int) -> str:
+    return f"{code.code} for {retry_after_ms} ms"
+
+
+@pytest.mark.parametrize("encoding", list(Encoding))
+def test_a_refusal_frame_is_the_error_message_whatever_the_id(encoding: Encoding) -> None:
+    """refusal_frame splices the id into a cached JSON tail: the frame must still carry
+    exactly what error_message says, for every id (quotes and non-ASCII included) and
+    for every (code, retry_after_ms) its cache holds."""
+    load = orjson.loads if encoding is Encoding.JSON else msgpack.unpackb
+    for code, retry_after_ms in [
+        (ErrorCode.SERVICE_UNAVAILABLE, 250),
+        (ErrorCode.RATE_LIMITED, 250),
+        (ErrorCode.SERVICE_UNAVAILABLE, 1_000),
+    ]:
+        for message_id in ["g1", 'a"b\\c', "ünï", ""]:
+            frame = refusal_frame(message_id, code, retry_after_ms, refusal_text, encoding)
+            payload = frame[2:] if frame[1] < 126 else frame[4:]  # unmasked, under 64 KiB
+            assert frame == websocket_frame(payload, encoding)
+            wanted = error_message(
+                code, refusal_text(code, retry_after_ms), message_id, retry_after_ms
+            )
+            assert load(payload) == wanted
 
 
 @pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 70000])
