@@ -74,23 +74,14 @@ class GiftAdmission:
             account = self.accounts[master] = Admission(self.limits, self.clock, self.loop_lag)
         return account
 
-    def refusal(self, user_id: str, keys: Iterable[str]) -> GiftingError | None:
-        """The refusal of a gift of `user_id` with steps on `keys`' masters arriving
-        now, counted, or None when it may go."""
-        refused = self.refused_now(user_id, keys)
-        return None if refused is None else refusal_error(*refused)
-
     def refused_now(self, user_id: str, keys: Iterable[str]) -> Refused | None:
-        """`refusal` without its exception: what the WebSocket edge asks before it
-        starts a gift's task, so that a refusal is cheap. On one Redis `keys` is not
-        read (there is one account)."""
+        """How a gift of `user_id` with steps on `keys`' masters arriving now is
+        refused (counted), or None when it may go: what the WebSocket edge asks before
+        it starts a gift's task, so that a refusal is cheap (no exception). On one
+        Redis `keys` is not read (there is one account)."""
         if self.users.get(user_id, 0) >= self.limits.max_in_flight_per_user:
-            self.refused_per_user.inc()
-            return ErrorCode.RATE_LIMITED, self.limits.retry_after_min_ms
-        if self.only is not None:
-            retry_after_ms = self.only.refused_now()
-        else:
-            retry_after_ms = self._master_refused(keys, ())
+            return self._user_refused()
+        retry_after_ms = self._master_refused(keys, ())
         return None if retry_after_ms is None else (ErrorCode.SERVICE_UNAVAILABLE, retry_after_ms)
 
     def user_turn(self, user_id: str) -> UserTurn:
@@ -113,6 +104,10 @@ class GiftAdmission:
         return None if retry_after_ms is None else overloaded_error(retry_after_ms)
 
     def _master_refused(self, keys: Iterable[str], asked: Iterable[Admission]) -> int | None:
+        """The `retry_after_ms` of the first refusal of the masters of `keys` not among
+        `asked`, counted; on one Redis, of its one account."""
+        if self.only is not None:
+            return None if self.only in asked else self.only.refused_now()
         seen = set(asked)
         for key in keys:
             account = self.account(key)
@@ -124,9 +119,9 @@ class GiftAdmission:
                 return retry_after_ms
         return None
 
-    def _user_refusal(self) -> GiftingError:
+    def _user_refused(self) -> Refused:
         self.refused_per_user.inc()
-        return refusal_error(ErrorCode.RATE_LIMITED, self.limits.retry_after_min_ms)
+        return ErrorCode.RATE_LIMITED, self.limits.retry_after_min_ms
 
 
 def refusal_message(code: ErrorCode, retry_after_ms: int) -> str:
@@ -158,7 +153,7 @@ class UserTurn:
     def __enter__(self) -> None:
         held = self.users.get(self.user_id, 0)
         if held >= self.admission.limits.max_in_flight_per_user:
-            raise self.admission._user_refusal()
+            raise refusal_error(*self.admission._user_refused())
         self.users[self.user_id] = held + 1
 
     def __exit__(self, *exc_info: object) -> None:
@@ -179,20 +174,12 @@ class GiftInFlight:
         self.keys = keys
 
     def __enter__(self) -> GiftInFlight:
-        admission, keys = self.admission, self.keys
-        if admission.only is not None:  # one Redis: one account to ask, no master to look up
-            retry_after_ms = admission.only.refused_now()
-            if retry_after_ms is not None:
-                raise overloaded_error(retry_after_ms)
-            self.asked = {admission.only}
-            self.account = admission.only
-            self.place = self.account.enter()
-            return self
-        refusal = admission.master_refusal(keys)
+        admission = self.admission
+        refusal = admission.master_refusal(self.keys)
         if refusal is not None:
             raise refusal
-        self.asked = {admission.account(key) for key in keys}
-        self.account = admission.account(keys[0])
+        self.asked = {admission.account(key) for key in self.keys}
+        self.account = admission.account(self.keys[0])
         self.place = self.account.enter()
         return self
 
@@ -203,8 +190,6 @@ class GiftInFlight:
         """The gift has a step on `key`'s master too (known once the stream's owner
         is read): refused now, before anything is written, if that master is past
         its ceiling."""
-        if self.admission.only is not None:
-            return  # one Redis: its one account was asked on entering
         refusal = self.admission.master_refusal([key], self.asked)
         if refusal is not None:
             raise refusal

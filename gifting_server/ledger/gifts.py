@@ -27,7 +27,6 @@ from gifting_server.ledger.gift_admission import (
     Refused,
     StepAt,
     anywhere,
-    refusal_error,
 )
 from gifting_server.ledger.gift_batch import GiftBatch
 from gifting_server.ledger.store import Store, guarded
@@ -240,15 +239,10 @@ def admitted_keys(sender: Identity, stream_id: str) -> list[str]:
     return [keys.stream(stream_id), keys.wallet(sender.user_id)]
 
 
-def admission_refusal(store: Store, sender: Identity, stream_id: str) -> GiftingError | None:
-    """How `send_gift` would refuse this gift now for load, asked ahead (counted)."""
-    refused = admission_refused(store, sender, stream_id)
-    return None if refused is None else refusal_error(*refused)
-
-
 def admission_refused(store: Store, sender: Identity, stream_id: str) -> Refused | None:
-    """`admission_refusal` as its code and retry_after_ms: the WebSocket edge asks
-    before it starts a gift's task, so that a refusal is cheap."""
+    """How `send_gift` would refuse this gift now for load, asked ahead (counted): its
+    code and retry_after_ms. The WebSocket edge asks before it starts a gift's task,
+    so that a refusal is cheap."""
     admission = store.admission
     # On one Redis there is one account: no key's master to look up.
     keys = () if admission.only is not None else admitted_keys(sender, stream_id)

@@ -90,7 +90,7 @@ async def test_a_paused_master_refuses_only_the_gifts_with_a_step_on_it(
             gifts.send_gift(store, viewer(alice), "s1", "rose", 1, "alice-stuck")
         )
         await wait_until(
-            lambda: gifts.admission_refusal(store, viewer(alice), "s1") is not None,
+            lambda: gifts.admission_refused(store, viewer(alice), "s1") is not None,
             5,
             "alice's master to stand in a queue",
         )

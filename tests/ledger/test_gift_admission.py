@@ -57,9 +57,9 @@ def test_one_users_gifts_under_way_are_bounded_and_anothers_still_go(clock: Cloc
             raise AssertionError("admitted")
         assert refused.value.code is ErrorCode.RATE_LIMITED
         assert refused.value.retry_after_ms == LIMITS.retry_after_min_ms
-        refusal = admission.refusal("mallory", ["s@a"])  # the WebSocket's early question
-        assert refusal is not None and refusal.code is ErrorCode.RATE_LIMITED
-        assert admission.refusal("alice", ["s@a"]) is None
+        refused = admission.refused_now("mallory", ["s@a"])  # the WebSocket's early question
+        assert refused == (ErrorCode.RATE_LIMITED, LIMITS.retry_after_min_ms)
+        assert admission.refused_now("alice", ["s@a"]) is None
         with admission.user_turn("alice"):
             pass
     with admission.user_turn("mallory"):  # her gifts ended: her turns are free again
