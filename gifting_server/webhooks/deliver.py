@@ -56,7 +56,8 @@ class Round:
     """The endpoints of a stream delivered together under one lease. The round ends
     when every one of them is done; one whose receiver takes its whole `timeout_s`
     must not make the others wait as long for their next messages: while some
-    endpoint's attempt is under way, the others keep reading the log."""
+    endpoint's attempt is under way, the round starts the others again each `poll_ms`
+    (`Deliverer._deliver_round`)."""
 
     def __init__(self) -> None:
         self.attempting = 0  # endpoints with an attempt under way
@@ -224,9 +225,8 @@ class Deliverer:
     async def _deliver_endpoint(
         self, stream_id: str, webhook_id: str, deadline: float, round_: Round
     ) -> None:
-        """Deliver what the endpoint has waiting, in order, until it is all delivered
-        (and no other endpoint of the round is in an attempt), an attempt fails or
-        the lease runs short."""
+        """Deliver what the endpoint has waiting, in order, until it is all delivered,
+        an attempt fails or the lease runs short."""
         redis = self.store.redis
         record = await hash_of(self.store, keys.webhook(stream_id, webhook_id))
         if not record or record.get("status") != "active":
@@ -243,10 +243,7 @@ class Deliverer:
                 )
             )
             if not entries:
-                if not round_.attempting:
-                    break
-                await asyncio.sleep(self.config.poll_ms / 1000)  # the round goes on
-                continue
+                break  # the round starts it again while another's attempt goes on
             for entry_id, fields in entries:
                 event_json = str((fields or {}).get("e", ""))
                 event_id = int(str(entry_id).partition("-")[0])
