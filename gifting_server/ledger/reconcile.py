@@ -353,11 +353,8 @@ async def _pending_transfers(redis: RedisClient, report: Report, replay: _Replay
     bumped already, one credited on both sides is in the journal (only its outbox
     entry is left) and in transit no more."""
     pending = await _outbox_transfers(redis, report)
-    on_stream = await _credited(redis, report, pending, lambda t: keys.stream(t.stream))
-    on_streamer = await _credited(redis, report, pending, lambda t: keys.wallet(t.streamer))
-    for (transfer_id, transfer), stream_done, streamer_done in zip(
-        pending, on_stream, on_streamer, strict=True
-    ):
+    sides = await _sides(redis, report, pending)
+    for (transfer_id, transfer), (stream_done, streamer_done) in zip(pending, sides, strict=True):
         if streamer_done:
             report.problems.append(
                 f"gift transfer {transfer_id}: credited, but still in its outbox "
