@@ -39,17 +39,22 @@ async def add(
     nothing to deliver may have just taken it off their set (deliver.py)."""
     result = await store.run_script(
         "add_webhook",
-        [
-            keys.stream(stream_id),
-            keys.stream_webhooks(stream_id),
-            keys.stream_webhooks_active(stream_id),
-            keys.webhook(stream_id, webhook_id),
-            keys.webhook_log(stream_id),
-        ],
+        _endpoint_keys(stream_id, webhook_id),
         [user, webhook_id, url, kinds, secret, store.clock(), scope],
     )
     await guarded(store.redis.sadd(keys.WEBHOOK_STREAMS, stream_id))
     return result
+
+
+def _endpoint_keys(stream_id: str, webhook_id: str) -> list[str]:
+    """The keys add_webhook and enable_webhook take, in their order."""
+    return [
+        keys.stream(stream_id),
+        keys.stream_webhooks(stream_id),
+        keys.stream_webhooks_active(stream_id),
+        keys.webhook(stream_id, webhook_id),
+        keys.webhook_log(stream_id),
+    ]
 
 
 async def remove(store: Store, stream_id: str, webhook_id: str) -> None:
@@ -72,13 +77,7 @@ async def enable(store: Store, stream_id: str, webhook_id: str) -> bool:
     deliverers again, after the endpoint, as `add` does."""
     result = await store.run_script(
         "enable_webhook",
-        [
-            keys.stream(stream_id),
-            keys.stream_webhooks(stream_id),
-            keys.stream_webhooks_active(stream_id),
-            keys.webhook(stream_id, webhook_id),
-            keys.webhook_log(stream_id),
-        ],
+        _endpoint_keys(stream_id, webhook_id),
         [webhook_id],
     )
     await guarded(store.redis.sadd(keys.WEBHOOK_STREAMS, stream_id))
