@@ -1,8 +1,7 @@
 --[[
   send_gift: one viewer sends `count` of one gift to a live stream.
   Checks everything first, then writes: debit coins, credit diamonds and the
-  platform share, bump the stream's and the day's leaderboards (the all-time board
-  is folded: include "earn", bumpChannelBoards), advance the combo, journal, history,
+  platform share, bump three leaderboards, advance the combo, journal, history,
   publish, remember the idempotency key. No write happens before the last check,
   and no call after the first write can fail on anything a client sends: every
   argument and every stored number used is validated first (codes 16, 17). Keys
