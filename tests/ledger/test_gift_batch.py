@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from gifting_server.auth import Identity, Role
 from gifting_server.errors import ErrorCode, GiftingError, ScriptCode
 from gifting_server.ledger import battles, gift_batch, gifts, journal, keys, streams, wallet
-from gifting_server.ledger.clock import wall_clock_ms
+from gifting_server.ledger.clock import DAY_MS, day_number, wall_clock_ms
 from gifting_server.ledger.gift_batch import MAX_BATCH
 from gifting_server.ledger.store import Store
 from tests.factories import fund, live_stream, viewer
@@ -315,4 +315,39 @@ async def test_a_calls_gifts_to_one_streamer_are_one_journal_entry_with_each_gif
     assert await ledger.redis.hget(keys.stream("s1"), "battle_points") == "13"
     assert await ledger.redis.zscore(keys.battle_top("s1"), "erin") == 3
     assert await ledger.redis.zscore(keys.stream_leaderboard("s1"), "carol") == 10
+    await assert_reconciled(ledger)
+
+
+async def test_a_calls_gifts_on_both_sides_of_midnight_each_keep_their_own_day(
+    ledger: Store,
+) -> None:
+    """A stream's clock is read once for its gifts of a call (send_gifts): two gifts of
+    one pass on either side of midnight must still be two days, on the day boards and
+    in the journal, and the ledger must add up."""
+    clock = ledger.clock
+    assert isinstance(clock, FakeClock)
+    rose = ledger.settings.gift("rose")
+    assert rose is not None
+    before = clock()
+    to_midnight = DAY_MS - before % DAY_MS
+
+    async def after_midnight() -> gifts.GiftReceipt:
+        clock.advance(to_midnight)  # in the same pass of the loop as the gift before it
+        return await gifts.run_send_gift(ledger, viewer("dave"), "s1", rose, 1, "late")
+
+    calls, carried = batches()
+    early, late = await asyncio.gather(
+        gifts.run_send_gift(ledger, viewer("alice"), "s1", rose, 1, "early"), after_midnight()
+    )
+    assert batches() == (calls + 1, carried + 2)  # one call carried both
+    assert not early.replayed and not late.replayed
+    days = [day_number(before), day_number(before + to_midnight)]
+    assert days[1] == days[0] + 1
+    boards = [keys.channel_leaderboard("streamer1", "day", day) for day in days]
+    assert await ledger.redis.zscore(boards[0], "alice") == 2  # with the rose of the fixture
+    assert await ledger.redis.zscore(boards[0], "dave") is None
+    assert await ledger.redis.zscore(boards[1], "dave") == 1
+    assert await ledger.redis.zscore(boards[1], "alice") is None
+    at = {e["key"]: int(e["at"]) for e in await journal_entries(ledger.redis) if "key" in e}
+    assert (at["early"], at["late"]) == (before, before + to_midnight)
     await assert_reconciled(ledger)
