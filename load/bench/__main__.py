@@ -23,7 +23,7 @@ import orjson
 
 from load.bench import baseline, cluster, fanout, gifts, sweep
 from load.bench.peer import PeerServer
-from load.bench.server import BenchServer
+from load.bench.server import BenchServer, step
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = os.environ.get("BENCH_QUICK") == "1"
@@ -55,10 +55,6 @@ SIZES = {
     "baseline_duration": 4.0 if QUICK else 10.0,
     "baseline_rounds": 1 if QUICK else 2,
 }
-
-
-def step(name: str) -> None:
-    print(f"[bench] {time.strftime('%H:%M:%S')} {name}", file=sys.stderr, flush=True)
 
 
 def run() -> dict[str, Any]:

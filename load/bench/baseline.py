@@ -46,7 +46,7 @@ import redis
 
 from load.bench.fanout import STREAM
 from load.bench.gifts import end_to_end, fund_users
-from load.bench.server import BenchServer
+from load.bench.server import BenchServer, step
 from load.bench.sweep import NO_ADMISSION
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -290,10 +290,6 @@ def with_section(report: str, section: list[str], before: str) -> str:
     if at >= 0:
         return report[:at] + text + report[at:]
     return report.rstrip("\n") + "\n\n" + text
-
-
-def step(name: str) -> None:
-    print(f"[bench] {time.strftime('%H:%M:%S')} {name}", file=sys.stderr, flush=True)
 
 
 def main() -> None:

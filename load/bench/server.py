@@ -31,6 +31,11 @@ max_in_flight_per_user = 1000000
 """
 
 
+def step(name: str) -> None:
+    """A progress line of a bench run, on stderr."""
+    print(f"[bench] {time.strftime('%H:%M:%S')} {name}", file=sys.stderr, flush=True)
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
