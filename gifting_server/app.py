@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gifting_server import logs, metrics
+from gifting_server import collector, logs, metrics
 from gifting_server.access_log import AccessLog
 from gifting_server.api import (
     battles_http,
@@ -276,4 +276,6 @@ def _stop_when_orphaned(serve_pid: int) -> asyncio.Task[None] | None:
 def create_app_from_env() -> Starlette:
     """Factory for `uvicorn --factory` and for each worker of `serve --workers N`."""
     logs.skip_unused_record_attributes()  # uvicorn configured this process's logging
-    return create_app(load_settings())
+    app = create_app(load_settings())
+    collector.settle()  # a served worker's process only: not the tests' own process
+    return app
