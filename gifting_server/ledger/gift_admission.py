@@ -81,7 +81,7 @@ class GiftAdmission:
         Redis `keys` is not read (there is one account)."""
         if self.users.get(user_id, 0) >= self.limits.max_in_flight_per_user:
             return self._user_refused()
-        retry_after_ms = self._master_refused(keys, ())
+        retry_after_ms = self.master_refused(keys)
         return None if retry_after_ms is None else (ErrorCode.SERVICE_UNAVAILABLE, retry_after_ms)
 
     def user_turn(self, user_id: str) -> UserTurn:
@@ -96,14 +96,7 @@ class GiftAdmission:
         ceiling."""
         return GiftInFlight(self, keys)
 
-    def master_refusal(
-        self, keys: Iterable[str], asked: Iterable[Admission] = ()
-    ) -> GiftingError | None:
-        """The first refusal of the masters of `keys` not among `asked`, counted."""
-        retry_after_ms = self._master_refused(keys, asked)
-        return None if retry_after_ms is None else overloaded_error(retry_after_ms)
-
-    def _master_refused(self, keys: Iterable[str], asked: Iterable[Admission]) -> int | None:
+    def master_refused(self, keys: Iterable[str], asked: Iterable[Admission] = ()) -> int | None:
         """The `retry_after_ms` of the first refusal of the masters of `keys` not among
         `asked`, counted; on one Redis, of its one account."""
         if self.only is not None:
@@ -175,9 +168,12 @@ class GiftInFlight:
 
     def __enter__(self) -> GiftInFlight:
         admission = self.admission
-        refusal = admission.master_refusal(self.keys)
-        if refusal is not None:
-            raise refusal
+        # The error is built in the raise, never held by a local: its traceback holds
+        # this frame, and a frame holding the error would make every refusal a
+        # reference cycle, freed only by the garbage collector (collector.py).
+        retry_after_ms = admission.master_refused(self.keys)
+        if retry_after_ms is not None:
+            raise overloaded_error(retry_after_ms)
         self.asked = {admission.account(key) for key in self.keys}
         self.account = admission.account(self.keys[0])
         self.place = self.account.enter()
@@ -190,9 +186,9 @@ class GiftInFlight:
         """The gift has a step on `key`'s master too (known once the stream's owner
         is read): refused now, before anything is written, if that master is past
         its ceiling."""
-        refusal = self.admission.master_refusal([key], self.asked)
-        if refusal is not None:
-            raise refusal
+        retry_after_ms = self.admission.master_refused([key], self.asked)
+        if retry_after_ms is not None:
+            raise overloaded_error(retry_after_ms)  # no local holds it: as in __enter__
         self.asked.add(self.admission.account(key))
 
     def at(self, key: str) -> None:

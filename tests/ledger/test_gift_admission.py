@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from contextlib import ExitStack
+import gc
+from contextlib import ExitStack, suppress
 
 import pytest
 
@@ -81,6 +82,32 @@ def test_a_master_past_its_ceiling_refuses_only_gifts_with_a_step_on_it(clock: C
             gift.also("streamer@c")
             assert admission.account("x@b").in_flight
     assert all(not account.in_flight for account in admission.accounts.values())
+
+
+def test_a_refused_gift_leaves_no_reference_cycle(clock: Clock) -> None:
+    """Past the ceiling most gifts are refused: were each refusal a cycle (its error's
+    traceback holding a frame that holds the error), the garbage collector would run
+    far more often, stopping the loop each time (gifting_server/collector.py)."""
+    admission = GiftAdmission(LIMITS, on_masters, clock)
+    with ExitStack() as stuck:
+        for _ in range(3):  # max_in_flight on master a
+            stuck.enter_context(admission.admit(["w@a"]))
+        for _ in range(2):  # max_in_flight_per_user
+            stuck.enter_context(admission.user_turn("mallory"))
+        gc.collect()
+        try:
+            with admission.admit(["s@a"]):
+                raise AssertionError("admitted on a full master")
+        except GiftingError:
+            pass
+        with admission.admit(["s@b"]) as gift, suppress(GiftingError):
+            gift.also("streamer@a")
+        try:
+            with admission.user_turn("mallory"):
+                raise AssertionError("admitted past her bound")
+        except GiftingError:
+            pass
+        assert gc.collect() == 0  # nothing was left for the collector to find
 
 
 def test_a_gift_holds_its_place_at_the_master_of_its_current_step_only(clock: Clock) -> None:
