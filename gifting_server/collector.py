@@ -4,8 +4,8 @@ A collection stops the event loop while it walks every object of the generations
 collects. A started worker holds about 57,000 objects of its own code and libraries
 (modules, classes, functions) that live as long as it does, and under load about as
 many again for its connections; CPython's default thresholds (700, 10, 10) then ran a
-full collection every 2 s at 4,000 gifts/s, each 35 to 90 ms of a stopped loop: the
-long tail of the acknowledged gifts (docs/performance.md, "The collector").
+full collection every 2 s at 4,000 gifts/s, each 40 to 175 ms of a stopped loop: the
+long tail of the acknowledged gifts (docs/performance.md, "The collector's pauses").
 
 - `gc.freeze()` once the worker has started moves its start-up heap out of every
   generation: no collection walks it again, and a full one walks half the objects.
