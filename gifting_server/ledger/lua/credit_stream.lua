@@ -57,15 +57,15 @@ end
 local comboField = 'c:' .. sender .. ':' .. giftId
 local meta = redis.call('HMGET', streamKey, 'seq', 'coins', comboField, 'webhook_log', 'battle')
 local seq, streamCoins = tonumber(meta[1] or '0'), tonumber(meta[2] or '0')
-local last = parseCombo(meta[3])
-if not (seq and streamCoins) or last == nil then return {17} end
+local lastCombo, lastTap, fragmentAt = parseCombo(meta[3])
+if not (seq and streamCoins) or lastCombo == nil then return {17} end
 local battle = meta[5] and battleOf(meta[5])
 
 -- The history first: the only write that can fail (see emitEvent), with nothing changed.
 local coinsTotal = streamCoins + cost
 local eventId, id, combo, comboText, tapText, coinsTotalText = emitGift(historyKey, historyMax,
   channel, streaksKey, sender .. ':' .. giftId, seq, streamCoins, coinsTotal, count, countArg,
-  last, now, nowArg, comboWindow, fragment, meta[4])
+  lastCombo, lastTap, meta[3], fragmentAt, now, nowArg, comboWindow, fragment, meta[4])
 redis.call('ZINCRBY', streamBoardKey, costArg, sender)
 redis.call('HSET', streamKey, 'seq', id, 'coins', coinsTotalText,
   comboField, comboText .. '|' .. tapText .. '|' .. fragment)

@@ -129,8 +129,8 @@ if meta[2] ~= 'live' then return {3} end
 if meta[1] == sender then return {4} end
 if needAdult and not isAdult then return {5} end
 local seq, streamCoins = tonumber(meta[3] or '0'), tonumber(meta[4] or '0')
-local last = parseCombo(meta[5])
-if not (seq and streamCoins) or last == nil then return {17} end
+local lastCombo, lastTap, fragmentAt = parseCombo(meta[5])
+if not (seq and streamCoins) or lastCombo == nil then return {17} end
 
 -- 3. The sender's wallet: rate limit, balance, own daily budget.
 local w = redis.call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
@@ -153,7 +153,7 @@ local battle = meta[7] and battleOf(meta[7])
 local coinsTotal = streamCoins + cost
 local eventId, id, combo, comboText, tapText, coinsTotalText = emitGift(historyKey, historyMax,
   channel, streaksKey, sender .. ':' .. giftId, seq, streamCoins, coinsTotal, count, countArg,
-  last, now, nowArg, comboWindow, eventFragment, meta[6])
+  lastCombo, lastTap, meta[5], fragmentAt, now, nowArg, comboWindow, eventFragment, meta[6])
 
 writeEarn(streamerKey, heldKey, platformKey, heldUntil, heldUntilArg, now, diamonds,
   platformShare, received, totalDiamonds)

@@ -139,8 +139,8 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   if st.status ~= 'live' then return {3} end
   if st.owner == sender then return {4} end
   if needAdult and not isAdult then return {5} end
-  local last = parseCombo(comboRaw)
-  if not (st.seq and st.coins) or last == nil then return {17} end
+  local lastCombo, lastTap, fragmentAt = parseCombo(comboRaw)
+  if not (st.seq and st.coins) or lastCombo == nil then return {17} end
 
   -- 3. The sender's wallet: rate limit, balance, own daily budget.
   local w = redis.call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
@@ -179,7 +179,8 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   end
   local eventId, id, combo, comboText, tapText, coinsTotalText = emitGift(historyKey,
     historyMax, channel, streaksKey, sender .. ':' .. giftId, st.seq, st.coins, coinsTotal,
-    count, countArg, last, now, nowArg, comboWindow, eventFragment, st.deliveryLog, outbox)
+    count, countArg, lastCombo, lastTap, comboRaw, fragmentAt, now, nowArg, comboWindow,
+    eventFragment, st.deliveryLog, outbox)
   st.seq, st.coins, st.seqText, st.coinsText = eventId, coinsTotal, id, coinsTotalText
   if st.combos[comboField] == nil then st.fields[#st.fields + 1] = comboField end
   -- The combo outlives its window so that close_streaks can still announce its end.
