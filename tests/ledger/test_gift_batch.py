@@ -67,6 +67,11 @@ class Batch:
         assert got == self.expected
 
 
+async def run_send_gifts(store: Store, script_keys: list[str], args: list[Any]) -> list[Any]:
+    """send_gifts' replies, one a gift (the script lays them end to end)."""
+    return gift_batch.split_replies(await store.scripts.run("send_gifts", script_keys, args))
+
+
 @pytest.fixture
 async def ledger(store: Store) -> Store:
     why = "a batch is the single Redis's call: test_concurrency races the steps across slots"
@@ -171,7 +176,7 @@ async def test_a_configuration_out_of_range_refuses_every_gift_and_writes_nothin
     # ... a history cap Redis would refuse, a one-message flag neither 1 nor 0
     for cfg in (bad, (*config[:-2], "1e3", 1), (*config[:-1], 2)):
         script_keys, args = gift_batch.batch_call(cfg, queued)
-        replies = await ledger.scripts.run("send_gifts", script_keys, args)
+        replies = await run_send_gifts(ledger, script_keys, args)
         assert replies == [[ScriptCode.INVALID_ARGUMENT]] * 2
     # A gift's own number out of range refuses that gift alone.
     script_keys, args = gift_batch.batch_call(config, queued)
@@ -179,10 +184,7 @@ async def test_a_configuration_out_of_range_refuses_every_gift_and_writes_nothin
     assert args[alice : alice + 2] == [1, "alice"] and args[carol + 1] == "carol"
     args[alice + 5] = "1e3"  # alice's coins
     args[carol] = "2"  # carol's stream: there is one
-    assert (
-        await ledger.scripts.run("send_gifts", script_keys, args)
-        == [[ScriptCode.INVALID_ARGUMENT]] * 2
-    )
+    assert await run_send_gifts(ledger, script_keys, args) == [[ScriptCode.INVALID_ARGUMENT]] * 2
     assert await snapshot(ledger.redis) == before
     # The stream's clock (read once for its gifts of the call) out of range refuses them all.
     clock = len(config) + 1 + 3
@@ -191,12 +193,12 @@ async def test_a_configuration_out_of_range_refuses_every_gift_and_writes_nothin
         clocked = [*args[:clock], now, held, *args[clock + 2 :]]
         clocked[carol] = "1"
         assert (
-            await ledger.scripts.run("send_gifts", script_keys, clocked)
+            await run_send_gifts(ledger, script_keys, clocked)
             == [[ScriptCode.INVALID_ARGUMENT]] * 2
         )
     assert await snapshot(ledger.redis) == before
     args[carol] = "1"
-    replies = await ledger.scripts.run("send_gifts", script_keys, args)
+    replies = await run_send_gifts(ledger, script_keys, args)
     assert replies[0] == [ScriptCode.INVALID_ARGUMENT] and replies[1][0] == 0
     assert await snapshot(ledger.redis) != before
     await assert_reconciled(ledger)

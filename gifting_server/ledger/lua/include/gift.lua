@@ -9,7 +9,8 @@
   The gift's keys (send_gift's KEYS, in its order) and its own arguments come as
   values, the configuration and the clock of the gift's stream in the call (now and
   the hold's end, validated once by the caller) as numbers and the strings Redis is
-  given back. The reply is send_gift's.
+  given back. The reply is send_gift's, as values rather than a table: the caller
+  lays the replies of its gifts end to end in one flat list (send_gifts' Output).
 
   What the gifts of one call share is read once and written once, at the call's
   end (`writeShared`): a stream's meta (its owner, status, sequence, coins and the
@@ -107,14 +108,14 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   -- 0. This gift's own numbers (the configuration's and the stream's clock were checked
   -- by the caller). tonumber gives nil for a missing or non-numeric argument.
   local count, cost = tonumber(countArg), tonumber(costArg)
-  if not (count and cost and digits(costArg)) then return {16} end
+  if not (count and cost and digits(costArg)) then return 16 end
 
   -- 1. Idempotency: the same key answers the first result again.
   local seen = redis.call('GET', idemKey)
   if seen then
     local fp, eventId, coinsLeft, combo = string.match(seen, '^(.*)|(%d+)|(%d+)|(%d+)$')
-    if fp ~= fingerprint then return {1} end
-    return {0, tonumber(eventId), tonumber(coinsLeft), tonumber(combo), 1, 0}
+    if fp ~= fingerprint then return 1 end
+    return 0, tonumber(eventId), tonumber(coinsLeft), tonumber(combo), 1, 0
   end
 
   -- 2. The stream, and the sender's combo of this gift on it: read by the call's first
@@ -135,19 +136,19 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
     shared.streamOrder[#shared.streamOrder + 1] = streamKey
     comboRaw = meta[5]
   end
-  if not st.owner or st.owner ~= expectedStreamer then return {2} end
-  if st.status ~= 'live' then return {3} end
-  if st.owner == sender then return {4} end
-  if needAdult and not isAdult then return {5} end
+  if not st.owner or st.owner ~= expectedStreamer then return 2 end
+  if st.status ~= 'live' then return 3 end
+  if st.owner == sender then return 4 end
+  if needAdult and not isAdult then return 5 end
   local lastCombo, lastTap, fragmentAt = parseCombo(comboRaw)
-  if not (st.seq and st.coins) or lastCombo == nil then return {17} end
+  if not (st.seq and st.coins) or lastCombo == nil then return 17 end
 
   -- 3. The sender's wallet: rate limit, balance, own daily budget.
   local w = redis.call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
     'rl_at', 'rl_tokens', 'spent_before')
   local coinsLeft, spent, refilledAt, tokens, budgetDays, spentDay, spentBefore =
     checkSpend(w, now, cost, ratePerS, burst)
-  if not coinsLeft then return {spent} end
+  if not coinsLeft then return spent end
 
   -- 4. The streamer's side: diamonds and the platform's share, from the lifetime coins
   -- received (read by the call's first gift to the streamer, then from `shared`).
@@ -158,7 +159,7 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
     shared.streamers[streamerKey] = sr
     shared.streamerOrder[#shared.streamerOrder + 1] = streamerKey
   end
-  if not (sr.received and sr.diamonds) then return {17} end
+  if not (sr.received and sr.diamonds) then return 17 end
   local diamonds = creatorShare(sr.received + cost, shareBps) - creatorShare(sr.received, shareBps)
   local platformShare = cost - diamonds
 
@@ -222,5 +223,5 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   if battle then countBattle(streamKey, battleTopKey, costArg, sender) end
   redis.call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText,
     'PX', idemTtl)
-  return {0, eventId, coinsLeft, combo, 0, diamonds}
+  return 0, eventId, coinsLeft, combo, 0, diamonds
 end
