@@ -68,8 +68,9 @@ if ARGV[7] == '1' and ARGV[6] ~= '1' then return {5} end
 
 local w = redis.call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
   'rl_at', 'rl_tokens', 'spent_before')
+local day, dayText = utcDay(now)
 local coinsLeft, spent, refilledAt, tokens, budgetDays, spentDay, spentBefore =
-  checkSpend(w, now, cost, ratePerS, burst)
+  checkSpend(w, now, nowArg, day, dayText, cost, ratePerS, burst)
 if not coinsLeft then return {spent} end
 
 local coinsLeftText = writeSpend(walletKey, senderName, coinsLeft, spent, refilledAt,

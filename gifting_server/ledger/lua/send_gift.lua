@@ -135,8 +135,9 @@ if not (seq and streamCoins) or lastCombo == nil then return {17} end
 -- 3. The sender's wallet: rate limit, balance, own daily budget.
 local w = redis.call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
   'rl_at', 'rl_tokens', 'spent_before')
+local day, dayText = utcDay(now)
 local coinsLeft, spent, refilledAt, tokens, budgetDays, spentDay, spentBefore =
-  checkSpend(w, now, cost, ratePerS, burst)
+  checkSpend(w, now, nowArg, day, dayText, cost, ratePerS, burst)
 if not coinsLeft then return {spent} end
 
 -- 4. The streamer's side: diamonds, the hold, the platform's share.

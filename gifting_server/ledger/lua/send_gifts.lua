@@ -72,9 +72,9 @@ if not (streams and gifts and gifts % 1 == 0 and #ARGV == 9 + 5 * streams + 10 *
   return replies
 end
 
--- A stream's clock, once for its gifts: {g, now, held until}, by g as a gift names its
--- stream (decimal digits, no sign or leading zero); false when out of range (its gifts
--- refused, nothing of them written). tonumber gives nil for a non-numeric argument;
+-- A stream's clock, once for its gifts: {g, now, held until, UTC day, its text}, by g as
+-- a gift names its stream (decimal digits, no sign or leading zero); false when out of
+-- range (its gifts refused, nothing of them written). tonumber gives nil for a non-numeric argument;
 -- n % 1 is NaN for inf and NaN. A gift finds its stream by its text: no tonumber a gift.
 local clocks = {}
 for g = 1, streams do
@@ -82,7 +82,7 @@ for g = 1, streams do
   local now, heldUntil = tonumber(ARGV[sa + 4]), tonumber(ARGV[sa + 5])
   clocks[fmt(g)] = (now and heldUntil and now % 1 == 0 and now >= 0
     and now <= 9007199254740991 and heldUntil % 1 == 0 and heldUntil >= 0
-    and heldUntil <= 9007199254740991) and {g, now, heldUntil} or false
+    and heldUntil <= 9007199254740991) and {g, now, heldUntil, utcDay(now)} or false
 end
 
 local giftKeys, giftArgs = 11 * streams, 9 + 5 * streams
@@ -98,11 +98,12 @@ for i = 1, gifts do
     local g = clock[1]
     local s, sa = 11 * (g - 1), 9 + 5 * (g - 1)
     local ok, reply, eventId, coinsLeft, combo, replayed, diamonds = pcall(giftOne,
-      KEYS[k + 1], KEYS[k + 2], KEYS[s + 1], KEYS[s + 2], KEYS[s + 3], KEYS[s + 4], KEYS[s + 5], KEYS[s + 6], KEYS[s + 7], KEYS[s + 8], KEYS[s + 9],
-      KEYS[s + 10], KEYS[s + 11], ARGV[a + 2], ARGV[a + 3], ARGV[sa + 1], ARGV[a + 4],
-      ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], clock[2], ARGV[sa + 4], ARGV[a + 8] == '1',
-      ARGV[a + 9], ARGV[sa + 3], ARGV[a + 10], ARGV[sa + 2], clock[3], ARGV[sa + 5],
-      needAdult, shareArg, shareBps, comboWindow, ratePerS, burst, idemTtl, historyMax, shared)
+      KEYS[k + 1], KEYS[k + 2], KEYS[s + 1], KEYS[s + 2], KEYS[s + 3], KEYS[s + 4],
+      KEYS[s + 5], KEYS[s + 6], KEYS[s + 7], KEYS[s + 8], KEYS[s + 9], KEYS[s + 10],
+      KEYS[s + 11], ARGV[a + 2], ARGV[a + 3], ARGV[sa + 1], ARGV[a + 4], ARGV[a + 5],
+      ARGV[a + 6], ARGV[a + 7], clock[2], ARGV[sa + 4], clock[4], clock[5], ARGV[a + 8] == '1',
+      ARGV[a + 9], ARGV[sa + 3], ARGV[a + 10], ARGV[sa + 2], clock[3], ARGV[sa + 5], needAdult,
+      shareArg, shareBps, comboWindow, ratePerS, burst, idemTtl, historyMax, shared)
     if ok and reply == 0 then
       replies[r + 1], replies[r + 2], replies[r + 3] = 0, eventId, coinsLeft
       replies[r + 4], replies[r + 5], replies[r + 6] = combo, replayed, diamonds

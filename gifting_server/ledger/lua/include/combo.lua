@@ -26,8 +26,8 @@ end
 -- end of the sender's previous streak of this gift when its quiet window passed but
 -- no sweep has closed it yet, then the gift. A new streak joins the open-streaks
 -- set as `streakMember`. `lastCombo`, `lastTap`, `fragmentAt`: what parseCombo gave for
--- the stored field `lastRaw` (`lastCombo` false when there was none). Returns the gift's event id, its text, the combo and its text,
--- the streak's last tap to store and the stream's new coin total as text. A gift that
+-- the stored field `lastRaw` (`lastCombo` false when there was none). Returns the
+-- gift's event id, its text, the combo and its text, the streak's last tap to store and the stream's new coin total as text. A gift that
 -- reaches the stream after a later one (a transfer finished late, a worker's clock
 -- behind) joins the streak but never moves its last tap back, which would end the
 -- streak before its window passed. `deliveryLog`, `outbox`: see emitEvent.

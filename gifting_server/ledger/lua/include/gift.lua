@@ -7,8 +7,8 @@
   script. Needs "numbers", "event", "spend", "combo", "earn", "battle".
 
   The gift's keys (send_gift's KEYS, in its order) and its own arguments come as
-  values, the configuration and the clock of the gift's stream in the call (now and
-  the hold's end, validated once by the caller) as numbers and the strings Redis is
+  values, the configuration and the clock of the gift's stream in the call (now, the
+  hold's end and the UTC day, validated once by the caller) as numbers and the strings Redis is
   given back. The reply is send_gift's, as values rather than a table: the caller
   lays the replies of its gifts end to end in one flat list (send_gifts' Output).
 
@@ -101,9 +101,9 @@ end
 local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, platformKey,
     streamBoardKey, dayBoardKey, allBoardKey, streaksKey, journalKey, historyKey,
     battleTopKey, sender, senderName, expectedStreamer, giftId, countArg, costArg,
-    fingerprint, now, nowArg, isAdult, eventFragment, channel, idemName, streamId, heldUntil,
-    heldUntilArg, needAdult, shareArg, shareBps, comboWindow, ratePerS, burst, idemTtl,
-    historyMax, shared)
+    fingerprint, now, nowArg, day, dayText, isAdult, eventFragment, channel, idemName, streamId,
+    heldUntil, heldUntilArg, needAdult, shareArg, shareBps, comboWindow, ratePerS, burst,
+    idemTtl, historyMax, shared)
 
   -- 0. This gift's own numbers (the configuration's and the stream's clock were checked
   -- by the caller). tonumber gives nil for a missing or non-numeric argument.
@@ -147,7 +147,7 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   local w = redis.call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
     'rl_at', 'rl_tokens', 'spent_before')
   local coinsLeft, spent, refilledAt, tokens, budgetDays, spentDay, spentBefore =
-    checkSpend(w, now, cost, ratePerS, burst)
+    checkSpend(w, now, nowArg, day, dayText, cost, ratePerS, burst)
   if not coinsLeft then return spent end
 
   -- 4. The streamer's side: diamonds and the platform's share, from the lifetime coins
