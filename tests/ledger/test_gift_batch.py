@@ -204,6 +204,28 @@ async def test_a_configuration_out_of_range_refuses_every_gift_and_writes_nothin
     await assert_reconciled(ledger)
 
 
+async def test_a_number_a_call_reads_once_answers_each_of_its_gifts_alike(ledger: Store) -> None:
+    """A call parses each count and price text once (docs/performance.md): a price that
+    is no number refuses every gift that gives it, before and after a good one."""
+    rose = ledger.settings.gift("rose")
+    assert rose is not None
+    calls = [
+        gifts.gift_call(ledger.settings, viewer(who), "s1", "streamer1", rose, 1, f"n-{who}", T0)
+        for who in ("alice", "carol", "dave")
+    ]
+    config = (*(calls[0].args[i] for i in gift_batch.CONFIG_ARGS), 1)
+    script_keys, args = gift_batch.batch_call(config, [(c.keys, c.args, None) for c in calls])
+    first = len(config) + 1 + 5  # after one stream's 5
+    for gift in (0, 2):  # alice's and dave's coins
+        args[first + 10 * gift + 5] = "1e0"
+    before = await snapshot(ledger.redis)
+    replies = await run_send_gifts(ledger, script_keys, args)
+    assert replies[0] == replies[2] == [ScriptCode.INVALID_ARGUMENT]
+    assert replies[1][0] == 0 and replies[1][4] == 0  # carol's, not replayed
+    assert await snapshot(ledger.redis) != before
+    await assert_reconciled(ledger)
+
+
 async def test_a_failed_call_fails_every_gift_of_its_batch(ledger: Store) -> None:
     """Redis gone: each caller gets service_unavailable, as for its own call."""
     await ledger.scripts.close()

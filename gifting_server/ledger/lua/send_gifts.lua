@@ -74,8 +74,9 @@ end
 
 -- A stream's clock, once for its gifts: {g, now, held until, UTC day, its text}, by g as
 -- a gift names its stream (decimal digits, no sign or leading zero); false when out of
--- range (its gifts refused, nothing of them written). tonumber gives nil for a non-numeric argument;
--- n % 1 is NaN for inf and NaN. A gift finds its stream by its text: no tonumber a gift.
+-- range (its gifts refused, nothing of them written). tonumber gives nil for a
+-- non-numeric argument; n % 1 is NaN for inf and NaN. A gift finds its stream by its
+-- text: no tonumber a gift.
 local clocks = {}
 for g = 1, streams do
   local sa = 9 + 5 * (g - 1)

@@ -27,10 +27,11 @@ end
 -- no sweep has closed it yet, then the gift. A new streak joins the open-streaks
 -- set as `streakMember`. `lastCombo`, `lastTap`, `fragmentAt`: what parseCombo gave for
 -- the stored field `lastRaw` (`lastCombo` false when there was none). Returns the
--- gift's event id, its text, the combo and its text, the streak's last tap to store and the stream's new coin total as text. A gift that
--- reaches the stream after a later one (a transfer finished late, a worker's clock
--- behind) joins the streak but never moves its last tap back, which would end the
--- streak before its window passed. `deliveryLog`, `outbox`: see emitEvent.
+-- gift's event id, its text, the combo and its text, the streak's last tap to store
+-- and the stream's new coin total as text. A gift that reaches the stream after a
+-- later one (a transfer finished late, a worker's clock behind) joins the streak but
+-- never moves its last tap back, which would end the streak before its window passed.
+-- `deliveryLog`, `outbox`: see emitEvent.
 local function emitGift(historyKey, historyMax, channel, streaksKey, streakMember, seq,
     streamCoins, coinsTotal, count, countArg, lastCombo, lastTap, lastRaw, fragmentAt, now,
     nowArg, comboWindow, fragment, deliveryLog, outbox)

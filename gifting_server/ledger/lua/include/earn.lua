@@ -70,18 +70,19 @@ end
 -- send_gifts journals the gifts of a call to one streamer in one entry (include
 -- "gift"): `g` holds their `giftEntry`s one a line ("\n" between them), `b`, when one
 -- of them counted in a battle, their battle values one a line, empty for the others.
-local function giftEntry(sender, streamer, streamId, giftId, countArg, costArg, diamonds,
-    platformShare, shareArg, eventId, idemName, nowArg, limit, isAdult)
+-- `diamondsText`, `platformText`: the diamonds and the platform's share as fmt writes them.
+local function giftEntry(sender, streamer, streamId, giftId, countArg, costArg, diamondsText,
+    platformText, shareArg, eventId, idemName, nowArg, limit, isAdult)
   return sender .. '|' .. streamer .. '|' .. streamId
-    .. '|' .. giftId .. '|' .. countArg .. '|' .. costArg .. '|' .. fmt(diamonds)
-    .. '|' .. fmt(platformShare) .. '|' .. shareArg .. '|' .. eventId .. '|' .. nowArg
+    .. '|' .. giftId .. '|' .. countArg .. '|' .. costArg .. '|' .. diamondsText
+    .. '|' .. platformText .. '|' .. shareArg .. '|' .. eventId .. '|' .. nowArg
     .. '|' .. (limit or '') .. '|' .. (isAdult and '' or '1') .. '|' .. idemName
 end
 
 local function journalGift(journalKey, sender, streamer, streamId, giftId, countArg, costArg,
     diamonds, platformShare, shareArg, eventId, idemName, nowArg, limit, isAdult, battle)
-  local packed = giftEntry(sender, streamer, streamId, giftId, countArg, costArg, diamonds,
-    platformShare, shareArg, eventId, idemName, nowArg, limit, isAdult)
+  local packed = giftEntry(sender, streamer, streamId, giftId, countArg, costArg, fmt(diamonds),
+    fmt(platformShare), shareArg, eventId, idemName, nowArg, limit, isAdult)
   if battle then
     redis.call('XADD', journalKey, '*', 'g', packed, 'b', battle[1] .. '|' .. battle[2])
   else

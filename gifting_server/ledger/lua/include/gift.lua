@@ -32,9 +32,42 @@
 -- `together`: a stream's events of the call published as one message at its end (else
 -- each as it is made, one message an event).
 local function newShared(together)
-  return {together = together, streams = {}, streamOrder = {}, streamers = {}, streamerOrder = {},
-    held = {}, heldOrder = {}, platform = {}, platformOrder = {},
-    journals = {}, journalOrder = {}, outboxes = {}, channelOrder = {}}
+  return {together = together, counts = {}, costs = {}, texts = {}, streams = {},
+    streamOrder = {}, streamers = {}, streamerOrder = {}, held = {}, heldOrder = {},
+    platform = {}, platformOrder = {}, journals = {}, journalOrder = {}, outboxes = {},
+    channelOrder = {}}
+end
+
+-- What a number of the call's gifts reads as or writes as, found once a call: the
+-- gifts of a call mostly repeat a few counts and prices, and a few diamonds and
+-- platform shares, and each tonumber or fmt costs a gift ~1,200 instructions where a
+-- table lookup costs ~100 (docs/performance.md). `false`: the text is no number.
+local function countOf(counts, text)
+  local n = counts[text]
+  if n == nil then
+    n = tonumber(text) or false
+    counts[text] = n
+  end
+  return n
+end
+
+-- A price as Redis must parse it too (`digits`), else false.
+local function costOf(costs, text)
+  local n = costs[text]
+  if n == nil then
+    n = digits(text) and tonumber(text)
+    costs[text] = n
+  end
+  return n
+end
+
+local function textOf(texts, n)
+  local t = texts[n]
+  if not t then
+    t = fmt(n)
+    texts[n] = t
+  end
+  return t
 end
 
 -- An error of a gift's first write, its history XADD, that says the history is ahead
@@ -107,8 +140,8 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
 
   -- 0. This gift's own numbers (the configuration's and the stream's clock were checked
   -- by the caller). tonumber gives nil for a missing or non-numeric argument.
-  local count, cost = tonumber(countArg), tonumber(costArg)
-  if not (count and cost and digits(costArg)) then return 16 end
+  local count, cost = countOf(shared.counts, countArg), costOf(shared.costs, costArg)
+  if not (count and cost) then return 16 end
 
   -- 1. Idempotency: the same key answers the first result again.
   local seen = redis.call('GET', idemKey)
@@ -216,8 +249,10 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
     shared.journalOrder[#shared.journalOrder + 1] = journalKey
   end
   local n = #journal.gifts + 1
-  journal.gifts[n] = giftEntry(sender, st.owner, streamId, giftId, countArg, costArg, diamonds,
-    platformShare, shareArg, id, idemName, nowArg, w[2], isAdult)
+  local texts = shared.texts
+  journal.gifts[n] = giftEntry(sender, st.owner, streamId, giftId, countArg, costArg,
+    textOf(texts, diamonds), textOf(texts, platformShare), shareArg, id, idemName, nowArg,
+    w[2], isAdult)
   journal.battles[n] = battle and (battle[1] .. '|' .. battle[2]) or ''
   if battle then journal.counted = true end
   if battle then countBattle(streamKey, battleTopKey, costArg, sender) end
