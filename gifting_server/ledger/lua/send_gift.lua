@@ -112,7 +112,7 @@ if not (count and cost and now and shareBps and comboWindow and ratePerS and bur
 end
 
 -- 1. Idempotency: the same key answers the first result again.
-local seen = redis.call('GET', idemKey)
+local seen = call('GET', idemKey)
 if seen then
   local fp, eventId, coinsLeft, combo = string.match(seen, '^(.*)|(%d+)|(%d+)|(%d+)$')
   if fp ~= fingerprint then return {1} end
@@ -122,7 +122,7 @@ end
 -- 2. The stream, and the sender's combo of this gift on it. A stored number that
 -- does not parse (nil) is refused here, not left to fail after the first write.
 local comboField = 'c:' .. sender .. ':' .. giftId
-local meta = redis.call('HMGET', streamKey, 'streamer', 'status', 'seq', 'coins', comboField,
+local meta = call('HMGET', streamKey, 'streamer', 'status', 'seq', 'coins', comboField,
   'webhook_log', 'battle')
 if not meta[1] or meta[1] ~= expectedStreamer then return {2} end
 if meta[2] ~= 'live' then return {3} end
@@ -133,7 +133,7 @@ local lastCombo, lastTap, fragmentAt = parseCombo(meta[5])
 if not (seq and streamCoins) or lastCombo == nil then return {17} end
 
 -- 3. The sender's wallet: rate limit, balance, own daily budget.
-local w = redis.call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
+local w = call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
   'rl_at', 'rl_tokens', 'spent_before')
 local day, dayText = utcDay(now)
 local coinsLeft, spent, refilledAt, tokens, budgetDays, spentDay, spentBefore =
@@ -161,15 +161,15 @@ writeEarn(streamerKey, heldKey, platformKey, heldUntil, heldUntilArg, now, diamo
 local coinsLeftText = writeSpend(walletKey, senderName, coinsLeft, spent, refilledAt,
   tokens, budgetDays, spentDay, spentBefore)
 
-redis.call('ZINCRBY', streamBoardKey, costArg, sender)
+call('ZINCRBY', streamBoardKey, costArg, sender)
 bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
 journalGift(journalKey, sender, meta[1], streamId, giftId, countArg, costArg, diamonds,
   platformShare, shareArg, id, idemName, nowArg, w[2], isAdult, battle)
 if battle then countBattle(streamKey, battleTopKey, costArg, sender) end
 
 -- The combo outlives its window so that close_streaks can still announce its end.
-redis.call('HSET', streamKey, 'seq', id, 'coins', coinsTotalText,
+call('HSET', streamKey, 'seq', id, 'coins', coinsTotalText,
   comboField, comboText .. '|' .. tapText .. '|' .. eventFragment)
-redis.call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText,
+call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText,
   'PX', idemTtl)
 return {0, eventId, coinsLeft, combo, 0, diamonds}

@@ -54,7 +54,7 @@ local function emitGift(historyKey, historyMax, channel, streaksKey, streakMembe
     giftEvent(id, nowArg, fragment, countArg, comboText, 'false', coinsTotalText), deliveryLog,
     outbox)
   if combo == count then
-    redis.call('ZADD', streaksKey, fmt(now + comboWindow), streakMember)
+    call('ZADD', streaksKey, fmt(now + comboWindow), streakMember)
   end
   return eventId, id, combo, comboText, tapText, coinsTotalText
 end

@@ -57,9 +57,9 @@ local function publish(channel, message)
   -- A plain channel starts with "{", a marked one with "s", which sorts below it: a
   -- comparison, not a call of string.byte, which costs every gift (make bench-script).
   if channel > "{" then
-    redis.call('PUBLISH', channel, message)
+    call('PUBLISH', channel, message)
   else
-    redis.call('SPUBLISH', string.sub(channel, 9), message)
+    call('SPUBLISH', string.sub(channel, 9), message)
   end
 end
 
@@ -70,8 +70,8 @@ end
 -- brokers split a message at "\n" (events.py `published`), so a message of one event
 -- is read as it always was.
 local function emitEvent(historyKey, historyMax, channel, id, json, deliveryLog, outbox)
-  redis.call('XADD', historyKey, 'MAXLEN', '~', historyMax, id .. '-0', 'e', json)
-  if deliveryLog then redis.call('XADD', deliveryLog, id .. '-0', 'e', json) end
+  call('XADD', historyKey, 'MAXLEN', '~', historyMax, id .. '-0', 'e', json)
+  if deliveryLog then call('XADD', deliveryLog, id .. '-0', 'e', json) end
   if outbox then
     outbox[#outbox + 1] = json
   else

@@ -88,30 +88,30 @@ local function writeShared(shared)
         fields[#fields + 1] = field
         fields[#fields + 1] = st.combos[field]
       end
-      redis.call('HSET', key, unpack(fields))
+      call('HSET', key, unpack(fields))
     end
   end
   for _, key in ipairs(shared.streamerOrder) do
     local sr = shared.streamers[key]
     if sr.changed then
-      redis.call('HSET', key, 'received', fmt(sr.received), 'diamonds', fmt(sr.diamonds))
+      call('HSET', key, 'received', fmt(sr.received), 'diamonds', fmt(sr.diamonds))
     end
   end
   -- A held bucket the call starts (an hour's first) drops the buckets released by
   -- the time of the gift that started it, as that gift alone would have.
   for _, bucket in ipairs(shared.heldOrder) do
     local heldKey, field, now, diamonds = bucket[1], bucket[2], bucket[3], bucket[4]
-    if redis.call('HINCRBY', heldKey, field, fmt(diamonds)) == diamonds then
+    if call('HINCRBY', heldKey, field, fmt(diamonds)) == diamonds then
       local released = {}
-      for _, at in ipairs(redis.call('HKEYS', heldKey)) do
+      for _, at in ipairs(call('HKEYS', heldKey)) do
         local t = tonumber(at)
         if t and t <= now and at ~= field then released[#released + 1] = at end
       end
-      if #released > 0 then redis.call('HDEL', heldKey, unpack(released)) end
+      if #released > 0 then call('HDEL', heldKey, unpack(released)) end
     end
   end
   for _, key in ipairs(shared.platformOrder) do
-    redis.call('HINCRBY', key, 'coins', fmt(shared.platform[key]))
+    call('HINCRBY', key, 'coins', fmt(shared.platform[key]))
   end
   -- A channel's events of the call in one message, one a line (include "event"): one
   -- PUBLISH a stream a call, not one an event.
@@ -123,10 +123,10 @@ local function writeShared(shared)
   for _, key in ipairs(shared.journalOrder) do
     local journal = shared.journals[key]
     if journal.counted then
-      redis.call('XADD', key, '*', 'g', table.concat(journal.gifts, '\n'),
+      call('XADD', key, '*', 'g', table.concat(journal.gifts, '\n'),
         'b', table.concat(journal.battles, '\n'))
     else
-      redis.call('XADD', key, '*', 'g', table.concat(journal.gifts, '\n'))
+      call('XADD', key, '*', 'g', table.concat(journal.gifts, '\n'))
     end
   end
 end
@@ -144,7 +144,7 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   if not (count and cost) then return 16 end
 
   -- 1. Idempotency: the same key answers the first result again.
-  local seen = redis.call('GET', idemKey)
+  local seen = call('GET', idemKey)
   if seen then
     local fp, eventId, coinsLeft, combo = string.match(seen, '^(.*)|(%d+)|(%d+)|(%d+)$')
     if fp ~= fingerprint then return 1 end
@@ -158,9 +158,9 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   local st, comboRaw = shared.streams[streamKey], nil
   if st then
     comboRaw = st.combos[comboField]
-    if comboRaw == nil then comboRaw = redis.call('HGET', streamKey, comboField) end
+    if comboRaw == nil then comboRaw = call('HGET', streamKey, comboField) end
   else
-    local meta = redis.call('HMGET', streamKey, 'streamer', 'status', 'seq', 'coins', comboField,
+    local meta = call('HMGET', streamKey, 'streamer', 'status', 'seq', 'coins', comboField,
       'webhook_log', 'battle')
     st = {owner = meta[1], status = meta[2], seq = tonumber(meta[3] or '0'),
       coins = tonumber(meta[4] or '0'), combos = {}, fields = {}, deliveryLog = meta[6],
@@ -177,7 +177,7 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   if not (st.seq and st.coins) or lastCombo == nil then return 17 end
 
   -- 3. The sender's wallet: rate limit, balance, own daily budget.
-  local w = redis.call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
+  local w = call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
     'rl_at', 'rl_tokens', 'spent_before')
   local coinsLeft, spent, refilledAt, tokens, budgetDays, spentDay, spentBefore =
     checkSpend(w, now, nowArg, day, dayText, cost, ratePerS, burst)
@@ -187,7 +187,7 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   -- received (read by the call's first gift to the streamer, then from `shared`).
   local sr = shared.streamers[streamerKey]
   if not sr then
-    local s = redis.call('HMGET', streamerKey, 'received', 'diamonds')
+    local s = call('HMGET', streamerKey, 'received', 'diamonds')
     sr = {received = tonumber(s[1] or '0'), diamonds = tonumber(s[2] or '0')}
     shared.streamers[streamerKey] = sr
     shared.streamerOrder[#shared.streamerOrder + 1] = streamerKey
@@ -240,7 +240,7 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   local coinsLeftText = writeSpend(walletKey, senderName, coinsLeft, spent, refilledAt,
     tokens, budgetDays, spentDay, spentBefore)
 
-  redis.call('ZINCRBY', streamBoardKey, costArg, sender)
+  call('ZINCRBY', streamBoardKey, costArg, sender)
   bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
   local journal = shared.journals[journalKey]
   if not journal then
@@ -256,7 +256,7 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   journal.battles[n] = battle and (battle[1] .. '|' .. battle[2]) or ''
   if battle then journal.counted = true end
   if battle then countBattle(streamKey, battleTopKey, costArg, sender) end
-  redis.call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText,
+  call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText,
     'PX', idemTtl)
   return 0, eventId, coinsLeft, combo, 0, diamonds
 end

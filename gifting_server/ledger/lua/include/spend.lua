@@ -71,10 +71,10 @@ end
 local function writeSpend(walletKey, senderName, coinsLeft, spent, refilledAt, tokens,
     budgetDays, spentDay, spentBefore)
   local coinsLeftText = fmt(coinsLeft)
-  redis.call('HSET', walletKey, 'coins', coinsLeftText, 'spent', fmt(spent),
+  call('HSET', walletKey, 'coins', coinsLeftText, 'spent', fmt(spent),
     'rl_at', refilledAt, 'rl_tokens', fmt(tokens), 'name', senderName)
   if budgetDays then
-    redis.call('HSET', walletKey, 'spent_day', fmt(spentDay), 'spent_before', fmt(spentBefore))
+    call('HSET', walletKey, 'spent_day', fmt(spentDay), 'spent_before', fmt(spentBefore))
   end
   return coinsLeftText
 end
