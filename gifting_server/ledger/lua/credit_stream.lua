@@ -64,7 +64,7 @@ local battle = meta[5] and battleOf(meta[5])
 -- The history first: the only write that can fail (see emitEvent), with nothing changed.
 local coinsTotal = streamCoins + cost
 local eventId, id, combo, comboText, tapText, coinsTotalText = emitGift(historyKey, historyMax,
-  channel, streaksKey, sender .. ':' .. giftId, seq, streamCoins, coinsTotal, count, countArg,
+  channel, streaksKey, comboField, seq, streamCoins, coinsTotal, count, countArg,
   lastCombo, lastTap, meta[3], fragmentAt, now, nowArg, comboWindow, fragment, meta[4])
 call('ZINCRBY', streamBoardKey, costArg, sender)
 call('HSET', streamKey, 'seq', id, 'coins', coinsTotalText,

@@ -153,7 +153,7 @@ local battle = meta[7] and battleOf(meta[7])
 -- sends (a key planted with another type or value can: see the header).
 local coinsTotal = streamCoins + cost
 local eventId, id, combo, comboText, tapText, coinsTotalText = emitGift(historyKey, historyMax,
-  channel, streaksKey, sender .. ':' .. giftId, seq, streamCoins, coinsTotal, count, countArg,
+  channel, streaksKey, comboField, seq, streamCoins, coinsTotal, count, countArg,
   lastCombo, lastTap, meta[5], fragmentAt, now, nowArg, comboWindow, eventFragment, meta[6])
 
 writeEarn(streamerKey, heldKey, platformKey, heldUntil, heldUntilArg, now, diamonds,

@@ -25,14 +25,16 @@ end
 -- Emit the gift on the stream, the stream's first write (see emitEvent): first the
 -- end of the sender's previous streak of this gift when its quiet window passed but
 -- no sweep has closed it yet, then the gift. A new streak joins the open-streaks
--- set as `streakMember`. `lastCombo`, `lastTap`, `fragmentAt`: what parseCombo gave for
--- the stored field `lastRaw` (`lastCombo` false when there was none). Returns the
+-- set as "<sender>:<gift>", cut from the combo's field "c:<sender>:<gift>" only then
+-- (`comboField`: a string built a gift costs it ~1,000 instructions). `lastCombo`,
+-- `lastTap`, `fragmentAt`: what parseCombo gave for the stored field `lastRaw`
+-- (`lastCombo` false when there was none). Returns the
 -- gift's event id, its text, the combo and its text, the streak's last tap to store
 -- and the stream's new coin total as text. A gift that reaches the stream after a
 -- later one (a transfer finished late, a worker's clock behind) joins the streak but
 -- never moves its last tap back, which would end the streak before its window passed.
 -- `deliveryLog`, `outbox`: see emitEvent.
-local function emitGift(historyKey, historyMax, channel, streaksKey, streakMember, seq,
+local function emitGift(historyKey, historyMax, channel, streaksKey, comboField, seq,
     streamCoins, coinsTotal, count, countArg, lastCombo, lastTap, lastRaw, fragmentAt, now,
     nowArg, comboWindow, fragment, deliveryLog, outbox)
   local eventId = seq + 1
@@ -54,7 +56,7 @@ local function emitGift(historyKey, historyMax, channel, streaksKey, streakMembe
     giftEvent(id, nowArg, fragment, countArg, comboText, 'false', coinsTotalText), deliveryLog,
     outbox)
   if combo == count then
-    call('ZADD', streaksKey, fmt(now + comboWindow), streakMember)
+    call('ZADD', streaksKey, fmt(now + comboWindow), string.sub(comboField, 3))
   end
   return eventId, id, combo, comboText, tapText, coinsTotalText
 end

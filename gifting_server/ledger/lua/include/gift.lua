@@ -212,7 +212,7 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
     shared.channelOrder[#shared.channelOrder + 1] = channel
   end
   local eventId, id, combo, comboText, tapText, coinsTotalText = emitGift(historyKey,
-    historyMax, channel, streaksKey, sender .. ':' .. giftId, st.seq, st.coins, coinsTotal,
+    historyMax, channel, streaksKey, comboField, st.seq, st.coins, coinsTotal,
     count, countArg, lastCombo, lastTap, comboRaw, fragmentAt, now, nowArg, comboWindow,
     eventFragment, st.deliveryLog, outbox)
   st.seq, st.coins, st.seqText, st.coinsText = eventId, coinsTotal, id, coinsTotalText
@@ -222,13 +222,18 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
 
   sr.received, sr.diamonds, sr.changed = sr.received + cost, sr.diamonds + diamonds, true
   if diamonds > 0 and heldUntil > 0 then
-    local bucketKey = heldKey .. ' ' .. heldUntilArg
-    local bucket = shared.held[bucketKey]
+    -- A streamer's buckets by release time (no key string built a gift).
+    local buckets = shared.held[heldKey]
+    if not buckets then
+      buckets = {}
+      shared.held[heldKey] = buckets
+    end
+    local bucket = buckets[heldUntilArg]
     if bucket then
       bucket[4] = bucket[4] + diamonds
     else
       bucket = {heldKey, heldUntilArg, now, diamonds}
-      shared.held[bucketKey] = bucket
+      buckets[heldUntilArg] = bucket
       shared.heldOrder[#shared.heldOrder + 1] = bucket
     end
   end
