@@ -103,7 +103,9 @@ class GiftBatch:
                 keys, args, _ = gifts[0]
                 replies = [await self.scripts.run("send_gift", keys, args)]
             else:
-                replies = await self.scripts.run("send_gifts", *batch_call(config, gifts))
+                replies = split_replies(
+                    await self.scripts.run("send_gifts", *batch_call(config, gifts))
+                )
         except Exception as e:  # the call failed: so did each gift's
             for _, _, reply in gifts:
                 if not reply.done():
@@ -135,3 +137,15 @@ def batch_call(config: Config, gifts: list[Queued]) -> tuple[list[str], list[Any
         gift_args.append(g)
         gift_args += [args[i] for i in GIFT_ARGS]
     return stream_keys + gift_keys, [*config, len(streams), *stream_args, *gift_args]
+
+
+def split_replies(flat: list[Any]) -> list[Reply]:
+    """send_gifts' reply, its gifts' replies laid end to end (lua/send_gifts.lua,
+    Output), as one send_gift reply a gift: 0 and five values, or a code alone."""
+    replies: list[Reply] = []
+    i = 0
+    while i < len(flat):
+        size = 6 if flat[i] == 0 else 1
+        replies.append(flat[i : i + size])
+        i += size
+    return replies

@@ -52,7 +52,7 @@ from gifting_server.auth import Identity, Role
 from gifting_server.config import Settings, load_settings
 from gifting_server.ledger import battles, keys, payments, streams, transfers
 from gifting_server.ledger.clock import DAY_MS, held_until
-from gifting_server.ledger.gift_batch import CONFIG_ARGS, batch_call
+from gifting_server.ledger.gift_batch import CONFIG_ARGS, batch_call, split_replies
 from gifting_server.ledger.gifts import event_fragment, gift_call
 from gifting_server.ledger.scripts import script_source, with_includes
 from gifting_server.ledger.store import Store, connect_single
@@ -252,7 +252,7 @@ def batched(size: int) -> Sender:
             connection.send_packed_command(connection.pack_commands(commands))
             for _ in commands:
                 reply = connection.read_response()
-                replies = [reply] if size == 1 else reply
+                replies = [reply] if size == 1 else split_replies(reply)
                 assert all(r[0] == 0 for r in replies), reply
         client.connection_pool.release(connection)
 

@@ -67,6 +67,11 @@ class Batch:
         assert got == self.expected
 
 
+async def run_send_gifts(store: Store, script_keys: list[str], args: list[Any]) -> list[Any]:
+    """send_gifts' replies, one a gift (the script lays them end to end)."""
+    return gift_batch.split_replies(await store.scripts.run("send_gifts", script_keys, args))
+
+
 @pytest.fixture
 async def ledger(store: Store) -> Store:
     why = "a batch is the single Redis's call: test_concurrency races the steps across slots"
@@ -171,7 +176,7 @@ async def test_a_configuration_out_of_range_refuses_every_gift_and_writes_nothin
     # ... a history cap Redis would refuse, a one-message flag neither 1 nor 0
     for cfg in (bad, (*config[:-2], "1e3", 1), (*config[:-1], 2)):
         script_keys, args = gift_batch.batch_call(cfg, queued)
-        replies = await ledger.scripts.run("send_gifts", script_keys, args)
+        replies = await run_send_gifts(ledger, script_keys, args)
         assert replies == [[ScriptCode.INVALID_ARGUMENT]] * 2
     # A gift's own number out of range refuses that gift alone.
     script_keys, args = gift_batch.batch_call(config, queued)
@@ -179,10 +184,7 @@ async def test_a_configuration_out_of_range_refuses_every_gift_and_writes_nothin
     assert args[alice : alice + 2] == [1, "alice"] and args[carol + 1] == "carol"
     args[alice + 5] = "1e3"  # alice's coins
     args[carol] = "2"  # carol's stream: there is one
-    assert (
-        await ledger.scripts.run("send_gifts", script_keys, args)
-        == [[ScriptCode.INVALID_ARGUMENT]] * 2
-    )
+    assert await run_send_gifts(ledger, script_keys, args) == [[ScriptCode.INVALID_ARGUMENT]] * 2
     assert await snapshot(ledger.redis) == before
     # The stream's clock (read once for its gifts of the call) out of range refuses them all.
     clock = len(config) + 1 + 3
@@ -191,13 +193,35 @@ async def test_a_configuration_out_of_range_refuses_every_gift_and_writes_nothin
         clocked = [*args[:clock], now, held, *args[clock + 2 :]]
         clocked[carol] = "1"
         assert (
-            await ledger.scripts.run("send_gifts", script_keys, clocked)
+            await run_send_gifts(ledger, script_keys, clocked)
             == [[ScriptCode.INVALID_ARGUMENT]] * 2
         )
     assert await snapshot(ledger.redis) == before
     args[carol] = "1"
-    replies = await ledger.scripts.run("send_gifts", script_keys, args)
+    replies = await run_send_gifts(ledger, script_keys, args)
     assert replies[0] == [ScriptCode.INVALID_ARGUMENT] and replies[1][0] == 0
+    assert await snapshot(ledger.redis) != before
+    await assert_reconciled(ledger)
+
+
+async def test_a_number_a_call_reads_once_answers_each_of_its_gifts_alike(ledger: Store) -> None:
+    """A call parses each count and price text once (docs/performance.md): a price that
+    is no number refuses every gift that gives it, before and after a good one."""
+    rose = ledger.settings.gift("rose")
+    assert rose is not None
+    calls = [
+        gifts.gift_call(ledger.settings, viewer(who), "s1", "streamer1", rose, 1, f"n-{who}", T0)
+        for who in ("alice", "carol", "dave")
+    ]
+    config = (*(calls[0].args[i] for i in gift_batch.CONFIG_ARGS), 1)
+    script_keys, args = gift_batch.batch_call(config, [(c.keys, c.args, None) for c in calls])
+    first = len(config) + 1 + 5  # after one stream's 5
+    for gift in (0, 2):  # alice's and dave's coins
+        args[first + 10 * gift + 5] = "1e0"
+    before = await snapshot(ledger.redis)
+    replies = await run_send_gifts(ledger, script_keys, args)
+    assert replies[0] == replies[2] == [ScriptCode.INVALID_ARGUMENT]
+    assert replies[1][0] == 0 and replies[1][4] == 0  # carol's, not replayed
     assert await snapshot(ledger.redis) != before
     await assert_reconciled(ledger)
 

@@ -201,6 +201,21 @@ async def test_daily_budget_refuses_the_gift_that_would_pass_it(store: Store, li
     await assert_refused(store, ErrorCode.DAILY_LIMIT_EXCEEDED, send(store, "rose", 1))
 
 
+async def test_a_spent_day_stored_otherwise_than_the_scripts_write_it_is_still_its_day(
+    store: Store, live: str
+) -> None:
+    """A gift tells its own day from the wallet's `spent_day` by comparing texts (no
+    number parsed: docs/performance.md); the same day written with a leading zero is
+    parsed and still the same day."""
+    await wallet.set_daily_limit(store, "alice", 10)
+    await send(store, "rose", 6)
+    day = await store.redis.hget(keys.wallet("alice"), "spent_day")
+    await store.redis.hset(keys.wallet("alice"), "spent_day", f"0{day}")
+    await assert_refused(store, ErrorCode.DAILY_LIMIT_EXCEEDED, send(store, "rose", 5))
+    await send(store, "rose", 4)  # exactly the budget
+    assert (await wallet.read_wallet(store, "alice"))["spent_today"] == 10
+
+
 async def test_daily_budget_resets_at_the_next_utc_midnight(
     store: Store, clock: FakeClock, live: str
 ) -> None:

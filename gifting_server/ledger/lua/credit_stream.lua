@@ -48,32 +48,32 @@ if not (count and cost and now and comboWindow and digits(costArg) and digits(hi
   return {16}
 end
 
-local seen = redis.call('GET', recordKey)
+local seen = call('GET', recordKey)
 if seen then
   local eventId, combo, battleId, at = string.match(seen, '^(%d+)|(%d+)|?([^|]*)|?(%d*)$')
   return {0, tonumber(eventId), tonumber(combo), 1, battleId or '', at or ''}
 end
 
 local comboField = 'c:' .. sender .. ':' .. giftId
-local meta = redis.call('HMGET', streamKey, 'seq', 'coins', comboField, 'webhook_log', 'battle')
+local meta = call('HMGET', streamKey, 'seq', 'coins', comboField, 'webhook_log', 'battle')
 local seq, streamCoins = tonumber(meta[1] or '0'), tonumber(meta[2] or '0')
-local last = parseCombo(meta[3])
-if not (seq and streamCoins) or last == nil then return {17} end
+local lastCombo, lastTap, fragmentAt = parseCombo(meta[3])
+if not (seq and streamCoins) or lastCombo == nil then return {17} end
 local battle = meta[5] and battleOf(meta[5])
 
 -- The history first: the only write that can fail (see emitEvent), with nothing changed.
 local coinsTotal = streamCoins + cost
 local eventId, id, combo, comboText, tapText, coinsTotalText = emitGift(historyKey, historyMax,
-  channel, streaksKey, sender .. ':' .. giftId, seq, streamCoins, coinsTotal, count, countArg,
-  last, now, nowArg, comboWindow, fragment, meta[4])
-redis.call('ZINCRBY', streamBoardKey, costArg, sender)
-redis.call('HSET', streamKey, 'seq', id, 'coins', coinsTotalText,
+  channel, streaksKey, comboField, seq, streamCoins, coinsTotal, count, countArg,
+  lastCombo, lastTap, meta[3], fragmentAt, now, nowArg, comboWindow, fragment, meta[4])
+call('ZINCRBY', streamBoardKey, costArg, sender)
+call('HSET', streamKey, 'seq', id, 'coins', coinsTotalText,
   comboField, comboText .. '|' .. tapText .. '|' .. fragment)
 if battle then
   countBattle(streamKey, battleTopKey, costArg, sender)
-  redis.call('SET', recordKey, id .. '|' .. comboText .. '|' .. battle[1] .. '|' .. battle[2],
+  call('SET', recordKey, id .. '|' .. comboText .. '|' .. battle[1] .. '|' .. battle[2],
     'PX', recordTtl)
   return {0, eventId, combo, 0, battle[1], battle[2]}
 end
-redis.call('SET', recordKey, id .. '|' .. comboText, 'PX', recordTtl)
+call('SET', recordKey, id .. '|' .. comboText, 'PX', recordTtl)
 return {0, eventId, combo, 0, '', ''}

@@ -52,7 +52,7 @@ if ARGV[15] and ARGV[15] ~= '' then
   battle = {ARGV[15], ARGV[16]}
 end
 
-local seen = redis.call('GET', recordKey)
+local seen = call('GET', recordKey)
 if seen then return {0, tonumber(seen), 1} end
 
 local diamonds, platformShare, received, totalDiamonds = checkEarn(streamerKey, cost, shareBps)
@@ -64,5 +64,5 @@ bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
 journalGift(journalKey, sender, streamer, streamId, giftId, countArg, costArg, diamonds,
   platformShare, shareArg, eventId, idemName, nowArg, limit ~= '' and limit, ARGV[13] == '1',
   battle)
-redis.call('SET', recordKey, fmt(diamonds), 'PX', recordTtl)
+call('SET', recordKey, fmt(diamonds), 'PX', recordTtl)
 return {0, diamonds, 0}

@@ -52,7 +52,7 @@ if not (cost and now and ratePerS and burst and digits(idemTtl) and idemTtl ~= '
   return {16}
 end
 
-local seen = redis.call('GET', idemKey)
+local seen = call('GET', idemKey)
 if seen then
   local fp, coinsLeft, limit, first = string.match(seen, '^(.-)\n(%d+)\n([^\n]*)\n(.*)$')
   if not fp then
@@ -66,16 +66,17 @@ end
 if verdict ~= '0' then return {tonumber(verdict)} end
 if ARGV[7] == '1' and ARGV[6] ~= '1' then return {5} end
 
-local w = redis.call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
+local w = call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
   'rl_at', 'rl_tokens', 'spent_before')
+local day, dayText = utcDay(now)
 local coinsLeft, spent, refilledAt, tokens, budgetDays, spentDay, spentBefore =
-  checkSpend(w, now, cost, ratePerS, burst)
+  checkSpend(w, now, nowArg, day, dayText, cost, ratePerS, burst)
 if not coinsLeft then return {spent} end
 
 local coinsLeftText = writeSpend(walletKey, senderName, coinsLeft, spent, refilledAt,
   tokens, budgetDays, spentDay, spentBefore)
-redis.call('ZADD', outboxKey, nowArg, transferId)
+call('ZADD', outboxKey, nowArg, transferId)
 local limit = w[2] or ''
-redis.call('SET', idemKey, fingerprint .. '\n' .. coinsLeftText .. '\n' .. limit .. '\n' .. transfer,
+call('SET', idemKey, fingerprint .. '\n' .. coinsLeftText .. '\n' .. limit .. '\n' .. transfer,
   'PX', idemTtl)
 return {0, coinsLeft, 0, limit, transfer}

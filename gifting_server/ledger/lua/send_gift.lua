@@ -112,7 +112,7 @@ if not (count and cost and now and shareBps and comboWindow and ratePerS and bur
 end
 
 -- 1. Idempotency: the same key answers the first result again.
-local seen = redis.call('GET', idemKey)
+local seen = call('GET', idemKey)
 if seen then
   local fp, eventId, coinsLeft, combo = string.match(seen, '^(.*)|(%d+)|(%d+)|(%d+)$')
   if fp ~= fingerprint then return {1} end
@@ -122,21 +122,22 @@ end
 -- 2. The stream, and the sender's combo of this gift on it. A stored number that
 -- does not parse (nil) is refused here, not left to fail after the first write.
 local comboField = 'c:' .. sender .. ':' .. giftId
-local meta = redis.call('HMGET', streamKey, 'streamer', 'status', 'seq', 'coins', comboField,
+local meta = call('HMGET', streamKey, 'streamer', 'status', 'seq', 'coins', comboField,
   'webhook_log', 'battle')
 if not meta[1] or meta[1] ~= expectedStreamer then return {2} end
 if meta[2] ~= 'live' then return {3} end
 if meta[1] == sender then return {4} end
 if needAdult and not isAdult then return {5} end
 local seq, streamCoins = tonumber(meta[3] or '0'), tonumber(meta[4] or '0')
-local last = parseCombo(meta[5])
-if not (seq and streamCoins) or last == nil then return {17} end
+local lastCombo, lastTap, fragmentAt = parseCombo(meta[5])
+if not (seq and streamCoins) or lastCombo == nil then return {17} end
 
 -- 3. The sender's wallet: rate limit, balance, own daily budget.
-local w = redis.call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
+local w = call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
   'rl_at', 'rl_tokens', 'spent_before')
+local day, dayText = utcDay(now)
 local coinsLeft, spent, refilledAt, tokens, budgetDays, spentDay, spentBefore =
-  checkSpend(w, now, cost, ratePerS, burst)
+  checkSpend(w, now, nowArg, day, dayText, cost, ratePerS, burst)
 if not coinsLeft then return {spent} end
 
 -- 4. The streamer's side: diamonds, the hold, the platform's share.
@@ -152,23 +153,23 @@ local battle = meta[7] and battleOf(meta[7])
 -- sends (a key planted with another type or value can: see the header).
 local coinsTotal = streamCoins + cost
 local eventId, id, combo, comboText, tapText, coinsTotalText = emitGift(historyKey, historyMax,
-  channel, streaksKey, sender .. ':' .. giftId, seq, streamCoins, coinsTotal, count, countArg,
-  last, now, nowArg, comboWindow, eventFragment, meta[6])
+  channel, streaksKey, comboField, seq, streamCoins, coinsTotal, count, countArg,
+  lastCombo, lastTap, meta[5], fragmentAt, now, nowArg, comboWindow, eventFragment, meta[6])
 
 writeEarn(streamerKey, heldKey, platformKey, heldUntil, heldUntilArg, now, diamonds,
   platformShare, received, totalDiamonds)
 local coinsLeftText = writeSpend(walletKey, senderName, coinsLeft, spent, refilledAt,
   tokens, budgetDays, spentDay, spentBefore)
 
-redis.call('ZINCRBY', streamBoardKey, costArg, sender)
+call('ZINCRBY', streamBoardKey, costArg, sender)
 bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
 journalGift(journalKey, sender, meta[1], streamId, giftId, countArg, costArg, diamonds,
   platformShare, shareArg, id, idemName, nowArg, w[2], isAdult, battle)
 if battle then countBattle(streamKey, battleTopKey, costArg, sender) end
 
 -- The combo outlives its window so that close_streaks can still announce its end.
-redis.call('HSET', streamKey, 'seq', id, 'coins', coinsTotalText,
+call('HSET', streamKey, 'seq', id, 'coins', coinsTotalText,
   comboField, comboText .. '|' .. tapText .. '|' .. eventFragment)
-redis.call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText,
+call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText,
   'PX', idemTtl)
 return {0, eventId, coinsLeft, combo, 0, diamonds}

@@ -43,9 +43,12 @@
         age-verified (1/0), event JSON fragment, idempotency key
 
   Output:
-    one reply a gift, in their order, each send_gift's: {0, event_id, coins_left,
-    combo, replayed(0/1), diamonds} or {code}; every gift {16} (INVALID_ARGUMENT)
-    when the configuration or the layout is wrong, nothing written.
+    one reply a gift, in their order, each send_gift's, laid end to end in one flat
+    list: 0, event_id, coins_left, combo, replayed(0/1), diamonds (six values) or
+    a code alone (ledger/gift_batch.py `replies` splits them; a table a gift cost
+    Redis ~5,000 instructions a gift to turn into its reply: docs/performance.md);
+    every gift 16 (INVALID_ARGUMENT) when the configuration or the layout is wrong,
+    nothing written.
 ]]
 --- @include "numbers"
 --- @include "event"
@@ -65,43 +68,53 @@ if not (streams and gifts and gifts % 1 == 0 and #ARGV == 9 + 5 * streams + 10 *
     and (together == '1' or together == '0')
     and shareBps and comboWindow and ratePerS and burst and shareBps >= 0 and shareBps <= 10000
     and digits(idemTtl) and idemTtl ~= '0' and digits(historyMax)) then
-  for i = 1, (gifts and gifts % 1 == 0 and gifts > 0) and gifts or 1 do replies[i] = {16} end
+  for i = 1, (gifts and gifts % 1 == 0 and gifts > 0) and gifts or 1 do replies[i] = 16 end
   return replies
 end
 
--- A stream's clock, once for its gifts: {g, now, held until}, by g as a gift names its
--- stream (decimal digits, no sign or leading zero); false when out of range (its gifts
--- refused, nothing of them written). tonumber gives nil for a non-numeric argument;
--- n % 1 is NaN for inf and NaN. A gift finds its stream by its text: no tonumber a gift.
+-- A stream's clock, once for its gifts: {g, now, held until, UTC day, its text}, by g as
+-- a gift names its stream (decimal digits, no sign or leading zero); false when out of
+-- range (its gifts refused, nothing of them written). tonumber gives nil for a
+-- non-numeric argument; n % 1 is NaN for inf and NaN. A gift finds its stream by its
+-- text: no tonumber a gift.
 local clocks = {}
 for g = 1, streams do
   local sa = 9 + 5 * (g - 1)
   local now, heldUntil = tonumber(ARGV[sa + 4]), tonumber(ARGV[sa + 5])
   clocks[fmt(g)] = (now and heldUntil and now % 1 == 0 and now >= 0
     and now <= 9007199254740991 and heldUntil % 1 == 0 and heldUntil >= 0
-    and heldUntil <= 9007199254740991) and {g, now, heldUntil} or false
+    and heldUntil <= 9007199254740991) and {g, now, heldUntil, utcDay(now)} or false
 end
 
 local giftKeys, giftArgs = 11 * streams, 9 + 5 * streams
 local shared = newShared(together == '1')
+local r = 0 -- the replies' length
 for i = 1, gifts do
   local a, k = giftArgs + 10 * (i - 1), giftKeys + 2 * (i - 1)
   local clock = clocks[ARGV[a + 1]]
   if not clock then
-    replies[i] = {16}
+    r = r + 1
+    replies[r] = 16
   else
     local g = clock[1]
     local s, sa = 11 * (g - 1), 9 + 5 * (g - 1)
-    local ok, reply = pcall(giftOne, KEYS[k + 1], KEYS[k + 2], KEYS[s + 1], KEYS[s + 2], KEYS[s + 3],
-      KEYS[s + 4], KEYS[s + 5], KEYS[s + 6], KEYS[s + 7], KEYS[s + 8], KEYS[s + 9],
-      KEYS[s + 10], KEYS[s + 11], ARGV[a + 2], ARGV[a + 3], ARGV[sa + 1], ARGV[a + 4],
-      ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], clock[2], ARGV[sa + 4], ARGV[a + 8] == '1',
-      ARGV[a + 9], ARGV[sa + 3], ARGV[a + 10], ARGV[sa + 2], clock[3], ARGV[sa + 5],
-      needAdult, shareArg, shareBps, comboWindow, ratePerS, burst, idemTtl, historyMax, shared)
-    if ok then
-      replies[i] = reply
+    local ok, reply, eventId, coinsLeft, combo, replayed, diamonds = pcall(giftOne,
+      KEYS[k + 1], KEYS[k + 2], KEYS[s + 1], KEYS[s + 2], KEYS[s + 3], KEYS[s + 4],
+      KEYS[s + 5], KEYS[s + 6], KEYS[s + 7], KEYS[s + 8], KEYS[s + 9], KEYS[s + 10],
+      KEYS[s + 11], ARGV[a + 2], ARGV[a + 3], ARGV[sa + 1], ARGV[a + 4], ARGV[a + 5],
+      ARGV[a + 6], ARGV[a + 7], clock[2], ARGV[sa + 4], clock[4], clock[5], ARGV[a + 8] == '1',
+      ARGV[a + 9], ARGV[sa + 3], ARGV[a + 10], ARGV[sa + 2], clock[3], ARGV[sa + 5], needAdult,
+      shareArg, shareBps, comboWindow, ratePerS, burst, idemTtl, historyMax, shared)
+    if ok and reply == 0 then
+      replies[r + 1], replies[r + 2], replies[r + 3] = 0, eventId, coinsLeft
+      replies[r + 4], replies[r + 5], replies[r + 6] = combo, replayed, diamonds
+      r = r + 6
+    elseif ok then
+      r = r + 1
+      replies[r] = reply
     elseif historyAhead(reply) then
-      replies[i] = {17}
+      r = r + 1
+      replies[r] = 17
     else
       writeShared(shared) -- the gifts before this one, whole; then the call's error
       error(reply)

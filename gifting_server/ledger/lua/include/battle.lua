@@ -18,7 +18,7 @@
 local function battleOf(live)
   local battleId, endsAt = string.match(live, '^(.+)|(%d+)$')
   if not battleId then return false end
-  local t = redis.call('TIME')
+  local t = call('TIME')
   local at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   if at >= tonumber(endsAt) then return false end
   return {battleId, fmt(at)}
@@ -26,6 +26,6 @@ end
 
 -- Add the gift's coins to its side's points and to its sender's contribution.
 local function countBattle(metaKey, topKey, costArg, sender)
-  redis.call('HINCRBY', metaKey, 'battle_points', costArg)
-  redis.call('ZINCRBY', topKey, costArg, sender)
+  call('HINCRBY', metaKey, 'battle_points', costArg)
+  call('ZINCRBY', topKey, costArg, sender)
 end

@@ -24,7 +24,7 @@ end
 -- only someone with Redis access can store a value it refuses (reconcile names a
 -- platform account that is no integer; a cashout refuses a held bucket that is none).
 local function checkEarn(streamerKey, cost, shareBps)
-  local s = redis.call('HMGET', streamerKey, 'received', 'diamonds')
+  local s = call('HMGET', streamerKey, 'received', 'diamonds')
   local received, streamerDiamonds = tonumber(s[1] or '0'), tonumber(s[2] or '0')
   if not (received and streamerDiamonds) then return false, 17 end
   local diamonds = creatorShare(received + cost, shareBps) - creatorShare(received, shareBps)
@@ -35,18 +35,18 @@ end
 -- drops the buckets released by `now`, at most once an hour.
 local function writeEarn(streamerKey, heldKey, platformKey, heldUntil, heldUntilArg, now,
     diamonds, platformShare, received, total)
-  redis.call('HSET', streamerKey, 'received', fmt(received), 'diamonds', fmt(total))
+  call('HSET', streamerKey, 'received', fmt(received), 'diamonds', fmt(total))
   if diamonds > 0 and heldUntil > 0 then
-    if redis.call('HINCRBY', heldKey, heldUntilArg, fmt(diamonds)) == diamonds then
+    if call('HINCRBY', heldKey, heldUntilArg, fmt(diamonds)) == diamonds then
       local released = {}
-      for _, field in ipairs(redis.call('HKEYS', heldKey)) do
+      for _, field in ipairs(call('HKEYS', heldKey)) do
         local at = tonumber(field)
         if at and at <= now and field ~= heldUntilArg then released[#released + 1] = field end
       end
-      if #released > 0 then redis.call('HDEL', heldKey, unpack(released)) end
+      if #released > 0 then call('HDEL', heldKey, unpack(released)) end
     end
   end
-  if platformShare > 0 then redis.call('HINCRBY', platformKey, 'coins', fmt(platformShare)) end
+  if platformShare > 0 then call('HINCRBY', platformKey, 'coins', fmt(platformShare)) end
 end
 
 -- A day board lives past the end of its week (a week is the sum of its day boards).
@@ -54,10 +54,10 @@ local DAY_BOARD_TTL_MS = 9 * 86400000
 
 -- The streamer's day and all-time boards of top gifters.
 local function bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
-  if tonumber(redis.call('ZINCRBY', dayBoardKey, costArg, sender)) == cost then
-    redis.call('PEXPIRE', dayBoardKey, DAY_BOARD_TTL_MS)
+  if tonumber(call('ZINCRBY', dayBoardKey, costArg, sender)) == cost then
+    call('PEXPIRE', dayBoardKey, DAY_BOARD_TTL_MS)
   end
-  redis.call('ZINCRBY', allBoardKey, costArg, sender)
+  call('ZINCRBY', allBoardKey, costArg, sender)
 end
 
 -- The gift's journal entry, in the streamer's journal: one field `g`, its values in
@@ -70,21 +70,22 @@ end
 -- send_gifts journals the gifts of a call to one streamer in one entry (include
 -- "gift"): `g` holds their `giftEntry`s one a line ("\n" between them), `b`, when one
 -- of them counted in a battle, their battle values one a line, empty for the others.
-local function giftEntry(sender, streamer, streamId, giftId, countArg, costArg, diamonds,
-    platformShare, shareArg, eventId, idemName, nowArg, limit, isAdult)
+-- `diamondsText`, `platformText`: the diamonds and the platform's share as fmt writes them.
+local function giftEntry(sender, streamer, streamId, giftId, countArg, costArg, diamondsText,
+    platformText, shareArg, eventId, idemName, nowArg, limit, isAdult)
   return sender .. '|' .. streamer .. '|' .. streamId
-    .. '|' .. giftId .. '|' .. countArg .. '|' .. costArg .. '|' .. fmt(diamonds)
-    .. '|' .. fmt(platformShare) .. '|' .. shareArg .. '|' .. eventId .. '|' .. nowArg
+    .. '|' .. giftId .. '|' .. countArg .. '|' .. costArg .. '|' .. diamondsText
+    .. '|' .. platformText .. '|' .. shareArg .. '|' .. eventId .. '|' .. nowArg
     .. '|' .. (limit or '') .. '|' .. (isAdult and '' or '1') .. '|' .. idemName
 end
 
 local function journalGift(journalKey, sender, streamer, streamId, giftId, countArg, costArg,
     diamonds, platformShare, shareArg, eventId, idemName, nowArg, limit, isAdult, battle)
-  local packed = giftEntry(sender, streamer, streamId, giftId, countArg, costArg, diamonds,
-    platformShare, shareArg, eventId, idemName, nowArg, limit, isAdult)
+  local packed = giftEntry(sender, streamer, streamId, giftId, countArg, costArg, fmt(diamonds),
+    fmt(platformShare), shareArg, eventId, idemName, nowArg, limit, isAdult)
   if battle then
-    redis.call('XADD', journalKey, '*', 'g', packed, 'b', battle[1] .. '|' .. battle[2])
+    call('XADD', journalKey, '*', 'g', packed, 'b', battle[1] .. '|' .. battle[2])
   else
-    redis.call('XADD', journalKey, '*', 'g', packed)
+    call('XADD', journalKey, '*', 'g', packed)
   end
 end

@@ -7,9 +7,10 @@
   script. Needs "numbers", "event", "spend", "combo", "earn", "battle".
 
   The gift's keys (send_gift's KEYS, in its order) and its own arguments come as
-  values, the configuration and the clock of the gift's stream in the call (now and
-  the hold's end, validated once by the caller) as numbers and the strings Redis is
-  given back. The reply is send_gift's.
+  values, the configuration and the clock of the gift's stream in the call (now, the
+  hold's end and the UTC day, validated once by the caller) as numbers and the strings Redis is
+  given back. The reply is send_gift's, as values rather than a table: the caller
+  lays the replies of its gifts end to end in one flat list (send_gifts' Output).
 
   What the gifts of one call share is read once and written once, at the call's
   end (`writeShared`): a stream's meta (its owner, status, sequence, coins and the
@@ -31,9 +32,42 @@
 -- `together`: a stream's events of the call published as one message at its end (else
 -- each as it is made, one message an event).
 local function newShared(together)
-  return {together = together, streams = {}, streamOrder = {}, streamers = {}, streamerOrder = {},
-    held = {}, heldOrder = {}, platform = {}, platformOrder = {},
-    journals = {}, journalOrder = {}, outboxes = {}, channelOrder = {}}
+  return {together = together, counts = {}, costs = {}, texts = {}, streams = {},
+    streamOrder = {}, streamers = {}, streamerOrder = {}, held = {}, heldOrder = {},
+    platform = {}, platformOrder = {}, journals = {}, journalOrder = {}, outboxes = {},
+    channelOrder = {}}
+end
+
+-- What a number of the call's gifts reads as or writes as, found once a call: the
+-- gifts of a call mostly repeat a few counts and prices, and a few diamonds and
+-- platform shares, and each tonumber or fmt costs a gift ~1,200 instructions where a
+-- table lookup costs ~100 (docs/performance.md). `false`: the text is no number.
+local function countOf(counts, text)
+  local n = counts[text]
+  if n == nil then
+    n = tonumber(text) or false
+    counts[text] = n
+  end
+  return n
+end
+
+-- A price as Redis must parse it too (`digits`), else false.
+local function costOf(costs, text)
+  local n = costs[text]
+  if n == nil then
+    n = digits(text) and tonumber(text)
+    costs[text] = n
+  end
+  return n
+end
+
+local function textOf(texts, n)
+  local t = texts[n]
+  if not t then
+    t = fmt(n)
+    texts[n] = t
+  end
+  return t
 end
 
 -- An error of a gift's first write, its history XADD, that says the history is ahead
@@ -54,30 +88,30 @@ local function writeShared(shared)
         fields[#fields + 1] = field
         fields[#fields + 1] = st.combos[field]
       end
-      redis.call('HSET', key, unpack(fields))
+      call('HSET', key, unpack(fields))
     end
   end
   for _, key in ipairs(shared.streamerOrder) do
     local sr = shared.streamers[key]
     if sr.changed then
-      redis.call('HSET', key, 'received', fmt(sr.received), 'diamonds', fmt(sr.diamonds))
+      call('HSET', key, 'received', fmt(sr.received), 'diamonds', fmt(sr.diamonds))
     end
   end
   -- A held bucket the call starts (an hour's first) drops the buckets released by
   -- the time of the gift that started it, as that gift alone would have.
   for _, bucket in ipairs(shared.heldOrder) do
     local heldKey, field, now, diamonds = bucket[1], bucket[2], bucket[3], bucket[4]
-    if redis.call('HINCRBY', heldKey, field, fmt(diamonds)) == diamonds then
+    if call('HINCRBY', heldKey, field, fmt(diamonds)) == diamonds then
       local released = {}
-      for _, at in ipairs(redis.call('HKEYS', heldKey)) do
+      for _, at in ipairs(call('HKEYS', heldKey)) do
         local t = tonumber(at)
         if t and t <= now and at ~= field then released[#released + 1] = at end
       end
-      if #released > 0 then redis.call('HDEL', heldKey, unpack(released)) end
+      if #released > 0 then call('HDEL', heldKey, unpack(released)) end
     end
   end
   for _, key in ipairs(shared.platformOrder) do
-    redis.call('HINCRBY', key, 'coins', fmt(shared.platform[key]))
+    call('HINCRBY', key, 'coins', fmt(shared.platform[key]))
   end
   -- A channel's events of the call in one message, one a line (include "event"): one
   -- PUBLISH a stream a call, not one an event.
@@ -89,10 +123,10 @@ local function writeShared(shared)
   for _, key in ipairs(shared.journalOrder) do
     local journal = shared.journals[key]
     if journal.counted then
-      redis.call('XADD', key, '*', 'g', table.concat(journal.gifts, '\n'),
+      call('XADD', key, '*', 'g', table.concat(journal.gifts, '\n'),
         'b', table.concat(journal.battles, '\n'))
     else
-      redis.call('XADD', key, '*', 'g', table.concat(journal.gifts, '\n'))
+      call('XADD', key, '*', 'g', table.concat(journal.gifts, '\n'))
     end
   end
 end
@@ -100,21 +134,21 @@ end
 local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, platformKey,
     streamBoardKey, dayBoardKey, allBoardKey, streaksKey, journalKey, historyKey,
     battleTopKey, sender, senderName, expectedStreamer, giftId, countArg, costArg,
-    fingerprint, now, nowArg, isAdult, eventFragment, channel, idemName, streamId, heldUntil,
-    heldUntilArg, needAdult, shareArg, shareBps, comboWindow, ratePerS, burst, idemTtl,
-    historyMax, shared)
+    fingerprint, now, nowArg, day, dayText, isAdult, eventFragment, channel, idemName, streamId,
+    heldUntil, heldUntilArg, needAdult, shareArg, shareBps, comboWindow, ratePerS, burst,
+    idemTtl, historyMax, shared)
 
   -- 0. This gift's own numbers (the configuration's and the stream's clock were checked
   -- by the caller). tonumber gives nil for a missing or non-numeric argument.
-  local count, cost = tonumber(countArg), tonumber(costArg)
-  if not (count and cost and digits(costArg)) then return {16} end
+  local count, cost = countOf(shared.counts, countArg), costOf(shared.costs, costArg)
+  if not (count and cost) then return 16 end
 
   -- 1. Idempotency: the same key answers the first result again.
-  local seen = redis.call('GET', idemKey)
+  local seen = call('GET', idemKey)
   if seen then
     local fp, eventId, coinsLeft, combo = string.match(seen, '^(.*)|(%d+)|(%d+)|(%d+)$')
-    if fp ~= fingerprint then return {1} end
-    return {0, tonumber(eventId), tonumber(coinsLeft), tonumber(combo), 1, 0}
+    if fp ~= fingerprint then return 1 end
+    return 0, tonumber(eventId), tonumber(coinsLeft), tonumber(combo), 1, 0
   end
 
   -- 2. The stream, and the sender's combo of this gift on it: read by the call's first
@@ -124,9 +158,9 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   local st, comboRaw = shared.streams[streamKey], nil
   if st then
     comboRaw = st.combos[comboField]
-    if comboRaw == nil then comboRaw = redis.call('HGET', streamKey, comboField) end
+    if comboRaw == nil then comboRaw = call('HGET', streamKey, comboField) end
   else
-    local meta = redis.call('HMGET', streamKey, 'streamer', 'status', 'seq', 'coins', comboField,
+    local meta = call('HMGET', streamKey, 'streamer', 'status', 'seq', 'coins', comboField,
       'webhook_log', 'battle')
     st = {owner = meta[1], status = meta[2], seq = tonumber(meta[3] or '0'),
       coins = tonumber(meta[4] or '0'), combos = {}, fields = {}, deliveryLog = meta[6],
@@ -135,30 +169,30 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
     shared.streamOrder[#shared.streamOrder + 1] = streamKey
     comboRaw = meta[5]
   end
-  if not st.owner or st.owner ~= expectedStreamer then return {2} end
-  if st.status ~= 'live' then return {3} end
-  if st.owner == sender then return {4} end
-  if needAdult and not isAdult then return {5} end
-  local last = parseCombo(comboRaw)
-  if not (st.seq and st.coins) or last == nil then return {17} end
+  if not st.owner or st.owner ~= expectedStreamer then return 2 end
+  if st.status ~= 'live' then return 3 end
+  if st.owner == sender then return 4 end
+  if needAdult and not isAdult then return 5 end
+  local lastCombo, lastTap, fragmentAt = parseCombo(comboRaw)
+  if not (st.seq and st.coins) or lastCombo == nil then return 17 end
 
   -- 3. The sender's wallet: rate limit, balance, own daily budget.
-  local w = redis.call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
+  local w = call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
     'rl_at', 'rl_tokens', 'spent_before')
   local coinsLeft, spent, refilledAt, tokens, budgetDays, spentDay, spentBefore =
-    checkSpend(w, now, cost, ratePerS, burst)
-  if not coinsLeft then return {spent} end
+    checkSpend(w, now, nowArg, day, dayText, cost, ratePerS, burst)
+  if not coinsLeft then return spent end
 
   -- 4. The streamer's side: diamonds and the platform's share, from the lifetime coins
   -- received (read by the call's first gift to the streamer, then from `shared`).
   local sr = shared.streamers[streamerKey]
   if not sr then
-    local s = redis.call('HMGET', streamerKey, 'received', 'diamonds')
+    local s = call('HMGET', streamerKey, 'received', 'diamonds')
     sr = {received = tonumber(s[1] or '0'), diamonds = tonumber(s[2] or '0')}
     shared.streamers[streamerKey] = sr
     shared.streamerOrder[#shared.streamerOrder + 1] = streamerKey
   end
-  if not (sr.received and sr.diamonds) then return {17} end
+  if not (sr.received and sr.diamonds) then return 17 end
   local diamonds = creatorShare(sr.received + cost, shareBps) - creatorShare(sr.received, shareBps)
   local platformShare = cost - diamonds
 
@@ -178,8 +212,9 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
     shared.channelOrder[#shared.channelOrder + 1] = channel
   end
   local eventId, id, combo, comboText, tapText, coinsTotalText = emitGift(historyKey,
-    historyMax, channel, streaksKey, sender .. ':' .. giftId, st.seq, st.coins, coinsTotal,
-    count, countArg, last, now, nowArg, comboWindow, eventFragment, st.deliveryLog, outbox)
+    historyMax, channel, streaksKey, comboField, st.seq, st.coins, coinsTotal,
+    count, countArg, lastCombo, lastTap, comboRaw, fragmentAt, now, nowArg, comboWindow,
+    eventFragment, st.deliveryLog, outbox)
   st.seq, st.coins, st.seqText, st.coinsText = eventId, coinsTotal, id, coinsTotalText
   if st.combos[comboField] == nil then st.fields[#st.fields + 1] = comboField end
   -- The combo outlives its window so that close_streaks can still announce its end.
@@ -187,13 +222,18 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
 
   sr.received, sr.diamonds, sr.changed = sr.received + cost, sr.diamonds + diamonds, true
   if diamonds > 0 and heldUntil > 0 then
-    local bucketKey = heldKey .. ' ' .. heldUntilArg
-    local bucket = shared.held[bucketKey]
+    -- A streamer's buckets by release time (no key string built a gift).
+    local buckets = shared.held[heldKey]
+    if not buckets then
+      buckets = {}
+      shared.held[heldKey] = buckets
+    end
+    local bucket = buckets[heldUntilArg]
     if bucket then
       bucket[4] = bucket[4] + diamonds
     else
       bucket = {heldKey, heldUntilArg, now, diamonds}
-      shared.held[bucketKey] = bucket
+      buckets[heldUntilArg] = bucket
       shared.heldOrder[#shared.heldOrder + 1] = bucket
     end
   end
@@ -205,7 +245,7 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   local coinsLeftText = writeSpend(walletKey, senderName, coinsLeft, spent, refilledAt,
     tokens, budgetDays, spentDay, spentBefore)
 
-  redis.call('ZINCRBY', streamBoardKey, costArg, sender)
+  call('ZINCRBY', streamBoardKey, costArg, sender)
   bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
   local journal = shared.journals[journalKey]
   if not journal then
@@ -214,12 +254,14 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
     shared.journalOrder[#shared.journalOrder + 1] = journalKey
   end
   local n = #journal.gifts + 1
-  journal.gifts[n] = giftEntry(sender, st.owner, streamId, giftId, countArg, costArg, diamonds,
-    platformShare, shareArg, id, idemName, nowArg, w[2], isAdult)
+  local texts = shared.texts
+  journal.gifts[n] = giftEntry(sender, st.owner, streamId, giftId, countArg, costArg,
+    textOf(texts, diamonds), textOf(texts, platformShare), shareArg, id, idemName, nowArg,
+    w[2], isAdult)
   journal.battles[n] = battle and (battle[1] .. '|' .. battle[2]) or ''
   if battle then journal.counted = true end
   if battle then countBattle(streamKey, battleTopKey, costArg, sender) end
-  redis.call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText,
+  call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText,
     'PX', idemTtl)
-  return {0, eventId, coinsLeft, combo, 0, diamonds}
+  return 0, eventId, coinsLeft, combo, 0, diamonds
 end

@@ -8,6 +8,11 @@
 
 local MAX = 9007199254740991 -- 2^53 - 1
 
+-- Globals a gift uses several times, looked up once a script call: a global is a
+-- table lookup at each use (`redis.call` two), ~100 instructions each on a gift's
+-- path (docs/performance.md). The gift's scripts and includes call `call`.
+local call, tonumber, format = redis.call, tonumber, string.format
+
 -- A decimal integer within [lo, hi], or nil. (tonumber alone takes "1e3", "0x10", "inf".)
 local function int(text, lo, hi)
   if type(text) ~= 'string' or not string.find(text, '^%-?%d+$') then return nil end
@@ -34,4 +39,4 @@ end
 -- (1e+16), which HINCRBY and friends refuse. '%d' (a C long: exact for every integer
 -- up to 2^53) formats it as an integer; '%.0f' formats a double, which costs every
 -- gift ~1,200 instructions more per number (docs/performance.md).
-local function fmt(n) return string.format('%d', n) end
+local function fmt(n) return format('%d', n) end

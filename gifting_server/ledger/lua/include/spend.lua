@@ -11,36 +11,53 @@
   newer one.
 ]]
 
--- The wallet after spending `cost` at `now`: false and an error code (6
+-- The UTC day of `now` (unix ms) and its text, for `checkSpend`.
+local function utcDay(now)
+  local day = math.floor(now / 86400000)
+  return day, fmt(day)
+end
+
+-- The wallet after spending `cost` at `now` (`nowArg` its text) on the UTC day `day`
+-- (`dayText` its text, as fmt writes it): false and an error code (6
 -- INSUFFICIENT_FUNDS, 7 DAILY_LIMIT_EXCEEDED, 8 RATE_LIMITED, 17 CORRUPT_VALUE), or
 -- the coins left and the rest of the new state, as values (not a table: this is
 -- every gift's path), to pass to `writeSpend` as they come. Writes nothing.
-local function checkSpend(w, now, cost, ratePerS, burst)
+-- Numbers cost a gift ~1,200 instructions each way (tonumber, fmt), so what can be
+-- had as text is: a wallet whose `spent_day` is the gift's day (the usual gift) is
+-- told by comparing texts, and its `spent_before`, neither used nor written then, is
+-- not parsed; the bucket's refill time goes back as the text it came as.
+local function checkSpend(w, now, nowArg, day, dayText, cost, ratePerS, burst)
   -- Optional fields: false when absent, nil when they do not parse.
-  local limit, spentDay, rlAt = w[2] and tonumber(w[2]), w[4] and tonumber(w[4]), w[5] and tonumber(w[5])
+  local limit, rlAt = w[2] and tonumber(w[2]), w[5] and tonumber(w[5])
   local coins, spent = tonumber(w[1] or '0'), tonumber(w[3] or '0')
-  local rlTokens, spentBefore = tonumber(w[6] or '0'), tonumber(w[7] or '0')
+  local rlTokens = tonumber(w[6] or '0')
+  local sameDay, spentDay, spentBefore = w[4] == dayText, day, 0
+  if not sameDay then
+    spentDay, spentBefore = w[4] and tonumber(w[4]), tonumber(w[7] or '0')
+  end
   if not (coins and spent and rlTokens and spentBefore) or limit == nil or spentDay == nil
       or rlAt == nil then
     return false, 17
   end
-  local day = math.floor(now / 86400000)
-  local tokens, refilledAt = burst * 1000, now
+  local tokens, refilledAt = burst * 1000, nowArg
   if rlAt then
     -- Concurrent gifts may reach Redis out of clock order: time never runs backwards
     -- for the bucket, so a late-arriving earlier gift refills nothing and costs no more.
-    refilledAt = math.max(now, rlAt)
-    tokens = math.min(burst * 1000, rlTokens + (refilledAt - rlAt) * ratePerS)
+    local at = now
+    if rlAt > now then at, refilledAt = rlAt, w[5] end
+    tokens = math.min(burst * 1000, rlTokens + (at - rlAt) * ratePerS)
   end
   if tokens < 1000 then return false, 8 end
   if coins < cost then return false, 6 end
   local spentOnDay -- coins the sender already spent on the gift's UTC day
   local budgetDays = true -- spent_day or spent_before change (not on the usual same day)
-  if not spentDay or day > spentDay then
+  if sameDay then
+    spentOnDay, spent, budgetDays = spent, spent + cost, false
+  elseif not spentDay or day > spentDay then
     spentOnDay = 0
     if spentDay and day == spentDay + 1 then spentBefore = spent else spentBefore = 0 end
     spent, spentDay = cost, day
-  elseif day == spentDay then
+  elseif day == spentDay then -- the same day, written otherwise than fmt writes it
     spentOnDay, spent, budgetDays = spent, spent + cost, false
   else -- a late gift of an earlier day: counted on the day before `spent_day`
     spentOnDay, spentBefore = spentBefore, spentBefore + cost
@@ -49,14 +66,15 @@ local function checkSpend(w, now, cost, ratePerS, burst)
   return coins - cost, spent, refilledAt, tokens - 1000, budgetDays, spentDay, spentBefore
 end
 
--- Write what `checkSpend` returned; the sender's display name rides along.
+-- Write what `checkSpend` returned (`refilledAt` as text); the sender's display name
+-- rides along.
 local function writeSpend(walletKey, senderName, coinsLeft, spent, refilledAt, tokens,
     budgetDays, spentDay, spentBefore)
   local coinsLeftText = fmt(coinsLeft)
-  redis.call('HSET', walletKey, 'coins', coinsLeftText, 'spent', fmt(spent),
-    'rl_at', fmt(refilledAt), 'rl_tokens', fmt(tokens), 'name', senderName)
+  call('HSET', walletKey, 'coins', coinsLeftText, 'spent', fmt(spent),
+    'rl_at', refilledAt, 'rl_tokens', fmt(tokens), 'name', senderName)
   if budgetDays then
-    redis.call('HSET', walletKey, 'spent_day', fmt(spentDay), 'spent_before', fmt(spentBefore))
+    call('HSET', walletKey, 'spent_day', fmt(spentDay), 'spent_before', fmt(spentBefore))
   end
   return coinsLeftText
 end
