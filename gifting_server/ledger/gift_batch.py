@@ -69,24 +69,35 @@ class GiftBatch:
         self.queued: list[tuple[Config, Queued]] = []
         self.loop: asyncio.AbstractEventLoop  # set by the first send_gift of each window
         self.timer: asyncio.Handle  # the window's end, set with it
+        self.calls_in_flight = 0  # set by the first send_gift of each window; 0: any number
+        self.held = False  # the window ended with calls_in_flight calls in flight
         self.running: set[asyncio.Task[None]] = set()
 
     def send_gift(
-        self, keys: list[str], args: list[Any], one_message: bool = True, window_s: float = 0.0
+        self,
+        keys: list[str],
+        args: list[Any],
+        one_message: bool = True,
+        window_s: float = 0.0,
+        calls_in_flight: int = 0,
     ) -> asyncio.Future[Reply]:
         """send_gift's reply to this call (its keys and arguments, lua/send_gift.lua),
         sent with the other gifts of this window; `one_message`: a stream's events of
         the call published as one message ([redis] events_per_call_message);
         `window_s`: how long the first gift of an empty batch waits for others
-        ([redis] gift_batch_window_ms; 0: until the end of this pass of the loop)."""
+        ([redis] gift_batch_window_ms; 0: until the end of this pass of the loop);
+        `calls_in_flight`: with that many calls in flight at the window's end, the
+        batch waits for the end of one of them ([redis] gift_calls_in_flight; 0: no
+        limit)."""
         if not self.queued:
             # The loop of this window, asked once: on Python 3.11 each asking is a
             # getpid() system call.
             self.loop = asyncio.get_running_loop()
+            self.calls_in_flight = calls_in_flight
             if window_s > 0:
-                self.timer = self.loop.call_later(window_s, self._flush)
+                self.timer = self.loop.call_later(window_s, self._window_ended)
             else:
-                self.timer = self.loop.call_soon(self._flush)
+                self.timer = self.loop.call_soon(self._window_ended)
         reply: asyncio.Future[Reply] = self.loop.create_future()
         self.queued.append(
             ((*(args[i] for i in CONFIG_ARGS), int(one_message)), (keys, args, reply))
@@ -95,8 +106,20 @@ class GiftBatch:
             self._flush()
         return reply
 
+    def _window_ended(self) -> None:
+        if self.calls_in_flight and len(self.running) >= self.calls_in_flight:
+            self.held = True  # group commit: the end of a call in flight sends them
+            return
+        self._flush()
+
+    def _call_ended(self, task: asyncio.Task[None]) -> None:
+        self.running.discard(task)
+        if self.held and self.queued:
+            self._flush()
+
     def _flush(self) -> None:
         self.timer.cancel()  # this flush may come before the window's end
+        self.held = False
         queued, self.queued = self.queued, []
         # Stores over one Redis may differ in their configuration: one call per configuration.
         by_config: dict[Config, list[Queued]] = {}
@@ -106,7 +129,7 @@ class GiftBatch:
             for start in range(0, len(gifts), MAX_BATCH):
                 task = self.loop.create_task(self._run(config, gifts[start : start + MAX_BATCH]))
                 self.running.add(task)
-                task.add_done_callback(self.running.discard)
+                task.add_done_callback(self._call_ended)
 
     async def _run(self, config: Config, gifts: list[Queued]) -> None:
         metrics.GIFT_BATCHES.inc()

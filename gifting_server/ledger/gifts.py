@@ -317,7 +317,10 @@ async def _gift_in_one_script(
     options = store.settings.redis
     batch = GiftBatch.of(store.scripts)
     window_s = options.gift_batch_window_ms / 1000
-    sent = batch.send_gift(call.keys, call.args, options.events_per_call_message, window_s)
+    sent = batch.send_gift(
+        call.keys, call.args, options.events_per_call_message, window_s,
+        options.gift_calls_in_flight,
+    )  # fmt: skip
     result = await guarded(sent)
     if result[0] != 0:
         raise script_error(int(result[0]))

@@ -166,3 +166,27 @@ async def test_the_steps_across_slots_do_not_wait_for_a_window(store: Store) -> 
     (receipt,) = await answered(send(store, viewer("alice"), "slots"))
     assert receipt.coins == 99 and not receipt.replayed
     assert batches() == (calls, carried)
+
+
+async def test_gifts_wait_for_the_call_in_flight_and_then_go_together(ledger: Store) -> None:
+    """Group commit ([redis] gift_calls_in_flight = 1): while a call is in flight (held
+    in Redis by a pause of writes), the gifts of later passes wait and go as one call."""
+    windowed(ledger, 0)
+    redis = dataclasses.replace(ledger.settings.redis, gift_calls_in_flight=1)
+    ledger.settings = dataclasses.replace(ledger.settings, redis=redis)
+    await fund(ledger, "dave", "coins_100")
+    calls, carried = batches()
+    await ledger.redis.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")
+    try:
+        first = send(ledger, viewer("alice"), "g1")
+        await sent(calls)
+        second = send(ledger, viewer("carol"), "g2")
+        await queued(ledger, 1)
+        third = send(ledger, viewer("dave"), "g3")
+        await queued(ledger, 2)
+        assert batches() == (calls + 1, carried + 1)  # the two wait for the first
+    finally:
+        await ledger.redis.execute_command("CLIENT", "UNPAUSE")
+    receipts = await answered(first, second, third)
+    assert batches() == (calls + 2, carried + 3)
+    assert [r.event_id - receipts[0].event_id for r in receipts] == [0, 1, 2]
