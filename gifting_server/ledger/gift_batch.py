@@ -5,9 +5,11 @@ gift_batch_window_ms` from the first gift of an empty batch; 0: the same pass of
 event loop) is queued here; when the window ends they go to Redis as one `send_gifts`
 call (lua/send_gifts.lua), at most `MAX_BATCH` gifts a call, instead of one
 `send_gift` each. A batch that reaches `MAX_BATCH` goes at once, without waiting for
-the window's end. The window is a group commit: each call costs Redis a fixed share
-(the script's start, a socket read and write, an AOF fsync) that the gifts of a
-longer window split between more of them, for that much more latency. Redis runs them one
+the window's end. Each call costs Redis a fixed share (the script's start, a socket
+read and write, an AOF fsync) that a longer window splits between more gifts, for
+that much more latency (docs/performance.md, "The batching window"); with `[redis]
+gift_calls_in_flight`, a window's gifts also wait for one of that many calls in
+flight to end (group commit). Redis runs the gifts of a call one
 after the other, each with its own checks before its own writes, so each caller gets
 exactly the reply its own `send_gift` would have given, sent after the gifts before
 it. What a script call costs Redis whatever it carries (its start, its functions,
@@ -16,7 +18,9 @@ credit are read and written once a call (docs/performance.md, "Batching"). A gif
 alone in its window still goes as one `send_gift`.
 
 A failure of the call (Redis gone, a timeout, replicas short) reaches every gift of
-the batch as the same exception, as it would have reached each of their calls.
+the batch as the same exception, as it would have reached each of their calls. A
+caller gone while its gift waits (a connection closed) leaves the gift queued: it
+goes whole with its batch, and its idempotency record answers the retry.
 """
 
 from __future__ import annotations
