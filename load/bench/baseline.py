@@ -140,6 +140,14 @@ def redis_totals(client: redis.Redis) -> dict[str, int]:
     }
 
 
+def tree_config(which: str, admission: bool, current_config: str) -> str:
+    """The configuration layered over a tree's for its runs: admission as good as off
+    for both, or not; `current_config` for this tree alone, since the baseline's
+    configuration refuses a setting it does not know."""
+    config = "" if admission else NO_ADMISSION
+    return config + current_config if which == "current" else config
+
+
 def order(rounds: int) -> list[str]:
     """ABBA: the baseline, this tree, this tree, the baseline, and so on."""
     pairs = [("baseline", "current"), ("current", "baseline")]
@@ -165,7 +173,6 @@ def compare(
     that both carry the offered rate when the machine is too busy for this one to.
     `current_config`: TOML layered over this tree's configuration alone (a setting the
     baseline does not know would stop it), e.g. another `[redis] gift_batch_window_ms`."""
-    extra_config = ("" if admission else NO_ADMISSION) + current_config
     results: dict[str, Any] = {
         "load": {
             "gifters": gifters,
@@ -197,10 +204,10 @@ def compare(
                 continue
             step(f"{which} tree: {rate:.0f} gifts/s from {gifters} gifters, {duration:.0f} s")
             try:
-                if which == "baseline":
-                    run = measure(tree, gifters, rate, duration, "" if admission else NO_ADMISSION)
-                else:
-                    run = measure(None, gifters, rate, duration, extra_config)
+                extra_config = tree_config(which, admission, current_config)
+                run = measure(
+                    tree if which == "baseline" else None, gifters, rate, duration, extra_config
+                )
             except Exception as e:
                 if which == "current":
                     raise
