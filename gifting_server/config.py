@@ -117,6 +117,9 @@ RANGES: dict[str, dict[str, tuple[int | float, int | float]]] = {
         "replicas_acked": (0, 1000),
         # WAIT's timeout; 0 would mean "wait forever" to Redis.
         "replicas_timeout_ms": (1, 60_000),
+        # Every gift waits up to this long: past ~100 ms it is most of a gift's latency.
+        "gift_batch_window_ms": (0, 1000),
+        "gift_calls_in_flight": (0, 1000),
     },
 }
 DEFAULT_RANGE: tuple[int | float, int | float] = (0, MAX_INT)
@@ -233,6 +236,15 @@ class RedisOptions:
     # The events of one send_gifts call to one stream published as one message (one
     # event a line). Workers before it read one event a message: false while any runs.
     events_per_call_message: bool = True
+    # How long the first gift of an empty batch waits for others to go with it in one
+    # send_gifts call (ledger/gift_batch.py); 0: only those of the same loop pass.
+    # 5: most of what a longer one saves Redis, for at most 5 ms more a gift
+    # (docs/performance.md, "The batching window").
+    gift_batch_window_ms: int = 5
+    # Group commit: with this many of those calls in flight when a window ends, its
+    # gifts wait for the end of one of them and go with all that came meanwhile; 0: no
+    # limit (a window's gifts go when it ends).
+    gift_calls_in_flight: int = 0
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@ which the two trees are run (the measurement itself is a benchmark, not a test).
 
 from __future__ import annotations
 
-from load.bench.baseline import HEADING, order, with_section
+from load.bench.baseline import HEADING, order, tree_config, with_section
+from load.bench.sweep import NO_ADMISSION
 
 COMPARISONS = "## Comparisons between versions"
 SECTION = [HEADING, "", "new figures", ""]
@@ -39,3 +40,11 @@ def test_the_last_section_is_replaced_to_the_end_and_a_report_without_either_hea
 def test_the_trees_alternate_so_a_drift_weighs_on_both() -> None:
     assert order(1) == ["baseline", "current"]
     assert order(2) == ["baseline", "current", "current", "baseline"]
+
+
+def test_a_setting_for_this_tree_alone_never_reaches_the_baseline() -> None:
+    window = "[redis]\ngift_batch_window_ms = 10\n"
+    assert tree_config("current", True, window) == window
+    assert tree_config("baseline", True, window) == ""
+    assert tree_config("current", False, window) == NO_ADMISSION + window
+    assert tree_config("baseline", False, window) == NO_ADMISSION

@@ -1,18 +1,26 @@
 """The gifts of one flush in one script call: how a single Redis gets its gifts.
 
-Every gift that reaches the ledger in the same pass of the event loop (the gift
-frames and requests of many connections arriving together) is queued here; at the
-end of the pass they go to Redis as one `send_gifts` call (lua/send_gifts.lua), at
-most `MAX_BATCH` gifts a call, instead of one `send_gift` each. Redis runs them one
+Every gift that reaches the ledger within one batching window (`[redis]
+gift_batch_window_ms` from the first gift of an empty batch; 0: the same pass of the
+event loop) is queued here; when the window ends they go to Redis as one `send_gifts`
+call (lua/send_gifts.lua), at most `MAX_BATCH` gifts a call, instead of one
+`send_gift` each. A batch that reaches `MAX_BATCH` goes at once, without waiting for
+the window's end. Each call costs Redis a fixed share (the script's start, a socket
+read and write, an AOF fsync) that a longer window splits between more gifts, for
+that much more latency (docs/performance.md, "The batching window"); with `[redis]
+gift_calls_in_flight`, a window's gifts also wait for one of that many calls in
+flight to end (group commit). Redis runs the gifts of a call one
 after the other, each with its own checks before its own writes, so each caller gets
 exactly the reply its own `send_gift` would have given, sent after the gifts before
 it. What a script call costs Redis whatever it carries (its start, its functions,
 the configuration) is paid once a batch, and a stream's meta and its streamer's
 credit are read and written once a call (docs/performance.md, "Batching"). A gift
-alone in its pass still goes as one `send_gift`.
+alone in its window still goes as one `send_gift`.
 
 A failure of the call (Redis gone, a timeout, replicas short) reaches every gift of
-the batch as the same exception, as it would have reached each of their calls.
+the batch as the same exception, as it would have reached each of their calls. A
+caller gone while its gift waits (a connection closed) leaves the gift queued: it
+goes whole with its batch, and its idempotency record answers the retry.
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ Queued = tuple[list[str], list[Any], "asyncio.Future[Reply]"]
 
 
 class GiftBatch:
-    """The gifts queued for one Redis (one `Scripts`) during this pass of the loop."""
+    """The gifts queued for one Redis (one `Scripts`) during this window."""
 
     _of: ClassVar[weakref.WeakKeyDictionary[Scripts, GiftBatch]] = weakref.WeakKeyDictionary()
 
@@ -63,27 +71,59 @@ class GiftBatch:
     def __init__(self, scripts: Scripts) -> None:
         self.scripts = scripts
         self.queued: list[tuple[Config, Queued]] = []
-        self.loop: asyncio.AbstractEventLoop  # set by the first send_gift of each pass
+        self.loop: asyncio.AbstractEventLoop  # set by the first send_gift of each window
+        self.timer: asyncio.Handle  # the window's end, set with it
+        self.calls_in_flight = 0  # set by the first send_gift of each window; 0: any number
+        self.held = False  # the window ended with calls_in_flight calls in flight
         self.running: set[asyncio.Task[None]] = set()
 
     def send_gift(
-        self, keys: list[str], args: list[Any], one_message: bool = True
+        self,
+        keys: list[str],
+        args: list[Any],
+        one_message: bool = True,
+        window_s: float = 0.0,
+        calls_in_flight: int = 0,
     ) -> asyncio.Future[Reply]:
         """send_gift's reply to this call (its keys and arguments, lua/send_gift.lua),
-        sent with the other gifts of this pass; `one_message`: a stream's events of the
-        call published as one message ([redis] events_per_call_message)."""
+        sent with the other gifts of this window; `one_message`: a stream's events of
+        the call published as one message ([redis] events_per_call_message);
+        `window_s`: how long the first gift of an empty batch waits for others
+        ([redis] gift_batch_window_ms; 0: until the end of this pass of the loop);
+        `calls_in_flight`: with that many calls in flight at the window's end, the
+        batch waits for the end of one of them ([redis] gift_calls_in_flight; 0: no
+        limit)."""
         if not self.queued:
-            # The loop of this pass, asked once: on Python 3.11 each asking is a
+            # The loop of this window, asked once: on Python 3.11 each asking is a
             # getpid() system call.
             self.loop = asyncio.get_running_loop()
-            self.loop.call_soon(self._flush)
+            self.calls_in_flight = calls_in_flight
+            if window_s > 0:
+                self.timer = self.loop.call_later(window_s, self._window_ended)
+            else:
+                self.timer = self.loop.call_soon(self._window_ended)
         reply: asyncio.Future[Reply] = self.loop.create_future()
         self.queued.append(
             ((*(args[i] for i in CONFIG_ARGS), int(one_message)), (keys, args, reply))
         )
+        if len(self.queued) >= MAX_BATCH:  # a full call waits for no one
+            self._flush()
         return reply
 
+    def _window_ended(self) -> None:
+        if self.calls_in_flight and len(self.running) >= self.calls_in_flight:
+            self.held = True  # group commit: the end of a call in flight sends them
+            return
+        self._flush()
+
+    def _call_ended(self, task: asyncio.Task[None]) -> None:
+        self.running.discard(task)
+        if self.held and self.queued:
+            self._flush()
+
     def _flush(self) -> None:
+        self.timer.cancel()  # this flush may come before the window's end
+        self.held = False
         queued, self.queued = self.queued, []
         # Stores over one Redis may differ in their configuration: one call per configuration.
         by_config: dict[Config, list[Queued]] = {}
@@ -93,7 +133,7 @@ class GiftBatch:
             for start in range(0, len(gifts), MAX_BATCH):
                 task = self.loop.create_task(self._run(config, gifts[start : start + MAX_BATCH]))
                 self.running.add(task)
-                task.add_done_callback(self.running.discard)
+                task.add_done_callback(self._call_ended)
 
     async def _run(self, config: Config, gifts: list[Queued]) -> None:
         metrics.GIFT_BATCHES.inc()

@@ -3,7 +3,7 @@
 `send_gift` applies the rules an edge cannot get wrong on its own (who may gift,
 which gifts exist, how many at once, what a key looks like), then makes the one
 script call that checks and moves the money (`lua/send_gift.lua`; on one Redis, with
-the other gifts of the same pass of the loop: `gift_batch.py`). Each edge only
+the other gifts of its batching window: `gift_batch.py`). Each edge only
 parses its request and encodes the receipt.
 """
 
@@ -313,10 +313,15 @@ async def _gift_in_one_script(
         store.event_channel(stream_id),
         note,
     )
-    # With the other gifts of this pass of the loop, in one script call (gift_batch.py).
-    one_message = store.settings.redis.events_per_call_message
+    # With the other gifts of this batching window, in one script call (gift_batch.py).
+    options = store.settings.redis
     batch = GiftBatch.of(store.scripts)
-    result = await guarded(batch.send_gift(call.keys, call.args, one_message))
+    window_s = options.gift_batch_window_ms / 1000
+    sent = batch.send_gift(
+        call.keys, call.args, options.events_per_call_message, window_s,
+        options.gift_calls_in_flight,
+    )  # fmt: skip
+    result = await guarded(sent)
     if result[0] != 0:
         raise script_error(int(result[0]))
     return GiftReceipt(int(result[1]), int(result[2]), int(result[3]), bool(result[4]))

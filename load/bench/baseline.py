@@ -20,7 +20,7 @@ two rounds or more the trees alternate as ABBA, so a drift of the machine's load
 weighs on both alike.
 
     python -m load.bench.baseline [--commit 85d365d] [--rounds 2] [--duration 10] \
-        [--gifters 1000] [--rate 2000] [--no-admission]
+        [--gifters 1000] [--rate 2000] [--no-admission] [--current-config TOML]
 
 Standalone, it prints the figures as JSON and rewrites its section of BENCHMARKS.md.
 """
@@ -140,6 +140,14 @@ def redis_totals(client: redis.Redis) -> dict[str, int]:
     }
 
 
+def tree_config(which: str, admission: bool, current_config: str) -> str:
+    """The configuration layered over a tree's for its runs: admission as good as off
+    for both, or not; `current_config` for this tree alone, since the baseline's
+    configuration refuses a setting it does not know."""
+    config = "" if admission else NO_ADMISSION
+    return config + current_config if which == "current" else config
+
+
 def order(rounds: int) -> list[str]:
     """ABBA: the baseline, this tree, this tree, the baseline, and so on."""
     pairs = [("baseline", "current"), ("current", "baseline")]
@@ -157,12 +165,14 @@ def compare(
     duration: float,
     rounds: int,
     admission: bool = True,
+    current_config: str = "",
 ) -> dict[str, Any]:
     """Both trees measured back to back. When the baseline cannot be exported, started
     or measured, that is recorded (`error`) and this tree's runs go on without it.
     `admission=False`: this tree's admission as good as off (the baseline has none), so
-    that both carry the offered rate when the machine is too busy for this one to."""
-    extra_config = "" if admission else NO_ADMISSION
+    that both carry the offered rate when the machine is too busy for this one to.
+    `current_config`: TOML layered over this tree's configuration alone (a setting the
+    baseline does not know would stop it), e.g. another `[redis] gift_batch_window_ms`."""
     results: dict[str, Any] = {
         "load": {
             "gifters": gifters,
@@ -170,6 +180,7 @@ def compare(
             "duration": duration,
             "rounds": rounds,
             "admission": admission,
+            "current_config": current_config,
         },
         "target_ratio": TARGET_RATIO,
         "current_commit": describe_head(),
@@ -193,6 +204,7 @@ def compare(
                 continue
             step(f"{which} tree: {rate:.0f} gifts/s from {gifters} gifters, {duration:.0f} s")
             try:
+                extra_config = tree_config(which, admission, current_config)
                 run = measure(
                     tree if which == "baseline" else None, gifters, rate, duration, extra_config
                 )
@@ -303,10 +315,15 @@ def main() -> None:
         "--no-admission", action="store_true",
         help="this tree's admission as good as off, as the baseline, which has none",
     )  # fmt: skip
+    parser.add_argument(
+        "--current-config", default="",
+        help="TOML layered over this tree's configuration alone, e.g. "
+        "$'[redis]\\ngift_batch_window_ms = 5'",
+    )  # fmt: skip
     options = parser.parse_args()
     compared = compare(
         options.commit, options.gifters, options.rate, options.duration, options.rounds,
-        admission=not options.no_admission,
+        admission=not options.no_admission, current_config=options.current_config,
     )  # fmt: skip
     print(orjson.dumps(compared, option=orjson.OPT_INDENT_2).decode())
     command = " ".join(["python -m load.bench.baseline", *sys.argv[1:]])

@@ -197,6 +197,13 @@ def main() -> None:
         help="an [overload] setting, e.g. max_in_flight=1 (with min_in_flight=1: nearly "
         "every gift refused, what a refusal costs)",
     )
+    parser.add_argument(
+        "--redis",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [redis] setting, e.g. gift_batch_window_ms=0 (the gifts of one loop pass a call)",
+    )
     options = parser.parse_args()
     rates = [float(r) for r in options.rates.split(",")]
     cluster_rates = (
@@ -209,7 +216,9 @@ def main() -> None:
         options.gifters,
         options.streams,
         (NO_ADMISSION if options.no_admission else "")
-        + "".join(f"{setting.replace('=', ' = ', 1)}\n" for setting in options.overload),
+        + "".join(f"{setting.replace('=', ' = ', 1)}\n" for setting in options.overload)
+        + ("[redis]\n" if options.redis else "")
+        + "".join(f"{setting.replace('=', ' = ', 1)}\n" for setting in options.redis),
     )
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
     print("\n".join(markdown(results, "python -m load.bench.sweep")))
