@@ -69,7 +69,7 @@ async def invite(
         raise invalid("a stream cannot battle itself")
     invitation = keys.battle_invitation(stream_id, key)
     if not await guarded(store.redis.exists(invitation)):  # a retry: its first answer
-        await _check_streams(store, who, stream_id, opponent)
+        await _check_new_invite(store, who, stream_id, opponent, invitation)
     battle_id = f"{keys.BATTLE_ID_PREFIX}{uuid.uuid4().hex[:20]}.{stream_id}"
     await recover_at(store, battle_id)
     result = await _invite_step(store, who, stream_id, battle_id, opponent, duration_s, key)
@@ -87,6 +87,21 @@ async def invite(
             code = ErrorCode.UNKNOWN_STREAM
         raise GiftingError(code, record.fields.get("refused_message", "the invite was refused"))
     return await battle_record.view(store, record), not replayed
+
+
+async def _check_new_invite(
+    store: Store, who: Identity, stream_id: str, opponent: str, invitation: str
+) -> None:
+    """The refusals of an invite whose key was unused when read. A copy of it sent at
+    the same time may have used the key since, and locked the opponent to its battle:
+    that lock is no refusal of this copy, which the first step answers with the copy's
+    battle. Its key is written (step 1) before the opponent is locked (step 2), so a
+    refusal that saw that lock finds the key when read again."""
+    try:
+        await _check_streams(store, who, stream_id, opponent)
+    except GiftingError:
+        if not await guarded(store.redis.exists(invitation)):
+            raise
 
 
 async def _check_streams(store: Store, who: Identity, stream_id: str, opponent: str) -> None:

@@ -359,6 +359,45 @@ async def test_an_invite_retried_with_its_key_after_its_worker_died_goes_on_from
     assert accepted["status"] == "live"
 
 
+@pytest.mark.parametrize("twin_steps", ["all", "steps 1 and 2"])
+async def test_an_invite_copy_that_read_its_key_unused_before_its_twin_used_it_answers_that_battle(
+    ledger: Store, monkeypatch: pytest.MonkeyPatch, twin_steps: str
+) -> None:
+    # The same invite sent twice at once (one key): the second copy reads its key
+    # unused, then the first makes the battle (all its steps, or steps 1 and 2 before
+    # its worker paused), then the second reads the streams: the opponent is locked,
+    # to this very battle. The order four copies took on a loaded machine.
+    read_key = ledger.redis.exists
+    made: list[tuple[dict[str, Any], bool]] = []
+
+    async def twin(twin_id: str = "bt_0123456789abcdef0123.s1") -> tuple[dict[str, Any], bool]:
+        if twin_steps == "all":
+            return await battles.invite(ledger, ONE, "s1", "s2", 60, "same")
+        await invite_step_one(ledger, twin_id, "same")
+        await ledger.run_script("battle_lock", [keys.stream("s2")], [twin_id, "streamer1"])
+        return {"battle_id": twin_id}, True
+
+    async def twin_first(*names: str) -> int:
+        assert names == (keys.battle_invitation("s1", "same"),)
+        found: int = await read_key(*names)
+        monkeypatch.undo()  # once: the twin and all after it read Redis as usual
+        made.append(await twin())
+        return found
+
+    monkeypatch.setattr(ledger.redis, "exists", twin_first)
+    again, created = await battles.invite(ledger, ONE, "s1", "s2", 60, "same")
+    [(first, first_created)] = made
+    assert (first_created, created) == (True, False)
+    assert (again["battle_id"], again["status"]) == (first["battle_id"], "invited")
+    for stream_id in ("s1", "s2"):
+        assert await meta(ledger, stream_id, "battle_lock") == first["battle_id"]
+    due = await ledger.redis.zrange(keys.BATTLES_DUE, 0, -1)
+    assert due == [first["battle_id"]]  # the id drawn for the copy is not left due
+    with pytest.raises(GiftingError) as conflict:  # the same key, not a copy
+        await battles.invite(ledger, ONE, "s1", "s2", 61, "same")
+    assert conflict.value.code is ErrorCode.IDEMPOTENCY_CONFLICT
+
+
 @pytest.mark.parametrize("crash_after", ["due entry", "step 4", "step 5", "step 7, one side"])
 async def test_a_ticker_takes_a_battle_whose_worker_died_at_each_crash_point_to_its_end(
     ledger: Store, crash_after: str
