@@ -19,6 +19,7 @@ from gifting_server.ledger import keys
 from gifting_server.ledger.clock import wall_clock_ms
 from gifting_server.ledger.cluster_pipeline import ClusterScriptPipeline
 from gifting_server.ledger.gift_admission import GiftAdmission, one_redis
+from gifting_server.ledger.gift_batch import GiftBatch
 from gifting_server.ledger.pipeline import DEFAULT_TIMEOUT_S, ReplicaAck, ReplicasNotAcked
 from gifting_server.ledger.scripts import Scripts
 from gifting_server.ledger.slot_map import SlotMapReader
@@ -187,6 +188,11 @@ class Store:
         return keys.SHARDED + channel if self.sharded_events else channel
 
     async def close(self) -> None:
+        # The gifts still waiting for their window go now, and the calls in flight are
+        # answered, before the connection closes: left to the window's timer they
+        # would be sent after the close, on a connection opened again and never
+        # closed, or never once the loop is gone.
+        await GiftBatch.of(self.scripts).drain()
         await self.scripts.close()
         await self.redis.aclose()
 

@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import gifts, streams
+from gifting_server.ledger import gifts, keys, streams
 from gifting_server.ledger.gift_batch import MAX_BATCH, GiftBatch
 from gifting_server.ledger.store import Store
 from tests.factories import fund, live_stream, viewer
@@ -169,3 +169,18 @@ async def test_with_one_call_in_flight_a_failed_call_does_not_hold_the_next_gift
     assert retry.coins == 99
     assert sorted(await gift_keys(ledger)) == ["k1", "k2"]
     await assert_reconciled(ledger)
+
+
+async def test_closing_the_store_answers_the_gifts_waiting_in_the_window(ledger: Store) -> None:
+    """Shutdown (the lifespan's end closes the store) while a gift waits in a window:
+    it is sent before the connection closes and answered, not left to a timer that
+    would run after the close (on a connection opened again and never closed) or
+    never, once the loop is gone."""
+    windowed(ledger, LONG_MS)
+    waiting = send(ledger, viewer("alice"), "closing")
+    await queued(ledger, 1)
+    await asyncio.wait_for(ledger.close(), timeout=60)
+    (receipt,) = await answered(waiting)
+    assert receipt.coins == 99 and not receipt.replayed
+    assert ledger.scripts.pipeline._protocol is None  # nothing opened after the close
+    assert await ledger.redis.hget(keys.wallet("alice"), "coins") == "99"
