@@ -184,3 +184,30 @@ async def test_closing_the_store_answers_the_gifts_waiting_in_the_window(ledger:
     assert receipt.coins == 99 and not receipt.replayed
     assert ledger.scripts.pipeline._protocol is None  # nothing opened after the close
     assert await ledger.redis.hget(keys.wallet("alice"), "coins") == "99"
+
+
+async def test_with_one_call_in_flight_a_hung_call_holds_the_next_gifts_only_until_its_timeout(
+    ledger: Store,
+) -> None:
+    """Redis holds the call in flight and never answers it: it fails at the pipeline's
+    timeout, and the gifts held for it go then, answered."""
+    group_commit(windowed(ledger, 0), 1)
+    calls, _ = batches()
+    await ledger.redis.execute_command("CLIENT", "PAUSE", 600_000, "WRITE")
+    try:
+        first = send(ledger, viewer("alice"), "h1")
+        await sent(calls)
+        second = send(ledger, viewer("carol"), "h2")
+        await queued(ledger, 1)
+        outcome = await asyncio.wait_for(asyncio.gather(first, return_exceptions=True), 60)
+        assert isinstance(outcome[0], GiftingError)
+        assert outcome[0].code == ErrorCode.SERVICE_UNAVAILABLE
+        await sent(calls + 1)  # the held gift went once the call timed out
+    finally:
+        await ledger.redis.execute_command("CLIENT", "UNPAUSE")
+    (c,) = await answered(second)
+    assert c.coins == 99
+    (retry,) = await answered(send(ledger, viewer("alice"), "h1"))
+    assert retry.coins == 99
+    assert sorted(await gift_keys(ledger)) == ["h1", "h2"]
+    await assert_reconciled(ledger)

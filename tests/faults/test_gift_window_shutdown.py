@@ -1,0 +1,87 @@
+"""The server stopping while gifts wait in their batching window ([redis]
+gift_batch_window_ms, ledger/gift_batch.py): a gift asked over HTTP is answered, one
+asked over the WebSocket is sent before the connection to Redis closes, and the
+shutdown does not hang."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import orjson
+from redis.asyncio import Redis
+from websockets.asyncio.client import connect
+
+from gifting_server.ledger.gift_batch import GiftBatch
+from tests.conftest import ServerThread
+from tests.factories import token
+from tests.faults import assert_reconciled, buy, go_live, journal, send_gift, wait_until
+from tests.faults.conftest import Serve
+from tests.hub.wsclient import ws_url
+from tests.topology import on_cluster
+
+WINDOW = {"gift_batch_window_ms": 1000}  # the longest window the configuration takes
+
+
+def waiting_gifts(server: ServerThread) -> int:
+    """Gifts waiting in the server's batch (0 on a cluster: no window there)."""
+    store = server.server.config.app.state.store  # type: ignore[attr-defined]
+    return len(GiftBatch.of(store.scripts).queued)
+
+
+def stop(server: ServerThread) -> asyncio.Future[None]:
+    """The server told to stop (as on SIGTERM), its thread awaited off the loop."""
+    server.server.should_exit = True
+    return asyncio.ensure_future(asyncio.to_thread(server.thread.join, 30))
+
+
+async def gift_keys(redis: Redis) -> list[str]:
+    return [e["key"] for e in await journal(redis) if e["type"] == "gift"]
+
+
+async def test_a_gift_asked_over_http_is_answered_when_the_server_stops_in_its_window(
+    serve: Serve, redis_url: str, shared_client: Redis
+) -> None:
+    server = serve(redis_url, redis=WINDOW)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        await go_live(http)
+        await buy(http, "alice")
+        asked = asyncio.ensure_future(send_gift(http, "alice", "stopping"))
+        if not on_cluster():
+            await wait_until(lambda: waiting_gifts(server) == 1, 10, "the gift in its window")
+        stopped = stop(server)
+        response = await asyncio.wait_for(asked, 30)
+        await asyncio.wait_for(stopped, 30)
+    assert not server.thread.is_alive()
+    assert response.status_code == 200, response.text
+    assert response.json()["coins"] == 99
+    assert (await gift_keys(shared_client)).count("stopping") == 1
+    await assert_reconciled(shared_client)
+
+
+async def test_a_gift_asked_over_the_websocket_is_sent_before_the_server_stops(
+    serve: Serve, redis_url: str, shared_client: Redis
+) -> None:
+    """uvicorn closes the WebSocket (1012) and the gift's task runs on: the store's
+    close sends it with its window cut short, so the client's retry is answered from
+    its record, never a second gift."""
+    server = serve(redis_url, redis=WINDOW)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        await go_live(http)
+        await buy(http, "alice")
+    url = ws_url(server.url, token("alice"))
+    async with connect(url, compression=None, proxy=None) as ws:
+        frame = {"type": "gift", "id": "ws-stopping", "stream_id": "s1", "gift_id": "rose"}
+        await ws.send(orjson.dumps(frame).decode())
+        if on_cluster():  # no window: the gift is made at once
+
+            async def made() -> bool:
+                return "ws-stopping" in await gift_keys(shared_client)
+
+            await wait_until(made, 10, "the gift made")
+        else:
+            await wait_until(lambda: waiting_gifts(server) == 1, 10, "the gift in its window")
+        await asyncio.wait_for(stop(server), 30)
+    assert not server.thread.is_alive()
+    assert (await gift_keys(shared_client)).count("ws-stopping") == 1
+    await assert_reconciled(shared_client)
