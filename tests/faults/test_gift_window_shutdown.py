@@ -18,7 +18,7 @@ from tests.factories import token
 from tests.faults import assert_reconciled, buy, go_live, journal, send_gift, wait_until
 from tests.faults.conftest import Serve
 from tests.hub.wsclient import ws_url
-from tests.topology import on_cluster
+from tests.topology import RedisUnderFault, on_cluster
 
 WINDOW = {"gift_batch_window_ms": 1000}  # the longest window the configuration takes
 
@@ -85,3 +85,27 @@ async def test_a_gift_asked_over_the_websocket_is_sent_before_the_server_stops(
     assert not server.thread.is_alive()
     assert (await gift_keys(shared_client)).count("ws-stopping") == 1
     await assert_reconciled(shared_client)
+
+
+async def test_redis_killed_while_a_gift_waits_in_its_window_answers_it_503_and_the_retry_once(
+    own_redis: RedisUnderFault, own_client: Redis, serve: Serve
+) -> None:
+    server = serve(own_redis.url, redis=WINDOW)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        await go_live(http)
+        await buy(http, "alice")
+        asked = asyncio.ensure_future(send_gift(http, "alice", "killed"))
+        if not on_cluster():
+            await wait_until(lambda: waiting_gifts(server) == 1, 10, "the gift in its window")
+            await asyncio.to_thread(own_redis.kill)
+            response = await asyncio.wait_for(asked, 30)
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "service_unavailable"
+            await asyncio.to_thread(own_redis.restart)
+        else:
+            assert (await asyncio.wait_for(asked, 30)).status_code == 200
+        retried = await send_gift(http, "alice", "killed")
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["coins"] == 99
+    assert (await gift_keys(own_client)).count("killed") == 1
+    await assert_reconciled(own_client)
