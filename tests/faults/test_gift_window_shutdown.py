@@ -23,10 +23,14 @@ from tests.topology import RedisUnderFault, on_cluster
 WINDOW = {"gift_batch_window_ms": 1000}  # the longest window the configuration takes
 
 
+def batch(server: ServerThread) -> GiftBatch:
+    store = server.server.config.app.state.store  # type: ignore[attr-defined]
+    return GiftBatch.of(store.scripts)
+
+
 def waiting_gifts(server: ServerThread) -> int:
     """Gifts waiting in the server's batch (0 on a cluster: no window there)."""
-    store = server.server.config.app.state.store  # type: ignore[attr-defined]
-    return len(GiftBatch.of(store.scripts).queued)
+    return len(batch(server).queued)
 
 
 def stop(server: ServerThread) -> asyncio.Future[None]:
@@ -108,4 +112,37 @@ async def test_redis_killed_while_a_gift_waits_in_its_window_answers_it_503_and_
         assert retried.status_code == 200, retried.text
         assert retried.json()["coins"] == 99
     assert (await gift_keys(own_client)).count("killed") == 1
+    await assert_reconciled(own_client)
+
+
+async def test_the_server_stops_with_redis_hung_and_gifts_held_for_a_call_in_flight(
+    own_redis: RedisUnderFault, own_client: Redis, serve: Serve
+) -> None:
+    """Redis stops answering (SIGSTOP) with one gift's call in flight and another held
+    for it (gift_calls_in_flight = 1): the server still stops, within the Redis
+    timeouts, and each gift is answered 503 or made, at most once."""
+    server = serve(own_redis.url, redis={"gift_batch_window_ms": 0, "gift_calls_in_flight": 1})
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        await go_live(http)
+        await buy(http, "alice")
+        await buy(http, "carol")
+        # The stream's owner, read once a worker: read now, not from the hung Redis.
+        assert (await send_gift(http, "carol", "before")).status_code == 200
+        await asyncio.to_thread(own_redis.suspend)
+        try:
+            first = asyncio.ensure_future(send_gift(http, "alice", "hung1"))
+            if not on_cluster():
+                await wait_until(lambda: bool(batch(server).running), 10, "the call in flight")
+            second = asyncio.ensure_future(send_gift(http, "carol", "hung2"))
+            if not on_cluster():
+                await wait_until(lambda: batch(server).held, 10, "the second gift held")
+            stopped = stop(server)
+            answers = await asyncio.wait_for(asyncio.gather(first, second), 30)
+            await asyncio.wait_for(stopped, 30)
+        finally:
+            await asyncio.to_thread(own_redis.resume)
+    assert not server.thread.is_alive()
+    assert {a.status_code for a in answers} <= {200, 503}, [a.text for a in answers]
+    made = await gift_keys(own_client)
+    assert made.count("hung1") <= 1 and made.count("hung2") <= 1
     await assert_reconciled(own_client)
