@@ -61,7 +61,7 @@ async def test_the_same_key_twice_in_one_window_is_one_gift(ledger: Store) -> No
         gifts.run_send_gift(ledger, viewer("alice"), "s1", rose, 2, "twice")
     )
     await queued(ledger, 3)
-    GiftBatch.of(ledger.scripts)._flush()  # the window's end, without waiting it out
+    GiftBatch.of(ledger.scripts)._window_ended()  # the window's end, without waiting it out
     a, b, c = await asyncio.wait_for(
         asyncio.gather(first, again, other, return_exceptions=True), timeout=60
     )
@@ -85,7 +85,7 @@ async def test_65_gifts_go_as_a_full_call_at_once_and_the_last_with_its_window(
     await sent(calls)
     await queued(ledger, 1)  # the 65th opened a window of its own
     assert batches() == (calls + 1, carried + MAX_BATCH)
-    GiftBatch.of(ledger.scripts)._flush()
+    GiftBatch.of(ledger.scripts)._window_ended()
     receipts = await answered(*tasks)
     assert batches() == (calls + 2, carried + MAX_BATCH + 1)
     assert sorted(r.coins for r in receipts) == [99] * (MAX_BATCH + 1)
@@ -108,7 +108,7 @@ async def test_a_gift_refused_mid_batch_leaves_the_others_whole(ledger: Store) -
     )
     last = asyncio.ensure_future(gifts.run_send_gift(ledger, viewer("dave"), "s2", rose, 1, "m4"))
     await queued(ledger, 4)
-    GiftBatch.of(ledger.scripts)._flush()
+    GiftBatch.of(ledger.scripts)._window_ended()
     a, b, c, d = await asyncio.wait_for(
         asyncio.gather(first, broke, poor, last, return_exceptions=True), timeout=60
     )
@@ -210,4 +210,22 @@ async def test_with_one_call_in_flight_a_hung_call_holds_the_next_gifts_only_unt
     (retry,) = await answered(send(ledger, viewer("alice"), "h1"))
     assert retry.coins == 99
     assert sorted(await gift_keys(ledger)) == ["h1", "h2"]
+    await assert_reconciled(ledger)
+
+
+async def test_scripts_flushed_while_gifts_wait_in_the_window_are_loaded_again(
+    ledger: Store,
+) -> None:
+    """Redis restarted or its scripts flushed between the window's first gift and its
+    end: the call's NOSCRIPT loads send_gifts again and every gift is made once."""
+    windowed(ledger, LONG_MS)
+    first = send(ledger, viewer("alice"), "f1")
+    await queued(ledger, 1)
+    second = send(ledger, viewer("carol"), "f2")
+    await queued(ledger, 2)
+    await ledger.redis.script_flush()
+    GiftBatch.of(ledger.scripts)._window_ended()
+    a, c = await answered(first, second)
+    assert (a.coins, c.coins, c.event_id) == (99, 99, a.event_id + 1)
+    assert sorted(await gift_keys(ledger)) == ["f1", "f2"]
     await assert_reconciled(ledger)
