@@ -245,6 +245,16 @@ async def guarded(call: Awaitable[T]) -> T:
                 "a storage key holds an unexpected type or value; "
                 "`gifting-server reconcile` names it",
             ) from None
+        # A Redis demoted to a replica (REPLICAOF, a failover that left this client on
+        # the old master) refuses a script at its first write: as with OOM below, a
+        # script has made every check by then, and its retry is answered by its record
+        # if an earlier step of it was written elsewhere. redis-py raises ReadOnlyError
+        # only for the bare reply; a script's error comes as "user_script:N: READONLY".
+        if isinstance(e, redis_errors.ReadOnlyError) or "READONLY You can't write" in text:
+            raise GiftingError(
+                ErrorCode.SERVICE_UNAVAILABLE,
+                "storage is read-only (a replica); retry with the same key",
+            ) from None
         # redis-py strips the "OOM" prefix when it raises OutOfMemoryError. A script is
         # refused at its first write, and every script writes only after its last check.
         if isinstance(e, redis_errors.OutOfMemoryError) or "OOM" in str(e):
