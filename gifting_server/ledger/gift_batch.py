@@ -20,7 +20,9 @@ alone in its window still goes as one `send_gift`.
 A failure of the call (Redis gone, a timeout, replicas short) reaches every gift of
 the batch as the same exception, as it would have reached each of their calls. A
 caller gone while its gift waits (a connection closed) leaves the gift queued: it
-goes whole with its batch, and its idempotency record answers the retry.
+goes whole with its batch, and its idempotency record answers the retry. A store
+closing (the server's shutdown) sends the gifts still waiting and waits for the calls
+in flight before its connection closes (`drain`).
 """
 
 from __future__ import annotations
@@ -109,6 +111,14 @@ class GiftBatch:
         if len(self.queued) >= MAX_BATCH:  # a full call waits for no one
             self._flush()
         return reply
+
+    async def drain(self) -> None:
+        """Send the gifts waiting for their window (or for a call in flight) now, and
+        wait until every call in flight is answered: the connection is about to close."""
+        while self.queued or self.running:
+            if self.queued:
+                self._flush()
+            await asyncio.wait(set(self.running))
 
     def _window_ended(self) -> None:
         if self.calls_in_flight and len(self.running) >= self.calls_in_flight:

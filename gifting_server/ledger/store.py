@@ -19,6 +19,7 @@ from gifting_server.ledger import keys
 from gifting_server.ledger.clock import wall_clock_ms
 from gifting_server.ledger.cluster_pipeline import ClusterScriptPipeline
 from gifting_server.ledger.gift_admission import GiftAdmission, one_redis
+from gifting_server.ledger.gift_batch import GiftBatch
 from gifting_server.ledger.pipeline import DEFAULT_TIMEOUT_S, ReplicaAck, ReplicasNotAcked
 from gifting_server.ledger.scripts import Scripts
 from gifting_server.ledger.slot_map import SlotMapReader
@@ -187,6 +188,11 @@ class Store:
         return keys.SHARDED + channel if self.sharded_events else channel
 
     async def close(self) -> None:
+        # The gifts still waiting for their window go now, and the calls in flight are
+        # answered, before the connection closes: left to the window's timer they
+        # would be sent after the close, on a connection opened again and never
+        # closed, or never once the loop is gone.
+        await GiftBatch.of(self.scripts).drain()
         await self.scripts.close()
         await self.redis.aclose()
 
@@ -238,6 +244,16 @@ async def guarded(call: Awaitable[T]) -> T:
                 ErrorCode.STORAGE_CORRUPT,
                 "a storage key holds an unexpected type or value; "
                 "`gifting-server reconcile` names it",
+            ) from None
+        # A Redis demoted to a replica (REPLICAOF, a failover that left this client on
+        # the old master) refuses a script at its first write: as with OOM below, a
+        # script has made every check by then, and its retry is answered by its record
+        # if an earlier step of it was written elsewhere. redis-py raises ReadOnlyError
+        # only for the bare reply; a script's error comes as "user_script:N: READONLY".
+        if isinstance(e, redis_errors.ReadOnlyError) or "READONLY You can't write" in text:
+            raise GiftingError(
+                ErrorCode.SERVICE_UNAVAILABLE,
+                "storage is read-only (a replica); retry with the same key",
             ) from None
         # redis-py strips the "OOM" prefix when it raises OutOfMemoryError. A script is
         # refused at its first write, and every script writes only after its last check.
