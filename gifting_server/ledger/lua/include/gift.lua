@@ -180,9 +180,9 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
 
   -- 3. The sender's wallet: rate limit, balance, own daily budget.
   local w = call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
-    'rl_at', 'rl_tokens', 'spent_before')
+    'rl_at', 'rl_tokens')
   local coinsLeft, spent, refilledAt, tokens, budgetDays, spentDay, spentBefore =
-    checkSpend(w, now, nowArg, day, dayText, cost, ratePerS, burst)
+    checkSpend(walletKey, w, now, nowArg, day, dayText, cost, ratePerS, burst)
   if not coinsLeft then return spent end
 
   -- 4. The streamer's side: diamonds and the platform's share, from the lifetime coins
@@ -263,7 +263,7 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   journal.battles[n] = battle and (battle[1] .. '|' .. battle[2]) or ''
   if battle then journal.counted = true end
   if battle then countBattle(streamKey, battleTopKey, costArg, sender) end
-  call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText,
-    'PX', idemTtl)
+  call('PSETEX', idemKey, idemTtl,
+    fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText)
   return 0, eventId, coinsLeft, combo, 0, diamonds
 end
