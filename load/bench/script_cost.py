@@ -29,6 +29,11 @@ scripts' arguments may change, and the baseline's scripts need their own callers
     python -m load.bench.script_cost --with-webhook   # the stream has a webhook endpoint
     python -m load.bench.script_cost --subscribers 4  # 4 workers follow the stream's channel
     python -m load.bench.script_cost --battle  # every gift during a live battle of the stream
+    python -m load.bench.script_cost --profile-dir DIR  # keep each run's callgrind output
+
+The callgrind outputs kept (DIR/callgrind-<gifts>.out, the last run of each size) are
+for `callgrind_annotate --inclusive=yes --tree=calling DIR/callgrind-4000.out`: where
+a gift's instructions go (docs/performance.md, "The Lua around the commands").
 """
 
 from __future__ import annotations
@@ -132,11 +137,18 @@ def count_instructions(gifts: int, send: Sender, battle: bool = False) -> int:
     annotated = subprocess.run(
         ["callgrind_annotate", str(work / "callgrind.out")], capture_output=True, text=True
     ).stdout
+    if PROFILE_DIR is not None:
+        PROFILE_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copy(work / "callgrind.out", PROFILE_DIR / f"callgrind-{gifts}.out")
     shutil.rmtree(work, ignore_errors=True)
     for line in annotated.splitlines():
         if "PROGRAM TOTALS" in line:
             return int(line.split()[0].replace(",", ""))
     raise RuntimeError("callgrind_annotate printed no totals")
+
+
+# --profile-dir DIR: where each run's callgrind output is kept (None: not kept).
+PROFILE_DIR: Path | None = None
 
 
 # --subscribers N: N connections follow the stream's channel, as the workers with
@@ -377,9 +389,14 @@ def main() -> None:
         "--battle", action="store_true",
         help="every gift during a live battle of its stream (its side's points counted)",
     )  # fmt: skip
+    parser.add_argument(
+        "--profile-dir", type=Path,
+        help="keep each run's callgrind output there, as callgrind-<gifts>.out",
+    )  # fmt: skip
     options = parser.parse_args()
-    global WITH_WEBHOOK, SUBSCRIBERS
+    global WITH_WEBHOOK, SUBSCRIBERS, PROFILE_DIR
     WITH_WEBHOOK, SUBSCRIBERS = options.with_webhook, options.subscribers
+    PROFILE_DIR = options.profile_dir
     battle = options.battle
     if not shutil.which("valgrind"):
         sys.exit("valgrind is needed: apt-get install valgrind")

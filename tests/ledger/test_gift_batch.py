@@ -5,6 +5,7 @@ gifts came, refused ones writing nothing, and the ledger adds up."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from gifting_server.auth import Identity, Role
+from gifting_server.config import History
 from gifting_server.errors import ErrorCode, GiftingError, ScriptCode
 from gifting_server.ledger import battles, gift_batch, gifts, journal, keys, streams, wallet
 from gifting_server.ledger.clock import DAY_MS, day_number, wall_clock_ms
@@ -374,4 +376,30 @@ async def test_a_calls_gifts_on_both_sides_of_midnight_each_keep_their_own_day(
     assert await ledger.redis.zscore(boards[1], "alice") is None
     at = {e["key"]: int(e["at"]) for e in await journal_entries(ledger.redis) if "key" in e}
     assert (at["early"], at["late"]) == (before, before + to_midnight)
+    await assert_reconciled(ledger)
+
+
+async def test_a_calls_gifts_trim_their_streams_history_to_its_cap(ledger: Store) -> None:
+    """send_gifts appends a call's events untrimmed and trims each stream's history once
+    at the call's end (one XTRIM, docs/performance.md): two full calls leave the history
+    within the cap, as many lone gifts would (`MAXLEN ~` trims whole nodes of
+    stream-node-max-entries entries, so the cap is kept to within one node)."""
+    cap = 10
+    ledger.settings = dataclasses.replace(ledger.settings, history=History(max_events=cap))
+    senders = [viewer(f"h{i}") for i in range(2 * MAX_BATCH)]
+    for who in senders:
+        await fund(ledger, who.user_id, "coins_100")
+    seq = int(await ledger.redis.hget(keys.stream("s1"), "seq"))
+    b = Batch(ledger)
+    for i, who in enumerate(senders):
+        b.add(who, "rose", 1, "h", (seq + 1 + i, 99, 1, False))
+    calls, carried = batches()
+    await b.check()
+    assert batches() == (calls + 2, carried + len(senders))  # two send_gifts, no send_gift
+    setting = "stream-node-max-entries"
+    node = int((await ledger.redis.config_get(setting))[setting])
+    assert len(senders) > cap + node  # untrimmed, the history would be past the bound
+    history = await ledger.redis.xrange(keys.stream_history("s1"))
+    assert len(history) <= cap + node
+    assert history[-1][0] == f"{seq + len(senders)}-0"  # the newest kept
     await assert_reconciled(ledger)

@@ -262,6 +262,25 @@ async def test_gifts_stamped_across_midnight_count_on_their_own_day_in_any_order
     assert (await wallet.read_wallet(store, "alice"))["spent_today"] == 6
 
 
+async def test_a_late_gift_over_a_day_before_that_does_not_parse_is_storage_corrupt(
+    store: Store, clock: FakeClock, live: str
+) -> None:
+    """What was spent the day before `spent_day` is read only by a late gift of that day
+    (no other gift's HMGET asks for it, docs/performance.md): that read still refuses a
+    stored value that is no integer before any write, and a gift of `spent_day` itself
+    neither reads nor minds it."""
+    await fund(store, "alice", "coins_100")
+    await wallet.set_daily_limit(store, "alice", 10)
+    clock.now = MIDNIGHT
+    await send(store, "rose", 2, key="new-day")
+    await store.redis.hset(keys.wallet("alice"), "spent_before", "corrupt")
+    clock.now = MIDNIGHT - 1
+    await assert_refused(store, ErrorCode.STORAGE_CORRUPT, send(store, "rose", 1))
+    clock.now = MIDNIGHT + 1
+    await send(store, "rose", 3, key="same-day")
+    assert await store.redis.hget(keys.wallet("alice"), "spent") == "5"
+
+
 # --- rate limit ----------------------------------------------------------------------------
 
 

@@ -67,10 +67,10 @@ if verdict ~= '0' then return {tonumber(verdict)} end
 if ARGV[7] == '1' and ARGV[6] ~= '1' then return {5} end
 
 local w = call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
-  'rl_at', 'rl_tokens', 'spent_before')
+  'rl_at', 'rl_tokens')
 local day, dayText = utcDay(now)
 local coinsLeft, spent, refilledAt, tokens, budgetDays, spentDay, spentBefore =
-  checkSpend(w, now, nowArg, day, dayText, cost, ratePerS, burst)
+  checkSpend(walletKey, w, now, nowArg, day, dayText, cost, ratePerS, burst)
 if not coinsLeft then return {spent} end
 
 local coinsLeftText = writeSpend(walletKey, senderName, coinsLeft, spent, refilledAt,

@@ -134,10 +134,10 @@ if not (seq and streamCoins) or lastCombo == nil then return {17} end
 
 -- 3. The sender's wallet: rate limit, balance, own daily budget.
 local w = call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
-  'rl_at', 'rl_tokens', 'spent_before')
+  'rl_at', 'rl_tokens')
 local day, dayText = utcDay(now)
 local coinsLeft, spent, refilledAt, tokens, budgetDays, spentDay, spentBefore =
-  checkSpend(w, now, nowArg, day, dayText, cost, ratePerS, burst)
+  checkSpend(walletKey, w, now, nowArg, day, dayText, cost, ratePerS, burst)
 if not coinsLeft then return {spent} end
 
 -- 4. The streamer's side: diamonds, the hold, the platform's share.
@@ -170,6 +170,6 @@ if battle then countBattle(streamKey, battleTopKey, costArg, sender) end
 -- The combo outlives its window so that close_streaks can still announce its end.
 call('HSET', streamKey, 'seq', id, 'coins', coinsTotalText,
   comboField, comboText .. '|' .. tapText .. '|' .. eventFragment)
-call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText,
-  'PX', idemTtl)
+call('PSETEX', idemKey, idemTtl,
+  fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText)
 return {0, eventId, coinsLeft, combo, 0, diamonds}

@@ -10,8 +10,9 @@
   and a stream's meta and its streamer's credit are read once and written once, at
   the call's end (include "gift": `writeShared`; the platform's share and the held
   diamonds summed); a streamer's gifts are one journal entry (a gift a line) and a
-  stream's events one published message (an event a line), both at the call's end;
-  docs/performance.md, "Batching". Every key is still declared,
+  stream's events one published message (an event a line), both at the call's end,
+  and a stream's history, appended to untrimmed, is trimmed to its cap once (one
+  XTRIM MAXLEN ~); docs/performance.md, "Batching". Every key is still declared,
   so the call is legal on a cluster too. A history ahead of its meta refuses that
   stream's gifts alone (CORRUPT_VALUE, nothing of them written). A script error
   (only a key planted with another type by someone with Redis access can raise one
@@ -87,7 +88,7 @@ for g = 1, streams do
 end
 
 local giftKeys, giftArgs = 11 * streams, 9 + 5 * streams
-local shared = newShared(together == '1')
+local shared = newShared(together == '1', historyMax)
 local r = 0 -- the replies' length
 for i = 1, gifts do
   local a, k = giftArgs + 10 * (i - 1), giftKeys + 2 * (i - 1)
@@ -104,7 +105,7 @@ for i = 1, gifts do
       KEYS[s + 11], ARGV[a + 2], ARGV[a + 3], ARGV[sa + 1], ARGV[a + 4], ARGV[a + 5],
       ARGV[a + 6], ARGV[a + 7], clock[2], ARGV[sa + 4], clock[4], clock[5], ARGV[a + 8] == '1',
       ARGV[a + 9], ARGV[sa + 3], ARGV[a + 10], ARGV[sa + 2], clock[3], ARGV[sa + 5], needAdult,
-      shareArg, shareBps, comboWindow, ratePerS, burst, idemTtl, historyMax, shared)
+      shareArg, shareBps, comboWindow, ratePerS, burst, idemTtl, shared)
     if ok and reply == 0 then
       replies[r + 1], replies[r + 2], replies[r + 3] = 0, eventId, coinsLeft
       replies[r + 4], replies[r + 5], replies[r + 6] = combo, replayed, diamonds

@@ -74,8 +74,15 @@ end
 -- one PUBLISH a stream a call). An event is JSON without a raw newline, and the
 -- brokers split a message at "\n" (events.py `published`), so a message of one event
 -- is read as it always was.
+-- `historyMax`: the history's cap, trimmed to (`MAXLEN ~`) with this append; false to
+-- append untrimmed, for a caller that trims once after its appends (send_gifts: one
+-- `XTRIM` a stream a call, include "gift" `writeShared`).
 local function emitEvent(historyKey, historyMax, channel, id, json, deliveryLog, outbox)
-  call('XADD', historyKey, 'MAXLEN', '~', historyMax, id .. '-0', 'e', json)
+  if historyMax then
+    call('XADD', historyKey, 'MAXLEN', '~', historyMax, id .. '-0', 'e', json)
+  else
+    call('XADD', historyKey, id .. '-0', 'e', json)
+  end
   if deliveryLog then call('XADD', deliveryLog, id .. '-0', 'e', json) end
   if outbox then
     outbox[#outbox + 1] = json

@@ -30,10 +30,11 @@
 ]]
 
 -- `together`: a stream's events of the call published as one message at its end (else
--- each as it is made, one message an event).
-local function newShared(together)
-  return {together = together, counts = {}, costs = {}, texts = {}, streams = {},
-    streamOrder = {}, streamers = {}, streamerOrder = {}, held = {}, heldOrder = {},
+-- each as it is made, one message an event). `historyMax`: the histories' cap, trimmed
+-- to once a stream at the call's end (one `XTRIM`, not `MAXLEN` on each gift's `XADD`).
+local function newShared(together, historyMax)
+  return {together = together, historyMax = historyMax, counts = {}, costs = {}, texts = {},
+    streams = {}, streamOrder = {}, streamers = {}, streamerOrder = {}, held = {}, heldOrder = {},
     platform = {}, platformOrder = {}, journals = {}, journalOrder = {}, outboxes = {},
     channelOrder = {}}
 end
@@ -89,6 +90,7 @@ local function writeShared(shared)
         fields[#fields + 1] = st.combos[field]
       end
       call('HSET', key, unpack(fields))
+      call('XTRIM', st.historyKey, 'MAXLEN', '~', shared.historyMax)
     end
   end
   for _, key in ipairs(shared.streamerOrder) do
@@ -136,7 +138,7 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
     battleTopKey, sender, senderName, expectedStreamer, giftId, countArg, costArg,
     fingerprint, now, nowArg, day, dayText, isAdult, eventFragment, channel, idemName, streamId,
     heldUntil, heldUntilArg, needAdult, shareArg, shareBps, comboWindow, ratePerS, burst,
-    idemTtl, historyMax, shared)
+    idemTtl, shared)
 
   -- 0. This gift's own numbers (the configuration's and the stream's clock were checked
   -- by the caller). tonumber gives nil for a missing or non-numeric argument.
@@ -164,7 +166,7 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
       'webhook_log', 'battle')
     st = {owner = meta[1], status = meta[2], seq = tonumber(meta[3] or '0'),
       coins = tonumber(meta[4] or '0'), combos = {}, fields = {}, deliveryLog = meta[6],
-      battle = meta[7]}
+      battle = meta[7], historyKey = historyKey}
     shared.streams[streamKey] = st
     shared.streamOrder[#shared.streamOrder + 1] = streamKey
     comboRaw = meta[5]
@@ -178,9 +180,9 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
 
   -- 3. The sender's wallet: rate limit, balance, own daily budget.
   local w = call('HMGET', walletKey, 'coins', 'limit', 'spent', 'spent_day',
-    'rl_at', 'rl_tokens', 'spent_before')
+    'rl_at', 'rl_tokens')
   local coinsLeft, spent, refilledAt, tokens, budgetDays, spentDay, spentBefore =
-    checkSpend(w, now, nowArg, day, dayText, cost, ratePerS, burst)
+    checkSpend(walletKey, w, now, nowArg, day, dayText, cost, ratePerS, burst)
   if not coinsLeft then return spent end
 
   -- 4. The streamer's side: diamonds and the platform's share, from the lifetime coins
@@ -212,7 +214,7 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
     shared.channelOrder[#shared.channelOrder + 1] = channel
   end
   local eventId, id, combo, comboText, tapText, coinsTotalText = emitGift(historyKey,
-    historyMax, channel, streaksKey, comboField, st.seq, st.coins, coinsTotal,
+    false, channel, streaksKey, comboField, st.seq, st.coins, coinsTotal,
     count, countArg, lastCombo, lastTap, comboRaw, fragmentAt, now, nowArg, comboWindow,
     eventFragment, st.deliveryLog, outbox)
   st.seq, st.coins, st.seqText, st.coinsText = eventId, coinsTotal, id, coinsTotalText
@@ -261,7 +263,7 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   journal.battles[n] = battle and (battle[1] .. '|' .. battle[2]) or ''
   if battle then journal.counted = true end
   if battle then countBattle(streamKey, battleTopKey, costArg, sender) end
-  call('SET', idemKey, fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText,
-    'PX', idemTtl)
+  call('PSETEX', idemKey, idemTtl,
+    fingerprint .. '|' .. id .. '|' .. coinsLeftText .. '|' .. comboText)
   return 0, eventId, coinsLeft, combo, 0, diamonds
 end

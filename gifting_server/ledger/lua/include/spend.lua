@@ -4,11 +4,12 @@
   is replaced by this file when scripts.py loads a script. Needs "numbers".
 
   The wallet's fields, as `checkSpend` takes them from
-    HMGET wallet coins limit spent spent_day rl_at rl_tokens spent_before
+    HMGET wallet coins limit spent spent_day rl_at rl_tokens
   The budget keeps the coins spent on `spent_day` and on the day before
   (`spent_before`): a gift that reaches Redis after one of the next UTC day (clocks
   differ by milliseconds across workers) counts on its own day and never resets the
-  newer one.
+  newer one. Only such a late gift reads `spent_before` (its own HGET, still before
+  any write): every other gift's HMGET is a field shorter (docs/performance.md).
 ]]
 
 -- The UTC day of `now` (unix ms) and its text, for `checkSpend`.
@@ -24,19 +25,17 @@ end
 -- every gift's path), to pass to `writeSpend` as they come. Writes nothing.
 -- Numbers cost a gift ~1,200 instructions each way (tonumber, fmt), so what can be
 -- had as text is: a wallet whose `spent_day` is the gift's day (the usual gift) is
--- told by comparing texts, and its `spent_before`, neither used nor written then, is
--- not parsed; the bucket's refill time goes back as the text it came as.
-local function checkSpend(w, now, nowArg, day, dayText, cost, ratePerS, burst)
+-- told by comparing texts; `spent_before` is read (with an HGET on `walletKey`) by a
+-- late gift of the day before `spent_day` alone, the one gift that uses it; the
+-- bucket's refill time goes back as the text it came as.
+local function checkSpend(walletKey, w, now, nowArg, day, dayText, cost, ratePerS, burst)
   -- Optional fields: false when absent, nil when they do not parse.
   local limit, rlAt = w[2] and tonumber(w[2]), w[5] and tonumber(w[5])
   local coins, spent = tonumber(w[1] or '0'), tonumber(w[3] or '0')
   local rlTokens = tonumber(w[6] or '0')
   local sameDay, spentDay, spentBefore = w[4] == dayText, day, 0
-  if not sameDay then
-    spentDay, spentBefore = w[4] and tonumber(w[4]), tonumber(w[7] or '0')
-  end
-  if not (coins and spent and rlTokens and spentBefore) or limit == nil or spentDay == nil
-      or rlAt == nil then
+  if not sameDay then spentDay = w[4] and tonumber(w[4]) end
+  if not (coins and spent and rlTokens) or limit == nil or spentDay == nil or rlAt == nil then
     return false, 17
   end
   local tokens, refilledAt = burst * 1000, nowArg
@@ -59,8 +58,11 @@ local function checkSpend(w, now, nowArg, day, dayText, cost, ratePerS, burst)
     spent, spentDay = cost, day
   elseif day == spentDay then -- the same day, written otherwise than fmt writes it
     spentOnDay, spent, budgetDays = spent, spent + cost, false
-  else -- a late gift of an earlier day: counted on the day before `spent_day`
-    spentOnDay, spentBefore = spentBefore, spentBefore + cost
+  else -- a late gift of an earlier day: counted on the day before `spent_day`, the
+    -- only gift that reads what was spent then (no other gift's HMGET asks for it)
+    spentOnDay = tonumber(call('HGET', walletKey, 'spent_before') or '0')
+    if not spentOnDay then return false, 17 end
+    spentBefore = spentOnDay + cost
   end
   if limit and spentOnDay + cost > limit then return false, 7 end
   return coins - cost, spent, refilledAt, tokens - 1000, budgetDays, spentDay, spentBefore
