@@ -319,6 +319,32 @@ async def test_a_gift_reaching_redis_with_an_earlier_clock_costs_one_token_only(
     await assert_refused(strict, ErrorCode.RATE_LIMITED, send(strict))
 
 
+async def test_a_refill_time_ahead_of_a_late_gift_is_stored_back_as_an_integer(
+    store: Store, clock: FakeClock
+) -> None:
+    """A gift whose clock is behind the bucket's refill time keeps that time, written
+    as the scripts write a number: a time stored in another spelling that Lua still
+    reads as one (by hand, a restore) is not carried on. Kept as it came, "inf" would
+    turn the sender's rate limit off for good: every later gift is behind it, and
+    refills its bucket from inf - inf."""
+    strict = with_config(store, clock, limits={"gift_burst": 2, "gift_rate_per_s": 1})
+    await fund(strict, "alice")
+    await live_stream(strict)
+    wallet_key = keys.wallet("alice")
+    ahead = T0 + 1000
+    for spelled in (f" {ahead}", f"{ahead}.0", f"{ahead // 1000}e3", hex(ahead)):
+        await store.redis.hset(wallet_key, mapping={"rl_at": spelled, "rl_tokens": "2000"})
+        await send(strict)
+        assert await store.redis.hget(wallet_key, "rl_at") == str(ahead)
+    await store.redis.hset(wallet_key, mapping={"rl_at": "inf", "rl_tokens": "2000"})
+    await send(strict)
+    int(await store.redis.hget(wallet_key, "rl_at"))  # an integer again
+    with pytest.raises(GiftingError) as limited:
+        for _ in range(3):  # a bucket of 2 and what one refill can add
+            await send(strict)
+    assert limited.value.code is ErrorCode.RATE_LIMITED
+
+
 # --- who may gift, and to what -----------------------------------------------------------
 
 

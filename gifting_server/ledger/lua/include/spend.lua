@@ -27,7 +27,10 @@ end
 -- had as text is: a wallet whose `spent_day` is the gift's day (the usual gift) is
 -- told by comparing texts; `spent_before` is read (with an HGET on `walletKey`) by a
 -- late gift of the day before `spent_day` alone, the one gift that uses it; the
--- bucket's refill time goes back as the text it came as.
+-- bucket's refill time goes back as the gift's own time, the text it came as. A late
+-- gift (behind `rl_at`) writes `rl_at` back formatted: what tonumber read may be
+-- spelled otherwise (" 5", "5e0", "inf"), and "inf" kept would end the rate limit
+-- for good (every later gift behind it refills from inf - inf).
 local function checkSpend(walletKey, w, now, nowArg, day, dayText, cost, ratePerS, burst)
   -- Optional fields: false when absent, nil when they do not parse.
   local limit, rlAt = w[2] and tonumber(w[2]), w[5] and tonumber(w[5])
@@ -43,7 +46,7 @@ local function checkSpend(walletKey, w, now, nowArg, day, dayText, cost, ratePer
     -- Concurrent gifts may reach Redis out of clock order: time never runs backwards
     -- for the bucket, so a late-arriving earlier gift refills nothing and costs no more.
     local at = now
-    if rlAt > now then at, refilledAt = rlAt, w[5] end
+    if rlAt > now then at, refilledAt = rlAt, fmt(rlAt) end
     tokens = math.min(burst * 1000, rlTokens + (at - rlAt) * ratePerS)
   end
   if tokens < 1000 then return false, 8 end
