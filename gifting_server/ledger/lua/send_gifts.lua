@@ -46,7 +46,7 @@
   Output:
     one reply a gift, in their order, each send_gift's, laid end to end in one flat
     list: 0, event_id, coins_left, combo, replayed(0/1), diamonds (six values) or
-    a code alone (ledger/gift_batch.py `replies` splits them; a table a gift cost
+    a code alone (ledger/gift_batch.py `split_replies` splits them; a table a gift cost
     Redis ~5,000 instructions a gift to turn into its reply: docs/performance.md);
     every gift 16 (INVALID_ARGUMENT) when the configuration or the layout is wrong,
     nothing written.
