@@ -23,6 +23,7 @@ from tests.factories import fund, live_stream, viewer
 from tests.ledger.conftest import one_script_only
 from tests.ledger.support import T0, FakeClock, journal_entries, snapshot
 from tests.ledger.test_concurrency import assert_reconciled
+from tests.topology import Subscription
 
 Expected = tuple[int, int, int, bool] | ErrorCode  # (event id, coins left, combo, replayed)
 
@@ -265,6 +266,33 @@ async def test_a_history_ahead_of_its_meta_refuses_its_gifts_alone(ledger: Store
     # The s1 gifts' credits went in whole: the streamer's diamonds and the platform's
     # share add up (reconcile), and so does s1's coin total.
     await assert_reconciled(ledger)
+
+
+async def test_a_stream_whose_gifts_of_a_call_are_all_refused_publishes_nothing(
+    ledger: Store,
+) -> None:
+    """A stream's events of a call go as one message at its end: a stream whose every
+    gift of the call was refused by a history ahead of its meta has no event, and
+    its channel gets no message (not an empty one, which a subscriber would read as
+    one event that is no JSON)."""
+    await live_stream(ledger, "s3")
+    rose = ledger.settings.gift("rose")
+    assert rose is not None
+    await gifts.run_send_gift(ledger, viewer("carol"), "s3", rose, 1, "pre3")
+    await ledger.redis.hset(keys.stream("s3"), "seq", "0")
+    channel = keys.stream_channel("s3")
+    subscription = await Subscription.open(ledger.redis, channel)
+    try:
+        seq = int(await ledger.redis.hget(keys.stream("s1"), "seq"))
+        b = Batch(ledger)
+        b.add(viewer("carol"), "rose", 1, "x2", ErrorCode.STORAGE_CORRUPT, stream="s3")
+        b.add(viewer("alice"), "rose", 1, "x1", (seq + 1, 998, 2, False))
+        await b.check()
+        await ledger.redis.publish(channel, "mark")  # after whatever the call published
+        message = await subscription.next(timeout_s=5.0)
+        assert message is not None and message["data"] == "mark", message
+    finally:
+        await subscription.aclose()
 
 
 async def test_a_planted_key_ends_the_call_with_the_gifts_before_it_whole(ledger: Store) -> None:

@@ -116,9 +116,12 @@ local function writeShared(shared)
     call('HINCRBY', key, 'coins', fmt(shared.platform[key]))
   end
   -- A channel's events of the call in one message, one a line (include "event"): one
-  -- PUBLISH a stream a call, not one an event.
+  -- PUBLISH a stream a call, not one an event. A channel whose gifts were all refused
+  -- by a history ahead of its meta (its outbox made before the XADD failed) has none:
+  -- no message, not an empty one (a subscriber reads each line as an event).
   for _, channel in ipairs(shared.channelOrder) do
-    publish(channel, table.concat(shared.outboxes[channel], '\n'))
+    local outbox = shared.outboxes[channel]
+    if #outbox > 0 then publish(channel, table.concat(outbox, '\n')) end
   end
   -- A journal's gifts of the call in one entry (include "earn", `journalGift`): one XADD
   -- a call, not one a gift.
