@@ -156,6 +156,10 @@ class GiftBatch:
                 replies = split_replies(
                     await self.scripts.run("send_gifts", *batch_call(config, gifts))
                 )
+            if len(replies) != len(gifts):
+                # Only a defect of the script can say so; every caller must still hear
+                # an answer, never wait for one that is not coming.
+                raise RuntimeError(f"{len(replies)} replies to a call of {len(gifts)} gifts")
         except Exception as e:  # the call failed: so did each gift's
             for _, _, reply in gifts:
                 if not reply.done():

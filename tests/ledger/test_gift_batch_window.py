@@ -13,7 +13,7 @@ import pytest
 
 from gifting_server.auth import Identity
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import gifts, keys, streams
+from gifting_server.ledger import gift_batch, gifts, keys, streams
 from gifting_server.ledger.gift_batch import MAX_BATCH, GiftBatch
 from gifting_server.ledger.store import Store
 from tests.factories import fund, live_stream, viewer
@@ -190,3 +190,21 @@ async def test_gifts_wait_for_the_call_in_flight_and_then_go_together(ledger: St
     receipts = await answered(first, second, third)
     assert batches() == (calls + 2, carried + 3)
     assert [r.event_id - receipts[0].event_id for r in receipts] == [0, 1, 2]
+
+
+async def test_a_call_answered_with_too_few_replies_fails_every_gift_of_it(
+    ledger: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply that does not match its gifts (a defect of the script, simulated by
+    dropping its last gift's reply) reaches every caller as an error: none hangs."""
+    split = gift_batch.split_replies
+    monkeypatch.setattr(gift_batch, "split_replies", lambda flat: split(flat)[:-1])
+    windowed(ledger, LONG_MS)
+    alice, carol = viewer("alice"), viewer("carol")
+    first, second = send(ledger, alice, "k1"), send(ledger, carol, "k2")
+    await queued(ledger, 2)
+    GiftBatch.of(ledger.scripts)._flush()
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(first, second, return_exceptions=True), timeout=60
+    )
+    assert all(isinstance(o, RuntimeError) for o in outcomes), outcomes
