@@ -32,6 +32,12 @@ def windowed(store: Store, window_ms: int) -> Store:
     return store
 
 
+def group_commit(store: Store, calls_in_flight: int) -> Store:
+    redis = dataclasses.replace(store.settings.redis, gift_calls_in_flight=calls_in_flight)
+    store.settings = dataclasses.replace(store.settings, redis=redis)
+    return store
+
+
 def send(store: Store, who: Identity, key: str) -> asyncio.Task[gifts.GiftReceipt]:
     rose = store.settings.gift("rose")
     assert rose is not None
@@ -171,9 +177,7 @@ async def test_the_steps_across_slots_do_not_wait_for_a_window(store: Store) -> 
 async def test_gifts_wait_for_the_call_in_flight_and_then_go_together(ledger: Store) -> None:
     """Group commit ([redis] gift_calls_in_flight = 1): while a call is in flight (held
     in Redis by a pause of writes), the gifts of later passes wait and go as one call."""
-    windowed(ledger, 0)
-    redis = dataclasses.replace(ledger.settings.redis, gift_calls_in_flight=1)
-    ledger.settings = dataclasses.replace(ledger.settings, redis=redis)
+    group_commit(windowed(ledger, 0), 1)
     await fund(ledger, "dave", "coins_100")
     calls, carried = batches()
     await ledger.redis.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")

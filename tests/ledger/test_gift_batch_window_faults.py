@@ -5,7 +5,6 @@ happens while it waits in its window or while its call is in flight."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 import pytest
 
@@ -21,17 +20,12 @@ from tests.ledger.test_gift_batch import batches
 from tests.ledger.test_gift_batch_window import (
     LONG_MS,
     answered,
+    group_commit,
     queued,
     send,
     sent,
     windowed,
 )
-
-
-def group_commit(store: Store, calls_in_flight: int) -> Store:
-    redis = dataclasses.replace(store.settings.redis, gift_calls_in_flight=calls_in_flight)
-    store.settings = dataclasses.replace(store.settings, redis=redis)
-    return store
 
 
 async def gift_keys(store: Store) -> list[str]:
