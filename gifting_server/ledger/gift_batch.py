@@ -32,6 +32,7 @@ import weakref
 from typing import Any, ClassVar
 
 from gifting_server import metrics
+from gifting_server.config import RedisOptions
 from gifting_server.ledger.scripts import Scripts
 
 # The most gifts in one call: Redis runs a call without a break, so this bounds how
@@ -80,34 +81,27 @@ class GiftBatch:
         self.running: set[asyncio.Task[None]] = set()
 
     def send_gift(
-        self,
-        keys: list[str],
-        args: list[Any],
-        one_message: bool = True,
-        window_s: float = 0.0,
-        calls_in_flight: int = 0,
+        self, keys: list[str], args: list[Any], options: RedisOptions
     ) -> asyncio.Future[Reply]:
         """send_gift's reply to this call (its keys and arguments, lua/send_gift.lua),
-        sent with the other gifts of this window; `one_message`: a stream's events of
-        the call published as one message ([redis] events_per_call_message);
-        `window_s`: how long the first gift of an empty batch waits for others
-        ([redis] gift_batch_window_ms; 0: until the end of this pass of the loop);
-        `calls_in_flight`: with that many calls in flight at the window's end, the
-        batch waits for the end of one of them ([redis] gift_calls_in_flight; 0: no
-        limit)."""
+        sent with the other gifts of this window. From `options`: a stream's events of
+        the call published as one message (`events_per_call_message`); how long the
+        first gift of an empty batch waits for others (`gift_batch_window_ms`; 0: until
+        the end of this pass of the loop); with `gift_calls_in_flight` calls in flight
+        at the window's end, the batch waits for the end of one of them (0: no limit)."""
         if not self.queued:
             # The loop of this window, asked once: on Python 3.11 each asking is a
             # getpid() system call.
             self.loop = asyncio.get_running_loop()
-            self.calls_in_flight = calls_in_flight
-            if window_s > 0:
+            self.calls_in_flight = options.gift_calls_in_flight
+            if options.gift_batch_window_ms > 0:
+                window_s = options.gift_batch_window_ms / 1000
                 self.timer = self.loop.call_later(window_s, self._window_ended)
             else:
                 self.timer = self.loop.call_soon(self._window_ended)
         reply: asyncio.Future[Reply] = self.loop.create_future()
-        self.queued.append(
-            ((*(args[i] for i in CONFIG_ARGS), int(one_message)), (keys, args, reply))
-        )
+        one_message = int(options.events_per_call_message)
+        self.queued.append(((*(args[i] for i in CONFIG_ARGS), one_message), (keys, args, reply)))
         if len(self.queued) >= MAX_BATCH:  # a full call waits for no one
             self._flush()
         return reply

@@ -314,13 +314,7 @@ async def _gift_in_one_script(
         note,
     )
     # With the other gifts of this batching window, in one script call (gift_batch.py).
-    options = store.settings.redis
-    batch = GiftBatch.of(store.scripts)
-    window_s = options.gift_batch_window_ms / 1000
-    sent = batch.send_gift(
-        call.keys, call.args, options.events_per_call_message, window_s,
-        options.gift_calls_in_flight,
-    )  # fmt: skip
+    sent = GiftBatch.of(store.scripts).send_gift(call.keys, call.args, store.settings.redis)
     result = await guarded(sent)
     if result[0] != 0:
         raise script_error(int(result[0]))
