@@ -9,6 +9,7 @@ import asyncio
 
 import httpx
 import orjson
+import pytest
 from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 
@@ -121,6 +122,10 @@ async def test_the_server_stops_with_redis_hung_and_gifts_held_for_a_call_in_fli
     """Redis stops answering (SIGSTOP) with one gift's call in flight and another held
     for it (gift_calls_in_flight = 1): the server still stops, within the Redis
     timeouts, and each gift is answered 503 or made, at most once."""
+    if on_cluster():
+        # No call of a batch to hold there (gifts take the steps across slots), and so
+        # nothing to wait on before stopping: the stop would race the requests' connect.
+        pytest.skip("the batching window and group commit are a single Redis's")
     server = serve(own_redis.url, redis={"gift_batch_window_ms": 0, "gift_calls_in_flight": 1})
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         await go_live(http)
@@ -131,11 +136,9 @@ async def test_the_server_stops_with_redis_hung_and_gifts_held_for_a_call_in_fli
         await asyncio.to_thread(own_redis.suspend)
         try:
             first = asyncio.ensure_future(send_gift(http, "alice", "hung1"))
-            if not on_cluster():
-                await wait_until(lambda: bool(batch(server).running), 10, "the call in flight")
+            await wait_until(lambda: bool(batch(server).running), 10, "the call in flight")
             second = asyncio.ensure_future(send_gift(http, "carol", "hung2"))
-            if not on_cluster():
-                await wait_until(lambda: batch(server).held, 10, "the second gift held")
+            await wait_until(lambda: batch(server).held, 10, "the second gift held")
             stopped = stop(server)
             answers = await asyncio.wait_for(asyncio.gather(first, second), 30)
             await asyncio.wait_for(stopped, 30)
