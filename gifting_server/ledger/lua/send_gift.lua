@@ -78,6 +78,10 @@
 --- @include "earn"
 --- @include "battle"
 
+-- KEYS and ARGV as locals: a global is a table lookup at each use, ~40 here
+-- (docs/performance.md, "Per call").
+local KEYS, ARGV = KEYS, ARGV
+
 local idemKey, walletKey, streamKey, streamerKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local heldKey, platformKey, streamBoardKey = KEYS[5], KEYS[6], KEYS[7]
 local dayBoardKey, allBoardKey = KEYS[8], KEYS[9]
