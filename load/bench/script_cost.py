@@ -30,6 +30,7 @@ scripts' arguments may change, and the baseline's scripts need their own callers
     python -m load.bench.script_cost --subscribers 4  # 4 workers follow the stream's channel
     python -m load.bench.script_cost --battle  # every gift during a live battle of the stream
     python -m load.bench.script_cost --profile-dir DIR  # keep each run's callgrind output
+    python -m load.bench.script_cost --path batch --as-function  # send_gifts by FCALL
 
 The callgrind outputs kept (DIR/callgrind-<gifts>.out, the last run of each size) are
 for `callgrind_annotate --inclusive=yes --tree=calling DIR/callgrind-4000.out`: where
@@ -69,8 +70,8 @@ OPPONENT = "cost_opponent"  # its stream's id and its streamer's (--battle)
 # Gifts across slots in flight at once: enough to keep the slow (valgrind) Redis busy.
 CONCURRENT_TRANSFERS = 200
 # Counted: every script call, and the ZREM that clears a transfer from the outbox
-# (no script of a gift calls ZREM, so the two never nest).
-COUNTED = ("evalShaCommand", "zremCommand")
+# (no script of a gift calls ZREM, so the two never nest); FCALL for --as-function.
+COUNTED = ("evalShaCommand", "zremCommand", "fcallCommand")
 
 # The budget of Redis instructions per acknowledged gift, and the baseline it is held
 # against: BENCHMARKS.md, "Redis instructions per gift".
@@ -87,6 +88,9 @@ BATCH_BEFORE = {8: 243_940, 32: 230_011}
 # 220,821 at 32, across slots 504,261; after, 305,319, 224,365, 203,853 and 497,947
 # (BENCHMARKS.md, "the clock once a call, the all-time board folded"); with the fold
 # undone, 313,309 (batch 1), 235,984, 215,927 and 505,069.
+# KEYS and ARGV bound to locals (docs/performance.md, "Per call"): send_gift 303,051 ->
+# 299,877 / 300,590, send_gifts at 8 a call 211,154 / 212,245 -> 207,898 / 208,041 / 209,980,
+# at 32 186,878 -> 183,727 / 184,392 (--path batch --batch-sizes 1,8,32, 2,000 gifts).
 
 # Sends `gifts` gifts to a Redis at `url` (a client to it given too).
 Sender = Callable[[redis.Redis, str, Settings, int], None]
@@ -230,14 +234,49 @@ def one_script(script: str) -> Sender:
     return send
 
 
+# The lines of lua/include/numbers.lua that bind globals once a call, and what a Redis
+# Functions library has instead: its top level runs once, at FUNCTION LOAD, where Redis
+# 7.0 gives it only the library API (no `tonumber`, no `string`), so the library binds
+# them at each call.
+BIND_GLOBALS = "local call, tonumber, format = redis.call, tonumber, string.format"
+# Where send_gifts' own statements start, after its includes' definitions.
+SEND_GIFTS_BODY = "local KEYS, ARGV = KEYS, ARGV"
+
+
+def function_library() -> str:
+    """send_gifts as a Redis Functions library (`--as-function`, an experiment: the
+    server calls it with EVALSHA; docs/performance.md, "Per call"): the includes'
+    functions defined once, at FUNCTION LOAD, and the script's body as the function
+    `send_gifts`, called with FCALL and the same keys and arguments."""
+    source = script_source("send_gifts")
+    definitions, body = source.split(SEND_GIFTS_BODY, 1)
+    definitions = definitions.replace(BIND_GLOBALS, "local call, tonumber, format")
+    return (
+        "#!lua name=gifting_cost\n"
+        "local function globals() return redis.call, tonumber, string.format end\n"
+        f"{definitions}\n"
+        "redis.register_function('send_gifts', function(KEYS, ARGV)\n"
+        "call, tonumber, format = globals()\n"
+        f"{body}\nend)\n"
+    )
+
+
+# --as-function: send_gifts is loaded with FUNCTION LOAD and called with FCALL.
+AS_FUNCTION = False
+
+
 def batched(size: int) -> Sender:
     """The single-Redis path as a worker sends it under load: the gifts of one flush in
     send_gifts calls of `size` gifts (ledger/gift_batch.py; size 1 is one send_gift),
-    pipelined about 200 gifts at a time."""
+    pipelined about 200 gifts at a time; by FCALL with `--as-function`."""
 
     def send(client: redis.Redis, url: str, settings: Settings, gifts: int) -> None:
         name = "send_gift" if size == 1 else "send_gifts"
-        sha = client.script_load(script_source(name))
+        if AS_FUNCTION and size > 1:
+            client.function_load(function_library(), replace=True)
+            command: tuple[str, ...] = ("FCALL", "send_gifts")
+        else:
+            command = ("EVALSHA", client.script_load(script_source(name)))
         rose = settings.gift("rose")
         assert rose is not None
         now = time.time_ns() // 1_000_000
@@ -260,7 +299,7 @@ def batched(size: int) -> Sender:
                     queued = [(c.keys, c.args, None) for c in calls]
                     config = (*(calls[0].args[i] for i in CONFIG_ARGS), 1)  # one message
                     keys_, args = batch_call(config, queued)  # type: ignore[arg-type]
-                commands.append(("EVALSHA", sha, len(keys_), *keys_, *args))
+                commands.append((*command, len(keys_), *keys_, *args))
             connection.send_packed_command(connection.pack_commands(commands))
             for _ in commands:
                 reply = connection.read_response()
@@ -390,13 +429,17 @@ def main() -> None:
         help="every gift during a live battle of its stream (its side's points counted)",
     )  # fmt: skip
     parser.add_argument(
+        "--as-function", action="store_true",
+        help="send_gifts as a Redis Functions library, called with FCALL (an experiment)",
+    )  # fmt: skip
+    parser.add_argument(
         "--profile-dir", type=Path,
         help="keep each run's callgrind output there, as callgrind-<gifts>.out",
     )  # fmt: skip
     options = parser.parse_args()
-    global WITH_WEBHOOK, SUBSCRIBERS, PROFILE_DIR
+    global WITH_WEBHOOK, SUBSCRIBERS, PROFILE_DIR, AS_FUNCTION
     WITH_WEBHOOK, SUBSCRIBERS = options.with_webhook, options.subscribers
-    PROFILE_DIR = options.profile_dir
+    PROFILE_DIR, AS_FUNCTION = options.profile_dir, options.as_function
     battle = options.battle
     if not shutil.which("valgrind"):
         sys.exit("valgrind is needed: apt-get install valgrind")
@@ -425,7 +468,7 @@ def main() -> None:
             cost = per_gift(options.gifts, batched(size), battle)
             print(
                 f"send_gifts, {size} a call: {cost:,} instructions of Redis per gift "
-                f"(callgrind, EVALSHA, {runs})"
+                f"(callgrind, {'FCALL' if AS_FUNCTION and size > 1 else 'EVALSHA'}, {runs})"
             )
             print(batch_verdict(cost, size))
     if options.path == "sides":
