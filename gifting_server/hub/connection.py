@@ -92,6 +92,11 @@ class HubConnection(asyncio.Protocol):
         self.fragments: bytearray | None = None
         self.fragments_opcode = Opcode.TEXT
         self.fragments_dropped = False  # over the rate: the rest of this message is dropped
+        # The protocol's parser is known to stand at a frame boundary only until it is
+        # given a frame's bytes: a read it consumes may end anywhere in a frame, with
+        # nothing left in its buffer (it takes a header before it waits for the rest).
+        # So `_read_messages` reads frames only while the parser never had one.
+        self.parser_untouched = False
         self.expires_at: float | None = None  # when the token stops counting
         self.expiry: asyncio.TimerHandle | None = None
         # for the access line at close: set when the upgrade is accepted
@@ -130,12 +135,17 @@ class HubConnection(asyncio.Protocol):
             if read == len(data):
                 return
             data = data[read:]
+        handshake = self.ws.state is State.CONNECTING
+        self.parser_untouched = False
         self.ws.receive_data(data)
         for event in self.ws.events_received():
             if isinstance(event, Request):
                 self._handshake(event)
             elif isinstance(event, Frame):
                 self._on_frame(event)
+        if handshake:
+            # Bytes a client sent right behind its request are frames the parser has.
+            self.parser_untouched = not self.ws.reader.buffer
         self._flush_protocol()
 
     def eof_received(self) -> bool | None:
@@ -317,12 +327,13 @@ class HubConnection(asyncio.Protocol):
 
     def _at_message_boundary(self) -> bool:
         """Whether `data_received` may read whole messages itself (`_read_messages`):
-        the connection is open, and the protocol's parser holds nothing, neither part
-        of a frame nor part of a message in fragments, so that it would start on a new
-        frame with the next byte."""
+        the connection is open, and the protocol's parser was never given a frame's
+        bytes (`parser_untouched`), so that it would start on a new frame with the
+        next byte."""
         ws = self.ws
         return (
-            ws is not None
+            self.parser_untouched
+            and ws is not None
             and self.session is not None
             and ws.state is State.OPEN
             and not self.closed
@@ -333,23 +344,26 @@ class HubConnection(asyncio.Protocol):
 
     def _read_messages(self, data: bytes) -> int:
         """Hand the session each whole message at the start of `data` that came in one
-        frame (final, masked, no reserved bit, text or binary, within the size bound);
-        return where the rest begins, for the protocol's own parser.
+        frame (final, masked, no reserved bit, text or binary, within the size bound),
+        and take the heartbeat's pongs; return where the rest begins, for the
+        protocol's own parser (which from then on reads every frame: `parser_untouched`).
 
         Past its ceiling a worker reads every gift it refuses, and `websockets`' parser
         (a generator per frame, a Frame object, its checks) took about 7 µs of each
         refusal's 60-70 (docs/overload.md). This reads the one shape a client's message
-        nearly always has, with the same checks, and leaves every other frame (control
-        frames, fragments, a frame cut by the read, anything the protocol must refuse)
-        to the parser, which starts on it as on any frame: it held nothing before it."""
+        nearly always has, with the same checks, and leaves every other frame (pings,
+        closes, fragments, a frame cut by the read, anything the protocol must refuse)
+        to the parser, which starts on it as on any frame: it was given none before."""
         assert self.ws is not None and self.session is not None
         limit, session = self.ws.max_message_size, self.session
         end, at = len(data), 0
         while end - at >= 6:
             first, second = data[at], data[at + 1]
-            if (first != 0x81 and first != 0x82) or second < 0x80:
-                break  # not final text or binary, a reserved bit, or unmasked
+            if (first != 0x81 and first != 0x82 and first != 0x8A) or second < 0x80:
+                break  # not final text, binary or pong, a reserved bit, or unmasked
             length = second & 0x7F
+            if first == 0x8A and length > 125:
+                break  # a control frame's bound (RFC 6455 section 5.5): the parser's
             if length < 126:
                 start = at + 6
             elif length == 126 and end - at >= 8:
@@ -368,6 +382,11 @@ class HubConnection(asyncio.Protocol):
             if self.expires_at is not None and time.time() >= self.expires_at:
                 self._token_expired()
                 break
+            if first == 0x8A:  # the heartbeat's answer, as _on_frame takes it
+                if self.awaiting_pong or session.allow_frame():
+                    self.awaiting_pong = False
+                    self.last_pong = self.loop.time()
+                continue
             self.last_pong = self.loop.time()
             if first == 0x81 and not _is_utf8(payload):
                 self._not_utf8()

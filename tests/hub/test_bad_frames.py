@@ -15,6 +15,7 @@ import orjson
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.frames import Opcode
+from websockets.utils import apply_mask
 
 from gifting_server.auth import Role, issue_token
 from gifting_server.ledger import streams
@@ -230,6 +231,27 @@ async def test_messages_in_one_write_or_cut_anywhere_are_each_answered_in_order(
                 assert await client.next_message() == {"type": "pong"}  # `before` was read
                 await client.loop.sock_sendall(client.sock, cut[at:] + after)
                 assert [await client.next_message() for _ in range(2)] == [{"type": "pong"}] * 2
+    finally:
+        client.shutdown()
+
+
+async def test_a_frame_whose_header_came_alone_is_read_as_its_header_says(
+    start_server: StartServer,
+) -> None:
+    """A read that ends right after a frame's two header bytes leaves the protocol's
+    parser inside that frame with nothing in its buffer. The next read is the frame's
+    mask and payload, not a new frame, even when they look like one: here the mask
+    spells the header of a text frame that would swallow the rest."""
+    server = start_server()
+    client = await RawClient(server.port, token("ann")).open()
+    try:
+        looks_like_a_frame = bytes([0x81, 0x80 | (len(PING) - 2), 0x00, 0x00])
+        header = bytes([0x81, 0x80 | len(PING)])
+        rest = looks_like_a_frame + apply_mask(PING, looks_like_a_frame)
+        await client.loop.sock_sendall(client.sock, b"".join(masked(client, PING)) + header)
+        assert await client.next_message() == {"type": "pong"}  # the header was read too
+        await client.loop.sock_sendall(client.sock, rest)
+        assert await client.next_message() == {"type": "pong"}
     finally:
         client.shutdown()
 
