@@ -56,7 +56,9 @@ class Unsubscribe:
     stream_id: str
 
 
-@dataclass(frozen=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, and
+# every gift a worker reads (most of them refused, past its ceiling) builds one.
+@dataclass(slots=True)
 class SendGift:
     id: str
     stream_id: str
@@ -94,12 +96,12 @@ def decode_client_message(data: bytes | str, encoding: Encoding) -> ClientMessag
         message_id = raw.get("id")
         if not is_key(message_id):
             raise ProtocolError(ErrorCode.INVALID_REQUEST, f"gift needs an id: {KEY_RULE}")
-        return SendGift(
-            id=message_id,
-            stream_id=_id(raw, "stream_id", message_id),
-            gift_id=_id(raw, "gift_id", message_id),
-            count=_count(raw, message_id),
-            message=_message(raw, message_id),
+        return SendGift(  # id, stream_id, gift_id, count, message: by position, cheaper
+            message_id,
+            _id(raw, "stream_id", message_id),
+            _id(raw, "gift_id", message_id),
+            _count(raw, message_id),
+            _message(raw, message_id),
         )
     if kind == "subscribe":
         since = raw.get("since")
@@ -162,38 +164,57 @@ def error_message(
     return body
 
 
-# (code, retry_after_ms) → the end of a JSON refusal frame's payload, after its id
-_REFUSAL_TAILS: dict[tuple[ErrorCode, int], bytes] = {}
-_REFUSAL_TAILS_KEPT = 1024
+# (code, retry_after_ms, JSON or not, text) → a refusal frame's payload before its id
+# and after. Keyed by the code's string: an Enum member hashes in Python.
+RefusalText = Callable[[ErrorCode, int], str]
+_REFUSAL_PARTS: dict[tuple[str, int, bool, RefusalText], tuple[bytes, bytes]] = {}
+_REFUSAL_PARTS_KEPT = 1024
+# One packer for the ids spliced in: msgpack.packb builds a Packer per call.
+_PACK = msgpack.Packer(use_bin_type=True).pack
 
 
 def refusal_frame(
     message_id: str,
     code: ErrorCode,
     retry_after_ms: int,
-    text: Callable[[ErrorCode, int], str],
+    text: RefusalText,
     encoding: Encoding,
 ) -> bytes:
     """The WebSocket frame of a gift refused for load: `error_message` with its
-    `retry_after_ms`, `text` its message. In JSON all but the id is encoded once per
-    (code, retry_after_ms): past its ceiling a worker answers thousands of these a
-    second, and each one's CPU is taken from the gifts it acknowledges."""
-    if encoding is not Encoding.JSON:
-        body = error_message(code, text(code, retry_after_ms), message_id, retry_after_ms)
-        return websocket_frame(encode(body, encoding), encoding)
-    tail = _REFUSAL_TAILS.get((code, retry_after_ms))
-    if tail is None:
-        if len(_REFUSAL_TAILS) >= _REFUSAL_TAILS_KEPT:
-            _REFUSAL_TAILS.clear()
-        tail = _REFUSAL_TAILS[code, retry_after_ms] = orjson.dumps(
-            {
-                "code": code.code,
-                "message": text(code, retry_after_ms),
-                "retry_after_ms": retry_after_ms,
-            }
-        )[1:]
-    payload = b'{"type":"error","id":' + orjson.dumps(message_id) + b"," + tail
+    `retry_after_ms`, `text` its message. All but the id is encoded once per
+    (code, retry_after_ms, encoding): past its ceiling a worker answers thousands of
+    these a second, and each one's CPU is taken from the gifts it acknowledges.
+    `text` is part of the key: the parts hold what it said."""
+    json = encoding is Encoding.JSON
+    key = (code.code, retry_after_ms, json, text)
+    parts = _REFUSAL_PARTS.get(key)
+    if parts is None:
+        if len(_REFUSAL_PARTS) >= _REFUSAL_PARTS_KEPT:
+            _REFUSAL_PARTS.clear()
+        parts = _REFUSAL_PARTS[key] = _refusal_parts(
+            code, retry_after_ms, text(code, retry_after_ms), encoding
+        )
+    head, tail = parts
+    payload = head + (orjson.dumps(message_id) if json else _PACK(message_id)) + tail
+    if len(payload) < 126:
+        return bytes((0x81 if json else 0x82, len(payload))) + payload
     return websocket_frame(payload, encoding)
+
+
+def _refusal_parts(
+    code: ErrorCode, retry_after_ms: int, text: str, encoding: Encoding
+) -> tuple[bytes, bytes]:
+    """A refusal's payload around its id. In JSON the id comes first; in msgpack
+    where `error_message` puts it (so the bytes are `encode`'s), between the message
+    and retry_after_ms, with the map's header (5 entries) in front."""
+    if encoding is Encoding.JSON:
+        rest = orjson.dumps({"code": code.code, "message": text, "retry_after_ms": retry_after_ms})
+        return b'{"type":"error","id":', b"," + rest[1:]
+    pack = _PACK
+    head = b"\x85" + b"".join(
+        pack(item) for item in ("type", "error", "code", code.code, "message", text, "id")
+    )
+    return head, pack("retry_after_ms") + pack(retry_after_ms)
 
 
 def events_payload(stream_id: str, raw_events: list[bytes], encoding: Encoding) -> bytes:
@@ -209,11 +230,11 @@ def events_payload(stream_id: str, raw_events: list[bytes], encoding: Encoding) 
 def websocket_frame(payload: bytes, encoding: Encoding) -> bytes:
     """A complete, unmasked server→client frame (FIN set), built once and written
     to every connection that speaks `encoding`."""
-    first = 0x80 | encoding.opcode
+    first = 0x81 if encoding is Encoding.JSON else 0x82  # FIN and the opcode
     length = len(payload)
     if length < 126:
-        header = struct.pack("!BB", first, length)
-    elif length < 65536:
+        return bytes((first, length)) + payload
+    if length < 65536:
         header = struct.pack("!BBH", first, 126, length)
     else:
         header = struct.pack("!BBQ", first, 127, length)

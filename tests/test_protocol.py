@@ -15,6 +15,7 @@ from gifting_server.protocol import (
     Subscribe,
     Unsubscribe,
     decode_client_message,
+    encode,
     error_message,
     events_payload,
     refusal_frame,
@@ -113,9 +114,9 @@ def refusal_text(code: ErrorCode, retry_after_ms: int) -> str:
 
 @pytest.mark.parametrize("encoding", list(Encoding))
 def test_a_refusal_frame_is_the_error_message_whatever_the_id(encoding: Encoding) -> None:
-    """refusal_frame splices the id into a cached JSON tail: the frame must still carry
-    exactly what error_message says, for every id (quotes and non-ASCII included) and
-    for every (code, retry_after_ms) its cache holds."""
+    """refusal_frame splices the id between parts encoded once: the frame must still
+    carry exactly what error_message says, for every id (quotes and non-ASCII included)
+    and for every (code, retry_after_ms) its cache holds."""
     load = orjson.loads if encoding is Encoding.JSON else msgpack.unpackb
     for code, retry_after_ms in [
         (ErrorCode.SERVICE_UNAVAILABLE, 250),
@@ -130,6 +131,8 @@ def test_a_refusal_frame_is_the_error_message_whatever_the_id(encoding: Encoding
                 code, refusal_text(code, retry_after_ms), message_id, retry_after_ms
             )
             assert load(payload) == wanted
+            if encoding is Encoding.MSGPACK:  # spliced into its place: encode's own bytes
+                assert payload == encode(wanted, encoding)
 
 
 @pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 70000])

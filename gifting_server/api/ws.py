@@ -89,19 +89,24 @@ class ClientSession:
             else:
                 self._refuse(e.message_id)
             return
-        message_id = message.id if isinstance(message, SendGift) else None
+        if type(message) is SendGift:  # first: past the ceiling, nearly every message
+            if not allowed:
+                self._refuse(message.id)
+                return
+            self.refused_in_row = 0
+            self._gift(message)
+            return
         if not allowed:
-            self._refuse(message_id)
+            self._refuse(None)
             return
         self.refused_in_row = 0
         if isinstance(message, Ping):
             self.connection.send_message({"type": "pong"})
         elif isinstance(message, Subscribe):
             self._subscribe(message)
-        elif isinstance(message, Unsubscribe):
-            self._unsubscribe(message.stream_id)
         else:
-            self._gift(message)
+            assert isinstance(message, Unsubscribe)
+            self._unsubscribe(message.stream_id)
 
     def allow_frame(self) -> bool:
         """A WebSocket ping or pong frame, or a continuation frame of a message in

@@ -8,6 +8,7 @@ import os
 import random
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -111,9 +112,11 @@ async def drive(
     duration: float,
     run: str,
     streams: tuple[str, ...] = (STREAM,),
+    opened: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """An open-loop load of `rate` gifts/s for `duration` s from one connection per
-    token, each gift to one of `streams` at random; every answer's latency."""
+    token, each gift to one of `streams` at random; every answer's latency. `opened`
+    is called once the connections are open, as the load starts."""
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
     errors: dict[str, int] = {}
@@ -129,6 +132,8 @@ async def drive(
             errors[message["code"]] = errors.get(message["code"], 0) + 1
 
     gifters = await open_gifters(port, tokens, on_answer)
+    if opened is not None:
+        opened()
     gift_ids = ["rose"] * 6 + ["finger_heart", "doughnut", "hand_hearts", "rose"]
     sent = 0
     began = time.perf_counter()

@@ -13,6 +13,7 @@ gifts' latency. Refused gifts are not retried: the offered rate stays what it sa
 
     python -m load.bench.sweep [--topology single|cluster] [--rates 2000,4000,8000] \
         [--duration 10] [--gifters 1000] [--streams 100]      # as JSON
+        [--tree DIR]    # another version's tree served instead (one Redis): before/after
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import time
 import uuid
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -106,9 +108,9 @@ def rows(
 
 
 def single(
-    port: int, rates: list[float], extra_config: str = "", **load: Any
+    port: int, rates: list[float], extra_config: str = "", tree: Path | None = None, **load: Any
 ) -> list[dict[str, Any]]:
-    server = BenchServer(port, cpu=0, extra_config=extra_config)
+    server = BenchServer(port, cpu=0, extra_config=extra_config, tree=tree)
     server.start()
     try:
         return rows(server, rates, **load)
@@ -168,11 +170,12 @@ def sweep(
     gifters: int,
     streams: int,
     extra_config: str = "",
+    tree: Path | None = None,
 ) -> dict[str, Any]:
     load = {"duration": duration, "gifters": gifters, "streams": streams}
     results: dict[str, Any] = {"load": load}
     if single_rates:
-        results["single"] = single(8715, single_rates, extra_config, **load)
+        results["single"] = single(8715, single_rates, extra_config, tree, **load)
     if cluster_rates:
         results["cluster"] = on_cluster(8716, cluster_rates, extra_config, **load)
     return results
@@ -204,6 +207,13 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="a [redis] setting, e.g. gift_batch_window_ms=0 (the gifts of one loop pass a call)",
     )
+    parser.add_argument(
+        "--tree",
+        type=Path,
+        default=None,
+        help="one Redis only: another tree's gifting_server (a checkout of another "
+        "version) served instead of this one's",
+    )
     options = parser.parse_args()
     rates = [float(r) for r in options.rates.split(",")]
     cluster_rates = (
@@ -219,6 +229,7 @@ def main() -> None:
         + "".join(f"{setting.replace('=', ' = ', 1)}\n" for setting in options.overload)
         + ("[redis]\n" if options.redis else "")
         + "".join(f"{setting.replace('=', ' = ', 1)}\n" for setting in options.redis),
+        options.tree,
     )
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
     print("\n".join(markdown(results, "python -m load.bench.sweep")))

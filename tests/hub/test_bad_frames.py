@@ -15,6 +15,7 @@ import orjson
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.frames import Opcode
+from websockets.utils import apply_mask
 
 from gifting_server.auth import Role, issue_token
 from gifting_server.ledger import streams
@@ -196,6 +197,80 @@ async def test_fragmented_messages_are_reassembled(
                 assert await client.next_message() == {"type": "pong"}
                 pinged = [data for opcode, data, _ in frames if opcode is Opcode.PING]
                 assert client.pongs == pinged  # a control frame between fragments: answered
+            finally:
+                client.shutdown()
+
+
+def masked(client: RawClient, *messages: bytes) -> list[bytes]:
+    """Each message as the client's protocol frames it: one final text frame, masked
+    with a key of its own."""
+    frames = []
+    for message in messages:
+        client.protocol.send_text(message)
+        frames.append(b"".join(client.protocol.data_to_send()))
+    return frames
+
+
+async def test_messages_in_one_write_or_cut_anywhere_are_each_answered_in_order(
+    start_server: StartServer,
+) -> None:
+    """The connection reads whole one-frame messages itself and leaves the rest to the
+    protocol's parser: messages many to a read, or cut at any byte (in the header, the
+    mask, the payload), are each answered once, in order."""
+    server = start_server()
+    client = await RawClient(server.port, token("ann")).open()
+    try:
+        long_ping = orjson.dumps({"type": "ping", "pad": "x" * 300})  # a 16-bit length
+        first, second, third = masked(client, PING, long_ping, PING)
+        await client.loop.sock_sendall(client.sock, first + second + third)
+        assert [await client.next_message() for _ in range(3)] == [{"type": "pong"}] * 3
+        for message in (PING, long_ping):
+            before, cut, after = masked(client, PING, message, PING)
+            for at in range(1, len(cut)):
+                await client.loop.sock_sendall(client.sock, before + cut[:at])
+                assert await client.next_message() == {"type": "pong"}  # `before` was read
+                await client.loop.sock_sendall(client.sock, cut[at:] + after)
+                assert [await client.next_message() for _ in range(2)] == [{"type": "pong"}] * 2
+    finally:
+        client.shutdown()
+
+
+async def test_a_frame_whose_header_came_alone_is_read_as_its_header_says(
+    start_server: StartServer,
+) -> None:
+    """A read that ends right after a frame's two header bytes leaves the protocol's
+    parser inside that frame with nothing in its buffer. The next read is the frame's
+    mask and payload, not a new frame, even when they look like one: here the mask
+    spells the header of a text frame that would swallow the rest."""
+    server = start_server()
+    client = await RawClient(server.port, token("ann")).open()
+    try:
+        looks_like_a_frame = bytes([0x81, 0x80 | (len(PING) - 2), 0x00, 0x00])
+        header = bytes([0x81, 0x80 | len(PING)])
+        rest = looks_like_a_frame + apply_mask(PING, looks_like_a_frame)
+        await client.loop.sock_sendall(client.sock, b"".join(masked(client, PING)) + header)
+        assert await client.next_message() == {"type": "pong"}  # the header was read too
+        await client.loop.sock_sendall(client.sock, rest)
+        assert await client.next_message() == {"type": "pong"}
+    finally:
+        client.shutdown()
+
+
+async def test_a_bad_frame_after_whole_messages_in_the_same_read_closes_after_their_answers(
+    start_server: StartServer, subtests: pytest.Subtests
+) -> None:
+    server = start_server()
+    for case, bad in {
+        "unmasked": b"\x81" + bytes([len(PING)]) + PING,
+        "a reserved bit": b"\xc1" + bytes([0x80 | len(PING)]) + b"\x00" * 4 + PING,
+        "an unknown opcode": b"\x83" + bytes([0x80 | len(PING)]) + b"\x00" * 4 + PING,
+    }.items():
+        with subtests.test(case):
+            client = await RawClient(server.port, token("ann")).open()
+            try:
+                await client.loop.sock_sendall(client.sock, b"".join(masked(client, PING)) + bad)
+                assert (await client.read_until_close()).code == 1002
+                assert client.messages == [{"type": "pong"}]
             finally:
                 client.shutdown()
 
