@@ -27,6 +27,8 @@ SCRIPT_NAMES = (
     "debit_gift",
     "credit_stream",
     "credit_streamer",
+    "credit_stream_batch",
+    "credit_streamer_batch",
     "recharge",
     "claim_payment",
     "mark_payment_applied",

@@ -1,0 +1,116 @@
+"""The credits of gifts across slots, batched: the transfers of one flush to one
+stream in one `credit_stream_batch` call, to one streamer in one
+`credit_streamer_batch` call, and their outbox entries cleared with one `ZREM` an
+outbox (ledger/transfers.py, steps 3 to 5; docs/scaling.md, "A gift across slots").
+
+The window is gift_batch.py's (`Window`): a worker's transfers debited within one
+batching window (`[redis] gift_batch_window_ms`) are credited on their stream
+together; the streamer's and the outbox's steps take the transfers of the calls
+before them, all answered in one pass of the loop, so their window is that pass.
+A transfer's call is always built as its one-transfer script's (its keys and
+arguments, `transfers.credit_stream_call`), so a transfer alone in its group goes
+as that script, as the relay sends it; a batch takes the keys and arguments its
+transfers share once, the rest once a transfer (`StepBatch.SHARED_KEYS` and the
+others). Each transfer is answered its own reply: a code of its own refuses it
+alone. A call that fails reaches each of its transfers as the same exception: each
+is then credited or not at all (the scripts write a transfer's record with its own
+writes), and the relay finishes it from the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+from typing import Any, ClassVar
+
+from gifting_server import metrics
+from gifting_server.config import RedisOptions
+from gifting_server.ledger.gift_batch import Window
+
+Reply = list[Any]
+
+
+class StepBatch(Window):
+    """One step's calls for one Redis, grouped by the keys and arguments they share."""
+
+    ONE: ClassVar[str]  # the one-transfer script
+    BATCH: ClassVar[str]  # the batched script: shared keys, then one key a transfer
+    SHARED_KEYS: ClassVar[tuple[int, ...]]  # of the one-transfer script's KEYS
+    OWN_KEYS: ClassVar[tuple[int, ...]]
+    SHARED_ARGS: ClassVar[tuple[int, ...]]  # of its ARGV
+    OWN_ARGS: ClassVar[tuple[int, ...]]
+    REPLY_SIZE: ClassVar[int]  # values of one transfer's reply (0 and the rest)
+    ONE_MESSAGE: ClassVar[bool] = False  # the batch takes events_per_call_message
+
+    def send(
+        self, keys: list[str], args: list[Any], options: RedisOptions
+    ) -> asyncio.Future[Reply]:
+        """The reply of the one-transfer script to these keys and arguments, sent with
+        the other transfers of this window that share the group's."""
+        group: tuple[Any, ...] = (
+            *(keys[i] for i in self.SHARED_KEYS),
+            *(args[i] for i in self.SHARED_ARGS),
+        )
+        if self.ONE_MESSAGE:
+            group = (*group, int(options.events_per_call_message))
+        return self.queue(group, (keys, args), options)
+
+    async def call(self, group: Hashable, items: list[Any]) -> list[Any]:
+        metrics.TRANSFER_CALLS.labels(self.ONE).inc()
+        metrics.TRANSFERS_BATCHED.labels(self.ONE).inc(len(items))
+        if len(items) == 1:
+            keys, args = items[0]
+            return [await self.scripts.run(self.ONE, keys, args)]
+        shared = list(group)  # type: ignore[call-overload]
+        batch_keys = shared[: len(self.SHARED_KEYS)]
+        batch_args = shared[len(self.SHARED_KEYS) :]
+        for keys, args in items:
+            batch_keys += [keys[i] for i in self.OWN_KEYS]
+            batch_args += [args[i] for i in self.OWN_ARGS]
+        flat = await self.scripts.run(self.BATCH, batch_keys, batch_args)
+        replies: list[Reply] = []
+        i = 0
+        while i < len(flat):
+            size = self.REPLY_SIZE if flat[i] == 0 else 1
+            replies.append(flat[i : i + size])
+            i += size
+        return replies
+
+
+class StreamCredits(StepBatch):
+    """Step 3 (lua/credit_stream.lua, credit_stream_batch.lua): the stream's meta,
+    board, streaks, history and battle top are shared, the record is a transfer's;
+    the combo window, the history cap, the channel and the record ttl are shared."""
+
+    ONE, BATCH = "credit_stream", "credit_stream_batch"
+    SHARED_KEYS, OWN_KEYS = (0, 1, 2, 3, 5), (4,)
+    SHARED_ARGS, OWN_ARGS = (5, 6, 8, 9), (0, 1, 2, 3, 4, 7)
+    REPLY_SIZE = 6
+    ONE_MESSAGE = True
+
+
+class StreamerCredits(StepBatch):
+    """Step 4 (lua/credit_streamer.lua, credit_streamer_batch.lua): the streamer's
+    wallet, holds, platform account, day and all-time boards and journal are shared
+    (so a day's transfers apart from the next day's), the record is a transfer's; the
+    streamer and the record ttl are shared."""
+
+    ONE, BATCH = "credit_streamer", "credit_streamer_batch"
+    SHARED_KEYS, OWN_KEYS = (0, 1, 2, 3, 4, 5), (6,)
+    SHARED_ARGS, OWN_ARGS = (1, 13), (0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 15)
+    REPLY_SIZE = 3
+    chained = True
+
+
+class OutboxClears(Window):
+    """Step 5: a flush's transfers leave each outbox with one ZREM."""
+
+    chained = True
+
+    def clear(self, outbox: str, transfer_id: str, options: RedisOptions) -> asyncio.Future[Any]:
+        return self.queue(outbox, transfer_id, options)
+
+    async def call(self, group: Hashable, items: list[Any]) -> list[Any]:
+        outbox = str(group)
+        removed = await self.scripts.command(outbox, "ZREM", outbox, *items)
+        return [removed] * len(items)
