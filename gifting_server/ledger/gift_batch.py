@@ -68,10 +68,11 @@ class Window:
     own window a Redis."""
 
     _of: ClassVar[weakref.WeakKeyDictionary[Scripts, Window]]
-    # The calls come from the calls of a previous batched step, all answered in one
-    # pass of the loop: the window ends with that pass, whatever `gift_batch_window_ms`,
-    # and waits for no call in flight.
-    chained: ClassVar[bool] = False
+    # The window ends with this pass of the loop, whatever `gift_batch_window_ms`, and
+    # waits for no call in flight: the credits of gifts across slots, which batch what
+    # one pass brings (the debits answered in one read; a step's batch answered at
+    # once brings the next step's calls in one pass) and add no wait to a gift.
+    one_pass: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -122,8 +123,8 @@ class Window:
             # The loop of this window, asked once: on Python 3.11 each asking is a
             # getpid() system call.
             self.loop = asyncio.get_running_loop()
-            self.calls_in_flight = 0 if self.chained else options.gift_calls_in_flight
-            if options.gift_batch_window_ms > 0 and not self.chained:
+            self.calls_in_flight = 0 if self.one_pass else options.gift_calls_in_flight
+            if options.gift_batch_window_ms > 0 and not self.one_pass:
                 window_s = options.gift_batch_window_ms / 1000
                 self.timer = self.loop.call_later(window_s, self._window_ended)
             else:

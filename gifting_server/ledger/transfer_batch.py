@@ -1,12 +1,15 @@
-"""The credits of gifts across slots, batched: the transfers of one flush to one
-stream in one `credit_stream_batch` call, to one streamer in one
-`credit_streamer_batch` call, and their outbox entries cleared with one `ZREM` an
-outbox (ledger/transfers.py, steps 3 to 5; docs/scaling.md, "A gift across slots").
+"""The steps of gifts across slots, batched: the gifts of one pass to one stream
+gated with one `gift_gate_batch` call; their transfers credited on the stream with
+one `credit_stream_batch` call, on the streamer with one `credit_streamer_batch`
+call, and cleared with one `ZREM` an outbox (ledger/transfers.py, steps 1 and 3 to
+5; docs/scaling.md, "A gift across slots"). The debit stays a gift's own: the
+senders' wallets are in as many slots.
 
-The window is gift_batch.py's (`Window`): a worker's transfers debited within one
-batching window (`[redis] gift_batch_window_ms`) are credited on their stream
-together; the streamer's and the outbox's steps take the transfers of the calls
-before them, all answered in one pass of the loop, so their window is that pass.
+The window is gift_batch.py's (`Window`), one pass of the loop long: the transfers
+whose debits were answered in one pass (the replies of one read from a master) are
+credited on their stream together, and a step's batch, answered at once, brings
+the next step's calls in one pass. A gift across slots already waits for five
+round trips: its credits wait for no `[redis] gift_batch_window_ms` on top.
 A transfer's call is always built as its one-transfer script's (its keys and
 arguments, `transfers.credit_stream_call`), so a transfer alone in its group goes
 as that script, as the relay sends it; a batch takes the keys and arguments its
@@ -40,6 +43,7 @@ class StepBatch(Window):
     SHARED_ARGS: ClassVar[tuple[int, ...]]  # of its ARGV
     OWN_ARGS: ClassVar[tuple[int, ...]]
     REPLY_SIZE: ClassVar[int]  # values of one transfer's reply (0 and the rest)
+    one_pass = True
     ONE_MESSAGE: ClassVar[bool] = False  # the batch takes events_per_call_message
 
     def send(
@@ -77,6 +81,17 @@ class StepBatch(Window):
         return replies
 
 
+class GateChecks(StepBatch):
+    """Step 1 (lua/gift_gate.lua, gift_gate_batch.lua): the gifts of one pass to one
+    stream asked of its meta at once; the stream and its expected streamer are
+    shared, the sender is a gift's."""
+
+    ONE, BATCH = "gift_gate", "gift_gate_batch"
+    SHARED_KEYS, OWN_KEYS = (0,), ()
+    SHARED_ARGS, OWN_ARGS = (0,), (1,)
+    REPLY_SIZE = 1
+
+
 class StreamCredits(StepBatch):
     """Step 3 (lua/credit_stream.lua, credit_stream_batch.lua): the stream's meta,
     board, streaks, history and battle top are shared, the record is a transfer's;
@@ -99,13 +114,13 @@ class StreamerCredits(StepBatch):
     SHARED_KEYS, OWN_KEYS = (0, 1, 2, 3, 4, 5), (6,)
     SHARED_ARGS, OWN_ARGS = (1, 13), (0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 15)
     REPLY_SIZE = 3
-    chained = True
+    one_pass = True
 
 
 class OutboxClears(Window):
     """Step 5: a flush's transfers leave each outbox with one ZREM."""
 
-    chained = True
+    one_pass = True
 
     def clear(self, outbox: str, transfer_id: str, options: RedisOptions) -> asyncio.Future[Any]:
         return self.queue(outbox, transfer_id, options)

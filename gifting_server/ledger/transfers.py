@@ -39,7 +39,12 @@ from gifting_server.ledger import keys
 from gifting_server.ledger.clock import DAY_MS, day_number, held_until
 from gifting_server.ledger.gift_admission import StepAt, anywhere
 from gifting_server.ledger.store import Store, guarded
-from gifting_server.ledger.transfer_batch import OutboxClears, StreamCredits, StreamerCredits
+from gifting_server.ledger.transfer_batch import (
+    GateChecks,
+    OutboxClears,
+    StreamCredits,
+    StreamerCredits,
+)
 
 log = logging.getLogger("gifting_server.transfers")
 
@@ -156,9 +161,10 @@ async def debit(
     settings = store.settings
     now = store.clock()
     at(keys.stream(stream_id))
-    verdict = await guarded(
-        store.scripts.run("gift_gate", [keys.stream(stream_id)], [streamer, sender.user_id])
-    )
+    # With the other gifts of this pass to the stream (transfer_batch.py).
+    gate = GateChecks.of(store.scripts)
+    gate_call = [keys.stream(stream_id)], [streamer, sender.user_id]
+    verdict = await guarded(gate.send(*gate_call, settings.redis))
     transfer = Transfer(
         sender=sender.user_id,
         key=idempotency_key,

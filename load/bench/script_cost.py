@@ -62,7 +62,7 @@ from gifting_server.ledger.gift_batch import CONFIG_ARGS, batch_call, split_repl
 from gifting_server.ledger.gifts import event_fragment, gift_call
 from gifting_server.ledger.scripts import script_source, with_includes
 from gifting_server.ledger.store import Store, connect_single
-from gifting_server.ledger.transfer_batch import StreamCredits, StreamerCredits
+from gifting_server.ledger.transfer_batch import GateChecks, StreamCredits, StreamerCredits
 from load.bench.server import LIMITS, SECRET, WEBHOOK_SECRET
 
 SENDERS = 200
@@ -335,9 +335,9 @@ async def _side(url: str, settings: Settings, gifts: int, side: str) -> None:
         )  # fmt: skip
         async with slots:
             if side == "stream":
-                await store.scripts.run(
-                    "gift_gate", [keys.stream(STREAM)], [STREAMER, identity.user_id]
-                )
+                gate = GateChecks.of(store.scripts)
+                gate_call = [keys.stream(STREAM)], [STREAMER, identity.user_id]
+                await gate.send(*gate_call, settings.redis)
                 call = transfers.credit_stream_call(store, transfer)
                 await StreamCredits.of(store.scripts).send(*call, settings.redis)
             else:
@@ -355,7 +355,7 @@ def transfer_calls() -> dict[str, tuple[float, float]]:
     """The credit calls of gifts across slots so far and the transfers they carried,
     by step (metrics.TRANSFER_CALLS, TRANSFERS_BATCHED)."""
     counts = {}
-    for step in ("credit_stream", "credit_streamer"):
+    for step in ("gift_gate", "credit_stream", "credit_streamer"):
         labels = {"step": step}
         calls = REGISTRY.get_sample_value("gifting_transfer_credit_calls_total", labels)
         carried = REGISTRY.get_sample_value("gifting_transfers_batched_total", labels)

@@ -5,7 +5,8 @@
   answers its first result), so a transfer refused writes nothing and the others go
   on, and a transfer sees what the ones before it wrote (the same transfer twice:
   the second answers the first's record). As in send_gifts (include "gift"), the
-  stream's meta is read once and written once at the call's end (`writeShared`),
+  stream's meta is read once (with every transfer's combo: one HMGET) and
+  written once at the call's end (`writeShared`),
   its history trimmed once and its events published as one message; each
   transfer's record is written with its own writes, so a call that fails part way
   leaves every transfer either credited (its record answers a repeat) or not at
@@ -57,32 +58,54 @@ end
 
 local shared = newShared(together == '1', historyMax)
 local st = false -- the stream: read by the first transfer not credited before
+-- Every transfer's record, read with one MGET (one slot); `written`: the records this
+-- call wrote, so that a transfer twice in the call answers the first's result.
+local prior, written = call('MGET', unpack(KEYS, 6, 5 + n)), {}
+-- A count or a price checked once a call a text (the transfers of a call mostly
+-- repeat a few): `false` when it is no number in range.
+local counts, costs = {}, {}
 
-local function creditOne(recordKey, sender, giftId, countArg, costArg, nowArg, fragment)
-  local count, cost, now = int(countArg, 1, MAX), int(costArg, 0, MAX), int(nowArg, 0, MAX)
-  if not (count and cost and now and digits(costArg) and type(fragment) == 'string') then
-    return 16
+local function creditOne(i, recordKey, sender, giftId, countArg, costArg, nowArg, fragment)
+  local count, cost = counts[countArg], costs[costArg]
+  if count == nil then
+    count = int(countArg, 1, MAX) or false
+    counts[countArg] = count
   end
+  if cost == nil then
+    cost = digits(costArg) and int(costArg, 0, MAX) or false
+    costs[costArg] = cost
+  end
+  local now = int(nowArg, 0, MAX)
+  if not (count and cost and now and type(fragment) == 'string') then return 16 end
 
-  local seen = call('GET', recordKey)
+  local seen = written[recordKey] or prior[i]
   if seen then
     local eventId, combo, battleId, at = string.match(seen, '^(%d+)|(%d+)|?([^|]*)|?(%d*)$')
     return 0, tonumber(eventId), tonumber(combo), 1, battleId or '', at or ''
   end
 
   local comboField = 'c:' .. sender .. ':' .. giftId
-  local comboRaw
-  if st then
-    comboRaw = st.combos[comboField]
-    if comboRaw == nil then comboRaw = call('HGET', streamKey, comboField) end
-  else
-    local meta = call('HMGET', streamKey, 'seq', 'coins', comboField, 'webhook_log', 'battle')
+  if not st then
+    -- The meta with the combo of every transfer of the call, in one HMGET.
+    local fields, at = {'seq', 'coins', 'webhook_log', 'battle'}, {}
+    for j = 1, n do
+      local a = 5 + 6 * (j - 1)
+      local field = 'c:' .. ARGV[a + 1] .. ':' .. ARGV[a + 2]
+      if not at[field] then
+        fields[#fields + 1] = field
+        at[field] = #fields
+      end
+    end
+    local meta = call('HMGET', streamKey, unpack(fields))
     st = {seq = tonumber(meta[1] or '0'), coins = tonumber(meta[2] or '0'), combos = {},
-      fields = {}, deliveryLog = meta[4], battle = meta[5], historyKey = historyKey}
+      fields = {}, deliveryLog = meta[3], battle = meta[4], historyKey = historyKey,
+      stored = {}}
+    for field, k in pairs(at) do st.stored[field] = meta[k] end
     shared.streams[streamKey] = st
     shared.streamOrder[1] = streamKey
-    comboRaw = meta[3]
   end
+  local comboRaw = st.combos[comboField]
+  if comboRaw == nil then comboRaw = st.stored[comboField] end
   local lastCombo, lastTap, fragmentAt = parseCombo(comboRaw)
   if not (st.seq and st.coins) or lastCombo == nil then return 17 end
   local battle = st.battle and battleOf(st.battle)
@@ -106,18 +129,21 @@ local function creditOne(recordKey, sender, giftId, countArg, costArg, nowArg, f
   call('ZINCRBY', boardKey, costArg, sender)
   if battle then
     countBattle(streamKey, battleTopKey, costArg, sender)
-    call('SET', recordKey, id .. '|' .. comboText .. '|' .. battle[1] .. '|' .. battle[2],
-      'PX', recordTtl)
+    local record = id .. '|' .. comboText .. '|' .. battle[1] .. '|' .. battle[2]
+    call('SET', recordKey, record, 'PX', recordTtl)
+    written[recordKey] = record
     return 0, eventId, combo, 0, battle[1], battle[2]
   end
-  call('SET', recordKey, id .. '|' .. comboText, 'PX', recordTtl)
+  local record = id .. '|' .. comboText
+  call('SET', recordKey, record, 'PX', recordTtl)
+  written[recordKey] = record
   return 0, eventId, combo, 0, '', ''
 end
 
 local r = 0 -- the replies' length
 for i = 1, n do
   local a = 5 + 6 * (i - 1)
-  local ok, reply, eventId, combo, replayed, battleId, at = pcall(creditOne, KEYS[5 + i],
+  local ok, reply, eventId, combo, replayed, battleId, at = pcall(creditOne, i, KEYS[5 + i],
     ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6])
   if ok and reply == 0 then
     replies[r + 1], replies[r + 2], replies[r + 3] = 0, eventId, combo

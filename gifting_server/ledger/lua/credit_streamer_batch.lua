@@ -56,12 +56,31 @@ end
 
 local shared = newShared(false, '0')
 local sr = false -- the streamer's credit: read by the first transfer not credited before
+-- Every transfer's record, read with one MGET (one slot); `written`: the records this
+-- call wrote, so that a transfer twice in the call answers the first's result.
+local prior, written = call('MGET', unpack(KEYS, 7, 6 + n)), {}
+-- What a text means as a count, a price, a share or a hold's end, checked once a call
+-- (the transfers of a call mostly repeat a few): `false` when it is none.
+local checked = {}
+local function once(kind, text, lo, hi)
+  local seen = checked[kind]
+  if not seen then
+    seen = {}
+    checked[kind] = seen
+  end
+  local n = seen[text]
+  if n == nil then
+    n = (kind ~= 'cost' or digits(text)) and int(text, lo, hi) or false
+    seen[text] = n
+  end
+  return n
+end
 
-local function creditOne(recordKey, sender, streamId, giftId, countArg, costArg, shareArg,
+local function creditOne(i, recordKey, sender, streamId, giftId, countArg, costArg, shareArg,
     heldUntilArg, nowArg, eventId, idemName, limit, adultArg, battleId, battleAt)
-  local cost, shareBps = int(costArg, 0, MAX), int(shareArg, 0, 10000)
-  local heldUntil, now = int(heldUntilArg, 0, MAX), int(nowArg, 0, MAX)
-  if not (cost and shareBps and heldUntil and now and digits(costArg) and int(countArg, 1, MAX)
+  local cost, shareBps = once('cost', costArg, 0, MAX), once('share', shareArg, 0, 10000)
+  local heldUntil, now = once('held', heldUntilArg, 0, MAX), int(nowArg, 0, MAX)
+  if not (cost and shareBps and heldUntil and now and once('count', countArg, 1, MAX)
       and int(eventId, 1, MAX) and type(idemName) == 'string' and type(limit) == 'string'
       and type(battleId) == 'string') then
     return 16
@@ -72,7 +91,7 @@ local function creditOne(recordKey, sender, streamId, giftId, countArg, costArg,
     battle = {battleId, battleAt}
   end
 
-  local seen = call('GET', recordKey)
+  local seen = written[recordKey] or prior[i]
   if seen then return 0, tonumber(seen), 1 end
 
   if not sr then
@@ -121,14 +140,16 @@ local function creditOne(recordKey, sender, streamId, giftId, countArg, costArg,
     nowArg, limit ~= '' and limit, adultArg == '1')
   journal.battles[j] = battle and (battle[1] .. '|' .. battle[2]) or ''
   if battle then journal.counted = true end
-  call('SET', recordKey, textOf(texts, diamonds), 'PX', recordTtl)
+  local record = textOf(texts, diamonds)
+  call('SET', recordKey, record, 'PX', recordTtl)
+  written[recordKey] = record
   return 0, diamonds, 0
 end
 
 local r = 0 -- the replies' length
 for i = 1, n do
   local a = 2 + 14 * (i - 1)
-  local ok, reply, diamonds, replayed = pcall(creditOne, KEYS[6 + i], ARGV[a + 1],
+  local ok, reply, diamonds, replayed = pcall(creditOne, i, KEYS[6 + i], ARGV[a + 1],
     ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7],
     ARGV[a + 8], ARGV[a + 9], ARGV[a + 10], ARGV[a + 11], ARGV[a + 12], ARGV[a + 13],
     ARGV[a + 14])
