@@ -10,7 +10,10 @@ difference per gift, for every path a gift takes:
   credit_stream, credit_streamer, then a ZREM of the outbox; ledger/transfers.py),
   run on one redis-server with `gifts_across_slots` (every key on one node). What a
   cluster node does besides (redirections, replication) is not in it: this is the
-  cost of the steps themselves, summed as if all the masters were one.
+  cost of the steps themselves, summed as if all the masters were one. The
+  gifts run 200 at a time (`--in-flight`) through the server's own code, so
+  their gates and credits batch as a worker's do (ledger/transfer_batch.py);
+  the transfers a call are printed with the figure.
 
 Unlike microseconds, the count does not drift with whatever else the machine is
 doing, so two versions of a script can be compared from one run to the next.
@@ -25,6 +28,7 @@ scripts' arguments may change, and the baseline's scripts need their own callers
     python -m load.bench.script_cost --path both     # single and cluster, no batch
     python -m load.bench.script_cost --path single   # or: --path cluster
     python -m load.bench.script_cost --path sides    # the stream's and the streamer's slot
+    python -m load.bench.script_cost --path cluster --in-flight 32  # smaller batches
     python -m load.bench.script_cost --path batch [--batch-sizes 1,8,32]  # send_gifts
     python -m load.bench.script_cost --with-webhook   # the stream has a webhook endpoint
     python -m load.bench.script_cost --subscribers 4  # 4 workers follow the stream's channel
