@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Hashable
+from collections.abc import Coroutine, Hashable
 from typing import Any, ClassVar, Self, cast
 
 from gifting_server import metrics
@@ -112,6 +112,25 @@ class Window:
         self.calls_in_flight = 0  # set by the first call of each window; 0: any number
         self.held = False  # the window ended with calls_in_flight calls in flight
         self.running: set[asyncio.Task[None]] = set()
+        self.under_way: dict[Hashable, int] = {}  # by group: items sent, not yet answered
+
+    async def answer(self, group: Hashable, item: Any, options: RedisOptions) -> Any:
+        """`item`'s answer: its call made at once, alone, when no other item of its
+        group is under way (a quiet stream pays no pass of the loop for a batch that
+        would hold it alone); else queued with the others of its group (`queue`),
+        which come while one is under way: a busy stream's."""
+        under_way = self.under_way.get(group, 0)
+        self.under_way[group] = under_way + 1
+        try:
+            if under_way == 0:
+                return (await self.call(group, [item]))[0]
+            return await self.queue(group, item, options)
+        finally:
+            left = self.under_way[group] - 1
+            if left:
+                self.under_way[group] = left
+            else:
+                del self.under_way[group]
 
     def queue(self, group: Hashable, item: Any, options: RedisOptions) -> asyncio.Future[Any]:
         """The answer to `item`, sent with the others of its `group` queued in this
@@ -124,7 +143,12 @@ class Window:
             # getpid() system call.
             self.loop = asyncio.get_running_loop()
             self.calls_in_flight = 0 if self.one_pass else options.gift_calls_in_flight
-            if options.gift_batch_window_ms > 0 and not self.one_pass:
+            if self.one_pass:
+                # A task started now runs once every caller of this pass has queued;
+                # it sends the first call itself: one pass of the loop later than a
+                # call made alone, where a timer and a task a call would take two.
+                self._start(self._send_pass())
+            elif options.gift_batch_window_ms > 0:
                 window_s = options.gift_batch_window_ms / 1000
                 self.timer = self.loop.call_later(window_s, self._window_ended)
             else:
@@ -155,17 +179,38 @@ class Window:
             self._flush()
 
     def _flush(self) -> None:
-        self.timer.cancel()  # this flush may come before the window's end
+        if not self.one_pass:
+            self.timer.cancel()  # this flush may come before the window's end
         self.held = False
+        for call in self._calls():
+            self._start(call)
+
+    async def _send_pass(self) -> None:
+        """A one-pass window's end: its first call from this task, the others each
+        from its own (none when a full batch already went)."""
+        calls = self._calls()
+        for call in calls[1:]:
+            self._start(call)
+        if calls:
+            await calls[0]
+
+    def _calls(self) -> list[Coroutine[Any, Any, None]]:
+        """The calls for what is queued, taken from the queue: one a group and
+        `MAX_BATCH` items."""
         queued, self.queued = self.queued, []
         groups: dict[Hashable, list[tuple[Any, asyncio.Future[Any]]]] = {}
         for group, entry in queued:
             groups.setdefault(group, []).append(entry)
-        for group, entries in groups.items():
-            for start in range(0, len(entries), MAX_BATCH):
-                task = self.loop.create_task(self._run(group, entries[start : start + MAX_BATCH]))
-                self.running.add(task)
-                task.add_done_callback(self._call_ended)
+        return [
+            self._run(group, entries[start : start + MAX_BATCH])
+            for group, entries in groups.items()
+            for start in range(0, len(entries), MAX_BATCH)
+        ]
+
+    def _start(self, call: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(call)
+        self.running.add(task)
+        task.add_done_callback(self._call_ended)
 
     async def _run(self, group: Hashable, entries: list[tuple[Any, asyncio.Future[Any]]]) -> None:
         try:

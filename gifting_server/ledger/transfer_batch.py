@@ -22,13 +22,13 @@ writes), and the relay finishes it from the outbox.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Hashable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from gifting_server import metrics
 from gifting_server.config import RedisOptions
 from gifting_server.ledger.gift_batch import Window
+from gifting_server.ledger.scripts import Scripts
 
 Reply = list[Any]
 
@@ -46,22 +46,27 @@ class StepBatch(Window):
     one_pass = True
     ONE_MESSAGE: ClassVar[bool] = False  # the batch takes events_per_call_message
 
-    def send(
-        self, keys: list[str], args: list[Any], options: RedisOptions
-    ) -> asyncio.Future[Reply]:
-        """The reply of the one-transfer script to these keys and arguments, sent with
-        the other transfers of this window that share the group's."""
+    async def send(self, keys: list[str], args: list[Any], options: RedisOptions) -> Reply:
+        """The reply of the one-transfer script to these keys and arguments: sent at
+        once when no other transfer of its group is under way, else with the others
+        of this window that share the group's (`Window.answer`)."""
         group: tuple[Any, ...] = (
             *(keys[i] for i in self.SHARED_KEYS),
             *(args[i] for i in self.SHARED_ARGS),
         )
         if self.ONE_MESSAGE:
             group = (*group, int(options.events_per_call_message))
-        return self.queue(group, (keys, args), options)
+        return cast(Reply, await self.answer(group, (keys, args), options))
+
+    def __init__(self, scripts: Scripts) -> None:
+        super().__init__(scripts)
+        # Bound once: a labelled child looked up a call costs a lock and a dict.
+        self.calls = metrics.TRANSFER_CALLS.labels(self.ONE)
+        self.carried = metrics.TRANSFERS_BATCHED.labels(self.ONE)
 
     async def call(self, group: Hashable, items: list[Any]) -> list[Any]:
-        metrics.TRANSFER_CALLS.labels(self.ONE).inc()
-        metrics.TRANSFERS_BATCHED.labels(self.ONE).inc(len(items))
+        self.calls.inc()
+        self.carried.inc(len(items))
         if len(items) == 1:
             keys, args = items[0]
             return [await self.scripts.run(self.ONE, keys, args)]
@@ -122,8 +127,8 @@ class OutboxClears(Window):
 
     one_pass = True
 
-    def clear(self, outbox: str, transfer_id: str, options: RedisOptions) -> asyncio.Future[Any]:
-        return self.queue(outbox, transfer_id, options)
+    async def clear(self, outbox: str, transfer_id: str, options: RedisOptions) -> None:
+        await self.answer(outbox, transfer_id, options)
 
     async def call(self, group: Hashable, items: list[Any]) -> list[Any]:
         outbox = str(group)
