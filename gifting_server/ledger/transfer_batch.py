@@ -22,6 +22,7 @@ writes), and the relay finishes it from the outbox.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Hashable
 from typing import Any, ClassVar, cast
 
@@ -45,6 +46,10 @@ class StepBatch(Window):
     REPLY_SIZE: ClassVar[int]  # values of one transfer's reply (0 and the rest)
     one_pass = True
     ONE_MESSAGE: ClassVar[bool] = False  # the batch takes events_per_call_message
+    # The fewest transfers a batched call carries: below, each goes as the one-transfer
+    # script. The credits' batched scripts set up what a call shares (the includes'
+    # functions, its tables) whatever its size, which a few transfers do not pay back.
+    MIN_BATCH: ClassVar[int] = 2
 
     async def send(self, keys: list[str], args: list[Any], options: RedisOptions) -> Reply:
         """The reply of the one-transfer script to these keys and arguments: sent at
@@ -65,11 +70,13 @@ class StepBatch(Window):
         self.carried = metrics.TRANSFERS_BATCHED.labels(self.ONE)
 
     async def call(self, group: Hashable, items: list[Any]) -> list[Any]:
-        self.calls.inc()
         self.carried.inc(len(items))
-        if len(items) == 1:
-            keys, args = items[0]
-            return [await self.scripts.run(self.ONE, keys, args)]
+        if len(items) < self.MIN_BATCH:
+            self.calls.inc(len(items))
+            # Pipelined on the connection, in their order: what their calls alone cost.
+            run = self.scripts.run
+            return list(await asyncio.gather(*(run(self.ONE, k, a) for k, a in items)))
+        self.calls.inc()
         shared = list(group)  # type: ignore[call-overload]
         batch_keys = shared[: len(self.SHARED_KEYS)]
         batch_args = shared[len(self.SHARED_KEYS) :]
@@ -107,6 +114,7 @@ class StreamCredits(StepBatch):
     SHARED_ARGS, OWN_ARGS = (5, 6, 8, 9), (0, 1, 2, 3, 4, 7)
     REPLY_SIZE = 6
     ONE_MESSAGE = True
+    MIN_BATCH = 4
 
 
 class StreamerCredits(StepBatch):
@@ -119,6 +127,7 @@ class StreamerCredits(StepBatch):
     SHARED_KEYS, OWN_KEYS = (0, 1, 2, 3, 4, 5), (6,)
     SHARED_ARGS, OWN_ARGS = (1, 13), (0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 15)
     REPLY_SIZE = 3
+    MIN_BATCH = 4
     one_pass = True
 
 

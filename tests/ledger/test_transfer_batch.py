@@ -230,15 +230,15 @@ async def test_a_worker_gone_with_the_batched_credit_in_flight_leaves_every_tran
 async def test_one_senders_gifts_in_one_batch_advance_the_combo_as_one_after_another(
     ledger: Store,
 ) -> None:
-    debits = [await debited(ledger, 0, key=f"k{n}") for n in range(4)]
+    debits = [await debited(ledger, 0, key=f"k{n}") for n in range(5)]
     before = calls("credit_stream")
     credited = await credit_together(ledger, debits)
-    assert calls("credit_stream")[0] == before[0] + 2  # the first alone, then the three
-    assert [c.combo for c in credited] == [1, 2, 3, 4]  # type: ignore[union-attr]
+    assert calls("credit_stream")[0] == before[0] + 2  # the first alone, then the four
+    assert [c.combo for c in credited] == [1, 2, 3, 4, 5]  # type: ignore[union-attr]
     event_ids = [c.event_id for c in credited]  # type: ignore[union-attr]
     assert await gift_event_ids(ledger) == event_ids == sorted(event_ids)
     combo = await ledger.redis.hget(keys.stream("s1"), "c:v0:finger_heart")
-    assert combo is not None and combo.startswith("4|")
-    # 20 coins at the 50% share: 10 diamonds, where 2 a gift alone would make 8.
-    assert (await wallet.read_wallet(ledger, "streamer1"))["diamonds"] == 10
+    assert combo is not None and combo.startswith("5|")
+    # 25 coins at the 50% share: 12 diamonds, where 2 a gift alone would make 10.
+    assert (await wallet.read_wallet(ledger, "streamer1"))["diamonds"] == 12
     await assert_reconciled(ledger)
