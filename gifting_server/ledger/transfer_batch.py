@@ -5,11 +5,13 @@ call, and cleared with one `ZREM` an outbox (ledger/transfers.py, steps 1 and 3 
 5; docs/scaling.md, "A gift across slots"). The debit stays a gift's own: the
 senders' wallets are in as many slots.
 
-The window is gift_batch.py's (`Window`), one pass of the loop long: the transfers
-whose debits were answered in one pass (the replies of one read from a master) are
-credited on their stream together, and a step's batch, answered at once, brings
-the next step's calls in one pass. A gift across slots already waits for five
-round trips: its credits wait for no `[redis] gift_batch_window_ms` on top.
+The window is gift_batch.py's (`Window`), one pass of the loop long, and only for
+a busy group: a step whose group (its stream, its streamer and day, its outbox)
+has nothing under way goes at once, alone, as it did before batching; the ones
+that come while one is under way go together at the end of that pass (`answer`).
+A gift across slots already waits for five round trips: it waits for no `[redis]
+gift_batch_window_ms` on top. A batched credit carries at least `MIN_BATCH`
+transfers: fewer go as the one-transfer scripts, pipelined.
 A transfer's call is always built as its one-transfer script's (its keys and
 arguments, `transfers.credit_stream_call`), so a transfer alone in its group goes
 as that script, as the relay sends it; a batch takes the keys and arguments its

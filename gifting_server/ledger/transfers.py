@@ -14,12 +14,13 @@ three slots, and a script may touch only one. So a gift is a transfer:
    journal — once per transfer.
 5. The transfer leaves the outbox.
 
-A worker runs steps 1, 3, 4 and 5 with its other gifts of the same pass of the
-loop: one call a stream, a streamer or an outbox (`transfer_batch.py`); the relay
-runs them a transfer at a time. The client is answered after step 4. A worker
-that dies after step 2 leaves the transfer in the outbox; the relay of any worker
-(`relay_transfers`) finishes it once it is older than `[transfers] relay_after_ms`,
-and a retry with the same key finishes it at once (the record holds the transfer).
+A worker runs steps 1, 3, 4 and 5 of gifts that come while others of their stream,
+streamer or outbox are under way together: one call a stream, a streamer or an
+outbox (`transfer_batch.py`); the relay runs them a transfer at a time. The
+client is answered after step 4. A worker that dies after step 2 leaves the
+transfer in the outbox; the relay of any worker (`relay_transfers`) finishes it
+once it is older than `[transfers] relay_after_ms`, and a retry with the same key
+finishes it at once (the record holds the transfer).
 docs/scaling.md, "A gift across slots", has the states and what each crash leaves.
 """
 
