@@ -48,6 +48,17 @@ GIFTS_BATCHED = Counter(
     "gifting_gifts_batched_total",
     "Gifts those calls carried: over gifting_gift_batches_total, the mean batch size",
 )
+TRANSFER_CALLS = Counter(
+    "gifting_transfer_credit_calls_total",
+    "Script calls that credited gifts across slots, by step (ledger/transfer_batch.py)",
+    ["step"],
+)
+TRANSFERS_BATCHED = Counter(
+    "gifting_transfers_batched_total",
+    "Transfers those calls carried: over gifting_transfer_credit_calls_total, the mean"
+    " batch size of the step",
+    ["step"],
+)
 PAYMENTS = Counter("gifting_payments_total", "Payment webhook events", ["kind", "replayed"])
 REPLICA_SHORTFALLS = Counter(
     "gifting_replica_ack_shortfalls_total",

@@ -27,6 +27,9 @@ SCRIPT_NAMES = (
     "debit_gift",
     "credit_stream",
     "credit_streamer",
+    "credit_stream_batch",
+    "gift_gate_batch",
+    "credit_streamer_batch",
     "recharge",
     "claim_payment",
     "mark_payment_applied",
@@ -65,7 +68,14 @@ SCRIPT_NAMES = (
 # only reads.
 # The deliverer's bookkeeping (lease, attempts) is upkeep too: a lost write redelivers.
 UNACKED_SCRIPTS = frozenset(
-    {"close_streaks", "publish_state", "gift_gate", "webhook_lease", "record_webhook_attempt"}
+    {
+        "close_streaks",
+        "publish_state",
+        "gift_gate",
+        "gift_gate_batch",
+        "webhook_lease",
+        "record_webhook_attempt",
+    }
 )
 _LUA = resources.files("gifting_server.ledger") / "lua"
 INCLUDE = re.compile(r'^--- @include "([a-z_]+)"$', re.MULTILINE)

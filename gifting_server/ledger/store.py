@@ -19,7 +19,7 @@ from gifting_server.ledger import keys
 from gifting_server.ledger.clock import wall_clock_ms
 from gifting_server.ledger.cluster_pipeline import ClusterScriptPipeline
 from gifting_server.ledger.gift_admission import GiftAdmission, one_redis
-from gifting_server.ledger.gift_batch import GiftBatch
+from gifting_server.ledger.gift_batch import Window
 from gifting_server.ledger.pipeline import DEFAULT_TIMEOUT_S, ReplicaAck, ReplicasNotAcked
 from gifting_server.ledger.scripts import Scripts
 from gifting_server.ledger.slot_map import SlotMapReader
@@ -192,7 +192,7 @@ class Store:
         # answered, before the connection closes: left to the window's timer they
         # would be sent after the close, on a connection opened again and never
         # closed, or never once the loop is gone.
-        await GiftBatch.of(self.scripts).drain()
+        await Window.drain_all(self.scripts)
         await self.scripts.close()
         await self.redis.aclose()
 

@@ -14,11 +14,14 @@ three slots, and a script may touch only one. So a gift is a transfer:
    journal — once per transfer.
 5. The transfer leaves the outbox.
 
-The client is answered after step 4. A worker that dies after step 2 leaves the
+A worker runs steps 1, 3, 4 and 5 of gifts that come while others of their stream,
+streamer or outbox are under way together: one call a stream, a streamer or an
+outbox (`transfer_batch.py`); the relay runs them a transfer at a time. The
+client is answered after step 4. A worker that dies after step 2 leaves the
 transfer in the outbox; the relay of any worker (`relay_transfers`) finishes it
-once it is older than `[transfers] relay_after_ms`, and a retry with the same key finishes it
-at once (the record holds the transfer). docs/scaling.md, "A gift across slots",
-has the states and what each crash leaves.
+once it is older than `[transfers] relay_after_ms`, and a retry with the same key
+finishes it at once (the record holds the transfer).
+docs/scaling.md, "A gift across slots", has the states and what each crash leaves.
 """
 
 from __future__ import annotations
@@ -28,17 +31,23 @@ import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import cast
+from typing import Any, cast
 
 import orjson
 
 from gifting_server.auth import Identity
 from gifting_server.config import Gift
-from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.errors import ErrorCode, GiftingError, script_error
 from gifting_server.ledger import keys
 from gifting_server.ledger.clock import DAY_MS, day_number, held_until
 from gifting_server.ledger.gift_admission import StepAt, anywhere
 from gifting_server.ledger.store import Store, guarded
+from gifting_server.ledger.transfer_batch import (
+    GateChecks,
+    OutboxClears,
+    StreamCredits,
+    StreamerCredits,
+)
 
 log = logging.getLogger("gifting_server.transfers")
 
@@ -134,7 +143,7 @@ async def send_across_slots(
     if debited.transfer is None:
         assert debited.complete is not None
         return debited, debited.complete
-    return debited, await finish(store, debited.transfer, debited.daily_limit, at=at)
+    return debited, await finish_batched(store, debited.transfer, debited.daily_limit, at=at)
 
 
 async def debit(
@@ -155,9 +164,10 @@ async def debit(
     settings = store.settings
     now = store.clock()
     at(keys.stream(stream_id))
-    verdict = await guarded(
-        store.scripts.run("gift_gate", [keys.stream(stream_id)], [streamer, sender.user_id])
-    )
+    # With the other gifts of this pass to the stream (transfer_batch.py).
+    gate = GateChecks.of(store.scripts)
+    gate_call = [keys.stream(stream_id)], [streamer, sender.user_id]
+    verdict = await guarded(gate.send(*gate_call, settings.redis))
     transfer = Transfer(
         sender=sender.user_id,
         key=idempotency_key,
@@ -222,12 +232,48 @@ async def finish(
     return credited
 
 
+async def finish_batched(
+    store: Store, transfer: Transfer, daily_limit: str, *, at: StepAt = anywhere
+) -> Credited:
+    """Steps 3 to 5 as `finish`, each with the other transfers of this flush that
+    share its stream, its streamer or its outbox (transfer_batch.py): what a worker
+    runs for the transfers it debits. A call that fails leaves the transfer credited
+    or not at all, in the outbox, for a retry or the relay."""
+    options = store.settings.redis
+    at(keys.stream(transfer.stream))
+    stream_call = credit_stream_call(store, transfer)
+    reply = await guarded(StreamCredits.of(store.scripts).send(*stream_call, options))
+    credited = _credited(reply)
+    at(keys.wallet(transfer.streamer))
+    streamer_call = credit_streamer_call(store, transfer, credited, daily_limit)
+    reply = await guarded(StreamerCredits.of(store.scripts).send(*streamer_call, options))
+    if reply[0] != 0:
+        raise script_error(int(reply[0]))
+    outbox = keys.outbox(transfer.sender)
+    at(outbox)
+    await guarded(OutboxClears.of(store.scripts).clear(outbox, transfer.id, options))
+    return credited
+
+
+def _credited(reply: list[Any]) -> Credited:
+    """credit_stream's reply as the transfer's `Credited`, or its code raised."""
+    if reply[0] != 0:
+        raise script_error(int(reply[0]))
+    return Credited(int(reply[1]), int(reply[2]), str(reply[4]), str(reply[5]))
+
+
 async def credit_stream(store: Store, transfer: Transfer) -> Credited:
     """Step 3: the gift on its stream, once per transfer."""
+    return _credited(
+        await guarded(store.scripts.run("credit_stream", *credit_stream_call(store, transfer)))
+    )
+
+
+def credit_stream_call(store: Store, transfer: Transfer) -> tuple[list[str], list[Any]]:
+    """credit_stream's keys and arguments for this transfer."""
     settings = store.settings
     stream = transfer.stream
-    result = await store.run_script(
-        "credit_stream",
+    return (
         [
             keys.stream(stream),
             keys.stream_leaderboard(stream),
@@ -249,16 +295,23 @@ async def credit_stream(store: Store, transfer: Transfer) -> Credited:
             settings.limits.idempotency_ttl_s * 1000,
         ],
     )
-    return Credited(int(result[1]), int(result[2]), str(result[4]), str(result[5]))
 
 
 async def credit_streamer(
     store: Store, transfer: Transfer, credited: Credited, daily_limit: str
 ) -> None:
     """Step 4: the streamer's earnings and the journal entry, once per transfer."""
-    streamer = transfer.streamer
     await store.run_script(
-        "credit_streamer",
+        "credit_streamer", *credit_streamer_call(store, transfer, credited, daily_limit)
+    )
+
+
+def credit_streamer_call(
+    store: Store, transfer: Transfer, credited: Credited, daily_limit: str
+) -> tuple[list[str], list[Any]]:
+    """credit_streamer's keys and arguments for this transfer."""
+    streamer = transfer.streamer
+    return (
         [
             keys.wallet(streamer),
             keys.held_diamonds(streamer),

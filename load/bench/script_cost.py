@@ -10,7 +10,10 @@ difference per gift, for every path a gift takes:
   credit_stream, credit_streamer, then a ZREM of the outbox; ledger/transfers.py),
   run on one redis-server with `gifts_across_slots` (every key on one node). What a
   cluster node does besides (redirections, replication) is not in it: this is the
-  cost of the steps themselves, summed as if all the masters were one.
+  cost of the steps themselves, summed as if all the masters were one. The
+  gifts run 200 at a time (`--in-flight`) through the server's own code, so
+  their gates and credits batch as a worker's do (ledger/transfer_batch.py);
+  the transfers a call are printed with the figure.
 
 Unlike microseconds, the count does not drift with whatever else the machine is
 doing, so two versions of a script can be compared from one run to the next.
@@ -25,6 +28,7 @@ scripts' arguments may change, and the baseline's scripts need their own callers
     python -m load.bench.script_cost --path both     # single and cluster, no batch
     python -m load.bench.script_cost --path single   # or: --path cluster
     python -m load.bench.script_cost --path sides    # the stream's and the streamer's slot
+    python -m load.bench.script_cost --path cluster --in-flight 32  # smaller batches
     python -m load.bench.script_cost --path batch [--batch-sizes 1,8,32]  # send_gifts
     python -m load.bench.script_cost --with-webhook   # the stream has a webhook endpoint
     python -m load.bench.script_cost --subscribers 4  # 4 workers follow the stream's channel
@@ -42,6 +46,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import itertools
 import secrets
 import shutil
 import socket
@@ -53,6 +58,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
+from prometheus_client import REGISTRY
 
 from gifting_server.auth import Identity, Role
 from gifting_server.config import Settings, load_settings
@@ -62,12 +68,17 @@ from gifting_server.ledger.gift_batch import CONFIG_ARGS, batch_call, split_repl
 from gifting_server.ledger.gifts import event_fragment, gift_call
 from gifting_server.ledger.scripts import script_source, with_includes
 from gifting_server.ledger.store import Store, connect_single
+from gifting_server.ledger.transfer_batch import GateChecks, StreamCredits, StreamerCredits
 from load.bench.server import LIMITS, SECRET, WEBHOOK_SECRET
 
 SENDERS = 200
 STREAM, STREAMER = "cost", "cost_streamer"
 OPPONENT = "cost_opponent"  # its stream's id and its streamer's (--battle)
-# Gifts across slots in flight at once: enough to keep the slow (valgrind) Redis busy.
+# Gifts across slots in flight at once: enough to keep the slow (valgrind) Redis busy
+# (--in-flight). Their credits are batched as a worker's are (ledger/transfer_batch.py):
+# the transfers debited within one window share their stream's and their streamer's
+# call, so the batches' size follows how many are in flight; it is printed with the
+# figure (the calls of the 2N run).
 CONCURRENT_TRANSFERS = 200
 # Counted: every script call, and the ZREM that clears a transfer from the outbox
 # (no script of a gift calls ZREM, so the two never nest); FCALL for --as-function.
@@ -150,6 +161,9 @@ def count_instructions(gifts: int, send: Sender, battle: bool = False) -> int:
             return int(line.split()[0].replace(",", ""))
     raise RuntimeError("callgrind_annotate printed no totals")
 
+
+# The mean transfers a credit call in the last per_gift's 2N run ("" when none).
+LAST_BATCHES = ""
 
 # --profile-dir DIR: where each run's callgrind output is kept (None: not kept).
 PROFILE_DIR: Path | None = None
@@ -316,8 +330,19 @@ def across_slots(client: redis.Redis, url: str, settings: Settings, gifts: int) 
     asyncio.run(_transfers(url, dataclasses.replace(settings, gifts_across_slots=True), gifts))
 
 
+def bench_clock() -> Callable[[], int]:
+    """The clock the steps across slots read: one_script's (50 gifts a ms), not the
+    wall's. Under valgrind a round of the 200 senders takes about the combo window
+    (3 s), so with the wall's clock which combos go on, and so the count, would follow
+    the speed of the run (a faster version would be counted other work)."""
+    start = time.time_ns() // 1_000_000
+    calls = itertools.count()
+    return lambda: start + next(calls) // 50
+
+
 async def _transfers(url: str, settings: Settings, gifts: int) -> None:
     store = Store(connect_single(url, 120.0), settings)
+    store.clock = bench_clock()
     rose = settings.gift("rose")
     assert rose is not None
     slots = asyncio.Semaphore(CONCURRENT_TRANSFERS)
@@ -349,6 +374,7 @@ def one_side(side: str) -> Sender:
 
 async def _side(url: str, settings: Settings, gifts: int, side: str) -> None:
     store = Store(connect_single(url, 120.0), settings)
+    store.clock = bench_clock()
     rose = settings.gift("rose")
     assert rose is not None
     slots = asyncio.Semaphore(CONCURRENT_TRANSFERS)
@@ -365,12 +391,15 @@ async def _side(url: str, settings: Settings, gifts: int, side: str) -> None:
         )  # fmt: skip
         async with slots:
             if side == "stream":
-                await store.scripts.run(
-                    "gift_gate", [keys.stream(STREAM)], [STREAMER, identity.user_id]
-                )
-                await transfers.credit_stream(store, transfer)
+                gate = GateChecks.of(store.scripts)
+                gate_call = [keys.stream(STREAM)], [STREAMER, identity.user_id]
+                await gate.send(*gate_call, settings.redis)
+                call = transfers.credit_stream_call(store, transfer)
+                await StreamCredits.of(store.scripts).send(*call, settings.redis)
             else:
-                await transfers.credit_streamer(store, transfer, transfers.Credited(i + 1, 1), "")
+                credited = transfers.Credited(i + 1, 1)
+                call = transfers.credit_streamer_call(store, transfer, credited, "")
+                await StreamerCredits.of(store.scripts).send(*call, settings.redis)
 
     try:
         await asyncio.gather(*(one(i) for i in range(gifts)))
@@ -378,10 +407,37 @@ async def _side(url: str, settings: Settings, gifts: int, side: str) -> None:
         await store.close()
 
 
+def transfer_calls() -> dict[str, tuple[float, float]]:
+    """The credit calls of gifts across slots so far and the transfers they carried,
+    by step (metrics.TRANSFER_CALLS, TRANSFERS_BATCHED)."""
+    counts = {}
+    for step in ("gift_gate", "credit_stream", "credit_streamer"):
+        labels = {"step": step}
+        calls = REGISTRY.get_sample_value("gifting_transfer_credit_calls_total", labels)
+        carried = REGISTRY.get_sample_value("gifting_transfers_batched_total", labels)
+        counts[step] = (calls or 0.0, carried or 0.0)
+    return counts
+
+
+def batch_sizes(before: dict[str, tuple[float, float]]) -> str:
+    """The mean transfers a credit call since `before`, by step."""
+    after = transfer_calls()
+    sizes = []
+    for step, (calls, carried) in after.items():
+        calls -= before[step][0]
+        carried -= before[step][1]
+        if calls:
+            sizes.append(f"{step} {carried / calls:.1f}")
+    return "  transfers a call (the 2N run): " + ", ".join(sizes) if sizes else ""
+
+
 def per_gift(gifts: int, send: Sender, battle: bool = False) -> int:
     """N gifts and then 2N, each on a fresh server: the difference is N gifts' cost
     alone, without the start, the setup and the shutdown."""
+    global LAST_BATCHES
+    before = transfer_calls()
     more = count_instructions(2 * gifts, send, battle)
+    LAST_BATCHES = batch_sizes(before)
     return (more - count_instructions(gifts, send, battle)) // gifts
 
 
@@ -407,6 +463,7 @@ WITH_WEBHOOK_HELP = "the stream has a webhook endpoint: every event goes to its 
 
 
 def main() -> None:
+    global CONCURRENT_TRANSFERS
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--gifts", type=int, default=2000)
     parser.add_argument("--script", type=Path, help="a send_gift.lua to measure instead")
@@ -418,6 +475,10 @@ def main() -> None:
     parser.add_argument(
         "--batch-sizes", default="1,8,32",
         help="--path batch: the send_gifts sizes to measure (gifts a call)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--in-flight", type=int, default=CONCURRENT_TRANSFERS,
+        help="cluster and sides: gifts across slots in flight at once (their credits batch)",
     )  # fmt: skip
     parser.add_argument("--with-webhook", action="store_true", help=WITH_WEBHOOK_HELP)
     parser.add_argument(
@@ -438,6 +499,7 @@ def main() -> None:
     )  # fmt: skip
     options = parser.parse_args()
     global WITH_WEBHOOK, SUBSCRIBERS, PROFILE_DIR, AS_FUNCTION
+    CONCURRENT_TRANSFERS = options.in_flight
     WITH_WEBHOOK, SUBSCRIBERS = options.with_webhook, options.subscribers
     PROFILE_DIR, AS_FUNCTION = options.profile_dir, options.as_function
     battle = options.battle
@@ -457,8 +519,10 @@ def main() -> None:
         cluster = per_gift(options.gifts, across_slots, battle)
         print(
             f"across slots: {cluster:,} instructions of Redis per gift (callgrind, the four "
-            f"scripts and the ZREM of one gift's transfer, {runs})"
+            f"scripts and the ZREM of one gift's transfer, {runs}, "
+            f"{CONCURRENT_TRANSFERS} in flight)"
         )
+        print(LAST_BATCHES)
         print(verdict(cluster, int(BUDGET * CLUSTER_FACTOR), BASELINE["cluster"]))
     if single and cluster:
         print(f"across slots / send_gift: {cluster / single:.2f}")
@@ -474,8 +538,10 @@ def main() -> None:
     if options.path == "sides":
         stream = per_gift(options.gifts, one_side("stream"), battle)
         print(f"the stream's slot: {stream:,} instructions per gift (gift_gate, credit_stream)")
+        print(LAST_BATCHES)
         streamer = per_gift(options.gifts, one_side("streamer"), battle)
         print(f"the streamer's slot: {streamer:,} instructions per gift (credit_streamer)")
+        print(LAST_BATCHES)
 
 
 if __name__ == "__main__":

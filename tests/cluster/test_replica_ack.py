@@ -13,7 +13,7 @@ import redis
 
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import gifts, keys, streams, wallet
-from gifting_server.ledger.journal import fields as journal_fields
+from gifting_server.ledger.journal import records as journal_records
 from gifting_server.ledger.store import Store, connect, masters_short_of_replicas
 from gifting_server.local_cluster import LocalCluster, NodeInfo
 from tests.conftest import make_settings
@@ -203,7 +203,9 @@ async def test_acknowledged_gifts_across_slots_survive_a_killed_streamers_master
     promoted = node_client(new_master)
     try:
         assert promoted.hget(keys.wallet(streamer), "received") == str(len(receipts))
-        entries = [journal_fields(e) for _, e in promoted.xrange(keys.journal(streamer))]
+        # A flush's gifts to one streamer are one entry, a gift a line (credit_streamer_batch).
+        journal = promoted.xrange(keys.journal(streamer))
+        entries = [record for _, e in journal for record in journal_records(e)]
         gifts_received = [entry for entry in entries if entry["type"] == "gift"]
         assert len(gifts_received) == len(receipts) == 30
     finally:
