@@ -353,3 +353,45 @@ async def test_a_gift_read_after_the_token_expired_while_the_loop_was_late_is_no
             async with await WsClient.open(server.url, token("carol")) as again:
                 answer = await again.gift("s1", count=2, id=gift_id)
                 assert answer["type"] == "ack", answer
+
+
+async def next_heartbeat(client: RawClient) -> bytes:
+    """The payload of the server's next ping; the connection must stay open till then."""
+
+    async def read() -> bytes:
+        while True:
+            for event in await client.read_frames():
+                assert event.opcode is not Opcode.CLOSE, Close.parse(bytes(event.data))
+                if event.opcode is Opcode.PING:
+                    return bytes(event.data)
+
+    return await asyncio.wait_for(read(), TIMEOUT_S)
+
+
+async def test_the_heartbeats_pong_costs_no_token_on_either_path(
+    start_server: StartServer, subtests: pytest.Subtests
+) -> None:
+    """With one token a second and one refusal enough to close, a client answers each
+    heartbeat and sends an unsolicited pong behind the answer, in the same read: the
+    answer is free, so the unsolicited pong has its token and nothing is refused, twice
+    over, whether the connection reads the pongs itself or through the parser."""
+    server = start_server(
+        websocket={"ping_interval_s": 1, "rate_per_s": 1, "burst": 1, "abuse_close_after": 1}
+    )
+    for parser_first in (False, True):
+        with subtests.test(parser_first=parser_first):
+            client = await RawClient(server.port, token("ann")).open()
+            try:
+                if parser_first:  # its token is back by the heartbeat after next
+                    await client.loop.sock_sendall(client.sock, frame(PING_OP, b"first"))
+                    await client.loop.sock_sendall(
+                        client.sock, frame(PONG_OP, await next_heartbeat(client))
+                    )
+                for _ in range(2):
+                    heartbeat = await next_heartbeat(client)
+                    await client.loop.sock_sendall(
+                        client.sock, frame(PONG_OP, heartbeat) + frame(PONG_OP, b"unsolicited")
+                    )
+                await next_heartbeat(client)  # still open: nothing was refused
+            finally:
+                client.shutdown()
