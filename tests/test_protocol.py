@@ -122,6 +122,9 @@ def test_a_refusal_frame_is_the_error_message_whatever_the_id(encoding: Encoding
         (ErrorCode.SERVICE_UNAVAILABLE, 250),
         (ErrorCode.RATE_LIMITED, 250),
         (ErrorCode.SERVICE_UNAVAILABLE, 1_000),
+        # each width msgpack gives an integer: fixint, 8, 16, 32 and 64 bits
+        *[(ErrorCode.RATE_LIMITED, n) for n in (0, 127, 128, 255, 256, 65_535, 65_536)],
+        *[(ErrorCode.SERVICE_UNAVAILABLE, n) for n in (2**32 - 1, 2**32, 2**64 - 1)],
     ]:
         for message_id in ["g1", 'a"b\\c', "ünï", ""]:
             frame = refusal_frame(message_id, code, retry_after_ms, refusal_text, encoding)

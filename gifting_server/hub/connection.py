@@ -386,14 +386,15 @@ class HubConnection(asyncio.Protocol):
                 if self.awaiting_pong or session.allow_frame():
                     self.awaiting_pong = False
                     self.last_pong = self.loop.time()
-                continue
-            self.last_pong = self.loop.time()
-            if first == 0x81 and not _is_utf8(payload):
-                self._not_utf8()
-                break
-            session.on_message(payload)
-            # A message can close the connection, nothing else of the above: the
-            # parser was not run. Closed, the parser takes the rest.
+            else:
+                self.last_pong = self.loop.time()
+                if first == 0x81 and not _is_utf8(payload):
+                    self._not_utf8()
+                    break
+                session.on_message(payload)
+            # A message can close the connection, and so can a pong over the rate
+            # (after too many refusals in a row): the parser was not run. Closed,
+            # the parser takes the rest, and _on_frame drops it.
             if self._closed or self.closing or self.draining:
                 break
         return at

@@ -384,6 +384,12 @@ class RawClient:
 
         return await asyncio.wait_for(read(), timeout)
 
+    async def read_frames(self) -> list[Frame]:
+        """The frames of one read from the socket, whatever they are."""
+        events = [*self.pending, *await self._read_events()]
+        self.pending.clear()
+        return [event for event in events if isinstance(event, Frame)]
+
     def shutdown(self) -> None:
         self.sock.close()
 
