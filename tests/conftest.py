@@ -3,10 +3,12 @@ real uvicorn server on a free port for HTTP tests."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import gc
 import os
+import socket
 import threading
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -100,7 +102,7 @@ def cluster_url(redis_cluster: LocalCluster) -> str:
     topology.ClusterFaults(redis_cluster).heal()
     for node in redis_cluster.nodes():
         if node.role == "master":
-            client = redis.Redis(host=node.host, port=node.port)
+            client = redis.Redis(host=node.host, port=node.port, driver_info=None)
             client.flushall()
             client.close()
     return redis_cluster.urls[0]
@@ -163,6 +165,57 @@ async def store(settings: Settings) -> AsyncIterator[Store]:
     await store.close()
 
 
+class _PromptServer(uvicorn.Server):
+    """uvicorn's server without its two fixed waits on the way out, which hundreds of
+    tests each paid when stopping a server (measured: a stop took ~200 ms, now ~20 ms):
+    its main loop looks at `should_exit` only once every 0.1 s, and its shutdown
+    sleeps 0.1 s for open connections to close even when there are none. Shutting
+    down with connections still open is uvicorn's own, unchanged; so is the rest."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = asyncio.Event()
+
+    async def main_loop(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864_000  # as uvicorn's: one day of 0.1 s ticks
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 0.1)
+            should_exit = await self.on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.server_state.connections:
+            await super().shutdown(sockets)  # uvicorn's: it lets them finish first
+            return
+        # No connection left to let finish: uvicorn's steps without its fixed 0.1 s
+        # sleep, which only gives open connections the time to close.
+        for listening in self.servers:
+            listening.close()
+        for sock in sockets or []:
+            sock.close()
+        try:
+            await asyncio.wait_for(
+                self._wait_tasks_to_complete(), timeout=self.config.timeout_graceful_shutdown
+            )
+        except TimeoutError:
+            for task in self.server_state.tasks:
+                task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+        if not self.force_exit:
+            await self.lifespan.shutdown()
+
+    def stop(self) -> None:
+        """From another thread: exit now rather than at the next 0.1 s tick."""
+        self.should_exit = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._stop.set)
+
+
 class ServerThread:
     """uvicorn serving the app on a free port in a thread: real sockets, real HTTP."""
 
@@ -178,7 +231,7 @@ class ServerThread:
             ws=HubConnection,
             lifespan="on",
         )
-        self.server = uvicorn.Server(config)
+        self.server = _PromptServer(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
@@ -194,7 +247,7 @@ class ServerThread:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
+        self.server.stop()
         self.thread.join(timeout=10)
 
 

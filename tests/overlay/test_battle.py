@@ -14,6 +14,9 @@ from tests.overlay.conftest import PHONE, Pages, screenshot, wait_live, wait_set
 __all__ = ["arena"]
 BATTLE = {"width": 800, "height": 220}
 LIVE_S = 12  # long enough for the gifts and the checks below on a busy machine
+# How long the overlay keeps the winner's banner (its `winner_s`; 10 s by default): long
+# enough for the checks and the screenshot of the banner, and not 10 s waited out.
+WINNER_S = 4
 END_WAIT_MS = (LIVE_S + 10) * 1000
 
 
@@ -35,7 +38,7 @@ def test_the_overlay_moves_with_each_sides_gifts_and_names_the_winner(
 ) -> None:
     for user in ("alice", "bob", "carol"):
         arena.fund(user, "coins_5000")
-    page = pages.open(arena.overlay_url("battle", top=3), viewport=BATTLE)
+    page = pages.open(arena.overlay_url("battle", top=3, winner_s=WINNER_S), viewport=BATTLE)
     wait_live(page)
     root = page.locator("#battle")
     expect(root).to_be_hidden()  # no battle: nothing on the stream
@@ -74,7 +77,7 @@ def test_the_overlay_moves_with_each_sides_gifts_and_names_the_winner(
     assert final["status"] == "ended" and final["winner"] == winner
     wait_settled(page)
     screenshot(page, "battle-winner")
-    # The banner goes after `winner_s` (10 s by default) and the overlay is empty again.
+    # The banner goes after `winner_s` and the overlay is empty again.
     expect(root).to_be_hidden(timeout=15_000)
 
 
