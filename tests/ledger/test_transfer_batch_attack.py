@@ -14,11 +14,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import redis
 
 from gifting_server.config import Settings
 from gifting_server.ledger import gifts, keys, streams, transfers, wallet
 from gifting_server.ledger.clock import DAY_MS, day_number
 from gifting_server.ledger.store import Store
+from gifting_server.ledger.transfer_batch import StreamCredits
 from tests.conftest import make_settings
 from tests.factories import fund, live_stream, viewer
 from tests.ledger.support import FakeClock, journal_entries
@@ -255,3 +257,26 @@ async def test_a_wrong_typed_board_moves_no_diamond_until_repaired_then_credits_
     assert await relay_all(ledger) == len(debits)
     sent = [(v.user_id, "k", "s1", 5) for v in SENDERS[1:]]
     await assert_exact(ledger, [(SENDERS[0].user_id, "first", "s1", 5), *sent])
+
+
+async def test_a_batched_stream_credit_that_fails_leaves_nothing_of_the_failing_transfer(
+    ledger: Store,
+) -> None:
+    """A busy stream's flush whose first transfer fails after its history entry (a board
+    planted with another type): the call writes what the transfers before it left, and
+    nothing of that one, whose record it did not write: its coins and place in the
+    stream's sequence written would be counted again by the relay's credit."""
+    await send(ledger, 0, "first")
+    meta_before = await ledger.redis.hmget(keys.stream("s1"), "seq", "coins")
+    board = keys.stream_leaderboard("s1")
+    await ledger.redis.delete(board)
+    await ledger.redis.set(board, "planted")
+    debits = [await debited(ledger, i, "k") for i in range(1, 6)]
+    calls = [transfers.credit_stream_call(ledger, transfer_of(d)) for d in debits]
+    credits = StreamCredits.of(ledger.scripts)
+    group = (*(calls[0][0][i] for i in credits.SHARED_KEYS),)
+    group += (*(calls[0][1][i] for i in credits.SHARED_ARGS), 1)
+    with pytest.raises(redis.ResponseError):
+        await credits.call(group, calls)
+    assert await ledger.redis.hmget(keys.stream("s1"), "seq", "coins") == meta_before
+    assert await ledger.redis.hget(keys.stream("s1"), "c:v1:finger_heart") is None
