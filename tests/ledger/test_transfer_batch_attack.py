@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.asyncio.cluster import RedisCluster
 
 from gifting_server.config import Settings
 from gifting_server.ledger import gifts, keys, streams, transfers, wallet
@@ -280,3 +281,46 @@ async def test_a_batched_stream_credit_that_fails_leaves_nothing_of_the_failing_
         await credits.call(group, calls)
     assert await ledger.redis.hmget(keys.stream("s1"), "seq", "coins") == meta_before
     assert await ledger.redis.hget(keys.stream("s1"), "c:v1:finger_heart") is None
+
+
+def masters(store: Store, redis_url: str) -> list[redis.Redis]:
+    """Plain clients of every master (the one Redis on a single Redis)."""
+    if isinstance(store.redis, RedisCluster):
+        return [redis.Redis(host=n.host, port=n.port) for n in store.redis.get_primaries()]
+    return [redis.Redis.from_url(redis_url)]
+
+
+async def test_connections_dropped_at_any_pass_of_a_flush_leave_each_gift_credited_once(
+    ledger: Store, redis_url: str
+) -> None:
+    """The worker's connections cut (CLIENT KILL) after 0 to 19 passes of the loop into
+    a round of gifts to a streamer's three streams: at the gate, the debit, a batched
+    credit on either side, the outbox's clearing. An acknowledged gift is credited on
+    both sides; any other one is credited or left to the relay, which finishes it."""
+    acked: list[tuple[str, str]] = []
+    killers = masters(ledger, redis_url)
+    try:
+        for n in range(40):
+            calls = [
+                asyncio.ensure_future(send(ledger, i, f"c{n}", STREAMS[i % 3]))
+                for i in range(len(SENDERS))
+            ]
+            for _ in range(n % 20):
+                await asyncio.sleep(0)
+            for node in killers:
+                node.client_kill_filter(_type="normal", skipme=True)
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            for i, result in enumerate(results):
+                if isinstance(result, gifts.GiftReceipt):
+                    acked.append((SENDERS[i].user_id, f"c{n}"))
+                else:
+                    assert isinstance(result, transfers.GiftingError), result
+    finally:
+        for node in killers:
+            node.close()
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
+    await relay_all(ledger)
+    records = [e for e in await journal_entries(ledger.redis) if e["type"] == "gift"]
+    credited = Counter((r["user"], r["key"]) for r in records)
+    assert set(acked) <= set(credited) and set(credited.values()) == {1}
+    await assert_exact(ledger, [(r["user"], r["key"], r["stream"], 5) for r in records])
