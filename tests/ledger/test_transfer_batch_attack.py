@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -17,8 +18,9 @@ import pytest
 import redis
 from redis.asyncio.cluster import RedisCluster
 
+from gifting_server.auth import Identity, Role
 from gifting_server.config import Settings
-from gifting_server.ledger import gifts, keys, streams, transfers, wallet
+from gifting_server.ledger import battles, gifts, keys, streams, transfers, wallet
 from gifting_server.ledger.clock import DAY_MS, day_number
 from gifting_server.ledger.store import Store
 from gifting_server.ledger.transfer_batch import StreamCredits
@@ -324,3 +326,31 @@ async def test_connections_dropped_at_any_pass_of_a_flush_leave_each_gift_credit
     credited = Counter((r["user"], r["key"]) for r in records)
     assert set(acked) <= set(credited) and set(credited.values()) == {1}
     await assert_exact(ledger, [(r["user"], r["key"], r["stream"], 5) for r in records])
+
+
+async def test_a_wrong_typed_battle_top_counts_no_gift_again_on_each_relay_pass(
+    ledger: Store,
+) -> None:
+    """During a battle, a stream's battle top planted with another type fails the
+    stream's step after its history entry: the stream's coins, sequence and battle
+    points of that transfer must not be written without its record, else each relay
+    pass adds its event and counts its coins and points again."""
+    clock_of(ledger).now = int(time.time() * 1000)  # a battle runs on Redis's clock
+    await live_stream(ledger, "s9", "streamer9")
+    one = Identity("streamer1", "One", Role.STREAMER)
+    invited, _ = await battles.invite(ledger, one, "s1", "s9", 600, "inv")
+    await battles.accept(ledger, Identity("streamer9", "Nine", Role.STREAMER), invited["battle_id"])
+    await send(ledger, 0, "first")
+    fields = ("seq", "coins", "battle_points")
+    before = await ledger.redis.hmget(keys.stream("s1"), *fields)
+    top = keys.battle_top("s1")
+    await ledger.redis.delete(top)
+    await ledger.redis.set(top, "planted")
+    debits = [await debited(ledger, i, "k") for i in range(1, 6)]
+    results = await credit_together(ledger, debits)
+    assert all(isinstance(r, transfers.GiftingError) for r in results), results
+    for _ in range(3):
+        clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
+        assert await relay_all(ledger) == 0
+        assert await ledger.redis.hmget(keys.stream("s1"), *fields) == before
+        assert len(await gift_event_ids(ledger, "s1")) <= 2  # the first, and one failed
