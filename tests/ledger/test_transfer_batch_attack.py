@@ -354,3 +354,22 @@ async def test_a_wrong_typed_battle_top_counts_no_gift_again_on_each_relay_pass(
         assert await relay_all(ledger) == 0
         assert await ledger.redis.hmget(keys.stream("s1"), *fields) == before
         assert len(await gift_event_ids(ledger, "s1")) <= 2  # the first, and one failed
+
+
+async def test_a_wrong_typed_platform_account_pays_no_diamond_again_on_each_relay_pass(
+    ledger: Store,
+) -> None:
+    """The platform account is added to unread (HINCRBY): planted with another type it
+    fails the streamer's step, which the relay tries again each pass. The streamer's
+    diamonds are written after it, so no pass pays them."""
+    await send(ledger, 0, "first")
+    before = await wallet.read_wallet(ledger, "streamer1")
+    platform = keys.platform_account("streamer1")
+    await ledger.redis.delete(platform)
+    await ledger.redis.set(platform, "planted")
+    await debited(ledger, 1, "k")
+    for _ in range(3):
+        clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
+        assert await relay_all(ledger) == 0
+        assert await wallet.read_wallet(ledger, "streamer1") == before
+    assert await pending(ledger) == [f"{SENDERS[1].user_id}:k"]
