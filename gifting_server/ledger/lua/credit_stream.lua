@@ -66,11 +66,14 @@ local coinsTotal = streamCoins + cost
 local eventId, id, combo, comboText, tapText, coinsTotalText = emitGift(historyKey, historyMax,
   channel, streaksKey, comboField, seq, streamCoins, coinsTotal, count, countArg,
   lastCombo, lastTap, meta[3], fragmentAt, now, nowArg, comboWindow, fragment, meta[4])
+-- The boards before the meta: written unread, they can fail (a key planted with
+-- another type), and the meta written before that failure, without the record, would
+-- have the relay count the gift again (its event, coins and points) on every pass.
 call('ZINCRBY', streamBoardKey, costArg, sender)
+if battle then countBattle(streamKey, battleTopKey, costArg, sender) end
 call('HSET', streamKey, 'seq', id, 'coins', coinsTotalText,
   comboField, comboText .. '|' .. tapText .. '|' .. fragment)
 if battle then
-  countBattle(streamKey, battleTopKey, costArg, sender)
   call('SET', recordKey, id .. '|' .. comboText .. '|' .. battle[1] .. '|' .. battle[2],
     'PX', recordTtl)
   return {0, eventId, combo, 0, battle[1], battle[2]}

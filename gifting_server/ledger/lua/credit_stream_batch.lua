@@ -123,12 +123,15 @@ local function creditOne(i, recordKey, sender, giftId, countArg, costArg, nowArg
     channel, streaksKey, comboField, st.seq, st.coins, coinsTotal, count, countArg,
     lastCombo, lastTap, comboRaw, fragmentAt, now, nowArg, comboWindow, fragment,
     st.deliveryLog, outbox)
+  -- The boards next: written unread, they can still fail (a key planted with another
+  -- type); `st` only then, which the call writes before its error: this transfer's
+  -- coins and sequence written without its record would be counted again by the relay.
+  call('ZINCRBY', boardKey, costArg, sender)
+  if battle then countBattle(streamKey, battleTopKey, costArg, sender) end
   st.seq, st.coins, st.seqText, st.coinsText = eventId, coinsTotal, id, coinsTotalText
   if st.combos[comboField] == nil then st.fields[#st.fields + 1] = comboField end
   st.combos[comboField] = comboText .. '|' .. tapText .. '|' .. fragment
-  call('ZINCRBY', boardKey, costArg, sender)
   if battle then
-    countBattle(streamKey, battleTopKey, costArg, sender)
     local record = id .. '|' .. comboText .. '|' .. battle[1] .. '|' .. battle[2]
     call('SET', recordKey, record, 'PX', recordTtl)
     written[recordKey] = record

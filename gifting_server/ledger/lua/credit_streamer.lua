@@ -58,11 +58,14 @@ if seen then return {0, tonumber(seen), 1} end
 local diamonds, platformShare, received, totalDiamonds = checkEarn(streamerKey, cost, shareBps)
 if not diamonds then return {platformShare} end
 
-writeEarn(streamerKey, heldKey, platformKey, heldUntil, heldUntilArg, now, diamonds,
-  platformShare, received, totalDiamonds)
+-- The boards and the journal first: written unread, they are what can still fail (a
+-- key planted with another type), before the diamonds, which written without the
+-- record would be paid again by each retry and relay pass.
 bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
 journalGift(journalKey, sender, streamer, streamId, giftId, countArg, costArg, diamonds,
   platformShare, shareArg, eventId, idemName, nowArg, limit ~= '' and limit, ARGV[13] == '1',
   battle)
+writeEarn(streamerKey, heldKey, platformKey, heldUntil, heldUntilArg, now, diamonds,
+  platformShare, received, totalDiamonds)
 call('SET', recordKey, fmt(diamonds), 'PX', recordTtl)
 return {0, diamonds, 0}

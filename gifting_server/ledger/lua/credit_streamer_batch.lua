@@ -104,7 +104,11 @@ local function creditOne(i, recordKey, sender, streamId, giftId, countArg, costA
   local diamonds = creatorShare(sr.received + cost, shareBps) - creatorShare(sr.received, shareBps)
   local platformShare = cost - diamonds
 
-  -- All checks passed: write.
+  -- All checks passed: write. The boards first: written unread, they are what can
+  -- still fail (a key planted with another type), and a transfer that fails must
+  -- leave nothing in `shared`, which the call writes before its error: its diamonds
+  -- written without its record would be paid again by each retry and relay pass.
+  bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
   sr.received, sr.diamonds, sr.changed = sr.received + cost, sr.diamonds + diamonds, true
   if diamonds > 0 and heldUntil > 0 then
     local buckets = shared.held[heldKey]
@@ -126,7 +130,6 @@ local function creditOne(i, recordKey, sender, streamId, giftId, countArg, costA
     if not owed then shared.platformOrder[1] = platformKey end
     shared.platform[platformKey] = (owed or 0) + platformShare
   end
-  bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
   local journal = shared.journals[journalKey]
   if not journal then
     journal = {gifts = {}, battles = {}, counted = false}

@@ -24,8 +24,10 @@ local function battleOf(live)
   return {battleId, fmt(at)}
 end
 
--- Add the gift's coins to its side's points and to its sender's contribution.
+-- Add the gift's coins to its side's points and to its sender's contribution. The
+-- top first: written unread, it can fail (a key planted with another type), and the
+-- points written before that failure would be counted again by the step's retry.
 local function countBattle(metaKey, topKey, costArg, sender)
-  call('HINCRBY', metaKey, 'battle_points', costArg)
   call('ZINCRBY', topKey, costArg, sender)
+  call('HINCRBY', metaKey, 'battle_points', costArg)
 end

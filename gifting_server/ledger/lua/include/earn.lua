@@ -32,10 +32,12 @@ local function checkEarn(streamerKey, cost, shareBps)
 end
 
 -- Write what `checkEarn` returned. A held bucket the gift starts (an hour's first)
--- drops the buckets released by `now`, at most once an hour.
+-- drops the buckets released by `now`, at most once an hour. The streamer's credit
+-- last: the held bucket and the platform account are written unread and can fail (a
+-- key planted with another type), and diamonds written before that failure would be
+-- paid again by a retried step (credit_streamer's relay tries it each pass).
 local function writeEarn(streamerKey, heldKey, platformKey, heldUntil, heldUntilArg, now,
     diamonds, platformShare, received, total)
-  call('HSET', streamerKey, 'received', fmt(received), 'diamonds', fmt(total))
   if diamonds > 0 and heldUntil > 0 then
     if call('HINCRBY', heldKey, heldUntilArg, fmt(diamonds)) == diamonds then
       local released = {}
@@ -47,6 +49,7 @@ local function writeEarn(streamerKey, heldKey, platformKey, heldUntil, heldUntil
     end
   end
   if platformShare > 0 then call('HINCRBY', platformKey, 'coins', fmt(platformShare)) end
+  call('HSET', streamerKey, 'received', fmt(received), 'diamonds', fmt(total))
 end
 
 -- A day board lives past the end of its week (a week is the sum of its day boards).

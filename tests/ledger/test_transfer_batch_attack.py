@@ -1,0 +1,375 @@
+"""Attacks on the batched steps of gifts across slots (ledger/transfer_batch.py):
+many gifts at once to one stream and to a streamer's several streams, a key sent
+twice at once, the relay racing a worker's batched credits, a stream ended between
+the debits and their credits, a batch across a UTC midnight. Whatever the
+interleaving: each transfer credited once on each side, the diamonds exact, the
+journal's gifts one to one with the stream's events, every outbox empty, and
+`reconcile` content."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import redis
+from redis.asyncio.cluster import RedisCluster
+
+from gifting_server.auth import Identity, Role
+from gifting_server.config import Settings
+from gifting_server.ledger import battles, gifts, keys, streams, transfers, wallet
+from gifting_server.ledger.clock import DAY_MS, day_number
+from gifting_server.ledger.store import Store
+from gifting_server.ledger.transfer_batch import StreamCredits
+from tests.conftest import make_settings
+from tests.factories import fund, live_stream, viewer
+from tests.ledger.support import FakeClock, journal_entries
+from tests.ledger.test_concurrency import assert_reconciled
+
+T0 = 1_704_283_200_000  # 2024-01-03 12:00 UTC
+SENDERS = [viewer(f"v{i}") for i in range(12)]
+STREAMS = ("s1", "s2", "s3")  # all streamer1's
+Sent = tuple[str, str, str, int]  # sender, key, stream, coins
+
+
+@pytest.fixture
+def settings(redis_url: str, tmp_path: Path) -> Settings:
+    # A burst no sender of these tests reaches: the rate limit is not what is attacked.
+    return dataclasses.replace(
+        make_settings(redis_url, tmp_path, limits={"gift_burst": 200, "gift_rate_per_s": 200}),
+        gifts_across_slots=True,
+    )
+
+
+@pytest.fixture
+async def ledger(store: Store) -> Store:
+    store.clock = FakeClock(T0)
+    for v in SENDERS:
+        await fund(store, v.user_id, "coins_100", times=2)
+    for stream in STREAMS:
+        await live_stream(store, stream)
+    return store
+
+
+def clock_of(store: Store) -> FakeClock:
+    assert isinstance(store.clock, FakeClock)
+    return store.clock
+
+
+def gift_of(store: Store, gift_id: str) -> gifts.Gift:
+    gift = store.settings.gift(gift_id)
+    assert gift is not None
+    return gift
+
+
+async def send(
+    store: Store, who: int, key: str, stream: str = "s1", gift_id: str = "finger_heart"
+) -> gifts.GiftReceipt:
+    return await gifts.run_send_gift(store, SENDERS[who], stream, gift_of(store, gift_id), 1, key)
+
+
+async def debited(
+    store: Store, who: int, key: str, stream: str = "s1", gift_id: str = "finger_heart"
+) -> transfers.Debited:
+    sender, gift = SENDERS[who], gift_of(store, gift_id)
+    fragment = gifts.event_fragment(sender, gift)
+    return await transfers.debit(store, sender, stream, "streamer1", gift, 1, key, fragment)
+
+
+def transfer_of(debit: transfers.Debited) -> transfers.Transfer:
+    assert debit.transfer is not None
+    return debit.transfer
+
+
+async def credit_together(
+    store: Store, debits: list[transfers.Debited]
+) -> list[transfers.Credited | BaseException]:
+    """The credits of these transfers as one flush of a worker sends them."""
+    return await asyncio.gather(
+        *(transfers.finish_batched(store, transfer_of(d), d.daily_limit) for d in debits),
+        return_exceptions=True,
+    )
+
+
+async def relay_all(store: Store) -> int:
+    slots = sorted({keys.slot_of_tag(f"u:{v.user_id}") for v in SENDERS})
+    return await transfers.relay_transfers(
+        store, slots, store.clock() - store.settings.transfers.relay_after_ms
+    )
+
+
+async def gift_event_ids(store: Store, stream: str) -> list[int]:
+    return [
+        int(entry_id.partition("-")[0])
+        for entry_id, fields in await store.redis.xrange(keys.stream_history(stream))
+        if '"kind":"gift"' in fields["e"]
+    ]
+
+
+async def pending(store: Store) -> list[str]:
+    found: list[str] = []
+    for v in SENDERS:
+        found += await store.redis.zrange(keys.outbox(v.user_id), 0, -1)
+    return found
+
+
+async def assert_exact(store: Store, sent: list[Sent]) -> None:
+    """Each gift of `sent` credited exactly once on each side: one event in its
+    stream's history, one journal line, the stream's and the streamer's totals its
+    sum, the diamonds the creator share of the lifetime coins, nothing left pending."""
+    assert await pending(store) == []
+    records = [e for e in await journal_entries(store.redis) if e["type"] == "gift"]
+    assert Counter((r["user"], r["key"]) for r in records) == Counter(
+        (who, key) for who, key, _, _ in sent
+    )
+    for stream in STREAMS:
+        mine = [s for s in sent if s[2] == stream]
+        events = await gift_event_ids(store, stream)
+        assert events == sorted(events) and len(set(events)) == len(events)
+        journaled = sorted(int(r["event_id"]) for r in records if r["stream"] == stream)
+        assert journaled == events and len(events) == len(mine)
+        coins = await store.redis.hget(keys.stream(stream), "coins")
+        assert int(coins or 0) == sum(c for *_, c in mine)
+    total = sum(c for *_, c in sent)
+    share = store.settings.economy.creator_share_bps
+    streamer = await wallet.read_wallet(store, "streamer1")
+    assert streamer["diamonds"] == total * share // 10_000
+    assert sum(int(r["diamonds"]) for r in records) == streamer["diamonds"]
+    assert sum(int(r["platform"]) for r in records) == total - streamer["diamonds"]
+    await assert_reconciled(store)
+
+
+async def test_many_senders_gifting_one_stream_at_once_are_each_credited_once(
+    ledger: Store,
+) -> None:
+    # Three rounds of twelve senders, each round at once: combos, a busy stream.
+    sent: list[Sent] = []
+    for n in range(3):
+        calls = [send(ledger, i, f"k{n}") for i in range(len(SENDERS))]
+        receipts = await asyncio.gather(*calls)
+        assert [r.combo for r in receipts] == [n + 1] * len(SENDERS)
+        sent += [(v.user_id, f"k{n}", "s1", 5) for v in SENDERS]
+    await assert_exact(ledger, sent)
+
+
+async def test_gifts_to_a_streamers_several_streams_at_once_are_each_credited_once(
+    ledger: Store,
+) -> None:
+    sent: list[Sent] = []
+    calls = []
+    for i in range(len(SENDERS)):
+        for n, stream in enumerate(STREAMS):
+            gift_id = ("finger_heart", "rose", "doughnut")[(i + n) % 3]
+            calls.append(send(ledger, i, f"k{n}", stream, gift_id))
+            sent.append((SENDERS[i].user_id, f"k{n}", stream, gift_of(ledger, gift_id).coins))
+    await asyncio.gather(*calls)
+    await assert_exact(ledger, sent)
+
+
+async def test_a_key_sent_twice_at_once_is_credited_once_and_answered_alike(
+    ledger: Store,
+) -> None:
+    # Each sender's key twice in one pass (the same batch), then again in the next
+    # passes while the first two are under way (another batch).
+    first = [send(ledger, i, "k") for i in range(len(SENDERS))]
+    twice = [send(ledger, i, "k") for i in range(len(SENDERS))]
+    racing = asyncio.gather(*first, *twice)
+    await asyncio.sleep(0)
+    later = await asyncio.gather(*(send(ledger, i, "k") for i in range(len(SENDERS))))
+    answers = await racing
+    for i in range(len(SENDERS)):
+        a, b, c = answers[i], answers[len(SENDERS) + i], later[i]
+        assert (a.event_id, a.coins, a.combo) == (b.event_id, b.coins, b.combo)
+        assert (a.event_id, a.coins, a.combo) == (c.event_id, c.coins, c.combo)
+        assert sorted([a.replayed, b.replayed, c.replayed]) == [False, True, True]
+        assert a.coins == 195
+    await assert_exact(ledger, [(v.user_id, "k", "s1", 5) for v in SENDERS])
+
+
+async def test_the_relay_racing_a_workers_batched_credits_credits_each_transfer_once(
+    ledger: Store,
+) -> None:
+    debits = [await debited(ledger, i, f"k{n}") for n in range(2) for i in range(len(SENDERS))]
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
+    results = await asyncio.gather(credit_together(ledger, debits), relay_all(ledger))
+    credited = results[0]
+    assert all(isinstance(c, transfers.Credited) for c in credited), credited
+    # A worker and the relay answer a transfer alike, whichever credited it.
+    again = await asyncio.gather(
+        *(transfers.finish(ledger, transfer_of(d), d.daily_limit) for d in debits)
+    )
+    assert again == credited
+    await assert_exact(ledger, [(v.user_id, f"k{n}", "s1", 5) for n in range(2) for v in SENDERS])
+
+
+async def test_a_stream_ended_between_the_debits_and_their_batched_credits_still_lands(
+    ledger: Store,
+) -> None:
+    debits = [await debited(ledger, i, "k") for i in range(len(SENDERS))]
+    await streams.end_stream(ledger, "streamer1", "s1")
+    credited = await credit_together(ledger, debits)
+    assert all(isinstance(c, transfers.Credited) for c in credited), credited
+    await assert_exact(ledger, [(v.user_id, "k", "s1", 5) for v in SENDERS])
+
+
+async def test_a_batch_across_midnight_journals_each_gift_on_its_own_day(ledger: Store) -> None:
+    clock = clock_of(ledger)
+    midnight = (day_number(T0) + 1) * DAY_MS
+    clock.advance(midnight - 1 - T0)
+    before = [await debited(ledger, i, "k") for i in range(0, len(SENDERS), 2)]
+    clock.advance(1)
+    after = [await debited(ledger, i, "k") for i in range(1, len(SENDERS), 2)]
+    # Interleaved, as a worker's flush would hold them, with a replay among them.
+    mixed = [d for pair in zip(before, after, strict=True) for d in pair] + [before[0]]
+    credited = await credit_together(ledger, mixed)
+    assert all(isinstance(c, transfers.Credited) for c in credited), credited
+    assert credited[-1] == credited[0]
+    for day, debits in ((day_number(midnight - 1), before), (day_number(midnight), after)):
+        board = await ledger.redis.zrange(
+            keys.channel_leaderboard("streamer1", "day", day), 0, -1, withscores=True
+        )
+        assert sorted(board) == sorted((transfer_of(d).sender, 5.0) for d in debits)
+    await assert_exact(ledger, [(v.user_id, "k", "s1", 5) for v in SENDERS])
+
+
+async def test_a_wrong_typed_board_moves_no_diamond_until_repaired_then_credits_once(
+    ledger: Store,
+) -> None:
+    """A board planted with another type (only someone with Redis access can) fails the
+    streamer's step of every transfer, alone or batched: none of its diamonds may be
+    written without its record, else each retry and relay pass pays them again."""
+    await send(ledger, 0, "first")
+    before = await wallet.read_wallet(ledger, "streamer1")
+    platform = await ledger.redis.hget(keys.platform_account("streamer1"), "coins")
+    day_board = keys.channel_leaderboard("streamer1", "day", day_number(T0))
+    await ledger.redis.delete(day_board)
+    await ledger.redis.set(day_board, "planted")
+    debits = [await debited(ledger, i, "k") for i in range(1, len(SENDERS))]
+    results = await credit_together(ledger, debits)
+    assert all(isinstance(r, transfers.GiftingError) for r in results), results
+    for _ in range(3):
+        clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
+        assert await relay_all(ledger) == 0
+        assert await wallet.read_wallet(ledger, "streamer1") == before
+        assert await ledger.redis.hget(keys.platform_account("streamer1"), "coins") == platform
+    await ledger.redis.delete(day_board)  # repaired: the relay finishes each once
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
+    assert await relay_all(ledger) == len(debits)
+    sent = [(v.user_id, "k", "s1", 5) for v in SENDERS[1:]]
+    await assert_exact(ledger, [(SENDERS[0].user_id, "first", "s1", 5), *sent])
+
+
+async def test_a_batched_stream_credit_that_fails_leaves_nothing_of_the_failing_transfer(
+    ledger: Store,
+) -> None:
+    """A busy stream's flush whose first transfer fails after its history entry (a board
+    planted with another type): the call writes what the transfers before it left, and
+    nothing of that one, whose record it did not write: its coins and place in the
+    stream's sequence written would be counted again by the relay's credit."""
+    await send(ledger, 0, "first")
+    meta_before = await ledger.redis.hmget(keys.stream("s1"), "seq", "coins")
+    board = keys.stream_leaderboard("s1")
+    await ledger.redis.delete(board)
+    await ledger.redis.set(board, "planted")
+    debits = [await debited(ledger, i, "k") for i in range(1, 6)]
+    calls = [transfers.credit_stream_call(ledger, transfer_of(d)) for d in debits]
+    credits = StreamCredits.of(ledger.scripts)
+    group = (*(calls[0][0][i] for i in credits.SHARED_KEYS),)
+    group += (*(calls[0][1][i] for i in credits.SHARED_ARGS), 1)
+    with pytest.raises(redis.ResponseError):
+        await credits.call(group, calls)
+    assert await ledger.redis.hmget(keys.stream("s1"), "seq", "coins") == meta_before
+    assert await ledger.redis.hget(keys.stream("s1"), "c:v1:finger_heart") is None
+
+
+def masters(store: Store, redis_url: str) -> list[redis.Redis]:
+    """Plain clients of every master (the one Redis on a single Redis)."""
+    if isinstance(store.redis, RedisCluster):
+        return [redis.Redis(host=n.host, port=n.port) for n in store.redis.get_primaries()]
+    return [redis.Redis.from_url(redis_url)]
+
+
+async def test_connections_dropped_at_any_pass_of_a_flush_leave_each_gift_credited_once(
+    ledger: Store, redis_url: str
+) -> None:
+    """The worker's connections cut (CLIENT KILL) after 0 to 19 passes of the loop into
+    a round of gifts to a streamer's three streams: at the gate, the debit, a batched
+    credit on either side, the outbox's clearing. An acknowledged gift is credited on
+    both sides; any other one is credited or left to the relay, which finishes it."""
+    acked: list[tuple[str, str]] = []
+    killers = masters(ledger, redis_url)
+    try:
+        for n in range(40):
+            calls = [
+                asyncio.ensure_future(send(ledger, i, f"c{n}", STREAMS[i % 3]))
+                for i in range(len(SENDERS))
+            ]
+            for _ in range(n % 20):
+                await asyncio.sleep(0)
+            for node in killers:
+                node.client_kill_filter(_type="normal", skipme=True)
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            for i, result in enumerate(results):
+                if isinstance(result, gifts.GiftReceipt):
+                    acked.append((SENDERS[i].user_id, f"c{n}"))
+                else:
+                    assert isinstance(result, transfers.GiftingError), result
+    finally:
+        for node in killers:
+            node.close()
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
+    await relay_all(ledger)
+    records = [e for e in await journal_entries(ledger.redis) if e["type"] == "gift"]
+    credited = Counter((r["user"], r["key"]) for r in records)
+    assert set(acked) <= set(credited) and set(credited.values()) == {1}
+    await assert_exact(ledger, [(r["user"], r["key"], r["stream"], 5) for r in records])
+
+
+async def test_a_wrong_typed_battle_top_counts_no_gift_again_on_each_relay_pass(
+    ledger: Store,
+) -> None:
+    """During a battle, a stream's battle top planted with another type fails the
+    stream's step after its history entry: the stream's coins, sequence and battle
+    points of that transfer must not be written without its record, else each relay
+    pass adds its event and counts its coins and points again."""
+    clock_of(ledger).now = int(time.time() * 1000)  # a battle runs on Redis's clock
+    await live_stream(ledger, "s9", "streamer9")
+    one = Identity("streamer1", "One", Role.STREAMER)
+    invited, _ = await battles.invite(ledger, one, "s1", "s9", 600, "inv")
+    await battles.accept(ledger, Identity("streamer9", "Nine", Role.STREAMER), invited["battle_id"])
+    await send(ledger, 0, "first")
+    fields = ("seq", "coins", "battle_points")
+    before = await ledger.redis.hmget(keys.stream("s1"), *fields)
+    top = keys.battle_top("s1")
+    await ledger.redis.delete(top)
+    await ledger.redis.set(top, "planted")
+    debits = [await debited(ledger, i, "k") for i in range(1, 6)]
+    results = await credit_together(ledger, debits)
+    assert all(isinstance(r, transfers.GiftingError) for r in results), results
+    for _ in range(3):
+        clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
+        assert await relay_all(ledger) == 0
+        assert await ledger.redis.hmget(keys.stream("s1"), *fields) == before
+        assert len(await gift_event_ids(ledger, "s1")) <= 2  # the first, and one failed
+
+
+async def test_a_wrong_typed_platform_account_pays_no_diamond_again_on_each_relay_pass(
+    ledger: Store,
+) -> None:
+    """The platform account is added to unread (HINCRBY): planted with another type it
+    fails the streamer's step, which the relay tries again each pass. The streamer's
+    diamonds are written after it, so no pass pays them."""
+    await send(ledger, 0, "first")
+    before = await wallet.read_wallet(ledger, "streamer1")
+    platform = keys.platform_account("streamer1")
+    await ledger.redis.delete(platform)
+    await ledger.redis.set(platform, "planted")
+    await debited(ledger, 1, "k")
+    for _ in range(3):
+        clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
+        assert await relay_all(ledger) == 0
+        assert await wallet.read_wallet(ledger, "streamer1") == before
+    assert await pending(ledger) == [f"{SENDERS[1].user_id}:k"]
