@@ -3,14 +3,15 @@ pour through it, at the moment each of its senders has a gift debited and not ye
 credited (the streamer's master holds its writes: CLIENT PAUSE WRITE, after the
 debit and the stream's credit ran on the two other masters). The client
 retries some of those it got no answer for; the other worker's relay finishes the
-rest. The worker credits its concurrent gifts in batched calls (one a stream, one a
-streamer: ledger/transfer_batch.py): the kill leaves batches half done. Every
-acknowledged gift is credited exactly once, none twice, and the ledger reconciles."""
+rest. The worker credits concurrent gifts in batched calls when several of a stream
+or a streamer are under way at once (ledger/transfer_batch.py), so the kill may leave
+batches half done; whether it does depends on timing (the batches themselves are
+pinned by tests/ledger/test_transfer_batch*.py). Every acknowledged gift is credited
+exactly once, none twice, and the ledger reconciles."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import signal
 from collections import Counter
 from collections.abc import Awaitable
@@ -23,7 +24,6 @@ from redis.asyncio.cluster import RedisCluster
 
 from gifting_server.ledger import keys
 from gifting_server.ledger.reconcile import reconcile
-from gifting_server.ledger.scripts import script_source
 from gifting_server.ledger.store import connect_cluster
 from gifting_server.local_cluster import LocalCluster
 from tests.faults import go_live, send_gift, wait_until
@@ -136,16 +136,6 @@ async def test_a_worker_killed_mid_transfer_leaves_every_gift_credited_exactly_o
 
             await wait_until(outboxes_empty, RELAY_DEADLINE_S, "the relay to finish transfers")
 
-    # The worker credited its senders' concurrent gifts in batched calls
-    # (ledger/transfer_batch.py): the kill hit those, which the relay finished.
-    for script, key in (
-        ("credit_stream_batch", keys.stream(stream)),
-        ("credit_streamer_batch", keys.wallet(streamer)),
-    ):
-        digest = hashlib.sha1(script_source(script).encode()).hexdigest()
-        node = redis_cluster.master_for_key(key)
-        with redis.Redis(host=node.host, port=node.port) as client:
-            assert client.script_exists(digest) == [True], script
     try:
         gifts = [e for e in await journal_entries(cluster) if e["type"] == "gift"]
         credited = Counter(e["key"] for e in gifts)
