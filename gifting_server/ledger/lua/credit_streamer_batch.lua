@@ -110,26 +110,8 @@ local function creditOne(i, recordKey, sender, streamId, giftId, countArg, costA
   -- written without its record would be paid again by each retry and relay pass.
   bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
   sr.received, sr.diamonds, sr.changed = sr.received + cost, sr.diamonds + diamonds, true
-  if diamonds > 0 and heldUntil > 0 then
-    local buckets = shared.held[heldKey]
-    if not buckets then
-      buckets = {}
-      shared.held[heldKey] = buckets
-    end
-    local bucket = buckets[heldUntilArg]
-    if bucket then
-      bucket[4] = bucket[4] + diamonds
-    else
-      bucket = {heldKey, heldUntilArg, now, diamonds}
-      buckets[heldUntilArg] = bucket
-      shared.heldOrder[#shared.heldOrder + 1] = bucket
-    end
-  end
-  if platformShare > 0 then
-    local owed = shared.platform[platformKey]
-    if not owed then shared.platformOrder[1] = platformKey end
-    shared.platform[platformKey] = (owed or 0) + platformShare
-  end
+  addEarnings(shared, heldKey, platformKey, heldUntil, heldUntilArg, now, diamonds,
+    platformShare)
   local journal = shared.journals[journalKey]
   if not journal then
     journal = {gifts = {}, battles = {}, counted = false}

@@ -136,6 +136,33 @@ local function writeShared(shared)
   end
 end
 
+-- A gift's held diamonds and platform share, added to the call's sums, which
+-- `writeShared` writes once: a streamer's buckets by release time (no key string built
+-- a gift) and the platform accounts, each in the order the call first met it.
+local function addEarnings(shared, heldKey, platformKey, heldUntil, heldUntilArg, now, diamonds,
+    platformShare)
+  if diamonds > 0 and heldUntil > 0 then
+    local buckets = shared.held[heldKey]
+    if not buckets then
+      buckets = {}
+      shared.held[heldKey] = buckets
+    end
+    local bucket = buckets[heldUntilArg]
+    if bucket then
+      bucket[4] = bucket[4] + diamonds
+    else
+      bucket = {heldKey, heldUntilArg, now, diamonds}
+      buckets[heldUntilArg] = bucket
+      shared.heldOrder[#shared.heldOrder + 1] = bucket
+    end
+  end
+  if platformShare > 0 then
+    local owed = shared.platform[platformKey]
+    if not owed then shared.platformOrder[#shared.platformOrder + 1] = platformKey end
+    shared.platform[platformKey] = (owed or 0) + platformShare
+  end
+end
+
 local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, platformKey,
     streamBoardKey, dayBoardKey, allBoardKey, streaksKey, journalKey, historyKey,
     battleTopKey, sender, senderName, expectedStreamer, giftId, countArg, costArg,
@@ -226,27 +253,8 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
   st.combos[comboField] = comboText .. '|' .. tapText .. '|' .. eventFragment
 
   sr.received, sr.diamonds, sr.changed = sr.received + cost, sr.diamonds + diamonds, true
-  if diamonds > 0 and heldUntil > 0 then
-    -- A streamer's buckets by release time (no key string built a gift).
-    local buckets = shared.held[heldKey]
-    if not buckets then
-      buckets = {}
-      shared.held[heldKey] = buckets
-    end
-    local bucket = buckets[heldUntilArg]
-    if bucket then
-      bucket[4] = bucket[4] + diamonds
-    else
-      bucket = {heldKey, heldUntilArg, now, diamonds}
-      buckets[heldUntilArg] = bucket
-      shared.heldOrder[#shared.heldOrder + 1] = bucket
-    end
-  end
-  if platformShare > 0 then
-    local owed = shared.platform[platformKey]
-    if not owed then shared.platformOrder[#shared.platformOrder + 1] = platformKey end
-    shared.platform[platformKey] = (owed or 0) + platformShare
-  end
+  addEarnings(shared, heldKey, platformKey, heldUntil, heldUntilArg, now, diamonds,
+    platformShare)
   local coinsLeftText = writeSpend(walletKey, senderName, coinsLeft, spent, refilledAt,
     tokens, budgetDays, spentDay, spentBefore)
 
