@@ -28,7 +28,7 @@ ASK, NOSCRIPT) is an error reply, which wrote nothing: it is followed as above.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -41,6 +41,7 @@ from gifting_server.ledger.pipeline import (
     NotSent,
     RedisProtocol,
     ReplicaAck,
+    SlotCommand,
     open_connection,
 )
 from gifting_server.ledger.slot_map import SlotMapReader
@@ -112,6 +113,39 @@ class ClusterScriptPipeline:
         """Any command on `key`'s master, pipelined like the scripts; when `acked`,
         answered only once the replicas have its writes."""
         return await self._routed(key_slot(key.encode()), "", command, acked)
+
+    async def calls(self, commands: Sequence[SlotCommand]) -> list[Any]:
+        """Plain commands, each on its slot's master, answered in their order, each reply
+        or its error as a value. Those whose master is known and connected are written
+        at once, a future each (no task, no deadline of their own: the connection's
+        timeout bounds them); the rest, and any the cluster redirects or that was never
+        written, go the whole way (`call`'s), one by one. The relay reads a thousand
+        outboxes a pass: as a task and a deadline each, and a slot computed from each
+        key, that cost an idle worker on a cluster ~30 ms of CPU a second."""
+        answers: list[Any] = [None] * len(commands)
+        pending: list[tuple[int, asyncio.Future[Any]]] = []
+        slow: list[int] = []
+        slots = self.client.nodes_manager.slots_cache
+        for i, (slot, command) in enumerate(commands):
+            nodes = slots.get(slot)
+            protocol = self._connections.get((nodes[0].host, int(nodes[0].port))) if nodes else None
+            if protocol is None or protocol.lost:
+                slow.append(i)
+            else:
+                pending.append((i, protocol.call(command)))
+        replies = await asyncio.gather(*(reply for _, reply in pending), return_exceptions=True)
+        for (i, _), reply in zip(pending, replies, strict=True):
+            if isinstance(reply, (redis_errors.MovedError, redis_errors.AskError, NotSent)):
+                slow.append(i)
+            else:
+                answers[i] = reply
+        for i in slow:
+            slot, command = commands[i]
+            try:
+                answers[i] = await self._routed(slot, "", command, False)
+            except Exception as e:  # returned, as gather's return_exceptions returns it
+                answers[i] = e
+        return answers
 
     async def _routed(self, slot: int, sha: str, command: tuple[Any, ...], acked: bool) -> Any:
         try:

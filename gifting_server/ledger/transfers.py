@@ -26,7 +26,6 @@ docs/scaling.md, "A gift across slots", has the states and what each crash leave
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from collections.abc import Sequence
@@ -350,11 +349,12 @@ async def relay_transfers(store: Store, slots: Sequence[int], older_than_ms: int
     the others: a full batch of those must not hide a transfer that can finish."""
     command = store.scripts.command
     outboxes = [keys.outbox_of_slot(slot) for slot in slots]
-    reads = [
-        command(outbox, "ZRANGEBYSCORE", outbox, "-inf", older_than_ms, "LIMIT", 0, RELAY_BATCH)
-        for outbox in outboxes
-    ]
-    answers = await asyncio.gather(*reads, return_exceptions=True)
+    answers = await store.scripts.commands(
+        [
+            (slot, ("ZRANGEBYSCORE", outbox, "-inf", older_than_ms, "LIMIT", 0, RELAY_BATCH))
+            for slot, outbox in zip(slots, outboxes, strict=True)
+        ]
+    )
     failed = next((a for a in answers if isinstance(a, BaseException)), None)
     if failed is not None:
         await guarded(_raise(failed))

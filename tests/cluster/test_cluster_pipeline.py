@@ -146,6 +146,58 @@ async def test_a_migrating_slot_is_followed_by_ask_then_by_moved(
         await asyncio.to_thread(redis_cluster.wait_ready)
 
 
+async def test_many_plain_commands_are_answered_in_order_across_masters_and_redirections(
+    redis_cluster: LocalCluster, pipeline: ClusterScriptPipeline
+) -> None:
+    """`calls` (the relay's reads): the commands on known, connected masters go out at
+    once; those the cluster redirects (ASK during a migration, MOVED after it) or whose
+    master is not connected yet follow the whole route; every answer in its place."""
+    keys = [f"{{u:calls{i}}}:n" for i in range(300)]
+    moving = keys[7]
+    slot = key_slot(moving.encode())
+    source = redis_cluster.master_for_slot(slot)
+    target = next(n for n in masters(redis_cluster) if n.port != source.port)
+    # Connected to the source only: the other masters' commands take the whole route.
+    assert await pipeline.call(moving, ("SET", moving, "here")) == "OK"
+    assert pipeline.connected_nodes() == [(source.host, source.port)]
+
+    def commands() -> list[tuple[int, tuple[str, ...]]]:
+        return [(key_slot(key.encode()), ("INCR", key)) for key in keys]
+
+    try:
+        assert await pipeline.call(moving, ("DEL", moving)) == 1
+        set_slot(redis_cluster, target.port, slot, "IMPORTING", source.node_id)
+        set_slot(redis_cluster, source.port, slot, "MIGRATING", target.node_id)
+        # The key is not on the source: ASK, to the target, which never had a connection.
+        assert await pipeline.calls(commands()) == [1] * len(keys)
+
+        for node in masters(redis_cluster):
+            set_slot(redis_cluster, node.port, slot, "NODE", target.node_id)
+        # The pipeline's map still names the source: MOVED, then the map is read again.
+        assert await pipeline.calls(commands()) == [2] * len(keys)
+        assert await pipeline.calls([(slot, ("GET", moving)), (slot, ("NOSUCHCOMMAND",))]) == [
+            "2",
+            AnyRedisError(),
+        ]
+    finally:
+        node_client(target).delete(moving)
+        set_slot(redis_cluster, source.port, slot, "IMPORTING", target.node_id)
+        set_slot(redis_cluster, target.port, slot, "MIGRATING", source.node_id)
+        for node in masters(redis_cluster):
+            set_slot(redis_cluster, node.port, slot, "NODE", source.node_id)
+        await asyncio.to_thread(redis_cluster.wait_ready)
+        client = redis.RedisCluster(host=source.host, port=source.port)
+        client.delete(*keys)
+        client.close()
+
+
+class AnyRedisError:
+    """Equal to any error Redis answered (an error among `calls`' answers)."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, redis_errors.ResponseError)
+
+
 async def test_a_killed_master_fails_calls_as_retryable_until_its_replica_serves_them(
     redis_cluster: LocalCluster, pipeline: ClusterScriptPipeline, killed: list[NodeInfo]
 ) -> None:
