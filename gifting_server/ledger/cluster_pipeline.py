@@ -47,6 +47,9 @@ from gifting_server.ledger.pipeline import (
 from gifting_server.ledger.slot_map import SlotMapReader
 
 Address = tuple[str, int]
+# Keys whose slot `master_of` remembers: the streams, senders and streamers of the
+# gifts under way; forgotten all at once past this many (a few MB).
+REMEMBERED_SLOTS = 16_384
 # A call is redirected at most this often (MOVED, ASK, a reload, a NOSCRIPT load).
 MAX_HOPS = 5
 
@@ -56,6 +59,12 @@ class CrossSlotCall(ValueError):
 
 
 def slot_of(keys: list[str]) -> int:
+    # Keys with one hash tag are in one slot: the CRC is computed once, not a key each
+    # (a batched credit has dozens of keys). Any other set is checked key by key.
+    if keys:
+        tag = hash_tag(keys[0])
+        if all(hash_tag(key) == tag for key in keys):
+            return key_slot(keys[0].encode())
     slots = {key_slot(key.encode()) for key in keys}
     if len(slots) != 1:
         raise CrossSlotCall(
@@ -65,6 +74,17 @@ def slot_of(keys: list[str]) -> int:
             else "a script call needs at least one key"
         )
     return slots.pop()
+
+
+def hash_tag(key: str) -> str:
+    """What Redis hashes of `key`: the text between its first `{` and the next `}` when
+    that is not empty, else the whole key (as `redis.crc.key_slot`)."""
+    start = key.find("{")
+    if start > -1:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[start + 1 : end]
+    return key
 
 
 class ClusterScriptPipeline:
@@ -91,12 +111,19 @@ class ClusterScriptPipeline:
         self._connections: dict[Address, RedisProtocol] = {}
         self._connecting: dict[Address, asyncio.Future[RedisProtocol]] = {}
         self.slot_map = SlotMapReader(client.nodes_manager.initialize, self.timeout_s)
+        self._slots: dict[str, int] = {}  # key → its slot (`master_of`)
 
-    def master_of(self, key: str) -> Address | None:
-        """The master `key`'s calls go to now, by the slot map as last read; None
-        before it is read or when no master serves the slot."""
-        nodes = self.client.nodes_manager.slots_cache.get(key_slot(key.encode()))
-        return (nodes[0].host, int(nodes[0].port)) if nodes else None
+    def master_of(self, key: str) -> str | None:
+        """The master `key`'s calls go to now ("host:port"), by the slot map as last
+        read; None before it is read or when no master serves the slot. Asked for each
+        step of every gift (its place in flight): a key's slot is remembered."""
+        slot = self._slots.get(key)
+        if slot is None:
+            if len(self._slots) >= REMEMBERED_SLOTS:
+                self._slots.clear()
+            slot = self._slots[key] = key_slot(key.encode())
+        nodes = self.client.nodes_manager.slots_cache.get(slot)
+        return nodes[0].name if nodes else None
 
     def connected_nodes(self) -> list[Address]:
         """The nodes this pipeline has a live connection to (masters, or former ones)."""
@@ -148,6 +175,19 @@ class ClusterScriptPipeline:
         return answers
 
     async def _routed(self, slot: int, sha: str, command: tuple[Any, ...], acked: bool) -> Any:
+        # The usual call: its slot's master known and connected, no redirection. Its
+        # connection bounds it (a write unanswered in time fails every call of it), so
+        # it needs no deadline of its own: a timer each step cost ~5% of a gift's worker
+        # CPU. Anything else (a redirection, a call never written, no connection yet)
+        # takes the whole route below, within the deadline.
+        nodes = self.client.nodes_manager.slots_cache.get(slot)
+        if nodes:
+            protocol = self._connections.get((nodes[0].host, int(nodes[0].port)))
+            if protocol is not None and not protocol.lost:
+                try:
+                    return await protocol.call(command, acked=acked)
+                except (redis_errors.AskError, redis_errors.NoScriptError, NotSent):
+                    pass  # a redirection (MOVED is an AskError) ran nothing: the route follows
         try:
             async with asyncio.timeout(self.deadline_s):
                 return await self._route(slot, sha, command, acked)
