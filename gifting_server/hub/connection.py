@@ -330,7 +330,13 @@ class HubConnection(asyncio.Protocol):
         """Whether `data_received` may read whole messages itself (`_read_messages`):
         the connection is open, and the protocol's parser was never given a frame's
         bytes (`parser_untouched`), so that it would start on a new frame with the
-        next byte."""
+        next byte.
+
+        The parser's buffer is empty whenever `parser_untouched` holds (the flag is set
+        only on an empty buffer, and cleared before every call that feeds the parser),
+        so it is not looked at. A message in fragments may still be under way: the call
+        that took the handshake also parses any frame sent behind the request, a first
+        fragment among them, so `current_size` is."""
         ws = self.ws
         return (
             self.parser_untouched
@@ -340,7 +346,6 @@ class HubConnection(asyncio.Protocol):
             and not self.closed
             and not self.draining
             and ws.current_size is None
-            and not ws.reader.buffer
         )
 
     def _read_messages(self, data: bytes) -> int:

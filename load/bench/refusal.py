@@ -32,16 +32,9 @@ import uvloop
 
 from load.bench.cluster import spread_names
 from load.bench.gifts import drive
-from load.bench.server import BenchServer
+from load.bench.server import BenchServer, cpu_split
 
 REFUSE_NEARLY_ALL = "min_in_flight = 1\nmax_in_flight = 1\n"
-
-
-def cpu_split(pid: int) -> tuple[float, float]:
-    """(user, kernel) CPU seconds of the process itself, not of its children."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / ticks, int(fields[12]) / ticks
 
 
 def measure(

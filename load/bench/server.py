@@ -36,9 +36,18 @@ def step(name: str) -> None:
     print(f"[bench] {time.strftime('%H:%M:%S')} {name}", file=sys.stderr, flush=True)
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, kernel) CPU seconds of the process itself, not of its children."""
+    # After the command name, which may hold spaces and ")": utime, stime are 14 and 15.
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and kernel CPU seconds of the process itself, not of its children."""
+    user, kernel = cpu_split(pid)
+    return user + kernel
 
 
 def rss_kib(pid: int) -> int:

@@ -9,24 +9,32 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from pathlib import Path
 
 import pytest
 import redis
 from prometheus_client import REGISTRY
 from redis.asyncio.cluster import RedisCluster
 
-from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import gifts, keys, transfers, wallet
+from gifting_server.ledger import keys, transfers, wallet
 from gifting_server.ledger.store import Store, connect
-from tests.conftest import make_settings
-from tests.factories import fund, live_stream, viewer
+from tests.factories import viewer
 from tests.faults import wait_until
-from tests.ledger.support import FakeClock, journal_entries
 from tests.ledger.test_concurrency import assert_reconciled
+from tests.ledger.transfers_support import (
+    clock_of,
+    credit_together,
+    debit_only,
+    gift_event_ids,
+    gift_records,
+    open_ledger,
+    pending,
+    relay,
+    settings,
+    transfer_of,
+)
 
-T0 = 1_704_283_200_000  # 2024-01-03 12:00 UTC
+__all__ = ["settings"]
 VIEWERS = [viewer(f"v{i}") for i in range(6)]
 # finger_heart costs 5 coins: 2.5 diamonds a gift at the 50% share. A gift alone would
 # earn 2, the lifetime coins received earn 15 for six (earn.lua): the exact figure.
@@ -34,31 +42,8 @@ PRICE = 5
 
 
 @pytest.fixture
-def settings(redis_url: str, tmp_path: Path) -> Settings:
-    return dataclasses.replace(make_settings(redis_url, tmp_path), gifts_across_slots=True)
-
-
-@pytest.fixture
 async def ledger(store: Store) -> Store:
-    store.clock = FakeClock(T0)
-    for v in VIEWERS:
-        await fund(store, v.user_id, "coins_100")
-    await live_stream(store)
-    return store
-
-
-async def debited(store: Store, who: int, key: str = "k1") -> transfers.Debited:
-    """Steps 1 and 2 of VIEWERS[who]'s gift: what a worker holds before the credits."""
-    sender = VIEWERS[who]
-    gift = store.settings.gift("finger_heart")
-    assert gift is not None
-    fragment = gifts.event_fragment(sender, gift)
-    return await transfers.debit(store, sender, "s1", "streamer1", gift, 1, key, fragment)
-
-
-def transfer_of(debit: transfers.Debited) -> transfers.Transfer:
-    assert debit.transfer is not None
-    return debit.transfer
+    return await open_ledger(store, VIEWERS)
 
 
 def calls(step: str) -> tuple[float, float]:
@@ -67,42 +52,6 @@ def calls(step: str) -> tuple[float, float]:
     made = REGISTRY.get_sample_value("gifting_transfer_credit_calls_total", labels) or 0.0
     carried = REGISTRY.get_sample_value("gifting_transfers_batched_total", labels) or 0.0
     return made, carried
-
-
-async def credit_together(
-    store: Store, debits: list[transfers.Debited]
-) -> list[transfers.Credited | BaseException]:
-    """The credits of these transfers as one flush of a worker sends them."""
-    return await asyncio.gather(
-        *(transfers.finish_batched(store, transfer_of(d), d.daily_limit) for d in debits),
-        return_exceptions=True,
-    )
-
-
-async def gift_event_ids(store: Store) -> list[int]:
-    return [
-        int(entry_id.partition("-")[0])
-        for entry_id, fields in await store.redis.xrange(keys.stream_history("s1"))
-        if '"kind":"gift"' in fields["e"]
-    ]
-
-
-async def pending(store: Store) -> list[str]:
-    found: list[str] = []
-    for v in VIEWERS:
-        found += await store.redis.zrange(keys.outbox(v.user_id), 0, -1)
-    return found
-
-
-async def gift_records(store: Store) -> list[dict[str, str]]:
-    return [e for e in await journal_entries(store.redis) if e["type"] == "gift"]
-
-
-async def relay_all(store: Store) -> int:
-    slots = sorted({keys.slot_of_tag(f"u:{v.user_id}") for v in VIEWERS})
-    return await transfers.relay_transfers(
-        store, slots, store.clock() - store.settings.transfers.relay_after_ms
-    )
 
 
 async def assert_each_credited_once(store: Store, credited: list[transfers.Credited]) -> None:
@@ -115,12 +64,12 @@ async def assert_each_credited_once(store: Store, credited: list[transfers.Credi
     assert sorted(r["user"] for r in records) == sorted(v.user_id for v in VIEWERS)
     assert sorted(int(r["event_id"]) for r in records) == sorted(event_ids)
     assert sum(int(r["diamonds"]) for r in records) == earned
-    assert await pending(store) == []
+    assert await pending(store, VIEWERS) == []
     await assert_reconciled(store)
 
 
 async def test_a_batch_to_one_stream_credits_each_transfer_exactly_once(ledger: Store) -> None:
-    debits = [await debited(ledger, i) for i in range(len(VIEWERS))]
+    debits = [await debit_only(ledger, "k1", v) for v in VIEWERS]
     stream_before, streamer_before = calls("credit_stream"), calls("credit_streamer")
     credited = await credit_together(ledger, debits)
     assert all(isinstance(c, transfers.Credited) for c in credited), credited
@@ -137,7 +86,7 @@ async def test_a_batch_to_one_stream_credits_each_transfer_exactly_once(ledger: 
 async def test_repeating_a_batch_in_whole_or_in_part_credits_nothing_twice(
     ledger: Store,
 ) -> None:
-    debits = [await debited(ledger, i) for i in range(len(VIEWERS))]
+    debits = [await debit_only(ledger, "k1", v) for v in VIEWERS]
     # Two finished alone first, by the one-transfer scripts (a relay that got there
     # first); one credited on its stream only (a worker gone between the two credits).
     first = [await transfers.finish(ledger, transfer_of(d), d.daily_limit) for d in debits[:2]]
@@ -152,7 +101,7 @@ async def test_repeating_a_batch_in_whole_or_in_part_credits_nothing_twice(
 async def test_a_transfer_refused_in_a_batch_leaves_the_others_credited_and_itself_pending(
     ledger: Store,
 ) -> None:
-    debits = [await debited(ledger, i) for i in range(len(VIEWERS))]
+    debits = [await debit_only(ledger, "k1", v) for v in VIEWERS]
     # The third one's call carries an argument its script refuses: it alone is refused,
     # with nothing of it written, and its transfer stays in its outbox.
     bad = dataclasses.replace(
@@ -164,12 +113,10 @@ async def test_a_transfer_refused_in_a_batch_leaves_the_others_credited_and_itse
     others = [r for i, r in enumerate(results) if i != 2]
     assert all(isinstance(r, transfers.Credited) for r in others), results
     assert await gift_event_ids(ledger) == [r.event_id for r in others]  # type: ignore[union-attr]
-    assert await pending(ledger) == [transfer_of(debits[2]).id]
+    assert await pending(ledger, VIEWERS) == [transfer_of(debits[2]).id]
 
-    clock = ledger.clock
-    assert isinstance(clock, FakeClock)
-    clock.advance(ledger.settings.transfers.relay_after_ms)
-    assert await relay_all(ledger) == 1
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
+    assert await relay(ledger, VIEWERS) == 1
     records = await gift_records(ledger)
     event_ids = [int(r["event_id"]) for r in records]
     await assert_each_credited_once(ledger, [transfers.Credited(e, 1) for e in event_ids])
@@ -192,7 +139,7 @@ def blocked_script_calls(node: redis.Redis) -> int:
 async def test_a_worker_gone_with_the_batched_credit_in_flight_leaves_every_transfer_to_the_relay(
     ledger: Store, redis_url: str
 ) -> None:
-    debits = [await debited(ledger, i) for i in range(len(VIEWERS))]
+    debits = [await debit_only(ledger, "k1", v) for v in VIEWERS]
     node = node_of(ledger, keys.stream("s1"), redis_url)
     try:
         # The stream's master holds writes: the batched credit reaches it and waits;
@@ -209,28 +156,27 @@ async def test_a_worker_gone_with_the_batched_credit_in_flight_leaves_every_tran
     finally:
         node.close()
     assert await gift_event_ids(ledger) == []
-    assert sorted(await pending(ledger)) == sorted(transfer_of(d).id for d in debits)
+    assert sorted(await pending(ledger, VIEWERS)) == sorted(transfer_of(d).id for d in debits)
 
     # Any worker's relay finishes them, each once.
-    relay = Store(await connect(redis_url, 10.0), ledger.settings)
-    relay.clock = ledger.clock
+    another = Store(await connect(redis_url, 10.0), ledger.settings)
+    another.clock = ledger.clock
     try:
-        assert isinstance(relay.clock, FakeClock)
-        relay.clock.advance(ledger.settings.transfers.relay_after_ms)
-        assert await relay_all(relay) == len(VIEWERS)
-        assert await relay_all(relay) == 0
-        records = await gift_records(relay)
+        clock_of(another).advance(ledger.settings.transfers.relay_after_ms)
+        assert await relay(another, VIEWERS) == len(VIEWERS)
+        assert await relay(another, VIEWERS) == 0
+        records = await gift_records(another)
         await assert_each_credited_once(
-            relay, [transfers.Credited(int(r["event_id"]), 1) for r in records]
+            another, [transfers.Credited(int(r["event_id"]), 1) for r in records]
         )
     finally:
-        await relay.close()
+        await another.close()
 
 
 async def test_one_senders_gifts_in_one_batch_advance_the_combo_as_one_after_another(
     ledger: Store,
 ) -> None:
-    debits = [await debited(ledger, 0, key=f"k{n}") for n in range(5)]
+    debits = [await debit_only(ledger, f"k{n}", VIEWERS[0]) for n in range(5)]
     before = calls("credit_stream")
     credited = await credit_together(ledger, debits)
     assert calls("credit_stream")[0] == before[0] + 2  # the first alone, then the four

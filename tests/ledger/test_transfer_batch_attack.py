@@ -9,7 +9,6 @@ journal's gifts one to one with the stream's events, every outbox empty, and
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,12 +23,25 @@ from gifting_server.ledger import battles, gifts, keys, streams, transfers, wall
 from gifting_server.ledger.clock import DAY_MS, day_number
 from gifting_server.ledger.store import Store
 from gifting_server.ledger.transfer_batch import StreamCredits
-from tests.conftest import make_settings
-from tests.factories import fund, live_stream, viewer
-from tests.ledger.support import FakeClock, journal_entries
+from tests.factories import live_stream, viewer
+from tests.ledger.support import T0
 from tests.ledger.test_concurrency import assert_reconciled
+from tests.ledger.transfers_support import (
+    GIFT_LIMITS_OUT_OF_REACH,
+    across_slots_settings,
+    clock_of,
+    credit_together,
+    debit_only,
+    gift_event_ids,
+    gift_of,
+    gift_records,
+    open_ledger,
+    pending,
+    relay,
+    send,
+    transfer_of,
+)
 
-T0 = 1_704_283_200_000  # 2024-01-03 12:00 UTC
 SENDERS = [viewer(f"v{i}") for i in range(12)]
 STREAMS = ("s1", "s2", "s3")  # all streamer1's
 Sent = tuple[str, str, str, int]  # sender, key, stream, coins
@@ -37,91 +49,20 @@ Sent = tuple[str, str, str, int]  # sender, key, stream, coins
 
 @pytest.fixture
 def settings(redis_url: str, tmp_path: Path) -> Settings:
-    # A burst no sender of these tests reaches: the rate limit is not what is attacked.
-    return dataclasses.replace(
-        make_settings(redis_url, tmp_path, limits={"gift_burst": 200, "gift_rate_per_s": 200}),
-        gifts_across_slots=True,
-    )
+    return across_slots_settings(redis_url, tmp_path, limits=GIFT_LIMITS_OUT_OF_REACH)
 
 
 @pytest.fixture
 async def ledger(store: Store) -> Store:
-    store.clock = FakeClock(T0)
-    for v in SENDERS:
-        await fund(store, v.user_id, "coins_100", times=2)
-    for stream in STREAMS:
-        await live_stream(store, stream)
-    return store
-
-
-def clock_of(store: Store) -> FakeClock:
-    assert isinstance(store.clock, FakeClock)
-    return store.clock
-
-
-def gift_of(store: Store, gift_id: str) -> gifts.Gift:
-    gift = store.settings.gift(gift_id)
-    assert gift is not None
-    return gift
-
-
-async def send(
-    store: Store, who: int, key: str, stream: str = "s1", gift_id: str = "finger_heart"
-) -> gifts.GiftReceipt:
-    return await gifts.run_send_gift(store, SENDERS[who], stream, gift_of(store, gift_id), 1, key)
-
-
-async def debited(
-    store: Store, who: int, key: str, stream: str = "s1", gift_id: str = "finger_heart"
-) -> transfers.Debited:
-    sender, gift = SENDERS[who], gift_of(store, gift_id)
-    fragment = gifts.event_fragment(sender, gift)
-    return await transfers.debit(store, sender, stream, "streamer1", gift, 1, key, fragment)
-
-
-def transfer_of(debit: transfers.Debited) -> transfers.Transfer:
-    assert debit.transfer is not None
-    return debit.transfer
-
-
-async def credit_together(
-    store: Store, debits: list[transfers.Debited]
-) -> list[transfers.Credited | BaseException]:
-    """The credits of these transfers as one flush of a worker sends them."""
-    return await asyncio.gather(
-        *(transfers.finish_batched(store, transfer_of(d), d.daily_limit) for d in debits),
-        return_exceptions=True,
-    )
-
-
-async def relay_all(store: Store) -> int:
-    slots = sorted({keys.slot_of_tag(f"u:{v.user_id}") for v in SENDERS})
-    return await transfers.relay_transfers(
-        store, slots, store.clock() - store.settings.transfers.relay_after_ms
-    )
-
-
-async def gift_event_ids(store: Store, stream: str) -> list[int]:
-    return [
-        int(entry_id.partition("-")[0])
-        for entry_id, fields in await store.redis.xrange(keys.stream_history(stream))
-        if '"kind":"gift"' in fields["e"]
-    ]
-
-
-async def pending(store: Store) -> list[str]:
-    found: list[str] = []
-    for v in SENDERS:
-        found += await store.redis.zrange(keys.outbox(v.user_id), 0, -1)
-    return found
+    return await open_ledger(store, SENDERS, STREAMS, funds=2)
 
 
 async def assert_exact(store: Store, sent: list[Sent]) -> None:
     """Each gift of `sent` credited exactly once on each side: one event in its
     stream's history, one journal line, the stream's and the streamer's totals its
     sum, the diamonds the creator share of the lifetime coins, nothing left pending."""
-    assert await pending(store) == []
-    records = [e for e in await journal_entries(store.redis) if e["type"] == "gift"]
+    assert await pending(store, SENDERS) == []
+    records = await gift_records(store)
     assert Counter((r["user"], r["key"]) for r in records) == Counter(
         (who, key) for who, key, _, _ in sent
     )
@@ -148,7 +89,7 @@ async def test_many_senders_gifting_one_stream_at_once_are_each_credited_once(
     # Three rounds of twelve senders, each round at once: combos, a busy stream.
     sent: list[Sent] = []
     for n in range(3):
-        calls = [send(ledger, i, f"k{n}") for i in range(len(SENDERS))]
+        calls = [send(ledger, f"k{n}", v) for v in SENDERS]
         receipts = await asyncio.gather(*calls)
         assert [r.combo for r in receipts] == [n + 1] * len(SENDERS)
         sent += [(v.user_id, f"k{n}", "s1", 5) for v in SENDERS]
@@ -163,7 +104,7 @@ async def test_gifts_to_a_streamers_several_streams_at_once_are_each_credited_on
     for i in range(len(SENDERS)):
         for n, stream in enumerate(STREAMS):
             gift_id = ("finger_heart", "rose", "doughnut")[(i + n) % 3]
-            calls.append(send(ledger, i, f"k{n}", stream, gift_id))
+            calls.append(send(ledger, f"k{n}", SENDERS[i], gift_id, stream))
             sent.append((SENDERS[i].user_id, f"k{n}", stream, gift_of(ledger, gift_id).coins))
     await asyncio.gather(*calls)
     await assert_exact(ledger, sent)
@@ -174,11 +115,11 @@ async def test_a_key_sent_twice_at_once_is_credited_once_and_answered_alike(
 ) -> None:
     # Each sender's key twice in one pass (the same batch), then again in the next
     # passes while the first two are under way (another batch).
-    first = [send(ledger, i, "k") for i in range(len(SENDERS))]
-    twice = [send(ledger, i, "k") for i in range(len(SENDERS))]
+    first = [send(ledger, "k", v) for v in SENDERS]
+    twice = [send(ledger, "k", v) for v in SENDERS]
     racing = asyncio.gather(*first, *twice)
     await asyncio.sleep(0)
-    later = await asyncio.gather(*(send(ledger, i, "k") for i in range(len(SENDERS))))
+    later = await asyncio.gather(*(send(ledger, "k", v) for v in SENDERS))
     answers = await racing
     for i in range(len(SENDERS)):
         a, b, c = answers[i], answers[len(SENDERS) + i], later[i]
@@ -192,9 +133,9 @@ async def test_a_key_sent_twice_at_once_is_credited_once_and_answered_alike(
 async def test_the_relay_racing_a_workers_batched_credits_credits_each_transfer_once(
     ledger: Store,
 ) -> None:
-    debits = [await debited(ledger, i, f"k{n}") for n in range(2) for i in range(len(SENDERS))]
+    debits = [await debit_only(ledger, f"k{n}", v) for n in range(2) for v in SENDERS]
     clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
-    results = await asyncio.gather(credit_together(ledger, debits), relay_all(ledger))
+    results = await asyncio.gather(credit_together(ledger, debits), relay(ledger, SENDERS))
     credited = results[0]
     assert all(isinstance(c, transfers.Credited) for c in credited), credited
     # A worker and the relay answer a transfer alike, whichever credited it.
@@ -208,7 +149,7 @@ async def test_the_relay_racing_a_workers_batched_credits_credits_each_transfer_
 async def test_a_stream_ended_between_the_debits_and_their_batched_credits_still_lands(
     ledger: Store,
 ) -> None:
-    debits = [await debited(ledger, i, "k") for i in range(len(SENDERS))]
+    debits = [await debit_only(ledger, "k", v) for v in SENDERS]
     await streams.end_stream(ledger, "streamer1", "s1")
     credited = await credit_together(ledger, debits)
     assert all(isinstance(c, transfers.Credited) for c in credited), credited
@@ -219,9 +160,9 @@ async def test_a_batch_across_midnight_journals_each_gift_on_its_own_day(ledger:
     clock = clock_of(ledger)
     midnight = (day_number(T0) + 1) * DAY_MS
     clock.advance(midnight - 1 - T0)
-    before = [await debited(ledger, i, "k") for i in range(0, len(SENDERS), 2)]
+    before = [await debit_only(ledger, "k", v) for v in SENDERS[::2]]
     clock.advance(1)
-    after = [await debited(ledger, i, "k") for i in range(1, len(SENDERS), 2)]
+    after = [await debit_only(ledger, "k", v) for v in SENDERS[1::2]]
     # Interleaved, as a worker's flush would hold them, with a replay among them.
     mixed = [d for pair in zip(before, after, strict=True) for d in pair] + [before[0]]
     credited = await credit_together(ledger, mixed)
@@ -241,23 +182,23 @@ async def test_a_wrong_typed_board_moves_no_diamond_until_repaired_then_credits_
     """A board planted with another type (only someone with Redis access can) fails the
     streamer's step of every transfer, alone or batched: none of its diamonds may be
     written without its record, else each retry and relay pass pays them again."""
-    await send(ledger, 0, "first")
+    await send(ledger, "first", SENDERS[0])
     before = await wallet.read_wallet(ledger, "streamer1")
     platform = await ledger.redis.hget(keys.platform_account("streamer1"), "coins")
     day_board = keys.channel_leaderboard("streamer1", "day", day_number(T0))
     await ledger.redis.delete(day_board)
     await ledger.redis.set(day_board, "planted")
-    debits = [await debited(ledger, i, "k") for i in range(1, len(SENDERS))]
+    debits = [await debit_only(ledger, "k", v) for v in SENDERS[1:]]
     results = await credit_together(ledger, debits)
     assert all(isinstance(r, transfers.GiftingError) for r in results), results
     for _ in range(3):
         clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
-        assert await relay_all(ledger) == 0
+        assert await relay(ledger, SENDERS) == 0
         assert await wallet.read_wallet(ledger, "streamer1") == before
         assert await ledger.redis.hget(keys.platform_account("streamer1"), "coins") == platform
     await ledger.redis.delete(day_board)  # repaired: the relay finishes each once
     clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
-    assert await relay_all(ledger) == len(debits)
+    assert await relay(ledger, SENDERS) == len(debits)
     sent = [(v.user_id, "k", "s1", 5) for v in SENDERS[1:]]
     await assert_exact(ledger, [(SENDERS[0].user_id, "first", "s1", 5), *sent])
 
@@ -269,12 +210,12 @@ async def test_a_batched_stream_credit_that_fails_leaves_nothing_of_the_failing_
     planted with another type): the call writes what the transfers before it left, and
     nothing of that one, whose record it did not write: its coins and place in the
     stream's sequence written would be counted again by the relay's credit."""
-    await send(ledger, 0, "first")
+    await send(ledger, "first", SENDERS[0])
     meta_before = await ledger.redis.hmget(keys.stream("s1"), "seq", "coins")
     board = keys.stream_leaderboard("s1")
     await ledger.redis.delete(board)
     await ledger.redis.set(board, "planted")
-    debits = [await debited(ledger, i, "k") for i in range(1, 6)]
+    debits = [await debit_only(ledger, "k", v) for v in SENDERS[1:6]]
     calls = [transfers.credit_stream_call(ledger, transfer_of(d)) for d in debits]
     credits = StreamCredits.of(ledger.scripts)
     group = (*(calls[0][0][i] for i in credits.SHARED_KEYS),)
@@ -304,7 +245,7 @@ async def test_connections_dropped_at_any_pass_of_a_flush_leave_each_gift_credit
     try:
         for n in range(40):
             calls = [
-                asyncio.ensure_future(send(ledger, i, f"c{n}", STREAMS[i % 3]))
+                asyncio.ensure_future(send(ledger, f"c{n}", SENDERS[i], stream=STREAMS[i % 3]))
                 for i in range(len(SENDERS))
             ]
             for _ in range(n % 20):
@@ -321,8 +262,8 @@ async def test_connections_dropped_at_any_pass_of_a_flush_leave_each_gift_credit
         for node in killers:
             node.close()
     clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
-    await relay_all(ledger)
-    records = [e for e in await journal_entries(ledger.redis) if e["type"] == "gift"]
+    await relay(ledger, SENDERS)
+    records = await gift_records(ledger)
     credited = Counter((r["user"], r["key"]) for r in records)
     assert set(acked) <= set(credited) and set(credited.values()) == {1}
     await assert_exact(ledger, [(r["user"], r["key"], r["stream"], 5) for r in records])
@@ -340,18 +281,18 @@ async def test_a_wrong_typed_battle_top_counts_no_gift_again_on_each_relay_pass(
     one = Identity("streamer1", "One", Role.STREAMER)
     invited, _ = await battles.invite(ledger, one, "s1", "s9", 600, "inv")
     await battles.accept(ledger, Identity("streamer9", "Nine", Role.STREAMER), invited["battle_id"])
-    await send(ledger, 0, "first")
+    await send(ledger, "first", SENDERS[0])
     fields = ("seq", "coins", "battle_points")
     before = await ledger.redis.hmget(keys.stream("s1"), *fields)
     top = keys.battle_top("s1")
     await ledger.redis.delete(top)
     await ledger.redis.set(top, "planted")
-    debits = [await debited(ledger, i, "k") for i in range(1, 6)]
+    debits = [await debit_only(ledger, "k", v) for v in SENDERS[1:6]]
     results = await credit_together(ledger, debits)
     assert all(isinstance(r, transfers.GiftingError) for r in results), results
     for _ in range(3):
         clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
-        assert await relay_all(ledger) == 0
+        assert await relay(ledger, SENDERS) == 0
         assert await ledger.redis.hmget(keys.stream("s1"), *fields) == before
         assert len(await gift_event_ids(ledger, "s1")) <= 2  # the first, and one failed
 
@@ -362,14 +303,14 @@ async def test_a_wrong_typed_platform_account_pays_no_diamond_again_on_each_rela
     """The platform account is added to unread (HINCRBY): planted with another type it
     fails the streamer's step, which the relay tries again each pass. The streamer's
     diamonds are written after it, so no pass pays them."""
-    await send(ledger, 0, "first")
+    await send(ledger, "first", SENDERS[0])
     before = await wallet.read_wallet(ledger, "streamer1")
     platform = keys.platform_account("streamer1")
     await ledger.redis.delete(platform)
     await ledger.redis.set(platform, "planted")
-    await debited(ledger, 1, "k")
+    await debit_only(ledger, "k", SENDERS[1])
     for _ in range(3):
         clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
-        assert await relay_all(ledger) == 0
+        assert await relay(ledger, SENDERS) == 0
         assert await wallet.read_wallet(ledger, "streamer1") == before
-    assert await pending(ledger) == [f"{SENDERS[1].user_id}:k"]
+    assert await pending(ledger, SENDERS) == [f"{SENDERS[1].user_id}:k"]

@@ -10,7 +10,6 @@ the lifetime coins received, so their sum is exact either way)."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,14 @@ from gifting_server.ledger.clock import DAY_MS
 from gifting_server.ledger.journal import records
 from gifting_server.ledger.reconcile import reconcile
 from gifting_server.ledger.store import Store, connect
-from tests.conftest import make_settings
 from tests.factories import viewer
 from tests.ledger.support import FakeClock, snapshot
+from tests.ledger.transfers_support import (
+    GIFT_LIMITS_OUT_OF_REACH,
+    across_slots_settings,
+    credit_together,
+    transfer_of,
+)
 
 SENDERS = [viewer(f"v{i}", name=f"V|{i}") for i in range(6)]
 STREAMS = {"s1": "t1", "s2": "t1", "s3": "t2"}  # t1 streams two at once
@@ -77,12 +81,11 @@ async def run(
                 nonces[debit.transfer.nonce] = debit.transfer.id
         clock.now = now
         if batched:
-            answers += await asyncio.gather(
-                *(transfers.finish_batched(store, t(d), d.daily_limit) for d in debits),
-                return_exceptions=True,
-            )
+            answers += await credit_together(store, debits)
         else:
-            answers += [await transfers.finish(store, t(d), d.daily_limit) for d in debits]
+            answers += [
+                await transfers.finish(store, transfer_of(d), d.daily_limit) for d in debits
+            ]
     clock.now = now + DAY_MS
     slots = sorted({keys.slot_of_tag(f"u:{s.user_id}") for s in SENDERS})
     while await transfers.relay_transfers(store, slots, now + 1):
@@ -90,11 +93,6 @@ async def run(
     report = await reconcile(store.redis, store.settings.economy.creator_share_bps)
     assert report.ok, report.format()
     return answers, await ledger_state(store, nonces)
-
-
-def t(debit: transfers.Debited) -> transfers.Transfer:
-    assert debit.transfer is not None
-    return debit.transfer
 
 
 async def debit_of(
@@ -147,9 +145,7 @@ async def ledger_state(store: Store, nonces: dict[str, str]) -> dict[str, Any]:
 
 @pytest.fixture
 def settings(redis_url: str, tmp_path: Path) -> Settings:
-    limits = {"gift_burst": 200, "gift_rate_per_s": 200}  # not what is attacked
-    settings = make_settings(redis_url, tmp_path, limits=limits)
-    return dataclasses.replace(settings, gifts_across_slots=True)
+    return across_slots_settings(redis_url, tmp_path, limits=GIFT_LIMITS_OUT_OF_REACH)
 
 
 @pytest.mark.timeout(600)

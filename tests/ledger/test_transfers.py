@@ -9,75 +9,30 @@ import dataclasses
 import re
 import threading
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import pytest
 
-from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import gifts, keys, reconcile, streams, transfers, wallet
 from gifting_server.ledger.clock import DAY_MS, day_number
 from gifting_server.ledger.store import Store, connect
 from tests import faults
-from tests.conftest import make_settings
 from tests.factories import fund, live_stream, viewer
-from tests.ledger.support import FakeClock, assert_refused, journal_entries
+from tests.ledger.support import T0, assert_refused
 from tests.ledger.test_concurrency import assert_reconciled
+from tests.ledger.transfers_support import (
+    clock_of,
+    debit_only,
+    gift_events,
+    gift_records,
+    ledger,
+    pending,
+    relay,
+    send,
+    settings,
+)
 
-T0 = 1_704_283_200_000  # 2024-01-03 12:00 UTC
-ALICE = viewer("alice")
-ALICE_SLOT = keys.slot_of_tag("u:alice")
-
-
-@pytest.fixture
-def settings(redis_url: str, tmp_path: Path) -> Settings:
-    return dataclasses.replace(make_settings(redis_url, tmp_path), gifts_across_slots=True)
-
-
-@pytest.fixture
-async def ledger(store: Store) -> Store:
-    store.clock = FakeClock(T0)
-    await fund(store, "alice", "coins_100")
-    await live_stream(store)
-    return store
-
-
-def clock_of(store: Store) -> FakeClock:
-    assert isinstance(store.clock, FakeClock)
-    return store.clock
-
-
-async def debit_only(store: Store, gift_id: str = "finger_heart", key: str = "k1") -> None:
-    """What a worker leaves when it dies right after the debit."""
-    gift = store.settings.gift(gift_id)
-    assert gift is not None
-    await transfers.debit(
-        store, ALICE, "s1", "streamer1", gift, 1, key, gifts.event_fragment(ALICE, gift)
-    )
-
-
-async def send(store: Store, gift_id: str = "finger_heart", key: str = "k1") -> gifts.GiftReceipt:
-    gift = store.settings.gift(gift_id)
-    assert gift is not None
-    return await gifts.run_send_gift(store, ALICE, "s1", gift, 1, key)
-
-
-async def relay(store: Store) -> int:
-    return await transfers.relay_transfers(
-        store, [ALICE_SLOT], store.clock() - store.settings.transfers.relay_after_ms
-    )
-
-
-async def gift_events(store: Store) -> list[str]:
-    return [
-        fields["e"]
-        for _, fields in await store.redis.xrange(keys.stream_history("s1"))
-        if '"kind":"gift"' in fields["e"]
-    ]
-
-
-async def pending(store: Store) -> list[str]:
-    return list(await store.redis.zrange(keys.outbox("alice"), 0, -1))
+__all__ = ["ledger", "settings"]
 
 
 async def test_a_gift_across_slots_leaves_nothing_pending_and_reconciles(ledger: Store) -> None:
@@ -116,7 +71,7 @@ async def test_a_retry_finishes_a_pending_transfer_with_the_first_requests_value
     clock_of(ledger).advance(2 * DAY_MS)  # the retry comes two days later
     receipt = await send(ledger)
     assert receipt.replayed and receipt.coins == 95
-    [entry] = [e for e in await journal_entries(ledger.redis) if e["type"] == "gift"]
+    [entry] = await gift_records(ledger)
     assert entry["at"] == str(T0)  # the debit's time, not the retry's
     day_board = keys.channel_leaderboard("streamer1", "day", day_number(T0))
     assert await ledger.redis.zscore(day_board, "alice") == 5

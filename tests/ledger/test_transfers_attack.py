@@ -6,84 +6,36 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 
-from gifting_server.auth import Identity
 from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode, GiftingError
-from gifting_server.ledger import gifts, keys, reconcile, streams, transfers, wallet
+from gifting_server.ledger import keys, reconcile, streams, transfers, wallet
 from gifting_server.ledger.clock import DAY_MS
 from gifting_server.ledger.store import Store, connect
-from tests.conftest import ServerThread, make_settings
+from tests.conftest import ServerThread
 from tests.factories import fund, live_stream, token, viewer
 from tests.faults import buy, go_live
 from tests.faults import send_gift as send_http
 from tests.hub.wsclient import WsClient
-from tests.ledger.support import FakeClock, journal_entries
+from tests.ledger.support import T0, FakeClock
 from tests.ledger.test_concurrency import assert_reconciled
+from tests.ledger.transfers_support import (
+    ALICE,
+    clock_of,
+    debit_only,
+    gift_events,
+    gift_records,
+    ledger,
+    pending,
+    relay,
+    send,
+    settings,
+)
 
-T0 = 1_704_283_200_000  # 2024-01-03 12:00 UTC
-ALICE = viewer("alice")
-ALICE_SLOT = keys.slot_of_tag("u:alice")
-
-
-@pytest.fixture
-def settings(redis_url: str, tmp_path: Path) -> Settings:
-    return dataclasses.replace(make_settings(redis_url, tmp_path), gifts_across_slots=True)
-
-
-@pytest.fixture
-async def ledger(store: Store) -> Store:
-    store.clock = FakeClock(T0)
-    await fund(store, "alice", "coins_100")
-    await live_stream(store)
-    return store
-
-
-def clock_of(store: Store) -> FakeClock:
-    assert isinstance(store.clock, FakeClock)
-    return store.clock
-
-
-async def debit_only(
-    store: Store, key: str = "k1", sender: Identity = ALICE, gift_id: str = "finger_heart"
-) -> transfers.Debited:
-    """What a worker leaves when it dies right after the debit."""
-    gift = store.settings.gift(gift_id)
-    assert gift is not None
-    return await transfers.debit(
-        store, sender, "s1", "streamer1", gift, 1, key, gifts.event_fragment(sender, gift)
-    )
-
-
-async def send(
-    store: Store, key: str = "k1", sender: Identity = ALICE, gift_id: str = "finger_heart"
-) -> gifts.GiftReceipt:
-    gift = store.settings.gift(gift_id)
-    assert gift is not None
-    return await gifts.run_send_gift(store, sender, "s1", gift, 1, key)
-
-
-async def relay(store: Store, slots: list[int] | None = None) -> int:
-    return await transfers.relay_transfers(
-        store, slots or [ALICE_SLOT], store.clock() - store.settings.transfers.relay_after_ms
-    )
-
-
-async def gift_events(store: Store) -> list[dict[str, object]]:
-    events = [
-        orjson.loads(fields["e"])
-        for _, fields in await store.redis.xrange(keys.stream_history("s1"))
-    ]
-    return [e for e in events if e["kind"] == "gift"]
-
-
-async def pending(store: Store, user: str = "alice") -> list[str]:
-    return list(await store.redis.zrange(keys.outbox(user), 0, -1))
+__all__ = ["ledger", "settings"]
 
 
 async def report_of(store: Store) -> reconcile.Report:
@@ -111,7 +63,7 @@ async def test_a_key_reused_after_its_record_expired_is_a_new_gift_credited_in_f
     assert (await wallet.read_wallet(ledger, "streamer1"))[
         "diamonds"
     ] == 5  # 10 coins at a 50% share
-    assert len([e for e in await journal_entries(ledger.redis) if e["type"] == "gift"]) == 2
+    assert len(await gift_records(ledger)) == 2
     await assert_reconciled(ledger)
 
 
@@ -217,7 +169,7 @@ async def test_a_key_with_colons_is_relayed_and_reconciled(ledger: Store) -> Non
     assert report.in_transit == 5 and len(report.problems) == 1, report.format()
     clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
     assert await relay(ledger) == 1
-    [entry] = [e for e in await journal_entries(ledger.redis) if e["type"] == "gift"]
+    [entry] = await gift_records(ledger)
     assert entry["key"] == "a:b::c:"
     assert (await send(ledger, "a:b::c:")).replayed
     await assert_reconciled(ledger)
@@ -346,7 +298,7 @@ async def test_gifts_across_slots_over_http_and_websocket_with_racing_retries(
     try:
         events = await gift_events(store)
         assert [e["sender"] for e in events] == [{"id": "carol", "name": name}] * 2
-        assert await pending(store, "carol") == []
+        assert await pending(store, [viewer("carol")]) == []
         await assert_reconciled(store)
     finally:
         await store.close()
