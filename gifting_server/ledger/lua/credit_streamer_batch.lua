@@ -177,12 +177,9 @@ for i = 1, n do
   if ok and reply == 0 then
     replies[r + 1], replies[r + 2], replies[r + 3] = 0, diamonds, replayed
     r = r + 3
-  elseif ok then
-    r = r + 1
-    replies[r] = reply
   else
-    finish() -- the transfers before this one, whole; then the call's error
-    error(reply)
+    r = r + 1
+    replies[r] = refusalOf(ok, reply, finish, shared)
   end
 end
 finish()
