@@ -100,6 +100,7 @@ local function finish()
     call('SET', recordKey, written[recordKey], 'PX', recordTtl)
   end
 end
+
 -- What a text means as a count, a price, a share or a hold's end, checked once a call
 -- (the transfers of a call mostly repeat a few): `false` when it is none.
 local checked = {}
