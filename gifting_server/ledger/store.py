@@ -24,6 +24,7 @@ from gifting_server.ledger.pipeline import DEFAULT_TIMEOUT_S, ReplicaAck, Replic
 from gifting_server.ledger.scripts import Scripts
 from gifting_server.ledger.slot_map import SlotMapReader
 from gifting_server.ledger.streaks import RecentGifts
+from gifting_server.ledger.under_way import UnderWay
 from gifting_server.redis_topology import RedisUnreachable, Topology, detect_async
 
 if TYPE_CHECKING:
@@ -164,6 +165,10 @@ class Store:
     # This worker's gifts in flight to Redis (per master on a cluster) and per user:
     # what refuses the excess past its ceiling.
     admission: GiftAdmission = field(init=False)
+    # This worker's gifts across slots under way (transfers.send_across_slots), which
+    # `close` waits for; once closing, no new one starts.
+    transfers_under_way: UnderWay = field(init=False, default_factory=UnderWay)
+    closing: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         redis = self.settings.redis
@@ -188,10 +193,15 @@ class Store:
         return keys.SHARDED + channel if self.sharded_events else channel
 
     async def close(self) -> None:
-        # The gifts still waiting for their window go now, and the calls in flight are
-        # answered, before the connection closes: left to the window's timer they
-        # would be sent after the close, on a connection opened again and never
-        # closed, or never once the loop is gone.
+        # A gift across slots sends its next step once its last one is answered: the
+        # gifts under way finish their steps first (each credited, or left in its
+        # outbox for the relay by a step that failed). Then the gifts still waiting for
+        # their window go now, and the calls in flight are answered, before the
+        # connection closes: left to the window's timer they would be sent after the
+        # close, on a connection opened again and never closed, or never once the loop
+        # is gone.
+        self.closing = True
+        await self.transfers_under_way.ended()
         await Window.drain_all(self.scripts)
         await self.scripts.close()
         await self.redis.aclose()

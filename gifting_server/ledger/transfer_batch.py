@@ -18,8 +18,8 @@ as that script, as the relay sends it; a batch takes the keys and arguments its
 transfers share once, the rest once a transfer (`StepBatch.SHARED_KEYS` and the
 others). Each transfer is answered its own reply: a code of its own refuses it
 alone. A call that fails reaches each of its transfers as the same exception: each
-is then credited or not at all (the scripts write a transfer's record with its own
-writes), and the relay finishes it from the outbox.
+is then credited or not at all (the scripts write a transfer's record after what
+counts it), and the relay finishes it from the outbox.
 """
 
 from __future__ import annotations

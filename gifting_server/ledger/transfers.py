@@ -129,23 +129,31 @@ async def send_across_slots(
     at: StepAt = anywhere,
 ) -> tuple[Debited, Credited]:
     """Steps 1 to 5 for one gift. `at` is told each step's key before its call (the
-    gift's place in flight follows it from master to master: `gift_admission.py`)."""
-    debited = await debit(
-        store,
-        sender,
-        stream_id,
-        streamer,
-        gift,
-        count,
-        idempotency_key,
-        fragment,
-        fingerprint,
-        at=at,
-    )
-    if debited.transfer is None:
-        assert debited.complete is not None
-        return debited, debited.complete
-    return debited, await finish_batched(store, debited.transfer, debited.daily_limit, at=at)
+    gift's place in flight follows it from master to master: `gift_admission.py`).
+    Refused with nothing written once the store is closing: its steps would go after
+    the close (`Store.close` waits for the gifts under way)."""
+    if store.closing:
+        raise GiftingError(
+            ErrorCode.SERVICE_UNAVAILABLE, "this worker is shutting down; retry with the same key"
+        )
+    with store.transfers_under_way.held():
+        debited = await debit(
+            store,
+            sender,
+            stream_id,
+            streamer,
+            gift,
+            count,
+            idempotency_key,
+            fragment,
+            fingerprint,
+            at=at,
+        )
+        if debited.transfer is None:
+            assert debited.complete is not None
+            return debited, debited.complete
+        transfer, daily_limit = debited.transfer, debited.daily_limit
+        return debited, await finish_batched(store, transfer, daily_limit, at=at)
 
 
 async def debit(

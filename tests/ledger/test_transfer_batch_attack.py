@@ -22,9 +22,9 @@ from gifting_server.config import Settings
 from gifting_server.ledger import battles, gifts, keys, streams, transfers, wallet
 from gifting_server.ledger.clock import DAY_MS, day_number
 from gifting_server.ledger.store import Store
-from gifting_server.ledger.transfer_batch import StreamCredits
+from gifting_server.ledger.transfer_batch import StreamCredits, StreamerCredits
 from tests.factories import live_stream, viewer
-from tests.ledger.support import T0
+from tests.ledger.support import T0, journal_entries
 from tests.ledger.test_concurrency import assert_reconciled
 from tests.ledger.transfers_support import (
     GIFT_LIMITS_OUT_OF_REACH,
@@ -224,6 +224,107 @@ async def test_a_batched_stream_credit_that_fails_leaves_nothing_of_the_failing_
         await credits.call(group, calls)
     assert await ledger.redis.hmget(keys.stream("s1"), "seq", "coins") == meta_before
     assert await ledger.redis.hget(keys.stream("s1"), "c:v1:finger_heart") is None
+
+
+async def streamer_batch(store: Store, debits: list[transfers.Debited]) -> list[list[object]]:
+    """These transfers credited on their stream one by one, then on the streamer in one
+    batched call (credit_streamer_batch), as a busy streamer's flush sends them."""
+    calls = []
+    for d in debits:
+        credited = await transfers.credit_stream(store, transfer_of(d))
+        calls.append(transfers.credit_streamer_call(store, transfer_of(d), credited, d.daily_limit))
+    credits = StreamerCredits.of(store.scripts)
+    group = (*(calls[0][0][i] for i in credits.SHARED_KEYS),)
+    group += (*(calls[0][1][i] for i in credits.SHARED_ARGS),)
+    return await credits.call(group, calls)
+
+
+async def held_sum(store: Store) -> int:
+    return sum(
+        int(v) for v in (await store.redis.hgetall(keys.held_diamonds("streamer1"))).values()
+    )
+
+
+@pytest.mark.parametrize("planted", ["held", "platform", "journal"])
+async def test_a_batched_streamer_credit_refused_by_a_planted_key_credits_each_once_when_repaired(
+    ledger: Store, planted: str
+) -> None:
+    """The held bucket, the platform account and the journal are written at a batched
+    streamer's call's end, for all its transfers at once. One planted with another type
+    (only someone with Redis access can) refuses every transfer of the call with nothing
+    written: no record that would count a transfer credited without its journal line,
+    platform share or held diamonds, no diamonds that the relay would pay again. Once
+    the key is repaired the relay credits each transfer once."""
+    await send(ledger, 0, "first")
+    key = {
+        "held": keys.held_diamonds("streamer1"),
+        "platform": keys.platform_account("streamer1"),
+        "journal": keys.journal("streamer1"),
+    }[planted]
+    before = await wallet.read_wallet(ledger, "streamer1")
+    platform = await ledger.redis.hget(keys.platform_account("streamer1"), "coins")
+    entries = await ledger.redis.xlen(keys.journal("streamer1"))
+    saved = key + ":saved"  # the same hash tag: the same slot
+    await ledger.redis.rename(key, saved)
+    await ledger.redis.set(key, "planted")
+    debits = [await debit_only(ledger, "k", SENDERS[i]) for i in range(1, 6)]
+    replies = await streamer_batch(ledger, debits)
+    assert replies == [[17]] * len(debits)  # CORRUPT_VALUE: the client's storage_corrupt
+    wallet_key = keys.wallet("streamer1")
+    for d in debits:
+        credit_id = transfer_of(d).credit_id
+        assert await ledger.redis.get(keys.credited(wallet_key, credit_id)) is None
+    assert await wallet.read_wallet(ledger, "streamer1") == before
+    if planted != "platform":
+        assert await ledger.redis.hget(keys.platform_account("streamer1"), "coins") == platform
+    if planted != "journal":
+        assert await ledger.redis.xlen(keys.journal("streamer1")) == entries
+    assert len(await pending(ledger, SENDERS)) == len(debits)
+    await ledger.redis.delete(key)
+    await ledger.redis.rename(saved, key)  # repaired: the relay finishes each once
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
+    assert await relay(ledger, SENDERS) == len(debits)
+    sent = [(v.user_id, "k", "s1", 5) for v in SENDERS[1:6]]
+    await assert_exact(ledger, [(SENDERS[0].user_id, "first", "s1", 5), *sent])
+    assert await held_sum(ledger) == (await wallet.read_wallet(ledger, "streamer1"))["diamonds"]
+
+
+async def test_a_batched_streamer_credit_failed_at_its_end_pays_no_diamond_twice(
+    ledger: Store,
+) -> None:
+    """A platform account of the right type holding no integer fails a batched
+    streamer's call at its end (HINCRBY), after its checks and its boards. The
+    streamer's diamonds and the transfers' records are written after the held bucket,
+    the platform account and the journal: none of them counts a transfer, which the
+    relay credits once the account is repaired, its diamonds, platform share and
+    journal line exactly once. Its boards and held diamonds, written before the
+    failure, the relay adds again, as it does for credit_streamer's own step failed
+    there: `reconcile` names the boards."""
+    await send(ledger, 0, "first")
+    platform = keys.platform_account("streamer1")
+    owed = await ledger.redis.hget(platform, "coins")
+    await ledger.redis.hset(platform, "coins", "planted")
+    before = await wallet.read_wallet(ledger, "streamer1")
+    debits = [await debit_only(ledger, "k", SENDERS[i]) for i in range(1, 6)]
+    with pytest.raises(redis.ResponseError):
+        await streamer_batch(ledger, debits)
+    assert await wallet.read_wallet(ledger, "streamer1") == before
+    wallet_key = keys.wallet("streamer1")
+    for d in debits:
+        credit_id = transfer_of(d).credit_id
+        assert await ledger.redis.get(keys.credited(wallet_key, credit_id)) is None
+    await ledger.redis.hset(platform, "coins", str(owed))  # repaired
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
+    assert await relay(ledger, SENDERS) == len(debits)
+    records = [e for e in await journal_entries(ledger.redis) if e["type"] == "gift"]
+    assert sorted((r["user"], r["key"]) for r in records) == [
+        (v.user_id, key) for v, key in zip(SENDERS[:6], ["first"] + ["k"] * 5, strict=True)
+    ]
+    diamonds = (await wallet.read_wallet(ledger, "streamer1"))["diamonds"]
+    assert diamonds == 6 * 5 * ledger.settings.economy.creator_share_bps // 10_000
+    assert sum(int(r["diamonds"]) for r in records) == diamonds
+    assert int(await ledger.redis.hget(platform, "coins") or 0) == 6 * 5 - diamonds
+    assert await pending(ledger, SENDERS) == []
 
 
 def masters(store: Store, redis_url: str) -> list[redis.Redis]:

@@ -111,7 +111,7 @@ local function creditOne(i, recordKey, sender, giftId, countArg, costArg, nowArg
   local battle = st.battle and battleOf(st.battle)
 
   -- The history first: the only write that can fail (a history ahead of its meta:
-  -- the caller's `historyAhead`), with nothing of this transfer written.
+  -- `refusalOf`), with nothing of this transfer written.
   local coinsTotal = st.coins + cost
   local outbox = shared.together and shared.outboxes[channel]
   if shared.together and not outbox then
@@ -152,15 +152,9 @@ for i = 1, n do
     replies[r + 1], replies[r + 2], replies[r + 3] = 0, eventId, combo
     replies[r + 4], replies[r + 5], replies[r + 6] = replayed, battleId, at
     r = r + 6
-  elseif ok then
-    r = r + 1
-    replies[r] = reply
-  elseif historyAhead(reply) then
-    r = r + 1
-    replies[r] = 17
   else
-    writeShared(shared) -- the transfers before this one, whole; then the call's error
-    error(reply)
+    r = r + 1
+    replies[r] = refusalOf(ok, reply, writeShared, shared)
   end
 end
 writeShared(shared)

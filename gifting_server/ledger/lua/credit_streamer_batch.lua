@@ -8,9 +8,13 @@
   the streamer's credit is read once and written once at the call's end, the
   platform's share and the held diamonds summed and added once, and the transfers
   journaled in one entry, a gift a line (`writeShared`; ledger/journal.py reads
-  them as it reads send_gifts'). Each transfer's record is written with its own
-  writes, so a call that fails part way leaves every transfer either credited or
-  not at all (the relay finishes those with credit_streamer).
+  them as it reads send_gifts'). Those are written at the call's end, then the
+  streamer's credit, then the transfers' records: a call that fails part way (a
+  board, at a transfer's first write) or at its end leaves every transfer either
+  credited whole or not credited, its diamonds unpaid (the relay finishes those with
+  credit_streamer). The held bucket, the platform account and the journal are
+  checked for their type before the call's first write: one planted with another
+  type refuses every transfer (17), nothing written.
 
   Input (N transfers):
     KEYS[1] streamer wallet           {u:T}:wallet
@@ -55,10 +59,48 @@ if not (n >= 1 and #ARGV == 2 + 14 * n and type(streamer) == 'string'
 end
 
 local shared = newShared(false, '0')
-local sr = false -- the streamer's credit: read by the first transfer not credited before
+-- The streamer's credit, read by the first transfer not credited before; written by
+-- `finish`, not `writeShared`, so that it comes after the call's shared writes.
+local sr = false
 -- Every transfer's record, read with one MGET (one slot); `written`: the records this
--- call wrote, so that a transfer twice in the call answers the first's result.
-local prior, written = call('MGET', unpack(KEYS, 7, 6 + n)), {}
+-- call credits, so that a transfer twice in the call answers the first's result;
+-- `credited`: their keys in order, for `finish` to write.
+local prior, written, credited = call('MGET', unpack(KEYS, 7, 6 + n)), {}, {}
+
+-- A key the call's end writes unread is absent or of the type it writes.
+local function writable(key, kind)
+  local found = call('TYPE', key).ok
+  return found == 'none' or found == kind
+end
+
+-- The streamer's credit, read once; `sound`: its numbers parse and the keys the call's
+-- end writes are of their types, checked before the call's first write: a held bucket,
+-- platform account or journal planted with another type would otherwise fail the
+-- call at its end, after its boards, leaving the transfers uncredited with whichever
+-- of those writes came before the failing one done, for the relay to do again.
+local function readStreamer()
+  local s = call('HMGET', streamerKey, 'received', 'diamonds')
+  local received, diamonds = tonumber(s[1] or '0'), tonumber(s[2] or '0')
+  return {received = received, diamonds = diamonds, sound = received and diamonds
+    and writable(heldKey, 'hash') and writable(platformKey, 'hash')
+    and writable(journalKey, 'stream')}
+end
+
+-- The call's writes of the transfers credited so far, each transfer's money last: the
+-- held bucket, the platform account and the journal (`writeShared`), then the
+-- streamer's credit, then the records that count the transfers credited. A failure
+-- at any of these (a held bucket or platform account holding no integer) leaves no
+-- transfer counted, nor its diamonds paid: the relay credits each once, repaired.
+local function finish()
+  writeShared(shared)
+  if sr and sr.changed then
+    call('HSET', streamerKey, 'received', fmt(sr.received), 'diamonds', fmt(sr.diamonds))
+  end
+  for _, recordKey in ipairs(credited) do
+    call('SET', recordKey, written[recordKey], 'PX', recordTtl)
+  end
+end
+
 -- What a text means as a count, a price, a share or a hold's end, checked once a call
 -- (the transfers of a call mostly repeat a few): `false` when it is none.
 local checked = {}
@@ -94,20 +136,16 @@ local function creditOne(i, recordKey, sender, streamId, giftId, countArg, costA
   local seen = written[recordKey] or prior[i]
   if seen then return 0, tonumber(seen), 1 end
 
-  if not sr then
-    local s = call('HMGET', streamerKey, 'received', 'diamonds')
-    sr = {received = tonumber(s[1] or '0'), diamonds = tonumber(s[2] or '0')}
-    shared.streamers[streamerKey] = sr
-    shared.streamerOrder[1] = streamerKey
-  end
-  if not (sr.received and sr.diamonds) then return 17 end
+  if not sr then sr = readStreamer() end
+  if not sr.sound then return 17 end
   local diamonds = creatorShare(sr.received + cost, shareBps) - creatorShare(sr.received, shareBps)
   local platformShare = cost - diamonds
 
   -- All checks passed: write. The boards first: written unread, they are what can
   -- still fail (a key planted with another type), and a transfer that fails must
-  -- leave nothing in `shared`, which the call writes before its error: its diamonds
-  -- written without its record would be paid again by each retry and relay pass.
+  -- leave nothing in `shared`, `sr` or `credited`, which the call writes before its
+  -- error: its diamonds written without its record would be paid again by each retry
+  -- and relay pass.
   bumpChannelBoards(dayBoardKey, allBoardKey, costArg, cost, sender)
   sr.received, sr.diamonds, sr.changed = sr.received + cost, sr.diamonds + diamonds, true
   addEarnings(shared, heldKey, platformKey, heldUntil, heldUntilArg, now, diamonds,
@@ -125,9 +163,8 @@ local function creditOne(i, recordKey, sender, streamId, giftId, countArg, costA
     nowArg, limit ~= '' and limit, adultArg == '1')
   journal.battles[j] = battle and (battle[1] .. '|' .. battle[2]) or ''
   if battle then journal.counted = true end
-  local record = textOf(texts, diamonds)
-  call('SET', recordKey, record, 'PX', recordTtl)
-  written[recordKey] = record
+  written[recordKey] = textOf(texts, diamonds)
+  credited[#credited + 1] = recordKey
   return 0, diamonds, 0
 end
 
@@ -141,13 +178,10 @@ for i = 1, n do
   if ok and reply == 0 then
     replies[r + 1], replies[r + 2], replies[r + 3] = 0, diamonds, replayed
     r = r + 3
-  elseif ok then
-    r = r + 1
-    replies[r] = reply
   else
-    writeShared(shared) -- the transfers before this one, whole; then the call's error
-    error(reply)
+    r = r + 1
+    replies[r] = refusalOf(ok, reply, finish, shared)
   end
 end
-writeShared(shared)
+finish()
 return replies

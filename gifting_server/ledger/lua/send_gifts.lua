@@ -114,15 +114,9 @@ for i = 1, gifts do
       replies[r + 1], replies[r + 2], replies[r + 3] = 0, eventId, coinsLeft
       replies[r + 4], replies[r + 5], replies[r + 6] = combo, replayed, diamonds
       r = r + 6
-    elseif ok then
-      r = r + 1
-      replies[r] = reply
-    elseif historyAhead(reply) then
-      r = r + 1
-      replies[r] = 17
     else
-      writeShared(shared) -- the gifts before this one, whole; then the call's error
-      error(reply)
+      r = r + 1
+      replies[r] = refusalOf(ok, reply, writeShared, shared)
     end
   end
 end

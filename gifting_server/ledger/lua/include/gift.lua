@@ -22,7 +22,7 @@
   there, the gifts otherwise written). A gift still sees every gift before it
   in the call: it reads them from `shared`. The history append stays each gift's
   first write: a history ahead of its meta refuses that gift alone, with nothing of
-  it written (the caller's `historyAhead`: CORRUPT_VALUE), and the call goes on.
+  it written (`refusalOf`: CORRUPT_VALUE), and the call goes on.
   Any other error (a full Redis at the call's first write, a key planted with
   another type) ends the call after `writeShared`, so the gifts before it are whole. send_gift does not share this: a call's tables cost
   Redis's Lua heap (its garbage collector) ~40,000 instructions, which a batch of
@@ -71,12 +71,22 @@ local function textOf(texts, n)
   return t
 end
 
--- An error of a gift's first write, its history XADD, that says the history is ahead
--- of the stream's meta: nothing of that gift was written.
-local function historyAhead(e)
+-- The code that answers an item of the call (a gift, a transfer) that `pcall` ran and
+-- that was not done: its own code; 17 for an error of its first write, its history
+-- XADD, that says the history is ahead of the stream's meta: nothing of the item was
+-- written, and the call goes on. Any other error ends the call after `finish(shared)`
+-- wrote what the items before it left, whole. The scripts lay a done item's values
+-- themselves: a call here a gift would cost ~1,200 instructions.
+local function refusalOf(ok, reply, finish, shared)
+  if ok then return reply end
+  local e = reply
   if type(e) == 'table' then e = e.err end -- Redis 7 raises a table, older Redis a string
-  return type(e) == 'string'
-    and string.find(e, 'equal or smaller than the target stream top', 1, true) ~= nil
+  if type(e) == 'string'
+      and string.find(e, 'equal or smaller than the target stream top', 1, true) then
+    return 17
+  end
+  finish(shared) -- the items before this one, whole; then the call's error
+  error(reply)
 end
 
 -- The writes the call's gifts left in `shared`, once each.
@@ -233,7 +243,7 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
 
   -- All checks passed: write. The history comes first: its entry ids must grow, so a
   -- stream meta restored behind its history makes that XADD fail; as this gift's
-  -- first write it fails with nothing of the gift written (`historyAhead`). No later
+  -- first write it fails with nothing of the gift written (`refusalOf`). No later
   -- call can fail on anything a client sends (a key planted with another type or
   -- value can: see send_gift's header).
   local coinsTotal = st.coins + cost
