@@ -146,7 +146,7 @@ class ClusterScriptPipeline:
         or its error as a value. Those whose master is known and connected are written
         at once, a future each (no task, no deadline of their own: the connection's
         timeout bounds them); the rest, and any the cluster redirects or that was never
-        written, go the whole way (`call`'s), one by one. The relay reads a thousand
+        written, go the whole way (`call`'s), together. The relay reads a thousand
         outboxes a pass: as a task and a deadline each, and a slot computed from each
         key, that cost an idle worker on a cluster ~30 ms of CPU a second."""
         answers: list[Any] = [None] * len(commands)
@@ -166,12 +166,13 @@ class ClusterScriptPipeline:
                 slow.append(i)
             else:
                 answers[i] = reply
-        for i in slow:
-            slot, command = commands[i]
-            try:
-                answers[i] = await self._routed(slot, "", command, False)
-            except Exception as e:  # returned, as gather's return_exceptions returns it
-                answers[i] = e
+        # Together, not one by one: the commands of a master that hangs would each wait
+        # out a deadline after the one before.
+        routed = [self._routed(commands[i][0], "", commands[i][1], False) for i in slow]
+        for i, answer in zip(
+            slow, await asyncio.gather(*routed, return_exceptions=True), strict=True
+        ):
+            answers[i] = answer
         return answers
 
     async def _routed(self, slot: int, sha: str, command: tuple[Any, ...], acked: bool) -> Any:
