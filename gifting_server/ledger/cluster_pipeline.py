@@ -180,17 +180,23 @@ class ClusterScriptPipeline:
         # connection bounds it (a write unanswered in time fails every call of it), so
         # it needs no deadline of its own: a timer each step cost ~5% of a gift's worker
         # CPU. Anything else (a redirection, a call never written, no connection yet)
-        # takes the whole route below, within the deadline.
+        # takes the whole route below, within what is left of the deadline: a call held
+        # behind a WAIT and dropped unsent with its hung master's connection has waited
+        # out most of it already.
+        started: float | None = None
         nodes = self.client.nodes_manager.slots_cache.get(slot)
         if nodes:
             protocol = self._connections.get((nodes[0].host, int(nodes[0].port)))
             if protocol is not None and not protocol.lost:
+                started = protocol.loop.time()
                 try:
                     return await protocol.call(command, acked=acked)
                 except (redis_errors.AskError, redis_errors.NoScriptError, NotSent):
                     pass  # a redirection (MOVED is an AskError) ran nothing: the route follows
+        if started is None:
+            started = asyncio.get_running_loop().time()
         try:
-            async with asyncio.timeout(self.deadline_s):
+            async with asyncio.timeout_at(started + self.deadline_s):
                 return await self._route(slot, sha, command, acked)
         except TimeoutError:
             raise redis_errors.TimeoutError("Redis Cluster did not answer in time") from None

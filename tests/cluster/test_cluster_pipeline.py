@@ -17,7 +17,7 @@ from redis.crc import key_slot
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger.cluster_pipeline import ClusterScriptPipeline, CrossSlotCall
 from gifting_server.ledger.keys import SLOTS, outbox_of_slot
-from gifting_server.ledger.pipeline import NotSent
+from gifting_server.ledger.pipeline import NotSent, ReplicaAck
 from gifting_server.ledger.store import connect_cluster, guarded
 from gifting_server.local_cluster import LocalCluster, NodeInfo
 
@@ -220,6 +220,36 @@ async def test_many_commands_on_a_hung_master_fail_together_within_one_deadline(
     assert elapsed < pipeline.deadline_s + 0.5
     assert [type(answer) for answer in answers[:-1]] == [redis_errors.TimeoutError] * 6
     assert answers[-1] == 0
+
+
+async def test_a_call_held_behind_a_wait_on_a_hung_master_fails_within_its_deadline(
+    redis_cluster: LocalCluster, client: RedisCluster
+) -> None:
+    """With `replicas_acked`, a call made while its connection's WAIT is pending waits
+    unwritten. When the master hangs, the connection is dropped at its timeout and that
+    call, never sent, may go again, but only within what is left of its one deadline
+    (`request_timeout_s` plus twice `replicas_timeout_ms`): not a whole deadline more."""
+    pipeline = ClusterScriptPipeline(client, SOURCES, ReplicaAck(1, 500))
+    key = "{u:alice}:n"
+    node = node_client(redis_cluster.master_for_key(key))
+    try:
+        assert await pipeline.evalsha(ECHO_SHA, [key], [1]) == [1, key]  # connected
+        node.execute_command("CLIENT", "PAUSE", 10_000, "ALL")
+        try:
+            written = asyncio.ensure_future(pipeline.evalsha(ECHO_SHA, [key], [2]))
+            await asyncio.sleep(0.1)  # written with its WAIT; the node holds both
+            started = time.monotonic()
+            with pytest.raises(redis_errors.TimeoutError):
+                await pipeline.evalsha(ECHO_SHA, [key], [3])
+            elapsed = time.monotonic() - started
+            with pytest.raises(redis_errors.TimeoutError):  # it may have run: not sent again
+                await written
+        finally:
+            node.execute_command("CLIENT", "UNPAUSE")
+    finally:
+        await pipeline.close()
+
+    assert elapsed < pipeline.deadline_s + 0.4
 
 
 class AnyRedisError:
