@@ -90,6 +90,24 @@ async def test_a_script_missing_on_a_node_is_loaded_there_and_the_call_answered(
         assert node_client(node).script_exists(INCR_SHA) == [True]
 
 
+async def test_a_script_its_connected_master_lost_is_loaded_and_run_once(
+    redis_cluster: LocalCluster, pipeline: ClusterScriptPipeline
+) -> None:
+    """NOSCRIPT on a connection already open (a restarted node, a promoted replica, a
+    flushed cache): the call ran nothing, so it is sent again once the script is
+    loaded, and runs once. Eight calls at once, so some share a write."""
+    key = "{u:flushed}:n"
+    node = node_client(redis_cluster.master_for_key(key))
+    assert await pipeline.evalsha(INCR_SHA, [key], [0]) == 0  # connected, loaded
+    node.script_flush()
+    try:
+        replies = await asyncio.gather(*(pipeline.evalsha(INCR_SHA, [key], [1]) for _ in range(8)))
+        assert sorted(replies) == list(range(1, 9))
+        assert node.get(key) == "8"
+    finally:
+        node.delete(key)
+
+
 async def test_an_unknown_script_still_raises_noscript(pipeline: ClusterScriptPipeline) -> None:
     with pytest.raises(redis_errors.NoScriptError):
         await pipeline.evalsha("0" * 40, ["{u:alice}:n"], [])
