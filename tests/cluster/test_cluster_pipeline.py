@@ -273,6 +273,55 @@ async def test_a_call_held_behind_a_wait_on_a_hung_master_fails_within_its_deadl
     assert elapsed < pipeline.deadline_s + 0.4
 
 
+async def test_many_commands_across_a_failover_are_answered_in_place_and_run_once(
+    redis_cluster: LocalCluster, pipeline: ClusterScriptPipeline, killed: list[NodeInfo]
+) -> None:
+    """`calls` while a master is killed and its replica takes over: each pass is answered
+    within the timeout, the dead master's commands fail (never written, or written to a
+    dead socket) until the replica serves them, the others' only while the cluster is
+    down, and each command ran at most once: the counters end at one per pass that
+    answered them, the last answers in their places."""
+    victim = masters(redis_cluster)[0]
+    victim_slots = [slot for slot in range(SLOTS) if victim.serves(slot)][:4]
+    others = [slot for slot in range(SLOTS) if not victim.serves(slot)]
+    other_slots = [others[0], others[-1]]  # one on each other master
+    counters = [(slot, outbox_of_slot(slot).replace(":outbox", ":n")) for slot in victim_slots]
+    counters += [(slot, outbox_of_slot(slot).replace(":outbox", ":n")) for slot in other_slots]
+    commands = [(slot, ("INCR", key)) for slot, key in counters]
+    assert await pipeline.calls(commands) == [1] * len(commands)
+    assert node_client(victim).wait(1, 5000) == 1  # the replica has the first increments
+
+    redis_cluster.kill(victim)
+    killed.append(victim)
+    answered = [1] * len(commands)
+    deadline = time.monotonic() + 30
+    while True:
+        started = time.monotonic()
+        answers = await pipeline.calls(commands)
+        assert time.monotonic() - started < TIMEOUT_S + 0.5  # never hangs
+        for i, answer in enumerate(answers):
+            if isinstance(answer, int):
+                answered[i] += 1
+            elif i < len(victim_slots):  # written to a dead socket, never written, refused
+                refusals = (redis_errors.ConnectionError, redis_errors.ClusterDownError)
+                assert isinstance(answer, refusals), answer
+            else:  # the others refuse while a slot has no master: nothing ran
+                assert isinstance(answer, redis_errors.ClusterDownError), answer
+        if all(isinstance(answer, int) for answer in answers):
+            break
+        assert time.monotonic() < deadline, "no replica took over"
+        await asyncio.sleep(0.1)
+
+    survivor = masters(redis_cluster)[0]
+    cluster = redis.RedisCluster(host=survivor.host, port=survivor.port)
+    try:
+        values = [int(cluster.get(key)) for _, key in counters]
+        cluster.delete(*(key for _, key in counters))
+    finally:
+        cluster.close()
+    assert values == answered == answers
+
+
 class AnyRedisError:
     """Equal to any error Redis answered (an error among `calls`' answers)."""
 
