@@ -149,6 +149,7 @@ class ClusterScriptPipeline:
         written, go the whole way (`call`'s), together. The relay reads a thousand
         outboxes a pass: as a task and a deadline each, and a slot computed from each
         key, that cost an idle worker on a cluster ~30 ms of CPU a second."""
+        started = asyncio.get_running_loop().time()  # each command's one deadline counts from here
         answers: list[Any] = [None] * len(commands)
         pending: list[tuple[int, asyncio.Future[Any]]] = []
         slow: list[int] = []
@@ -168,27 +169,34 @@ class ClusterScriptPipeline:
                 answers[i] = reply
         # Together, not one by one: the commands of a master that hangs would each wait
         # out a deadline after the one before.
-        routed = [self._routed(commands[i][0], "", commands[i][1], False) for i in slow]
+        routed = [self._routed(commands[i][0], "", commands[i][1], False, started) for i in slow]
         for i, answer in zip(
             slow, await asyncio.gather(*routed, return_exceptions=True), strict=True
         ):
             answers[i] = answer
         return answers
 
-    async def _routed(self, slot: int, sha: str, command: tuple[Any, ...], acked: bool) -> Any:
+    async def _routed(
+        self,
+        slot: int,
+        sha: str,
+        command: tuple[Any, ...],
+        acked: bool,
+        started: float | None = None,
+    ) -> Any:
         # The usual call: its slot's master known and connected, no redirection. Its
         # connection bounds it (a write unanswered in time fails every call of it), so
         # it needs no deadline of its own: a timer each step cost ~5% of a gift's worker
         # CPU. Anything else (a redirection, a call never written, no connection yet)
         # takes the whole route below, within what is left of the deadline: a call held
         # behind a WAIT and dropped unsent with its hung master's connection has waited
-        # out most of it already.
-        started: float | None = None
+        # out most of it already. `started`: when the caller began it, if before now.
         nodes = self.client.nodes_manager.slots_cache.get(slot)
         if nodes:
             protocol = self._connections.get((nodes[0].host, int(nodes[0].port)))
             if protocol is not None and not protocol.lost:
-                started = protocol.loop.time()
+                if started is None:
+                    started = protocol.loop.time()
                 try:
                     return await protocol.call(command, acked=acked)
                 except (redis_errors.AskError, redis_errors.NoScriptError, NotSent):

@@ -273,6 +273,36 @@ async def test_a_call_held_behind_a_wait_on_a_hung_master_fails_within_its_deadl
     assert elapsed < pipeline.deadline_s + 0.4
 
 
+async def test_commands_held_behind_a_wait_on_a_hung_master_fail_within_the_deadline(
+    redis_cluster: LocalCluster, client: RedisCluster
+) -> None:
+    """`calls` (the relay's reads) share each master's connection with the scripts: held
+    behind a script's WAIT when the master hangs, dropped unsent with the connection,
+    they go the whole way within what is left of one deadline, as a script call does."""
+    pipeline = ClusterScriptPipeline(client, SOURCES, ReplicaAck(1, 500))
+    key = "{u:alice}:n"
+    slot = key_slot(key.encode())
+    node = node_client(redis_cluster.master_for_key(key))
+    try:
+        assert await pipeline.evalsha(ECHO_SHA, [key], [1]) == [1, key]  # connected
+        node.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
+        try:
+            written = asyncio.ensure_future(pipeline.evalsha(ECHO_SHA, [key], [2]))
+            await asyncio.sleep(0.1)  # written with its WAIT; the node holds both
+            started = time.monotonic()
+            answers = await pipeline.calls([(slot, ("GET", key))] * 3)
+            elapsed = time.monotonic() - started
+            with pytest.raises(redis_errors.TimeoutError):
+                await written
+        finally:
+            node.execute_command("CLIENT", "UNPAUSE")  # answered once the pause is over
+    finally:
+        await pipeline.close()
+
+    assert [type(answer) for answer in answers] == [redis_errors.TimeoutError] * 3
+    assert elapsed < pipeline.deadline_s + 0.4
+
+
 async def test_many_commands_across_a_failover_are_answered_in_place_and_run_once(
     redis_cluster: LocalCluster, pipeline: ClusterScriptPipeline, killed: list[NodeInfo]
 ) -> None:
