@@ -104,7 +104,10 @@ class ScriptPipeline:
         thousand outboxes a pass)."""
         protocol = self._protocol
         if protocol is None or protocol.lost:
-            protocol = await self._connect()
+            try:
+                protocol = await self._connect()
+            except NotSent as e:  # each command's answer, as a failed call's would be
+                return [e] * len(commands)
         replies = [protocol.call(command) for _, command in commands]
         return await asyncio.gather(*replies, return_exceptions=True)
 

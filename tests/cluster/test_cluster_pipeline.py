@@ -16,7 +16,8 @@ from redis.crc import key_slot
 
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger.cluster_pipeline import ClusterScriptPipeline, CrossSlotCall
-from gifting_server.ledger.pipeline import NotSent
+from gifting_server.ledger.keys import SLOTS, outbox_of_slot
+from gifting_server.ledger.pipeline import NotSent, ReplicaAck
 from gifting_server.ledger.store import connect_cluster, guarded
 from gifting_server.local_cluster import LocalCluster, NodeInfo
 
@@ -27,6 +28,9 @@ ECHO = "return {tonumber(ARGV[1]), KEYS[1]}"
 INCR = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 SOURCES = {hashlib.sha1(s.encode()).hexdigest(): s for s in (ECHO, INCR)}
 ECHO_SHA, INCR_SHA = SOURCES
+# A hung master's pause: past what the tests that pause one wait for, short enough to wait
+# out (Redis 7.0 holds CLIENT UNPAUSE itself until the pause is over).
+PAUSE_MS = 4000
 
 
 @pytest.fixture
@@ -87,6 +91,24 @@ async def test_a_script_missing_on_a_node_is_loaded_there_and_the_call_answered(
 
     for node in masters(redis_cluster):
         assert node_client(node).script_exists(INCR_SHA) == [True]
+
+
+async def test_a_script_its_connected_master_lost_is_loaded_and_run_once(
+    redis_cluster: LocalCluster, pipeline: ClusterScriptPipeline
+) -> None:
+    """NOSCRIPT on a connection already open (a restarted node, a promoted replica, a
+    flushed cache): the call ran nothing, so it is sent again once the script is
+    loaded, and runs once. Eight calls at once, so some share a write."""
+    key = "{u:flushed}:n"
+    node = node_client(redis_cluster.master_for_key(key))
+    assert await pipeline.evalsha(INCR_SHA, [key], [0]) == 0  # connected, loaded
+    node.script_flush()
+    try:
+        replies = await asyncio.gather(*(pipeline.evalsha(INCR_SHA, [key], [1]) for _ in range(8)))
+        assert sorted(replies) == list(range(1, 9))
+        assert node.get(key) == "8"
+    finally:
+        node.delete(key)
 
 
 async def test_an_unknown_script_still_raises_noscript(pipeline: ClusterScriptPipeline) -> None:
@@ -189,6 +211,145 @@ async def test_many_plain_commands_are_answered_in_order_across_masters_and_redi
         client = redis.RedisCluster(host=source.host, port=source.port)
         client.delete(*keys)
         client.close()
+
+
+async def test_many_commands_on_a_hung_master_fail_together_within_one_deadline(
+    redis_cluster: LocalCluster, pipeline: ClusterScriptPipeline
+) -> None:
+    """`calls` whose master hangs and whose connection to it was already lost (the
+    relay's pass before timed out) take the whole route together, each within the one
+    deadline: not one deadline after the other, which for the relay's thousand outboxes
+    a pass would be most of an hour. The other masters' commands are answered."""
+    hung = masters(redis_cluster)[0]
+    hung_slots = [slot for slot in range(SLOTS) if hung.serves(slot)][:6]
+    other_slot = next(slot for slot in range(SLOTS) if not hung.serves(slot))
+    reads = [(slot, ("ZCARD", outbox_of_slot(slot))) for slot in [*hung_slots, other_slot]]
+    assert await pipeline.calls(reads) == [0] * len(reads)  # every master connected
+    node = node_client(hung)
+    node.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
+    try:
+        with pytest.raises(redis_errors.TimeoutError):  # its connection dropped
+            await pipeline.call(outbox_of_slot(hung_slots[0]), reads[0][1])
+        assert (hung.host, hung.port) not in pipeline.connected_nodes()
+
+        started = time.monotonic()
+        answers = await pipeline.calls(reads)
+        elapsed = time.monotonic() - started
+    finally:
+        node.execute_command("CLIENT", "UNPAUSE")  # answered once the pause is over
+
+    assert elapsed < pipeline.deadline_s + 0.5
+    assert [type(answer) for answer in answers[:-1]] == [redis_errors.TimeoutError] * 6
+    assert answers[-1] == 0
+
+
+async def test_a_call_held_behind_a_wait_on_a_hung_master_fails_within_its_deadline(
+    redis_cluster: LocalCluster, client: RedisCluster
+) -> None:
+    """With `replicas_acked`, a call made while its connection's WAIT is pending waits
+    unwritten. When the master hangs, the connection is dropped at its timeout and that
+    call, never sent, may go again, but only within what is left of its one deadline
+    (`request_timeout_s` plus twice `replicas_timeout_ms`): not a whole deadline more."""
+    pipeline = ClusterScriptPipeline(client, SOURCES, ReplicaAck(1, 500))
+    key = "{u:alice}:n"
+    node = node_client(redis_cluster.master_for_key(key))
+    try:
+        assert await pipeline.evalsha(ECHO_SHA, [key], [1]) == [1, key]  # connected
+        node.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
+        try:
+            written = asyncio.ensure_future(pipeline.evalsha(ECHO_SHA, [key], [2]))
+            await asyncio.sleep(0.1)  # written with its WAIT; the node holds both
+            started = time.monotonic()
+            with pytest.raises(redis_errors.TimeoutError):
+                await pipeline.evalsha(ECHO_SHA, [key], [3])
+            elapsed = time.monotonic() - started
+            with pytest.raises(redis_errors.TimeoutError):  # it may have run: not sent again
+                await written
+        finally:
+            node.execute_command("CLIENT", "UNPAUSE")  # answered once the pause is over
+    finally:
+        await pipeline.close()
+
+    assert elapsed < pipeline.deadline_s + 0.4
+
+
+async def test_commands_held_behind_a_wait_on_a_hung_master_fail_within_the_deadline(
+    redis_cluster: LocalCluster, client: RedisCluster
+) -> None:
+    """`calls` (the relay's reads) share each master's connection with the scripts: held
+    behind a script's WAIT when the master hangs, dropped unsent with the connection,
+    they go the whole way within what is left of one deadline, as a script call does."""
+    pipeline = ClusterScriptPipeline(client, SOURCES, ReplicaAck(1, 500))
+    key = "{u:alice}:n"
+    slot = key_slot(key.encode())
+    node = node_client(redis_cluster.master_for_key(key))
+    try:
+        assert await pipeline.evalsha(ECHO_SHA, [key], [1]) == [1, key]  # connected
+        node.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
+        try:
+            written = asyncio.ensure_future(pipeline.evalsha(ECHO_SHA, [key], [2]))
+            await asyncio.sleep(0.1)  # written with its WAIT; the node holds both
+            started = time.monotonic()
+            answers = await pipeline.calls([(slot, ("GET", key))] * 3)
+            elapsed = time.monotonic() - started
+            with pytest.raises(redis_errors.TimeoutError):
+                await written
+        finally:
+            node.execute_command("CLIENT", "UNPAUSE")  # answered once the pause is over
+    finally:
+        await pipeline.close()
+
+    assert [type(answer) for answer in answers] == [redis_errors.TimeoutError] * 3
+    assert elapsed < pipeline.deadline_s + 0.4
+
+
+async def test_many_commands_across_a_failover_are_answered_in_place_and_run_once(
+    redis_cluster: LocalCluster, pipeline: ClusterScriptPipeline, killed: list[NodeInfo]
+) -> None:
+    """`calls` while a master is killed and its replica takes over: each pass is answered
+    within the timeout, the dead master's commands fail (never written, or written to a
+    dead socket) until the replica serves them, the others' only while the cluster is
+    down, and each command ran at most once: the counters end at one per pass that
+    answered them, the last answers in their places."""
+    victim = masters(redis_cluster)[0]
+    victim_slots = [slot for slot in range(SLOTS) if victim.serves(slot)][:4]
+    others = [slot for slot in range(SLOTS) if not victim.serves(slot)]
+    other_slots = [others[0], others[-1]]  # one on each other master
+    counters = [(slot, outbox_of_slot(slot).replace(":outbox", ":n")) for slot in victim_slots]
+    counters += [(slot, outbox_of_slot(slot).replace(":outbox", ":n")) for slot in other_slots]
+    commands = [(slot, ("INCR", key)) for slot, key in counters]
+    assert await pipeline.calls(commands) == [1] * len(commands)
+    assert node_client(victim).wait(1, 5000) == 1  # the replica has the first increments
+
+    redis_cluster.kill(victim)
+    killed.append(victim)
+    answered = [1] * len(commands)
+    deadline = time.monotonic() + 30
+    while True:
+        started = time.monotonic()
+        answers = await pipeline.calls(commands)
+        assert time.monotonic() - started < TIMEOUT_S + 0.5  # never hangs
+        for i, answer in enumerate(answers):
+            if isinstance(answer, int):
+                answered[i] += 1
+            elif i < len(victim_slots):  # written to a dead socket, never written, refused
+                refusals = (redis_errors.ConnectionError, redis_errors.ClusterDownError)
+                assert isinstance(answer, refusals), answer
+            else:  # the others refuse while a slot has no master: nothing ran
+                assert isinstance(answer, redis_errors.ClusterDownError), answer
+        if all(isinstance(answer, int) for answer in answers):
+            break
+        assert time.monotonic() < deadline, "no replica took over"
+        await asyncio.sleep(0.1)
+
+    survivor = masters(redis_cluster)[0]
+    cluster = redis.RedisCluster(host=survivor.host, port=survivor.port)
+    try:
+        values = [int(cluster.get(key)) for _, key in counters]
+        cluster.delete(*(key for _, key in counters))
+    finally:
+        cluster.close()
+    assert values == answered == answers
 
 
 class AnyRedisError:

@@ -127,3 +127,20 @@ async def test_a_restarted_redis_fails_the_calls_in_flight_and_the_next_call_rec
     redis.start()
     with pytest.raises(redis_errors.NoScriptError):  # a fresh Redis: the pipeline is back
         await pipeline.evalsha(sha, ["k"], [3])
+
+
+async def test_many_commands_to_a_redis_that_is_down_each_answer_its_error(
+    own_redis: tuple[RedisProcess, ScriptPipeline, str],
+) -> None:
+    """`calls` answers each command's error as a value, even when no connection can be
+    made: the relay turns such an answer into `service_unavailable` (`store.guarded`),
+    a warning line a pass, where a raised error would be a traceback a pass."""
+    redis, pipeline, _ = own_redis
+    redis.kill()
+    with pytest.raises(redis_errors.ConnectionError):  # the connection it had is lost
+        await pipeline.call("k", ("GET", "k"))
+
+    answers = await pipeline.calls([(0, ("GET", "a")), (0, ("GET", "b"))])
+
+    assert len(answers) == 2
+    assert all(isinstance(answer, redis_errors.ConnectionError) for answer in answers)

@@ -10,7 +10,10 @@ import re
 import threading
 from collections.abc import Awaitable, Callable
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.ledger import gifts, keys, reconcile, streams, transfers, wallet
@@ -307,3 +310,22 @@ def test_every_slot_has_an_outbox_in_that_slot() -> None:
     for slot in (0, 1, 5000, keys.SLOTS - 1):
         assert key_slot(keys.outbox_of_slot(slot).encode()) == slot
     assert key_slot(keys.outbox("alice").encode()) == key_slot(keys.wallet("alice").encode())
+
+
+INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+
+
+@given(
+    st.builds(
+        transfers.Transfer,
+        **{name: INT64 for name in ("count", "coins", "at", "share_bps", "held_until")},
+    )
+)
+def test_a_transfer_is_written_as_the_records_already_kept_and_read_back_whole(
+    transfer: transfers.Transfer,
+) -> None:
+    """A record's transfer outlives the worker that wrote it: one encoded from the
+    dataclass reads as one encoded from its dict (`asdict`, as before), any text."""
+    written = transfer.encoded()
+    assert written == orjson.dumps(dataclasses.asdict(transfer)).decode()
+    assert transfers.Transfer.decoded(written) == transfer
