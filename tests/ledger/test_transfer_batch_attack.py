@@ -255,7 +255,7 @@ async def test_a_batched_streamer_credit_refused_by_a_planted_key_credits_each_o
     written: no record that would count a transfer credited without its journal line,
     platform share or held diamonds, no diamonds that the relay would pay again. Once
     the key is repaired the relay credits each transfer once."""
-    await send(ledger, 0, "first")
+    await send(ledger, "first", SENDERS[0])
     key = {
         "held": keys.held_diamonds("streamer1"),
         "platform": keys.platform_account("streamer1"),
@@ -300,7 +300,7 @@ async def test_a_batched_streamer_credit_failed_at_its_end_pays_no_diamond_twice
     journal line exactly once. Its boards and held diamonds, written before the
     failure, the relay adds again, as it does for credit_streamer's own step failed
     there: `reconcile` names the boards."""
-    await send(ledger, 0, "first")
+    await send(ledger, "first", SENDERS[0])
     platform = keys.platform_account("streamer1")
     owed = await ledger.redis.hget(platform, "coins")
     await ledger.redis.hset(platform, "coins", "planted")
