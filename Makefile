@@ -20,11 +20,11 @@ run: $(BIN)/gifting-server
 test: $(BIN)/gifting-server
 	$(BIN)/python -m pytest -q --ignore=tests/faults
 
-# The money path, the API, the hub and the faults again on a local Redis Cluster (3
+# The money path, the API, the hub, the faults and the metrics again on a local Redis Cluster (3
 # masters, 3 replicas, started by the tests) instead of the single Redis
 # (GIFTING_TEST_TOPOLOGY=cluster, tests/topology.py). tests/cluster, which always uses
 # the cluster, runs in `make test`.
-CLUSTER_SUITES := tests/ledger tests/api tests/hub tests/faults
+CLUSTER_SUITES := tests/ledger tests/api tests/hub tests/faults tests/test_metrics.py
 test-cluster: $(BIN)/gifting-server
 	GIFTING_TEST_TOPOLOGY=cluster $(BIN)/python -m pytest -q $(CLUSTER_SUITES)
 

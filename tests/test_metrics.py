@@ -18,6 +18,7 @@ from gifting_server.ledger.store import Store
 from tests.conftest import ServerThread
 from tests.factories import auth, fund, live_stream, post_webhook, token
 from tests.hub.wsclient import WsClient
+from tests.topology import on_cluster
 
 Sample = tuple[str, frozenset[tuple[str, str]]]
 
@@ -161,10 +162,19 @@ FED_ELSEWHERE = {
     "gifting_webhook_deliveries": "tests/api/test_webhooks.py",
     "gifting_webhook_backlog": "tests/api/test_webhooks.py",
     "gifting_webhooks_disabled": "tests/api/test_webhooks.py",
-    # Gifts across slots only: this server's traffic is on one Redis.
-    "gifting_transfer_credit_calls": "tests/ledger/test_transfer_batch.py",
-    "gifting_transfers_batched": "tests/ledger/test_transfer_batch.py",
 }
+# Each topology feeds its own batches' counters: on one Redis the gifts' calls
+# (`send_gifts`), on a cluster the credits of gifts across slots.
+if on_cluster():
+    FED_ELSEWHERE |= {
+        "gifting_gift_batches": "tests/ledger/test_gift_batch.py",
+        "gifting_gifts_batched": "tests/ledger/test_gift_batch.py",
+    }
+else:
+    FED_ELSEWHERE |= {
+        "gifting_transfer_credit_calls": "tests/ledger/test_transfer_batch.py",
+        "gifting_transfers_batched": "tests/ledger/test_transfer_batch.py",
+    }
 
 
 async def test_every_declared_metric_is_fed_by_the_traffic(
