@@ -20,6 +20,7 @@ from gifting_server.ledger.keys import SLOTS, outbox_of_slot
 from gifting_server.ledger.pipeline import NotSent, ReplicaAck
 from gifting_server.ledger.store import connect_cluster, guarded
 from gifting_server.local_cluster import LocalCluster, NodeInfo
+from tests.faults import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -243,6 +244,16 @@ async def test_many_commands_on_a_hung_master_fail_together_within_one_deadline(
     assert answers[-1] == 0
 
 
+async def until_its_wait_is_written(
+    pipeline: ClusterScriptPipeline, cluster: LocalCluster, key: str
+) -> None:
+    """The connection to `key`'s master wrote its calls and their WAIT, and waits for
+    the WAIT's answer: a call made now is held unwritten behind it."""
+    node = cluster.master_for_key(key)
+    protocol = pipeline._connections[(node.host, node.port)]
+    await wait_until(lambda: protocol.replicas_pending, 5, "the WAIT written")
+
+
 async def test_a_call_held_behind_a_wait_on_a_hung_master_fails_within_its_deadline(
     redis_cluster: LocalCluster, client: RedisCluster
 ) -> None:
@@ -258,7 +269,7 @@ async def test_a_call_held_behind_a_wait_on_a_hung_master_fails_within_its_deadl
         node.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
         try:
             written = asyncio.ensure_future(pipeline.evalsha(ECHO_SHA, [key], [2]))
-            await asyncio.sleep(0.1)  # written with its WAIT; the node holds both
+            await until_its_wait_is_written(pipeline, redis_cluster, key)  # the node holds both
             started = time.monotonic()
             with pytest.raises(redis_errors.TimeoutError):
                 await pipeline.evalsha(ECHO_SHA, [key], [3])
@@ -288,7 +299,7 @@ async def test_commands_held_behind_a_wait_on_a_hung_master_fail_within_the_dead
         node.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
         try:
             written = asyncio.ensure_future(pipeline.evalsha(ECHO_SHA, [key], [2]))
-            await asyncio.sleep(0.1)  # written with its WAIT; the node holds both
+            await until_its_wait_is_written(pipeline, redis_cluster, key)  # the node holds both
             started = time.monotonic()
             answers = await pipeline.calls([(slot, ("GET", key))] * 3)
             elapsed = time.monotonic() - started
