@@ -153,17 +153,15 @@ class ClusterScriptPipeline:
         answers: list[Any] = [None] * len(commands)
         pending: list[tuple[int, asyncio.Future[Any]]] = []
         slow: list[int] = []
-        slots = self.client.nodes_manager.slots_cache
         for i, (slot, command) in enumerate(commands):
-            nodes = slots.get(slot)
-            protocol = self._connections.get((nodes[0].host, int(nodes[0].port))) if nodes else None
-            if protocol is None or protocol.lost:
+            protocol = self._connected(slot)
+            if protocol is None:
                 slow.append(i)
             else:
                 pending.append((i, protocol.call(command)))
         replies = await asyncio.gather(*(reply for _, reply in pending), return_exceptions=True)
         for (i, _), reply in zip(pending, replies, strict=True):
-            if isinstance(reply, (redis_errors.MovedError, redis_errors.AskError, NotSent)):
+            if isinstance(reply, (redis_errors.AskError, NotSent)):  # MOVED is an AskError
                 slow.append(i)
             else:
                 answers[i] = reply
@@ -191,16 +189,14 @@ class ClusterScriptPipeline:
         # takes the whole route below, within what is left of the deadline: a call held
         # behind a WAIT and dropped unsent with its hung master's connection has waited
         # out most of it already. `started`: when the caller began it, if before now.
-        nodes = self.client.nodes_manager.slots_cache.get(slot)
-        if nodes:
-            protocol = self._connections.get((nodes[0].host, int(nodes[0].port)))
-            if protocol is not None and not protocol.lost:
-                if started is None:
-                    started = protocol.loop.time()
-                try:
-                    return await protocol.call(command, acked=acked)
-                except (redis_errors.AskError, redis_errors.NoScriptError, NotSent):
-                    pass  # a redirection (MOVED is an AskError) ran nothing: the route follows
+        protocol = self._connected(slot)
+        if protocol is not None:
+            if started is None:
+                started = protocol.loop.time()
+            try:
+                return await protocol.call(command, acked=acked)
+            except (redis_errors.AskError, redis_errors.NoScriptError, NotSent):
+                pass  # a redirection (MOVED is an AskError) ran nothing: the route follows
         if started is None:
             started = asyncio.get_running_loop().time()
         try:
@@ -208,6 +204,15 @@ class ClusterScriptPipeline:
                 return await self._route(slot, sha, command, acked)
         except TimeoutError:
             raise redis_errors.TimeoutError("Redis Cluster did not answer in time") from None
+
+    def _connected(self, slot: int) -> RedisProtocol | None:
+        """The live connection to the master the slot map names for `slot`, if there is
+        one: where a call goes straight, without the whole route."""
+        nodes = self.client.nodes_manager.slots_cache.get(slot)
+        if not nodes:
+            return None
+        protocol = self._connections.get((nodes[0].host, int(nodes[0].port)))
+        return None if protocol is None or protocol.lost else protocol
 
     async def close(self) -> None:
         connections, self._connections = list(self._connections.values()), {}
