@@ -7,7 +7,6 @@ connection opened again."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections import Counter
 from pathlib import Path
 
@@ -18,11 +17,11 @@ from gifting_server.config import Settings
 from gifting_server.errors import ErrorCode
 from gifting_server.ledger import gifts, keys, streams, transfers
 from gifting_server.ledger.store import Store, connect
-from tests.conftest import make_settings
 from tests.factories import fund, live_stream, viewer
 from tests.ledger.support import journal_entries
 from tests.ledger.test_concurrency import assert_reconciled
 from tests.ledger.test_transfer_batch_attack import masters
+from tests.ledger.transfers_support import GIFT_LIMITS_OUT_OF_REACH, across_slots_settings
 
 SENDERS = [viewer(f"v{i}") for i in range(8)]
 ROUNDS = 16  # passes of the loop the gifts are given before the close: 0 to 15
@@ -30,14 +29,13 @@ ROUNDS = 16  # passes of the loop the gifts are given before the close: 0 to 15
 
 @pytest.fixture
 def settings(redis_url: str, tmp_path: Path) -> Settings:
-    return dataclasses.replace(
-        make_settings(redis_url, tmp_path, limits={"gift_burst": 200, "gift_rate_per_s": 200}),
-        gifts_across_slots=True,
-    )
+    return across_slots_settings(redis_url, tmp_path, limits=GIFT_LIMITS_OUT_OF_REACH)
 
 
 @pytest.fixture
 async def ledger(store: Store) -> Store:
+    # On the real clock (not transfers_support's open_ledger at T0): the stores closed
+    # here debit on their own clocks, and the relay must see those transfers as old.
     for v in SENDERS:
         await fund(store, v.user_id, "coins_100")
     await live_stream(store, "s1")
