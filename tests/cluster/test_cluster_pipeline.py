@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import pytest
 import redis
@@ -244,14 +245,34 @@ async def test_many_commands_on_a_hung_master_fail_together_within_one_deadline(
     assert answers[-1] == 0
 
 
-async def until_its_wait_is_written(
-    pipeline: ClusterScriptPipeline, cluster: LocalCluster, key: str
-) -> None:
-    """The connection to `key`'s master wrote its calls and their WAIT, and waits for
-    the WAIT's answer: a call made now is held unwritten behind it."""
-    node = cluster.master_for_key(key)
-    protocol = pipeline._connections[(node.host, node.port)]
-    await wait_until(lambda: protocol.replicas_pending, 5, "the WAIT written")
+HELD_KEY = "{u:alice}:n"
+
+
+@asynccontextmanager
+async def held_behind_a_wait(
+    cluster: LocalCluster, client: RedisCluster, key: str
+) -> AsyncIterator[ClusterScriptPipeline]:
+    """A pipeline with `replicas_acked` whose connection to `key`'s master wrote a script
+    call and its WAIT, and waits for the WAIT's answer on a master now paused: a call
+    made in the block is held unwritten behind it. On leaving, that first call has
+    failed with a timeout (it may have run: never sent again), and the master goes on."""
+    pipeline = ClusterScriptPipeline(client, SOURCES, ReplicaAck(1, 500))
+    master = cluster.master_for_key(key)
+    node = node_client(master)
+    try:
+        assert await pipeline.evalsha(ECHO_SHA, [key], [1]) == [1, key]  # connected
+        node.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
+        try:
+            written = asyncio.ensure_future(pipeline.evalsha(ECHO_SHA, [key], [2]))
+            protocol = pipeline._connections[(master.host, master.port)]
+            await wait_until(lambda: protocol.replicas_pending, 5, "the WAIT written")
+            yield pipeline
+            with pytest.raises(redis_errors.TimeoutError):
+                await written
+        finally:
+            node.execute_command("CLIENT", "UNPAUSE")  # answered once the pause is over
+    finally:
+        await pipeline.close()
 
 
 async def test_a_call_held_behind_a_wait_on_a_hung_master_fails_within_its_deadline(
@@ -261,25 +282,11 @@ async def test_a_call_held_behind_a_wait_on_a_hung_master_fails_within_its_deadl
     unwritten. When the master hangs, the connection is dropped at its timeout and that
     call, never sent, may go again, but only within what is left of its one deadline
     (`request_timeout_s` plus twice `replicas_timeout_ms`): not a whole deadline more."""
-    pipeline = ClusterScriptPipeline(client, SOURCES, ReplicaAck(1, 500))
-    key = "{u:alice}:n"
-    node = node_client(redis_cluster.master_for_key(key))
-    try:
-        assert await pipeline.evalsha(ECHO_SHA, [key], [1]) == [1, key]  # connected
-        node.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
-        try:
-            written = asyncio.ensure_future(pipeline.evalsha(ECHO_SHA, [key], [2]))
-            await until_its_wait_is_written(pipeline, redis_cluster, key)  # the node holds both
-            started = time.monotonic()
-            with pytest.raises(redis_errors.TimeoutError):
-                await pipeline.evalsha(ECHO_SHA, [key], [3])
-            elapsed = time.monotonic() - started
-            with pytest.raises(redis_errors.TimeoutError):  # it may have run: not sent again
-                await written
-        finally:
-            node.execute_command("CLIENT", "UNPAUSE")  # answered once the pause is over
-    finally:
-        await pipeline.close()
+    async with held_behind_a_wait(redis_cluster, client, HELD_KEY) as pipeline:
+        started = time.monotonic()
+        with pytest.raises(redis_errors.TimeoutError):
+            await pipeline.evalsha(ECHO_SHA, [HELD_KEY], [3])
+        elapsed = time.monotonic() - started
 
     assert elapsed < pipeline.deadline_s + 0.4
 
@@ -290,25 +297,11 @@ async def test_commands_held_behind_a_wait_on_a_hung_master_fail_within_the_dead
     """`calls` (the relay's reads) share each master's connection with the scripts: held
     behind a script's WAIT when the master hangs, dropped unsent with the connection,
     they go the whole way within what is left of one deadline, as a script call does."""
-    pipeline = ClusterScriptPipeline(client, SOURCES, ReplicaAck(1, 500))
-    key = "{u:alice}:n"
-    slot = key_slot(key.encode())
-    node = node_client(redis_cluster.master_for_key(key))
-    try:
-        assert await pipeline.evalsha(ECHO_SHA, [key], [1]) == [1, key]  # connected
-        node.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
-        try:
-            written = asyncio.ensure_future(pipeline.evalsha(ECHO_SHA, [key], [2]))
-            await until_its_wait_is_written(pipeline, redis_cluster, key)  # the node holds both
-            started = time.monotonic()
-            answers = await pipeline.calls([(slot, ("GET", key))] * 3)
-            elapsed = time.monotonic() - started
-            with pytest.raises(redis_errors.TimeoutError):
-                await written
-        finally:
-            node.execute_command("CLIENT", "UNPAUSE")  # answered once the pause is over
-    finally:
-        await pipeline.close()
+    slot = key_slot(HELD_KEY.encode())
+    async with held_behind_a_wait(redis_cluster, client, HELD_KEY) as pipeline:
+        started = time.monotonic()
+        answers = await pipeline.calls([(slot, ("GET", HELD_KEY))] * 3)
+        elapsed = time.monotonic() - started
 
     assert [type(answer) for answer in answers] == [redis_errors.TimeoutError] * 3
     assert elapsed < pipeline.deadline_s + 0.4
