@@ -14,6 +14,12 @@ joined by "\n" (an event is JSON without a raw newline). `published` splits a
 message back into its events; a message of one event, as every other script and
 every older worker publishes, is that one event.
 
+The stream's history (a Redis Stream) holds an event an entry, its id
+"<event_id>-0", field "e"; or, for the events of one batched call to one stream after
+its first (`send_gifts`, `credit_stream_batch`), one entry for them all: the events
+one a line, as a message, the entry's id its last event's. `history_events` splits
+an entry, `events_after` drops what a read from an entry's id brought from before it.
+
 The readers below take that framing when they find it, since the hub reads the
 id of every event it takes and a full parse costs several times more; anything
 else (keys in another order, spaces) is parsed as JSON. Sans I/O, for `ledger/`,
@@ -112,6 +118,20 @@ def count_in(data: bytes, start: int, end: int) -> int:
 def published(message: bytes) -> list[bytes]:
     """The events of one pub/sub message, in order (see above)."""
     return message.split(b"\n")
+
+
+def history_events(entry: bytes) -> list[bytes]:
+    """The events of one history entry (its field "e"), in order (see above)."""
+    return entry.split(b"\n")
+
+
+def events_after(events: list[bytes], since: int) -> list[bytes]:
+    """`events` without those up to `since`: a read of the history from an id may
+    begin inside an entry of several events, some of them before it."""
+    for at, raw in enumerate(events):
+        if event_id_of(raw) > since:
+            return events[at:] if at else events
+    return []
 
 
 def goal_state(stored: str | bytes | None, coins_total: int) -> dict[str, Any] | None:

@@ -57,14 +57,20 @@ async def _require_stream_reader(store: Store, who: Identity, stream_id: str) ->
 
 async def _gift_with_message(store: Store, stream_id: str, event_id: int) -> dict[str, Any]:
     history = keys.stream_history(stream_id)
-    entry = f"{event_id}-0"
     rows: Any = None
     if event_id > 0:
-        rows = await guarded(store.scripts.command(history, "XRANGE", history, entry, entry))
+        # The first entry from the event's id holds it: its own, or the entry of a
+        # batched call's events that ends with or after it (events.py).
+        rows = await guarded(
+            store.scripts.command(history, "XRANGE", history, f"{event_id}-0", "+", "COUNT", "1")
+        )
     event: dict[str, Any] | None = None
     if rows:
-        fields = rows[0][1]  # the pipeline answers RESP as is: [field, value]
-        event = events.parse(fields[1])
+        entry = rows[0][1][1]  # the pipeline answers RESP as is: [field, value]
+        raws = events.history_events(entry.encode() if isinstance(entry, str) else entry)
+        found = events.events_after(raws, event_id - 1)
+        if found and events.event_id_of(found[0]) == event_id:
+            event = events.parse(found[0])
     if event is None or event.get("kind") != "gift" or not event.get("message"):
         raise GiftingError(
             ErrorCode.UNKNOWN_EVENT,

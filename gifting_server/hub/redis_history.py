@@ -9,7 +9,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from gifting_server.events import event_id_of
+from gifting_server.events import event_id_of, events_after, history_events
 from gifting_server.hub.history import Head, Replay
 from gifting_server.hub.stream_state import StreamState
 from gifting_server.ledger import keys
@@ -50,7 +50,9 @@ class RedisHistory:
             return Replay(False, [], current)
         if since == current:
             return Replay(True, [], since)
-        events = [fields[b"e"] for _, fields in rows]
+        # The entry holding `since + 1` may hold events before it too (an entry of a
+        # batched call's events: events.py).
+        events = events_after(_events(rows), since)
         if not events or event_id_of(events[0]) != since + 1:
             return Replay(False, [], current)
         while len(rows) == REPLAY_CHUNK:
@@ -59,8 +61,12 @@ class RedisHistory:
             rows = await self.redis.xrange(
                 key, min="(" + rows[-1][0].decode(), max="+", count=REPLAY_CHUNK
             )  # type: ignore[assignment]
-            more: list[bytes] = [fields[b"e"] for _, fields in rows]
+            more = _events(rows)
             if more and event_id_of(more[0]) != event_id_of(events[-1]) + 1:
                 return Replay(False, [], event_id_of(more[-1]))
             events += more
         return Replay(True, events, event_id_of(events[-1]))
+
+
+def _events(rows: list[tuple[bytes, dict[bytes, bytes]]]) -> list[bytes]:
+    return [event for _, fields in rows for event in history_events(fields[b"e"])]

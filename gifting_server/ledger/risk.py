@@ -126,12 +126,13 @@ async def peak_viewers(redis: RedisClient, stream_id: str) -> int:
         keys.stream_history(stream_id)
     )
     for _, fields in rows:
-        try:
-            event = events.parse(fields.get("e", ""))
-        except ValueError:
-            continue  # not an event: no count in it
-        if event["kind"] == "viewers":
-            counts.append(int(event.get("count", 0)))
+        for raw in events.history_events(fields.get("e", "").encode()):
+            try:
+                event = events.parse(raw)
+            except ValueError:
+                continue  # not an event: no count in it
+            if event["kind"] == "viewers":
+                counts.append(int(event.get("count", 0)))
     last = await redis.hget(keys.stream(stream_id), "last_viewers")
     if isinstance(last, str) and last.startswith('"count":'):
         counts.append(int(last.removeprefix('"count":')))

@@ -20,6 +20,7 @@ from gifting_server.ledger.store import RedisClient, Store, connect
 from gifting_server.local_cluster import LocalCluster
 from tests.conftest import ServerThread, make_settings
 from tests.factories import auth, fund, live_stream, token, viewer
+from tests.history import history_events
 from tests.hub.wsclient import WsClient
 
 pytestmark = pytest.mark.cluster
@@ -107,11 +108,8 @@ async def test_200_gifts_succeed_exactly_as_far_as_the_balances_cover(
     for user in viewers:
         assert (await wallet.read_wallet(store, user))["coins"] == 0
     for stream in streams:
-        history = await store.redis.xrange(keys.stream_history(stream))
-        assert (
-            sum('"kind":"gift"' in f["e"] and '"count":2' in f["e"] for _, f in history)
-            == (outcomes[stream])
-        )
+        history = await history_events(store.redis, stream)
+        assert sum(e["kind"] == "gift" and e["count"] == 2 for e in history) == outcomes[stream]
     assert await pending_transfers(store.redis) == []
     await assert_reconciled(store)
 

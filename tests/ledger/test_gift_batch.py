@@ -20,6 +20,7 @@ from gifting_server.ledger.clock import DAY_MS, day_number, wall_clock_ms
 from gifting_server.ledger.gift_batch import MAX_BATCH
 from gifting_server.ledger.store import Store
 from tests.factories import fund, live_stream, viewer
+from tests.history import history_ids
 from tests.ledger.conftest import one_script_only
 from tests.ledger.support import T0, FakeClock, journal_entries, snapshot
 from tests.ledger.test_concurrency import assert_reconciled
@@ -98,7 +99,7 @@ async def ledger(store: Store) -> Store:
 
 
 async def test_each_gift_of_a_batch_gets_its_own_answer_in_order(ledger: Store) -> None:
-    before_history = await ledger.redis.xlen(keys.stream_history("s1"))
+    before_history = len(await history_ids(ledger.redis, "s1"))
     seq = int(await ledger.redis.hget(keys.stream("s1"), "seq"))
     alice, carol, dave = viewer("alice"), viewer("carol"), viewer("dave")
     b = Batch(ledger)
@@ -129,7 +130,7 @@ async def test_each_gift_of_a_batch_gets_its_own_answer_in_order(ledger: Store) 
     assert batches() == (calls + 1, carried + len(b.calls))
 
     accepted = 4 + burst
-    assert await ledger.redis.xlen(keys.stream_history("s1")) == before_history + accepted
+    assert len(await history_ids(ledger.redis, "s1")) == before_history + accepted
     assert int(await ledger.redis.hget(keys.stream("s1"), "seq")) == seq + accepted
     entries = await journal_entries(ledger.redis)
     gift_keys = [e["key"] for e in entries if e["type"] == "gift"]

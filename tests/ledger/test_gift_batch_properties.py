@@ -14,6 +14,7 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
+from gifting_server import events
 from gifting_server.config import Settings
 from gifting_server.ledger import gift_batch, gifts, payments, streams, wallet
 from gifting_server.ledger.clock import DAY_MS
@@ -62,11 +63,16 @@ def call_of(settings: Settings, now: int, gift: Gift) -> gifts.GiftCall:
 
 
 async def ledger_state(store: Store) -> dict[str, Any]:
-    """`snapshot`, with each journal as its records (entry ids are Redis's time)."""
+    """`snapshot`, with each journal as its records (entry ids are Redis's time) and
+    each history as its events (a batched call groups a stream's events after its
+    first into one entry: events.py)."""
     state = await snapshot(store.redis)
     for key, (kind, content, ttl) in list(state.items()):
         if kind == "stream" and key.endswith(":journal"):
             state[key] = (kind, [r for _, f in content for r in records(f)], ttl)
+        elif kind == "stream" and key.endswith(":history"):
+            raws = [e for _, f in content for e in events.history_events(f["e"].encode())]
+            state[key] = (kind, raws, ttl)
     return state
 
 

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from gifting_server.auth import Identity
@@ -23,6 +22,7 @@ from gifting_server.ledger import gifts, keys, transfers
 from gifting_server.ledger.store import Store
 from tests.conftest import make_settings
 from tests.factories import fund, live_stream, viewer
+from tests.history import history_events
 from tests.ledger.support import T0, FakeClock, journal_entries
 
 ALICE = viewer("alice")
@@ -127,18 +127,12 @@ async def pending(store: Store, senders: Sequence[Identity] = (ALICE,)) -> list[
     return found
 
 
-async def _gift_entries(store: Store, stream: str) -> list[tuple[str, dict[str, Any]]]:
-    entries = await store.redis.xrange(keys.stream_history(stream))
-    events = [(entry_id, orjson.loads(fields["e"])) for entry_id, fields in entries]
-    return [(entry_id, event) for entry_id, event in events if event["kind"] == "gift"]
-
-
 async def gift_events(store: Store, stream: str = "s1") -> list[dict[str, Any]]:
-    return [event for _, event in await _gift_entries(store, stream)]
+    return [e for e in await history_events(store.redis, stream) if e["kind"] == "gift"]
 
 
 async def gift_event_ids(store: Store, stream: str = "s1") -> list[int]:
-    return [int(entry_id.partition("-")[0]) for entry_id, _ in await _gift_entries(store, stream)]
+    return [event["event_id"] for event in await gift_events(store, stream)]
 
 
 async def gift_records(store: Store) -> list[dict[str, str]]:

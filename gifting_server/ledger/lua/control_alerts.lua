@@ -32,6 +32,20 @@
 --- @include "numbers"
 --- @include "event"
 
+-- The event `id` (decimal digits) from a history entry's field "e": the entry read from
+-- "<id>-0" on (XRANGE ... COUNT 1), the event's own or one of a call's events, one a
+-- line (see emitEvent); nil when the entry does not hold it.
+local function historyEvent(entry, id)
+  local head, at = '{"event_id":' .. id .. ',', 1
+  if string.sub(entry, 1, #head) ~= head then
+    at = string.find(entry, '\n' .. head, 1, true)
+    if not at then return nil end
+    at = at + 1
+  end
+  local stop = string.find(entry, '\n', at, true)
+  return string.sub(entry, at, stop and stop - 1 or #entry)
+end
+
 local streamKey, historyKey = KEYS[1], KEYS[2]
 local streamer, now, historyMax, channel, action = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local replayId, testFragment, testCount = ARGV[6], ARGV[7], ARGV[8]
@@ -63,8 +77,8 @@ else
   local fields = '"action":"' .. action .. '","paused":' .. tostring(paused)
   if action == 'replay' then
     if t == 'none' then return {18} end
-    local entry = redis.call('XRANGE', historyKey, replayId .. '-0', replayId .. '-0')
-    local shown = entry[1] and entry[1][2][2]
+    local entry = redis.call('XRANGE', historyKey, replayId .. '-0', '+', 'COUNT', 1)
+    local shown = entry[1] and historyEvent(entry[1][2][2], replayId)
     if not (shown and string.find(shown, '^{"event_id":%d+,"kind":"gift",')) then return {18} end
     fields = fields .. ',"event":' .. shown
   end

@@ -118,6 +118,7 @@ local function creditOne(i, recordKey, sender, giftId, countArg, costArg, nowArg
     outbox = {}
     shared.outboxes[channel] = outbox
     shared.channelOrder[1] = channel
+    outbox.history, st.outbox = historyKey, outbox
   end
   local eventId, id, combo, comboText, tapText, coinsTotalText = emitGift(historyKey, false,
     channel, streaksKey, comboField, st.seq, st.coins, coinsTotal, count, countArg,

@@ -74,11 +74,20 @@ end
 -- one PUBLISH a stream a call). An event is JSON without a raw newline, and the
 -- brokers split a message at "\n" (events.py `published`), so a message of one event
 -- is read as it always was.
+-- With an outbox the history is grouped too: the call's first event of the stream is
+-- appended now, alone, so that a history ahead of its meta fails it with nothing of it
+-- written (as before); the events after it wait in the outbox, and `appendGrouped`
+-- appends them at the call's end as one entry, its id the last event's, its field "e"
+-- the events one a line (events.py `history_events` reads an entry back as events).
+-- One XADD a stream a call instead of one an event (docs/performance.md, "The history
+-- grouped"). `outbox.last`: the id of its last event.
 -- `historyMax`: the history's cap, trimmed to (`MAXLEN ~`) with this append; false to
 -- append untrimmed, for a caller that trims once after its appends (send_gifts: one
--- `XTRIM` a stream a call, include "gift" `writeShared`).
+-- trim a stream a call, include "gift" `writeShared`).
 local function emitEvent(historyKey, historyMax, channel, id, json, deliveryLog, outbox)
-  if historyMax then
+  if outbox and outbox[1] then
+    outbox.last = id
+  elseif historyMax then
     call('XADD', historyKey, 'MAXLEN', '~', historyMax, id .. '-0', 'e', json)
   else
     call('XADD', historyKey, id .. '-0', 'e', json)

@@ -89,6 +89,18 @@ local function refusalOf(ok, reply, finish, shared)
   error(reply)
 end
 
+-- The history's events of a call after the stream's first (include "event",
+-- emitEvent), as one entry, trimmed with it to the cap by event id: `MINID` the last
+-- event's id less the cap, so that the cap still counts events, not entries. Exactly,
+-- not `~`: Redis trims `~` by whole nodes of stream-node-max-entries entries, which
+-- entries of many events would make many times the cap. `outbox.history`: the stream's
+-- history.
+local function appendGrouped(outbox, historyMax)
+  local oldest = tonumber(outbox.last) - tonumber(historyMax) + 1
+  call('XADD', outbox.history, 'MINID', fmt(oldest > 0 and oldest or 0),
+    outbox.last .. '-0', 'e', table.concat(outbox, '\n', 2))
+end
+
 -- The writes the call's gifts left in `shared`, once each.
 local function writeShared(shared)
   for _, key in ipairs(shared.streamOrder) do
@@ -100,7 +112,10 @@ local function writeShared(shared)
         fields[#fields + 1] = st.combos[field]
       end
       call('HSET', key, unpack(fields))
-      call('XTRIM', st.historyKey, 'MAXLEN', '~', shared.historyMax)
+      -- A history the call grouped events into is trimmed with that entry (below).
+      if not (st.outbox and st.outbox[2]) then
+        call('XTRIM', st.historyKey, 'MAXLEN', '~', shared.historyMax)
+      end
     end
   end
   for _, key in ipairs(shared.streamerOrder) do
@@ -131,6 +146,7 @@ local function writeShared(shared)
   -- no message, not an empty one (a subscriber reads each line as an event).
   for _, channel in ipairs(shared.channelOrder) do
     local outbox = shared.outboxes[channel]
+    if #outbox > 1 then appendGrouped(outbox, shared.historyMax) end
     if #outbox > 0 then publish(channel, table.concat(outbox, '\n')) end
   end
   -- A journal's gifts of the call in one entry (include "earn", `journalGift`): one XADD
@@ -252,6 +268,7 @@ local function giftOne(idemKey, walletKey, streamKey, streamerKey, heldKey, plat
     outbox = {}
     shared.outboxes[channel] = outbox
     shared.channelOrder[#shared.channelOrder + 1] = channel
+    outbox.history, st.outbox = historyKey, outbox
   end
   local eventId, id, combo, comboText, tapText, coinsTotalText = emitGift(historyKey,
     false, channel, streaksKey, comboField, st.seq, st.coins, coinsTotal,

@@ -1,0 +1,168 @@
+"""A batched call's events to one stream after its first are one history entry
+(include "event" emitEvent, include "gift" appendGrouped; events.py): the first alone,
+so that a history ahead of its meta still refuses with nothing written; the rest as
+one entry whose id is its last event's, trimmed by event id. Every reader of the
+history (the replay after `since`, a gift's message as speech, an alerts replay, the
+peak viewers) finds each event in it, whichever event of the entry it asks for."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from gifting_server import events
+from gifting_server.api.speech import _gift_with_message
+from gifting_server.auth import Identity, Role
+from gifting_server.config import Gift, History
+from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.hub.redis_history import RedisHistory
+from gifting_server.ledger import alerts, gifts, keys
+from gifting_server.ledger.gifts import Note
+from gifting_server.ledger.store import Store
+from tests.factories import fund, viewer
+from tests.history import history_events, history_ids
+from tests.ledger.test_concurrency import assert_reconciled
+from tests.ledger.test_gift_batch import Batch, batches, ledger
+
+__all__ = ["ledger"]  # the fixture, shared with test_gift_batch
+
+STREAMER = Identity("streamer1", "Streamer One", Role.STREAMER)
+
+
+async def entries(store: Store, stream_id: str = "s1") -> list[tuple[int, list[int]]]:
+    """Each history entry: (its id's number, the ids of the events it holds)."""
+    rows = await store.redis.xrange(keys.stream_history(stream_id))
+    return [
+        (
+            int(entry_id.split("-")[0]),
+            [events.event_id_of(raw) for raw in events.history_events(fields["e"].encode())],
+        )
+        for entry_id, fields in rows
+    ]
+
+
+async def send_batch(store: Store, gifts: int, note: Note | None = None) -> list[int]:
+    """`gifts` roses to s1 from as many new senders in one send_gifts call, the last
+    with `note` as its message; their event ids."""
+    seq = int(await store.redis.hget(keys.stream("s1"), "seq"))
+    rose = store.settings.gift("rose")
+    assert rose is not None
+    b = Batch(store)
+    for i in range(gifts):
+        who = viewer(f"g{seq + i}")
+        await fund(store, who.user_id, "coins_100")
+        with_note = note if i == gifts - 1 else None
+        b.calls.append(gift_batch_call(store, who, rose, f"k{seq + i}", with_note))
+        b.expected.append((seq + 1 + i, 99, 1, False))
+    calls, carried = batches()
+    await b.check()
+    assert batches() == (calls + 1, carried + gifts)  # one send_gifts call
+    return list(range(seq + 1, seq + 1 + gifts))
+
+
+def gift_batch_call(
+    store: Store, who: Identity, rose: Gift, key: str, note: Note | None
+) -> Awaitable[gifts.GiftReceipt]:
+    return gifts.run_send_gift(store, who, "s1", rose, 1, key, note=note)
+
+
+async def test_a_calls_events_to_a_stream_are_its_first_alone_then_one_entry(
+    ledger: Store,
+) -> None:
+    before = await entries(ledger)
+    ids = await send_batch(ledger, 12)
+    after = await entries(ledger)
+    assert after[: len(before)] == before
+    assert after[len(before) :] == [(ids[0], [ids[0]]), (ids[-1], ids[1:])]
+    assert await history_ids(ledger.redis, "s1") == list(range(1, ids[-1] + 1))
+    await assert_reconciled(ledger)
+
+
+async def test_a_call_of_one_gift_to_a_stream_is_one_entry_as_before(ledger: Store) -> None:
+    """Two streams in one call, one gift each: no grouped entry is written."""
+    await fund(ledger, "g0", "coins_100")
+    seq = int(await ledger.redis.hget(keys.stream("s1"), "seq"))
+    b = Batch(ledger)
+    b.add(viewer("g0"), "rose", 1, "one", (seq + 1, 99, 1, False))
+    b.add(viewer("alice"), "rose", 1, "two", (seq + 2, 998, 2, False))
+    await b.check()
+    assert (await entries(ledger))[-2:] == [(seq + 1, [seq + 1]), (seq + 2, [seq + 2])]
+
+
+@pytest.fixture
+async def history(ledger: Store) -> Any:
+    """The hub's history reader over a client answering bytes, as the app makes it."""
+    client = Redis.from_url(str(ledger.settings.redis_url))
+    yield RedisHistory(client)
+    await client.aclose()
+
+
+async def test_a_replay_from_any_event_of_a_grouped_entry_gives_exactly_the_rest(
+    ledger: Store, history: RedisHistory
+) -> None:
+    ids = await send_batch(ledger, 10)
+    last = ids[-1]
+    for since in range(ids[0] - 2, last + 1):
+        replay = await history.replay("s1", since)
+        assert replay.recovered, since
+        assert [events.event_id_of(raw) for raw in replay.events] == list(
+            range(since + 1, last + 1)
+        ), since
+        assert replay.last_event_id == last
+
+
+async def test_a_replay_from_before_a_grouped_entry_whose_start_was_trimmed_is_not_recovered(
+    ledger: Store, history: RedisHistory
+) -> None:
+    """The first event alone trimmed away by hand: the grouped entry starts after the
+    gap, which the replay must not hide."""
+    ids = await send_batch(ledger, 6)
+    await ledger.redis.xtrim(keys.stream_history("s1"), minid=f"{ids[0] + 1}-0", approximate=False)
+    assert (await history.replay("s1", ids[0] - 1)).recovered is False
+    assert (await history.replay("s1", ids[0])).recovered is True
+
+
+async def test_a_gifts_message_in_a_grouped_entry_is_found_by_its_event_id(
+    ledger: Store,
+) -> None:
+    note = Note(sent="hello there", shown="hello there")
+    ids = await send_batch(ledger, 5, note)
+    found = await _gift_with_message(ledger, "s1", ids[-1])
+    assert (found["event_id"], found["message"]) == (ids[-1], "hello there")
+    for event_id in ids[:-1]:  # the entry's other gifts carry no message
+        with pytest.raises(GiftingError) as refused:
+            await _gift_with_message(ledger, "s1", event_id)
+        assert refused.value.code is ErrorCode.UNKNOWN_EVENT
+    with pytest.raises(GiftingError):
+        await _gift_with_message(ledger, "s1", ids[-1] + 1)
+
+
+async def test_an_alerts_replay_shows_any_gift_of_a_grouped_entry(ledger: Store) -> None:
+    ids = await send_batch(ledger, 7)
+    for event_id in (ids[1], ids[3], ids[-1]):
+        replay_id = await alerts.control_alerts(ledger, STREAMER, "s1", "replay", event_id=event_id)
+        [shown] = await history_events(ledger.redis, "s1", since=replay_id - 1)
+        assert shown["kind"] == "alerts"
+        assert shown["event"]["event_id"] == event_id
+        assert shown["event"]["sender"]["id"] == f"g{event_id - 1}"
+    # An event that is no gift (the last replay's own), and an id past the history.
+    for event_id in (replay_id, replay_id + 1):
+        with pytest.raises(GiftingError) as refused:
+            await alerts.control_alerts(ledger, STREAMER, "s1", "replay", event_id=event_id)
+        assert refused.value.code is ErrorCode.UNKNOWN_EVENT
+
+
+async def test_a_grouped_history_is_trimmed_by_event_id_to_its_cap(ledger: Store) -> None:
+    """The cap counts events: an entry of many events does not keep many times it."""
+    cap = 50
+    ledger.settings = dataclasses.replace(ledger.settings, history=History(max_events=cap))
+    for _ in range(4):
+        await send_batch(ledger, 40)
+    ids = await history_ids(ledger.redis, "s1")
+    assert ids == list(range(ids[0], ids[-1] + 1))  # no gap
+    # Exact: from the cap's oldest event on, and the rest of the entry that holds it.
+    assert cap <= len(ids) < cap + 40
