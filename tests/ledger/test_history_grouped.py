@@ -166,3 +166,23 @@ async def test_a_grouped_history_is_trimmed_by_event_id_to_its_cap(ledger: Store
     assert ids == list(range(ids[0], ids[-1] + 1))  # no gap
     # Exact: from the cap's oldest event on, and the rest of the entry that holds it.
     assert cap <= len(ids) < cap + 40
+
+
+async def test_a_call_ended_by_a_planted_key_leaves_the_history_with_every_event_of_its_seq(
+    ledger: Store,
+) -> None:
+    """A key of another type written at the call's end, before its messages (here the
+    platform's account, summed and added once a call) ends the call after the stream's
+    meta is written: the history still holds every event the meta's seq counts, as
+    when each event was its own XADD, so a replay finds no gap that is not there."""
+    await ledger.redis.set(keys.platform_account("streamer1"), "planted")
+    seq = int(await ledger.redis.hget(keys.stream("s1"), "seq"))
+    b = Batch(ledger)
+    for i in range(4):
+        who = viewer(f"p{i}")
+        await fund(ledger, who.user_id, "coins_100")
+        b.add(who, "rose", 1, f"p{i}", ErrorCode.STORAGE_CORRUPT)
+    await b.check()
+    written = int(await ledger.redis.hget(keys.stream("s1"), "seq"))
+    assert written == seq + 4  # the gifts' own writes, as send_gift's header says
+    assert await history_ids(ledger.redis, "s1") == list(range(1, written + 1))

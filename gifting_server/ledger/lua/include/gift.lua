@@ -105,6 +105,12 @@ end
 local function writeShared(shared)
   for _, key in ipairs(shared.streamOrder) do
     local st = shared.streams[key]
+    -- A stream's grouped events first, with its meta: the writes after these (a held
+    -- bucket, the platform's account, a journal) can fail on a key planted with another
+    -- type, and the history must still hold every event its meta's seq counts, as it
+    -- did when each event was its own XADD. Trimmed with that entry.
+    local grouped = st.outbox and st.outbox[2]
+    if grouped then appendGrouped(st.outbox, shared.historyMax) end
     if st.seqText then
       local fields = {'seq', st.seqText, 'coins', st.coinsText}
       for _, field in ipairs(st.fields) do
@@ -112,10 +118,7 @@ local function writeShared(shared)
         fields[#fields + 1] = st.combos[field]
       end
       call('HSET', key, unpack(fields))
-      -- A history the call grouped events into is trimmed with that entry (below).
-      if not (st.outbox and st.outbox[2]) then
-        call('XTRIM', st.historyKey, 'MAXLEN', '~', shared.historyMax)
-      end
+      if not grouped then call('XTRIM', st.historyKey, 'MAXLEN', '~', shared.historyMax) end
     end
   end
   for _, key in ipairs(shared.streamerOrder) do
@@ -146,7 +149,6 @@ local function writeShared(shared)
   -- no message, not an empty one (a subscriber reads each line as an event).
   for _, channel in ipairs(shared.channelOrder) do
     local outbox = shared.outboxes[channel]
-    if #outbox > 1 then appendGrouped(outbox, shared.historyMax) end
     if #outbox > 0 then publish(channel, table.concat(outbox, '\n')) end
   end
   -- A journal's gifts of the call in one entry (include "earn", `journalGift`): one XADD
