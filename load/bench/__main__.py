@@ -289,7 +289,8 @@ def cluster_markdown(compared: dict[str, Any], command: str) -> list[str]:
         ("history event / journal entry, bytes",
          f"{one['key_memory']['history_bytes_per_event']} / "
          f"{one['key_memory']['journal_bytes_per_entry']}", "", "",
-         "`MEMORY USAGE` / `XLEN` of a sample of the streams' histories and the "
+         "`MEMORY USAGE` / the events of a sample of the streams' histories (an "
+         "entry holds a batched call's events after its first) and / `XLEN` of the "
          "streamers' journals (one Redis; the same scripts write them on a cluster)"),
         ("a funded viewer, bytes", one["key_memory"]["viewer_bytes"], "", "",
          "every key of a sample of viewers but their idempotency records: wallet, "
