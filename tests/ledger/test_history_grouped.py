@@ -186,3 +186,29 @@ async def test_a_call_ended_by_a_planted_key_leaves_the_history_with_every_event
     written = int(await ledger.redis.hget(keys.stream("s1"), "seq"))
     assert written == seq + 4  # the gifts' own writes, as send_gift's header says
     assert await history_ids(ledger.redis, "s1") == list(range(1, written + 1))
+
+
+async def test_a_replay_across_chunks_of_lone_and_grouped_entries_gives_every_event_once(
+    ledger: Store, history: RedisHistory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of two entries (REPLAY_CHUNK), so that a chunk ends on a lone entry, on a
+    grouped one and inside a call's events, from every `since`."""
+    monkeypatch.setattr("gifting_server.hub.redis_history.REPLAY_CHUNK", 2)
+    await send_batch(ledger, 4)
+    await gifts.run_send_gift(ledger, viewer("alice"), "s1", _rose(ledger), 1, "lone")
+    await send_batch(ledger, 3)
+    await send_batch(ledger, 2)
+    last = int(await ledger.redis.hget(keys.stream("s1"), "seq"))
+    assert await history_ids(ledger.redis, "s1") == list(range(1, last + 1))
+    for since in range(0, last + 1):
+        replay = await history.replay("s1", since)
+        assert replay.recovered, since
+        got = [events.event_id_of(raw) for raw in replay.events]
+        assert got == list(range(since + 1, last + 1)), since
+        assert replay.last_event_id == last, since
+
+
+def _rose(store: Store) -> Gift:
+    rose = store.settings.gift("rose")
+    assert rose is not None
+    return rose
