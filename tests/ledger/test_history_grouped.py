@@ -212,3 +212,17 @@ def _rose(store: Store) -> Gift:
     rose = store.settings.gift("rose")
     assert rose is not None
     return rose
+
+
+async def test_a_streams_delivery_log_still_takes_each_event_of_a_grouped_call_alone(
+    ledger: Store,
+) -> None:
+    """The webhook delivery log (webhooks/deliver.py reads an entry as one event) gets
+    an entry an event, its id the event's, the same events as the history."""
+    log = keys.webhook_log("s1")
+    await ledger.redis.hset(keys.stream("s1"), "webhook_log", log)
+    ids = await send_batch(ledger, 6)
+    rows = await ledger.redis.xrange(log)
+    assert [int(entry_id.split("-")[0]) for entry_id, _ in rows] == ids
+    stored = [events.parse(fields["e"]) for _, fields in rows]
+    assert stored == await history_events(ledger.redis, "s1", since=ids[0] - 1)
