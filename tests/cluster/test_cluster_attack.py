@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from gifting_server.errors import ErrorCode, GiftingError
+from gifting_server.events import history_events
 from gifting_server.ledger import gifts, keys, payments, streams, transfers, wallet
 from gifting_server.ledger.reconcile import reconcile
 from gifting_server.ledger.store import Store, connect
@@ -235,8 +236,10 @@ def kept_of(promoted: NodeInfo, stream_id: str, delivered: dict[int, dict[str, A
     with node_client(promoted) as client:
         rows: list[tuple[str, dict[str, str]]] = client.xrange(keys.stream_history(stream_id))
     kept = 0
-    for _, fields in rows:
-        stored = orjson.loads(fields["e"])
+    stored_events = [
+        orjson.loads(raw) for _, fields in rows for raw in history_events(fields["e"].encode())
+    ]
+    for stored in stored_events:
         if delivered.get(stored["event_id"]) != stored:
             break
         kept = stored["event_id"]

@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
 from gifting_server.auth import Role
-from gifting_server.ledger import keys
 from tests.factories import auth
 from tests.faults import buy, go_live, send_gift, wait_until
+from tests.history import history_events
 from tests.hub.conftest import running_workers
 from tests.topology import async_client
 from tests.webhook_receiver import receiving
@@ -47,14 +46,10 @@ async def gift_events(redis_url: str, after: int) -> list[int]:
     """The stream's gift events (its gifts and the streaks' ends) past `after`."""
     client = await async_client(redis_url, decode_responses=True)
     try:
-        entries = await client.xrange(keys.stream_history("s1"), min=f"({after}-0")
+        stored = await history_events(client, "s1", since=after)
     finally:
         await client.aclose()
-    return [
-        int(entry_id.split("-")[0])
-        for entry_id, fields in entries
-        if orjson.loads(fields["e"])["kind"] == "gift"
-    ]
+    return [int(event["event_id"]) for event in stored if event["kind"] == "gift"]
 
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
