@@ -80,13 +80,13 @@ end
 -- appends them at the call's end as one entry, its id the last event's, its field "e"
 -- the events one a line (events.py `history_events` reads an entry back as events).
 -- One XADD a stream a call instead of one an event (docs/performance.md, "The history
--- grouped"). `outbox.last`: the id of its last event.
+-- grouped"). `outbox.last`: the id of its last event (set once it is in the outbox).
 -- `historyMax`: the history's cap, trimmed to (`MAXLEN ~`) with this append; false to
 -- append untrimmed, for a caller that trims once after its appends (send_gifts: one
 -- trim a stream a call, include "gift" `writeShared`).
 local function emitEvent(historyKey, historyMax, channel, id, json, deliveryLog, outbox)
   if outbox and outbox[1] then
-    outbox.last = id
+    -- a later event of the call: appended with the others at its end
   elseif historyMax then
     call('XADD', historyKey, 'MAXLEN', '~', historyMax, id .. '-0', 'e', json)
   else
@@ -95,6 +95,7 @@ local function emitEvent(historyKey, historyMax, channel, id, json, deliveryLog,
   if deliveryLog then call('XADD', deliveryLog, id .. '-0', 'e', json) end
   if outbox then
     outbox[#outbox + 1] = json
+    outbox.last = id
   else
     publish(channel, json)
   end
