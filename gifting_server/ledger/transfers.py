@@ -310,10 +310,11 @@ def credit_stream_call(store: Store, transfer: Transfer) -> tuple[list[str], lis
 async def credit_streamer(
     store: Store, transfer: Transfer, credited: Credited, daily_limit: str
 ) -> None:
-    """Step 4: the streamer's earnings and the journal entry, once per transfer."""
-    await store.run_script(
-        "credit_streamer", *credit_streamer_call(store, transfer, credited, daily_limit)
-    )
+    """Step 4: the streamer's earnings and the journal entry, once per transfer, as
+    the relay's pass runs it: the keys it writes unread are checked first, since the
+    relay tries a failed transfer again each pass (credit_streamer.lua, ARGV[17])."""
+    script_keys, args = credit_streamer_call(store, transfer, credited, daily_limit)
+    await store.run_script("credit_streamer", script_keys, [*args, 1])
 
 
 def credit_streamer_call(

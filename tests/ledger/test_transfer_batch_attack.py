@@ -24,7 +24,7 @@ from gifting_server.ledger.clock import DAY_MS, day_number
 from gifting_server.ledger.store import Store
 from gifting_server.ledger.transfer_batch import StreamCredits, StreamerCredits
 from tests.factories import live_stream, viewer
-from tests.ledger.support import T0, journal_entries
+from tests.ledger.support import T0, journal_entries, snapshot
 from tests.ledger.test_concurrency import assert_reconciled
 from tests.ledger.transfers_support import (
     GIFT_LIMITS_OUT_OF_REACH,
@@ -415,3 +415,69 @@ async def test_a_wrong_typed_platform_account_pays_no_diamond_again_on_each_rela
         assert await relay(ledger, SENDERS) == 0
         assert await wallet.read_wallet(ledger, "streamer1") == before
     assert await pending(ledger, SENDERS) == [f"{SENDERS[1].user_id}:k"]
+
+
+# What is planted on the streamer's side of a transfer the relay finishes: a key of
+# another type, or a hash field holding no integer.
+PLANTED = {
+    "all-time board of another type": ("all", None),
+    "journal of another type": ("journal", None),
+    "platform account of another type": ("platform", None),
+    "platform account holding no integer": ("platform", "coins"),
+    "held bucket of another type": ("held", None),
+    "held bucket holding no integer": ("held", "held_until"),
+}
+
+
+async def streamer_side(store: Store) -> dict[str, object]:
+    """Every key of the streamer's slot, with its content."""
+    tag = keys.wallet("streamer1").split("}")[0] + "}"
+    return {k: v for k, v in (await snapshot(store.redis)).items() if k.startswith(tag)}
+
+
+@pytest.mark.parametrize("planted", PLANTED)
+async def test_a_key_planted_on_the_streamers_side_is_written_no_more_on_each_relay_pass(
+    ledger: Store, planted: str
+) -> None:
+    """The relay tries a transfer whose streamer's step failed again every pass. A key
+    that step writes unread (only someone with Redis access can plant one) fails that
+    step; before it, each pass would write again what comes before the failing write:
+    a board point, a journal line, held diamonds. The relay's pass checks those keys
+    first and writes nothing of the transfer; once the key is repaired, it credits the
+    transfer once."""
+    await send(ledger, "first", SENDERS[0])
+    transfer = transfer_of(await debit_only(ledger, "k", SENDERS[1]))
+    name, field = PLANTED[planted]
+    key = {
+        "all": keys.channel_leaderboard("streamer1", "all"),
+        "journal": keys.journal("streamer1"),
+        "platform": keys.platform_account("streamer1"),
+        "held": keys.held_diamonds("streamer1"),
+    }[name]
+    if field == "held_until":
+        field = str(transfer.held_until)
+    saved = key + ":saved"  # the same hash tag: the same slot
+    before_value = None
+    if field is None:
+        await ledger.redis.rename(key, saved)
+        await ledger.redis.set(key, "planted")
+    else:
+        before_value = await ledger.redis.hget(key, field)
+        await ledger.redis.hset(key, field, "x")
+    planted_state = await streamer_side(ledger)
+    for _ in range(3):
+        clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
+        assert await relay(ledger, SENDERS) == 0
+        assert await streamer_side(ledger) == planted_state
+    # Repaired: the relay finishes the transfer once.
+    if field is None:
+        await ledger.redis.delete(key)
+        await ledger.redis.rename(saved, key)
+    elif before_value is None:
+        await ledger.redis.hdel(key, field)
+    else:
+        await ledger.redis.hset(key, field, before_value)
+    clock_of(ledger).advance(ledger.settings.transfers.relay_after_ms)
+    assert await relay(ledger, SENDERS) == 1
+    sent = [(SENDERS[0].user_id, "first", "s1", 5), (SENDERS[1].user_id, "k", "s1", 5)]
+    await assert_exact(ledger, sent)

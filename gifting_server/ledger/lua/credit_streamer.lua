@@ -22,18 +22,47 @@
     ARGV[13] sender is age-verified (1/0)           ARGV[14] record ttl, ms
     ARGV[15] the battle credit_stream counted the gift for, or '' (none)
     ARGV[16] when it counted it (that slot's TIME, unix ms), or ''
+    ARGV[17] '1': the relay's pass (transfers.finish): the keys written unread are
+             checked before the first write (below); absent otherwise
 
   Output:
     {0, diamonds, replayed(0/1)}
     {16} INVALID_ARGUMENT   {17} CORRUPT_VALUE
   Keys written without being read first are not type-checked (see send_gift):
-  reconcile names a wrong-typed one.
+  reconcile names a wrong-typed one. Except on the relay's pass: the relay tries a
+  failed transfer again every pass, and each try would write again what came before
+  the failing write (a board point, a journal line, held diamonds). So there the keys
+  a write can fail on are checked first, and one planted with another type (or a
+  platform account or held bucket holding no integer) refuses the transfer with 17
+  and nothing written, until it is repaired; the worker's own first try, and
+  credit_streamer_batch (which checks once a call), pay no such reads.
 ]]
 --- @include "numbers"
 --- @include "earn"
 
 local streamerKey, heldKey, platformKey, dayBoardKey, allBoardKey, journalKey, recordKey =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+
+-- A hash field holds an integer or nothing; false for a key of another type too (the
+-- read's error, caught).
+local function integerOrNone(key, field)
+  local value = redis.pcall('HGET', key, field)
+  return not value or digits(value)
+end
+
+local function typeIs(key, kind)
+  local found = call('TYPE', key).ok
+  return found == 'none' or found == kind
+end
+
+-- The relay's check: every write after the first (the day board's, which fails alone)
+-- can succeed: the all-time board, the journal, the held bucket and the platform
+-- account this transfer writes.
+local function writable(diamonds, platformShare, heldUntil, heldUntilArg)
+  return typeIs(allBoardKey, 'zset') and typeIs(journalKey, 'stream')
+    and (platformShare == 0 or integerOrNone(platformKey, 'coins'))
+    and (diamonds == 0 or heldUntil == 0 or integerOrNone(heldKey, heldUntilArg))
+end
 local sender, streamer, streamId, giftId = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local countArg, costArg, shareArg, heldUntilArg = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local nowArg, eventId, idemName, limit, recordTtl = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[14]
@@ -57,6 +86,9 @@ if seen then return {0, tonumber(seen), 1} end
 
 local diamonds, platformShare, received, totalDiamonds = checkEarn(streamerKey, cost, shareBps)
 if not diamonds then return {platformShare} end
+if ARGV[17] == '1' and not writable(diamonds, platformShare, heldUntil, heldUntilArg) then
+  return {17}
+end
 
 -- The boards and the journal first: written unread, they are what can still fail (a
 -- key planted with another type), before the diamonds, which written without the
