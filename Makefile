@@ -26,7 +26,7 @@ run: $(BIN)/gifting-server
 TEST_WORKERS ?= 4
 PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
-# Runs tests/cluster too (on a local 3-master/3-replica Redis Cluster); about 4 minutes
+# Runs tests/cluster too (on a local 3-master/3-replica Redis Cluster); 5 to 6 minutes
 # on the 2-core machine.
 test: $(BIN)/gifting-server
 	$(PYTEST) --ignore=tests/faults
