@@ -52,17 +52,6 @@ def retry_delay_ms(failures: int, config: Webhooks) -> int:
     return int(min(config.retry_max_ms, config.retry_base_ms * 2 ** min(failures - 1, 40)))
 
 
-class Round:
-    """The endpoints of a stream delivered together under one lease. The round ends
-    when every one of them is done; one whose receiver takes its whole `timeout_s`
-    must not make the others wait as long for their next messages: while some
-    endpoint's attempt is under way, the round starts the others again each `poll_ms`
-    (`Deliverer._deliver_round`)."""
-
-    def __init__(self) -> None:
-        self.attempting = 0  # endpoints with an attempt under way
-
-
 def _failed(task: asyncio.Task[None]) -> bool:
     return task.done() and not task.cancelled() and task.exception() is not None
 
@@ -178,7 +167,6 @@ class Deliverer:
         its new messages must not wait for another's receiver to time out. Every
         endpoint's delivery ends before the round does, and so before the lease is
         given up: an error of one must not leave another delivering unleased."""
-        round_ = Round()
         poll_s = self.config.poll_ms / 1000
         running: dict[str, asyncio.Task[None]] = {}
         try:
@@ -187,12 +175,17 @@ class Deliverer:
                     task = running.get(webhook_id)
                     if task is None or (task.done() and not _failed(task)):
                         running[webhook_id] = asyncio.create_task(
-                            self._deliver_endpoint(stream_id, webhook_id, deadline, round_)
+                            self._deliver_endpoint(stream_id, webhook_id, deadline)
                         )
                 busy = [t for t in running.values() if not t.done()]
                 if busy:
                     await asyncio.wait(busy, timeout=poll_s)
-                if any(_failed(t) for t in running.values()) or not round_.attempting:
+                # Ended when every endpoint's delivery has: one still on its way to an
+                # attempt (reading the log, the secret) may yet start one that hangs,
+                # and the others must go on being started meanwhile.
+                if any(_failed(t) for t in running.values()) or all(
+                    t.done() for t in running.values()
+                ):
                     break
                 if time.monotonic() >= deadline:
                     break
@@ -222,9 +215,7 @@ class Deliverer:
             await guarded(redis.sadd(keys.WEBHOOK_STREAMS, stream_id))
         self.backlog.pop(stream_id, None)
 
-    async def _deliver_endpoint(
-        self, stream_id: str, webhook_id: str, deadline: float, round_: Round
-    ) -> None:
+    async def _deliver_endpoint(self, stream_id: str, webhook_id: str, deadline: float) -> None:
         """Deliver what the endpoint has waiting, in order, until it is all delivered,
         an attempt fails or the lease runs short."""
         redis = self.store.redis
@@ -267,11 +258,7 @@ class Deliverer:
                 if secret is None:
                     return  # deleted or disabled meanwhile
                 mid = message_id(stream_id, event_id)
-                round_.attempting += 1
-                try:
-                    attempt = await self._attempt(stream_id, record["url"], secret, mid, event_json)
-                finally:
-                    round_.attempting -= 1
+                attempt = await self._attempt(stream_id, record["url"], secret, mid, event_json)
                 if attempt.ok:
                     passed, failures, next_at = event_id, 0, 0
                     await self._record(stream_id, webhook_id, passed, -1, 0, 0, attempt, mid)

@@ -461,6 +461,52 @@ async def test_a_deliverer_stopped_while_its_round_waits_out_an_attempt_leaves_n
     assert running == []
 
 
+class SlowToAttempt(Deliverer):
+    """A deliverer whose last read before each attempt to `slow_url` (the secret)
+    answers late, as a busy Redis does: five polls later."""
+
+    slow_url = ""
+
+    async def _secret(self, stream_id: str, webhook_id: str, record: dict[str, str]) -> str | None:
+        if record.get("url") == self.slow_url:
+            await asyncio.sleep(5 * self.config.poll_ms / 1000)
+        return await super()._secret(stream_id, webhook_id, record)
+
+
+async def test_an_endpoint_slow_to_start_an_attempt_that_hangs_holds_back_no_other(
+    store: Store, receiver: Receiver
+) -> None:
+    """The round must not end while an endpoint is still on its way to an attempt:
+    ended, it waits for that attempt, and when it hangs, an endpoint registered
+    meanwhile would wait for its whole `timeout_s` instead of being started at the
+    next poll."""
+    webhooks = dataclasses.replace(
+        store.settings.webhooks, poll_ms=20, timeout_s=10.0, lease_ms=60_000
+    )
+    store = Store(store.redis, dataclasses.replace(store.settings, webhooks=webhooks))
+    await live_stream(store, "s1", "streamer1")
+    await fund(store, "alice")
+    who = Identity("streamer1", "Streamer One", Role.STREAMER)
+    await endpoints.register(store, who, "s1", parse_target(receiver.url), ("gift",), "k1")
+    receiver.hold = True
+    deliverer = SlowToAttempt(store)
+    deliverer.slow_url = receiver.url
+    deliverer.start()
+    try:
+        async with receiving() as late:
+            await send_gift(store, viewer("alice"), "s1", "rose", 1, "g1")
+            await receiver.wait_for_arrivals(1)  # its attempt hangs
+            target = parse_target(late.url)
+            await endpoints.register(store, who, "s1", target, ("gift",), "k2")
+            sent = await send_gift(store, viewer("alice"), "s1", "rose", 1, "g2")
+            events = await late.wait_for(1, timeout=5)  # not after the 10 s attempt
+            assert [e["event_id"] for e in events] == [sent.event_id]
+            assert receiver.deliveries == []  # its attempt still under way
+    finally:
+        await deliverer.stop()
+        receiver.release.set()
+
+
 async def test_two_workers_with_a_hanging_endpoint_deliver_a_late_one_in_order_one_at_a_time(
     start: Any, receiver: Receiver
 ) -> None:

@@ -35,6 +35,10 @@ def two_free_ports() -> int:
     raise AssertionError("no two adjacent free ports")
 
 
+def default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Launcher:
     """The launcher's process and every line it printed, read by a thread."""
 
@@ -47,6 +51,10 @@ class Launcher:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            # Ctrl-C as from a terminal: a process started in the background by a
+            # non-interactive shell (a CI script, `cmd &`) has SIGINT ignored, and the
+            # launcher would inherit that and never see the test's SIGINT.
+            preexec_fn=default_sigint,
         )  # fmt: skip
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
