@@ -20,11 +20,12 @@ run: $(BIN)/gifting-server
 # their time is spent waiting on servers, timeouts and failovers, not on the CPU
 # (measured sequentially: about 45% of one core for `make test`). Each worker starts
 # its own session Redis and, for the cluster tests, its own local Redis Cluster, on
-# free ports and in its own temporary directory. `--dist loadgroup` hands out tests
-# one by one, except those marked `xdist_group`, which share a worker.
+# free ports and in its own temporary directory. `--dist load` hands out tests one by
+# one, by their place in the collection: the HTTP fuzzer's cases (schemathesis, one per
+# API operation) share one test id, which `loadgroup` and `loadscope` would run once.
 # TEST_WORKERS=0 runs them in this process, one after another.
 TEST_WORKERS ?= 4
-PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist load
 
 # Runs tests/cluster too (on a local 3-master/3-replica Redis Cluster); 5 to 6 minutes
 # on the 2-core machine.
