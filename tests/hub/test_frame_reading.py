@@ -368,13 +368,30 @@ async def next_heartbeat(client: RawClient) -> bytes:
     return await asyncio.wait_for(read(), TIMEOUT_S)
 
 
+# A token back at one a second, with room for either side's loop running late on a busy
+# machine: the server's clock between two paid messages may run shorter than the client's.
+TOKEN_BACK_S = 1.5
+
+
+async def heartbeat_after(client: RawClient, at: float) -> bytes:
+    """The first heartbeat to come after `at` (the client's loop time); each one before
+    it answered, which costs no token."""
+    while True:
+        heartbeat = await next_heartbeat(client)
+        if client.loop.time() > at:
+            return heartbeat
+        await client.loop.sock_sendall(client.sock, frame(PONG_OP, heartbeat))
+
+
 async def test_the_heartbeats_pong_costs_no_token_on_either_path(
     start_server: StartServer, subtests: pytest.Subtests
 ) -> None:
-    """With one token a second and one refusal enough to close, a client answers each
+    """With one token a second and one refusal enough to close, a client answers a
     heartbeat and sends an unsolicited pong behind the answer, in the same read: the
     answer is free, so the unsolicited pong has its token and nothing is refused, twice
-    over, whether the connection reads the pongs itself or through the parser."""
+    over, whether the connection reads the pongs itself or through the parser. Each
+    paid message waits for a heartbeat that comes once its token is back by the clock,
+    not the next one, which late timers can bring too soon."""
     server = start_server(
         websocket={"ping_interval_s": 1, "rate_per_s": 1, "burst": 1, "abuse_close_after": 1}
     )
@@ -382,22 +399,16 @@ async def test_the_heartbeats_pong_costs_no_token_on_either_path(
         with subtests.test(parser_first=parser_first):
             client = await RawClient(server.port, token("ann")).open()
             try:
+                paid_at = float("-inf")  # the bucket starts full
                 if parser_first:
-                    pinged_at = client.loop.time()
+                    paid_at = client.loop.time()
                     await client.loop.sock_sendall(client.sock, frame(PING_OP, b"first"))
-                    # Its token is back a second later: the heartbeats (answered, free)
-                    # until one comes after that, so that the next is well past it
-                    # however late a busy machine runs either loop's timers.
-                    while True:
-                        heartbeat = await next_heartbeat(client)
-                        await client.loop.sock_sendall(client.sock, frame(PONG_OP, heartbeat))
-                        if client.loop.time() - pinged_at > 1.0:
-                            break
                 for _ in range(2):
-                    heartbeat = await next_heartbeat(client)
+                    heartbeat = await heartbeat_after(client, paid_at + TOKEN_BACK_S)
                     await client.loop.sock_sendall(
                         client.sock, frame(PONG_OP, heartbeat) + frame(PONG_OP, b"unsolicited")
                     )
+                    paid_at = client.loop.time()
                 await next_heartbeat(client)  # still open: nothing was refused
             finally:
                 client.shutdown()
