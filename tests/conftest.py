@@ -27,7 +27,7 @@ from gifting_server.hub.connection import HubConnection
 from gifting_server.ledger.store import Store, connect
 from gifting_server.local_cluster import LocalCluster
 from tests import topology
-from tests.redis_process import RedisProcess, free_port
+from tests.redis_process import RedisProcess
 
 SECRET = "test-token-secret-0123456789abcdef0123456789"
 WEBHOOK_SECRET = "test-webhook-secret-0123456789abcdef0123456"
@@ -220,7 +220,11 @@ class ServerThread:
     """uvicorn serving the app on a free port in a thread: real sockets, real HTTP."""
 
     def __init__(self, settings: Settings) -> None:
-        self.port = free_port()
+        # Bound here and handed to uvicorn, not a free port picked and bound later:
+        # with tests running in parallel another process could take it in between.
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
         config = uvicorn.Config(
             create_app(settings),
             host="127.0.0.1",
@@ -232,7 +236,9 @@ class ServerThread:
             lifespan="on",
         )
         self.server = _PromptServer(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -249,6 +255,7 @@ class ServerThread:
     def __exit__(self, *exc: object) -> None:
         self.server.stop()
         self.thread.join(timeout=10)
+        self.sock.close()
 
 
 @pytest.fixture
