@@ -219,11 +219,13 @@ class _PromptServer(uvicorn.Server):
 class ServerThread:
     """uvicorn serving the app on a free port in a thread: real sockets, real HTTP."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, port: int = 0) -> None:
         # Bound here and handed to uvicorn, not a free port picked and bound later:
         # with tests running in parallel another process could take it in between.
+        # `port`: a given one (a server restarted where the stopped one listened).
         self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
         self.port = int(self.sock.getsockname()[1])
         config = uvicorn.Config(
             create_app(settings),

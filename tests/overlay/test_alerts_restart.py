@@ -12,9 +12,7 @@ SHOWN = "window.__alertsShown"
 
 def restarted_on(port: int, live: Live) -> ServerThread:
     """A new server on the port of the stopped one, on the same Redis."""
-    server = ServerThread(live.settings)
-    server.port = port
-    server.server.config.port = port
+    server = ServerThread(live.settings, port)
     return server.__enter__()
 
 
