@@ -121,8 +121,9 @@ def published(message: bytes) -> list[bytes]:
 
 
 def history_events(entry: bytes) -> list[bytes]:
-    """The events of one history entry (its field "e"), in order (see above)."""
-    return entry.split(b"\n")
+    """The events of one history entry (its field "e"), in order: the framing of a
+    published message (see above)."""
+    return published(entry)
 
 
 def events_after(events: list[bytes], since: int) -> list[bytes]:

@@ -212,7 +212,7 @@ def memory_usage(client: redis.Redis, key: str) -> int:
     return int(client.memory_usage(key, samples=0) or 0)
 
 
-def history_events(client: redis.Redis, key: str) -> int:
+def history_event_count(client: redis.Redis, key: str) -> int:
     """The events a stream's history holds: an entry is one event, or a batched call's
     events to the stream after its first, one a line (gifting_server/events.py), so
     XLEN, its entries, is fewer. The history is capped: read whole."""
@@ -234,7 +234,7 @@ def key_memory(client: redis.Redis, streams: int, viewers: int) -> dict[str, int
                 viewer_bytes += memory_usage(client, key)
     events = history_bytes = entries = journal_bytes = 0
     for n in sample_streams:
-        events += history_events(client, keys.stream_history(f"spread{n}"))
+        events += history_event_count(client, keys.stream_history(f"spread{n}"))
         history_bytes += memory_usage(client, keys.stream_history(f"spread{n}"))
         entries += int(client.xlen(keys.journal(f"spread_streamer{n}")))
         journal_bytes += memory_usage(client, keys.journal(f"spread_streamer{n}"))
