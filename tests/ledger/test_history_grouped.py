@@ -8,7 +8,6 @@ peak viewers) finds each event in it, whichever event of the entry it asks for."
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ from redis.asyncio import Redis
 from gifting_server import events
 from gifting_server.api.speech import _gift_with_message
 from gifting_server.auth import Identity, Role
-from gifting_server.config import Gift, History
+from gifting_server.config import History
 from gifting_server.errors import ErrorCode, GiftingError
 from gifting_server.hub.redis_history import RedisHistory
 from gifting_server.ledger import alerts, gifts, keys
@@ -27,6 +26,7 @@ from tests.factories import fund, viewer
 from tests.history import history_events, history_ids
 from tests.ledger.test_concurrency import assert_reconciled
 from tests.ledger.test_gift_batch import Batch, batches, ledger
+from tests.ledger.transfers_support import gift_of
 
 __all__ = ["ledger"]  # the fixture, shared with test_gift_batch
 
@@ -45,29 +45,24 @@ async def entries(store: Store, stream_id: str = "s1") -> list[tuple[int, list[i
     ]
 
 
-async def send_batch(store: Store, gifts: int, note: Note | None = None) -> list[int]:
-    """`gifts` roses to s1 from as many new senders in one send_gifts call, the last
+async def send_batch(store: Store, count: int, note: Note | None = None) -> list[int]:
+    """`count` roses to s1 from as many new senders in one send_gifts call, the last
     with `note` as its message; their event ids."""
     seq = int(await store.redis.hget(keys.stream("s1"), "seq"))
-    rose = store.settings.gift("rose")
-    assert rose is not None
+    rose = gift_of(store, "rose")
     b = Batch(store)
-    for i in range(gifts):
+    for i in range(count):
         who = viewer(f"g{seq + i}")
         await fund(store, who.user_id, "coins_100")
-        with_note = note if i == gifts - 1 else None
-        b.calls.append(gift_batch_call(store, who, rose, f"k{seq + i}", with_note))
+        with_note = note if i == count - 1 else None
+        b.calls.append(
+            gifts.run_send_gift(store, who, "s1", rose, 1, f"k{seq + i}", note=with_note)
+        )
         b.expected.append((seq + 1 + i, 99, 1, False))
     calls, carried = batches()
     await b.check()
-    assert batches() == (calls + 1, carried + gifts)  # one send_gifts call
-    return list(range(seq + 1, seq + 1 + gifts))
-
-
-def gift_batch_call(
-    store: Store, who: Identity, rose: Gift, key: str, note: Note | None
-) -> Awaitable[gifts.GiftReceipt]:
-    return gifts.run_send_gift(store, who, "s1", rose, 1, key, note=note)
+    assert batches() == (calls + 1, carried + count)  # one send_gifts call
+    return list(range(seq + 1, seq + 1 + count))
 
 
 async def test_a_calls_events_to_a_stream_are_its_first_alone_then_one_entry(
@@ -195,7 +190,7 @@ async def test_a_replay_across_chunks_of_lone_and_grouped_entries_gives_every_ev
     grouped one and inside a call's events, from every `since`."""
     monkeypatch.setattr("gifting_server.hub.redis_history.REPLAY_CHUNK", 2)
     await send_batch(ledger, 4)
-    await gifts.run_send_gift(ledger, viewer("alice"), "s1", _rose(ledger), 1, "lone")
+    await gifts.run_send_gift(ledger, viewer("alice"), "s1", gift_of(ledger, "rose"), 1, "lone")
     await send_batch(ledger, 3)
     await send_batch(ledger, 2)
     last = int(await ledger.redis.hget(keys.stream("s1"), "seq"))
@@ -206,12 +201,6 @@ async def test_a_replay_across_chunks_of_lone_and_grouped_entries_gives_every_ev
         got = [events.event_id_of(raw) for raw in replay.events]
         assert got == list(range(since + 1, last + 1)), since
         assert replay.last_event_id == last, since
-
-
-def _rose(store: Store) -> Gift:
-    rose = store.settings.gift("rose")
-    assert rose is not None
-    return rose
 
 
 async def test_a_streams_delivery_log_still_takes_each_event_of_a_grouped_call_alone(
