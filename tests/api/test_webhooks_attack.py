@@ -421,15 +421,12 @@ async def test_the_log_keeps_only_what_an_enabled_endpoint_still_waits_for(
         assert await redis.hget(keys.stream("s1"), keys.WEBHOOK_LOG_FIELD) is None
 
 
-async def test_a_deliverer_stopped_while_its_round_waits_out_an_attempt_leaves_nothing_running(
-    store: Store, receiver: Receiver
-) -> None:
-    """A round past its deadline no longer starts anything but waits for the attempt
-    under way (here a receiver that hangs) before it gives up the lease. A shutdown
-    then must end that attempt too: one left running would deliver, and record, with
-    no lease (another worker may hold it by then) and after its server stopped."""
+async def hanging_endpoint(store: Store, receiver: Receiver, lease_ms: int) -> Store:
+    """A store polling every 20 ms with a 10 s attempt timeout and `lease_ms` leases,
+    stream s1 live, alice funded, and `receiver` registered for s1's gifts and holding
+    every request it gets (`receiver.hold`) until released."""
     webhooks = dataclasses.replace(
-        store.settings.webhooks, poll_ms=20, timeout_s=10.0, lease_ms=10_500
+        store.settings.webhooks, poll_ms=20, timeout_s=10.0, lease_ms=lease_ms
     )
     store = Store(store.redis, dataclasses.replace(store.settings, webhooks=webhooks))
     await live_stream(store, "s1", "streamer1")
@@ -437,6 +434,17 @@ async def test_a_deliverer_stopped_while_its_round_waits_out_an_attempt_leaves_n
     who = Identity("streamer1", "Streamer One", Role.STREAMER)
     await endpoints.register(store, who, "s1", parse_target(receiver.url), ("gift",), "k")
     receiver.hold = True
+    return store
+
+
+async def test_a_deliverer_stopped_while_its_round_waits_out_an_attempt_leaves_nothing_running(
+    store: Store, receiver: Receiver
+) -> None:
+    """A round past its deadline no longer starts anything but waits for the attempt
+    under way (here a receiver that hangs) before it gives up the lease. A shutdown
+    then must end that attempt too: one left running would deliver, and record, with
+    no lease (another worker may hold it by then) and after its server stopped."""
+    store = await hanging_endpoint(store, receiver, lease_ms=10_500)
     deliverer = Deliverer(store)
     deliverer.start()
     try:
@@ -480,15 +488,8 @@ async def test_an_endpoint_slow_to_start_an_attempt_that_hangs_holds_back_no_oth
     ended, it waits for that attempt, and when it hangs, an endpoint registered
     meanwhile would wait for its whole `timeout_s` instead of being started at the
     next poll."""
-    webhooks = dataclasses.replace(
-        store.settings.webhooks, poll_ms=20, timeout_s=10.0, lease_ms=60_000
-    )
-    store = Store(store.redis, dataclasses.replace(store.settings, webhooks=webhooks))
-    await live_stream(store, "s1", "streamer1")
-    await fund(store, "alice")
+    store = await hanging_endpoint(store, receiver, lease_ms=60_000)
     who = Identity("streamer1", "Streamer One", Role.STREAMER)
-    await endpoints.register(store, who, "s1", parse_target(receiver.url), ("gift",), "k1")
-    receiver.hold = True
     deliverer = SlowToAttempt(store)
     deliverer.slow_url = receiver.url
     deliverer.start()
