@@ -38,8 +38,18 @@ HOST = "127.0.0.1"
 LAYOUT_FILE = "cluster.json"
 
 
+# New clusters picked their ports this many times before giving up: another process
+# can take a port between its pick (`free_ports`) and the node's bind.
+PORT_ATTEMPTS = 5
+
+
 class ClusterError(RuntimeError):
     pass
+
+
+class PortTaken(ClusterError):
+    """A node's port (or its bus port) was taken by another process: the node could
+    not bind it, or what answers on it is another server."""
 
 
 def free_ports(count: int) -> list[int]:
@@ -108,6 +118,17 @@ class LocalCluster:
             for port in self.ports:
                 self._launch(port)
         else:
+            self._launch_new(layout)
+            self._create()
+            # Only a cluster that was created is started again from this data dir.
+            self._save_layout(layout)
+        self.wait_ready(timeout_s)
+
+    def _launch_new(self, layout: Path) -> None:
+        """Every node of a new cluster on ports picked free; picked again when another
+        process took one first (the node dirs of the attempt removed: nothing of them
+        joined a cluster yet)."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
             self._new_layout(layout)
             log.info(
                 "starting %d Redis nodes for %d masters with %d replica(s) each on ports %s",
@@ -116,12 +137,17 @@ class LocalCluster:
                 self.replicas,
                 self.ports,
             )
-            for port in self.ports:
-                self._launch(port)
-            self._create()
-            # Only a cluster that was created is started again from this data dir.
-            self._save_layout(layout)
-        self.wait_ready(timeout_s)
+            try:
+                for port in self.ports:
+                    self._launch(port)
+                return
+            except PortTaken as e:
+                if attempt == PORT_ATTEMPTS:
+                    raise
+                log.info("%s; picking other ports", e)
+                self.stop()
+                for port in self.ports:
+                    shutil.rmtree(self.node_dir(port), ignore_errors=True)
 
     def _new_layout(self, layout: Path) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -240,17 +266,31 @@ class LocalCluster:
         finally:
             client.close()
 
+    def _pid(self, port: int) -> int:
+        client = self._client(port)
+        try:
+            return int(client.info("server")["process_id"])
+        finally:
+            client.close()
+
     def _answers(self, port: int) -> bool:
+        """Whether the node launched on `port` answers; `PortTaken` when another
+        process holds its port or its bus port."""
         process = self.processes.get(port)
+        log_file = self.node_dir(port) / "redis.log"
         if process is None or process.poll() is not None:
-            raise ClusterError(
-                f"redis-server on port {port} exited; see {self.node_dir(port) / 'redis.log'}"
-            )
+            if "Address already in use" in _read(log_file):
+                raise PortTaken(f"port {port} or its bus port was taken by another process")
+            raise ClusterError(f"redis-server on port {port} exited; see {log_file}")
         try:
             self._ask(port, "PING")
-            return True
+            # another server on the port (another cluster's node) would answer too
+            answering = self._pid(port)
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
             return False
+        if answering != process.pid:
+            raise PortTaken(f"another process (pid {answering}) answers on port {port}")
+        return True
 
     def running(self) -> list[int]:
         return [port for port, p in self.processes.items() if p.poll() is None]
@@ -384,6 +424,13 @@ class LocalCluster:
         log.info("restarting node %d from its nodes.conf and AOF", node.port)
         self._launch(node.port)
         self.wait_ready(timeout_s)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def _synced(replication: dict[str, Any]) -> bool:

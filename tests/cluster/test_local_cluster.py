@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterPubSub, RedisCluster
 from redis.crc import key_slot
 
+from gifting_server import local_cluster
 from gifting_server.cluster_view import SLOTS
 from gifting_server.local_cluster import LocalCluster
 from tests.conftest import CLUSTER_NODE_TIMEOUT_MS as NODE_TIMEOUT_MS
@@ -207,3 +209,26 @@ async def test_a_sharded_subscriber_follows_a_failover_once_it_refreshes_the_slo
     finally:
         await pubsub.aclose()
         await listener.aclose()
+
+
+def test_a_new_cluster_picks_other_ports_when_one_was_taken_before_its_node_bound_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        held = int(holder.getsockname()[1])
+        real_pick = local_cluster.free_ports
+        picks = iter([[held, *real_pick(5)]])  # the first attempt's first node: taken
+        monkeypatch.setattr(
+            local_cluster, "free_ports", lambda count: next(picks, None) or real_pick(count)
+        )
+        cluster = LocalCluster(
+            tmp_path / "cluster", masters=3, replicas=0, node_timeout_ms=NODE_TIMEOUT_MS
+        )
+        with cluster:
+            assert held not in cluster.ports and held not in cluster.bus_ports.values()
+            assert all(cluster.info(port)["cluster_state"] == "ok" for port in cluster.ports)
+            for port in cluster.ports:
+                node = redis.Redis(port=port)
+                assert int(node.info("server")["process_id"]) == cluster.processes[port].pid
+                node.close()
