@@ -53,6 +53,21 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[topology.TOPOLOGY_ENV] = chosen
     topology.chosen()  # a bad value stops the run here
     config.addinivalue_line("markers", "cluster: needs the local Redis Cluster")
+    config.addinivalue_line("markers", "slow: takes tens of seconds; scheduled first")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest tests first: the property tests, the fuzzers and those marked
+    `slow`. The parallel workers take tests in this order, and a test of a minute
+    taken last would run alone at the end while the other workers wait."""
+    items.sort(key=lambda item: 0 if _long(item) else 1)  # stable: the rest keep their order
+
+
+def _long(item: pytest.Item) -> bool:
+    function = getattr(item, "obj", None)
+    return item.get_closest_marker("slow") is not None or bool(
+        getattr(function, "is_hypothesis_test", False)
+    )
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -243,6 +243,7 @@ async def test_a_late_viewer_sees_the_new_battle_not_the_last_one_and_a_test_ale
     ]
 
 
+@pytest.mark.slow
 async def test_every_answer_and_a_stream_ending_and_coming_back_at_the_expiry_end_each_battle_once(
     redis_url: str, tmp_path: Path
 ) -> None:

@@ -79,6 +79,7 @@ class Gifters:
 
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.slow
 async def test_a_busy_streams_master_killed_mid_load_loses_no_acknowledged_gift(
     redis_cluster: LocalCluster, cluster_url: str, tmp_path: Path
 ) -> None:

@@ -102,6 +102,7 @@ def alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_run_cluster_serves_the_demo_on_two_workers_and_ctrl_c_stops_everything(
     tmp_path: Path,
 ) -> None:

@@ -92,6 +92,7 @@ class Senders:
 
 @pytest.mark.cluster
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.slow
 async def test_a_worker_killed_mid_transfer_leaves_every_gift_credited_exactly_once(
     redis_cluster: LocalCluster, cluster_url: str, tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 import httpx
+import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from gifting_server.ledger import keys
@@ -126,6 +127,7 @@ def assert_contiguous(events: list[Event], after: int, upto: int) -> None:
     assert ids == list(range(after + 1, upto + 1)), f"missing {missing[:10]}, twice {twice[:10]}"
 
 
+@pytest.mark.slow
 async def test_kill_9_redis_under_load_loses_no_acknowledged_gift_or_payment(
     own_redis: RedisUnderFault, own_client: AsyncClient, serve: Serve
 ) -> None:

@@ -75,6 +75,7 @@ def break_redis(redis: RedisUnderFault, fault: str) -> Callable[[], None]:
 
 
 @pytest.mark.parametrize("fault", ["killed", "hung"])
+@pytest.mark.slow
 async def test_redis_outage_answers_503_in_time_and_resumes_without_a_restart(
     fault: str, own_redis: RedisUnderFault, own_client: AsyncClient, serve: Serve
 ) -> None:

@@ -211,6 +211,7 @@ def masked(client: RawClient, *messages: bytes) -> list[bytes]:
     return frames
 
 
+@pytest.mark.slow
 async def test_messages_in_one_write_or_cut_anywhere_are_each_answered_in_order(
     start_server: StartServer,
 ) -> None:

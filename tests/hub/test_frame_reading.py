@@ -23,6 +23,11 @@ from tests.conftest import SECRET
 from tests.factories import fund, live_stream, token
 from tests.hub.conftest import StartServer
 from tests.hub.wsclient import JSON, MSGPACK, TIMEOUT_S, RawClient, WsClient
+from tests.topology import single_only
+
+# Run once, on one Redis: the cluster's run of the hub suite would read the same
+# frames through the same code (the gifts' tests here run on both).
+FRAMES_ALONE = single_only("frames alone, no gift: read alike over either Redis")
 
 
 async def rate_limited_drops(base_url: str) -> float:
@@ -264,6 +269,7 @@ async def outcome(
     return [item for item in got if item != ("message", BARRIER_ERROR)]
 
 
+@FRAMES_ALONE
 async def test_each_stream_is_answered_as_websockets_parser_answers_it(
     start_server: StartServer, subtests: pytest.Subtests
 ) -> None:
@@ -297,6 +303,8 @@ CUT = (
 )
 
 
+@FRAMES_ALONE
+@pytest.mark.slow
 async def test_a_stream_cut_at_any_byte_is_answered_as_when_whole(
     start_server: StartServer,
 ) -> None:
@@ -383,6 +391,7 @@ async def heartbeat_after(client: RawClient, at: float) -> bytes:
         await client.loop.sock_sendall(client.sock, frame(PONG_OP, heartbeat))
 
 
+@FRAMES_ALONE
 async def test_the_heartbeats_pong_costs_no_token_on_either_path(
     start_server: StartServer, subtests: pytest.Subtests
 ) -> None:

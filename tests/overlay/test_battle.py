@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from tests.overlay.battle_arena import Arena, arena
@@ -33,6 +34,7 @@ def wait_points(page: Page, left: int, right: int) -> None:
     )
 
 
+@pytest.mark.slow
 def test_the_overlay_moves_with_each_sides_gifts_and_names_the_winner(
     arena: Arena, pages: Pages
 ) -> None:
@@ -112,6 +114,7 @@ def test_a_battle_without_a_gift_is_a_draw_and_a_late_overlay_sees_the_score_at_
     assert page.locator("#battle").get_attribute("data-winner") == "draw"
 
 
+@pytest.mark.slow
 def test_the_viewer_client_shows_the_bar_while_the_battle_runs_and_the_winner_briefly(
     arena: Arena, pages: Pages
 ) -> None:

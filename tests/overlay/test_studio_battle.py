@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from gifting_server.auth import Role
@@ -38,6 +39,7 @@ def battle_of(page: Page) -> Any:
     return page.evaluate("window.__studio.battle")
 
 
+@pytest.mark.slow
 def test_invite_cancel_decline_accept_and_the_end_between_two_studios(
     arena: Arena, pages: Pages
 ) -> None:
