@@ -40,6 +40,7 @@ SCREENSHOTS = (
 )
 PHONE = {"width": 390, "height": 844}
 WAIT_MS = 5_000
+SCREENSHOT_MS = 30_000
 
 # Generous rate limits so that only the behaviour under test shows, and a short
 # combo window so that streaks end quickly.
@@ -215,5 +216,7 @@ def screenshot(page: Page, name: str, *, scene: bool = True) -> Path:
             SCENE,
         )
     path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path))
+    # Rendering a full frame with every animation of a big gift running took over
+    # WAIT_MS on a 2 GHz core busy with the other test workers.
+    page.screenshot(path=str(path), timeout=SCREENSHOT_MS)
     return path
