@@ -6,6 +6,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import expect
 
 from gifting_server.config import History
@@ -32,6 +33,10 @@ def test_a_gift_sent_over_http_appears_within_a_second(live: Live, pages: Pages)
     assert [(a["name"], a["gift"], a["count"]) for a in shown] == [("Alice", "Rose", 5)]
 
 
+# Fifteen gifts over HTTP one after another: on a machine busy with other tests a gift
+# took up to 0.3 s, and a gap between two of them passed the tests' 500 ms window,
+# which ended the streak at nine.
+@pytest.mark.limits(combo_window_ms=3_000)
 def test_a_fifteen_tap_streak_is_one_alert_that_counts_to_fifteen(live: Live, pages: Pages) -> None:
     live.fund("bob")
     page = pages.open(live.overlay_url("alerts", duration=2, sound="off"))
@@ -48,7 +53,7 @@ def test_a_fifteen_tap_streak_is_one_alert_that_counts_to_fifteen(live: Live, pa
     screenshot(page, "alerts-streak")
 
     # The streak's end closes the alert; it was one alert all along.
-    page.wait_for_function(f"() => {SHOWN}[0].ended")
+    page.wait_for_function(f"() => {SHOWN}[0].ended", timeout=10_000)  # the window, then the end
     shown = page.evaluate(SHOWN)
     assert [(a["name"], a["gift"], a["count"]) for a in shown] == [("Bob", "Finger Heart", 15)]
     expect(page.locator("#stage .alert")).to_have_count(0)
