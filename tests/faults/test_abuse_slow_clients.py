@@ -47,8 +47,11 @@ class Slow:
         self.loop = asyncio.get_running_loop()
 
     @classmethod
-    async def connect(cls, port: int, sent: bytes = b"") -> Slow:
+    async def connect(cls, port: int, sent: bytes = b"", send_buffer: int | None = None) -> Slow:
+        """`send_buffer`: the socket's send buffer, fixed (the kernel's autotuning off)."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if send_buffer is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
         slow = cls(sock)
@@ -233,7 +236,10 @@ async def test_a_request_head_without_end_is_refused_with_431_before_it_fills_me
         b"\r\n1\r\n{\r\n0\r\nX-Trailer: ",
     ]
     for start in starts:
-        client = await Slow.connect(server.port, start)
+        # What the client sent is what the server read only if the kernel cannot hold
+        # it: a send buffer left to autotune grows to tcp_wmem's maximum (4 MiB here,
+        # the bound below), which a server slow to be scheduled lets the client fill.
+        client = await Slow.connect(server.port, start, send_buffer=MAX_HEAD_BYTES)
         try:
             sent = 0
             with contextlib.suppress(ConnectionError):
