@@ -71,7 +71,9 @@ async def test_a_locust_run_with_battles_delivers_battle_events_in_order(
         run = subprocess.run(
             [
                 *command, "-f", str(LOCUSTFILE), "--headless", "--host", server.url,
-                "--users", "5", "--spawn-rate", "20", "--run-time", "5s",
+                # 10 s: on a busy slow machine, 5 s ended the run before the battle of 1 s
+                # had been invited, accepted and ended
+                "--users", "5", "--spawn-rate", "20", "--run-time", "10s",
                 "--viewers", "2", "--http-gifters", "0", "--battles", "1",
                 "--battle-duration", "1", "--gift-rate", "5", "--tap-interval", "0.1",
                 "--users-file", str(users_file), "--csv", str(tmp_path / "duel"),
